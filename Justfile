@@ -1,0 +1,53 @@
+# onebox: one VM image that turns a fresh VPS into a complete web stack for a domain.
+# `just` alone lists the recipes; `just ci` is exactly what CI runs.
+
+set shell := ["bash", "-euo", "pipefail", "-c"]
+
+# List the recipes
+default:
+    @just --list --unsorted
+
+# Install every Debian package and tool the project needs (idempotent)
+[group('setup')]
+deps:
+    scripts/deps
+
+# Build the three release binaries into target/release
+[group('setup')]
+build:
+    cargo build --release --workspace --locked
+
+# Run the local stack on loopback until Ctrl-C (DNS on :5353)
+[group('run')]
+up: deps build
+    scripts/stack run
+
+# Run every test: unit, integration, DNS differential, acceptance
+[group('test')]
+test: deps build test-rust test-local
+
+# Rust unit and integration tests (they start the real binaries on free loopback ports)
+[group('test')]
+test-rust: build
+    cargo test --release --workspace --locked
+
+# The dig + curl acceptance suite against the local stack
+[group('test')]
+test-local: build
+    scripts/stack start
+    trap 'scripts/stack stop' EXIT; tests/acceptance local
+
+# Check formatting and lints
+[group('test')]
+lint:
+    cargo fmt --all --check
+    cargo clippy --release --workspace --locked --all-targets -- -D warnings
+
+# Run benchmarks side by side with their peers: `just bench dns`
+[group('bench')]
+bench what="all": deps build
+    bench/run {{what}}
+
+# What CI runs: every test from a clean clone
+[group('ci')]
+ci: test

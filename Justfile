@@ -22,6 +22,16 @@ build:
 up: deps build
     scripts/stack run
 
+# Build the bootable disk image: image/out/onebox.raw and onebox.qcow2
+[group('run')]
+build-image: deps build
+    image/build
+
+# Boot the image under QEMU with the site forwarded to loopback, until Ctrl-C
+[group('run')]
+boot: build-image
+    image/boot
+
 # Run every test: unit, integration, DNS differential, acceptance
 [group('test')]
 test: deps build test-rust test-local
@@ -29,13 +39,18 @@ test: deps build test-rust test-local
 # Rust unit and integration tests (they start the real binaries on free loopback ports)
 [group('test')]
 test-rust: build
-    cargo test --release --workspace --locked
+    scripts/with-test-db cargo test --release --workspace --locked
 
 # The dig + curl acceptance suite against the local stack
 [group('test')]
 test-local: build
     scripts/stack start
     trap 'scripts/stack stop' EXIT; tests/acceptance local
+
+# The acceptance suite against the booted image, UEFI and BIOS
+[group('test')]
+test-image: build-image
+    image/test
 
 # Check formatting and lints
 [group('test')]

@@ -1,12 +1,32 @@
-//! onebox-dns: The onebox authoritative DNS server for the site's zones.
+//! onebox-dns: the onebox authoritative DNS server for the site's zones.
 
 use clap::Parser;
+use onebox_dns::cli::{Cli, Command};
+use std::process::ExitCode;
 
-/// The onebox authoritative DNS server for the site's zones.
-#[derive(Debug, Parser)]
-#[command(version, about)]
-struct Cli {}
-
-fn main() {
-    let _cli = Cli::parse();
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+    let result = match cli.command {
+        Some(Command::Check { path }) => onebox_dns::check::check(&path)
+            .map(|ok| ok.iter().for_each(|l| println!("{l}")))
+            .map_err(anyhow::Error::from),
+        None => onebox_dns::config::Settings::from_args(&cli.serve)
+            .map_err(anyhow::Error::from)
+            .and_then(|settings| {
+                tokio::runtime::Runtime::new()?.block_on(onebox_dns::serve(settings))
+            }),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("onebox-dns: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
 }

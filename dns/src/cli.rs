@@ -1,0 +1,45 @@
+//! The command line.
+
+use clap::{Args, Parser, Subcommand};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+/// onebox-dns: the authoritative DNS server for the site's zones.
+#[derive(Debug, Parser)]
+#[command(version, about, args_conflicts_with_subcommands = true)]
+pub struct Cli {
+    /// What to do; without a subcommand, serve.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    /// The serving options.
+    #[command(flatten)]
+    pub serve: ServeArgs,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Check zone files (a directory of NAME.zone files, or one file); prints `file:line: what is
+    /// wrong` for every error and exits non-zero if there is any.
+    Check {
+        /// A zone file or a directory of them.
+        path: PathBuf,
+    },
+}
+
+/// Options for serving.
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    /// Address to serve on, UDP and TCP (repeatable). Default: [::]:53 and 0.0.0.0:53.
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub listen: Vec<SocketAddr>,
+    /// Directory of zone files, one NAME.zone per zone. Default: /etc/onebox/zones.
+    #[arg(long, value_name = "DIR")]
+    pub zones: Option<PathBuf>,
+    /// The site TOML file; its [dns] section gives the same settings (the command line wins).
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Log every query at INFO (off by default: it costs throughput).
+    #[arg(long)]
+    pub query_log: bool,
+}

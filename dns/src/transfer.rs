@@ -1,0 +1,87 @@
+//! Zone transfers (RFC 5936 AXFR; IXFR answered with the whole zone, RFC 1995 §4): TCP only,
+//! only at the apex, only to the addresses a zone allows.
+
+use crate::answer::{Reply, Transport, encode};
+use crate::zone::Zone;
+use hickory_proto::op::{Message, Query, ResponseCode};
+use hickory_proto::rr::{LowerName, Record, RecordType};
+use hickory_proto::serialize::binary::BinEncodable;
+
+/// Bytes of records per transfer message (before name compression, which only shrinks it).
+const MESSAGE_BUDGET: usize = 16_000;
+
+/// Answers an AXFR or IXFR `query` for `zone`. `response` carries the header and question.
+pub fn respond(
+    mut response: Message,
+    query: &Query,
+    zone: &Zone,
+    transport: Transport,
+    allowed: bool,
+    limit: u16,
+) -> Reply {
+    let at_apex = LowerName::new(&query.name) == LowerName::new(zone.origin());
+    if !at_apex {
+        response.metadata.response_code = ResponseCode::NotAuth;
+        return Reply::One(encode(response, limit));
+    }
+    if !allowed {
+        response.metadata.response_code = ResponseCode::Refused;
+        return Reply::One(encode(response, limit));
+    }
+    if transport == Transport::Udp {
+        if query.query_type == RecordType::IXFR {
+            // RFC 1995 §2: a UDP IXFR that does not fit is answered with the SOA alone, which
+            // tells the client to try TCP.
+            response.metadata.authoritative = true;
+            response.answers.push(zone.soa().clone());
+        } else {
+            // AXFR is TCP-only (RFC 5936 §4.2).
+            response.metadata.response_code = ResponseCode::FormErr;
+        }
+        return Reply::One(encode(response, limit));
+    }
+
+    response.metadata.authoritative = true;
+    let mut messages = Vec::new();
+    let mut current = response.clone();
+    let mut size = 0;
+    let mut buf = Vec::with_capacity(512);
+    let records = zone.records().chain(std::iter::once(zone.soa()));
+    for record in records {
+        let record_size = encoded_len(record, &mut buf);
+        if size + record_size > MESSAGE_BUDGET && !current.answers.is_empty() {
+            messages.push(finish(std::mem::replace(
+                &mut current,
+                next_message(&response),
+            )));
+            size = 0;
+        }
+        size += record_size;
+        current.answers.push(record.clone());
+    }
+    messages.push(finish(current));
+    Reply::Many(messages)
+}
+
+/// A continuation message: same header, no question (RFC 5936 §2.2 allows either).
+fn next_message(first: &Message) -> Message {
+    let mut message = first.clone();
+    message.queries.clear();
+    message.edns = None;
+    message
+}
+
+fn finish(message: Message) -> Vec<u8> {
+    encode(message, u16::MAX)
+}
+
+/// The uncompressed wire length of `record`.
+fn encoded_len(record: &Record, buf: &mut Vec<u8>) -> usize {
+    buf.clear();
+    let mut encoder = hickory_proto::serialize::binary::BinEncoder::new(buf);
+    encoder.set_name_encoding(hickory_proto::serialize::binary::NameEncoding::Uncompressed);
+    match record.emit(&mut encoder) {
+        Ok(()) => buf.len(),
+        Err(_) => 65_535,
+    }
+}

@@ -1,12 +1,47 @@
-//! onebox-edge: The onebox HTTP/HTTPS front door: automatic ACME certificates, static files, reverse proxy to the app.
+//! onebox-edge: the onebox HTTP/HTTPS front door.
 
-use clap::Parser;
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
 
 /// The onebox HTTP/HTTPS front door: automatic ACME certificates, static files, reverse proxy to the app.
 #[derive(Debug, Parser)]
 #[command(version, about)]
-struct Cli {}
+struct Cli {
+    /// The site file (TOML with [site] and [edge]).
+    #[arg(long, global = true, default_value = "/etc/onebox/site.toml")]
+    config: PathBuf,
+    /// Take over the listening sockets of a running edge (zero-downtime upgrade): start the new
+    /// process with -u, then send SIGQUIT to the old one.
+    #[arg(short = 'u', long)]
+    upgrade: bool,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
 
-fn main() {
-    let _cli = Cli::parse();
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Validate the site file and exit (errors as file:line:column).
+    Check,
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .init();
+    let result = match cli.command {
+        Some(Command::Check) => onebox_edge::server::check(&cli.config),
+        None => onebox_edge::server::run(&cli.config, cli.upgrade),
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("onebox-edge: {e}");
+            std::process::ExitCode::from(2)
+        }
+    }
 }

@@ -1,0 +1,259 @@
+//! Certificates from an ACME CA through rustls-acme: the account and certificate store in the
+//! state directory, and the background service that drives ordering, renewal and retries.
+//!
+//! rustls-acme orders a certificate when none is cached, renews it when two thirds of its
+//! lifetime have passed, and retries a failed order after 1, 2, 4 … seconds (capped at about 18
+//! hours): the process never exits or restarts because of the CA.
+
+use crate::config::{Challenge, Config};
+use crate::metrics::Metrics;
+use async_trait::async_trait;
+use futures::StreamExt;
+use pingora::server::ShutdownWatch;
+use pingora::services::background::BackgroundService;
+use rustls::RootCertStore;
+use rustls_acme::{
+    AccountCache, AcmeConfig, AcmeState, CertCache, ResolvesServerCertAcme, UseChallenge,
+};
+use std::io::Write;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::sync::atomic::Ordering;
+
+/// Reads a PEM file of CA certificates, refusing a file without any.
+pub fn read_roots(path: &Path) -> Result<Vec<rustls::pki_types::CertificateDer<'static>>, String> {
+    let data = std::fs::read(path)
+        .map_err(|e| format!("acme.directory_ca `{}` cannot be read: {e}", path.display()))?;
+    let certs: Result<Vec<_>, _> = rustls_pemfile::certs(&mut data.as_slice()).collect();
+    match certs {
+        Ok(c) if !c.is_empty() => Ok(c),
+        Ok(_) => Err(format!(
+            "acme.directory_ca `{}` holds no PEM certificate",
+            path.display()
+        )),
+        Err(e) => Err(format!(
+            "acme.directory_ca `{}` is not valid PEM: {e}",
+            path.display()
+        )),
+    }
+}
+
+/// The account key and certificates, as files in the state directory (mode 0600, written
+/// atomically), keyed by the directory URL and the names so a change of either orders anew.
+pub struct StateCache {
+    dir: PathBuf,
+    metrics: Arc<Metrics>,
+}
+
+impl StateCache {
+    /// A store in `dir`, reporting certificate facts to `metrics`.
+    pub fn new(dir: PathBuf, metrics: Arc<Metrics>) -> Self {
+        StateCache { dir, metrics }
+    }
+
+    fn file(&self, kind: &str, parts: &[String], directory_url: &str) -> PathBuf {
+        // A readable, stable file name: FNV-1a of the parts (collisions only matter between a
+        // site's own configurations).
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        for b in parts
+            .iter()
+            .flat_map(|p| p.bytes().chain([0]))
+            .chain(directory_url.bytes())
+        {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+        self.dir.join(format!("{kind}-{h:016x}.pem"))
+    }
+
+    fn read(path: &Path) -> std::io::Result<Option<Vec<u8>>> {
+        match std::fs::read(path) {
+            Ok(d) => Ok(Some(d)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn write(&self, path: &Path, data: &[u8]) -> std::io::Result<()> {
+        std::fs::create_dir_all(&self.dir)?;
+        std::fs::set_permissions(&self.dir, std::fs::Permissions::from_mode(0o700))?;
+        let tmp = path.with_extension("tmp");
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)?;
+        f.write_all(data)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)
+    }
+
+    /// Records the validity of a certificate chain PEM (key first, then the chain).
+    fn note_cert(&self, pem: &[u8]) {
+        if let Some(not_after) = leaf_not_after(pem) {
+            self.metrics
+                .cert_not_after
+                .store(not_after, Ordering::Relaxed);
+            self.metrics.cert_from_ca.store(true, Ordering::Relaxed);
+            let days = (not_after - crate::metrics::unix_now()) / 86_400;
+            tracing::info!(
+                "certificate from the CA: valid until {} ({days} days)",
+                httpdate::fmt_http_date(
+                    std::time::UNIX_EPOCH + std::time::Duration::from_secs(not_after.max(0) as u64)
+                )
+            );
+        }
+    }
+}
+
+/// The `notAfter` (Unix seconds) of the first certificate in `pem`.
+pub fn leaf_not_after(pem: &[u8]) -> Option<i64> {
+    let der = rustls_pemfile::certs(&mut &pem[..]).next()?.ok()?;
+    let (_, cert) = x509_parser::parse_x509_certificate(&der).ok()?;
+    Some(cert.validity().not_after.timestamp())
+}
+
+#[async_trait]
+impl CertCache for StateCache {
+    type EC = std::io::Error;
+    async fn load_cert(
+        &self,
+        domains: &[String],
+        directory_url: &str,
+    ) -> Result<Option<Vec<u8>>, Self::EC> {
+        let path = self.file("cert", domains, directory_url);
+        let data = Self::read(&path)?;
+        if let Some(pem) = &data {
+            tracing::info!("using the cached certificate {}", path.display());
+            self.note_cert(pem);
+        }
+        Ok(data)
+    }
+    async fn store_cert(
+        &self,
+        domains: &[String],
+        directory_url: &str,
+        cert: &[u8],
+    ) -> Result<(), Self::EC> {
+        let path = self.file("cert", domains, directory_url);
+        self.note_cert(cert);
+        self.metrics.certs_issued.fetch_add(1, Ordering::Relaxed);
+        self.write(&path, cert)
+    }
+}
+
+#[async_trait]
+impl AccountCache for StateCache {
+    type EA = std::io::Error;
+    async fn load_account(
+        &self,
+        contact: &[String],
+        directory_url: &str,
+    ) -> Result<Option<Vec<u8>>, Self::EA> {
+        let path = self.file("account", contact, directory_url);
+        Self::read(&path)
+    }
+    async fn store_account(
+        &self,
+        contact: &[String],
+        directory_url: &str,
+        account: &[u8],
+    ) -> Result<(), Self::EA> {
+        let path = self.file("account", contact, directory_url);
+        self.write(&path, account)
+    }
+}
+
+/// The ACME state machine, run as a pingora background service.
+pub struct AcmeService {
+    state: Mutex<Option<AcmeState<std::io::Error>>>,
+    metrics: Arc<Metrics>,
+}
+
+impl AcmeService {
+    /// Builds the ACME client for `config`, or `None` when ACME is off. Also returns the
+    /// resolver that serves the certificates and answers challenges.
+    pub fn new(
+        config: &Config,
+        metrics: Arc<Metrics>,
+    ) -> Result<Option<(Self, Arc<ResolvesServerCertAcme>)>, String> {
+        let acme = &config.edge.acme;
+        let Some(directory) = acme.directory() else {
+            return Ok(None);
+        };
+        let mut roots = RootCertStore::empty();
+        roots.extend(webpki_roots_store());
+        if let Some(ca) = &acme.directory_ca {
+            for cert in read_roots(ca.get_ref())? {
+                roots
+                    .add(cert)
+                    .map_err(|e| format!("acme.directory_ca `{}`: {e}", ca.get_ref().display()))?;
+            }
+        }
+        let client = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("TLS client setup: {e}"))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+        let mut cfg = AcmeConfig::new_with_client_config(config.names.clone(), Arc::new(client))
+            .directory(&directory)
+            .challenge_type(match acme.challenge {
+                Challenge::Http01 => UseChallenge::Http01,
+                Challenge::TlsAlpn01 => UseChallenge::TlsAlpn01,
+            })
+            .cache(StateCache::new(
+                config.edge.state_dir.join("acme"),
+                metrics.clone(),
+            ));
+        if let Some(email) = &acme.email {
+            cfg = cfg.contact_push(format!("mailto:{}", email.get_ref()));
+        }
+        let state = cfg.state();
+        let resolver = state.resolver();
+        tracing::info!(
+            "ACME: directory {directory}, challenge {:?}, names {:?}",
+            acme.challenge,
+            config.names
+        );
+        Ok(Some((
+            AcmeService {
+                state: Mutex::new(Some(state)),
+                metrics,
+            },
+            resolver,
+        )))
+    }
+}
+
+/// The Web PKI roots, for talking to public CAs.
+fn webpki_roots_store() -> Vec<rustls::pki_types::TrustAnchor<'static>> {
+    webpki_roots::TLS_SERVER_ROOTS.to_vec()
+}
+
+#[async_trait]
+impl BackgroundService for AcmeService {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        let Some(mut state) = self.state.lock().ok().and_then(|mut s| s.take()) else {
+            return;
+        };
+        loop {
+            tokio::select! {
+                _ = shutdown.changed() => return,
+                event = state.next() => match event {
+                    Some(Ok(ok)) => tracing::info!("ACME: {ok:?}"),
+                    Some(Err(err)) => {
+                        let text = err.to_string();
+                        tracing::warn!("ACME error (retried with exponential backoff): {text}");
+                        self.metrics.acme_failed(&text);
+                    }
+                    None => return,
+                },
+            }
+        }
+    }
+}

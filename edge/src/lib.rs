@@ -1,0 +1,19 @@
+//! onebox-edge: the onebox HTTP/HTTPS front door on pingora, with certificates from ACME
+//! (rustls-acme), static files from a web root, and a health-checked reverse proxy to the app.
+//!
+//! One module per concept: [`config`] (the `[edge]` section), [`server`] (assembling the pingora
+//! server), [`proxy`] (the request logic as pingora phase hooks), [`static_files`], [`limits`],
+//! [`tls`] (the HTTPS listener and certificate choice), [`acme`] (ordering and storing
+//! certificates), [`metrics`].
+
+pub mod acme;
+pub mod config;
+pub mod error;
+pub mod limits;
+pub mod metrics;
+pub mod proxy;
+pub mod server;
+pub mod static_files;
+pub mod tls;
+
+pub use error::EdgeError;

@@ -1,0 +1,543 @@
+//! The edge's request logic, as pingora phase hooks.
+//!
+//! On plain HTTP: ACME HTTP-01 answers under `/.well-known/acme-challenge/`, everything else a
+//! 308 to the same host and path on HTTPS. On HTTPS: a request whose path names a file under the
+//! web root (GET/HEAD) is answered from it; every other request goes to the app pool.
+
+use crate::config::{AccessLog, Config, Hsts, UnknownHost};
+use crate::limits;
+use crate::metrics::Metrics;
+use crate::static_files::{self, Lookup, RangeAnswer};
+use async_trait::async_trait;
+use bytes::Bytes;
+use pingora::http::ResponseHeader;
+use pingora::lb::LoadBalancer;
+use pingora::lb::selection::RoundRobin;
+use pingora::proxy::{FailToProxy, ProxyHttp, Session};
+use pingora::upstreams::peer::HttpPeer;
+use pingora::{Error, ErrorType, Result};
+use rustls_acme::ResolvesServerCertAcme;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+/// What the HTTP and HTTPS listeners share.
+pub struct Shared {
+    /// The configuration.
+    pub config: Config,
+    /// The canonical web root.
+    pub web_root: PathBuf,
+    /// The app pool, health-checked in the background.
+    pub upstreams: Arc<LoadBalancer<RoundRobin>>,
+    /// ACME state for HTTP-01 answers, when ACME is on.
+    pub acme: Option<Arc<ResolvesServerCertAcme>>,
+    /// Figures for `/metrics`.
+    pub metrics: Arc<Metrics>,
+    /// Source of request ids.
+    pub next_id: AtomicU64,
+    /// A per-process prefix of request ids.
+    pub id_prefix: u32,
+}
+
+/// The pingora proxy logic of one listener.
+pub struct Edge {
+    /// Shared state.
+    pub shared: Arc<Shared>,
+    /// Whether this listener is the HTTPS one.
+    pub tls: bool,
+}
+
+/// Per-request state.
+pub struct Ctx {
+    id: String,
+    start: Instant,
+    host: String,
+    kind: &'static str,
+    body_bytes: u64,
+}
+
+const ACME_PREFIX: &str = "/.well-known/acme-challenge/";
+
+impl Edge {
+    /// The `Host` of the request (without port, lower-case), from `Host` or the URI authority.
+    fn host(session: &Session) -> String {
+        let req = session.req_header();
+        let raw = req
+            .headers
+            .get(http::header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .map(str::to_string)
+            .or_else(|| req.uri.authority().map(|a| a.as_str().to_string()))
+            .unwrap_or_default();
+        let no_port = if raw.starts_with('[') {
+            raw.split_once(']')
+                .map_or(raw.as_str(), |(h, _)| h)
+                .trim_start_matches('[')
+                .to_string()
+        } else {
+            raw.rsplit_once(':')
+                .map_or(raw.as_str(), |(h, _)| h)
+                .to_string()
+        };
+        no_port.trim_end_matches('.').to_ascii_lowercase()
+    }
+
+    /// Adds the request id, and on HTTPS the security headers and HSTS.
+    fn decorate(&self, resp: &mut ResponseHeader, ctx: &Ctx) -> Result<()> {
+        resp.insert_header("X-Request-Id", &ctx.id)?;
+        if !self.tls {
+            return Ok(());
+        }
+        let headers = &self.shared.config.edge.headers;
+        if headers.hsts == Hsts::WhenCaCertificate
+            && self.shared.metrics.cert_from_ca.load(Ordering::Relaxed)
+        {
+            resp.insert_header(
+                "Strict-Transport-Security",
+                format!("max-age={}", headers.hsts_max_age_secs),
+            )?;
+        }
+        if headers.security_headers {
+            for (name, value) in [
+                ("X-Content-Type-Options", "nosniff"),
+                ("X-Frame-Options", "SAMEORIGIN"),
+                ("Referrer-Policy", "strict-origin-when-cross-origin"),
+            ] {
+                if resp.headers.get(name).is_none() {
+                    resp.insert_header(name, value)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Sends a short plain-text answer.
+    async fn plain(
+        &self,
+        session: &mut Session,
+        ctx: &Ctx,
+        status: u16,
+        body: &str,
+        extra: &[(&str, String)],
+    ) -> Result<bool> {
+        let mut resp = ResponseHeader::build(status, Some(4))?;
+        resp.insert_header("Content-Type", "text/plain; charset=utf-8")?;
+        resp.insert_header("Content-Length", body.len().to_string())?;
+        for (k, v) in extra {
+            resp.insert_header(k.to_string(), v.as_str())?;
+        }
+        self.decorate(&mut resp, ctx)?;
+        let head = session.req_header().method == http::Method::HEAD;
+        session.write_response_header(Box::new(resp), head).await?;
+        if !head {
+            session
+                .write_response_body(Some(Bytes::copy_from_slice(body.as_bytes())), true)
+                .await?;
+        }
+        Ok(true)
+    }
+
+    /// Refuses a request and closes the connection afterwards.
+    async fn refuse(
+        &self,
+        session: &mut Session,
+        ctx: &mut Ctx,
+        status: u16,
+        why: &str,
+    ) -> Result<bool> {
+        ctx.kind = "refused";
+        session.as_downstream_mut().set_keepalive(None);
+        self.plain(session, ctx, status, why, &[]).await
+    }
+
+    /// Answers on the plain-HTTP listener: ACME HTTP-01 or a redirect.
+    async fn http_listener(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
+        let path = session.req_header().uri.path().to_string();
+        if let Some(token) = path.strip_prefix(ACME_PREFIX) {
+            ctx.kind = "acme";
+            let answer = self
+                .shared
+                .acme
+                .as_ref()
+                .and_then(|a| a.get_http_01_key_auth(token));
+            return match answer {
+                Some(key_auth) => {
+                    tracing::info!("answered an ACME HTTP-01 validation for {}", ctx.host);
+                    self.plain(session, ctx, 200, &key_auth, &[]).await
+                }
+                None => self.plain(session, ctx, 404, "Not Found\n", &[]).await,
+            };
+        }
+        ctx.kind = "redirect";
+        let port = self.shared.config.public_https_port();
+        let authority = if port == 443 {
+            ctx.host.clone()
+        } else {
+            format!("{}:{port}", ctx.host)
+        };
+        let pq = session
+            .req_header()
+            .uri
+            .path_and_query()
+            .map_or("/", |p| p.as_str())
+            .to_string();
+        let location = format!("https://{authority}{pq}");
+        self.plain(
+            session,
+            ctx,
+            308,
+            "Permanent Redirect\n",
+            &[("Location", location)],
+        )
+        .await
+    }
+
+    /// Answers from the web root if the path names a file there; `Ok(false)` means "proxy it".
+    async fn static_file(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
+        let req = session.req_header();
+        let method = req.method.clone();
+        if method != http::Method::GET && method != http::Method::HEAD {
+            return Ok(false);
+        }
+        let raw_path = req.uri.path().to_string();
+        let file = match static_files::lookup(&self.shared.web_root, &raw_path) {
+            Lookup::Missing => return Ok(false),
+            Lookup::Refused => {
+                ctx.kind = "static";
+                return self.plain(session, ctx, 404, "Not Found\n", &[]).await;
+            }
+            Lookup::AddSlash => {
+                ctx.kind = "static";
+                let q = req.uri.query().map(|q| format!("?{q}")).unwrap_or_default();
+                return self
+                    .plain(
+                        session,
+                        ctx,
+                        308,
+                        "Permanent Redirect\n",
+                        &[("Location", format!("{raw_path}/{q}"))],
+                    )
+                    .await;
+            }
+            Lookup::File(f) => f,
+        };
+        ctx.kind = "static";
+        self.shared
+            .metrics
+            .static_responses
+            .fetch_add(1, Ordering::Relaxed);
+        let header = |name: http::header::HeaderName| {
+            req.headers
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string)
+        };
+        let accept = header(http::header::ACCEPT_ENCODING).unwrap_or_default();
+        let inm = header(http::header::IF_NONE_MATCH);
+        let ims = header(http::header::IF_MODIFIED_SINCE);
+        let range_h = header(http::header::RANGE);
+        let if_range = header(http::header::IF_RANGE);
+        let rep = match static_files::representation(&file, &accept, &self.shared.web_root) {
+            Ok(r) => r,
+            Err(_) => return self.plain(session, ctx, 404, "Not Found\n", &[]).await,
+        };
+        let etag = rep.etag();
+        let mut resp = if rep.not_modified(inm.as_deref(), ims.as_deref()) {
+            let mut r = ResponseHeader::build(304, Some(6))?;
+            r.insert_header("ETag", &etag)?;
+            r.insert_header("Last-Modified", rep.last_modified())?;
+            if rep.varies {
+                r.insert_header("Vary", "Accept-Encoding")?;
+            }
+            self.decorate(&mut r, ctx)?;
+            session.write_response_header(Box::new(r), true).await?;
+            return Ok(true);
+        } else {
+            ResponseHeader::build(200, Some(10))?
+        };
+        // If-Range with a different validator means: send it all.
+        let range_h = match if_range {
+            Some(v) if v.trim() != etag => None,
+            _ => range_h,
+        };
+        let (start, len) = match static_files::range(range_h.as_deref(), rep.len) {
+            RangeAnswer::Full => (0, rep.len),
+            RangeAnswer::Partial(s, e) => {
+                resp.set_status(206)?;
+                resp.insert_header("Content-Range", format!("bytes {s}-{e}/{}", rep.len))?;
+                (s, e - s + 1)
+            }
+            RangeAnswer::Unsatisfiable => {
+                return self
+                    .plain(
+                        session,
+                        ctx,
+                        416,
+                        "Range Not Satisfiable\n",
+                        &[("Content-Range", format!("bytes */{}", rep.len))],
+                    )
+                    .await;
+            }
+        };
+        resp.insert_header("Content-Type", static_files::content_type(&file))?;
+        resp.insert_header("Content-Length", len.to_string())?;
+        resp.insert_header("ETag", &etag)?;
+        resp.insert_header("Last-Modified", rep.last_modified())?;
+        resp.insert_header("Accept-Ranges", "bytes")?;
+        if let Some(enc) = rep.encoding {
+            resp.insert_header("Content-Encoding", enc)?;
+        }
+        if rep.varies {
+            resp.insert_header("Vary", "Accept-Encoding")?;
+        }
+        self.decorate(&mut resp, ctx)?;
+        let head = method == http::Method::HEAD;
+        session
+            .write_response_header(Box::new(resp), head || len == 0)
+            .await?;
+        if head || len == 0 {
+            return Ok(true);
+        }
+        let mut chunks = static_files::Chunks::open(&rep.path, start, len)
+            .await
+            .map_err(file_error)?;
+        while let Some((chunk, end)) = chunks.next().await.map_err(file_error)? {
+            session.write_response_body(Some(chunk), end).await?;
+        }
+        Ok(true)
+    }
+}
+
+/// A static file read failure as a pingora error.
+fn file_error(e: std::io::Error) -> Box<Error> {
+    Error::because(ErrorType::InternalError, "reading a static file", e)
+}
+
+#[async_trait]
+impl ProxyHttp for Edge {
+    type CTX = Ctx;
+
+    fn new_ctx(&self) -> Ctx {
+        let n = self.shared.next_id.fetch_add(1, Ordering::Relaxed);
+        Ctx {
+            id: format!("{:08x}{n:08x}", self.shared.id_prefix),
+            start: Instant::now(),
+            host: String::new(),
+            kind: "proxy",
+            body_bytes: 0,
+        }
+    }
+
+    async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
+        let limits = &self.shared.config.edge.limits;
+        let downstream = session.as_downstream_mut();
+        downstream.set_read_timeout(Some(Duration::from_secs(limits.client_timeout_secs)));
+        downstream.set_write_timeout(Some(Duration::from_secs(
+            limits.client_timeout_secs.max(30),
+        )));
+        downstream.set_keepalive(Some(limits.keepalive_secs));
+        ctx.host = Self::host(session);
+
+        let raw = if session.as_downstream().is_http2() {
+            None
+        } else {
+            Some(session.as_downstream().to_h1_raw())
+        };
+        if let Err(refusal) = limits::check(session.req_header(), raw.as_deref(), limits) {
+            let why = match refusal {
+                limits::Refusal::HeadersTooLarge => "Request Header Fields Too Large\n",
+                limits::Refusal::BodyTooLarge => "Content Too Large\n",
+                limits::Refusal::Smuggling => "Bad Request: conflicting message framing\n",
+            };
+            return self.refuse(session, ctx, refusal.status(), why).await;
+        }
+
+        if !self.shared.config.names.iter().any(|n| *n == ctx.host) {
+            match self.shared.config.edge.unknown_host {
+                UnknownHost::Misdirected => {
+                    return self
+                        .refuse(
+                            session,
+                            ctx,
+                            421,
+                            "Misdirected Request: this server does not serve that host name\n",
+                        )
+                        .await;
+                }
+                UnknownHost::DefaultSite => {
+                    ctx.host = self
+                        .shared
+                        .config
+                        .names
+                        .first()
+                        .cloned()
+                        .unwrap_or_default()
+                }
+            }
+        }
+
+        if !self.tls {
+            return self.http_listener(session, ctx).await;
+        }
+        self.static_file(session, ctx).await
+    }
+
+    async fn request_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<Bytes>,
+        _end: bool,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
+        if let Some(b) = body {
+            ctx.body_bytes += b.len() as u64;
+            if ctx.body_bytes > self.shared.config.edge.limits.max_body_bytes {
+                return Error::e_explain(
+                    ErrorType::HTTPStatus(413),
+                    "request body over limits.max_body_bytes",
+                );
+            }
+        }
+        Ok(())
+    }
+
+    async fn upstream_peer(&self, _session: &mut Session, ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
+        ctx.kind = "proxy";
+        self.shared
+            .metrics
+            .proxied_requests
+            .fetch_add(1, Ordering::Relaxed);
+        let Some(backend) = self.shared.upstreams.select(b"", 256) else {
+            self.shared
+                .metrics
+                .upstream_errors
+                .fetch_add(1, Ordering::Relaxed);
+            return Error::e_explain(ErrorType::HTTPStatus(503), "no healthy app upstream");
+        };
+        let up = &self.shared.config.edge.upstream;
+        let mut peer = HttpPeer::new(backend, false, String::new());
+        peer.options.connection_timeout = Some(Duration::from_millis(up.connect_timeout_ms));
+        peer.options.total_connection_timeout = Some(Duration::from_millis(up.connect_timeout_ms));
+        peer.options.read_timeout = Some(Duration::from_secs(up.read_timeout_secs));
+        peer.options.write_timeout = Some(Duration::from_secs(up.read_timeout_secs));
+        Ok(Box::new(peer))
+    }
+
+    fn fail_to_connect(
+        &self,
+        _session: &mut Session,
+        _peer: &HttpPeer,
+        _ctx: &mut Ctx,
+        mut e: Box<Error>,
+    ) -> Box<Error> {
+        // One pool member is down: answer 502 at once instead of retrying into the same wall.
+        self.shared
+            .metrics
+            .upstream_errors
+            .fetch_add(1, Ordering::Relaxed);
+        e.set_retry(false);
+        e
+    }
+
+    async fn upstream_request_filter(
+        &self,
+        session: &mut Session,
+        upstream: &mut pingora::http::RequestHeader,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
+        let client = session
+            .client_addr()
+            .and_then(|a| a.as_inet())
+            .map(|a| a.ip().to_string())
+            .unwrap_or_default();
+        // The edge is the first hop: client-supplied forwarding headers are replaced, not trusted.
+        upstream.insert_header("X-Forwarded-For", client)?;
+        upstream.insert_header("X-Forwarded-Proto", if self.tls { "https" } else { "http" })?;
+        upstream.insert_header("X-Forwarded-Host", &ctx.host)?;
+        upstream.insert_header("X-Request-Id", &ctx.id)?;
+        if upstream.headers.get(http::header::HOST).is_none() {
+            upstream.insert_header("Host", &ctx.host)?;
+        }
+        Ok(())
+    }
+
+    async fn response_filter(
+        &self,
+        _session: &mut Session,
+        upstream: &mut ResponseHeader,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
+        self.decorate(upstream, ctx)
+    }
+
+    async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut Ctx) -> FailToProxy {
+        let code = match e.etype() {
+            ErrorType::HTTPStatus(code) => *code,
+            _ => match e.esource() {
+                pingora::ErrorSource::Upstream => 502,
+                pingora::ErrorSource::Downstream => match e.etype() {
+                    ErrorType::WriteError | ErrorType::ReadError | ErrorType::ConnectionClosed => 0,
+                    _ => 400,
+                },
+                _ => 500,
+            },
+        };
+        if code > 0 {
+            let text = match code {
+                502 => "Bad Gateway: the application did not answer\n",
+                503 => "Service Unavailable: the application is down\n",
+                413 => "Content Too Large\n",
+                400 => "Bad Request\n",
+                _ => "Error\n",
+            };
+            session.as_downstream_mut().set_keepalive(None);
+            if let Err(err) = self.plain(session, ctx, code, text, &[]).await {
+                tracing::debug!("could not send the error response: {err}");
+            }
+        }
+        FailToProxy {
+            error_code: code,
+            can_reuse_downstream: false,
+        }
+    }
+
+    async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut Ctx) {
+        let status = session.response_written().map_or(0, |r| r.status.as_u16());
+        self.shared.metrics.count_response(status);
+        if ctx.kind == "proxy" && status >= 500 {
+            if let Some(e) = e {
+                tracing::warn!("request {}: upstream failed: {e}", ctx.id);
+            }
+        }
+        let format = self.shared.config.edge.access_log;
+        if format == AccessLog::Off {
+            return;
+        }
+        let req = session.req_header();
+        let client = session
+            .client_addr()
+            .map(|a| a.to_string())
+            .unwrap_or_default();
+        let ms = ctx.start.elapsed().as_secs_f64() * 1000.0;
+        let version = format!("{:?}", req.version);
+        let line = match format {
+            AccessLog::Json => serde_json::json!({
+                "time": httpdate::fmt_http_date(std::time::SystemTime::now()),
+                "id": ctx.id, "client": client, "host": ctx.host, "method": req.method.as_str(),
+                "uri": req.uri.to_string(), "version": version, "status": status,
+                "ms": (ms * 1000.0).round() / 1000.0, "kind": ctx.kind, "tls": self.tls,
+            })
+            .to_string(),
+            _ => format!(
+                "{client} {} \"{} {} {version}\" {status} {ms:.3}ms {} {}",
+                if ctx.host.is_empty() { "-" } else { &ctx.host },
+                req.method,
+                req.uri,
+                ctx.kind,
+                ctx.id
+            ),
+        };
+        println!("{line}");
+    }
+}

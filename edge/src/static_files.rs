@@ -1,0 +1,348 @@
+//! Static files from the web root: safe path resolution, conditional requests, ranges,
+//! precompressed siblings, streaming.
+//!
+//! A request path maps to a file only when every check passes: the percent-decoded path has no
+//! `..` or `.`-prefixed segment (no dotfiles), no backslash, no NUL, no encoded slash, and the
+//! canonical path (symlinks resolved) stays inside the canonical web root. Anything else is "no
+//! static file here" and the request goes to the app.
+
+use bytes::Bytes;
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+/// What a request path resolves to under the web root.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Lookup {
+    /// A regular file (for a directory path, its `index.html`).
+    File(PathBuf),
+    /// A directory asked for without its trailing slash: redirect to `path/`.
+    AddSlash,
+    /// No static file: the request belongs to the app (or gets a 404 if there is none).
+    Missing,
+    /// The path is malformed or tries to leave the root: refused with 400/404, never proxied.
+    Refused,
+}
+
+/// Resolves the raw (still percent-encoded) request path `raw` under `root` (canonical).
+pub fn lookup(root: &Path, raw: &str) -> Lookup {
+    let path = raw.split('?').next().unwrap_or("");
+    if !path.starts_with('/') {
+        return Lookup::Refused;
+    }
+    // Encoded slashes and backslashes never name a file here.
+    let lower = path.to_ascii_lowercase();
+    if lower.contains("%2f") || lower.contains("%5c") || lower.contains("%00") {
+        return Lookup::Refused;
+    }
+    let Ok(decoded) = percent_encoding::percent_decode_str(path).decode_utf8() else {
+        return Lookup::Refused;
+    };
+    if decoded.contains('\\') || decoded.contains('\0') {
+        return Lookup::Refused;
+    }
+    let mut rel = PathBuf::new();
+    for seg in decoded.split('/').filter(|s| !s.is_empty()) {
+        if seg.starts_with('.') {
+            // `..`, `.`, and dotfiles (`.git`, `.env`, `.htpasswd` …).
+            return Lookup::Refused;
+        }
+        rel.push(seg);
+    }
+    let candidate = root.join(&rel);
+    let Ok(real) = std::fs::canonicalize(&candidate) else {
+        return Lookup::Missing;
+    };
+    if !real.starts_with(root) {
+        return Lookup::Refused;
+    }
+    let Ok(meta) = std::fs::metadata(&real) else {
+        return Lookup::Missing;
+    };
+    if meta.is_dir() {
+        if !decoded.ends_with('/') {
+            return Lookup::AddSlash;
+        }
+        let index = real.join("index.html");
+        return match std::fs::canonicalize(&index) {
+            Ok(i) if i.starts_with(root) && i.is_file() => Lookup::File(i),
+            _ => Lookup::Missing,
+        };
+    }
+    if meta.is_file() {
+        Lookup::File(real)
+    } else {
+        Lookup::Missing
+    }
+}
+
+/// A representation picked for a request: the file or a precompressed sibling.
+#[derive(Debug)]
+pub struct Representation {
+    /// The file to send.
+    pub path: PathBuf,
+    /// `Content-Encoding` to announce (`br`, `gzip`), if a sibling was picked.
+    pub encoding: Option<&'static str>,
+    /// Its length in bytes.
+    pub len: u64,
+    /// Its modification time.
+    pub modified: SystemTime,
+    /// Whether siblings exist (the response then varies on `Accept-Encoding`).
+    pub varies: bool,
+}
+
+/// Picks `file` or its `.br`/`.gz` sibling according to `accept_encoding`.
+pub fn representation(
+    file: &Path,
+    accept_encoding: &str,
+    root: &Path,
+) -> std::io::Result<Representation> {
+    let accepts = |coding: &str| {
+        accept_encoding.split(',').any(|part| {
+            let mut it = part.split(';');
+            let name = it.next().unwrap_or("").trim();
+            let q_zero = it.any(|p| {
+                let p = p.trim();
+                p.strip_prefix("q=")
+                    .is_some_and(|q| q.trim().parse::<f32>().is_ok_and(|q| q == 0.0))
+            });
+            name.eq_ignore_ascii_case(coding) && !q_zero
+        })
+    };
+    let mut varies = false;
+    for (suffix, coding) in [("br", "br"), ("gz", "gzip")] {
+        let mut sibling = file.as_os_str().to_owned();
+        sibling.push(".");
+        sibling.push(suffix);
+        let sibling = PathBuf::from(sibling);
+        if let Ok(real) = std::fs::canonicalize(&sibling) {
+            if !real.starts_with(root) {
+                continue;
+            }
+            if let Ok(meta) = std::fs::metadata(&real) {
+                if meta.is_file() {
+                    varies = true;
+                    if accepts(coding) {
+                        return Ok(Representation {
+                            path: real,
+                            encoding: Some(coding),
+                            len: meta.len(),
+                            modified: meta.modified()?,
+                            varies: true,
+                        });
+                    }
+                }
+            }
+        }
+    }
+    let meta = std::fs::metadata(file)?;
+    Ok(Representation {
+        path: file.to_path_buf(),
+        encoding: None,
+        len: meta.len(),
+        modified: meta.modified()?,
+        varies,
+    })
+}
+
+impl Representation {
+    /// A strong validator from length, modification time and encoding.
+    pub fn etag(&self) -> String {
+        let nanos = self
+            .modified
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        let enc = match self.encoding {
+            Some("br") => "-br",
+            Some(_) => "-gz",
+            None => "",
+        };
+        format!("\"{:x}-{:x}{enc}\"", self.len, nanos)
+    }
+
+    /// `Last-Modified` value.
+    pub fn last_modified(&self) -> String {
+        httpdate::fmt_http_date(self.modified)
+    }
+
+    /// Whether the request's validators say the client's copy is current (304).
+    pub fn not_modified(
+        &self,
+        if_none_match: Option<&str>,
+        if_modified_since: Option<&str>,
+    ) -> bool {
+        if let Some(inm) = if_none_match {
+            let etag = self.etag();
+            return inm.split(',').any(|t| {
+                let t = t.trim();
+                t == "*" || t.trim_start_matches("W/") == etag
+            });
+        }
+        if let Some(ims) = if_modified_since {
+            if let Ok(since) = httpdate::parse_http_date(ims) {
+                let modified_secs = self
+                    .modified
+                    .duration_since(SystemTime::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_secs());
+                let since_secs = since
+                    .duration_since(SystemTime::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_secs());
+                return modified_secs <= since_secs;
+            }
+        }
+        false
+    }
+}
+
+/// The outcome of a `Range` header against a representation of `len` bytes.
+#[derive(Debug, PartialEq, Eq)]
+pub enum RangeAnswer {
+    /// No usable range (absent, multiple ranges, or not `bytes`): send everything (200).
+    Full,
+    /// One satisfiable range: inclusive start and end (206).
+    Partial(u64, u64),
+    /// The range lies outside the representation (416).
+    Unsatisfiable,
+}
+
+/// Parses a single-range `Range` header value.
+pub fn range(header: Option<&str>, len: u64) -> RangeAnswer {
+    let Some(value) = header else {
+        return RangeAnswer::Full;
+    };
+    let Some(spec) = value.trim().strip_prefix("bytes=") else {
+        return RangeAnswer::Full;
+    };
+    if spec.contains(',') {
+        return RangeAnswer::Full;
+    }
+    let Some((a, b)) = spec.trim().split_once('-') else {
+        return RangeAnswer::Full;
+    };
+    let (a, b) = (a.trim(), b.trim());
+    if a.is_empty() {
+        // Suffix: the last N bytes.
+        let Ok(n) = b.parse::<u64>() else {
+            return RangeAnswer::Full;
+        };
+        if n == 0 || len == 0 {
+            return RangeAnswer::Unsatisfiable;
+        }
+        return RangeAnswer::Partial(len.saturating_sub(n), len - 1);
+    }
+    let Ok(start) = a.parse::<u64>() else {
+        return RangeAnswer::Full;
+    };
+    let end = if b.is_empty() {
+        len.saturating_sub(1)
+    } else {
+        match b.parse::<u64>() {
+            Ok(e) if e >= start => e.min(len.saturating_sub(1)),
+            _ => return RangeAnswer::Full,
+        }
+    };
+    if start >= len {
+        return RangeAnswer::Unsatisfiable;
+    }
+    RangeAnswer::Partial(start, end)
+}
+
+/// The `Content-Type` for a file name.
+pub fn content_type(path: &Path) -> String {
+    let mime = mime_guess::from_path(path).first_or_octet_stream();
+    if mime.type_() == "text"
+        || mime.essence_str() == "application/javascript"
+        || mime.essence_str() == "application/json"
+    {
+        format!("{}; charset=utf-8", mime.essence_str())
+    } else {
+        mime.essence_str().to_string()
+    }
+}
+
+/// Reads a byte range of a file in chunks of at most 64 KiB: the file is never held in memory
+/// whole.
+pub struct Chunks {
+    file: tokio::fs::File,
+    left: u64,
+}
+
+impl Chunks {
+    /// Opens `path` for reading `len` bytes from `start`.
+    pub async fn open(path: &Path, start: u64, len: u64) -> std::io::Result<Chunks> {
+        use tokio::io::AsyncSeekExt;
+        let mut file = tokio::fs::File::open(path).await?;
+        file.seek(std::io::SeekFrom::Start(start)).await?;
+        Ok(Chunks { file, left: len })
+    }
+
+    /// The next chunk and whether it is the last, or `None` when done.
+    pub async fn next(&mut self) -> std::io::Result<Option<(Bytes, bool)>> {
+        use tokio::io::AsyncReadExt;
+        if self.left == 0 {
+            return Ok(None);
+        }
+        let want = self.left.min(64 * 1024) as usize;
+        let mut buf = vec![0u8; want];
+        let n = self.file.read(&mut buf).await?;
+        if n == 0 {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                "file shrank while being sent",
+            ));
+        }
+        buf.truncate(n);
+        self.left -= n as u64;
+        Ok(Some((Bytes::from(buf), self.left == 0)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranges() {
+        assert_eq!(range(None, 10), RangeAnswer::Full);
+        assert_eq!(range(Some("bytes=0-3"), 10), RangeAnswer::Partial(0, 3));
+        assert_eq!(range(Some("bytes=5-"), 10), RangeAnswer::Partial(5, 9));
+        assert_eq!(range(Some("bytes=-4"), 10), RangeAnswer::Partial(6, 9));
+        assert_eq!(range(Some("bytes=-40"), 10), RangeAnswer::Partial(0, 9));
+        assert_eq!(range(Some("bytes=8-100"), 10), RangeAnswer::Partial(8, 9));
+        assert_eq!(range(Some("bytes=10-"), 10), RangeAnswer::Unsatisfiable);
+        assert_eq!(range(Some("bytes=0-1,4-5"), 10), RangeAnswer::Full);
+        assert_eq!(range(Some("items=0-1"), 10), RangeAnswer::Full);
+    }
+
+    #[test]
+    fn lookups_cannot_escape() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let root = dir.path().join("www");
+        std::fs::create_dir_all(root.join("sub")).expect("mkdir");
+        std::fs::write(root.join("a.txt"), "a").expect("w");
+        std::fs::write(root.join("sub/index.html"), "i").expect("w");
+        std::fs::write(root.join(".env"), "secret").expect("w");
+        std::fs::write(dir.path().join("outside"), "o").expect("w");
+        std::os::unix::fs::symlink(dir.path().join("outside"), root.join("link")).expect("ln");
+        let root = std::fs::canonicalize(&root).expect("canon");
+        assert_eq!(lookup(&root, "/a.txt"), Lookup::File(root.join("a.txt")));
+        assert_eq!(
+            lookup(&root, "/sub/"),
+            Lookup::File(root.join("sub/index.html"))
+        );
+        assert_eq!(lookup(&root, "/sub"), Lookup::AddSlash);
+        assert_eq!(lookup(&root, "/nope"), Lookup::Missing);
+        for bad in [
+            "/../outside",
+            "/%2e%2e/outside",
+            "/sub/..%2foutside",
+            "/.env",
+            "/%2eenv",
+            "/a.txt%00",
+            "/sub\\..\\outside",
+            "/link",
+            "/sub/%5c..%5coutside",
+        ] {
+            assert_eq!(lookup(&root, bad), Lookup::Refused, "{bad}");
+        }
+    }
+}

@@ -1,0 +1,447 @@
+//! Test fixtures: free ports, the real onebox-edge binary, Debian's pebble + challtestsrv, a tiny
+//! upstream HTTP server, and curl.
+#![allow(dead_code, clippy::unwrap_used, clippy::panic)]
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+/// A free loopback TCP port (bound then released).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A free port for both TCP and UDP (challtestsrv's DNS uses both).
+pub fn free_udp_tcp_port() -> u16 {
+    loop {
+        let p = free_port();
+        if std::net::UdpSocket::bind(("127.0.0.1", p)).is_ok() {
+            return p;
+        }
+    }
+}
+
+/// Waits until `f` is true, up to `secs`.
+pub fn wait_until(secs: u64, what: &str, mut f: impl FnMut() -> bool) {
+    let end = Instant::now() + Duration::from_secs(secs);
+    while Instant::now() < end {
+        if f() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("timed out after {secs}s waiting for {what}");
+}
+
+/// A process killed on drop.
+pub struct Proc {
+    pub child: Child,
+    pub log: PathBuf,
+}
+
+impl Proc {
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn spawn(cmd: &mut Command, log: &Path) -> Proc {
+    let out = std::fs::File::create(log).unwrap();
+    let err = out.try_clone().unwrap();
+    let child = cmd
+        .stdout(Stdio::from(out))
+        .stderr(Stdio::from(err))
+        .spawn()
+        .unwrap();
+    Proc {
+        child,
+        log: log.to_path_buf(),
+    }
+}
+
+/// Sends a signal to a process.
+pub fn signal(pid: u32, sig: &str) {
+    let ok = Command::new("kill")
+        .args([&format!("-{sig}"), &pid.to_string()])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "kill -{sig} {pid}");
+}
+
+/// Ports of one edge instance.
+#[derive(Clone, Copy, Debug)]
+pub struct Ports {
+    pub http: u16,
+    pub https: u16,
+    pub metrics: u16,
+}
+
+impl Ports {
+    pub fn new() -> Self {
+        Ports {
+            http: free_port(),
+            https: free_port(),
+            metrics: free_port(),
+        }
+    }
+}
+
+/// A working directory with a web root and a site file.
+pub struct Site {
+    pub dir: tempfile::TempDir,
+    pub ports: Ports,
+}
+
+impl Site {
+    /// A site for foobar.com with `[edge]` extra lines (TOML, appended after the listeners).
+    pub fn new(ports: Ports, upstream: u16, extra: &str) -> Site {
+        let dir = tempfile::tempdir().unwrap();
+        let www = dir.path().join("www");
+        std::fs::create_dir_all(&www).unwrap();
+        let toml = format!(
+            "[site]\ndomain = \"foobar.com\"\n\n[edge]\nhttp_listen = \"127.0.0.1:{}\"\nhttps_listen = \"127.0.0.1:{}\"\nmetrics_listen = \"127.0.0.1:{}\"\nweb_root = \"{}\"\nstate_dir = \"{}\"\nthreads = 1\n{extra}\n[edge.upstream]\nservers = [\"127.0.0.1:{upstream}\"]\nhealth_interval_secs = 1\n",
+            ports.http,
+            ports.https,
+            ports.metrics,
+            www.display(),
+            dir.path().join("state").display()
+        );
+        std::fs::write(dir.path().join("site.toml"), toml).unwrap();
+        Site { dir, ports }
+    }
+    pub fn www(&self) -> PathBuf {
+        self.dir.path().join("www")
+    }
+    pub fn config(&self) -> PathBuf {
+        self.dir.path().join("site.toml")
+    }
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+    /// Appends text to the site file.
+    pub fn append(&self, text: &str) {
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(self.config())
+            .unwrap();
+        f.write_all(text.as_bytes()).unwrap();
+    }
+    /// Starts onebox-edge on this site and waits until both listeners accept.
+    pub fn start_edge(&self, log: &str) -> Proc {
+        let mut p = spawn(
+            Command::new(env!("CARGO_BIN_EXE_onebox-edge"))
+                .arg("--config")
+                .arg(self.config()),
+            &self.path(log),
+        );
+        self.wait_listening(&mut p);
+        p
+    }
+    pub fn wait_listening(&self, p: &mut Proc) {
+        let (h, s) = (self.ports.http, self.ports.https);
+        let end = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < end {
+            if let Ok(Some(status)) = p.child.try_wait() {
+                panic!("onebox-edge exited ({status}); log:\n{}", p.log_text());
+            }
+            if TcpStream::connect(("127.0.0.1", h)).is_ok()
+                && TcpStream::connect(("127.0.0.1", s)).is_ok()
+            {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!(
+            "onebox-edge not listening after 20 s; log:\n{}",
+            p.log_text()
+        );
+    }
+    /// The metrics text.
+    pub fn metrics(&self) -> String {
+        let out = Command::new("curl")
+            .args([
+                "-sS",
+                "--max-time",
+                "5",
+                &format!("http://127.0.0.1:{}/metrics", self.ports.metrics),
+            ])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+    /// curl against the edge with www.foobar.com and foobar.com resolved to 127.0.0.1.
+    pub fn curl(&self, args: &[&str]) -> Output {
+        let mut cmd = Command::new("curl");
+        cmd.args(["-sS", "--max-time", "10"]);
+        for name in ["www.foobar.com", "foobar.com", "other.example"] {
+            for port in [self.ports.http, self.ports.https] {
+                cmd.arg("--resolve").arg(format!("{name}:{port}:127.0.0.1"));
+            }
+        }
+        cmd.args(args).output().unwrap()
+    }
+    pub fn https(&self, path: &str) -> String {
+        format!("https://www.foobar.com:{}{path}", self.ports.https)
+    }
+    pub fn http(&self, path: &str) -> String {
+        format!("http://www.foobar.com:{}{path}", self.ports.http)
+    }
+}
+
+/// The value of metric `name` (first sample) in `text`.
+pub fn metric(text: &str, name: &str) -> f64 {
+    text.lines()
+        .find(|l| l.starts_with(name) && l[name.len()..].starts_with([' ', '{']))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no metric {name} in:\n{text}"))
+}
+
+/// Status code and headers+body of a curl `-i` output.
+pub fn status_of(out: &Output) -> u16 {
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.lines()
+        .find(|l| l.starts_with("HTTP/"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0)
+}
+
+/// A tiny upstream HTTP/1.1 server on a free port: answers `/healthz` with 200 "ok", and every
+/// other request with 200 and a body echoing the request head, so tests can see the forwarded
+/// headers.
+pub struct Upstream {
+    pub port: u16,
+    stop: Arc<AtomicBool>,
+}
+
+impl Upstream {
+    pub fn start() -> Upstream {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        listener.set_nonblocking(true).unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let s = stop.clone();
+        std::thread::spawn(move || {
+            while !s.load(Ordering::Relaxed) {
+                match listener.accept() {
+                    Ok((conn, _)) => {
+                        std::thread::spawn(move || serve_upstream(conn));
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(5)),
+                }
+            }
+        });
+        Upstream { port, stop }
+    }
+}
+
+impl Drop for Upstream {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+fn serve_upstream(mut conn: TcpStream) {
+    conn.set_nonblocking(false).unwrap();
+    conn.set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        // Read one request head (bodies are read per Content-Length).
+        let head_end = loop {
+            if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                break i + 4;
+            }
+            match conn.read(&mut chunk) {
+                Ok(0) | Err(_) => return,
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            }
+        };
+        let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
+        let len: usize = head
+            .lines()
+            .find_map(|l| {
+                l.to_ascii_lowercase()
+                    .strip_prefix("content-length:")
+                    .map(|v| v.trim().parse().unwrap_or(0))
+            })
+            .unwrap_or(0);
+        while buf.len() < head_end + len {
+            match conn.read(&mut chunk) {
+                Ok(0) | Err(_) => return,
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            }
+        }
+        buf.drain(..head_end + len);
+        let body = if head.starts_with("GET /healthz ") {
+            "ok\n".to_string()
+        } else {
+            format!("upstream saw:\n{head}")
+        };
+        let resp = format!(
+            "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        if conn.write_all(resp.as_bytes()).is_err() {
+            return;
+        }
+    }
+}
+
+/// Debian's pebble with pebble-challtestsrv as its DNS (every name → 127.0.0.1), validating
+/// against the edge's ports for real.
+pub struct Pebble {
+    pub dir: tempfile::TempDir,
+    pub dir_port: u16,
+    pub mgmt_port: u16,
+    pub pebble: Option<Proc>,
+    pub challtestsrv: Proc,
+}
+
+impl Pebble {
+    /// Starts pebble validating HTTP-01 on `http_port` and TLS-ALPN-01 on `tls_port`.
+    pub fn start(http_port: u16, tls_port: u16) -> Pebble {
+        let dir = tempfile::tempdir().unwrap();
+        // pebble's own HTTPS certificate (Debian ships no test certs): a throwaway CA + leaf.
+        let ca_key = rcgen::KeyPair::generate().unwrap();
+        let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        ca_params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "onebox test minica");
+        let ca = ca_params.self_signed(&ca_key).unwrap();
+        let leaf_key = rcgen::KeyPair::generate().unwrap();
+        let mut leaf_params = rcgen::CertificateParams::new(vec!["localhost".to_string()]).unwrap();
+        leaf_params
+            .subject_alt_names
+            .push(rcgen::SanType::IpAddress("127.0.0.1".parse().unwrap()));
+        let leaf = leaf_params.signed_by(&leaf_key, &ca, &ca_key).unwrap();
+        std::fs::write(dir.path().join("minica.pem"), ca.pem()).unwrap();
+        std::fs::write(dir.path().join("cert.pem"), leaf.pem()).unwrap();
+        std::fs::write(dir.path().join("key.pem"), leaf_key.serialize_pem()).unwrap();
+
+        let dns = free_udp_tcp_port();
+        let chall_mgmt = free_port();
+        let challtestsrv = spawn(
+            Command::new("pebble-challtestsrv").args([
+                "-dns01",
+                &format!("127.0.0.1:{dns}"),
+                "-http01",
+                "",
+                "-https01",
+                "",
+                "-tlsalpn01",
+                "",
+                "-management",
+                &format!("127.0.0.1:{chall_mgmt}"),
+                "-defaultIPv4",
+                "127.0.0.1",
+                "-defaultIPv6",
+                "",
+            ]),
+            &dir.path().join("challtestsrv.log"),
+        );
+        let (dir_port, mgmt_port) = (free_port(), free_port());
+        let config = format!(
+            r#"{{"pebble": {{"listenAddress": "127.0.0.1:{dir_port}", "managementListenAddress": "127.0.0.1:{mgmt_port}", "certificate": "{0}/cert.pem", "privateKey": "{0}/key.pem", "httpPort": {http_port}, "tlsPort": {tls_port}, "ocspResponderURL": "", "externalAccountBindingRequired": false}}}}"#,
+            dir.path().display()
+        );
+        std::fs::write(dir.path().join("pebble.json"), config).unwrap();
+        let mut p = Pebble {
+            dir,
+            dir_port,
+            mgmt_port,
+            pebble: None,
+            challtestsrv,
+        };
+        p.start_pebble(dns);
+        p
+    }
+
+    fn start_pebble(&mut self, dns: u16) {
+        let dir = self.dir.path();
+        let proc = spawn(
+            Command::new("pebble")
+                .arg("-config")
+                .arg(dir.join("pebble.json"))
+                .arg("-dnsserver")
+                .arg(format!("127.0.0.1:{dns}"))
+                // Validate at once instead of after a random 0-15 s sleep; validation stays real.
+                .env("PEBBLE_VA_NOSLEEP", "1")
+                .env_remove("PEBBLE_VA_ALWAYS_VALID"),
+            &dir.join("pebble.log"),
+        );
+        let port = self.dir_port;
+        wait_until(20, "pebble listening", || {
+            TcpStream::connect(("127.0.0.1", port)).is_ok()
+        });
+        self.pebble = Some(proc);
+    }
+
+    /// Stops pebble (challtestsrv keeps running).
+    pub fn stop(&mut self) {
+        self.pebble = None;
+    }
+
+    pub fn directory(&self) -> String {
+        format!("https://127.0.0.1:{}/dir", self.dir_port)
+    }
+    pub fn minica(&self) -> PathBuf {
+        self.dir.path().join("minica.pem")
+    }
+    /// `[edge.acme]` lines for this pebble.
+    pub fn acme_toml(&self, challenge: &str) -> String {
+        format!(
+            "\n[edge.acme]\nca = \"custom\"\ndirectory_url = \"{}\"\ndirectory_ca = \"{}\"\nemail = \"admin@foobar.com\"\nchallenge = \"{challenge}\"\n",
+            self.directory(),
+            self.minica().display()
+        )
+    }
+    /// Fetches pebble's issuing root from its management API into a file and returns its path.
+    pub fn root(&self) -> PathBuf {
+        let path = self.dir.path().join("root.pem");
+        let out = Command::new("curl")
+            .args(["-sS", "--fail", "--cacert"])
+            .arg(self.minica())
+            .arg(format!("https://127.0.0.1:{}/roots/0", self.mgmt_port))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "fetching pebble's root: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        std::fs::write(&path, &out.stdout).unwrap();
+        path
+    }
+    pub fn log_text(&self) -> String {
+        self.pebble
+            .as_ref()
+            .map(|p| p.log_text())
+            .unwrap_or_default()
+    }
+}

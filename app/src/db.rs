@@ -1,0 +1,208 @@
+//! The connection pool, with a one-second limit on reaching the database and self-healing after
+//! the database went away.
+
+use mysql_async::prelude::Queryable;
+use mysql_async::{Conn, Opts, OptsBuilder, Pool, PoolConstraints, PoolOpts};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+/// How long a request waits for a database connection before answering 503.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// After a connection-level failure, connections taken from the pool are pinged first for this
+/// long, so that connections left over from before a database restart are discarded instead of
+/// failing a request each.
+const SUSPECT_WINDOW: Duration = Duration::from_secs(30);
+
+/// A database error, sorted by what the caller should answer.
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    /// The database cannot be reached right now (down, restarting, connection lost, too slow).
+    #[error("the database is unavailable: {0}")]
+    Unavailable(String),
+    /// The database answered with an error for this query.
+    #[error("the database refused the query: {0}")]
+    Query(#[from] mysql_async::Error),
+}
+
+/// The database URL is not usable.
+#[derive(Debug, thiserror::Error)]
+#[error("the database URL `{url}` is not valid: {source}")]
+pub struct UrlError {
+    /// The URL with any password hidden.
+    url: String,
+    /// What the driver said.
+    source: mysql_async::UrlError,
+}
+
+/// A pool of connections to the site's database.
+#[derive(Clone)]
+pub struct Db {
+    pool: Pool,
+    /// When the last connection-level failure happened, in milliseconds since `epoch`.
+    last_failure_ms: Arc<AtomicU64>,
+    epoch: Instant,
+}
+
+impl Db {
+    /// Makes a pool for `url`. Nothing is connected until the first use.
+    ///
+    /// Besides `mysql://user:password@host:port/database`, the URL may name a unix socket with
+    /// `?socket=/run/mysqld/mysqld.sock`; with MariaDB's `unix_socket` authentication no password
+    /// is needed at all.
+    pub fn new(url: &str) -> Result<Db, UrlError> {
+        let opts = Opts::from_url(url).map_err(|source| UrlError {
+            url: hide_password(url),
+            source,
+        })?;
+        let pool_opts = PoolOpts::default()
+            .with_constraints(PoolConstraints::new(0, 32).unwrap_or_default())
+            .with_inactive_connection_ttl(Duration::from_secs(60))
+            .with_ttl_check_interval(Duration::from_secs(30));
+        let opts = OptsBuilder::from_opts(opts)
+            .pool_opts(pool_opts)
+            .init(vec!["SET time_zone = '+00:00'"]);
+        Ok(Db {
+            pool: Pool::new(opts),
+            last_failure_ms: Arc::new(AtomicU64::new(u64::MAX)),
+            epoch: Instant::now(),
+        })
+    }
+
+    /// A connection, or [`DbError::Unavailable`] within [`CONNECT_TIMEOUT`].
+    pub async fn conn(&self) -> Result<Conn, DbError> {
+        let deadline = tokio::time::Instant::now() + CONNECT_TIMEOUT;
+        loop {
+            let got = tokio::time::timeout_at(deadline, self.pool.get_conn()).await;
+            let mut conn = match got {
+                Ok(Ok(conn)) => conn,
+                Ok(Err(err)) => return Err(self.classify(err)),
+                Err(_) => {
+                    self.note_failure();
+                    return Err(DbError::Unavailable(format!(
+                        "no connection within {} ms",
+                        CONNECT_TIMEOUT.as_millis()
+                    )));
+                }
+            };
+            if !self.suspect() {
+                return Ok(conn);
+            }
+            match tokio::time::timeout_at(deadline, conn.ping()).await {
+                Ok(Ok(())) => return Ok(conn),
+                // A connection from before the outage: drop it and take the next one.
+                Ok(Err(_)) => continue,
+                Err(_) => {
+                    return Err(DbError::Unavailable(
+                        "the database did not answer a ping".into(),
+                    ));
+                }
+            }
+        }
+    }
+
+    /// Whether the database answers a trivial query right now.
+    pub async fn healthy(&self) -> Result<(), DbError> {
+        let mut conn = self.conn().await?;
+        let deadline = tokio::time::Instant::now() + CONNECT_TIMEOUT;
+        match tokio::time::timeout_at(deadline, conn.query_drop("DO 1")).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(err)) => Err(self.classify(err)),
+            Err(_) => Err(DbError::Unavailable(
+                "the database did not answer `DO 1`".into(),
+            )),
+        }
+    }
+
+    /// Sorts a driver error into unavailable (503) or a query error (500), remembering
+    /// connection-level failures.
+    pub fn classify(&self, err: mysql_async::Error) -> DbError {
+        let unavailable = match &err {
+            mysql_async::Error::Io(_) | mysql_async::Error::Driver(_) => true,
+            // Shutdown in progress, connection killed, server gone away, lost connection.
+            mysql_async::Error::Server(server) => {
+                matches!(server.code, 1053 | 1927 | 2006 | 2013 | 1040 | 1203)
+            }
+            _ => false,
+        };
+        if unavailable {
+            self.note_failure();
+            DbError::Unavailable(err.to_string())
+        } else {
+            DbError::Query(err)
+        }
+    }
+
+    fn note_failure(&self) {
+        let now = u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX - 1);
+        self.last_failure_ms.store(now, Ordering::Relaxed);
+    }
+
+    fn suspect(&self) -> bool {
+        let last = self.last_failure_ms.load(Ordering::Relaxed);
+        if last == u64::MAX {
+            return false;
+        }
+        let now = u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX - 1);
+        now.saturating_sub(last) < u64::try_from(SUSPECT_WINDOW.as_millis()).unwrap_or(0)
+    }
+
+    /// Closes every connection.
+    pub async fn close(self) {
+        let _ = self.pool.disconnect().await;
+    }
+}
+
+/// A result from a query, with driver errors sorted by [`Db::classify`].
+pub trait Classify<T> {
+    /// Sorts the error of `self` with `db`.
+    fn classify(self, db: &Db) -> Result<T, DbError>;
+}
+
+impl<T> Classify<T> for Result<T, mysql_async::Error> {
+    fn classify(self, db: &Db) -> Result<T, DbError> {
+        self.map_err(|err| db.classify(err))
+    }
+}
+
+/// `url` with the password, if any, replaced by `***`.
+fn hide_password(url: &str) -> String {
+    match (url.find("://"), url.find('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let userinfo = &url[scheme + 3..at];
+            match userinfo.find(':') {
+                Some(colon) => format!(
+                    "{}{}:***{}",
+                    &url[..scheme + 3],
+                    &userinfo[..colon],
+                    &url[at..]
+                ),
+                None => url.to_string(),
+            }
+        }
+        _ => url.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hides_passwords() {
+        assert_eq!(hide_password("mysql://u:secret@h/db"), "mysql://u:***@h/db");
+        assert_eq!(
+            hide_password("mysql://u@h/db?socket=/s"),
+            "mysql://u@h/db?socket=/s"
+        );
+    }
+
+    #[tokio::test]
+    async fn socket_urls_are_accepted() {
+        let db = Db::new("mysql://onebox@localhost/onebox?socket=/run/mysqld/mysqld.sock");
+        assert!(db.is_ok());
+        let err = Db::new("postgres://x:pw@h/db").err().expect("bad scheme");
+        assert!(!err.to_string().contains("pw"), "{err}");
+    }
+}

@@ -1,0 +1,323 @@
+//! The site's data in MySQL: posts, settings, users and sessions. Parameterised queries only.
+
+use crate::db::{Classify, Db, DbError};
+use mysql_async::prelude::Queryable;
+use serde::Serialize;
+
+/// A post as stored.
+#[derive(Debug, Clone, Serialize)]
+pub struct Post {
+    /// The post's id.
+    pub id: u64,
+    /// The title, plain text.
+    pub title: String,
+    /// The body, Markdown.
+    pub body: String,
+    /// Whether the public pages show it.
+    pub published: bool,
+    /// When it was created, UTC, RFC 3339.
+    pub created_at: String,
+    /// When it was last changed, UTC, RFC 3339.
+    pub updated_at: String,
+}
+
+/// The site's settings.
+#[derive(Debug, Clone, Serialize)]
+pub struct SiteSettings {
+    /// The site's title.
+    pub title: String,
+    /// A line describing the site.
+    pub description: String,
+}
+
+/// A logged-in user.
+#[derive(Debug, Clone)]
+pub struct SessionUser {
+    /// The user's id.
+    pub user_id: u64,
+    /// The user name.
+    pub username: String,
+    /// The CSRF token of this session's forms.
+    pub csrf_token: String,
+}
+
+type PostRow = (u64, String, String, bool, String, String);
+
+const POST_COLUMNS: &str = "id, title, body, published, \
+    DATE_FORMAT(created_at, '%Y-%m-%dT%H:%i:%sZ'), DATE_FORMAT(updated_at, '%Y-%m-%dT%H:%i:%sZ')";
+
+fn post((id, title, body, published, created_at, updated_at): PostRow) -> Post {
+    Post {
+        id,
+        title,
+        body,
+        published,
+        created_at,
+        updated_at,
+    }
+}
+
+/// One page of posts, newest first (`published_only` for the public), and whether there are more.
+pub async fn list_posts(
+    db: &Db,
+    published_only: bool,
+    page: u32,
+    per_page: u32,
+) -> Result<(Vec<Post>, bool), DbError> {
+    let mut conn = db.conn().await?;
+    let offset = u64::from(page.saturating_sub(1)) * u64::from(per_page);
+    let filter = if published_only {
+        "WHERE published = TRUE"
+    } else {
+        ""
+    };
+    let rows: Vec<PostRow> = conn
+        .exec(
+            format!("SELECT {POST_COLUMNS} FROM posts {filter} ORDER BY id DESC LIMIT ? OFFSET ?"),
+            (u64::from(per_page) + 1, offset),
+        )
+        .await
+        .classify(db)?;
+    let more = rows.len() > per_page as usize;
+    Ok((
+        rows.into_iter().take(per_page as usize).map(post).collect(),
+        more,
+    ))
+}
+
+/// The post `id`, if it exists (and is published, with `published_only`).
+pub async fn get_post(db: &Db, id: u64, published_only: bool) -> Result<Option<Post>, DbError> {
+    let mut conn = db.conn().await?;
+    let filter = if published_only {
+        "AND published = TRUE"
+    } else {
+        ""
+    };
+    let row: Option<PostRow> = conn
+        .exec_first(
+            format!("SELECT {POST_COLUMNS} FROM posts WHERE id = ? {filter}"),
+            (id,),
+        )
+        .await
+        .classify(db)?;
+    Ok(row.map(post))
+}
+
+/// Creates a post and returns it.
+pub async fn create_post(
+    db: &Db,
+    title: &str,
+    body: &str,
+    published: bool,
+) -> Result<Post, DbError> {
+    let mut conn = db.conn().await?;
+    conn.exec_drop(
+        "INSERT INTO posts (title, body, published) VALUES (?, ?, ?)",
+        (title, body, published),
+    )
+    .await
+    .classify(db)?;
+    let id = conn.last_insert_id().unwrap_or(0);
+    drop(conn);
+    get_post(db, id, false)
+        .await?
+        .ok_or_else(|| DbError::Unavailable("the new post vanished".into()))
+}
+
+/// Replaces the post `id`; `None` when there is no such post.
+pub async fn update_post(
+    db: &Db,
+    id: u64,
+    title: &str,
+    body: &str,
+    published: bool,
+) -> Result<Option<Post>, DbError> {
+    let mut conn = db.conn().await?;
+    let found: Option<u64> = conn
+        .exec_first("SELECT id FROM posts WHERE id = ?", (id,))
+        .await
+        .classify(db)?;
+    if found.is_none() {
+        return Ok(None);
+    }
+    conn.exec_drop(
+        "UPDATE posts SET title = ?, body = ?, published = ?, updated_at = UTC_TIMESTAMP(6) WHERE id = ?",
+        (title, body, published, id),
+    )
+    .await
+    .classify(db)?;
+    drop(conn);
+    get_post(db, id, false).await
+}
+
+/// Publishes or unpublishes the post `id`; false when there is no such post.
+pub async fn set_published(db: &Db, id: u64, published: bool) -> Result<bool, DbError> {
+    let mut conn = db.conn().await?;
+    conn.exec_drop(
+        "UPDATE posts SET published = ?, updated_at = UTC_TIMESTAMP(6) WHERE id = ?",
+        (published, id),
+    )
+    .await
+    .classify(db)?;
+    let found: Option<u64> = conn
+        .exec_first("SELECT id FROM posts WHERE id = ?", (id,))
+        .await
+        .classify(db)?;
+    Ok(found.is_some())
+}
+
+/// Deletes the post `id`; false when there was no such post.
+pub async fn delete_post(db: &Db, id: u64) -> Result<bool, DbError> {
+    let mut conn = db.conn().await?;
+    conn.exec_drop("DELETE FROM posts WHERE id = ?", (id,))
+        .await
+        .classify(db)?;
+    Ok(conn.affected_rows() > 0)
+}
+
+/// The site's settings.
+pub async fn settings(db: &Db) -> Result<SiteSettings, DbError> {
+    let mut conn = db.conn().await?;
+    let row: Option<(String, String)> = conn
+        .query_first("SELECT title, description FROM settings WHERE id = 1")
+        .await
+        .classify(db)?;
+    let (title, description) = row.unwrap_or_default();
+    Ok(SiteSettings { title, description })
+}
+
+/// Replaces the site's settings.
+pub async fn set_settings(db: &Db, title: &str, description: &str) -> Result<(), DbError> {
+    let mut conn = db.conn().await?;
+    conn.exec_drop(
+        "INSERT INTO settings (id, title, description) VALUES (1, ?, ?) \
+         ON DUPLICATE KEY UPDATE title = VALUES(title), description = VALUES(description)",
+        (title, description),
+    )
+    .await
+    .classify(db)
+}
+
+/// The id and password hash of `username`.
+pub async fn user_hash(db: &Db, username: &str) -> Result<Option<(u64, String)>, DbError> {
+    let mut conn = db.conn().await?;
+    conn.exec_first(
+        "SELECT id, password_hash FROM users WHERE username = ?",
+        (username,),
+    )
+    .await
+    .classify(db)
+}
+
+/// Creates `username` or changes their password, ending their sessions.
+pub async fn set_password(db: &Db, username: &str, hash: &str) -> Result<(), DbError> {
+    let mut conn = db.conn().await?;
+    conn.exec_drop(
+        "INSERT INTO users (username, password_hash) VALUES (?, ?) \
+         ON DUPLICATE KEY UPDATE password_hash = VALUES(password_hash)",
+        (username, hash),
+    )
+    .await
+    .classify(db)?;
+    conn.exec_drop(
+        "DELETE s FROM sessions s JOIN users u ON u.id = s.user_id WHERE u.username = ?",
+        (username,),
+    )
+    .await
+    .classify(db)
+}
+
+/// Stores a new session for `user_id`, valid for `hours`.
+pub async fn create_session(
+    db: &Db,
+    token_hash: &[u8],
+    user_id: u64,
+    csrf_token: &str,
+    hours: u32,
+) -> Result<(), DbError> {
+    let mut conn = db.conn().await?;
+    conn.query_drop("DELETE FROM sessions WHERE expires_at < UTC_TIMESTAMP(6) LIMIT 1000")
+        .await
+        .classify(db)?;
+    conn.exec_drop(
+        "INSERT INTO sessions (token_hash, user_id, csrf_token, expires_at) \
+         VALUES (?, ?, ?, UTC_TIMESTAMP(6) + INTERVAL ? HOUR)",
+        (token_hash, user_id, csrf_token, hours),
+    )
+    .await
+    .classify(db)
+}
+
+/// The user of the live session whose token hashes to `token_hash`.
+pub async fn session_user(db: &Db, token_hash: &[u8]) -> Result<Option<SessionUser>, DbError> {
+    let mut conn = db.conn().await?;
+    let row: Option<(u64, String, String)> = conn
+        .exec_first(
+            "SELECT u.id, u.username, s.csrf_token FROM sessions s JOIN users u ON u.id = s.user_id \
+             WHERE s.token_hash = ? AND s.expires_at > UTC_TIMESTAMP(6)",
+            (token_hash,),
+        )
+        .await
+        .classify(db)?;
+    Ok(row.map(|(user_id, username, csrf_token)| SessionUser {
+        user_id,
+        username,
+        csrf_token,
+    }))
+}
+
+/// Ends the session whose token hashes to `token_hash`.
+pub async fn delete_session(db: &Db, token_hash: &[u8]) -> Result<(), DbError> {
+    let mut conn = db.conn().await?;
+    conn.exec_drop("DELETE FROM sessions WHERE token_hash = ?", (token_hash,))
+        .await
+        .classify(db)
+}
+
+/// The settings and one page of published posts (newest first) on one connection, and whether
+/// there are more.
+pub async fn home(
+    db: &Db,
+    page: u32,
+    per_page: u32,
+) -> Result<(SiteSettings, Vec<Post>, bool), DbError> {
+    let mut conn = db.conn().await?;
+    let row: Option<(String, String)> = conn
+        .query_first("SELECT title, description FROM settings WHERE id = 1")
+        .await
+        .classify(db)?;
+    let (title, description) = row.unwrap_or_default();
+    let offset = u64::from(page.saturating_sub(1)) * u64::from(per_page);
+    let rows: Vec<PostRow> = conn
+        .exec(
+            format!("SELECT {POST_COLUMNS} FROM posts WHERE published = TRUE ORDER BY id DESC LIMIT ? OFFSET ?"),
+            (u64::from(per_page) + 1, offset),
+        )
+        .await
+        .classify(db)?;
+    let more = rows.len() > per_page as usize;
+    let posts = rows.into_iter().take(per_page as usize).map(post).collect();
+    Ok((SiteSettings { title, description }, posts, more))
+}
+
+/// The settings and the published post `id`, on one connection.
+pub async fn site_and_post(db: &Db, id: u64) -> Result<(SiteSettings, Option<Post>), DbError> {
+    let mut conn = db.conn().await?;
+    let row: Option<(String, String)> = conn
+        .query_first("SELECT title, description FROM settings WHERE id = 1")
+        .await
+        .classify(db)?;
+    let (title, description) = row.unwrap_or_default();
+    let post: Option<PostRow> = conn
+        .exec_first(
+            format!("SELECT {POST_COLUMNS} FROM posts WHERE id = ? AND published = TRUE"),
+            (id,),
+        )
+        .await
+        .classify(db)?;
+    Ok((SiteSettings { title, description }, post.map(post_from)))
+}
+
+fn post_from(row: PostRow) -> Post {
+    post(row)
+}

@@ -1,0 +1,260 @@
+//! Starting the three servers — Debian's NSD and Knot as the reference peers, and onebox-dns —
+//! directly (no systemd), each with generated configuration in its own temporary directory, on a
+//! free loopback port, one worker each; stopping them (the whole process group) when dropped.
+
+use std::fmt::Write as _;
+use std::fs;
+use std::net::{SocketAddr, TcpListener, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use super::transport::{Reply, Transport, exchange};
+use super::wire::{Request, rtype};
+
+/// A zone every server serves, and whether 127.0.0.1 may transfer it.
+#[derive(Clone, Debug)]
+pub struct Zone {
+    /// The origin without the trailing dot.
+    pub name: String,
+    /// The zone file's name inside the zone directory.
+    pub file: String,
+    /// AXFR allowed to 127.0.0.1.
+    pub transfer: bool,
+}
+
+/// A running server.
+pub struct Server {
+    /// "nsd", "knot" or "onebox".
+    pub name: &'static str,
+    /// Its UDP and TCP address.
+    pub addr: SocketAddr,
+    child: Child,
+    log: PathBuf,
+}
+
+impl Server {
+    /// The server's log so far (for failure messages).
+    pub fn log_tail(&self) -> String {
+        let text = fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(30)..].join("\n")
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        // Each server runs in its own process group: NSD forks a server and an xfrd child.
+        let group = format!("-{}", self.child.id());
+        let _ = Command::new("kill")
+            .args(["-TERM", "--", &group])
+            .stderr(Stdio::null())
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = Command::new("kill")
+            .args(["-KILL", "--", &group])
+            .stderr(Stdio::null())
+            .status();
+        let _ = self.child.wait();
+    }
+}
+
+/// A directory removed when dropped.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    /// A fresh directory under the system's temporary directory.
+    pub fn new(tag: &str) -> TempDir {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        static N: AtomicUsize = AtomicUsize::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "onebox-diff-{}-{}-{tag}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::SeqCst)
+        ));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).expect("create a temporary directory");
+        TempDir(dir)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A loopback port free for both UDP and TCP right now.
+pub fn free_port() -> u16 {
+    for _ in 0..100 {
+        let udp = UdpSocket::bind("127.0.0.1:0").expect("bind a UDP socket on loopback");
+        let port = udp.local_addr().expect("local address").port();
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free loopback port for UDP and TCP after 100 tries");
+}
+
+fn find_program(name: &str) -> PathBuf {
+    for dir in ["/usr/sbin", "/usr/bin", "/sbin", "/bin", "/usr/local/sbin"] {
+        let p = Path::new(dir).join(name);
+        if p.exists() {
+            return p;
+        }
+    }
+    panic!(
+        "`{name}` is not installed: the DNS differential test needs Debian's nsd and knot \
+         as reference peers — run `just deps` (it installs them from deps/apt-packages.txt)"
+    );
+}
+
+fn spawn(name: &'static str, mut cmd: Command, log: PathBuf, zone: &str, port: u16) -> Server {
+    use std::os::unix::process::CommandExt;
+    let out = fs::File::create(&log).expect("create a server log");
+    let err = out.try_clone().expect("clone the log handle");
+    cmd.stdin(Stdio::null())
+        .stdout(out)
+        .stderr(err)
+        .process_group(0);
+    let child = cmd
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {name} ({cmd:?}): {e}"));
+    let mut server = Server {
+        name,
+        addr: SocketAddr::from(([127, 0, 0, 1], port)),
+        child,
+        log,
+    };
+    wait_ready(&mut server, zone);
+    server
+}
+
+/// Waits until the server answers an SOA query for `zone` over UDP and TCP.
+fn wait_ready(server: &mut Server, zone: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut req = Request::new(zone, rtype::SOA);
+    req.id = 4242;
+    let packet = req.encode();
+    loop {
+        if let Ok(Some(status)) = server.child.try_wait() {
+            panic!(
+                "{} exited during start-up ({status}); its log:\n{}",
+                server.name,
+                server.log_tail()
+            );
+        }
+        let ok = [Transport::Udp, Transport::Tcp].iter().all(|&t| {
+            matches!(exchange(server.addr, t, &packet, false), Reply::Messages(m)
+                if super::wire::parse(&m[0]).is_ok_and(|r| r.rcode == 0 && !r.answer.is_empty()))
+        });
+        if ok {
+            return;
+        }
+        if Instant::now() > deadline {
+            panic!(
+                "{} did not answer `{zone} SOA` on {} within 30 s; its log:\n{}",
+                server.name,
+                server.addr,
+                server.log_tail()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Starts NSD serving `zones` from `zone_dir`: one server process, rate limiting off, version and
+/// identity hidden (CH TXT version.bind/id.server are REFUSED, as onebox-dns has none to give).
+pub fn start_nsd(zone_dir: &Path, zones: &[Zone], work: &Path) -> Server {
+    let nsd = find_program("nsd");
+    let port = free_port();
+    let d = work.display();
+    let mut conf = format!(
+        "server:\n  ip-address: 127.0.0.1@{port}\n  port: {port}\n  server-count: 1\n  \
+         username: \"\"\n  chroot: \"\"\n  zonesdir: \"{}\"\n  database: \"\"\n  \
+         pidfile: \"{d}/nsd.pid\"\n  xfrdfile: \"{d}/xfrd.state\"\n  zonelistfile: \"{d}/zone.list\"\n  \
+         xfrdir: \"{d}\"\n  verbosity: 1\n  hide-version: yes\n  hide-identity: yes\n  \
+         do-ip6: no\n  rrl-ratelimit: 0\n  rrl-whitelist-ratelimit: 0\n\
+         remote-control:\n  control-enable: no\n",
+        zone_dir.display()
+    );
+    for z in zones {
+        let _ = write!(conf, "zone:\n  name: {}\n  zonefile: {}\n", z.name, z.file);
+        if z.transfer {
+            conf.push_str("  provide-xfr: 127.0.0.1 NOKEY\n");
+        }
+    }
+    let conf_path = work.join("nsd.conf");
+    fs::write(&conf_path, conf).expect("write nsd.conf");
+    let mut cmd = Command::new(nsd);
+    cmd.arg("-d").arg("-c").arg(&conf_path);
+    spawn("nsd", cmd, work.join("nsd.log"), &zones[0].name, port)
+}
+
+/// Starts knotd serving `zones` from `zone_dir`: one UDP and one TCP worker, no journal, no
+/// zone-file writes back, identity and version empty (CH TXT queries refused).
+pub fn start_knot(zone_dir: &Path, zones: &[Zone], work: &Path) -> Server {
+    let knotd = find_program("knotd");
+    let port = free_port();
+    let d = work.display();
+    let mut conf = format!(
+        "server:\n  rundir: \"{d}\"\n  pidfile: \"{d}/knot.pid\"\n  listen: 127.0.0.1@{port}\n  \
+         udp-workers: 1\n  tcp-workers: 1\n  background-workers: 1\n  identity: \"\"\n  \
+         version: \"\"\n  nsid: \"\"\n\
+         log:\n  - target: stderr\n    any: info\n\
+         database:\n  storage: \"{d}/db\"\n\
+         control:\n  listen: \"{d}/knot.sock\"\n\
+         acl:\n  - id: xfr\n    address: 127.0.0.1\n    action: transfer\n\
+         template:\n  - id: default\n    storage: \"{}\"\n    zonefile-sync: -1\n    \
+         zonefile-load: whole\n    journal-content: none\n\
+         zone:\n",
+        zone_dir.display()
+    );
+    for z in zones {
+        let _ = writeln!(conf, "  - domain: {}\n    file: {}", z.name, z.file);
+        if z.transfer {
+            conf.push_str("    acl: xfr\n");
+        }
+    }
+    let conf_path = work.join("knot.conf");
+    fs::write(&conf_path, conf).expect("write knot.conf");
+    let mut cmd = Command::new(knotd);
+    cmd.arg("-c").arg(&conf_path);
+    spawn("knot", cmd, work.join("knot.log"), &zones[0].name, port)
+}
+
+/// Starts onebox-dns serving every zone file in `zone_dir`, transfers configured per zone
+/// through `--config`.
+pub fn start_onebox(zone_dir: &Path, zones: &[Zone], work: &Path) -> Server {
+    let port = free_port();
+    let conf_path = work.join("site.toml");
+    fs::write(&conf_path, onebox_config(zones)).expect("write the onebox site file");
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_onebox-dns"));
+    cmd.arg("--listen")
+        .arg(format!("127.0.0.1:{port}"))
+        .arg("--zones")
+        .arg(zone_dir)
+        .arg("--config")
+        .arg(&conf_path);
+    spawn("onebox", cmd, work.join("onebox.log"), &zones[0].name, port)
+}
+
+/// The site file's `[dns]` section: one UDP socket (one worker, like the peers) and AXFR of the
+/// transfer zones allowed to 127.0.0.1.
+fn onebox_config(zones: &[Zone]) -> String {
+    let mut s = String::from("[site]\ndomain = \"foobar.com\"\n\n[dns]\nudp_sockets = 1\n");
+    for z in zones.iter().filter(|z| z.transfer) {
+        let _ = write!(
+            s,
+            "\n[[dns.zone]]\nname = \"{}\"\nallow_transfer = [\"127.0.0.1\"]\n",
+            z.name
+        );
+    }
+    s
+}

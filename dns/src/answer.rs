@@ -8,6 +8,7 @@ use crate::transfer;
 use crate::zone::{RrSet, Zone};
 use arc_swap::ArcSwap;
 use hickory_proto::op::{Edns, Message, MessageType, OpCode, Query, ResponseCode};
+use hickory_proto::rr::rdata::opt::EdnsOption;
 use hickory_proto::rr::{DNSClass, LowerName, Name, RData, Record, RecordType};
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -106,7 +107,6 @@ impl Answerer {
     fn answer(&self, request: &Message, transport: Transport, client: SocketAddr) -> Reply {
         let mut response = Message::response(request.metadata.id, request.metadata.op_code);
         response.metadata.recursion_desired = request.metadata.recursion_desired;
-        response.metadata.checking_disabled = request.metadata.checking_disabled;
         response.queries = request.queries.clone();
         let limit = match (transport, &request.edns) {
             (Transport::Tcp, _) => u16::MAX,
@@ -128,25 +128,28 @@ impl Answerer {
             return Reply::Drop;
         }
         if request.metadata.op_code != OpCode::Query {
-            response.metadata.response_code = ResponseCode::NotImp;
-            return Reply::One(encode(response, limit));
+            // NSD's answers: NOTIFY is refused (we are no secondary), the rest not implemented;
+            // header only.
+            response.metadata.response_code = match request.metadata.op_code {
+                OpCode::Notify => ResponseCode::Refused,
+                _ => ResponseCode::NotImp,
+            };
+            return Reply::One(bare(response));
         }
         let [query] = request.queries.as_slice() else {
             response.metadata.response_code = ResponseCode::FormErr;
-            return Reply::One(encode(response, limit));
+            return Reply::One(bare(response));
         };
         if !request.answers.is_empty() || query.query_type == RecordType::OPT {
             response.metadata.response_code = ResponseCode::FormErr;
-            return Reply::One(encode(response, limit));
+            return Reply::One(bare(response));
         }
         if !matches!(query.query_class, DNSClass::IN | DNSClass::ANY) {
-            response.metadata.response_code = ResponseCode::Refused;
-            return Reply::One(encode(response, limit));
+            return Reply::One(refused(response, limit));
         }
         let catalog = self.catalog.load();
         let Some(zone) = catalog.find(&query.name) else {
-            response.metadata.response_code = ResponseCode::Refused;
-            return Reply::One(encode(response, limit));
+            return Reply::One(refused(response, limit));
         };
         if matches!(query.query_type, RecordType::AXFR | RecordType::IXFR) {
             let allowed = self
@@ -190,7 +193,7 @@ fn lookup(zone: &Zone, query: &Query) -> Sections {
             Some(node) => node,
             None => {
                 let encloser = zone.closest_encloser(&name);
-                let wildcard = encloser.prepend_label("*").ok().map(|w| LowerName::new(&w));
+                let wildcard = wildcard_of(&encloser).map(|w| LowerName::new(&w));
                 match wildcard.as_ref().and_then(|w| zone.node(w)) {
                     Some(node) => node,
                     None => {
@@ -221,7 +224,8 @@ fn lookup(zone: &Zone, query: &Query) -> Sections {
             continue;
         }
         if qtype == RecordType::ANY {
-            for set in &node.rrsets {
+            // RFC 8482 §4.2: one RRset answers ANY (Knot's choice: the lowest type).
+            if let Some(set) = node.rrsets.iter().min_by_key(|set| u16::from(set.rtype)) {
                 push_rrset(&mut out.answers, set, &name);
             }
         } else if let Some(set) = node.get(qtype) {
@@ -237,6 +241,11 @@ fn lookup(zone: &Zone, query: &Query) -> Sections {
         }
         return out;
     }
+}
+
+/// `*.` + `name`.
+fn wildcard_of(name: &Name) -> Option<Name> {
+    Name::from_labels(std::iter::once(&b"*"[..]).chain(name.iter())).ok()
 }
 
 /// Appends the records of `set` with `owner` as their name (the query's spelling, or the
@@ -275,6 +284,25 @@ fn add_addresses(zone: &Zone, records: &[Record], additionals: &mut Vec<Record>)
         }
         done.push(key);
     }
+}
+
+/// A header-only response (no question, no OPT), as NSD sends for FORMERR and opcodes it does
+/// not serve.
+fn bare(mut response: Message) -> Vec<u8> {
+    response.queries.clear();
+    response.edns = None;
+    encode(response, 512)
+}
+
+/// REFUSED for a name we are not authoritative for, with the Extended DNS Error "Not
+/// Authoritative" (RFC 8914 code 20) when the client speaks EDNS, as NSD and Knot do.
+fn refused(mut response: Message, limit: u16) -> Vec<u8> {
+    response.metadata.response_code = ResponseCode::Refused;
+    if let Some(edns) = response.edns.as_mut() {
+        edns.options_mut()
+            .insert(EdnsOption::Unknown(15, vec![0, 20]));
+    }
+    encode(response, limit)
 }
 
 /// Encodes `response` within `limit` bytes: additional records that do not fit are left out;

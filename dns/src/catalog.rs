@@ -13,7 +13,7 @@ use std::sync::Arc;
 pub struct Catalog {
     zones: HashMap<LowerName, Arc<Zone>>,
     /// The deepest apex, in labels: longest-match lookups start no deeper than this.
-    max_labels: u8,
+    max_labels: usize,
 }
 
 /// The outcome of loading a zone directory.
@@ -36,7 +36,7 @@ impl Catalog {
             .collect();
         let max_labels = zones
             .values()
-            .map(|z| z.origin().num_labels())
+            .map(|z| crate::zone::label_count(z.origin()))
             .max()
             .unwrap_or(0);
         Catalog { zones, max_labels }
@@ -44,9 +44,9 @@ impl Catalog {
 
     /// The zone with the longest apex that `name` is at or below, if any.
     pub fn find(&self, name: &Name) -> Option<&Arc<Zone>> {
-        let mut labels = name.num_labels().min(self.max_labels);
+        let mut labels = crate::zone::label_count(name).min(self.max_labels);
         loop {
-            let candidate = LowerName::new(&name.trim_to(labels as usize));
+            let candidate = LowerName::new(&name.trim_to(labels));
             if let Some(zone) = self.zones.get(&candidate) {
                 return Some(zone);
             }

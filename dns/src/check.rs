@@ -26,8 +26,13 @@ pub fn check(path: &Path) -> Result<Vec<String>, ZoneErrors> {
         )]));
     }
     let loaded = catalog::load(&files, None);
-    if !loaded.errors.is_empty() {
-        return Err(ZoneErrors(loaded.errors));
+    let mut errors = loaded.errors;
+    for zone in loaded.catalog.zones() {
+        errors.extend(zone.warnings().iter().cloned());
+    }
+    if !errors.is_empty() {
+        errors.sort_by(|a, b| (&a.file, a.line).cmp(&(&b.file, b.line)));
+        return Err(ZoneErrors(errors));
     }
     let mut zones: Vec<_> = loaded.catalog.zones().collect();
     zones.sort_by_key(|z| z.origin().to_string());
@@ -42,4 +47,19 @@ pub fn check(path: &Path) -> Result<Vec<String>, ZoneErrors> {
             )
         })
         .collect())
+}
+
+/// `onebox-dns check PATH`: prints a line per zone loaded, or every error (one `file:line: what`
+/// per line) and fails with a count.
+pub fn run(path: &Path) -> anyhow::Result<()> {
+    match check(path) {
+        Ok(lines) => {
+            lines.iter().for_each(|line| println!("{line}"));
+            Ok(())
+        }
+        Err(ZoneErrors(errors)) => {
+            errors.iter().for_each(|e| println!("{e}"));
+            anyhow::bail!("{} error(s) in {}", errors.len(), path.display())
+        }
+    }
 }

@@ -13,9 +13,7 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let result = match cli.command {
-        Some(Command::Check { path }) => onebox_dns::check::check(&path)
-            .map(|ok| ok.iter().for_each(|l| println!("{l}")))
-            .map_err(anyhow::Error::from),
+        Some(Command::Check { path }) => onebox_dns::check::run(&path),
         None => onebox_dns::config::Settings::from_args(&cli.serve)
             .map_err(anyhow::Error::from)
             .and_then(|settings| {

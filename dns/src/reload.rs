@@ -22,6 +22,9 @@ pub fn load(dir: &Path, previous: Option<&Catalog>) -> Result<Catalog, ServeErro
         tracing::warn!("zone {origin}: its file has errors; still serving the previous version");
     }
     for zone in loaded.catalog.zones() {
+        for warning in zone.warnings() {
+            tracing::warn!("{warning}");
+        }
         tracing::info!(
             "zone {}: serial {}, {} records",
             zone.origin(),

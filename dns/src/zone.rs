@@ -44,6 +44,9 @@ pub struct Zone {
     nodes: HashMap<LowerName, Node>,
     /// Number of records (for logs and transfers).
     record_count: usize,
+    /// Problems that NSD and Knot serve anyway but `named-checkzone` rejects: logged when
+    /// serving, errors for `onebox-dns check`.
+    warnings: Vec<ZoneError>,
 }
 
 impl Zone {
@@ -175,22 +178,24 @@ impl Zone {
         // Empty non-terminals: every ancestor of a name, down from the apex, exists.
         let owners: Vec<Name> = nodes.keys().map(|k| Name::from(k.clone())).collect();
         for owner in owners {
-            let mut labels = owner.num_labels();
-            while labels > origin.num_labels() + 1 {
+            let mut labels = label_count(&owner);
+            while labels > label_count(&origin) + 1 {
                 labels -= 1;
                 nodes
-                    .entry(LowerName::new(&owner.trim_to(labels as usize)))
+                    .entry(LowerName::new(&owner.trim_to(labels)))
                     .or_default();
             }
         }
 
-        let zone = Zone {
+        let mut zone = Zone {
             origin,
             soa,
             negative_ttl,
             nodes,
             record_count,
+            warnings: Vec::new(),
         };
+        let mut warnings = Vec::new();
 
         // Name servers inside the zone need addresses (named-checkzone's check).
         for (name, node) in &zone.nodes {
@@ -206,7 +211,7 @@ impl Zone {
                         .get(&(name.clone(), RecordType::NS))
                         .copied()
                         .unwrap_or(0);
-                    errors.push(ZoneError::new(
+                    warnings.push(ZoneError::new(
                         file,
                         line,
                         format!(
@@ -218,11 +223,18 @@ impl Zone {
             }
         }
         if errors.is_empty() {
+            warnings.sort_by_key(|e| e.line);
+            zone.warnings = warnings;
             Ok(zone)
         } else {
             errors.sort_by_key(|e| e.line);
             Err(errors)
         }
+    }
+
+    /// Problems NSD and Knot accept but `named-checkzone` does not.
+    pub fn warnings(&self) -> &[ZoneError] {
+        &self.warnings
     }
 
     /// The apex, lower case.
@@ -277,15 +289,15 @@ impl Zone {
     /// RRset. With `exclude_name`, a cut exactly at `name` does not count (a DS query is
     /// answered by the parent side).
     pub fn delegation(&self, name: &Name, exclude_name: bool) -> Option<(Name, &RrSet)> {
-        let apex_labels = self.origin.num_labels();
-        let total = name.num_labels();
+        let apex_labels = label_count(&self.origin);
+        let total = label_count(name);
         let last = if exclude_name {
             total.saturating_sub(1)
         } else {
             total
         };
         for labels in apex_labels + 1..=last {
-            let ancestor = name.trim_to(labels as usize);
+            let ancestor = name.trim_to(labels);
             let node = self.nodes.get(&LowerName::new(&ancestor))?;
             if let Some(ns) = node.get(RecordType::NS) {
                 return Some((ancestor, ns));
@@ -296,10 +308,10 @@ impl Zone {
 
     /// The closest encloser of a name that does not exist: its deepest existing ancestor.
     pub fn closest_encloser(&self, name: &Name) -> Name {
-        let mut labels = name.num_labels();
-        while labels > self.origin.num_labels() {
+        let mut labels = label_count(name);
+        while labels > label_count(&self.origin) {
             labels -= 1;
-            let ancestor = name.trim_to(labels as usize);
+            let ancestor = name.trim_to(labels);
             if self.nodes.contains_key(&LowerName::new(&ancestor)) {
                 return ancestor;
             }
@@ -327,4 +339,10 @@ impl Zone {
                 .flat_map(|set| set.records.iter()),
         )
     }
+}
+
+/// The number of labels of `name`, a leading `*` included (hickory's `num_labels` leaves it out,
+/// as RRSIG label counts do).
+pub fn label_count(name: &Name) -> usize {
+    name.iter().count()
 }

@@ -6,9 +6,11 @@
 //! TTL and previous owner name supplied, so one bad entry does not hide the next.
 
 use crate::error::ZoneError;
-use hickory_proto::rr::{DNSClass, Name, Record};
+use hickory_proto::rr::{DNSClass, Name, RData, Record, RecordType};
+use hickory_proto::serialize::binary::{BinDecoder, Restrict};
 use hickory_proto::serialize::txt::Parser;
 use std::path::Path;
+use std::str::FromStr;
 
 /// A record read from a zone file, with the line its entry starts on.
 #[derive(Debug, Clone)]
@@ -65,6 +67,23 @@ pub fn parse(file: &Path, text: &str, origin: &Name) -> (Vec<LinedRecord>, Vec<Z
         }
 
         let owner_omitted = entry.text.starts_with(char::is_whitespace);
+        let ttl = default_ttl.or(last_ttl);
+        if let Some(generic) = parse_generic(&entry.text, &origin, last_owner.as_ref(), ttl) {
+            match generic {
+                Ok(record) => {
+                    last_owner = Some(record.name.clone());
+                    if default_ttl.is_none() {
+                        last_ttl = Some(record.ttl);
+                    }
+                    records.push(LinedRecord {
+                        record,
+                        line: entry.line,
+                    });
+                }
+                Err(message) => errors.push(err(message)),
+            }
+            continue;
+        }
         let mut input = format!("$ORIGIN {origin}\n");
         if let Some(ttl) = default_ttl.or(last_ttl) {
             input.push_str(&format!("$TTL {ttl}\n"));
@@ -110,6 +129,88 @@ pub fn parse(file: &Path, text: &str, origin: &Name) -> (Vec<LinedRecord>, Vec<Z
         }
     }
     (records, errors)
+}
+
+/// Parses an entry in the RFC 3597 generic form (`TYPE65000 \# 4 0A000001`, or a known type
+/// with `\#` data), which hickory's parser does not read. `None` when the entry is not generic.
+fn parse_generic(
+    text: &str,
+    origin: &Name,
+    last_owner: Option<&Name>,
+    ttl: Option<u32>,
+) -> Option<Result<Record, String>> {
+    if text.contains('"') {
+        return None;
+    }
+    let tokens: Vec<&str> = text.split_whitespace().collect();
+    let generic_type = |t: &str| {
+        t.get(..4).is_some_and(|p| p.eq_ignore_ascii_case("TYPE")) && t[4..].parse::<u16>().is_ok()
+    };
+    if !tokens.iter().any(|t| *t == "\\#" || generic_type(t)) {
+        return None;
+    }
+    Some((|| {
+        let mut rest = tokens.iter().copied();
+        let owner = if text.starts_with(char::is_whitespace) {
+            last_owner
+                .cloned()
+                .ok_or("the first record has no owner name")?
+        } else {
+            let owner = rest.next().unwrap_or_default();
+            if owner == "@" {
+                origin.clone()
+            } else {
+                Name::parse(owner, Some(origin))
+                    .map_err(|e| format!("bad owner name `{owner}`: {e}"))?
+            }
+        };
+        let mut ttl = ttl;
+        let rtype = loop {
+            let token = rest.next().ok_or("the record has no type")?;
+            if let Some(t) = parse_ttl(token) {
+                ttl = Some(t);
+            } else if token.eq_ignore_ascii_case("IN") {
+            } else if generic_type(token) {
+                break RecordType::from(token[4..].parse::<u16>().unwrap_or_default());
+            } else {
+                break RecordType::from_str(&token.to_ascii_uppercase())
+                    .map_err(|_| format!("unknown record type `{token}`"))?;
+            }
+        };
+        let ttl = ttl.ok_or("the record has no TTL and there is no $TTL")?;
+        if rest.next() != Some("\\#") {
+            return Err(format!(
+                "a record of type {rtype} must have its data in the RFC 3597 form `\\# LENGTH HEX`"
+            ));
+        }
+        let length: u16 = rest
+            .next()
+            .and_then(|l| l.parse().ok())
+            .ok_or("`\\#` must be followed by the data length")?;
+        let hex: String = rest.collect();
+        if !hex.len().is_multiple_of(2) || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err("the data after `\\# LENGTH` must be hexadecimal".into());
+        }
+        let bytes: Vec<u8> = (0..hex.len())
+            .step_by(2)
+            .filter_map(|i| u8::from_str_radix(&hex[i..i + 2], 16).ok())
+            .collect();
+        if bytes.len() != usize::from(length) {
+            return Err(format!(
+                "`\\# {length}` announces {length} bytes but {} follow",
+                bytes.len()
+            ));
+        }
+        let mut decoder = BinDecoder::new(&bytes);
+        let data = RData::read(&mut decoder, rtype, Restrict::new(length))
+            .map_err(|e| format!("the data is not a valid {rtype} record: {e}"))?;
+        if !decoder.is_empty() {
+            return Err(format!("the data is longer than a {rtype} record"));
+        }
+        let mut name = owner;
+        name.set_fqdn(true);
+        Ok(Record::from_rdata(name, ttl, data))
+    })())
 }
 
 /// Makes hickory's parse error message say which entry it was about when it is terse.

@@ -1,0 +1,192 @@
+//! Bad input: malformed, truncated, oversized and random packets, in process through the request
+//! path and over the wire to the real binary.
+
+use super::support::{Server, data, query_bytes};
+use hickory_proto::op::{Message, ResponseCode};
+use hickory_proto::rr::RecordType;
+use onebox_dns::answer::{Answerer, Reply, Transport};
+use std::io::Write;
+use std::net::{SocketAddr, TcpStream};
+use std::time::Duration;
+
+fn answerer() -> Answerer {
+    let files = onebox_dns::catalog::zone_files(&data().join("zones")).unwrap();
+    let loaded = onebox_dns::catalog::load(&files, None);
+    assert!(loaded.errors.is_empty(), "{:?}", loaded.errors);
+    Answerer::new(loaded.catalog, &[], false)
+}
+
+/// Valid queries to mutate: every interesting name and type, with and without EDNS.
+fn seeds() -> Vec<Vec<u8>> {
+    let mut seeds = Vec::new();
+    for name in [
+        "example.test.",
+        "www.example.test.",
+        "x.wild.example.test.",
+        "host.sub.example.test.",
+        "huge.example.test.",
+        "nothere.example.test.",
+        "chain1.example.test.",
+    ] {
+        for rtype in [
+            RecordType::A,
+            RecordType::ANY,
+            RecordType::TXT,
+            RecordType::NS,
+            RecordType::AXFR,
+            RecordType::MX,
+        ] {
+            seeds.push(query_bytes(name, rtype, None));
+            seeds.push(query_bytes(name, rtype, Some(1232)));
+        }
+    }
+    seeds
+}
+
+/// Checks a reply the way a client would: it decodes, echoes the ID and is a response.
+fn check_reply(request: &[u8], reply: &Reply) {
+    let messages = match reply {
+        Reply::Drop => return,
+        Reply::One(bytes) => vec![bytes],
+        Reply::Many(all) => all.iter().collect(),
+    };
+    for bytes in messages {
+        assert!(bytes.len() <= 65_535);
+        assert_eq!(&bytes[..2], &request[..2], "ID echoed");
+        assert!(bytes[2] & 0x80 != 0, "QR set");
+        Message::from_vec(bytes)
+            .unwrap_or_else(|e| panic!("undecodable reply {bytes:?} to {request:?}: {e}"));
+    }
+}
+
+#[test]
+fn thousands_of_random_and_mutated_packets_never_break_the_request_path() {
+    let answerer = answerer();
+    let client: SocketAddr = "127.0.0.1:5300".parse().unwrap();
+    let mut rng = fastrand::Rng::with_seed(0x0b0c_5d05);
+    let seeds = seeds();
+    let mut answered = 0;
+    for round in 0..40_000 {
+        let packet: Vec<u8> = if round % 4 == 0 {
+            (0..rng.usize(0..600)).map(|_| rng.u8(..)).collect()
+        } else {
+            let mut p = seeds[rng.usize(..seeds.len())].clone();
+            for _ in 0..rng.usize(1..6) {
+                match rng.u8(0..4) {
+                    0 if !p.is_empty() => {
+                        let i = rng.usize(..p.len());
+                        p[i] = rng.u8(..);
+                    }
+                    1 if !p.is_empty() => p.truncate(rng.usize(..p.len())),
+                    2 => {
+                        let i = rng.usize(..=p.len());
+                        p.insert(i, rng.u8(..));
+                    }
+                    _ => {
+                        // Counts and flags are where parsers go wrong.
+                        let i = rng.usize(2..12);
+                        if i < p.len() {
+                            p[i] = rng.u8(..);
+                        }
+                    }
+                }
+            }
+            p
+        };
+        let transport = if round % 2 == 0 {
+            Transport::Udp
+        } else {
+            Transport::Tcp
+        };
+        let reply = answerer.respond(&packet, transport, client);
+        if reply != Reply::Drop {
+            answered += 1;
+        }
+        check_reply(&packet, &reply);
+        if let (Transport::Udp, Reply::One(bytes)) = (transport, &reply) {
+            let edns = Message::from_vec(&packet).ok().and_then(|m| m.edns);
+            let limit = edns.map_or(512, |e| e.max_payload().clamp(512, 1232));
+            assert!(
+                bytes.len() <= usize::from(limit),
+                "UDP reply of {} bytes over {limit}",
+                bytes.len()
+            );
+        }
+    }
+    assert!(answered > 10_000, "only {answered} answered");
+}
+
+#[test]
+fn the_server_survives_malformed_packets_and_abusive_connections() {
+    let mut s = Server::start(&data().join("zones"), &[]);
+    let good = query_bytes("web.example.test.", RecordType::A, None);
+    // A runt and a response are dropped; garbage with a header gets FORMERR.
+    assert_eq!(s.udp_raw(&[1, 2, 3]), None);
+    let mut response = good.clone();
+    response[2] |= 0x80;
+    assert_eq!(s.udp_raw(&response), None);
+    let truncated = &good[..good.len() - 3];
+    let reply = Message::from_vec(&s.udp_raw(truncated).expect("FORMERR")).unwrap();
+    assert_eq!(reply.metadata.response_code, ResponseCode::FormErr);
+    assert_eq!(reply.metadata.id, 0x1234);
+    // An oversized datagram (header claims 1 question, then 60 KB of junk labels).
+    let mut big = good[..12].to_vec();
+    big.extend(std::iter::repeat_n(63u8, 60_000));
+    let _ = s.udp_raw(&big);
+    // A compression-pointer loop in the question.
+    let mut looped = good[..12].to_vec();
+    looped.extend_from_slice(&[0xc0, 12, 0, 1, 0, 1]);
+    let reply = Message::from_vec(&s.udp_raw(&looped).expect("FORMERR")).unwrap();
+    assert_eq!(reply.metadata.response_code, ResponseCode::FormErr);
+
+    // TCP: a length prefix with nothing behind it, half a message, garbage, then many idle
+    // connections; the server keeps answering.
+    let mut idle = Vec::new();
+    for bytes in [
+        &[0u8, 40][..],
+        &[0, 40, 1, 2, 3],
+        &[255, 255, 0, 0, 0],
+        &[0, 3, 1, 2, 3],
+    ] {
+        let mut stream = TcpStream::connect(s.addr()).unwrap();
+        stream.write_all(bytes).unwrap();
+        idle.push(stream);
+    }
+    for _ in 0..50 {
+        idle.push(TcpStream::connect(s.addr()).unwrap());
+    }
+    // Pipelined queries on one connection are all answered, in order.
+    let mut stream = TcpStream::connect(s.addr()).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(2)))
+        .unwrap();
+    let mut framed = Vec::new();
+    for _ in 0..3 {
+        framed.extend_from_slice(&(good.len() as u16).to_be_bytes());
+        framed.extend_from_slice(&good);
+    }
+    stream.write_all(&framed).unwrap();
+    for _ in 0..3 {
+        let mut len = [0u8; 2];
+        std::io::Read::read_exact(&mut stream, &mut len).unwrap();
+        let mut message = vec![0u8; usize::from(u16::from_be_bytes(len))];
+        std::io::Read::read_exact(&mut stream, &mut message).unwrap();
+        assert_eq!(Message::from_vec(&message).unwrap().answers.len(), 1);
+    }
+
+    assert!(s.alive(), "{}", s.log());
+    let d = s.dig("web.example.test A");
+    assert_eq!(
+        d.answer,
+        vec!["web.example.test. 3600 IN A 192.0.2.80"],
+        "{}",
+        d.raw
+    );
+    let d = s.dig("+tcp web.example.test A");
+    assert_eq!(
+        d.answer,
+        vec!["web.example.test. 3600 IN A 192.0.2.80"],
+        "{}",
+        d.raw
+    );
+}

@@ -33,8 +33,6 @@ pub struct SiteSettings {
 /// A logged-in user.
 #[derive(Debug, Clone)]
 pub struct SessionUser {
-    /// The user's id.
-    pub user_id: u64,
     /// The user name.
     pub username: String,
     /// The CSRF token of this session's forms.
@@ -251,16 +249,15 @@ pub async fn create_session(
 /// The user of the live session whose token hashes to `token_hash`.
 pub async fn session_user(db: &Db, token_hash: &[u8]) -> Result<Option<SessionUser>, DbError> {
     let mut conn = db.conn().await?;
-    let row: Option<(u64, String, String)> = conn
+    let row: Option<(String, String)> = conn
         .exec_first(
-            "SELECT u.id, u.username, s.csrf_token FROM sessions s JOIN users u ON u.id = s.user_id \
+            "SELECT u.username, s.csrf_token FROM sessions s JOIN users u ON u.id = s.user_id \
              WHERE s.token_hash = ? AND s.expires_at > UTC_TIMESTAMP(6)",
             (token_hash,),
         )
         .await
         .classify(db)?;
-    Ok(row.map(|(user_id, username, csrf_token)| SessionUser {
-        user_id,
+    Ok(row.map(|(username, csrf_token)| SessionUser {
         username,
         csrf_token,
     }))

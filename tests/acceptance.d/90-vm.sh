@@ -42,7 +42,7 @@ if [[ $target == vm ]]; then
 
   database() { # the app's database and user, unix_socket auth, no TCP listener
     local grants listening
-    grants=$(vm_ssh sudo mariadb -N -e "SHOW GRANTS FOR 'onebox-app'@'localhost'") || return 1
+    grants=$(vm_ssh "sudo mariadb -N -e \"SHOW GRANTS FOR 'onebox-app'@'localhost'\"") || return 1
     echo "$grants"
     grep -q 'unix_socket' <<<"$grants" && grep -q 'ON `onebox`\.\*' <<<"$grants" || return 1
     listening=$(vm_ssh sudo ss -Hltnp) || return 1

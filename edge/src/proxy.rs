@@ -148,6 +148,20 @@ impl Edge {
     ) -> Result<bool> {
         ctx.kind = "refused";
         session.as_downstream_mut().set_keepalive(None);
+        if session.as_downstream().is_http2() {
+            // An HTTP/2 stream answered before its body was read ends in a stream reset, which
+            // clients report instead of the answer: read (and drop) a modest body first.
+            let mut left: usize = 1 << 20;
+            let drain = async {
+                while let Ok(Some(chunk)) = session.as_downstream_mut().read_request_body().await {
+                    left = left.saturating_sub(chunk.len());
+                    if left == 0 {
+                        break;
+                    }
+                }
+            };
+            let _ = tokio::time::timeout(Duration::from_secs(2), drain).await;
+        }
         self.plain(session, ctx, status, why, &[]).await
     }
 

@@ -235,6 +235,7 @@ pub fn status_of(out: &Output) -> u16 {
 pub struct Upstream {
     pub port: u16,
     stop: Arc<AtomicBool>,
+    conns: Arc<std::sync::Mutex<Vec<TcpStream>>>,
 }
 
 impl Upstream {
@@ -243,24 +244,32 @@ impl Upstream {
         let port = listener.local_addr().unwrap().port();
         listener.set_nonblocking(true).unwrap();
         let stop = Arc::new(AtomicBool::new(false));
-        let s = stop.clone();
+        let conns = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (s, c) = (stop.clone(), conns.clone());
         std::thread::spawn(move || {
             while !s.load(Ordering::Relaxed) {
                 match listener.accept() {
                     Ok((conn, _)) => {
+                        if let Ok(clone) = conn.try_clone() {
+                            c.lock().unwrap().push(clone);
+                        }
                         std::thread::spawn(move || serve_upstream(conn));
                     }
                     Err(_) => std::thread::sleep(Duration::from_millis(5)),
                 }
             }
         });
-        Upstream { port, stop }
+        Upstream { port, stop, conns }
     }
 }
 
 impl Drop for Upstream {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
+        // The app dies: its open (keep-alive) connections close too.
+        for c in self.conns.lock().unwrap().drain(..) {
+            let _ = c.shutdown(std::net::Shutdown::Both);
+        }
     }
 }
 

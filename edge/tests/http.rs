@@ -1,0 +1,414 @@
+//! The edge's HTTP behaviour against the real binary, with curl and raw sockets: redirects,
+//! static files (traversal, validators, ranges, precompressed siblings), the proxy, limits.
+#![allow(clippy::unwrap_used, clippy::panic)]
+
+mod common;
+use common::*;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::Duration;
+
+/// One edge (self-signed certificate, no ACME) with a web root and a live upstream.
+fn edge_with_files(extra: &str) -> (Site, Upstream, Proc) {
+    let upstream = Upstream::start();
+    let site = Site::new(
+        Ports::new(),
+        upstream.port,
+        &format!("{extra}\n[edge.acme]\nca = \"off\"\n"),
+    );
+    let www = site.www();
+    std::fs::create_dir_all(www.join("docs")).unwrap();
+    std::fs::create_dir_all(www.join("empty")).unwrap();
+    std::fs::write(www.join("hello.txt"), "hello world\n").unwrap();
+    std::fs::write(www.join("docs/index.html"), "<h1>docs</h1>\n").unwrap();
+    std::fs::write(www.join("app.js"), "console.log(1)\n").unwrap();
+    std::fs::write(www.join("app.js.br"), "BROTLI").unwrap();
+    std::fs::write(www.join("app.js.gz"), "GZIP").unwrap();
+    std::fs::write(www.join(".env"), "SECRET=1\n").unwrap();
+    std::fs::write(site.path("outside.txt"), "outside\n").unwrap();
+    std::os::unix::fs::symlink(site.path("outside.txt"), www.join("escape.txt")).unwrap();
+    std::os::unix::fs::symlink(www.join("hello.txt"), www.join("inside.txt")).unwrap();
+    let big: Vec<u8> = (0..3 * 1024 * 1024u32).map(|i| (i % 251) as u8).collect();
+    std::fs::write(www.join("big.bin"), &big).unwrap();
+    let edge = site.start_edge("edge.log");
+    (site, upstream, edge)
+}
+
+fn text(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn header<'a>(resp: &'a str, name: &str) -> Option<&'a str> {
+    resp.lines().find_map(|l| {
+        let (k, v) = l.split_once(':')?;
+        k.eq_ignore_ascii_case(name).then(|| v.trim())
+    })
+}
+
+/// Sends raw bytes to `port` and returns everything read until close or timeout.
+fn raw(port: u16, request: &[u8], wait: Duration) -> String {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(wait)).unwrap();
+    s.write_all(request).unwrap();
+    let mut out = Vec::new();
+    let mut buf = [0u8; 8192];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => out.extend_from_slice(&buf[..n]),
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[test]
+fn http_redirects_to_https_and_answers_only_known_acme_tokens() {
+    let (site, _up, _edge) = edge_with_files("");
+    let out = site.curl(&["-i", &site.http("/a/b?c=d")]);
+    let t = text(&out);
+    assert_eq!(status_of(&out), 308, "{t}");
+    assert_eq!(
+        header(&t, "location"),
+        Some(format!("https://www.foobar.com:{}/a/b?c=d", site.ports.https).as_str()),
+        "{t}"
+    );
+    let out = site.curl(&[
+        "-i",
+        &site.http("/.well-known/acme-challenge/unknown-token"),
+    ]);
+    assert_eq!(status_of(&out), 404, "{}", text(&out));
+    // An unknown Host is not redirected anywhere.
+    let out = site.curl(&["-i", &format!("http://other.example:{}/", site.ports.http)]);
+    assert_eq!(status_of(&out), 421, "{}", text(&out));
+}
+
+#[test]
+fn static_files_with_types_validators_and_index() {
+    let (site, _up, edge) = edge_with_files("");
+    let out = site.curl(&["-k", "-i", &site.https("/hello.txt")]);
+    let t = text(&out);
+    assert_eq!(status_of(&out), 200, "{t}");
+    assert!(t.ends_with("hello world\n"), "{t}");
+    assert_eq!(
+        header(&t, "content-type"),
+        Some("text/plain; charset=utf-8")
+    );
+    assert_eq!(header(&t, "content-length"), Some("12"));
+    assert_eq!(header(&t, "x-content-type-options"), Some("nosniff"));
+    // No HSTS with the self-signed stand-in.
+    assert_eq!(header(&t, "strict-transport-security"), None, "{t}");
+    let etag = header(&t, "etag").unwrap().to_string();
+    let lm = header(&t, "last-modified").unwrap().to_string();
+
+    let out = site.curl(&[
+        "-k",
+        "-i",
+        "-H",
+        &format!("If-None-Match: {etag}"),
+        &site.https("/hello.txt"),
+    ]);
+    assert_eq!(status_of(&out), 304, "{}", text(&out));
+    let out = site.curl(&[
+        "-k",
+        "-i",
+        "-H",
+        "If-None-Match: \"other\"",
+        &site.https("/hello.txt"),
+    ]);
+    assert_eq!(status_of(&out), 200);
+    let out = site.curl(&[
+        "-k",
+        "-i",
+        "-H",
+        &format!("If-Modified-Since: {lm}"),
+        &site.https("/hello.txt"),
+    ]);
+    assert_eq!(status_of(&out), 304, "{}", text(&out));
+    let out = site.curl(&[
+        "-k",
+        "-i",
+        "-H",
+        "If-Modified-Since: Sat, 01 Jan 2000 00:00:00 GMT",
+        &site.https("/hello.txt"),
+    ]);
+    assert_eq!(status_of(&out), 200);
+
+    // Directories: index.html, and a redirect to add the slash.
+    let out = site.curl(&["-k", "-i", &site.https("/docs/")]);
+    assert_eq!(status_of(&out), 200);
+    assert!(text(&out).contains("<h1>docs</h1>"));
+    assert_eq!(
+        header(&text(&out), "content-type"),
+        Some("text/html; charset=utf-8")
+    );
+    let out = site.curl(&["-k", "-i", &site.https("/docs?x=1")]);
+    assert_eq!(status_of(&out), 308);
+    assert_eq!(header(&text(&out), "location"), Some("/docs/?x=1"));
+    // HEAD: headers only.
+    let out = site.curl(&["-k", "-I", &site.https("/hello.txt")]);
+    assert_eq!(status_of(&out), 200);
+    assert_eq!(header(&text(&out), "content-length"), Some("12"));
+    // A symlink inside the root is fine.
+    let out = site.curl(&["-k", &site.https("/inside.txt")]);
+    assert_eq!(text(&out), "hello world\n");
+    // One access log line per request on stdout.
+    assert!(
+        edge.log_text().contains("\"GET /hello.txt HTTP/2.0\" 200")
+            || edge.log_text().contains("/hello.txt HTTP/2.0\" 200"),
+        "{}",
+        edge.log_text()
+    );
+}
+
+#[test]
+fn ranges_precompressed_siblings_and_streaming() {
+    let (site, _up, _edge) = edge_with_files("");
+    let out = site.curl(&["-k", "-i", "-r", "0-4", &site.https("/hello.txt")]);
+    let t = text(&out);
+    assert_eq!(status_of(&out), 206, "{t}");
+    assert_eq!(header(&t, "content-range"), Some("bytes 0-4/12"));
+    assert!(t.ends_with("\r\n\r\nhello"), "{t}");
+    let out = site.curl(&["-k", "-i", "-r", "-6", &site.https("/hello.txt")]);
+    assert!(text(&out).ends_with("world\n"));
+    let out = site.curl(&["-k", "-i", "-r", "100-", &site.https("/hello.txt")]);
+    assert_eq!(status_of(&out), 416);
+    assert_eq!(header(&text(&out), "content-range"), Some("bytes */12"));
+
+    let out = site.curl(&[
+        "-k",
+        "-i",
+        "-H",
+        "Accept-Encoding: gzip, br",
+        &site.https("/app.js"),
+    ]);
+    let t = text(&out);
+    assert_eq!(header(&t, "content-encoding"), Some("br"), "{t}");
+    assert_eq!(header(&t, "vary"), Some("Accept-Encoding"));
+    assert_eq!(
+        header(&t, "content-type"),
+        Some("text/javascript; charset=utf-8"),
+        "{t}"
+    );
+    assert!(t.ends_with("BROTLI"));
+    let out = site.curl(&[
+        "-k",
+        "-i",
+        "-H",
+        "Accept-Encoding: gzip",
+        &site.https("/app.js"),
+    ]);
+    assert_eq!(header(&text(&out), "content-encoding"), Some("gzip"));
+    let out = site.curl(&[
+        "-k",
+        "-i",
+        "-H",
+        "Accept-Encoding: gzip;q=0, identity",
+        &site.https("/app.js"),
+    ]);
+    assert_eq!(header(&text(&out), "content-encoding"), None);
+    assert!(text(&out).ends_with("console.log(1)\n"));
+
+    // A 3 MiB file arrives whole and intact, and a range of it too.
+    let dest = site.path("big.out");
+    let out = site.curl(&["-k", "-o", dest.to_str().unwrap(), &site.https("/big.bin")]);
+    assert!(out.status.success());
+    assert_eq!(
+        std::fs::read(&dest).unwrap(),
+        std::fs::read(site.www().join("big.bin")).unwrap()
+    );
+    let out = site.curl(&["-k", "-r", "2000000-2000009", &site.https("/big.bin")]);
+    let want: Vec<u8> = (2_000_000u32..2_000_010).map(|i| (i % 251) as u8).collect();
+    assert_eq!(out.stdout, want);
+}
+
+#[test]
+fn paths_cannot_escape_the_web_root_or_reach_dotfiles() {
+    let (site, _up, _edge) = edge_with_files("");
+    for path in [
+        "/../outside.txt",
+        "/docs/../../outside.txt",
+        "/%2e%2e/outside.txt",
+        "/%2E%2E%2Foutside.txt",
+        "/docs/..%2f..%2foutside.txt",
+        "/..%5coutside.txt",
+        "/docs%5c..%5c..%5coutside.txt",
+        "/hello.txt%00.html",
+        "/escape.txt",
+        "/.env",
+        "/%2eenv",
+        "/docs/../.env",
+    ] {
+        let out = site.curl(&["-k", "-i", "--path-as-is", &site.https(path)]);
+        let t = text(&out);
+        assert_eq!(status_of(&out), 404, "{path}: {t}");
+        assert!(
+            !t.contains("outside") && !t.contains("SECRET") && !t.contains("upstream saw"),
+            "{path}: {t}"
+        );
+    }
+}
+
+#[test]
+fn proxy_forwards_with_headers_and_fails_fast_when_the_app_is_down() {
+    let (site, up, _edge) = edge_with_files("");
+    // Not a static file: goes to the app, with forwarding headers set by the edge (a client's
+    // own X-Forwarded-For is replaced).
+    let out = site.curl(&[
+        "-k",
+        "-i",
+        "-H",
+        "X-Forwarded-For: 6.6.6.6",
+        &site.https("/posts/1?x=y"),
+    ]);
+    let t = text(&out);
+    assert_eq!(status_of(&out), 200, "{t}");
+    assert!(
+        t.contains("upstream saw:\nGET /posts/1?x=y HTTP/1.1"),
+        "{t}"
+    );
+    let lower = t.to_ascii_lowercase();
+    assert!(lower.contains("x-forwarded-for: 127.0.0.1\r\n"), "{t}");
+    assert!(!lower.contains("6.6.6.6"), "{t}");
+    assert!(lower.contains("x-forwarded-proto: https"), "{t}");
+    assert!(lower.contains("x-forwarded-host: www.foobar.com"), "{t}");
+    let id = header(&t, "x-request-id").unwrap();
+    assert!(lower.contains(&format!("x-request-id: {id}")), "{t}");
+    // POST with a body.
+    let out = site.curl(&["-k", "-i", "--data", "a=1", &site.https("/form")]);
+    assert_eq!(status_of(&out), 200);
+    assert!(text(&out).contains("POST /form"));
+
+    // The app goes away: a clean 502/503, not a hang (curl would time out after 10 s).
+    drop(up);
+    std::thread::sleep(Duration::from_millis(300));
+    for _ in 0..3 {
+        let out = site.curl(&["-k", "-i", &site.https("/posts/1")]);
+        let code = status_of(&out);
+        assert!(code == 502 || code == 503, "{code}: {}", text(&out));
+    }
+    // After the health check notices, the pool is empty: 503.
+    wait_until(10, "503 from an empty pool", || {
+        status_of(&site.curl(&["-k", "-i", &site.https("/x")])) == 503
+    });
+    let m = site.metrics();
+    assert!(
+        metric(&m, "onebox_edge_upstream_errors_total") >= 1.0,
+        "{m}"
+    );
+    // Static files are still served.
+    assert_eq!(
+        status_of(&site.curl(&["-k", "-i", &site.https("/hello.txt")])),
+        200
+    );
+}
+
+#[test]
+fn limits_unknown_host_and_smuggling() {
+    let (site, _up, _edge) = edge_with_files(
+        "\n[edge.limits]\nmax_headers = 20\nmax_header_bytes = 4096\nmax_body_bytes = 1000\n",
+    );
+    // Header count and size: 431.
+    let mut args = vec!["-k".to_string(), "-i".to_string()];
+    for i in 0..30 {
+        args.push("-H".into());
+        args.push(format!("X-Extra-{i}: v"));
+    }
+    args.push(site.https("/hello.txt"));
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    assert_eq!(status_of(&site.curl(&refs)), 431);
+    let big = format!("X-Big: {}", "a".repeat(5000));
+    assert_eq!(
+        status_of(&site.curl(&["-k", "-i", "-H", &big, &site.https("/hello.txt")])),
+        431
+    );
+    assert_eq!(
+        status_of(&site.curl(&[
+            "-k",
+            "-i",
+            "--http1.1",
+            "-H",
+            &big,
+            &site.https("/hello.txt")
+        ])),
+        431
+    );
+    // Body: 413 on a declared length and on a chunked body that grows past the limit.
+    let body = "a".repeat(2000);
+    assert_eq!(
+        status_of(&site.curl(&["-k", "-i", "--data", &body, &site.https("/form")])),
+        413
+    );
+    assert_eq!(
+        status_of(&site.curl(&[
+            "-k",
+            "-i",
+            "--http1.1",
+            "--data",
+            &body,
+            &site.https("/form")
+        ])),
+        413
+    );
+    let small = "a".repeat(500);
+    assert_eq!(
+        status_of(&site.curl(&["-k", "-i", "--data", &small, &site.https("/form")])),
+        200
+    );
+    let chunked = site.curl(&[
+        "-k",
+        "-i",
+        "--http1.1",
+        "-H",
+        "Transfer-Encoding: chunked",
+        "--data",
+        &body,
+        &site.https("/form"),
+    ]);
+    assert_eq!(status_of(&chunked), 413, "{}", text(&chunked));
+    // Unknown Host: 421 (documented choice), on HTTPS too.
+    let out = site.curl(&[
+        "-k",
+        "-i",
+        &format!("https://other.example:{}/hello.txt", site.ports.https),
+    ]);
+    assert_eq!(status_of(&out), 421);
+    // Request smuggling: Content-Length with Transfer-Encoding is refused and the connection closed.
+    let req = b"POST /form HTTP/1.1\r\nHost: www.foobar.com\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: www.foobar.com\r\n\r\n";
+    let answer = raw(site.ports.http, req, Duration::from_secs(5));
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+    assert_eq!(
+        answer.matches("HTTP/1.1").count(),
+        1,
+        "a second (smuggled) response: {answer}"
+    );
+    let req = b"POST /form HTTP/1.1\r\nHost: www.foobar.com\r\nContent-Length: 4\r\nContent-Length: 5\r\n\r\nabcde";
+    let answer = raw(site.ports.http, req, Duration::from_secs(5));
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+}
+
+#[test]
+fn check_reports_config_errors_with_file_and_line() {
+    let site = Site::new(Ports::new(), 1, "bogus_key = 1\n");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_onebox-edge"))
+        .args(["check", "--config"])
+        .arg(site.config())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!("{}:11:", site.config().display())) && err.contains("bogus_key"),
+        "{err}"
+    );
+    let good = Site::new(Ports::new(), 1, "");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_onebox-edge"))
+        .args(["check", "--config"])
+        .arg(good.config())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

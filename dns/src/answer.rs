@@ -128,19 +128,24 @@ impl Answerer {
             return Reply::Drop;
         }
         if request.metadata.op_code != OpCode::Query {
-            // NSD's answers: NOTIFY is refused (we are no secondary), the rest not implemented;
-            // header only.
-            response.metadata.response_code = match request.metadata.op_code {
-                OpCode::Notify => ResponseCode::Refused,
-                _ => ResponseCode::NotImp,
-            };
+            if request.metadata.op_code == OpCode::Notify {
+                // We are no secondary: NOTAUTH, with the question, as Knot answers.
+                response.metadata.response_code = ResponseCode::NotAuth;
+                return Reply::One(encode(response, limit));
+            }
+            // UPDATE and the rest: NOTIMP, header only, as NSD answers.
+            response.metadata.response_code = ResponseCode::NotImp;
             return Reply::One(bare(response));
         }
         let [query] = request.queries.as_slice() else {
             response.metadata.response_code = ResponseCode::FormErr;
+            if request.queries.is_empty() {
+                // No question: FORMERR with our OPT (RFC 6891 §7), as Knot answers.
+                return Reply::One(encode(response, limit));
+            }
             return Reply::One(bare(response));
         };
-        if !request.answers.is_empty() || query.query_type == RecordType::OPT {
+        if !request.answers.is_empty() {
             response.metadata.response_code = ResponseCode::FormErr;
             return Reply::One(bare(response));
         }
@@ -148,15 +153,21 @@ impl Answerer {
             return Reply::One(refused(response, limit));
         }
         let catalog = self.catalog.load();
+        let is_transfer = matches!(query.query_type, RecordType::AXFR | RecordType::IXFR);
         let Some(zone) = catalog.find(&query.name) else {
+            if is_transfer {
+                // RFC 5936 §2.2.1: not authoritative for the zone asked for.
+                response.metadata.response_code = ResponseCode::NotAuth;
+                return Reply::One(encode(response, limit));
+            }
             return Reply::One(refused(response, limit));
         };
-        if matches!(query.query_type, RecordType::AXFR | RecordType::IXFR) {
+        if is_transfer {
             let allowed = self
                 .transfer_acl
                 .get(&LowerName::new(zone.origin()))
                 .is_some_and(|acl| acl.iter().any(|m| m.matches(client.ip())));
-            return transfer::respond(response, query, zone, transport, allowed, limit);
+            return transfer::respond(response, request, zone, transport, allowed, limit);
         }
         let sections = lookup(zone, query);
         response.metadata.authoritative = sections.authoritative;

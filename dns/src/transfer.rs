@@ -3,22 +3,31 @@
 
 use crate::answer::{Reply, Transport, encode};
 use crate::zone::Zone;
-use hickory_proto::op::{Message, Query, ResponseCode};
-use hickory_proto::rr::{LowerName, Record, RecordType};
+use hickory_proto::op::{Message, ResponseCode};
+use hickory_proto::rr::{LowerName, RData, Record, RecordType, SerialNumber};
 use hickory_proto::serialize::binary::BinEncodable;
 
 /// Bytes of records per transfer message (before name compression, which only shrinks it).
 const MESSAGE_BUDGET: usize = 16_000;
 
-/// Answers an AXFR or IXFR `query` for `zone`. `response` carries the header and question.
+/// Answers an AXFR or IXFR `request` for `zone`. `response` carries the header and question.
 pub fn respond(
     mut response: Message,
-    query: &Query,
+    request: &Message,
     zone: &Zone,
     transport: Transport,
     allowed: bool,
     limit: u16,
 ) -> Reply {
+    let Some(query) = request.queries.first() else {
+        response.metadata.response_code = ResponseCode::FormErr;
+        return Reply::One(encode(response, limit));
+    };
+    if transport == Transport::Udp && query.query_type == RecordType::AXFR {
+        // AXFR is TCP-only (RFC 5936 §4.2); NSD and Knot answer NOTIMP.
+        response.metadata.response_code = ResponseCode::NotImp;
+        return Reply::One(encode(response, limit));
+    }
     let at_apex = LowerName::new(&query.name) == LowerName::new(zone.origin());
     if !at_apex {
         response.metadata.response_code = ResponseCode::NotAuth;
@@ -28,16 +37,15 @@ pub fn respond(
         response.metadata.response_code = ResponseCode::Refused;
         return Reply::One(encode(response, limit));
     }
-    if transport == Transport::Udp {
-        if query.query_type == RecordType::IXFR {
-            // RFC 1995 §2: a UDP IXFR that does not fit is answered with the SOA alone, which
-            // tells the client to try TCP.
-            response.metadata.authoritative = true;
-            response.answers.push(zone.soa().clone());
-        } else {
-            // AXFR is TCP-only (RFC 5936 §4.2).
-            response.metadata.response_code = ResponseCode::FormErr;
-        }
+    let up_to_date = query.query_type == RecordType::IXFR
+        && request.authorities.iter().any(|r| match &r.data {
+            RData::SOA(soa) => SerialNumber::new(soa.serial) >= SerialNumber::new(zone.serial()),
+            _ => false,
+        });
+    if transport == Transport::Udp || up_to_date {
+        // RFC 1995 §2/§4: the client is up to date, or the answer would not fit a datagram: the
+        // current SOA alone (over UDP it tells the client to use TCP). AA clear, as Knot.
+        response.answers.push(zone.soa().clone());
         return Reply::One(encode(response, limit));
     }
 

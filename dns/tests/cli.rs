@@ -350,11 +350,10 @@ fn names_are_case_insensitive_and_the_question_keeps_its_case() {
 #[test]
 fn other_opcodes_get_notimp_and_any_gets_one_rrset() {
     let s = server();
-    // IQUERY, STATUS, UPDATE, unassigned: NOTIMP; NOTIFY (we are no secondary): REFUSED.
+    // IQUERY, STATUS, UPDATE, unassigned: NOTIMP, header only (NSD).
     for (opcode, rcode) in [
         (1u8, ResponseCode::NotImp),
         (2, ResponseCode::NotImp),
-        (4, ResponseCode::Refused),
         (5, ResponseCode::NotImp),
         (15, ResponseCode::NotImp),
     ] {
@@ -364,6 +363,12 @@ fn other_opcodes_get_notimp_and_any_gets_one_rrset() {
         assert_eq!(reply.metadata.response_code, rcode, "opcode {opcode}");
         assert!(reply.answers.is_empty() && reply.queries.is_empty());
     }
+    // NOTIFY (we are no secondary): NOTAUTH with the question (Knot).
+    let mut bytes = query_bytes("example.test.", RecordType::SOA, None);
+    bytes[2] = (bytes[2] & 0x87) | (4 << 3);
+    let reply = Message::from_vec(&s.udp_raw(&bytes).expect("reply")).expect("decode");
+    assert_eq!(reply.metadata.response_code, ResponseCode::NotAuth);
+    assert_eq!(reply.queries.len(), 1);
     // RFC 8482: one RRset (the lowest type, as Knot), over UDP and TCP.
     for transport in ["", "+tcp"] {
         let d = s.dig(&format!("{transport} example.test ANY"));
@@ -519,14 +524,31 @@ fn zone_transfers_are_tcp_only_and_denied_by_default() {
     assert_eq!(records.len(), 72, "71 records and the closing SOA");
     let d = s.dig("example.test AXFR");
     assert!(d.raw.contains("XFR size: 72 records"), "{}", d.raw);
-    // Over UDP: FORMERR, never the zone.
+    // Over UDP: NOTIMP (as NSD and Knot), never the zone.
     let reply = Message::from_vec(
         &s.udp_raw(&query_bytes("example.test.", RecordType::AXFR, None))
             .unwrap(),
     )
     .unwrap();
-    assert_eq!(reply.metadata.response_code, ResponseCode::FormErr);
+    assert_eq!(reply.metadata.response_code, ResponseCode::NotImp);
     assert!(reply.answers.is_empty());
+    // IXFR: an up-to-date client gets the SOA alone; an older one the whole zone (RFC 1995 §4).
+    let d = s.dig("example.test ixfr=1");
+    assert_eq!(
+        d.raw.lines().filter(|l| l.contains("\tIN\tSOA\t")).count(),
+        1,
+        "{}",
+        d.raw
+    );
+    assert!(!d.raw.contains("192.0.2.80"), "{}", d.raw);
+    let d = s.dig("example.test ixfr=0");
+    assert!(d.raw.contains("XFR size: 72 records"), "{}", d.raw);
+    // A zone we do not serve: NOTAUTH (RFC 5936 §2.2.1).
+    let reply = s.tcp_raw(&query_bytes("example.org.", RecordType::AXFR, None));
+    assert_eq!(
+        Message::from_vec(&reply[0]).unwrap().metadata.response_code,
+        ResponseCode::NotAuth
+    );
     // foobar.com has no allow_transfer: refused even from 127.0.0.1.
     let reply = s.tcp_raw(&query_bytes("foobar.com.", RecordType::AXFR, None));
     assert_eq!(

@@ -7,7 +7,25 @@ www_a() { # www.foobar.com A → 8.8.8.8 with aa, over UDP ($1 empty) or TCP (+t
   grep -q 'flags:.* aa' <<<"$out" && grep -qE '^www\.foobar\.com\.\s+[0-9]+\s+IN\s+A\s+8\.8\.8\.8$' <<<"$out"
 }
 refused() { local out; out=$(dig_ example.org A) || return 1; echo "$out"; grep -q 'status: REFUSED' <<<"$out"; }
+nxdomain() { # negative answer: NXDOMAIN, aa, the SOA with TTL min(3600, 300) = 300 (RFC 2308)
+  local out; out=$(dig_ nothere.foobar.com A) || return 1; echo "$out"
+  grep -q 'status: NXDOMAIN' <<<"$out" && grep -q 'flags:.* aa' <<<"$out" &&
+    grep -qE '^foobar\.com\.\s+300\s+IN\s+SOA\s' <<<"$out"
+}
+ns_glue() { # NS answer with the name server's address in the additional section
+  local out; out=$(dig_ foobar.com NS) || return 1; echo "$out"
+  grep -qE '^ns1\.foobar\.com\.\s+[0-9]+\s+IN\s+A\s+8\.8\.8\.8$' <<<"$out"
+}
+caa() { local out; out=$(dig_ +short foobar.com CAA) || return 1; echo "$out"; grep -q 'issue "letsencrypt.org"' <<<"$out"; }
+axfr() { # the whole zone over TCP, SOA first and last
+  local out; out=$(dig_ foobar.com AXFR) || return 1; echo "$out"
+  [[ $(grep -cE '\sIN\s+SOA\s' <<<"$out") == 2 ]] && grep -q 'XFR size: 7 records' <<<"$out"
+}
 
 check "dig www.foobar.com A over UDP answers 8.8.8.8 with aa" www_a
 check "dig www.foobar.com A over TCP answers 8.8.8.8 with aa" www_a +tcp
 check "dig example.org A is REFUSED" refused
+check "dig nothere.foobar.com is NXDOMAIN with the SOA, TTL 300" nxdomain
+check "dig foobar.com NS carries ns1's glue" ns_glue
+check "dig foobar.com CAA names the ACME CA" caa
+check "dig foobar.com AXFR over TCP transfers the whole zone" axfr

@@ -89,13 +89,19 @@ fn ask_all(cases: &[Case], servers: &[&Server]) -> Vec<Vec<Fields>> {
                     let i = next.fetch_add(1, Ordering::SeqCst);
                     let Some(case) = cases.get(i) else { break };
                     let packet = case.request.encode();
-                    let replies: Vec<Fields> = servers
-                        .iter()
-                        .map(|srv| {
-                            let reply = exchange(srv.addr, case.transport, &packet, case.transfer);
-                            normalise(&reply, case.request.id, case.transfer)
-                        })
-                        .collect();
+                    let ask = |srv: &Server| {
+                        let reply = exchange(srv.addr, case.transport, &packet, case.transfer);
+                        normalise(&reply, case.request.id, case.transfer)
+                    };
+                    let mut replies: Vec<Fields> = servers.iter().map(|srv| ask(srv)).collect();
+                    // A UDP datagram may be lost on a loaded machine: when one server said
+                    // nothing but another answered, ask the silent one once more.
+                    let someone_answered = replies.iter().any(|r| r["reply"] != "none");
+                    for (reply, srv) in replies.iter_mut().zip(servers) {
+                        if someone_answered && reply["reply"] == "none" {
+                            *reply = ask(srv);
+                        }
+                    }
                     results.lock().expect("results lock")[i] = Some(replies);
                 }
             });
@@ -385,8 +391,14 @@ fn onebox_dns_answers_like_nsd_and_knot() {
     let cases = diff::queries::all();
     let replies = ask_all(&cases, &[&nsd, &knot, &onebox]);
     let allow = diff::lists::allowlist();
-    let known = diff::lists::known_failures();
-    let run = compare_run(&cases, &replies, &allow, &known, true);
+    // KNOWN_FAILURES are onebox-dns's; a harness check with a peer as candidate has none.
+    let peer_candidate = std::env::var("ONEBOX_DIFF_CANDIDATE").is_ok_and(|v| !v.is_empty());
+    let known = if peer_candidate {
+        Vec::new()
+    } else {
+        diff::lists::known_failures()
+    };
+    let run = compare_run(&cases, &replies, &allow, &known, !peer_candidate);
     let path = report_path();
     let _ = fs::write(&path, format!("{}\n{}", run.summary, run.report));
     println!("{}full report: {}", run.summary, path.display());

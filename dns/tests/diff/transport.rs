@@ -68,7 +68,7 @@ fn udp(addr: SocketAddr, packet: &[u8]) -> Reply {
             }
         }
     };
-    run().unwrap_or_else(|_| Reply::Nothing("UDP error"))
+    run().unwrap_or(Reply::Nothing("UDP error"))
 }
 
 fn tcp(addr: SocketAddr, packet: &[u8], transfer: bool) -> Reply {

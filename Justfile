@@ -27,10 +27,10 @@ up: deps build
 build-image: deps build
     image/build
 
-# Boot the image under QEMU with the site forwarded to loopback, until Ctrl-C
+# Boot the image under QEMU with the site forwarded to loopback, until Ctrl-C (`just boot --bios`)
 [group('run')]
-boot: build-image
-    image/boot
+boot *args: build-image
+    image/boot {{args}}
 
 # Run every test: unit, integration, DNS differential, acceptance
 [group('test')]

@@ -489,10 +489,10 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
         }
         (_, None) => {}
     }
-    if let Some(ca) = &edge.acme.directory_ca {
-        if let Err(message) = crate::acme::read_roots(ca.get_ref()) {
-            return Err(invalid(ca.span(), message));
-        }
+    if let Some(ca) = &edge.acme.directory_ca
+        && let Err(message) = crate::acme::read_roots(ca.get_ref())
+    {
+        return Err(invalid(ca.span(), message));
     }
     if let Some(email) = &edge.acme.email {
         let e = email.get_ref();

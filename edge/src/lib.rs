@@ -9,6 +9,7 @@
 pub mod acme;
 pub mod config;
 pub mod error;
+pub mod header_deadline;
 pub mod limits;
 pub mod metrics;
 pub mod proxy;

@@ -367,7 +367,7 @@ impl ProxyHttp for Edge {
             return self.refuse(session, ctx, refusal.status(), why).await;
         }
 
-        if !self.shared.config.names.iter().any(|n| *n == ctx.host) {
+        if !self.shared.config.names.contains(&ctx.host) {
             match self.shared.config.edge.unknown_host {
                 UnknownHost::Misdirected => {
                     return self
@@ -519,10 +519,11 @@ impl ProxyHttp for Edge {
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut Ctx) {
         let status = session.response_written().map_or(0, |r| r.status.as_u16());
         self.shared.metrics.count_response(status);
-        if ctx.kind == "proxy" && status >= 500 {
-            if let Some(e) = e {
-                tracing::warn!("request {}: upstream failed: {e}", ctx.id);
-            }
+        if ctx.kind == "proxy"
+            && status >= 500
+            && let Some(e) = e
+        {
+            tracing::warn!("request {}: upstream failed: {e}", ctx.id);
         }
         let format = self.shared.config.edge.access_log;
         if format == AccessLog::Off {

@@ -87,13 +87,17 @@ pub fn run(path: &Path, upgrade: bool) -> Result<(), EdgeError> {
         config: config.clone(),
     });
 
-    let mut http = pingora::proxy::http_proxy_service_with_name(
+    let header_limit = Duration::from_secs(edge.limits.client_timeout_secs);
+    let http_proxy = pingora::proxy::http_proxy(
         &server.configuration,
         Edge {
             shared: shared.clone(),
             tls: false,
         },
-        "http",
+    );
+    let mut http = Service::new(
+        "http".to_string(),
+        crate::header_deadline::Guarded::new(http_proxy, header_limit),
     );
     http.add_tcp(&edge.http_listen.to_string());
 

@@ -118,18 +118,18 @@ pub fn representation(
             if !real.starts_with(root) {
                 continue;
             }
-            if let Ok(meta) = std::fs::metadata(&real) {
-                if meta.is_file() {
-                    varies = true;
-                    if accepts(coding) {
-                        return Ok(Representation {
-                            path: real,
-                            encoding: Some(coding),
-                            len: meta.len(),
-                            modified: meta.modified()?,
-                            varies: true,
-                        });
-                    }
+            if let Ok(meta) = std::fs::metadata(&real)
+                && meta.is_file()
+            {
+                varies = true;
+                if accepts(coding) {
+                    return Ok(Representation {
+                        path: real,
+                        encoding: Some(coding),
+                        len: meta.len(),
+                        modified: meta.modified()?,
+                        varies: true,
+                    });
                 }
             }
         }
@@ -177,17 +177,17 @@ impl Representation {
                 t == "*" || t.trim_start_matches("W/") == etag
             });
         }
-        if let Some(ims) = if_modified_since {
-            if let Ok(since) = httpdate::parse_http_date(ims) {
-                let modified_secs = self
-                    .modified
-                    .duration_since(SystemTime::UNIX_EPOCH)
-                    .map_or(0, |d| d.as_secs());
-                let since_secs = since
-                    .duration_since(SystemTime::UNIX_EPOCH)
-                    .map_or(0, |d| d.as_secs());
-                return modified_secs <= since_secs;
-            }
+        if let Some(ims) = if_modified_since
+            && let Ok(since) = httpdate::parse_http_date(ims)
+        {
+            let modified_secs = self
+                .modified
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs());
+            let since_secs = since
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs());
+            return modified_secs <= since_secs;
         }
         false
     }

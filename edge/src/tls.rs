@@ -129,7 +129,15 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for TlsApp<A> {
             );
             return None;
         }
-        self.http.process_new(Box::new(tls), shutdown).await
+        self.http
+            .process_new(
+                Box::new(crate::header_deadline::HeaderDeadline::new(
+                    tls,
+                    self.handshake_timeout,
+                )),
+                shutdown,
+            )
+            .await
     }
 
     async fn cleanup(&self) {

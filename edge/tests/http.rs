@@ -412,3 +412,47 @@ fn check_reports_config_errors_with_file_and_line() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[test]
+fn slowloris_header_trickle_is_cut_off() {
+    let (site, _up, _edge) = edge_with_files("\n[edge.limits]\nclient_timeout_secs = 2\n");
+    let mut s = TcpStream::connect(("127.0.0.1", site.ports.http)).unwrap();
+    s.set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    s.write_all(b"GET /hello.txt HTTP/1.1\r\nHost: www.foobar.com\r\n")
+        .unwrap();
+    // One header line every 300 ms, well within any per-read timeout, for up to 10 s.
+    let start = std::time::Instant::now();
+    let mut closed = false;
+    let mut buf = [0u8; 1024];
+    while start.elapsed() < Duration::from_secs(10) {
+        if s.write_all(b"X-Slow: 1\r\n").is_err() {
+            closed = true;
+            break;
+        }
+        match s.read(&mut buf) {
+            Ok(0) => {
+                closed = true;
+                break;
+            }
+            Ok(n) => panic!(
+                "answered a request whose header never ended: {}",
+                String::from_utf8_lossy(&buf[..n])
+            ),
+            Err(e)
+                if e.kind() == std::io::ErrorKind::WouldBlock
+                    || e.kind() == std::io::ErrorKind::TimedOut => {}
+            Err(_) => {
+                closed = true;
+                break;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(closed, "the edge kept a trickling connection open for 10 s");
+    // A normal client is unaffected.
+    assert_eq!(
+        status_of(&site.curl(&["-i", &site.http("/hello.txt")])),
+        308
+    );
+}

@@ -44,10 +44,12 @@ impl Server {
 
 impl Drop for Server {
     fn drop(&mut self) {
-        // Each server runs in its own process group: NSD forks a server and an xfrd child.
+        // SIGTERM to the main process only: NSD's main process then stops and reaps its server
+        // and xfrd children itself (a whole-group SIGTERM leaves them as zombies of PID 1 on a
+        // machine without an init that reaps). SIGKILL to the whole group is the fallback.
         let group = format!("-{}", self.child.id());
         let _ = Command::new("kill")
-            .args(["-TERM", "--", &group])
+            .args(["-TERM", &self.child.id().to_string()])
             .stderr(Stdio::null())
             .status();
         let deadline = Instant::now() + Duration::from_secs(5);

@@ -150,7 +150,9 @@ impl Answerer {
             return Reply::One(bare(response));
         }
         if !matches!(query.query_class, DNSClass::IN | DNSClass::ANY) {
-            return Reply::One(refused(response, limit));
+            // Other classes: REFUSED without an Extended DNS Error, as Knot answers.
+            response.metadata.response_code = ResponseCode::Refused;
+            return Reply::One(encode(response, limit));
         }
         let catalog = self.catalog.load();
         let is_transfer = matches!(query.query_type, RecordType::AXFR | RecordType::IXFR);

@@ -154,6 +154,32 @@ impl Db {
     }
 }
 
+/// How long one query may take before the request answers 503: a database that accepts
+/// connections but does not answer (frozen, overloaded, half-dead network) counts as down.
+pub const QUERY_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// A query future limited to [`QUERY_TIMEOUT`], with driver errors sorted by [`Db::classify`].
+pub trait Timed<T>: Future<Output = Result<T, mysql_async::Error>> + Sized {
+    /// Runs the query; a timeout is [`DbError::Unavailable`].
+    fn timed(self, db: &Db) -> impl Future<Output = Result<T, DbError>> {
+        let db = db.clone();
+        async move {
+            match tokio::time::timeout(QUERY_TIMEOUT, self).await {
+                Ok(result) => result.map_err(|err| db.classify(err)),
+                Err(_) => {
+                    db.note_failure();
+                    Err(DbError::Unavailable(format!(
+                        "the database did not answer within {} ms",
+                        QUERY_TIMEOUT.as_millis()
+                    )))
+                }
+            }
+        }
+    }
+}
+
+impl<T, F: Future<Output = Result<T, mysql_async::Error>>> Timed<T> for F {}
+
 /// A result from a query, with driver errors sorted by [`Db::classify`].
 pub trait Classify<T> {
     /// Sorts the error of `self` with `db`.

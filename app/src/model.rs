@@ -1,6 +1,6 @@
 //! The site's data in MySQL: posts, settings, users and sessions. Parameterised queries only.
 
-use crate::db::{Classify, Db, DbError};
+use crate::db::{Db, DbError, Timed};
 use mysql_async::prelude::Queryable;
 use serde::Serialize;
 
@@ -74,8 +74,8 @@ pub async fn list_posts(
             format!("SELECT {POST_COLUMNS} FROM posts {filter} ORDER BY id DESC LIMIT ? OFFSET ?"),
             (u64::from(per_page) + 1, offset),
         )
-        .await
-        .classify(db)?;
+        .timed(db)
+        .await?;
     let more = rows.len() > per_page as usize;
     Ok((
         rows.into_iter().take(per_page as usize).map(post).collect(),
@@ -96,8 +96,8 @@ pub async fn get_post(db: &Db, id: u64, published_only: bool) -> Result<Option<P
             format!("SELECT {POST_COLUMNS} FROM posts WHERE id = ? {filter}"),
             (id,),
         )
-        .await
-        .classify(db)?;
+        .timed(db)
+        .await?;
     Ok(row.map(post))
 }
 
@@ -113,8 +113,8 @@ pub async fn create_post(
         "INSERT INTO posts (title, body, published) VALUES (?, ?, ?)",
         (title, body, published),
     )
-    .await
-    .classify(db)?;
+    .timed(db)
+    .await?;
     let id = conn.last_insert_id().unwrap_or(0);
     drop(conn);
     get_post(db, id, false)
@@ -133,8 +133,8 @@ pub async fn update_post(
     let mut conn = db.conn().await?;
     let found: Option<u64> = conn
         .exec_first("SELECT id FROM posts WHERE id = ?", (id,))
-        .await
-        .classify(db)?;
+        .timed(db)
+        .await?;
     if found.is_none() {
         return Ok(None);
     }
@@ -142,8 +142,8 @@ pub async fn update_post(
         "UPDATE posts SET title = ?, body = ?, published = ?, updated_at = UTC_TIMESTAMP(6) WHERE id = ?",
         (title, body, published, id),
     )
-    .await
-    .classify(db)?;
+    .timed(db)
+    .await?;
     drop(conn);
     get_post(db, id, false).await
 }
@@ -155,12 +155,12 @@ pub async fn set_published(db: &Db, id: u64, published: bool) -> Result<bool, Db
         "UPDATE posts SET published = ?, updated_at = UTC_TIMESTAMP(6) WHERE id = ?",
         (published, id),
     )
-    .await
-    .classify(db)?;
+    .timed(db)
+    .await?;
     let found: Option<u64> = conn
         .exec_first("SELECT id FROM posts WHERE id = ?", (id,))
-        .await
-        .classify(db)?;
+        .timed(db)
+        .await?;
     Ok(found.is_some())
 }
 
@@ -168,8 +168,8 @@ pub async fn set_published(db: &Db, id: u64, published: bool) -> Result<bool, Db
 pub async fn delete_post(db: &Db, id: u64) -> Result<bool, DbError> {
     let mut conn = db.conn().await?;
     conn.exec_drop("DELETE FROM posts WHERE id = ?", (id,))
-        .await
-        .classify(db)?;
+        .timed(db)
+        .await?;
     Ok(conn.affected_rows() > 0)
 }
 
@@ -178,8 +178,8 @@ pub async fn settings(db: &Db) -> Result<SiteSettings, DbError> {
     let mut conn = db.conn().await?;
     let row: Option<(String, String)> = conn
         .query_first("SELECT title, description FROM settings WHERE id = 1")
-        .await
-        .classify(db)?;
+        .timed(db)
+        .await?;
     let (title, description) = row.unwrap_or_default();
     Ok(SiteSettings { title, description })
 }
@@ -192,8 +192,8 @@ pub async fn set_settings(db: &Db, title: &str, description: &str) -> Result<(),
          ON DUPLICATE KEY UPDATE title = VALUES(title), description = VALUES(description)",
         (title, description),
     )
+    .timed(db)
     .await
-    .classify(db)
 }
 
 /// The id and password hash of `username`.
@@ -203,8 +203,8 @@ pub async fn user_hash(db: &Db, username: &str) -> Result<Option<(u64, String)>,
         "SELECT id, password_hash FROM users WHERE username = ?",
         (username,),
     )
+    .timed(db)
     .await
-    .classify(db)
 }
 
 /// Creates `username` or changes their password, ending their sessions.
@@ -215,14 +215,14 @@ pub async fn set_password(db: &Db, username: &str, hash: &str) -> Result<(), DbE
          ON DUPLICATE KEY UPDATE password_hash = VALUES(password_hash)",
         (username, hash),
     )
-    .await
-    .classify(db)?;
+    .timed(db)
+    .await?;
     conn.exec_drop(
         "DELETE s FROM sessions s JOIN users u ON u.id = s.user_id WHERE u.username = ?",
         (username,),
     )
+    .timed(db)
     .await
-    .classify(db)
 }
 
 /// Stores a new session for `user_id`, valid for `hours`.
@@ -235,15 +235,15 @@ pub async fn create_session(
 ) -> Result<(), DbError> {
     let mut conn = db.conn().await?;
     conn.query_drop("DELETE FROM sessions WHERE expires_at < UTC_TIMESTAMP(6) LIMIT 1000")
-        .await
-        .classify(db)?;
+        .timed(db)
+        .await?;
     conn.exec_drop(
         "INSERT INTO sessions (token_hash, user_id, csrf_token, expires_at) \
          VALUES (?, ?, ?, UTC_TIMESTAMP(6) + INTERVAL ? HOUR)",
         (token_hash, user_id, csrf_token, hours),
     )
+    .timed(db)
     .await
-    .classify(db)
 }
 
 /// The user of the live session whose token hashes to `token_hash`.
@@ -255,8 +255,8 @@ pub async fn session_user(db: &Db, token_hash: &[u8]) -> Result<Option<SessionUs
              WHERE s.token_hash = ? AND s.expires_at > UTC_TIMESTAMP(6)",
             (token_hash,),
         )
-        .await
-        .classify(db)?;
+        .timed(db)
+        .await?;
     Ok(row.map(|(username, csrf_token)| SessionUser {
         username,
         csrf_token,
@@ -267,8 +267,8 @@ pub async fn session_user(db: &Db, token_hash: &[u8]) -> Result<Option<SessionUs
 pub async fn delete_session(db: &Db, token_hash: &[u8]) -> Result<(), DbError> {
     let mut conn = db.conn().await?;
     conn.exec_drop("DELETE FROM sessions WHERE token_hash = ?", (token_hash,))
+        .timed(db)
         .await
-        .classify(db)
 }
 
 /// The settings and one page of published posts (newest first) on one connection, and whether
@@ -281,8 +281,8 @@ pub async fn home(
     let mut conn = db.conn().await?;
     let row: Option<(String, String)> = conn
         .query_first("SELECT title, description FROM settings WHERE id = 1")
-        .await
-        .classify(db)?;
+        .timed(db)
+        .await?;
     let (title, description) = row.unwrap_or_default();
     let offset = u64::from(page.saturating_sub(1)) * u64::from(per_page);
     let rows: Vec<PostRow> = conn
@@ -290,8 +290,8 @@ pub async fn home(
             format!("SELECT {POST_COLUMNS} FROM posts WHERE published = TRUE ORDER BY id DESC LIMIT ? OFFSET ?"),
             (u64::from(per_page) + 1, offset),
         )
-        .await
-        .classify(db)?;
+        .timed(db)
+        .await?;
     let more = rows.len() > per_page as usize;
     let posts = rows.into_iter().take(per_page as usize).map(post).collect();
     Ok((SiteSettings { title, description }, posts, more))
@@ -302,16 +302,16 @@ pub async fn site_and_post(db: &Db, id: u64) -> Result<(SiteSettings, Option<Pos
     let mut conn = db.conn().await?;
     let row: Option<(String, String)> = conn
         .query_first("SELECT title, description FROM settings WHERE id = 1")
-        .await
-        .classify(db)?;
+        .timed(db)
+        .await?;
     let (title, description) = row.unwrap_or_default();
     let post: Option<PostRow> = conn
         .exec_first(
             format!("SELECT {POST_COLUMNS} FROM posts WHERE id = ? AND published = TRUE"),
             (id,),
         )
-        .await
-        .classify(db)?;
+        .timed(db)
+        .await?;
     Ok((SiteSettings { title, description }, post.map(post_from)))
 }
 

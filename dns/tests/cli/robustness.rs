@@ -190,3 +190,53 @@ fn the_server_survives_malformed_packets_and_abusive_connections() {
         d.raw
     );
 }
+
+#[test]
+fn tcp_connections_are_bounded_and_idle_ones_closed() {
+    use std::io::Read;
+    let dir = super::support::temp_dir("tcp-limits");
+    let config = dir.join("site.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[site]\ndomain = \"example.test\"\n[dns]\nzones = \"{}\"\ntcp_max_connections = 2\ntcp_idle_timeout = 1\n",
+            data().join("zones").display()
+        ),
+    )
+    .unwrap();
+    let s = Server::start(
+        std::path::Path::new(""),
+        &["--config", config.to_str().unwrap()],
+    );
+    let hold: Vec<TcpStream> = (0..2)
+        .map(|_| TcpStream::connect(s.addr()).unwrap())
+        .collect();
+    std::thread::sleep(Duration::from_millis(200));
+    // A third connection is closed at once: its query gets EOF (or a reset), never an answer.
+    let good = query_bytes("web.example.test.", RecordType::A, None);
+    let mut framed = (good.len() as u16).to_be_bytes().to_vec();
+    framed.extend_from_slice(&good);
+    let mut third = TcpStream::connect(s.addr()).unwrap();
+    third
+        .set_read_timeout(Some(Duration::from_secs(3)))
+        .unwrap();
+    let _ = third.write_all(&framed);
+    let mut buf = [0u8; 2];
+    assert!(
+        matches!(third.read(&mut buf), Ok(0) | Err(_)),
+        "a connection over the limit was served"
+    );
+    // The idle ones are closed by the server after the idle timeout.
+    for mut stream in hold {
+        stream
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        assert!(
+            matches!(stream.read(&mut buf), Ok(0)),
+            "idle connection not closed"
+        );
+    }
+    // Then new connections are served again.
+    let replies = s.tcp_raw(&good);
+    assert_eq!(Message::from_vec(&replies[0]).unwrap().answers.len(), 1);
+}

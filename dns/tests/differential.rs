@@ -1,6 +1,6 @@
 //! The DNS differential test: Debian's NSD and Knot and onebox-dns serve the same zones
 //! (dns/tests/diff/zones/, the project's zones/foobar.com.zone and a generated large zone), get
-//! the same ~1300 requests (dns/tests/diff/queries.rs) over UDP and TCP, and their replies are
+//! the same 1260 requests (dns/tests/diff/queries.rs) over UDP and TCP, and their replies are
 //! compared field by field (dns/tests/diff/compare.rs).
 //!
 //! The rule: when NSD and Knot agree, onebox-dns must give the same reply; when they disagree

@@ -22,6 +22,14 @@ pub enum EdgeError {
         /// What the operating system said.
         source: std::io::Error,
     },
+    /// A listening address is taken or not allowed.
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        /// The address from the configuration.
+        addr: std::net::SocketAddr,
+        /// What the operating system said.
+        source: std::io::Error,
+    },
     /// TLS or ACME set-up failed.
     #[error("{0}")]
     Tls(String),

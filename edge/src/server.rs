@@ -48,6 +48,13 @@ pub fn run(path: &Path, upgrade: bool) -> Result<(), EdgeError> {
             source,
         })?;
 
+    if !upgrade {
+        // Fail with a clear message rather than pingora's endless "in use, will try again".
+        for addr in [edge.http_listen, edge.https_listen] {
+            std::net::TcpListener::bind(addr)
+                .map_err(|source| EdgeError::Listen { addr, source })?;
+        }
+    }
     let mut conf =
         ServerConf::new().ok_or_else(|| EdgeError::Server("default configuration".into()))?;
     conf.threads = edge

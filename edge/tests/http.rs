@@ -456,3 +456,22 @@ fn slowloris_header_trickle_is_cut_off() {
         308
     );
 }
+
+#[test]
+fn a_taken_port_is_a_clear_error_not_a_retry_loop() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let mut ports = Ports::new();
+    ports.https = taken.local_addr().unwrap().port();
+    let site = Site::new(ports, 1, "\n[edge.acme]\nca = \"off\"\n");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_onebox-edge"))
+        .arg("--config")
+        .arg(site.config())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!("cannot listen on 127.0.0.1:{}", ports.https)),
+        "{err}"
+    );
+}

@@ -32,9 +32,9 @@ build-image: deps build
 boot *args: build-image
     image/boot {{args}}
 
-# Run every test: unit, integration, DNS differential, acceptance
+# Run every test: unit, integration, DNS differential, acceptance on the local stack and the image
 [group('test')]
-test: deps build test-rust test-local
+test: deps build test-rust test-local test-image
 
 # Rust unit and integration tests (they start the real binaries on free loopback ports)
 [group('test')]
@@ -44,8 +44,7 @@ test-rust: build
 # The dig + curl acceptance suite against the local stack
 [group('test')]
 test-local: build
-    scripts/stack start
-    trap 'scripts/stack stop' EXIT; tests/acceptance local
+    trap 'scripts/stack stop' EXIT; scripts/stack start && tests/acceptance local
 
 # The acceptance suite against the booted image, UEFI and BIOS
 [group('test')]

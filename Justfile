@@ -17,7 +17,7 @@ deps:
 build:
     cargo build --release --workspace --locked
 
-# Run the local stack on loopback until Ctrl-C (DNS on :5353)
+# Run the local stack on loopback until Ctrl-C (DNS :5353, HTTP :8080, HTTPS :8443)
 [group('run')]
 up: deps build
     scripts/stack run

@@ -55,7 +55,10 @@ mod tests {
         )
         .expect("valid site");
         assert_eq!(file.site.domain(), "foobar.com");
-        assert_eq!(file.site.names(), vec!["foobar.com".to_string(), "www.foobar.com".to_string()]);
+        assert_eq!(
+            file.site.names(),
+            vec!["foobar.com".to_string(), "www.foobar.com".to_string()]
+        );
     }
 
     #[test]

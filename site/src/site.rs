@@ -34,7 +34,10 @@ impl Site {
         if self.names.is_empty() {
             vec![self.domain.clone(), format!("www.{}", self.domain)]
         } else {
-            self.names.iter().map(|n| n.trim_end_matches('.').to_ascii_lowercase()).collect()
+            self.names
+                .iter()
+                .map(|n| n.trim_end_matches('.').to_ascii_lowercase())
+                .collect()
         }
     }
 }
@@ -55,6 +58,8 @@ fn domain<'de, D: serde::Deserializer<'de>>(de: D) -> Result<String, D::Error> {
     if valid {
         Ok(name)
     } else {
-        Err(serde::de::Error::custom(format!("`{raw}` is not a valid domain name")))
+        Err(serde::de::Error::custom(format!(
+            "`{raw}` is not a valid domain name"
+        )))
     }
 }

@@ -32,9 +32,9 @@ build-image: deps build
 boot *args: build-image
     image/boot {{args}}
 
-# Run every test: unit, integration, DNS differential, acceptance on the local stack and the image
+# Run every test: lints, unit, integration, DNS differential, acceptance on the local stack and the image
 [group('test')]
-test: deps build test-rust test-local test-image
+test: deps build lint test-rust test-local test-image
 
 # Rust unit and integration tests (they start the real binaries on free loopback ports)
 [group('test')]

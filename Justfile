@@ -46,7 +46,7 @@ test-rust: build
 test-local: build
     trap 'scripts/stack stop' EXIT; scripts/stack start && tests/acceptance local
 
-# The acceptance suite against the booted image, UEFI and BIOS
+# The acceptance suite against the booted image: UEFI, BIOS, and a BIOS boot without user-data
 [group('test')]
 test-image: build-image
     image/test

@@ -152,9 +152,13 @@ async fn user_or_login(state: &AppState, headers: &HeaderMap) -> Result<SessionU
     }
 }
 
+/// The answer for a post id that names no post.
+fn no_such_post() -> PageError {
+    PageError::new(StatusCode::NOT_FOUND, "There is no such post.")
+}
+
 fn post_id(raw: &str) -> Result<u64, PageError> {
-    raw.parse()
-        .map_err(|_| PageError::new(StatusCode::NOT_FOUND, "There is no such post."))
+    raw.parse().map_err(|_| no_such_post())
 }
 
 async fn index(
@@ -298,7 +302,7 @@ async fn edit_post(
     let id = post_id(&raw)?;
     let post = model::get_post(&state.db, id, false)
         .await?
-        .ok_or_else(|| PageError::new(StatusCode::NOT_FOUND, "There is no such post."))?;
+        .ok_or_else(no_such_post)?;
     let site = model::settings(&state.db).await?;
     let page = EditPage {
         site,
@@ -391,27 +395,39 @@ async fn update_post(
     };
     model::update_post(&state.db, id, &title, &body, published)
         .await?
-        .ok_or_else(|| PageError::new(StatusCode::NOT_FOUND, "There is no such post."))?;
+        .ok_or_else(no_such_post)?;
     Ok(redirect("/admin"))
 }
 
-async fn set_state(
+/// What the post list's buttons do to a post.
+#[derive(Debug, Clone, Copy)]
+enum PostAction {
+    Publish,
+    Unpublish,
+    Delete,
+}
+
+/// Applies `action` to the post `raw` for a logged-in user whose form carries the session's
+/// CSRF token, then back to the post list; 404 when there is no such post.
+async fn act_on_post(
     state: AppState,
     headers: HeaderMap,
     raw: String,
     data: FormData,
-    published: bool,
+    action: PostAction,
 ) -> PageResult {
     let map = form(data)?;
     if let Err(answer) = checked_user(&state, &headers, &map).await {
         return Ok(answer);
     }
     let id = post_id(&raw)?;
-    if !model::set_published(&state.db, id, published).await? {
-        return Err(PageError::new(
-            StatusCode::NOT_FOUND,
-            "There is no such post.",
-        ));
+    let found = match action {
+        PostAction::Publish => model::set_published(&state.db, id, true).await?,
+        PostAction::Unpublish => model::set_published(&state.db, id, false).await?,
+        PostAction::Delete => model::delete_post(&state.db, id).await?,
+    };
+    if !found {
+        return Err(no_such_post());
     }
     Ok(redirect("/admin"))
 }
@@ -422,7 +438,7 @@ async fn publish(
     Path(raw): Path<String>,
     data: FormData,
 ) -> PageResult {
-    set_state(state, headers, raw, data, true).await
+    act_on_post(state, headers, raw, data, PostAction::Publish).await
 }
 
 async fn unpublish(
@@ -431,7 +447,7 @@ async fn unpublish(
     Path(raw): Path<String>,
     data: FormData,
 ) -> PageResult {
-    set_state(state, headers, raw, data, false).await
+    act_on_post(state, headers, raw, data, PostAction::Unpublish).await
 }
 
 async fn delete(
@@ -440,18 +456,7 @@ async fn delete(
     Path(raw): Path<String>,
     data: FormData,
 ) -> PageResult {
-    let map = form(data)?;
-    if let Err(answer) = checked_user(&state, &headers, &map).await {
-        return Ok(answer);
-    }
-    let id = post_id(&raw)?;
-    if !model::delete_post(&state.db, id).await? {
-        return Err(PageError::new(
-            StatusCode::NOT_FOUND,
-            "There is no such post.",
-        ));
-    }
-    Ok(redirect("/admin"))
+    act_on_post(state, headers, raw, data, PostAction::Delete).await
 }
 
 async fn settings_form(State(state): State<AppState>, headers: HeaderMap) -> PageResult {

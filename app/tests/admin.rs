@@ -14,18 +14,32 @@ fn csrf(page: &str) -> String {
     page[at..at + 64].to_string()
 }
 
+/// Whether the (only) post is published.
+async fn published(db: &TestDb) -> Option<bool> {
+    db.value("SELECT published FROM posts").await
+}
+
+/// The admin login form posted from `c` with CSRF token `token` (not sent yet).
+fn login_form(
+    c: &reqwest::Client,
+    app: &App,
+    token: &str,
+    password: &str,
+) -> reqwest::RequestBuilder {
+    let fields = [
+        ("csrf", token),
+        ("username", "admin"),
+        ("password", password),
+    ];
+    post_form(c, app, "/admin/login", &fields)
+}
+
 /// A client logged in through the admin login form, and the dashboard's CSRF token.
 async fn form_login(app: &App) -> (reqwest::Client, String) {
     let c = client();
-    let r = c.get(app.url("/admin")).send().await.unwrap();
+    let r = send(c.get(app.url("/admin"))).await;
     assert_eq!(r.status(), 200);
-    let cookie = r
-        .headers()
-        .get("set-cookie")
-        .unwrap()
-        .to_str()
-        .unwrap()
-        .to_string();
+    let cookie = header(&r, "set-cookie");
     assert!(
         cookie.starts_with("onebox_login_csrf=") && cookie.contains("HttpOnly"),
         "{cookie}"
@@ -33,26 +47,10 @@ async fn form_login(app: &App) -> (reqwest::Client, String) {
     let page = r.text().await.unwrap();
     assert!(page.contains("name=\"password\""), "{page}");
     let token = csrf(&page);
-    let r = c
-        .post(app.url("/admin/login"))
-        .form(&[
-            ("csrf", token.as_str()),
-            ("username", "admin"),
-            ("password", "admin-password-1"),
-        ])
-        .send()
-        .await
-        .unwrap();
+    let r = send(login_form(&c, app, &token, "admin-password-1")).await;
     assert_eq!(r.status(), 303);
     assert_eq!(r.headers()["location"], "/admin");
-    let page = c
-        .get(app.url("/admin"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let page = text(c.get(app.url("/admin"))).await;
     assert!(
         page.contains("Logged in as <strong>admin</strong>"),
         "{page}"
@@ -65,58 +63,23 @@ async fn form_login(app: &App) -> (reqwest::Client, String) {
 async fn login_form_needs_its_csrf_token_and_the_right_password() {
     let (db, app) = app_with_admin("").await;
     let c = client();
-    let page = c
-        .get(app.url("/admin"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let token = csrf(&page);
+    let token = csrf(&text(c.get(app.url("/admin"))).await);
     // No token, or another one: refused before the password is even looked at.
     for bad in [
         "",
         "0000000000000000000000000000000000000000000000000000000000000000",
     ] {
-        let r = c
-            .post(app.url("/admin/login"))
-            .form(&[
-                ("csrf", bad),
-                ("username", "admin"),
-                ("password", "admin-password-1"),
-            ])
-            .send()
-            .await
-            .unwrap();
+        let r = send(login_form(&c, &app, bad, "admin-password-1")).await;
         assert_eq!(r.status(), 403, "token {bad:?}");
     }
     // A form posted by another site, without this browser's cookie.
-    let r = client()
-        .post(app.url("/admin/login"))
-        .form(&[
-            ("csrf", token.as_str()),
-            ("username", "admin"),
-            ("password", "admin-password-1"),
-        ])
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 403);
+    let forged = login_form(&client(), &app, &token, "admin-password-1");
+    assert_eq!(status(forged).await, 403);
     assert_eq!(
         db.value::<u64>("SELECT COUNT(*) FROM sessions").await,
         Some(0)
     );
-    let r = c
-        .post(app.url("/admin/login"))
-        .form(&[
-            ("csrf", token.as_str()),
-            ("username", "admin"),
-            ("password", "nope"),
-        ])
-        .send()
-        .await
-        .unwrap();
+    let r = send(login_form(&c, &app, &token, "nope")).await;
     assert_eq!(r.status(), 401);
     assert!(
         r.text()
@@ -132,42 +95,29 @@ async fn pages_need_a_login() {
     let (_db, app) = app_with_admin("").await;
     let c = client();
     for path in ["/admin/posts/new", "/admin/settings", "/admin/posts/1"] {
-        let r = c.get(app.url(path)).send().await.unwrap();
+        let r = send(c.get(app.url(path))).await;
         assert_eq!(r.status(), 303, "{path}");
         assert_eq!(r.headers()["location"], "/admin");
     }
-    let r = c
-        .post(app.url("/admin/posts"))
-        .form(&[("csrf", "x"), ("title", "t"), ("body", "b")])
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 303);
+    let fields = [("csrf", "x"), ("title", "t"), ("body", "b")];
+    assert_eq!(
+        status(post_form(&c, &app, "/admin/posts", &fields)).await,
+        303
+    );
 }
 
 #[tokio::test]
 async fn the_editor_creates_edits_publishes_unpublishes_and_deletes() {
     let (db, app) = app_with_admin("").await;
     let (c, token) = form_login(&app).await;
-    let new = c
-        .get(app.url("/admin/posts/new"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let new = text(c.get(app.url("/admin/posts/new"))).await;
     assert_eq!(csrf(&new), token);
-    let r = c
-        .post(app.url("/admin/posts"))
-        .form(&[
-            ("csrf", token.as_str()),
-            ("title", "From the form"),
-            ("body", "Line one\r\n</textarea><script>x()</script>"),
-        ])
-        .send()
-        .await
-        .unwrap();
+    let fields = [
+        ("csrf", token.as_str()),
+        ("title", "From the form"),
+        ("body", "Line one\r\n</textarea><script>x()</script>"),
+    ];
+    let r = send(post_form(&c, &app, "/admin/posts", &fields)).await;
     assert_eq!(r.status(), 303);
     let id: u64 = db
         .value("SELECT id FROM posts WHERE title = 'From the form'")
@@ -177,97 +127,51 @@ async fn the_editor_creates_edits_publishes_unpublishes_and_deletes() {
         r.headers()["location"],
         format!("/admin/posts/{id}").as_str()
     );
-    assert_eq!(
-        db.value::<bool>("SELECT published FROM posts").await,
-        Some(false),
-        "no box ticked: a draft"
-    );
+    assert_eq!(published(&db).await, Some(false), "no box ticked: a draft");
     assert_eq!(
         db.value::<String>("SELECT body FROM posts").await.unwrap(),
         "Line one\n</textarea><script>x()</script>"
     );
-    let editor = c
-        .get(app.url(&format!("/admin/posts/{id}")))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let editor_path = format!("/admin/posts/{id}");
+    let editor = text(c.get(app.url(&editor_path))).await;
     assert!(
         !editor.contains("<script>") && !editor.contains("</textarea><"),
         "{editor}"
     );
 
-    let publish = |action: &'static str| {
-        let c = c.clone();
-        let url = app.url(&format!("/admin/posts/{id}/{action}"));
-        let token = token.clone();
-        async move {
-            c.post(url)
-                .form(&[("csrf", token.as_str())])
-                .send()
-                .await
-                .unwrap()
-                .status()
-                .as_u16()
-        }
+    let publish = |action: &str| {
+        let path = format!("/admin/posts/{id}/{action}");
+        status(post_form(&c, &app, &path, &[("csrf", token.as_str())]))
     };
     assert_eq!(publish("publish").await, 303);
-    assert_eq!(
-        db.value::<bool>("SELECT published FROM posts").await,
-        Some(true)
-    );
+    assert_eq!(published(&db).await, Some(true));
     assert!(
-        client()
-            .get(app.url("/"))
-            .send()
+        text(client().get(app.url("/")))
             .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap()
             .contains("From the form")
     );
     assert_eq!(publish("unpublish").await, 303);
-    assert_eq!(
-        db.value::<bool>("SELECT published FROM posts").await,
-        Some(false)
-    );
+    assert_eq!(published(&db).await, Some(false));
 
-    let r = c
-        .post(app.url(&format!("/admin/posts/{id}")))
-        .form(&[
+    // The editor's form for a published post.
+    let edit = |title: &str, body: &str| {
+        let fields = [
             ("csrf", token.as_str()),
-            ("title", "Edited"),
-            ("body", "new"),
+            ("title", title),
+            ("body", body),
             ("published", "1"),
-        ])
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 303);
+        ];
+        send(post_form(&c, &app, &editor_path, &fields))
+    };
+    assert_eq!(edit("Edited", "new").await.status(), 303);
     assert_eq!(
         db.value::<String>("SELECT title FROM posts").await.unwrap(),
         "Edited"
     );
-    assert_eq!(
-        db.value::<bool>("SELECT published FROM posts").await,
-        Some(true)
-    );
+    assert_eq!(published(&db).await, Some(true));
 
     // A bad title keeps the text and says what is wrong.
-    let r = c
-        .post(app.url(&format!("/admin/posts/{id}")))
-        .form(&[
-            ("csrf", token.as_str()),
-            ("title", " "),
-            ("body", "kept text"),
-            ("published", "1"),
-        ])
-        .send()
-        .await
-        .unwrap();
+    let r = edit(" ", "kept text").await;
     assert_eq!(r.status(), 400);
     let page = r.text().await.unwrap();
     assert!(
@@ -289,39 +193,18 @@ async fn forms_without_the_session_token_change_nothing() {
     let id = post["id"].as_u64().unwrap();
     let other = "f".repeat(64);
     for bad in [other.as_str(), ""] {
-        let attempts = [
-            c.post(app.url("/admin/posts"))
-                .form(&[("csrf", bad), ("title", "forged"), ("body", "")])
-                .send()
-                .await
-                .unwrap(),
-            c.post(app.url(&format!("/admin/posts/{id}")))
-                .form(&[("csrf", bad), ("title", "forged"), ("body", "")])
-                .send()
-                .await
-                .unwrap(),
-            c.post(app.url(&format!("/admin/posts/{id}/unpublish")))
-                .form(&[("csrf", bad)])
-                .send()
-                .await
-                .unwrap(),
-            c.post(app.url(&format!("/admin/posts/{id}/delete")))
-                .form(&[("csrf", bad)])
-                .send()
-                .await
-                .unwrap(),
-            c.post(app.url("/admin/settings"))
-                .form(&[("csrf", bad), ("title", "forged"), ("description", "")])
-                .send()
-                .await
-                .unwrap(),
-            c.post(app.url("/admin/logout"))
-                .form(&[("csrf", bad)])
-                .send()
-                .await
-                .unwrap(),
+        let post_fields = [("csrf", bad), ("title", "forged"), ("body", "")];
+        let settings_fields = [("csrf", bad), ("title", "forged"), ("description", "")];
+        let attempts: [(String, &[(&str, &str)]); 6] = [
+            ("/admin/posts".into(), &post_fields),
+            (format!("/admin/posts/{id}"), &post_fields),
+            (format!("/admin/posts/{id}/unpublish"), &[("csrf", bad)]),
+            (format!("/admin/posts/{id}/delete"), &[("csrf", bad)]),
+            ("/admin/settings".into(), &settings_fields),
+            ("/admin/logout".into(), &[("csrf", bad)]),
         ];
-        for r in attempts {
+        for (path, fields) in attempts {
+            let r = send(post_form(&c, &app, &path, fields)).await;
             assert_eq!(r.status(), 403, "{}", r.url());
         }
     }
@@ -329,10 +212,7 @@ async fn forms_without_the_session_token_change_nothing() {
         db.value::<String>("SELECT title FROM posts").await.unwrap(),
         "Keep me"
     );
-    assert_eq!(
-        db.value::<bool>("SELECT published FROM posts").await,
-        Some(true)
-    );
+    assert_eq!(published(&db).await, Some(true));
     assert_eq!(db.value::<u64>("SELECT COUNT(*) FROM posts").await, Some(1));
     assert_ne!(
         db.value::<String>("SELECT title FROM settings")
@@ -341,46 +221,25 @@ async fn forms_without_the_session_token_change_nothing() {
         "forged"
     );
     // The real token works, and logging out ends the session.
-    let r = c
-        .post(app.url("/admin/settings"))
-        .form(&[
-            ("csrf", token.as_str()),
-            ("title", "New <title>"),
-            ("description", "d"),
-        ])
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 303);
+    let fields = [
+        ("csrf", token.as_str()),
+        ("title", "New <title>"),
+        ("description", "d"),
+    ];
+    assert_eq!(
+        status(post_form(&c, &app, "/admin/settings", &fields)).await,
+        303
+    );
     assert_eq!(
         db.value::<String>("SELECT title FROM settings")
             .await
             .unwrap(),
         "New <title>"
     );
-    let page = c
-        .get(app.url("/admin/settings"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let page = text(c.get(app.url("/admin/settings"))).await;
     assert!(!page.contains("New <title>"), "escaped: {page}");
-    let r = c
-        .post(app.url("/admin/logout"))
-        .form(&[("csrf", token.as_str())])
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 303);
-    let page = c
-        .get(app.url("/admin"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let logout = post_form(&c, &app, "/admin/logout", &[("csrf", token.as_str())]);
+    assert_eq!(status(logout).await, 303);
+    let page = text(c.get(app.url("/admin"))).await;
     assert!(page.contains("name=\"password\""));
 }

@@ -4,18 +4,10 @@
 mod common;
 
 use common::*;
-use serde_json::json;
 use std::process::{Command, Stdio};
 
-async fn login(app: &App, user: &str, password: &str) -> u16 {
-    client()
-        .post(app.url("/api/login"))
-        .json(&json!({"username": user, "password": password}))
-        .send()
-        .await
-        .unwrap()
-        .status()
-        .as_u16()
+async fn login(app: &App, user: &str, password: &str) -> reqwest::StatusCode {
+    status(api_login(&client(), app, user, password)).await
 }
 
 #[tokio::test]
@@ -25,15 +17,8 @@ async fn set_password_reads_stdin_or_generates_one() {
     let app = App::start(&db, "");
     assert_eq!(login(&app, "admin", "first-password").await, 200);
 
-    let out = Command::new(binary())
-        .args([
-            "--database-url",
-            &db.url,
-            "admin",
-            "set-password",
-            "admin",
-            "--generate",
-        ])
+    let out = set_password_command(&db.url, "admin")
+        .arg("--generate")
         .stdin(Stdio::null())
         .output()
         .unwrap();
@@ -60,28 +45,13 @@ async fn changing_a_password_ends_the_sessions() {
     let (db, app) = app_with_admin("").await;
     let c = admin_client(&app).await;
     set_password(&db.url, "admin", "another-password");
-    let r = c
-        .post(app.url("/api/posts"))
-        .json(&json!({"title": "t", "body": "", "published": true}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 401);
+    assert_eq!(status(api_new_post(&c, &app, "t", "", true)).await, 401);
 }
 
 #[tokio::test]
 async fn short_passwords_are_refused() {
     let db = TestDb::new().await;
-    let mut child = Command::new(binary())
-        .args(["--database-url", &db.url, "admin", "set-password", "admin"])
-        .stdin(Stdio::piped())
-        .stderr(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    use std::io::Write;
-    writeln!(child.stdin.take().unwrap(), "short").unwrap();
-    let out = child.wait_with_output().unwrap();
+    let out = run_set_password(&db.url, "admin", "short");
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("at least 8"));
 }
@@ -90,31 +60,24 @@ async fn short_passwords_are_refused() {
 async fn config_errors_name_file_and_line() {
     let dir = TempDir::new("cfg");
     let path = dir.0.join("site.toml");
-    std::fs::write(
-        &path,
+    // onebox-app started on the site file `text`.
+    let start_with = |text: &str| {
+        std::fs::write(&path, text).unwrap();
+        Command::new(binary())
+            .arg("--config")
+            .arg(&path)
+            .output()
+            .unwrap()
+    };
+    let out = start_with(
         "[site]\ndomain = \"foobar.com\"\n[app]\nlisten = \"127.0.0.1:0\"\ndatabase = \"x\"\n",
-    )
-    .unwrap();
-    let out = Command::new(binary())
-        .arg("--config")
-        .arg(&path)
-        .output()
-        .unwrap();
+    );
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains(&format!("{}:5:", path.display())), "{err}");
     assert!(err.contains("database"), "{err}");
 
-    std::fs::write(
-        &path,
-        "[site]\ndomain = \"foobar.com\"\n[app]\nposts_per_page = 0\n",
-    )
-    .unwrap();
-    let out = Command::new(binary())
-        .arg("--config")
-        .arg(&path)
-        .output()
-        .unwrap();
+    let out = start_with("[site]\ndomain = \"foobar.com\"\n[app]\nposts_per_page = 0\n");
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("posts_per_page"));
 }
@@ -127,14 +90,6 @@ async fn command_line_overrides_the_file() {
         &db,
         "listen = \"127.0.0.1:1\"\ndatabase_url = \"mysql://nobody@localhost/nothing?socket=/nonexistent.sock\"",
     );
-    assert_eq!(
-        client()
-            .get(app.url("/healthz"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        200
-    );
+    assert_eq!(status(client().get(app.url("/healthz"))).await, 200);
     assert!(!app.base.ends_with(":1"));
 }

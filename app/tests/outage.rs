@@ -10,49 +10,13 @@ use std::time::{Duration, Instant};
 /// The tests here each run a private mariadbd; they take turns.
 static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
-#[tokio::test]
-#[allow(clippy::await_holding_lock)] // Each test has a runtime (and a thread) of its own.
-async fn answers_503_while_the_database_is_down_and_recovers_without_restart() {
-    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
-    let mut server = PrivateMariadb::start();
-    let db = TestDb::on(&server.url()).await;
-    set_password(&db.url, "admin", "admin-password-1");
-    let mut app = App::start(&db, "");
-    let c = admin_client(&app).await;
-    create_post(&c, &app, "Survivor", "still here", true).await;
-    let anon = client();
-    for _ in 0..3 {
-        assert_eq!(anon.get(app.url("/")).send().await.unwrap().status(), 200);
-    }
-
-    server.kill();
-    // Every kind of request is answered, with 503 (the client gives up after 20 s).
-    let r = anon.get(app.url("/healthz")).send().await.unwrap();
-    assert_eq!(r.status(), 503);
-    for _ in 0..3 {
-        let r = anon.get(app.url("/")).send().await.unwrap();
-        assert_eq!(r.status(), 503);
-        assert!(r.text().await.unwrap().contains("unavailable"));
-    }
-    let r = anon.get(app.url("/api/posts")).send().await.unwrap();
-    assert_eq!(r.status(), 503);
-    let v: Value = r.json().await.unwrap();
-    assert!(v["error"].as_str().unwrap().contains("unavailable"), "{v}");
-    let r = c
-        .post(app.url("/api/posts"))
-        .json(&serde_json::json!({"title": "t", "body": "", "published": true}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 503);
-    assert!(app.running(), "the app keeps running");
-
-    server.resume();
+/// The first answer 200 to `GET path`, asked every 200 ms; fails the test after 60 s without one.
+async fn first_200(c: &reqwest::Client, app: &App, path: &str) -> reqwest::Response {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let r = anon.get(app.url("/healthz")).send().await.unwrap();
+        let r = send(c.get(app.url(path))).await;
         if r.status() == 200 {
-            break;
+            return r;
         }
         assert!(
             Instant::now() < deadline,
@@ -61,17 +25,44 @@ async fn answers_503_while_the_database_is_down_and_recovers_without_restart() {
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+}
+
+#[tokio::test]
+#[allow(clippy::await_holding_lock)] // Each test has a runtime (and a thread) of its own.
+async fn answers_503_while_the_database_is_down_and_recovers_without_restart() {
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let mut server = PrivateMariadb::start();
+    let (_db, mut app) = app_with_admin_on(&server.url(), "").await;
+    let c = admin_client(&app).await;
+    create_post(&c, &app, "Survivor", "still here", true).await;
+    let anon = client();
+    for _ in 0..3 {
+        assert_eq!(status(anon.get(app.url("/"))).await, 200);
+    }
+
+    server.kill();
+    // Every kind of request is answered, with 503 (the client gives up after 20 s).
+    let r = send(anon.get(app.url("/healthz"))).await;
+    assert_eq!(r.status(), 503);
+    for _ in 0..3 {
+        let r = send(anon.get(app.url("/"))).await;
+        assert_eq!(r.status(), 503);
+        assert!(r.text().await.unwrap().contains("unavailable"));
+    }
+    let r = send(anon.get(app.url("/api/posts"))).await;
+    assert_eq!(r.status(), 503);
+    let v: Value = r.json().await.unwrap();
+    assert!(v["error"].as_str().unwrap().contains("unavailable"), "{v}");
+    assert_eq!(status(api_new_post(&c, &app, "t", "", true)).await, 503);
+    assert!(app.running(), "the app keeps running");
+
+    server.resume();
+    first_200(&anon, &app, "/healthz").await;
     // Once healthy, pages and the session (stored in MySQL) work again, in the same process.
-    let home = anon.get(app.url("/")).send().await.unwrap();
+    let home = send(anon.get(app.url("/"))).await;
     assert_eq!(home.status(), 200);
     assert!(home.text().await.unwrap().contains("Survivor"));
-    let r = c
-        .post(app.url("/api/posts"))
-        .json(&serde_json::json!({"title": "after", "body": "", "published": true}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 201);
+    assert_eq!(status(api_new_post(&c, &app, "after", "", true)).await, 201);
     assert!(app.running());
 }
 
@@ -80,13 +71,11 @@ async fn answers_503_while_the_database_is_down_and_recovers_without_restart() {
 async fn a_frozen_database_is_503_too_and_recovers() {
     let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let server = PrivateMariadb::start();
-    let db = TestDb::on(&server.url()).await;
-    set_password(&db.url, "admin", "admin-password-1");
-    let app = App::start(&db, "");
+    let (_db, app) = app_with_admin_on(&server.url(), "").await;
     let c = admin_client(&app).await;
     create_post(&c, &app, "Thawed", "body", true).await;
     let anon = client();
-    assert_eq!(anon.get(app.url("/")).send().await.unwrap().status(), 200);
+    assert_eq!(status(anon.get(app.url("/"))).await, 200);
 
     // The server still accepts connections but answers nothing: requests must not hang (the
     // client gives up after 20 s, the app's own limit is 1 s per query).
@@ -99,18 +88,6 @@ async fn a_frozen_database_is_503_too_and_recovers() {
     assert_eq!(health.unwrap().status(), 503);
     assert_eq!(api.unwrap().status(), 503);
 
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let r = anon.get(app.url("/")).send().await.unwrap();
-        if r.status() == 200 {
-            assert!(r.text().await.unwrap().contains("Thawed"));
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no recovery within 60 s: {}",
-            app.stderr()
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    let home = first_200(&anon, &app, "/").await;
+    assert!(home.text().await.unwrap().contains("Thawed"));
 }

@@ -247,19 +247,101 @@ pub fn client() -> reqwest::Client {
         .unwrap()
 }
 
-/// Sets `user`'s password with `onebox-app admin set-password` (password on standard input).
-pub fn set_password(db_url: &str, user: &str, password: &str) {
+/// Sends `request`; a request that gets no answer at all fails the test.
+pub async fn send(request: reqwest::RequestBuilder) -> reqwest::Response {
+    request.send().await.unwrap()
+}
+
+/// The status of the answer to `request`.
+pub async fn status(request: reqwest::RequestBuilder) -> reqwest::StatusCode {
+    send(request).await.status()
+}
+
+/// The body of the answer to `request`, as text (whatever its status).
+pub async fn text(request: reqwest::RequestBuilder) -> String {
+    send(request).await.text().await.unwrap()
+}
+
+/// The body of the answer to `request`, as JSON (whatever its status).
+pub async fn json(request: reqwest::RequestBuilder) -> serde_json::Value {
+    send(request).await.json().await.unwrap()
+}
+
+/// The header `name` of `answer`; fails the test when it is missing or not text.
+pub fn header(answer: &reqwest::Response, name: &str) -> String {
+    answer
+        .headers()
+        .get(name)
+        .unwrap_or_else(|| panic!("no `{name}` header in the answer from {}", answer.url()))
+        .to_str()
+        .unwrap()
+        .to_string()
+}
+
+/// The status of a JSON error answer and its `error` message ("" when there is none).
+pub async fn error_of(answer: reqwest::Response) -> (u16, String) {
+    let status = answer.status().as_u16();
+    let v: serde_json::Value = answer.json().await.unwrap();
+    (status, v["error"].as_str().unwrap_or_default().to_string())
+}
+
+/// `POST /api/login` as `user` with `password`, from `c` (not sent yet).
+pub fn api_login(
+    c: &reqwest::Client,
+    app: &App,
+    user: &str,
+    password: &str,
+) -> reqwest::RequestBuilder {
+    c.post(app.url("/api/login"))
+        .json(&serde_json::json!({"username": user, "password": password}))
+}
+
+/// `POST /api/posts` of a new post, from `c` (not sent yet).
+pub fn api_new_post(
+    c: &reqwest::Client,
+    app: &App,
+    title: &str,
+    body: &str,
+    published: bool,
+) -> reqwest::RequestBuilder {
+    c.post(app.url("/api/posts"))
+        .json(&serde_json::json!({"title": title, "body": body, "published": published}))
+}
+
+/// `POST` of the form `fields` to `path`, from `c` (not sent yet).
+pub fn post_form(
+    c: &reqwest::Client,
+    app: &App,
+    path: &str,
+    fields: &[(&str, &str)],
+) -> reqwest::RequestBuilder {
+    c.post(app.url(path)).form(fields)
+}
+
+/// `onebox-app --database-url DB_URL admin set-password USER`, not started yet (with the
+/// binary's own log level, so that a test sees everything it could print).
+pub fn set_password_command(db_url: &str, user: &str) -> Command {
+    let mut command = Command::new(binary());
+    command.args(["--database-url", db_url, "admin", "set-password", user]);
+    command
+}
+
+/// Runs `onebox-app admin set-password USER` with `stdin` on its standard input.
+pub fn run_set_password(db_url: &str, user: &str, stdin: &str) -> std::process::Output {
     use std::io::Write;
-    let mut child = Command::new(binary())
-        .args(["--database-url", db_url, "admin", "set-password", user])
-        .env("RUST_LOG", "warn")
+    let mut child = set_password_command(db_url, user)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    writeln!(child.stdin.take().unwrap(), "{password}").unwrap();
-    let out = child.wait_with_output().unwrap();
+    writeln!(child.stdin.take().unwrap(), "{stdin}").unwrap();
+    child.wait_with_output().unwrap()
+}
+
+/// Sets `user`'s password with `onebox-app admin set-password` (password on standard input).
+pub fn set_password(db_url: &str, user: &str, password: &str) {
+    let out = run_set_password(db_url, user, password);
     assert!(
         out.status.success(),
         "set-password failed: {}",
@@ -269,7 +351,12 @@ pub fn set_password(db_url: &str, user: &str, password: &str) {
 
 /// A fresh database with user `admin` / `admin-password-1`, and the app running on it.
 pub async fn app_with_admin(app_extra: &str) -> (TestDb, App) {
-    let db = TestDb::new().await;
+    app_with_admin_on(&server_url(), app_extra).await
+}
+
+/// [`app_with_admin`] on the MariaDB server at `server` (a URL without a database).
+pub async fn app_with_admin_on(server: &str, app_extra: &str) -> (TestDb, App) {
+    let db = TestDb::on(server).await;
     set_password(&db.url, "admin", "admin-password-1");
     let app = App::start(&db, app_extra);
     (db, app)
@@ -278,12 +365,7 @@ pub async fn app_with_admin(app_extra: &str) -> (TestDb, App) {
 /// A client logged in as `admin` through the API.
 pub async fn admin_client(app: &App) -> reqwest::Client {
     let c = client();
-    let r = c
-        .post(app.url("/api/login"))
-        .json(&serde_json::json!({"username": "admin", "password": "admin-password-1"}))
-        .send()
-        .await
-        .unwrap();
+    let r = send(api_login(&c, app, "admin", "admin-password-1")).await;
     assert_eq!(r.status(), 200, "login: {}", r.text().await.unwrap());
     c
 }
@@ -296,12 +378,7 @@ pub async fn create_post(
     body: &str,
     published: bool,
 ) -> serde_json::Value {
-    let r = c
-        .post(app.url("/api/posts"))
-        .json(&serde_json::json!({"title": title, "body": body, "published": published}))
-        .send()
-        .await
-        .unwrap();
+    let r = send(api_new_post(c, app, title, body, published)).await;
     assert_eq!(r.status(), 201);
     r.json().await.unwrap()
 }

@@ -3,6 +3,10 @@
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 
+// mimalloc: glibc's malloc and free were an eighth of the edge's CPU time per proxied request.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// The onebox HTTP/HTTPS front door: automatic ACME certificates, static files, reverse proxy to the app.
 #[derive(Debug, Parser)]
 #[command(version, about)]
@@ -14,6 +18,10 @@ struct Cli {
     /// process with -u, then send SIGQUIT to the old one.
     #[arg(short = 'u', long)]
     upgrade: bool,
+    /// Fork into the background (systemd's Type=forking), after taking over the sockets when
+    /// upgrading; the daemon's pid goes to <state_dir>/edge.pid.
+    #[arg(short = 'd', long)]
+    daemon: bool,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -35,7 +43,7 @@ fn main() -> std::process::ExitCode {
         .init();
     let result = match cli.command {
         Some(Command::Check) => onebox_edge::server::check(&cli.config),
-        None => onebox_edge::server::run(&cli.config, cli.upgrade),
+        None => onebox_edge::server::run(&cli.config, cli.upgrade, cli.daemon),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -30,8 +30,9 @@ pub fn check(path: &Path) -> Result<(), EdgeError> {
 }
 
 /// Loads the site file and serves until SIGTERM (graceful stop) or SIGQUIT (hand the sockets
-/// to a new process started with `upgrade`, then stop).
-pub fn run(path: &Path, upgrade: bool) -> Result<(), EdgeError> {
+/// to a new process started with `upgrade`, then stop). With `daemon`, forks into the
+/// background after taking the sockets (pid in `<state_dir>/edge.pid`).
+pub fn run(path: &Path, upgrade: bool, daemon: bool) -> Result<(), EdgeError> {
     let config = config::load(path)?;
     let edge = &config.edge;
     std::fs::create_dir_all(&edge.state_dir)
@@ -60,12 +61,16 @@ pub fn run(path: &Path, upgrade: bool) -> Result<(), EdgeError> {
     conf.threads = edge
         .threads
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    // One single-threaded runtime per worker thread, as nginx has one event loop per worker:
+    // with work stealing, idle workers were woken (futex) for every ready connection.
+    conf.work_stealing = std::env::var_os("XX_STEAL").is_some();
     conf.grace_period_seconds = Some(edge.upgrade.grace_period_secs);
     conf.graceful_shutdown_timeout_seconds = Some(edge.upgrade.shutdown_timeout_secs);
     conf.upgrade_sock = edge.state_dir.join("upgrade.sock").display().to_string();
     conf.pid_file = edge.state_dir.join("edge.pid").display().to_string();
     let opt = Opt {
         upgrade,
+        daemon,
         ..Opt::default()
     };
     let mut server = Server::new_with_opt_and_conf(opt, conf);

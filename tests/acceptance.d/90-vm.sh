@@ -124,6 +124,78 @@ if [[ $target == vm ]]; then
     check "kill -9 mariadbd: HTTPS 200 again within 60 s" killed mariadb mariadbd 60 home_200
   else skip "kill -9 onebox-edge, onebox-app, mariadbd → site back" "onebox-edge and onebox-app"; fi
 
+  # --- systemctl reload onebox-edge: zero-downtime handover ------------------------------------
+  edge_pid() { vm_ssh systemctl show -p MainPID --value onebox-edge; }
+  reload_log=.onebox/vm/reload-codes
+  # load_loop: one curl per request (a new connection each) from the host until the stop file
+  # appears, bounded to 600 requests and 150 s; one HTTP status per line in $reload_log.
+  load_loop() {
+    local end=$((SECONDS + 150)) n=0
+    while ((n < 600 && SECONDS < end)) && [[ ! -e $reload_log.stop ]]; do
+      https_ -o /dev/null -w '%{http_code}\n' https://www.foobar.com:8443/ >>"$reload_log" || echo >>"$reload_log"
+      n=$((n + 1))
+    done
+  }
+  served() { (($(wc -l <"$reload_log") >= $1)); }
+  gone() { ! vm_ssh ps -p "$1" >/dev/null; }
+  reloaded() {
+    local before after pidfile exe codes n bad mark start
+    before=$(edge_pid) || return 1
+    [[ $before != 0 ]] || { echo "onebox-edge is not running"; return 1; }
+    # A binary upgrade as on a real box: a new file at the binary's path (same bytes here; the
+    # old process keeps running its now-unlinked file, the new one must run the new file).
+    vm_ssh 'sudo cp /usr/local/bin/onebox-edge /usr/local/bin/onebox-edge.new &&
+      sudo mv /usr/local/bin/onebox-edge.new /usr/local/bin/onebox-edge' || return 1
+    rm -f "$reload_log" "$reload_log.stop"; : >"$reload_log"
+    load_loop & local loop=$!
+    within 60 served 10 >/dev/null || { touch "$reload_log.stop"; wait "$loop"; echo "no load before the reload"; return 1; }
+    start=$SECONDS
+    vm_ssh sudo systemctl reload onebox-edge || { touch "$reload_log.stop"; wait "$loop"; vm_ssh sudo journalctl -u onebox-edge -n 20 --no-pager; return 1; }
+    echo "systemctl reload took $((SECONDS - start)) s"
+    after=$(edge_pid)
+    # Load goes on until the old process has drained and exited, and 10 requests after that.
+    echo "old process pid $before: exit $(within 60 gone "$before")"
+    mark=$(wc -l <"$reload_log")
+    within 60 served $((mark + 10)) >/dev/null
+    touch "$reload_log.stop"; wait "$loop"
+    codes=$(sort "$reload_log" | uniq -c | tr -s ' \n' ' ')
+    n=$(wc -l <"$reload_log") bad=$(grep -cvx 200 "$reload_log")
+    echo "requests: $n, failed: $bad (status counts:$codes)"
+    pidfile=$(vm_ssh sudo cat /var/lib/onebox-edge/edge.pid)
+    exe=$(vm_ssh sudo readlink /proc/"$after"/exe)
+    echo "MainPID $before → $after, pid file $pidfile, exe $exe, $(vm_ssh systemctl is-active onebox-edge)"
+    ((bad == 0 && n >= 20)) && [[ $after != 0 && $after != "$before" && $pidfile == "$after" ]] &&
+      [[ $exe == /usr/local/bin/onebox-edge ]] && [[ $(vm_ssh systemctl is-active onebox-edge) == active ]] &&
+      gone "$before" && confined onebox-edge 0000000000000400
+  }
+  bad_reload() { # a broken site file: the reload fails, the running edge keeps serving
+    local before after status
+    before=$(edge_pid) || return 1
+    vm_ssh 'sudo cp -a /etc/onebox/site.toml /etc/onebox/site.toml.good &&
+      echo "no_such_key = 1" | sudo tee -a /etc/onebox/site.toml >/dev/null' || return 1
+    vm_ssh sudo systemctl reload onebox-edge && status=0 || status=$?
+    vm_ssh sudo mv -f /etc/onebox/site.toml.good /etc/onebox/site.toml
+    after=$(edge_pid)
+    echo "systemctl reload: exit $status; MainPID $before → $after"
+    vm_ssh sudo journalctl -u onebox-edge -n 5 --no-pager | tee /dev/stderr | grep -q 'site.toml:[0-9]*:[0-9]*' &&
+      ((status != 0)) && [[ $after == "$before" ]] &&
+      [[ $(vm_ssh systemctl is-active onebox-edge) == active ]] && home_200
+  }
+  restarted() { # after a reload, restart stops the new main process and starts one edge again
+    local before after count
+    before=$(edge_pid) || return 1
+    vm_ssh sudo systemctl restart onebox-edge || return 1
+    within 30 home_200 || return 1
+    after=$(edge_pid) count=$(vm_ssh pgrep -c -x onebox-edge)
+    echo "MainPID $before → $after, onebox-edge processes: $count"
+    [[ $after != 0 && $after != "$before" ]] && gone "$before" && ((count == 1))
+  }
+  if built edge && built app; then
+    check "systemctl reload onebox-edge under load (new binary): 0 failed requests, new MainPID, old process gone" reloaded
+    check "systemctl reload onebox-edge with a broken site file fails; the running edge keeps serving" bad_reload
+    check "systemctl restart onebox-edge after a reload: the new main process stopped, one edge serving" restarted
+  else skip "systemctl reload onebox-edge" "onebox-edge and onebox-app"; fi
+
   # --- a post survives a reboot and a power cut ---------------------------------------------------
   jar=.onebox/vm/cookies
   login() {

@@ -313,10 +313,8 @@ impl Edge {
         if head || len == 0 {
             return Ok(true);
         }
-        let mut chunks = static_files::Chunks::open(&rep.path, start, len)
-            .await
-            .map_err(file_error)?;
-        while let Some((chunk, end)) = chunks.next().await.map_err(file_error)? {
+        let mut chunks = static_files::Chunks::open(&rep.path, start, len).map_err(file_error)?;
+        while let Some((chunk, end)) = chunks.next_chunk().map_err(file_error)? {
             session.write_response_body(Some(chunk), end).await?;
         }
         Ok(true)

@@ -61,9 +61,6 @@ pub fn run(path: &Path, upgrade: bool, daemon: bool) -> Result<(), EdgeError> {
     conf.threads = edge
         .threads
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
-    // One single-threaded runtime per worker thread, as nginx has one event loop per worker:
-    // with work stealing, idle workers were woken (futex) for every ready connection.
-    conf.work_stealing = std::env::var_os("XX_STEAL").is_some();
     conf.grace_period_seconds = Some(edge.upgrade.grace_period_secs);
     conf.graceful_shutdown_timeout_seconds = Some(edge.upgrade.shutdown_timeout_secs);
     conf.upgrade_sock = edge.state_dir.join("upgrade.sock").display().to_string();

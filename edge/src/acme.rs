@@ -2,8 +2,10 @@
 //! state directory, and the background service that drives ordering, renewal and retries.
 //!
 //! rustls-acme orders a certificate when none is cached, renews it when two thirds of its
-//! lifetime have passed, and retries a failed order after 1, 2, 4 … seconds (capped at about 18
-//! hours): the process never exits or restarts because of the CA.
+//! lifetime have passed (a timer in the running process; the point is exported as
+//! `onebox_edge_certificate_renewal_timestamp_seconds`), and retries a failed order after 1, 2,
+//! 4 … seconds (capped at about 18 hours): the process never exits or restarts because of the
+//! CA.
 
 use crate::config::{Challenge, Config};
 use crate::metrics::Metrics;
@@ -13,7 +15,8 @@ use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
 use rustls::RootCertStore;
 use rustls_acme::{
-    AccountCache, AcmeConfig, AcmeState, CertCache, ResolvesServerCertAcme, UseChallenge,
+    AccountCache, AcmeConfig, AcmeState, CertCache, EventError, ResolvesServerCertAcme,
+    UseChallenge,
 };
 use std::io::Write;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
@@ -91,29 +94,71 @@ impl StateCache {
         std::fs::rename(&tmp, path)
     }
 
-    /// Records the validity of a certificate chain PEM (key first, then the chain).
-    fn note_cert(&self, pem: &[u8]) {
-        if let Some(not_after) = leaf_not_after(pem) {
-            self.metrics
-                .cert_not_after
-                .store(not_after, Ordering::Relaxed);
-            self.metrics.cert_from_ca.store(true, Ordering::Relaxed);
-            let days = (not_after - crate::metrics::unix_now()) / 86_400;
+    /// The file holding the certificate (key PEM first, then the chain) for `names` from the CA
+    /// at `directory_url`.
+    pub fn cert_path(&self, names: &[String], directory_url: &str) -> PathBuf {
+        self.file("cert", names, directory_url)
+    }
+
+    /// Records the validity of a certificate chain PEM (key first, then the chain), and logs it.
+    /// `renewed` is true for a new certificate that replaces one this process was serving.
+    fn note_cert(&self, pem: &[u8], renewed: bool) {
+        let Some(validity) = leaf_validity(pem) else {
+            return;
+        };
+        let m = &self.metrics;
+        let previous = m.cert_not_after.swap(validity.not_after, Ordering::Relaxed);
+        m.cert_renewal_at
+            .store(validity.renewal_at(), Ordering::Relaxed);
+        m.cert_from_ca.store(true, Ordering::Relaxed);
+        let days = (validity.not_after - crate::metrics::unix_now()) / 86_400;
+        if renewed && previous != 0 {
+            m.renewals.fetch_add(1, Ordering::Relaxed);
             tracing::info!(
-                "certificate from the CA: valid until {} ({days} days)",
-                httpdate::fmt_http_date(
-                    std::time::UNIX_EPOCH + std::time::Duration::from_secs(not_after.max(0) as u64)
-                )
+                "renewed the certificate: the previous one was valid until {}",
+                http_date(previous)
             );
         }
+        tracing::info!(
+            "certificate from the CA: valid until {} ({days} days), renewal due at {}",
+            http_date(validity.not_after),
+            http_date(validity.renewal_at())
+        );
     }
 }
 
-/// The `notAfter` (Unix seconds) of the first certificate in `pem`.
-pub fn leaf_not_after(pem: &[u8]) -> Option<i64> {
+/// A Unix time as an HTTP date (`Sun, 06 Nov 1994 08:49:37 GMT`).
+fn http_date(unix: i64) -> String {
+    httpdate::fmt_http_date(
+        std::time::UNIX_EPOCH + std::time::Duration::from_secs(unix.max(0) as u64),
+    )
+}
+
+/// The validity period of a certificate, in Unix seconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Validity {
+    /// `notBefore`.
+    pub not_before: i64,
+    /// `notAfter`.
+    pub not_after: i64,
+}
+
+impl Validity {
+    /// When rustls-acme orders the replacement: two thirds into the lifetime (its
+    /// `not_after - (not_after - not_before) / 3`, to the second).
+    pub fn renewal_at(&self) -> i64 {
+        self.not_after - (self.not_after - self.not_before) / 3
+    }
+}
+
+/// The validity of the first certificate in `pem`.
+pub fn leaf_validity(pem: &[u8]) -> Option<Validity> {
     let der = rustls_pemfile::certs(&mut &pem[..]).next()?.ok()?;
     let (_, cert) = x509_parser::parse_x509_certificate(&der).ok()?;
-    Some(cert.validity().not_after.timestamp())
+    Some(Validity {
+        not_before: cert.validity().not_before.timestamp(),
+        not_after: cert.validity().not_after.timestamp(),
+    })
 }
 
 #[async_trait]
@@ -128,7 +173,7 @@ impl CertCache for StateCache {
         let data = Self::read(&path)?;
         if let Some(pem) = &data {
             tracing::info!("using the cached certificate {}", path.display());
-            self.note_cert(pem);
+            self.note_cert(pem, false);
         }
         Ok(data)
     }
@@ -139,7 +184,7 @@ impl CertCache for StateCache {
         cert: &[u8],
     ) -> Result<(), Self::EC> {
         let path = self.file("cert", domains, directory_url);
-        self.note_cert(cert);
+        self.note_cert(cert, true);
         self.metrics.certs_issued.fetch_add(1, Ordering::Relaxed);
         self.write(&path, cert)
     }
@@ -247,6 +292,12 @@ impl BackgroundService for AcmeService {
                 event = state.next() => match event {
                     Some(Ok(ok)) => tracing::info!("ACME: {ok:?}"),
                     Some(Err(err)) => {
+                        if matches!(err, EventError::CachedCertParse(_)) {
+                            // Not served after all: the self-signed stand-in is, until the CA's.
+                            self.metrics.cert_not_after.store(0, Ordering::Relaxed);
+                            self.metrics.cert_renewal_at.store(0, Ordering::Relaxed);
+                            self.metrics.cert_from_ca.store(false, Ordering::Relaxed);
+                        }
                         let text = err.to_string();
                         tracing::warn!("ACME error (retried with exponential backoff): {text}");
                         self.metrics.acme_failed(&text);

@@ -22,10 +22,15 @@ pub struct Metrics {
     pub upstream_errors: AtomicU64,
     /// `notAfter` of the certificate from the CA, as a Unix timestamp; 0 while none.
     pub cert_not_after: AtomicI64,
+    /// When the certificate from the CA is due for renewal (two thirds into its lifetime), as a
+    /// Unix timestamp; 0 while none.
+    pub cert_renewal_at: AtomicI64,
     /// Whether a certificate issued by the ACME CA is being served (else the self-signed one).
     pub cert_from_ca: AtomicBool,
     /// Certificates obtained by this process.
     pub certs_issued: AtomicU64,
+    /// Certificates obtained by this process to replace one it was serving (renewals).
+    pub renewals: AtomicU64,
     /// ACME failures since start.
     pub acme_errors: AtomicU64,
     /// Time of the last ACME failure (Unix seconds), 0 if none.
@@ -106,6 +111,13 @@ impl Metrics {
         );
         g(
             &mut out,
+            "onebox_edge_certificate_renewal_timestamp_seconds",
+            "When the CA-issued certificate is renewed: two thirds into its lifetime (0: none yet).",
+            "gauge",
+            self.cert_renewal_at.load(Ordering::Relaxed).to_string(),
+        );
+        g(
+            &mut out,
             "onebox_edge_certificate_from_ca",
             "1 if a certificate from the ACME CA is served, 0 for the self-signed stand-in.",
             "gauge",
@@ -117,6 +129,13 @@ impl Metrics {
             "Certificates obtained from the CA by this process.",
             "counter",
             load(&self.certs_issued),
+        );
+        g(
+            &mut out,
+            "onebox_edge_acme_renewals_total",
+            "Certificates obtained by this process to replace one it was serving.",
+            "counter",
+            load(&self.renewals),
         );
         g(
             &mut out,

@@ -4,7 +4,13 @@
 
 mod common;
 use common::*;
-use std::path::Path;
+use onebox_edge::acme::StateCache;
+use onebox_edge::metrics::Metrics;
+use std::net::TcpStream;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// Whether curl verifies the edge's certificate for www.foobar.com against `root`.
 fn verifies(site: &Site, root: &Path) -> bool {
@@ -174,4 +180,351 @@ fn ca_down_keeps_serving_self_signed_and_retries_with_backoff() {
         &site.https("/hello.txt"),
     ]);
     assert_eq!(String::from_utf8_lossy(&out.stdout), "200");
+}
+
+const DAY: i64 = 86_400;
+/// The common name of the throwaway CA whose certificates the renewal test puts in the cache.
+const TEST_CA: &str = "onebox renewal test CA";
+
+fn now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+}
+
+/// A throwaway CA, standing in for whichever CA issued the certificate the edge has cached.
+struct TestCa {
+    key: rcgen::KeyPair,
+    cert: rcgen::Certificate,
+}
+
+impl TestCa {
+    fn new() -> TestCa {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, TEST_CA);
+        let cert = params.self_signed(&key).unwrap();
+        TestCa { key, cert }
+    }
+
+    /// Writes to `path`, as the edge's cache stores it (the ECDSA P-256 PKCS#8 key rustls-acme
+    /// requires, then the leaf and the CA), a certificate for `names` valid from `not_before`
+    /// to `not_after` (Unix seconds). The file gets the default mode (0644 here), so a 0600
+    /// file later shows that the edge wrote it.
+    fn seed(&self, path: &Path, names: &[String], not_before: i64, not_after: i64) {
+        let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+        let mut params = rcgen::CertificateParams::new(names.to_vec()).unwrap();
+        params.not_before = time::OffsetDateTime::from_unix_timestamp(not_before).unwrap();
+        params.not_after = time::OffsetDateTime::from_unix_timestamp(not_after).unwrap();
+        let leaf = params.signed_by(&key, &self.cert, &self.key).unwrap();
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        let pem = format!("{}{}{}", key.serialize_pem(), leaf.pem(), self.cert.pem());
+        std::fs::write(path, pem).unwrap();
+    }
+}
+
+/// Accepts any server certificate: [`served`] only looks at what the edge presents (whether
+/// it verifies is checked separately with curl).
+#[derive(Debug)]
+struct AcceptAny(Arc<rustls::crypto::CryptoProvider>);
+
+impl rustls::client::danger::ServerCertVerifier for AcceptAny {
+    fn verify_server_cert(
+        &self,
+        _: &rustls::pki_types::CertificateDer<'_>,
+        _: &[rustls::pki_types::CertificateDer<'_>],
+        _: &rustls::pki_types::ServerName<'_>,
+        _: &[u8],
+        _: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+/// The leaf certificate a client gets for www.foobar.com.
+#[derive(Debug, Clone, PartialEq)]
+struct Leaf {
+    issuer: String,
+    not_before: i64,
+    not_after: i64,
+    der: Vec<u8>,
+}
+
+fn parse_leaf(der: &[u8]) -> Leaf {
+    let (_, cert) = x509_parser::parse_x509_certificate(der).unwrap();
+    Leaf {
+        issuer: cert
+            .issuer()
+            .iter_common_name()
+            .next()
+            .and_then(|cn| cn.as_str().ok())
+            .unwrap_or("")
+            .to_string(),
+        not_before: cert.validity().not_before.timestamp(),
+        not_after: cert.validity().not_after.timestamp(),
+        der: der.to_vec(),
+    }
+}
+
+/// The certificate the edge serves for www.foobar.com, read with a rustls client.
+fn served(site: &Site) -> Leaf {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(AcceptAny(provider)))
+        .with_no_client_auth();
+    let name = rustls::pki_types::ServerName::try_from("www.foobar.com").unwrap();
+    let mut conn = rustls::ClientConnection::new(Arc::new(config), name).unwrap();
+    let mut sock = TcpStream::connect(("127.0.0.1", site.ports.https)).unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    while conn.is_handshaking() {
+        conn.complete_io(&mut sock).unwrap();
+    }
+    parse_leaf(conn.peer_certificates().unwrap()[0].as_ref())
+}
+
+/// The leaf certificate in the cache file (key PEM first, then the chain).
+fn cached(path: &Path) -> Leaf {
+    let pem = std::fs::read(path).unwrap();
+    let der = rustls_pemfile::certs(&mut pem.as_slice())
+        .next()
+        .unwrap()
+        .unwrap();
+    parse_leaf(der.as_ref())
+}
+
+/// The ACME account file, which rustls-acme writes the moment it starts its first order (the
+/// state directory starts without one).
+fn account_file(dir: &Path) -> Option<PathBuf> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("account-"))
+        })
+}
+
+/// A cached certificate from another CA is served as it is until two thirds of its lifetime
+/// have passed, then replaced from the CA by the running process, without a restart.
+///
+/// TLS-ALPN-01 is the harder case for a renewal: while the old certificate is being served,
+/// the HTTPS listener must hand the CA's `acme-tls/1` handshakes the challenge certificate.
+#[test]
+fn renews_the_cached_certificate_at_two_thirds_of_its_lifetime_without_restart() {
+    let ports = Ports::new();
+    let upstream = Upstream::start();
+    let pebble = Pebble::start(ports.http, ports.https);
+    let site = Site::new(ports, upstream.port, "");
+    std::fs::write(site.www().join("hello.txt"), "hello\n").unwrap();
+    site.append(&pebble.acme_toml("tls-alpn-01"));
+    // Where the edge keeps the certificate for these names from this CA.
+    let config = onebox_edge::config::load(&site.config()).unwrap();
+    let acme_dir = site.path("state/acme");
+    let cert_file = StateCache::new(acme_dir.clone(), Arc::new(Metrics::default()))
+        .cert_path(&config.names, &pebble.directory());
+    let test_ca = TestCa::new();
+    let root = pebble.root();
+
+    // 1. Not due: a 90-day certificate issued yesterday (renewal due in 59 days) is served
+    //    and left alone: no order, not even an account, while pebble stands ready.
+    let t = now();
+    let (nb, na) = (t - DAY, t + 89 * DAY);
+    test_ca.seed(&cert_file, &config.names, nb, na);
+    let mut edge = site.start_edge("edge-not-due.log");
+    wait_until(10, "the cached certificate to be served", || {
+        served(&site).issuer == TEST_CA
+    });
+    assert_eq!(served(&site).not_after, na);
+    let m = site.metrics();
+    assert_eq!(
+        metric(&m, "onebox_edge_certificate_expiry_timestamp_seconds"),
+        na as f64,
+        "{m}"
+    );
+    assert_eq!(
+        metric(&m, "onebox_edge_certificate_renewal_timestamp_seconds"),
+        (na - 30 * DAY) as f64,
+        "{m}"
+    );
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(served(&site).issuer, TEST_CA);
+    assert_eq!(cached(&cert_file).not_after, na);
+    assert_eq!(
+        account_file(&acme_dir),
+        None,
+        "an order was started for a certificate not due; log:\n{}",
+        edge.log_text()
+    );
+    let m = site.metrics();
+    assert_eq!(
+        metric(&m, "onebox_edge_acme_certificates_issued_total"),
+        0.0,
+        "{m}"
+    );
+    edge.kill();
+
+    // 2. Due in a few seconds: a 3-day certificate whose two-thirds point is `due`. It is
+    //    served until then and replaced from pebble after, by the same process.
+    let due = now() + 8;
+    let (nb, na) = (due - 2 * DAY, due + DAY);
+    test_ca.seed(&cert_file, &config.names, nb, na);
+    let edge = site.start_edge("edge-due.log");
+    wait_until(
+        10,
+        "the near-expiry cached certificate to be served",
+        || served(&site).issuer == TEST_CA,
+    );
+    assert!(
+        now() < due - 1,
+        "the edge took too long to start to see the certificate before its renewal point"
+    );
+    let m = site.metrics();
+    assert_eq!(
+        metric(&m, "onebox_edge_certificate_renewal_timestamp_seconds"),
+        due as f64,
+        "{m}"
+    );
+    assert_eq!(
+        metric(&m, "onebox_edge_certificate_expiry_timestamp_seconds"),
+        na as f64,
+        "{m}"
+    );
+    assert_eq!(served(&site).not_after, na);
+    // Just before the renewal point: still the old certificate (which pebble's root does not
+    // verify), still no order.
+    std::thread::sleep(Duration::from_secs((due - 1 - now()).max(0) as u64));
+    assert_eq!(served(&site).issuer, TEST_CA);
+    assert!(!verifies(&site, &root));
+    assert_eq!(
+        account_file(&acme_dir),
+        None,
+        "ordered before the renewal point; log:\n{}",
+        edge.log_text()
+    );
+
+    // After it: pebble's certificate, verified by curl, without a restart. (Usually a few
+    // seconds; the bound is generous because pebble rejects 5% of nonces on purpose and
+    // rustls-acme then starts the order again after 1, 2, 4 … s.)
+    let end = std::time::Instant::now() + Duration::from_secs(120);
+    while !verifies(&site, &root) {
+        assert!(
+            std::time::Instant::now() < end,
+            "no renewed certificate from pebble 120 s after the renewal point; edge log:\n{}\npebble log:\n{}",
+            edge.log_text(),
+            pebble.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let account = account_file(&acme_dir).unwrap();
+    // File times come from a coarse clock (a few ms behind): hence the 1 s of slack.
+    let ordered_at_ms = std::fs::metadata(&account)
+        .unwrap()
+        .modified()
+        .unwrap()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    assert!(
+        ordered_at_ms >= (due - 1) * 1000,
+        "the order started at {ordered_at_ms} ms, before the renewal point {due} s"
+    );
+    let new = served(&site);
+    let m = site.metrics();
+    eprintln!(
+        "renewal: order started {} ms after the renewal point, new certificate served within {} s of it ({} ACME errors on the way, pebble rejects 5% of nonces); issued by {:?}, valid {} days",
+        ordered_at_ms - due * 1000,
+        now() - due,
+        metric(&m, "onebox_edge_acme_errors_total"),
+        new.issuer,
+        (new.not_after - new.not_before) / DAY
+    );
+    assert_ne!(new.issuer, TEST_CA);
+    assert!(new.not_after > na, "{new:?}");
+    let apex = site.curl(&[
+        "--fail",
+        "--cacert",
+        root.to_str().unwrap(),
+        "-o",
+        "/dev/null",
+        &format!("https://foobar.com:{}/hello.txt", ports.https),
+    ]);
+    assert!(
+        apex.status.success(),
+        "apex: {}",
+        String::from_utf8_lossy(&apex.stderr)
+    );
+    assert!(
+        edge.log_text()
+            .contains("answered an ACME TLS-ALPN-01 validation"),
+        "{}",
+        edge.log_text()
+    );
+    // The cache holds the new certificate, written by the edge (0600).
+    wait_until(10, "the cache file to hold the new certificate", || {
+        cached(&cert_file) == new
+    });
+    let mode = std::fs::metadata(&cert_file).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600, "{mode:o}");
+    // The metrics and the log tell.
+    let m = site.metrics();
+    assert_eq!(
+        metric(&m, "onebox_edge_certificate_expiry_timestamp_seconds"),
+        new.not_after as f64,
+        "{m}"
+    );
+    assert_eq!(
+        metric(&m, "onebox_edge_certificate_renewal_timestamp_seconds"),
+        (new.not_after - (new.not_after - new.not_before) / 3) as f64,
+        "{m}"
+    );
+    assert_eq!(
+        metric(&m, "onebox_edge_acme_certificates_issued_total"),
+        1.0,
+        "{m}"
+    );
+    assert_eq!(metric(&m, "onebox_edge_acme_renewals_total"), 1.0, "{m}");
+    assert_eq!(metric(&m, "onebox_edge_certificate_from_ca"), 1.0, "{m}");
+    assert!(
+        edge.log_text().contains("renewed the certificate"),
+        "{}",
+        edge.log_text()
+    );
 }

@@ -1,6 +1,12 @@
-//! Slowloris defence: a connection must deliver its first request header (up to the blank line)
-//! within a deadline, however slowly it trickles bytes. pingora's own timeouts apply per read,
-//! which a client sending one byte every few seconds never trips.
+//! Slowloris defence: every request header (up to the blank line) must arrive within a deadline,
+//! however slowly it trickles bytes. pingora's own timeouts apply per read, which a client
+//! sending one byte every few seconds never trips.
+//!
+//! The wrapper sees the plaintext HTTP/1 stream. The first request's deadline starts with the
+//! connection; on a kept-alive connection the next one's starts with its first byte after a
+//! response was written (idle time before it is pingora's keep-alive timeout). An interim `1xx`
+//! answer (`100 Continue`) does not start it: the request body follows, not a header. For HTTP/2
+//! only the connection preface is timed; the h2 layer limits its own frames.
 
 use async_trait::async_trait;
 use pingora::apps::ServerApp;
@@ -18,37 +24,76 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-/// A stream whose reads fail with `TimedOut` if the first `\r\n\r\n` has not arrived before the
-/// deadline (for HTTP/2 the connection preface contains one).
+/// A stream whose reads fail with `TimedOut` if a request header's `\r\n\r\n` has not arrived
+/// before its deadline (for HTTP/2 the connection preface contains one).
 #[derive(Debug)]
 pub struct HeaderDeadline<S> {
     inner: S,
+    limit: Duration,
     deadline: Option<Pin<Box<tokio::time::Sleep>>>,
+    /// Whether later requests on the connection are timed too (HTTP/1).
+    per_request: bool,
+    /// A response went out since the last header ended: the next byte read starts a header.
+    between_requests: bool,
     tail: [u8; 3],
 }
 
 impl<S> HeaderDeadline<S> {
-    /// Wraps `inner`; the header must be complete within `limit` from now.
-    pub fn new(inner: S, limit: Duration) -> Self {
+    /// Wraps `inner`; the first header must be complete within `limit` from now, and with
+    /// `per_request` (HTTP/1) each later one within `limit` from its first byte.
+    pub fn new(inner: S, limit: Duration, per_request: bool) -> Self {
         HeaderDeadline {
             inner,
+            limit,
             deadline: Some(Box::pin(tokio::time::sleep(limit))),
+            per_request,
+            between_requests: false,
             tail: [0; 3],
         }
     }
 
-    /// Scans newly read bytes for the end of the header.
+    /// Handles newly read bytes: starts the next header's deadline, or ends the current one at
+    /// the blank line.
     fn saw(&mut self, data: &[u8]) {
-        let mut window: Vec<u8> = self.tail.to_vec();
-        window.extend_from_slice(&data[..data.len().min(64 * 1024)]);
-        if window.windows(4).any(|w| w == b"\r\n\r\n") {
+        if data.is_empty() {
+            return;
+        }
+        if self.between_requests {
+            self.between_requests = false;
+            self.deadline = Some(Box::pin(tokio::time::sleep(self.limit)));
+            self.tail = [0; 3];
+        }
+        if self.deadline.is_none() {
+            return;
+        }
+        let mut seam = [0u8; 6];
+        seam[..3].copy_from_slice(&self.tail);
+        let k = data.len().min(3);
+        seam[3..3 + k].copy_from_slice(&data[..k]);
+        let end = b"\r\n\r\n";
+        if seam[..3 + k].windows(4).any(|w| w == end) || data.windows(4).any(|w| w == end) {
             self.deadline = None;
         }
-        let n = window.len();
-        if n >= 3 {
-            self.tail.copy_from_slice(&window[n - 3..]);
+        if data.len() >= 3 {
+            self.tail.copy_from_slice(&data[data.len() - 3..]);
+        } else {
+            let keep = 3 - data.len();
+            self.tail.copy_within(3 - keep.., 0);
+            self.tail[keep..].copy_from_slice(data);
         }
     }
+
+    /// Notes bytes written: a response (not an interim `1xx`) ends the current request.
+    fn wrote(&mut self, data: &[u8]) {
+        if self.per_request && self.deadline.is_none() && !is_interim_response(data) {
+            self.between_requests = true;
+        }
+    }
+}
+
+/// Whether `data` starts an interim (`1xx`) HTTP/1 response such as `100 Continue`.
+fn is_interim_response(data: &[u8]) -> bool {
+    data.len() >= 10 && data.starts_with(b"HTTP/1.") && data[8] == b' ' && data[9] == b'1'
 }
 
 impl<S: AsyncRead + Unpin> AsyncRead for HeaderDeadline<S> {
@@ -60,10 +105,7 @@ impl<S: AsyncRead + Unpin> AsyncRead for HeaderDeadline<S> {
         let before = buf.filled().len();
         match Pin::new(&mut self.inner).poll_read(cx, buf) {
             Poll::Ready(Ok(())) => {
-                if self.deadline.is_some() {
-                    let data = buf.filled()[before..].to_vec();
-                    self.saw(&data);
-                }
+                self.saw(&buf.filled()[before..]);
                 Poll::Ready(Ok(()))
             }
             Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
@@ -93,7 +135,13 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for HeaderDeadline<S> {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, buf)
+        let written = Pin::new(&mut self.inner).poll_write(cx, buf);
+        if let Poll::Ready(Ok(n)) = written
+            && n > 0
+        {
+            self.wrote(&buf[..n]);
+        }
+        written
     }
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         Pin::new(&mut self.inner).poll_flush(cx)
@@ -106,7 +154,14 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for HeaderDeadline<S> {
         cx: &mut Context<'_>,
         bufs: &[std::io::IoSlice<'_>],
     ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+        let written = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        if let Poll::Ready(Ok(n)) = written
+            && n > 0
+            && let Some(first) = bufs.iter().find(|b| !b.is_empty())
+        {
+            self.wrote(&first[..first.len().min(n)]);
+        }
+        written
     }
     fn is_write_vectored(&self) -> bool {
         self.inner.is_write_vectored()
@@ -156,14 +211,14 @@ impl<S: GetSocketDigest> GetSocketDigest for HeaderDeadline<S> {
 #[async_trait]
 impl<S: Send> Peek for HeaderDeadline<S> {}
 
-/// A plain-TCP application `A` whose connections get a header deadline.
+/// A plain-TCP application `A` whose requests get a header deadline.
 pub struct Guarded<A> {
     app: Arc<A>,
     limit: Duration,
 }
 
 impl<A> Guarded<A> {
-    /// Serves `app`, each connection's first header due within `limit`.
+    /// Serves `app` (HTTP/1), each request header due within `limit`.
     pub fn new(app: A, limit: Duration) -> Self {
         Guarded {
             app: Arc::new(app),
@@ -184,7 +239,10 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for Guarded<A> {
             return None;
         };
         self.app
-            .process_new(Box::new(HeaderDeadline::new(*l4, self.limit)), shutdown)
+            .process_new(
+                Box::new(HeaderDeadline::new(*l4, self.limit, true)),
+                shutdown,
+            )
             .await
     }
 

@@ -148,21 +148,24 @@ impl Edge {
     ) -> Result<bool> {
         ctx.kind = "refused";
         session.as_downstream_mut().set_keepalive(None);
-        if session.as_downstream().is_http2() {
-            // An HTTP/2 stream answered before its body was read ends in a stream reset, which
-            // clients report instead of the answer: read (and drop) a modest body first.
-            let mut left: usize = 1 << 20;
-            let drain = async {
-                while let Ok(Some(chunk)) = session.as_downstream_mut().read_request_body().await {
-                    left = left.saturating_sub(chunk.len());
-                    if left == 0 {
-                        break;
-                    }
-                }
-            };
-            let _ = tokio::time::timeout(Duration::from_secs(2), drain).await;
+        let answered = self.plain(session, ctx, status, why, &[]).await;
+        self.discard_h2_body(session).await;
+        answered
+    }
+
+    /// After an early answer on HTTP/2, reads and drops the rest of the request body (for at most
+    /// `limits.client_timeout_secs`), as nginx does. Dropping a stream whose body is still
+    /// arriving resets it (RST_STREAM CANCEL), and the reset discards the answer still queued
+    /// behind it: the client saw a stream error instead of the 413.
+    async fn discard_h2_body(&self, session: &mut Session) {
+        if !session.as_downstream().is_http2() || session.as_downstream_mut().is_body_done() {
+            return;
         }
-        self.plain(session, ctx, status, why, &[]).await
+        let limit = Duration::from_secs(self.shared.config.edge.limits.client_timeout_secs);
+        let drain = async {
+            while let Ok(Some(_)) = session.as_downstream_mut().read_request_body().await {}
+        };
+        let _ = tokio::time::timeout(limit, drain).await;
     }
 
     /// Answers on the plain-HTTP listener: ACME HTTP-01 or a redirect.
@@ -507,6 +510,7 @@ impl ProxyHttp for Edge {
             if let Err(err) = self.plain(session, ctx, code, text, &[]).await {
                 tracing::debug!("could not send the error response: {err}");
             }
+            self.discard_h2_body(session).await;
         }
         FailToProxy {
             error_code: code,

@@ -129,11 +129,17 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for TlsApp<A> {
             );
             return None;
         }
+        // HTTP/1 requests are each timed; on HTTP/2 only the preface is.
+        let per_request = !matches!(
+            pingora::protocols::Ssl::selected_alpn_proto(&tls),
+            Some(ALPN::H2)
+        );
         self.http
             .process_new(
                 Box::new(crate::header_deadline::HeaderDeadline::new(
                     tls,
                     self.handshake_timeout,
+                    per_request,
                 )),
                 shutdown,
             )

@@ -349,6 +349,25 @@ fn limits_unknown_host_and_smuggling() {
         ])),
         413
     );
+    // Over HTTP/2, a body far past the limit (declared, then streamed without a length) still
+    // gets a visible 413: the edge answers, then drops the rest of the body instead of
+    // resetting the stream (which discarded the queued answer: curl saw a stream error).
+    let huge = site.path("huge.bin");
+    std::fs::write(&huge, vec![b'a'; 3 * 1024 * 1024]).unwrap();
+    let huge_arg = format!("@{}", huge.display());
+    for args in [
+        vec!["--data-binary", huge_arg.as_str()],
+        vec!["--data-binary", huge_arg.as_str(), "-H", "Content-Length:"],
+    ] {
+        let mut all = vec!["-k", "-i", "--http2"];
+        all.extend(args);
+        let page = site.https("/form");
+        all.push(&page);
+        let out = site.curl(&all);
+        assert!(out.status.success(), "curl failed: {out:?}");
+        assert_eq!(status_of(&out), 413, "{}", text(&out));
+        assert!(text(&out).starts_with("HTTP/2 413"), "{}", text(&out));
+    }
     let small = "a".repeat(500);
     assert_eq!(
         status_of(&site.curl(&["-k", "-i", "--data", &small, &site.https("/form")])),
@@ -454,6 +473,159 @@ fn slowloris_header_trickle_is_cut_off() {
     assert_eq!(
         status_of(&site.curl(&["-i", &site.http("/hello.txt")])),
         308
+    );
+}
+
+/// Reads from `s` until the whole of one response with a `Content-Length` body has arrived.
+fn read_one_response(s: &mut TcpStream) -> String {
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        let text = String::from_utf8_lossy(&got).into_owned();
+        if let Some((head, body)) = text.split_once("\r\n\r\n")
+            && let Some(len) = header(head, "content-length").and_then(|v| v.parse::<usize>().ok())
+            && body.len() >= len
+        {
+            return text;
+        }
+        let n = s.read(&mut buf).unwrap();
+        assert!(n > 0, "closed mid-response: {text}");
+        got.extend_from_slice(&buf[..n]);
+    }
+}
+
+#[test]
+fn slowloris_on_a_kept_alive_connection_is_cut_off_too() {
+    let (site, _up, _edge) = edge_with_files("\n[edge.limits]\nclient_timeout_secs = 2\n");
+    // Plain HTTP: a first, normal request is answered and the connection kept alive …
+    let mut s = TcpStream::connect(("127.0.0.1", site.ports.http)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s.write_all(b"GET /a HTTP/1.1\r\nHost: www.foobar.com\r\n\r\n")
+        .unwrap();
+    let first = read_one_response(&mut s);
+    assert!(first.starts_with("HTTP/1.1 308"), "{first}");
+    // … then an idle second (under the keep-alive timeout) does not count against the next
+    // header, which is answered when it comes whole …
+    std::thread::sleep(Duration::from_millis(2500));
+    s.write_all(b"GET /b HTTP/1.1\r\nHost: www.foobar.com\r\n\r\n")
+        .unwrap();
+    let second = read_one_response(&mut s);
+    assert!(second.starts_with("HTTP/1.1 308"), "{second}");
+    // … but a third header trickled in a line every 300 ms is cut off at its deadline.
+    s.set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    s.write_all(b"GET /c HTTP/1.1\r\nHost: www.foobar.com\r\n")
+        .unwrap();
+    let start = std::time::Instant::now();
+    let mut closed = false;
+    let mut buf = [0u8; 1024];
+    while start.elapsed() < Duration::from_secs(10) {
+        if s.write_all(b"X-Slow: 1\r\n").is_err() {
+            closed = true;
+            break;
+        }
+        match s.read(&mut buf) {
+            Ok(0) => {
+                closed = true;
+                break;
+            }
+            Ok(n) => panic!(
+                "answered a request whose header never ended: {}",
+                String::from_utf8_lossy(&buf[..n])
+            ),
+            Err(e)
+                if e.kind() == std::io::ErrorKind::WouldBlock
+                    || e.kind() == std::io::ErrorKind::TimedOut => {}
+            Err(_) => {
+                closed = true;
+                break;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(
+        closed,
+        "the edge kept a trickling keep-alive request open for 10 s"
+    );
+
+    // HTTPS, HTTP/1.1: the same trickle on the second request of a TLS connection.
+    let mut ssl = std::process::Command::new("openssl")
+        .args(["s_client", "-quiet", "-alpn", "http/1.1", "-servername"])
+        .arg("www.foobar.com")
+        .arg("-connect")
+        .arg(format!("127.0.0.1:{}", site.ports.https))
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut to_edge = ssl.stdin.take().unwrap();
+    to_edge
+        .write_all(b"GET /hello.txt HTTP/1.1\r\nHost: www.foobar.com\r\n\r\n")
+        .unwrap();
+    to_edge
+        .write_all(b"GET /hello.txt HTTP/1.1\r\nHost: www.foobar.com\r\n")
+        .unwrap();
+    let start = std::time::Instant::now();
+    let mut exited = None;
+    while start.elapsed() < Duration::from_secs(10) {
+        if let Some(status) = ssl.try_wait().unwrap() {
+            exited = Some(status);
+            break;
+        }
+        let _ = to_edge.write_all(b"X-Slow: 1\r\n");
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let _ = ssl.kill();
+    let mut answers = String::new();
+    ssl.stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut answers)
+        .unwrap();
+    let _ = ssl.wait();
+    assert!(
+        exited.is_some(),
+        "the edge kept a trickling HTTPS keep-alive request open for 10 s"
+    );
+    assert_eq!(
+        answers.matches("HTTP/1.1 200").count(),
+        1,
+        "exactly the first request is answered: {answers}"
+    );
+
+    // A slow request *body* on a kept-alive connection is not a slow header: an upload at
+    // 1 KiB/s that takes longer than the 2 s header deadline goes through.
+    let upload = site.path("upload.bin");
+    std::fs::write(&upload, vec![b'u'; 4096]).unwrap();
+    let upload_arg = format!("@{}", upload.display());
+    let first_url = site.https("/hello.txt");
+    let form_url = site.https("/form");
+    let out = site.curl(&[
+        "-k",
+        "--http1.1",
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_code} %{num_connects}\n",
+        &first_url,
+        "--next",
+        "-k",
+        "--http1.1",
+        "-o",
+        "/dev/null",
+        "--limit-rate",
+        "1K",
+        "--data-binary",
+        &upload_arg,
+        "-w",
+        "%{http_code} %{num_connects} %{size_upload}\n",
+        &form_url,
+    ]);
+    assert_eq!(
+        text(&out),
+        "200 1\n200 0 4096\n",
+        "one connection, both answered: {out:?}"
     );
 }
 

@@ -14,15 +14,19 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// Whether curl verifies the edge's certificate for www.foobar.com against `root`.
 fn verifies(site: &Site, root: &Path) -> bool {
-    let out = site.curl(&[
+    verifies_host(site, root, "www.foobar.com").status.success()
+}
+
+/// curl of `https://host:port/hello.txt`, verifying the certificate with `root` only.
+fn verifies_host(site: &Site, root: &Path, host: &str) -> std::process::Output {
+    site.curl(&[
         "--fail",
         "--cacert",
         root.to_str().unwrap(),
         "-o",
         "/dev/null",
-        &site.https("/hello.txt"),
-    ]);
-    out.status.success()
+        &format!("https://{host}:{}/hello.txt", site.ports.https),
+    ])
 }
 
 fn issue_and_reuse(challenge: &str) {
@@ -54,14 +58,7 @@ fn issue_and_reuse(challenge: &str) {
     };
     assert!(edge.log_text().contains(expected), "{}", edge.log_text());
     // Both names are on the certificate.
-    let apex = site.curl(&[
-        "--fail",
-        "--cacert",
-        root.to_str().unwrap(),
-        "-o",
-        "/dev/null",
-        &format!("https://foobar.com:{}/hello.txt", ports.https),
-    ]);
+    let apex = verifies_host(&site, &root, "foobar.com");
     assert!(
         apex.status.success(),
         "apex: {}",
@@ -478,14 +475,7 @@ fn renews_the_cached_certificate_at_two_thirds_of_its_lifetime_without_restart()
     );
     assert_ne!(new.issuer, TEST_CA);
     assert!(new.not_after > na, "{new:?}");
-    let apex = site.curl(&[
-        "--fail",
-        "--cacert",
-        root.to_str().unwrap(),
-        "-o",
-        "/dev/null",
-        &format!("https://foobar.com:{}/hello.txt", ports.https),
-    ]);
+    let apex = verifies_host(&site, &root, "foobar.com");
     assert!(
         apex.status.success(),
         "apex: {}",

@@ -432,28 +432,19 @@ fn check_reports_config_errors_with_file_and_line() {
     );
 }
 
-#[test]
-fn slowloris_header_trickle_is_cut_off() {
-    let (site, _up, _edge) = edge_with_files("\n[edge.limits]\nclient_timeout_secs = 2\n");
-    let mut s = TcpStream::connect(("127.0.0.1", site.ports.http)).unwrap();
+/// Sends a header line every 300 ms (each well within any per-read timeout) for up to 10 s;
+/// whether the edge closed the connection. An answer to the never-ending header fails the test.
+fn trickle_until_closed(s: &mut TcpStream) -> bool {
     s.set_read_timeout(Some(Duration::from_millis(200)))
         .unwrap();
-    s.write_all(b"GET /hello.txt HTTP/1.1\r\nHost: www.foobar.com\r\n")
-        .unwrap();
-    // One header line every 300 ms, well within any per-read timeout, for up to 10 s.
     let start = std::time::Instant::now();
-    let mut closed = false;
     let mut buf = [0u8; 1024];
     while start.elapsed() < Duration::from_secs(10) {
         if s.write_all(b"X-Slow: 1\r\n").is_err() {
-            closed = true;
-            break;
+            return true;
         }
         match s.read(&mut buf) {
-            Ok(0) => {
-                closed = true;
-                break;
-            }
+            Ok(0) => return true,
             Ok(n) => panic!(
                 "answered a request whose header never ended: {}",
                 String::from_utf8_lossy(&buf[..n])
@@ -461,13 +452,20 @@ fn slowloris_header_trickle_is_cut_off() {
             Err(e)
                 if e.kind() == std::io::ErrorKind::WouldBlock
                     || e.kind() == std::io::ErrorKind::TimedOut => {}
-            Err(_) => {
-                closed = true;
-                break;
-            }
+            Err(_) => return true,
         }
         std::thread::sleep(Duration::from_millis(100));
     }
+    false
+}
+
+#[test]
+fn slowloris_header_trickle_is_cut_off() {
+    let (site, _up, _edge) = edge_with_files("\n[edge.limits]\nclient_timeout_secs = 2\n");
+    let mut s = TcpStream::connect(("127.0.0.1", site.ports.http)).unwrap();
+    s.write_all(b"GET /hello.txt HTTP/1.1\r\nHost: www.foobar.com\r\n")
+        .unwrap();
+    let closed = trickle_until_closed(&mut s);
     assert!(closed, "the edge kept a trickling connection open for 10 s");
     // A normal client is unaffected.
     assert_eq!(
@@ -512,37 +510,9 @@ fn slowloris_on_a_kept_alive_connection_is_cut_off_too() {
     let second = read_one_response(&mut s);
     assert!(second.starts_with("HTTP/1.1 308"), "{second}");
     // … but a third header trickled in a line every 300 ms is cut off at its deadline.
-    s.set_read_timeout(Some(Duration::from_millis(200)))
-        .unwrap();
     s.write_all(b"GET /c HTTP/1.1\r\nHost: www.foobar.com\r\n")
         .unwrap();
-    let start = std::time::Instant::now();
-    let mut closed = false;
-    let mut buf = [0u8; 1024];
-    while start.elapsed() < Duration::from_secs(10) {
-        if s.write_all(b"X-Slow: 1\r\n").is_err() {
-            closed = true;
-            break;
-        }
-        match s.read(&mut buf) {
-            Ok(0) => {
-                closed = true;
-                break;
-            }
-            Ok(n) => panic!(
-                "answered a request whose header never ended: {}",
-                String::from_utf8_lossy(&buf[..n])
-            ),
-            Err(e)
-                if e.kind() == std::io::ErrorKind::WouldBlock
-                    || e.kind() == std::io::ErrorKind::TimedOut => {}
-            Err(_) => {
-                closed = true;
-                break;
-            }
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let closed = trickle_until_closed(&mut s);
     assert!(
         closed,
         "the edge kept a trickling keep-alive request open for 10 s"

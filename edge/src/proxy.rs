@@ -507,10 +507,12 @@ impl ProxyHttp for Edge {
                 _ => "Error\n",
             };
             session.as_downstream_mut().set_keepalive(None);
-            if let Err(err) = self.plain(session, ctx, code, text, &[]).await {
-                tracing::debug!("could not send the error response: {err}");
+            match self.plain(session, ctx, code, text, &[]).await {
+                // Answered: let the client finish sending so it reads the answer.
+                Ok(_) => self.discard_h2_body(session).await,
+                // The app's answer had already begun; the stream or connection just ends.
+                Err(err) => tracing::debug!("could not send the error response: {err}"),
             }
-            self.discard_h2_body(session).await;
         }
         FailToProxy {
             error_code: code,

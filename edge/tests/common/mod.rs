@@ -299,13 +299,25 @@ fn serve_upstream(mut conn: TcpStream) {
                     .map(|v| v.trim().parse().unwrap_or(0))
             })
             .unwrap_or(0);
-        while buf.len() < head_end + len {
+        let chunked = head
+            .to_ascii_lowercase()
+            .contains("transfer-encoding: chunked");
+        // A chunked body is read to its last chunk, as an app would before answering.
+        let body_end = loop {
+            let end = if chunked {
+                chunked_end(&buf[head_end..]).map(|n| head_end + n)
+            } else {
+                (buf.len() >= head_end + len).then_some(head_end + len)
+            };
+            if let Some(end) = end {
+                break end;
+            }
             match conn.read(&mut chunk) {
                 Ok(0) | Err(_) => return,
                 Ok(n) => buf.extend_from_slice(&chunk[..n]),
             }
-        }
-        buf.drain(..head_end + len);
+        };
+        buf.drain(..body_end);
         let body = if head.starts_with("GET /healthz ") {
             "ok\n".to_string()
         } else {
@@ -317,6 +329,25 @@ fn serve_upstream(mut conn: TcpStream) {
         );
         if conn.write_all(resp.as_bytes()).is_err() {
             return;
+        }
+    }
+}
+
+/// The length of a complete chunked body at the start of `data` (without trailers), if it has
+/// all arrived.
+fn chunked_end(data: &[u8]) -> Option<usize> {
+    let mut at = 0;
+    loop {
+        let line_end = at + data[at..].windows(2).position(|w| w == b"\r\n")?;
+        let size_text = String::from_utf8_lossy(&data[at..line_end]);
+        let size = usize::from_str_radix(size_text.split(';').next()?.trim(), 16).ok()?;
+        at = line_end + 2;
+        if size == 0 {
+            return (data.len() >= at + 2).then_some(at + 2);
+        }
+        at += size + 2;
+        if data.len() < at {
+            return None;
         }
     }
 }

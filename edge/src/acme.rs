@@ -14,6 +14,7 @@ use futures::StreamExt;
 use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
 use rustls::RootCertStore;
+use rustls::sign::CertifiedKey;
 use rustls_acme::{
     AccountCache, AcmeConfig, AcmeState, CertCache, EventError, ResolvesServerCertAcme,
     UseChallenge,
@@ -108,6 +109,9 @@ impl StateCache {
         };
         let m = &self.metrics;
         let previous = m.cert_not_after.swap(validity.not_after, Ordering::Relaxed);
+        if !renewed && previous == validity.not_after {
+            return; // read once before listening, deployed by rustls-acme now: said already
+        }
         m.cert_renewal_at
             .store(validity.renewal_at(), Ordering::Relaxed);
         m.cert_from_ca.store(true, Ordering::Relaxed);
@@ -212,6 +216,37 @@ impl AccountCache for StateCache {
     }
 }
 
+/// Reads the certificate that rustls-acme would deploy from `pem` (its cache format: the PKCS#8
+/// key, then the chain), or `None` if it would refuse it.
+fn parse_cached(pem: &[u8]) -> Option<CertifiedKey> {
+    let mut reader = pem;
+    let mut items = rustls_pemfile::read_all(&mut reader);
+    let Some(Ok(rustls_pemfile::Item::Pkcs8Key(key))) = items.next() else {
+        return None;
+    };
+    let key = rustls::crypto::ring::sign::any_ecdsa_type(&key.into()).ok()?;
+    let chain = items
+        .map(|item| match item {
+            Ok(rustls_pemfile::Item::X509Certificate(der)) => Some(der),
+            _ => None,
+        })
+        .collect::<Option<Vec<_>>>()?;
+    (!chain.is_empty()).then(|| CertifiedKey::new(chain, key))
+}
+
+/// What the HTTPS listener takes from ACME.
+#[derive(Debug, Clone)]
+pub struct AcmeCerts {
+    /// rustls-acme's resolver: the `acme-tls/1` challenge certificates, and the certificate
+    /// once the background service has deployed it (from the cache or a new order).
+    pub resolver: Arc<ResolvesServerCertAcme>,
+    /// The cached certificate, read before the listeners start. The background service deploys
+    /// it a moment later; until then (milliseconds, longer on a slow or loaded machine) the
+    /// first handshakes after a start or a reload get it from here rather than the self-signed
+    /// stand-in, which clients would refuse.
+    pub cached: Option<Arc<CertifiedKey>>,
+}
+
 /// The ACME state machine, run as a pingora background service.
 pub struct AcmeService {
     state: Mutex<Option<AcmeState<std::io::Error>>>,
@@ -219,12 +254,12 @@ pub struct AcmeService {
 }
 
 impl AcmeService {
-    /// Builds the ACME client for `config`, or `None` when ACME is off. Also returns the
-    /// resolver that serves the certificates and answers challenges.
+    /// Builds the ACME client for `config`, or `None` when ACME is off. Also returns what the
+    /// HTTPS listener serves: the resolver and the cached certificate.
     pub fn new(
         config: &Config,
         metrics: Arc<Metrics>,
-    ) -> Result<Option<(Self, Arc<ResolvesServerCertAcme>)>, String> {
+    ) -> Result<Option<(Self, AcmeCerts)>, String> {
         let acme = &config.edge.acme;
         let Some(directory) = acme.directory() else {
             return Ok(None);
@@ -245,16 +280,22 @@ impl AcmeService {
         .map_err(|e| format!("TLS client setup: {e}"))?
         .with_root_certificates(roots)
         .with_no_client_auth();
+        let cache = StateCache::new(config.edge.state_dir.join("acme"), metrics.clone());
+        let cached = StateCache::read(&cache.cert_path(&config.names, &directory))
+            .ok()
+            .flatten()
+            .and_then(|pem| {
+                let cert = parse_cached(&pem)?;
+                cache.note_cert(&pem, false);
+                Some(Arc::new(cert))
+            });
         let mut cfg = AcmeConfig::new_with_client_config(config.names.clone(), Arc::new(client))
             .directory(&directory)
             .challenge_type(match acme.challenge {
                 Challenge::Http01 => UseChallenge::Http01,
                 Challenge::TlsAlpn01 => UseChallenge::TlsAlpn01,
             })
-            .cache(StateCache::new(
-                config.edge.state_dir.join("acme"),
-                metrics.clone(),
-            ));
+            .cache(cache);
         if let Some(email) = &acme.email {
             cfg = cfg.contact_push(format!("mailto:{}", email.get_ref()));
         }
@@ -270,7 +311,7 @@ impl AcmeService {
                 state: Mutex::new(Some(state)),
                 metrics,
             },
-            resolver,
+            AcmeCerts { resolver, cached },
         )))
     }
 }

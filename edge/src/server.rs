@@ -75,12 +75,12 @@ pub fn run(path: &Path, upgrade: bool, daemon: bool) -> Result<(), EdgeError> {
 
     let metrics = Arc::new(Metrics::default());
     let acme = AcmeService::new(&config, metrics.clone()).map_err(EdgeError::Tls)?;
-    let (acme_service, acme_resolver) = match acme {
-        Some((s, r)) => (Some(s), Some(r)),
+    let (acme_service, acme_certs) = match acme {
+        Some((s, c)) => (Some(s), Some(c)),
         None => (None, None),
     };
-    let resolver =
-        Arc::new(EdgeResolver::new(&config.names, acme_resolver.clone()).map_err(EdgeError::Tls)?);
+    let acme_resolver = acme_certs.as_ref().map(|c| c.resolver.clone());
+    let resolver = Arc::new(EdgeResolver::new(&config.names, acme_certs).map_err(EdgeError::Tls)?);
     let tls_config = crate::tls::server_config(resolver).map_err(EdgeError::Tls)?;
 
     let upstreams = upstream_pool(&config)?;

@@ -4,6 +4,7 @@
 //! Certificates come from the ACME resolver; until the CA has issued one, a self-signed
 //! certificate for the site's names stands in, so HTTPS never fails for lack of a certificate.
 
+use crate::acme::AcmeCerts;
 use async_trait::async_trait;
 use pingora::apps::ServerApp;
 use pingora::listeners::tls::Acceptor;
@@ -12,23 +13,20 @@ use pingora::protocols::{ALPN, Stream};
 use pingora::server::ShutdownWatch;
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
-use rustls_acme::ResolvesServerCertAcme;
 use std::sync::Arc;
 
 /// Picks the certificate for a handshake: the ACME challenge certificate for `acme-tls/1`
-/// handshakes, otherwise the CA-issued certificate, otherwise the self-signed stand-in.
+/// handshakes, otherwise the CA-issued certificate (as deployed by rustls-acme, or as read
+/// from the cache at start until then), otherwise the self-signed stand-in.
 #[derive(Debug)]
 pub struct EdgeResolver {
-    acme: Option<Arc<ResolvesServerCertAcme>>,
+    acme: Option<AcmeCerts>,
     self_signed: Arc<CertifiedKey>,
 }
 
 impl EdgeResolver {
     /// A resolver for `names`, using `acme`'s certificates when it has them.
-    pub fn new(
-        names: &[String],
-        acme: Option<Arc<ResolvesServerCertAcme>>,
-    ) -> Result<Self, String> {
+    pub fn new(names: &[String], acme: Option<AcmeCerts>) -> Result<Self, String> {
         Ok(EdgeResolver {
             acme,
             self_signed: Arc::new(self_signed(names)?),
@@ -39,9 +37,13 @@ impl EdgeResolver {
 impl ResolvesServerCert for EdgeResolver {
     fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
         match &self.acme {
-            Some(acme) if rustls_acme::is_tls_alpn_challenge(&hello) => acme.resolve(hello),
+            Some(acme) if rustls_acme::is_tls_alpn_challenge(&hello) => {
+                acme.resolver.resolve(hello)
+            }
             Some(acme) => acme
+                .resolver
                 .resolve(hello)
+                .or_else(|| acme.cached.clone())
                 .or_else(|| Some(self.self_signed.clone())),
             None => Some(self.self_signed.clone()),
         }
@@ -148,5 +150,122 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for TlsApp<A> {
 
     async fn cleanup(&self) {
         self.http.cleanup().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::acme::{AcmeService, StateCache};
+    use crate::metrics::Metrics;
+    use rustls::pki_types::CertificateDer;
+
+    /// A CA and a certificate for the site's names signed by it, in rustls-acme's cache format.
+    fn ca_and_cached_pem(names: &[String]) -> (CertificateDer<'static>, String) {
+        let ca_key = rcgen::KeyPair::generate().expect("CA key");
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("CA params");
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "onebox test CA");
+        let ca = params.self_signed(&ca_key).expect("CA");
+        let key = rcgen::KeyPair::generate().expect("key");
+        let leaf = rcgen::CertificateParams::new(names.to_vec())
+            .expect("leaf params")
+            .signed_by(&key, &ca, &ca_key)
+            .expect("leaf");
+        let pem = format!("{}{}{}", key.serialize_pem(), leaf.pem(), ca.pem());
+        (ca.der().clone(), pem)
+    }
+
+    /// A TLS handshake in memory for `www.foobar.com` against `server`, verifying with `root`.
+    fn handshake(
+        server: Arc<rustls::ServerConfig>,
+        root: CertificateDer<'static>,
+    ) -> Result<(), rustls::Error> {
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(root).expect("root");
+        let client = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+        let name = rustls::pki_types::ServerName::try_from("www.foobar.com").expect("name");
+        let mut client = rustls::ClientConnection::new(Arc::new(client), name)?;
+        let mut server = rustls::ServerConnection::new(server)?;
+        for _ in 0..10 {
+            if !client.is_handshaking() && !server.is_handshaking() {
+                return Ok(());
+            }
+            let mut buf = Vec::new();
+            client.write_tls(&mut buf).expect("write");
+            server.read_tls(&mut buf.as_slice()).expect("read");
+            server.process_new_packets()?;
+            buf.clear();
+            server.write_tls(&mut buf).expect("write");
+            client.read_tls(&mut buf.as_slice()).expect("read");
+            client.process_new_packets()?;
+        }
+        Err(rustls::Error::General("handshake did not finish".into()))
+    }
+
+    /// The cached certificate is served from the first handshake, before the ACME background
+    /// service has run at all (right after a start or a reload); without it, the self-signed
+    /// stand-in is served, which the client refuses.
+    #[test]
+    fn the_cached_certificate_is_served_before_the_acme_service_runs() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let root = dir.path().display().to_string();
+        let site = dir.path().join("site.toml");
+        std::fs::write(
+            &site,
+            format!(
+                "[site]\ndomain = \"foobar.com\"\n[edge]\nweb_root = \"{root}\"\nstate_dir = \"{root}/state\"\n"
+            ),
+        )
+        .expect("write");
+        let config = crate::config::load(&site).expect("site file");
+        let directory = config.edge.acme.directory().expect("ACME on");
+        let (ca, pem) = ca_and_cached_pem(&config.names);
+        let serve = || {
+            let metrics = Arc::new(Metrics::default());
+            let (_service, certs) = AcmeService::new(&config, metrics.clone())
+                .expect("ACME setup")
+                .expect("ACME on");
+            let resolver = EdgeResolver::new(&config.names, Some(certs)).expect("resolver");
+            let tls = server_config(Arc::new(resolver)).expect("TLS config");
+            (tls, metrics)
+        };
+
+        let (tls, metrics) = serve();
+        let refused = handshake(tls, ca.clone()).expect_err("nothing cached: self-signed");
+        assert!(refused.to_string().contains("UnknownIssuer"), "{refused}");
+        assert!(
+            !metrics
+                .cert_from_ca
+                .load(std::sync::atomic::Ordering::Relaxed)
+        );
+
+        let cache = StateCache::new(
+            config.edge.state_dir.join("acme"),
+            Arc::new(Metrics::default()),
+        );
+        let path = cache.cert_path(&config.names, &directory);
+        std::fs::create_dir_all(path.parent().expect("dir")).expect("mkdir");
+        std::fs::write(&path, &pem).expect("write");
+        let (tls, metrics) = serve();
+        handshake(tls, ca.clone()).expect("the cached certificate is served");
+        // Served as CA-issued from the start, so HSTS is sent from the first answer too.
+        assert!(
+            metrics
+                .cert_from_ca
+                .load(std::sync::atomic::Ordering::Relaxed)
+        );
+
+        // A cache file rustls-acme would refuse is not served either.
+        std::fs::write(&path, pem.replace("PRIVATE KEY", "RSA PRIVATE KEY")).expect("write");
+        let (tls, _) = serve();
+        handshake(tls, ca).expect_err("an unusable cache file: self-signed");
     }
 }

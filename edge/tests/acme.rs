@@ -10,7 +10,7 @@ use std::net::TcpStream;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, UNIX_EPOCH};
 
 /// Whether curl verifies the edge's certificate for www.foobar.com against `root`.
 fn verifies(site: &Site, root: &Path) -> bool {
@@ -177,51 +177,6 @@ fn ca_down_keeps_serving_self_signed_and_retries_with_backoff() {
         &site.https("/hello.txt"),
     ]);
     assert_eq!(String::from_utf8_lossy(&out.stdout), "200");
-}
-
-const DAY: i64 = 86_400;
-/// The common name of the throwaway CA whose certificates the renewal test puts in the cache.
-const TEST_CA: &str = "onebox renewal test CA";
-
-fn now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64
-}
-
-/// A throwaway CA, standing in for whichever CA issued the certificate the edge has cached.
-struct TestCa {
-    key: rcgen::KeyPair,
-    cert: rcgen::Certificate,
-}
-
-impl TestCa {
-    fn new() -> TestCa {
-        let key = rcgen::KeyPair::generate().unwrap();
-        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-        params
-            .distinguished_name
-            .push(rcgen::DnType::CommonName, TEST_CA);
-        let cert = params.self_signed(&key).unwrap();
-        TestCa { key, cert }
-    }
-
-    /// Writes to `path`, as the edge's cache stores it (the ECDSA P-256 PKCS#8 key rustls-acme
-    /// requires, then the leaf and the CA), a certificate for `names` valid from `not_before`
-    /// to `not_after` (Unix seconds). The file gets the default mode (0644 here), so a 0600
-    /// file later shows that the edge wrote it.
-    fn seed(&self, path: &Path, names: &[String], not_before: i64, not_after: i64) {
-        let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
-        let mut params = rcgen::CertificateParams::new(names.to_vec()).unwrap();
-        params.not_before = time::OffsetDateTime::from_unix_timestamp(not_before).unwrap();
-        params.not_after = time::OffsetDateTime::from_unix_timestamp(not_after).unwrap();
-        let leaf = params.signed_by(&key, &self.cert, &self.key).unwrap();
-        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-        let pem = format!("{}{}{}", key.serialize_pem(), leaf.pem(), self.cert.pem());
-        std::fs::write(path, pem).unwrap();
-    }
 }
 
 /// Accepts any server certificate: [`served`] only looks at what the edge presents (whether

@@ -434,13 +434,14 @@ fn check_reports_every_error_with_file_and_line() {
         .unwrap();
     assert!(out.status.success());
     // Zone-level errors: no SOA, CNAME and other data, name server without address.
-    let dir = temp_dir("check");
+    let tmp = temp_dir("check");
+    let dir = tmp.path();
     std::fs::write(
         dir.join("z.test.zone"),
         "$TTL 60\n@ IN NS ns\nwww IN CNAME web\nwww IN A 192.0.2.1\n",
     )
     .unwrap();
-    let out = Command::new(bin).arg("check").arg(&dir).output().unwrap();
+    let out = Command::new(bin).arg("check").arg(dir).output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(!out.status.success());
     assert!(stdout.contains("no SOA record"), "{stdout}");
@@ -454,7 +455,7 @@ fn check_reports_every_error_with_file_and_line() {
         "$TTL 60\n@ IN SOA ns hm 1 2 3 4 5\n@ IN NS ns\n",
     )
     .unwrap();
-    let out = Command::new(bin).arg("check").arg(&dir).output().unwrap();
+    let out = Command::new(bin).arg("check").arg(dir).output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         stdout.contains("z.test.zone:5: www.z.test. has a CNAME and other data"),
@@ -559,7 +560,8 @@ fn zone_transfers_are_tcp_only_and_denied_by_default() {
 
 #[test]
 fn a_large_zone_transfers_completely_in_several_messages() {
-    let dir = temp_dir("large");
+    let tmp = temp_dir("large");
+    let dir = tmp.path();
     let mut zone = String::from(
         "$TTL 3600\n@ IN SOA ns1 hostmaster 7 7200 3600 1209600 300\n@ IN NS ns1\nns1 IN A 192.0.2.1\n",
     );
@@ -619,9 +621,10 @@ fn wait_for(mut ok: impl FnMut() -> bool) -> bool {
 
 #[test]
 fn sighup_reloads_good_zones_and_keeps_broken_ones() {
-    let dir = temp_dir("reload");
-    support::copy_dir(&data().join("zones"), &dir);
-    let s = Server::start(&dir, &[]);
+    let tmp = temp_dir("reload");
+    let dir = tmp.path();
+    support::copy_dir(&data().join("zones"), dir);
+    let s = Server::start(dir, &[]);
     assert_eq!(
         s.dig("www.foobar.com A").answer,
         vec!["www.foobar.com. 3600 IN A 8.8.8.8"]
@@ -682,14 +685,15 @@ fn sighup_reloads_good_zones_and_keeps_broken_ones() {
 
 #[test]
 fn startup_with_a_broken_zone_serves_the_others() {
-    let dir = temp_dir("broken-start");
-    support::copy_dir(&data().join("broken"), &dir);
+    let tmp = temp_dir("broken-start");
+    let dir = tmp.path();
+    support::copy_dir(&data().join("broken"), dir);
     std::fs::copy(
         data().join("zones/foobar.com.zone"),
         dir.join("foobar.com.zone"),
     )
     .unwrap();
-    let s = Server::start(&dir, &[]);
+    let s = Server::start(dir, &[]);
     assert_eq!(
         s.dig("www.foobar.com A").answer,
         vec!["www.foobar.com. 3600 IN A 8.8.8.8"]

@@ -194,7 +194,8 @@ fn the_server_survives_malformed_packets_and_abusive_connections() {
 #[test]
 fn tcp_connections_are_bounded_and_idle_ones_closed() {
     use std::io::Read;
-    let dir = super::support::temp_dir("tcp-limits");
+    let tmp = super::support::temp_dir("tcp-limits");
+    let dir = tmp.path();
     let config = dir.join("site.toml");
     std::fs::write(
         &config,

@@ -7,7 +7,6 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 /// dns/tests/data.
@@ -15,17 +14,12 @@ pub fn data() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data")
 }
 
-/// A fresh, empty temporary directory.
-pub fn temp_dir(what: &str) -> PathBuf {
-    static N: AtomicUsize = AtomicUsize::new(0);
-    let dir = std::env::temp_dir().join(format!(
-        "onebox-dns-test-{}-{}-{what}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::SeqCst)
-    ));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("create temp dir");
-    dir
+/// A fresh, empty temporary directory, removed when dropped.
+pub fn temp_dir(what: &str) -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix(&format!("onebox-dns-test-{what}-"))
+        .tempdir()
+        .expect("create temp dir")
 }
 
 /// Copies every file of `from` into `to`.
@@ -54,13 +48,16 @@ pub struct Server {
     /// Its port on 127.0.0.1.
     pub port: u16,
     log: PathBuf,
+    /// Holds the log's directory until the server is dropped.
+    _log_dir: tempfile::TempDir,
 }
 
 impl Server {
     /// Starts onebox-dns serving `zones` with extra arguments, and waits until it answers.
     pub fn start(zones: &Path, extra: &[&str]) -> Server {
         let port = free_port();
-        let log = temp_dir("log").join("onebox-dns.log");
+        let log_dir = temp_dir("log");
+        let log = log_dir.path().join("onebox-dns.log");
         let listen = format!("127.0.0.1:{port}");
         let mut args = vec!["--listen", &listen];
         let zones = zones.to_str().expect("utf-8 path");
@@ -74,7 +71,12 @@ impl Server {
             .stderr(std::fs::File::create(&log).expect("log file"))
             .spawn()
             .expect("start onebox-dns");
-        let mut server = Server { child, port, log };
+        let mut server = Server {
+            child,
+            port,
+            log,
+            _log_dir: log_dir,
+        };
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             if UdpSocket::bind("127.0.0.1:0").is_ok_and(|s| {

@@ -6,6 +6,7 @@ mod cli;
 mod config;
 mod db;
 mod input;
+mod linger;
 mod markdown;
 mod migrate;
 mod model;

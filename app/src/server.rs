@@ -107,7 +107,7 @@ pub async fn serve(settings: Settings) -> Result<(), ServeError> {
     let mut out = std::io::stdout();
     let _ = writeln!(out, "onebox-app: listening on http://{addr}");
     let _ = out.flush();
-    axum::serve(listener, router(state))
+    axum::serve(crate::linger::LingeringListener(listener), router(state))
         .with_graceful_shutdown(shutdown())
         .await
         .map_err(ServeError::Serve)?;

@@ -269,6 +269,44 @@ async fn bad_input_is_refused_naming_the_field() {
     assert_eq!(db.value::<u64>("SELECT COUNT(*) FROM posts").await, Some(0));
 }
 
+/// A body declared larger than the limit gets its 413 at once, and the client can still send
+/// the rest and read the answer: the app drains the connection before closing it (lingering
+/// close) rather than resetting it under the client's writes, which clients report as a broken
+/// connection instead of the 413 (reqwest did, in a CI run).
+#[tokio::test]
+async fn an_early_413_reaches_a_client_still_sending_its_body() {
+    use std::io::{Read, Write};
+    let (_db, app) = app_with_admin("max_body_bytes = 4096").await;
+    let addr = app.base.trim_start_matches("http://").to_string();
+    let body_len = 4 << 20; // far more than the socket buffers hold
+    for round in 0..5 {
+        let mut conn = std::net::TcpStream::connect(&addr).unwrap();
+        conn.set_read_timeout(Some(std::time::Duration::from_secs(20)))
+            .unwrap();
+        let head = format!(
+            "POST /api/login HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {body_len}\r\n\r\n"
+        );
+        conn.write_all(head.as_bytes()).unwrap();
+        let mut writer = conn.try_clone().unwrap();
+        let sender = std::thread::spawn(move || {
+            let chunk = vec![b' '; 64 * 1024];
+            (0..body_len / chunk.len()).try_for_each(|_| writer.write_all(&chunk))
+        });
+        let mut answer = Vec::new();
+        let read = conn.read_to_end(&mut answer);
+        let sent = sender.join().unwrap();
+        let answer = String::from_utf8_lossy(&answer);
+        assert!(
+            sent.is_ok() && read.is_ok(),
+            "round {round}: sending the body: {sent:?}, reading the answer: {read:?}; answer so far:\n{answer}"
+        );
+        assert!(
+            answer.starts_with("HTTP/1.1 413 ") && answer.contains("too large"),
+            "round {round}: {answer}"
+        );
+    }
+}
+
 #[tokio::test]
 async fn sql_looking_input_is_stored_verbatim() {
     let (db, app) = app_with_admin("").await;

@@ -11,6 +11,16 @@ app_admin() { app_https -f https://www.foobar.com:8443/admin | grep -q 'name="pa
 check "app: home page over HTTPS through the edge, rendered from MySQL" app_home
 check "app: /healthz through the edge is 200 ok" app_healthz
 check "app: /admin shows the login form over HTTPS" app_admin
+# A body over the app's max_body_bytes (1 MiB by default, under the edge's 10 MiB): the app
+# answers 413 before the body has arrived and drains the rest, so curl, still sending, gets it.
+app_too_large() {
+  local out
+  out=$(head -c 3145728 /dev/zero | tr '\0' ' ' | app_https -i -H 'Content-Type: application/json' \
+    --data-binary @- https://www.foobar.com:8443/api/login) || return 1
+  echo "$out" | head -3
+  grep -q '^HTTP/[0-9.]* 413' <<<"$out" && grep -q 'too large' <<<"$out"
+}
+check "app: a 3 MiB body to the API through the edge gets the app's 413, not a broken connection" app_too_large
 
 if [[ $target == local ]]; then
   app_jar=$(mktemp)

@@ -316,7 +316,7 @@ impl Edge {
         if head || len == 0 {
             return Ok(true);
         }
-        let mut chunks = static_files::Chunks::open(&rep.path, start, len).map_err(file_error)?;
+        let mut chunks = static_files::Chunks::new(rep.file, start, len);
         while let Some((chunk, end)) = chunks.next_chunk().map_err(file_error)? {
             session.write_response_body(Some(chunk), end).await?;
         }

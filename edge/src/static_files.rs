@@ -109,11 +109,13 @@ fn step(root: &Path, path: PathBuf) -> Step {
     }
 }
 
-/// A representation picked for a request: the file or a precompressed sibling.
+/// A representation picked for a request: the file or a precompressed sibling, open, with the
+/// length and time of what was opened (so a file replaced meanwhile, as deployments do by
+/// renaming, is sent whole with its own validators rather than with the old one's length).
 #[derive(Debug)]
 pub struct Representation {
-    /// The file to send.
-    pub path: PathBuf,
+    /// The open file to send.
+    pub file: std::fs::File,
     /// `Content-Encoding` to announce (`br`, `gzip`), if a sibling was picked.
     pub encoding: Option<&'static str>,
     /// Its length in bytes.
@@ -153,24 +155,34 @@ pub fn representation(
         {
             varies = true;
             if accepts(coding) {
-                return Ok(Representation {
-                    path: real,
-                    encoding: Some(coding),
-                    len: meta.len(),
-                    modified: meta.modified()?,
-                    varies: true,
-                });
+                return Representation::open(&real, Some(coding), true);
             }
         }
     }
-    let meta = std::fs::metadata(file)?;
-    Ok(Representation {
-        path: file.to_path_buf(),
-        encoding: None,
-        len: meta.len(),
-        modified: meta.modified()?,
-        varies,
-    })
+    Representation::open(file, None, varies)
+}
+
+impl Representation {
+    /// Opens `path` (a symlink swapped in since it was resolved is not followed, nor does a
+    /// FIFO swapped in block) and takes the length and modification time from the open file.
+    fn open(path: &Path, encoding: Option<&'static str>, varies: bool) -> std::io::Result<Self> {
+        use std::os::unix::fs::OpenOptionsExt;
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+            .open(path)?;
+        let meta = file.metadata()?;
+        if !meta.is_file() {
+            return Err(std::io::Error::from(std::io::ErrorKind::NotFound));
+        }
+        Ok(Representation {
+            len: meta.len(),
+            modified: meta.modified()?,
+            file,
+            encoding,
+            varies,
+        })
+    }
 }
 
 impl Representation {
@@ -304,19 +316,13 @@ pub struct Chunks {
 const CHUNK: u64 = 64 * 1024;
 
 impl Chunks {
-    /// Opens `path` for reading `len` bytes from `start`.
-    pub fn open(path: &Path, start: u64, len: u64) -> std::io::Result<Chunks> {
-        use std::os::unix::fs::OpenOptionsExt;
-        // The path was resolved with symlinks checked: a symlink swapped in since is not followed.
-        let file = std::fs::OpenOptions::new()
-            .read(true)
-            .custom_flags(libc::O_NOFOLLOW)
-            .open(path)?;
-        Ok(Chunks {
+    /// Reads `len` bytes of `file` from `start`.
+    pub fn new(file: std::fs::File, start: u64, len: u64) -> Chunks {
+        Chunks {
             file,
             offset: start,
             left: len,
-        })
+        }
     }
 
     /// The next chunk and whether it is the last, or `None` when done.
@@ -389,5 +395,29 @@ mod tests {
         ] {
             assert_eq!(lookup(&root, bad), Lookup::Refused, "{bad}");
         }
+    }
+
+    /// A file replaced by a rename (how deployments publish) after its representation was
+    /// picked is still sent whole: the bytes and the length, ETag and Last-Modified all come
+    /// from the file that was open, never the old length with the new content.
+    #[test]
+    fn a_file_replaced_meanwhile_is_sent_as_it_was_opened() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let root = std::fs::canonicalize(dir.path()).expect("canon");
+        let path = root.join("page.html");
+        std::fs::write(&path, "old page").expect("w");
+        let rep = representation(&path, "", &root).expect("representation");
+        assert_eq!(rep.len, 8);
+        let staged = root.join("page.html.new");
+        std::fs::write(&staged, "the new page, longer").expect("w");
+        std::fs::rename(&staged, &path).expect("rename");
+        let mut chunks = Chunks::new(rep.file, 0, rep.len);
+        let mut sent = Vec::new();
+        while let Some((chunk, _)) = chunks.next_chunk().expect("read") {
+            sent.extend_from_slice(&chunk);
+        }
+        assert_eq!(sent, b"old page");
+        let now = representation(&path, "", &root).expect("representation");
+        assert_eq!(now.len, 20);
     }
 }

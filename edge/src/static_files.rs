@@ -183,9 +183,7 @@ impl Representation {
             varies,
         })
     }
-}
 
-impl Representation {
     /// A strong validator from length, modification time and encoding.
     pub fn etag(&self) -> String {
         let nanos = self

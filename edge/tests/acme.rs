@@ -4,8 +4,6 @@
 
 mod common;
 use common::*;
-use onebox_edge::acme::StateCache;
-use onebox_edge::metrics::Metrics;
 use std::net::TcpStream;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -308,10 +306,8 @@ fn renews_the_cached_certificate_at_two_thirds_of_its_lifetime_without_restart()
     std::fs::write(site.www().join("hello.txt"), "hello\n").unwrap();
     site.append(&pebble.acme_toml("tls-alpn-01"));
     // Where the edge keeps the certificate for these names from this CA.
-    let config = onebox_edge::config::load(&site.config()).unwrap();
+    let (names, cert_file) = site.cert_cache(&pebble.directory());
     let acme_dir = site.path("state/acme");
-    let cert_file = StateCache::new(acme_dir.clone(), Arc::new(Metrics::default()))
-        .cert_path(&config.names, &pebble.directory());
     let test_ca = TestCa::new();
     let root = pebble.root();
 
@@ -319,7 +315,7 @@ fn renews_the_cached_certificate_at_two_thirds_of_its_lifetime_without_restart()
     //    and left alone: no order, not even an account, while pebble stands ready.
     let t = now();
     let (nb, na) = (t - DAY, t + 89 * DAY);
-    test_ca.seed(&cert_file, &config.names, nb, na);
+    test_ca.seed(&cert_file, &names, nb, na);
     let mut edge = site.start_edge("edge-not-due.log");
     // From the very first handshake: not the self-signed stand-in until the ACME service has
     // read the cache (after a reload, clients would refuse those first connections).
@@ -361,7 +357,7 @@ fn renews_the_cached_certificate_at_two_thirds_of_its_lifetime_without_restart()
     //    served until then and replaced from pebble after, by the same process.
     let due = now() + 8;
     let (nb, na) = (due - 2 * DAY, due + DAY);
-    test_ca.seed(&cert_file, &config.names, nb, na);
+    test_ca.seed(&cert_file, &names, nb, na);
     let edge = site.start_edge("edge-due.log");
     wait_until(
         10,

@@ -21,14 +21,9 @@ fn graceful_upgrade_under_load_loses_no_request() {
     std::fs::write(site.www().join("hello.txt"), "hello\n").unwrap();
     // The certificate both processes serve, from a CA curl trusts: a handshake with anything
     // else (the self-signed stand-in while a process has not read the cache yet) fails.
-    let config = onebox_edge::config::load(&site.config()).unwrap();
-    let cert_file = onebox_edge::acme::StateCache::new(
-        site.path("state/acme"),
-        Arc::new(onebox_edge::metrics::Metrics::default()),
-    )
-    .cert_path(&config.names, "https://127.0.0.1:9/dir");
+    let (names, cert_file) = site.cert_cache("https://127.0.0.1:9/dir");
     let ca = TestCa::new();
-    ca.seed(&cert_file, &config.names, now() - DAY, now() + 89 * DAY);
+    ca.seed(&cert_file, &names, now() - DAY, now() + 89 * DAY);
     let root = ca.write_root(site.path("ca.pem"));
     let mut old = site.start_edge("old.log");
     let old_pid = old.pid();

@@ -140,6 +140,17 @@ impl Site {
     pub fn path(&self, name: &str) -> PathBuf {
         self.dir.path().join(name)
     }
+    /// The site's names, and the file where the edge caches their certificate from the CA at
+    /// `directory`.
+    pub fn cert_cache(&self, directory: &str) -> (Vec<String>, PathBuf) {
+        let names = onebox_edge::config::load(&self.config()).unwrap().names;
+        let file = onebox_edge::acme::StateCache::new(
+            self.path("state/acme"),
+            Arc::new(onebox_edge::metrics::Metrics::default()),
+        )
+        .cert_path(&names, directory);
+        (names, file)
+    }
     /// Appends text to the site file.
     pub fn append(&self, text: &str) {
         let mut f = std::fs::OpenOptions::new()

@@ -51,11 +51,17 @@ test-local: build
 test-image: build-image
     image/test
 
-# Check formatting and lints
+# The fast loop (minutes, no VM, no services): formatting, clippy, shellcheck and the unit tests
+[group('test')]
+check: lint
+    cargo test --release --workspace --locked --lib --bins
+
+# Check formatting, clippy lints and the shell scripts (shellcheck)
 [group('test')]
 lint:
     cargo fmt --all --check
     cargo clippy --release --workspace --locked --all-targets -- -D warnings
+    scripts/shellcheck
 
 # Run benchmarks side by side with their peers: `just bench dns`
 [group('bench')]

@@ -3,11 +3,12 @@
 
 use hickory_proto::op::{Edns, Message, Query};
 use hickory_proto::rr::{Name, RecordType};
+use onebox_testkit::{ChildGuard, Signal};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
 /// dns/tests/data.
 pub fn data() -> PathBuf {
@@ -16,10 +17,7 @@ pub fn data() -> PathBuf {
 
 /// A fresh, empty temporary directory, removed when dropped.
 pub fn temp_dir(what: &str) -> tempfile::TempDir {
-    tempfile::Builder::new()
-        .prefix(&format!("onebox-dns-test-{what}-"))
-        .tempdir()
-        .expect("create temp dir")
+    onebox_testkit::temp_dir(&format!("dns-test-{what}"))
 }
 
 /// Copies every file of `from` into `to`.
@@ -31,23 +29,13 @@ pub fn copy_dir(from: &Path, to: &Path) {
 }
 
 /// A loopback port free for both UDP and TCP.
-pub fn free_port() -> u16 {
-    for _ in 0..100 {
-        let udp = UdpSocket::bind("127.0.0.1:0").expect("bind udp");
-        let port = udp.local_addr().expect("addr").port();
-        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
-            return port;
-        }
-    }
-    panic!("no free loopback port");
-}
+pub use onebox_testkit::free_port;
 
 /// A running onebox-dns, killed on drop.
 pub struct Server {
-    child: Child,
+    child: ChildGuard,
     /// Its port on 127.0.0.1.
     pub port: u16,
-    log: PathBuf,
     /// Holds the log's directory until the server is dropped.
     _log_dir: tempfile::TempDir,
 }
@@ -57,7 +45,6 @@ impl Server {
     pub fn start(zones: &Path, extra: &[&str]) -> Server {
         let port = free_port();
         let log_dir = temp_dir("log");
-        let log = log_dir.path().join("onebox-dns.log");
         let listen = format!("127.0.0.1:{port}");
         let mut args = vec!["--listen", &listen];
         let zones = zones.to_str().expect("utf-8 path");
@@ -65,21 +52,12 @@ impl Server {
             args.extend(["--zones", zones]);
         }
         args.extend(extra);
-        let child = Command::new(env!("CARGO_BIN_EXE_onebox-dns"))
-            .args(&args)
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).expect("log file"))
-            .spawn()
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_onebox-dns"));
+        cmd.args(&args);
+        let mut child = ChildGuard::spawn(cmd, log_dir.path().join("onebox-dns.log"))
             .expect("start onebox-dns");
-        let mut server = Server {
-            child,
-            port,
-            log,
-            _log_dir: log_dir,
-        };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            if UdpSocket::bind("127.0.0.1:0").is_ok_and(|s| {
+        child.wait_until(20, "onebox-dns to answer over UDP", || {
+            UdpSocket::bind("127.0.0.1:0").is_ok_and(|s| {
                 s.set_read_timeout(Some(Duration::from_millis(200))).is_ok()
                     && s.send_to(
                         &query_bytes("probe.invalid.", RecordType::A, None),
@@ -87,36 +65,23 @@ impl Server {
                     )
                     .is_ok()
                     && s.recv(&mut [0u8; 512]).is_ok()
-            }) {
-                return server;
-            }
-            if let Ok(Some(status)) = server.child.try_wait() {
-                panic!(
-                    "onebox-dns exited with {status}; its log:\n{}",
-                    server.log()
-                );
-            }
-            assert!(
-                Instant::now() < deadline,
-                "onebox-dns did not answer within 20 s; log:\n{}",
-                server.log()
-            );
-            std::thread::sleep(Duration::from_millis(50));
+            })
+        });
+        Server {
+            child,
+            port,
+            _log_dir: log_dir,
         }
     }
 
     /// What the server logged so far.
     pub fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
+        self.child.log_text()
     }
 
     /// Sends SIGHUP.
     pub fn hangup(&self) {
-        let status = Command::new("kill")
-            .args(["-HUP", &self.child.id().to_string()])
-            .status()
-            .expect("kill");
-        assert!(status.success());
+        onebox_testkit::signal(self.child.pid(), Signal::HUP).expect("SIGHUP to onebox-dns");
     }
 
     /// Its UDP/TCP address.
@@ -126,7 +91,7 @@ impl Server {
 
     /// Whether the process is still running.
     pub fn alive(&mut self) -> bool {
-        matches!(self.child.try_wait(), Ok(None))
+        self.child.running()
     }
 
     /// Runs `dig @127.0.0.1 -p PORT ARGS...` and parses its output.
@@ -180,13 +145,6 @@ impl Server {
             }
             out.push(message);
         }
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 

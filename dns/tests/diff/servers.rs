@@ -1,13 +1,16 @@
 //! Starting the three servers — Debian's NSD and Knot as the reference peers, and onebox-dns —
 //! directly (no systemd), each with generated configuration in its own temporary directory, on a
-//! free loopback port, one worker each; stopping them (the whole process group) when dropped.
+//! free loopback port, one worker each; stopping them (the whole process group) when dropped
+//! (the test kit's [`ChildGuard`]).
 
 use std::fmt::Write as _;
 use std::fs;
-use std::net::{SocketAddr, TcpListener, UdpSocket};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
+
+use onebox_testkit::{ChildGuard, Stop};
 
 use super::transport::{Reply, Transport, exchange};
 use super::wire::{Request, rtype};
@@ -29,80 +32,37 @@ pub struct Server {
     pub name: &'static str,
     /// Its UDP and TCP address.
     pub addr: SocketAddr,
-    child: Child,
-    log: PathBuf,
+    /// Leads a process group of its own. Dropping it sends SIGTERM to the main process only:
+    /// NSD's main process then stops and reaps its server and xfrd children itself (a
+    /// whole-group SIGTERM leaves them as zombies of PID 1 on a machine without an init that
+    /// reaps); SIGKILL to the whole group after 5 s is the fallback.
+    child: ChildGuard,
 }
 
 impl Server {
     /// The server's log so far (for failure messages).
     pub fn log_tail(&self) -> String {
-        let text = fs::read_to_string(&self.log).unwrap_or_default();
-        let lines: Vec<&str> = text.lines().collect();
-        lines[lines.len().saturating_sub(30)..].join("\n")
+        self.child.log_tail()
     }
 }
 
-impl Drop for Server {
-    fn drop(&mut self) {
-        // SIGTERM to the main process only: NSD's main process then stops and reaps its server
-        // and xfrd children itself (a whole-group SIGTERM leaves them as zombies of PID 1 on a
-        // machine without an init that reaps). SIGKILL to the whole group is the fallback.
-        let group = format!("-{}", self.child.id());
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .stderr(Stdio::null())
-            .status();
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = Command::new("kill")
-            .args(["-KILL", "--", &group])
-            .stderr(Stdio::null())
-            .status();
-        let _ = self.child.wait();
-    }
-}
-
-/// A directory removed when dropped.
-pub struct TempDir(pub PathBuf);
+/// A directory removed when dropped; `.0` is its path.
+pub struct TempDir(
+    pub PathBuf,
+    #[allow(dead_code)] // Held for its drop, which removes the directory.
+    tempfile::TempDir,
+);
 
 impl TempDir {
     /// A fresh directory under the system's temporary directory.
     pub fn new(tag: &str) -> TempDir {
-        use std::sync::atomic::{AtomicUsize, Ordering};
-        static N: AtomicUsize = AtomicUsize::new(0);
-        let dir = std::env::temp_dir().join(format!(
-            "onebox-diff-{}-{}-{tag}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::SeqCst)
-        ));
-        let _ = fs::remove_dir_all(&dir);
-        fs::create_dir_all(&dir).expect("create a temporary directory");
-        TempDir(dir)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.0);
+        let dir = onebox_testkit::temp_dir(&format!("diff-{tag}"));
+        TempDir(dir.path().to_path_buf(), dir)
     }
 }
 
 /// A loopback port free for both UDP and TCP right now.
-pub fn free_port() -> u16 {
-    for _ in 0..100 {
-        let udp = UdpSocket::bind("127.0.0.1:0").expect("bind a UDP socket on loopback");
-        let port = udp.local_addr().expect("local address").port();
-        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
-            return port;
-        }
-    }
-    panic!("no free loopback port for UDP and TCP after 100 tries");
-}
+pub use onebox_testkit::free_port;
 
 fn find_program(name: &str) -> PathBuf {
     for dir in ["/usr/sbin", "/usr/bin", "/sbin", "/bin", "/usr/local/sbin"] {
@@ -117,22 +77,13 @@ fn find_program(name: &str) -> PathBuf {
     );
 }
 
-fn spawn(name: &'static str, mut cmd: Command, log: PathBuf, zone: &str, port: u16) -> Server {
-    use std::os::unix::process::CommandExt;
-    let out = fs::File::create(&log).expect("create a server log");
-    let err = out.try_clone().expect("clone the log handle");
-    cmd.stdin(Stdio::null())
-        .stdout(out)
-        .stderr(err)
-        .process_group(0);
-    let child = cmd
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot start {name} ({cmd:?}): {e}"));
+fn spawn(name: &'static str, cmd: Command, log: PathBuf, zone: &str, port: u16) -> Server {
+    let child = ChildGuard::spawn_with(cmd, log, true, Stop::Term(Duration::from_secs(5)))
+        .unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
     let mut server = Server {
         name,
         addr: SocketAddr::from(([127, 0, 0, 1], port)),
         child,
-        log,
     };
     wait_ready(&mut server, zone);
     server
@@ -145,7 +96,7 @@ fn wait_ready(server: &mut Server, zone: &str) {
     req.id = 4242;
     let packet = req.encode();
     loop {
-        if let Ok(Some(status)) = server.child.try_wait() {
+        if let Some(status) = server.child.exited() {
             panic!(
                 "{} exited during start-up ({status}); its log:\n{}",
                 server.name,

@@ -1,9 +1,9 @@
 //! Loading the zone directory at startup and again on SIGHUP: the new catalog is built aside
 //! and swapped in whole; a zone whose file fails keeps its previous version serving.
 
-use crate::answer::Answerer;
 use crate::catalog::{self, Catalog};
 use crate::error::ServeError;
+use crate::query::Engine;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -39,18 +39,18 @@ pub fn load(dir: &Path, previous: Option<&Catalog>) -> Result<Catalog, ServeErro
 }
 
 /// Reloads the zone directory on every SIGHUP, until the process ends.
-pub async fn on_sighup(dir: std::path::PathBuf, answerer: Arc<Answerer>) -> Result<(), ServeError> {
+pub async fn on_sighup(dir: std::path::PathBuf, engine: Arc<Engine>) -> Result<(), ServeError> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut hangups = signal(SignalKind::hangup()).map_err(ServeError::Signal)?;
     while hangups.recv().await.is_some() {
         tracing::info!("SIGHUP: reloading {}", dir.display());
-        let previous = answerer.catalog.load_full();
+        let previous = engine.catalog.load_full();
         let dir2 = dir.clone();
         let loaded = tokio::task::spawn_blocking(move || load(&dir2, Some(&previous))).await;
         match loaded {
             Ok(Ok(catalog)) => {
                 tracing::info!("reloaded: {} zones", catalog.len());
-                answerer.catalog.store(Arc::new(catalog));
+                engine.catalog.store(Arc::new(catalog));
             }
             Ok(Err(e)) => tracing::error!("reload failed, still serving the previous zones: {e}"),
             Err(e) => tracing::error!("reload failed, still serving the previous zones: {e}"),

@@ -2,9 +2,10 @@
 //! connections, idle timeout, RFC 7766 length-prefixed messages, pipelined queries answered in
 //! order).
 
-use crate::answer::{Answerer, Reply, Transport};
+use crate::answer::{Reply, Transport};
 use crate::config::Settings;
 use crate::error::ServeError;
+use crate::query::Engine;
 use socket2::{Domain, Protocol, Socket, Type};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -13,7 +14,7 @@ use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::Semaphore;
 
 /// Binds every listen address and spawns its UDP and TCP tasks. Returns the addresses bound.
-pub fn spawn(settings: &Settings, answerer: Arc<Answerer>) -> Result<Vec<SocketAddr>, ServeError> {
+pub fn spawn(settings: &Settings, engine: Arc<Engine>) -> Result<Vec<SocketAddr>, ServeError> {
     let connections = Arc::new(Semaphore::new(settings.tcp_max_connections));
     let mut bound = Vec::new();
     for &addr in &settings.listen {
@@ -27,11 +28,11 @@ pub fn spawn(settings: &Settings, answerer: Arc<Answerer>) -> Result<Vec<SocketA
         };
         let (udp, tcp) = sockets;
         for socket in udp {
-            tokio::spawn(serve_udp(socket, answerer.clone()));
+            tokio::spawn(serve_udp(socket, engine.clone()));
         }
         tokio::spawn(serve_tcp(
             tcp,
-            answerer.clone(),
+            engine.clone(),
             connections.clone(),
             settings.tcp_idle_timeout,
         ));
@@ -87,7 +88,7 @@ fn new_socket(addr: SocketAddr, kind: Type, proto: Protocol) -> std::io::Result<
     Ok(socket)
 }
 
-async fn serve_udp(socket: UdpSocket, answerer: Arc<Answerer>) {
+async fn serve_udp(socket: UdpSocket, engine: Arc<Engine>) {
     let mut buf = vec![0u8; 65_535];
     loop {
         let (len, client) = match socket.recv_from(&mut buf).await {
@@ -97,7 +98,7 @@ async fn serve_udp(socket: UdpSocket, answerer: Arc<Answerer>) {
                 continue;
             }
         };
-        if let Reply::One(bytes) = answerer.respond(&buf[..len], Transport::Udp, client)
+        if let Reply::One(bytes) = engine.respond(&buf[..len], Transport::Udp, client)
             && let Err(e) = socket.send_to(&bytes, client).await
         {
             tracing::debug!("udp send to {client} failed: {e}");
@@ -107,7 +108,7 @@ async fn serve_udp(socket: UdpSocket, answerer: Arc<Answerer>) {
 
 async fn serve_tcp(
     listener: TcpListener,
-    answerer: Arc<Answerer>,
+    engine: Arc<Engine>,
     connections: Arc<Semaphore>,
     idle: std::time::Duration,
 ) {
@@ -125,10 +126,10 @@ async fn serve_tcp(
             drop(stream);
             continue;
         };
-        let answerer = answerer.clone();
+        let engine = engine.clone();
         tokio::spawn(async move {
             let _permit = permit;
-            if let Err(e) = serve_connection(stream, client, &answerer, idle).await {
+            if let Err(e) = serve_connection(stream, client, &engine, idle).await {
                 tracing::debug!("tcp connection from {client}: {e}");
             }
         });
@@ -138,7 +139,7 @@ async fn serve_tcp(
 async fn serve_connection(
     mut stream: TcpStream,
     client: SocketAddr,
-    answerer: &Answerer,
+    engine: &Engine,
     idle: std::time::Duration,
 ) -> std::io::Result<()> {
     let _ = stream.set_nodelay(true);
@@ -157,7 +158,7 @@ async fn serve_connection(
             Ok(Err(e)) => return Err(e),
             Err(_) => return Ok(()),
         }
-        let messages = match answerer.respond(&buf[..len], Transport::Tcp, client) {
+        let messages = match engine.respond(&buf[..len], Transport::Tcp, client) {
             Reply::Drop => continue,
             Reply::One(bytes) => vec![bytes],
             Reply::Many(all) => all,

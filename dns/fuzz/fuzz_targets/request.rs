@@ -5,11 +5,12 @@
 
 use hickory_proto::op::Message;
 use libfuzzer_sys::fuzz_target;
-use onebox_dns::answer::{Answerer, Reply, Transport};
+use onebox_dns::answer::{Reply, Transport};
+use onebox_dns::query::Engine;
 use std::sync::OnceLock;
 
-fn answerer() -> &'static Answerer {
-    static ANSWERER: OnceLock<Answerer> = OnceLock::new();
+fn engine() -> &'static Engine {
+    static ANSWERER: OnceLock<Engine> = OnceLock::new();
     ANSWERER.get_or_init(|| {
         let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/data/zones");
         let files = onebox_dns::catalog::zone_files(&dir).expect("test zones");
@@ -20,7 +21,7 @@ fn answerer() -> &'static Answerer {
         )
         .expect("acl")
         .zone;
-        Answerer::new(loaded.catalog, &allow, false)
+        Engine::new(loaded.catalog, &allow, false)
     })
 }
 
@@ -32,7 +33,7 @@ struct Zones {
 fuzz_target!(|data: &[u8]| {
     let client = "127.0.0.1:5300".parse().expect("addr");
     for transport in [Transport::Udp, Transport::Tcp] {
-        let reply = answerer().respond(data, transport, client);
+        let reply = engine().respond(data, transport, client);
         let messages = match &reply {
             Reply::Drop => continue,
             Reply::One(bytes) => vec![bytes],

@@ -4,16 +4,17 @@
 use super::support::{Server, data, query_bytes};
 use hickory_proto::op::{Message, ResponseCode};
 use hickory_proto::rr::RecordType;
-use onebox_dns::answer::{Answerer, Reply, Transport};
+use onebox_dns::answer::{Reply, Transport};
+use onebox_dns::query::Engine;
 use std::io::Write;
 use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
-fn answerer() -> Answerer {
+fn engine() -> Engine {
     let files = onebox_dns::catalog::zone_files(&data().join("zones")).unwrap();
     let loaded = onebox_dns::catalog::load(&files, None);
     assert!(loaded.errors.is_empty(), "{:?}", loaded.errors);
-    Answerer::new(loaded.catalog, &[], false)
+    Engine::new(loaded.catalog, &[], false)
 }
 
 /// Valid queries to mutate: every interesting name and type, with and without EDNS.
@@ -61,7 +62,7 @@ fn check_reply(request: &[u8], reply: &Reply) {
 
 #[test]
 fn thousands_of_random_and_mutated_packets_never_break_the_request_path() {
-    let answerer = answerer();
+    let engine = engine();
     let client: SocketAddr = "127.0.0.1:5300".parse().unwrap();
     let mut rng = fastrand::Rng::with_seed(0x0b0c_5d05);
     let seeds = seeds();
@@ -98,7 +99,7 @@ fn thousands_of_random_and_mutated_packets_never_break_the_request_path() {
         } else {
             Transport::Tcp
         };
-        let reply = answerer.respond(&packet, transport, client);
+        let reply = engine.respond(&packet, transport, client);
         if reply != Reply::Drop {
             answered += 1;
         }

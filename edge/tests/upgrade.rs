@@ -74,30 +74,14 @@ fn graceful_upgrade_under_load_loses_no_request() {
     let before = ok.load(Ordering::Relaxed);
 
     // The new process asks for the sockets; the old one hands them over on SIGQUIT.
-    let new_log = site.path("new.log");
-    let out = std::fs::File::create(&new_log).unwrap();
-    let mut new = Proc {
-        child: Command::new(env!("CARGO_BIN_EXE_onebox-edge"))
-            .arg("--config")
-            .arg(site.config())
-            .arg("-u")
-            .stdout(Stdio::from(out.try_clone().unwrap()))
-            .stderr(Stdio::from(out))
-            .spawn()
-            .unwrap(),
-        log: new_log,
-    };
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_onebox-edge"));
+    cmd.arg("--config").arg(site.config()).arg("-u");
+    let mut new = spawn(cmd, &site.path("new.log"));
     std::thread::sleep(Duration::from_millis(500));
     signal(old_pid, "QUIT");
     // The old process finishes its in-flight requests and exits on its own.
-    wait_until(20, "the old process to exit", || {
-        matches!(old.child.try_wait(), Ok(Some(_)))
-    });
-    assert!(
-        matches!(new.child.try_wait(), Ok(None)),
-        "the new process died: {}",
-        new.log_text()
-    );
+    wait_until(20, "the old process to exit", || old.exited().is_some());
+    assert!(new.running(), "the new process died: {}", new.log_text());
     let at_exit = ok.load(Ordering::Relaxed);
     wait_until(20, "requests served by the new process", || {
         ok.load(Ordering::Relaxed) >= at_exit + 20

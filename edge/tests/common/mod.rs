@@ -1,93 +1,35 @@
-//! Test fixtures: free ports, the real onebox-edge binary, Debian's pebble + challtestsrv, a tiny
-//! upstream HTTP server, and curl.
+//! Test fixtures: the real onebox-edge binary, a tiny upstream HTTP server, and curl; free ports,
+//! child processes, pebble + challtestsrv and the throwaway CA come from the test kit
+//! (onebox-testkit).
 #![allow(dead_code, clippy::unwrap_used, clippy::panic)]
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-/// A free loopback TCP port (bound then released).
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+pub use onebox_testkit::{free_port, wait_until};
 
-/// A free port for both TCP and UDP (challtestsrv's DNS uses both).
+/// A free port for both TCP and UDP: the kit's ports all are.
 pub fn free_udp_tcp_port() -> u16 {
-    loop {
-        let p = free_port();
-        if std::net::UdpSocket::bind(("127.0.0.1", p)).is_ok() {
-            return p;
-        }
-    }
+    free_port()
 }
 
-/// Waits until `f` is true, up to `secs`.
-pub fn wait_until(secs: u64, what: &str, mut f: impl FnMut() -> bool) {
-    let end = Instant::now() + Duration::from_secs(secs);
-    while Instant::now() < end {
-        if f() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    panic!("timed out after {secs}s waiting for {what}");
+/// A process killed on drop (the test kit's guard: its log, `pid()`, `kill()`, `exited()`).
+pub type Proc = onebox_testkit::ChildGuard;
+
+/// Starts `cmd` with its output in `log`, killed on drop.
+pub fn spawn(cmd: Command, log: &Path) -> Proc {
+    Proc::spawn(cmd, log).unwrap_or_else(|e| panic!("{e}"))
 }
 
-/// A process killed on drop.
-pub struct Proc {
-    pub child: Child,
-    pub log: PathBuf,
-}
-
-impl Proc {
-    pub fn pid(&self) -> u32 {
-        self.child.id()
-    }
-    pub fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-    pub fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
-fn spawn(cmd: &mut Command, log: &Path) -> Proc {
-    let out = std::fs::File::create(log).unwrap();
-    let err = out.try_clone().unwrap();
-    let child = cmd
-        .stdout(Stdio::from(out))
-        .stderr(Stdio::from(err))
-        .spawn()
-        .unwrap();
-    Proc {
-        child,
-        log: log.to_path_buf(),
-    }
-}
-
-/// Sends a signal to a process.
+/// Sends a signal (`"QUIT"`, `"HUP"`, ...) to a process.
 pub fn signal(pid: u32, sig: &str) {
-    let ok = Command::new("kill")
-        .args([&format!("-{sig}"), &pid.to_string()])
-        .status()
-        .unwrap()
-        .success();
-    assert!(ok, "kill -{sig} {pid}");
+    let signal = onebox_testkit::signal_named(sig).unwrap_or_else(|| panic!("no signal {sig}"));
+    onebox_testkit::signal(pid, signal).unwrap_or_else(|e| panic!("kill -{sig} {pid}: {e}"));
 }
 
 /// Ports of one edge instance.
@@ -161,33 +103,18 @@ impl Site {
     }
     /// Starts onebox-edge on this site and waits until both listeners accept.
     pub fn start_edge(&self, log: &str) -> Proc {
-        let mut p = spawn(
-            Command::new(env!("CARGO_BIN_EXE_onebox-edge"))
-                .arg("--config")
-                .arg(self.config()),
-            &self.path(log),
-        );
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_onebox-edge"));
+        cmd.arg("--config").arg(self.config());
+        let mut p = spawn(cmd, &self.path(log));
         self.wait_listening(&mut p);
         p
     }
     pub fn wait_listening(&self, p: &mut Proc) {
         let (h, s) = (self.ports.http, self.ports.https);
-        let end = Instant::now() + Duration::from_secs(20);
-        while Instant::now() < end {
-            if let Ok(Some(status)) = p.child.try_wait() {
-                panic!("onebox-edge exited ({status}); log:\n{}", p.log_text());
-            }
-            if TcpStream::connect(("127.0.0.1", h)).is_ok()
+        p.wait_until(20, "onebox-edge to listen", || {
+            TcpStream::connect(("127.0.0.1", h)).is_ok()
                 && TcpStream::connect(("127.0.0.1", s)).is_ok()
-            {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        panic!(
-            "onebox-edge not listening after 20 s; log:\n{}",
-            p.log_text()
-        );
+        });
     }
     /// The metrics text.
     pub fn metrics(&self) -> String {
@@ -364,105 +291,33 @@ fn chunked_end(data: &[u8]) -> Option<usize> {
 }
 
 /// Debian's pebble with pebble-challtestsrv as its DNS (every name → 127.0.0.1), validating
-/// against the edge's ports for real.
-pub struct Pebble {
-    pub dir: tempfile::TempDir,
-    pub dir_port: u16,
-    pub mgmt_port: u16,
-    pub pebble: Option<Proc>,
-    pub challtestsrv: Proc,
+/// against the edge's ports for real: the test kit's, with the edge's `[edge.acme]` lines.
+pub struct Pebble(onebox_testkit::Pebble);
+
+impl std::ops::Deref for Pebble {
+    type Target = onebox_testkit::Pebble;
+    fn deref(&self) -> &onebox_testkit::Pebble {
+        &self.0
+    }
 }
 
 impl Pebble {
     /// Starts pebble validating HTTP-01 on `http_port` and TLS-ALPN-01 on `tls_port`.
     pub fn start(http_port: u16, tls_port: u16) -> Pebble {
-        let dir = tempfile::tempdir().unwrap();
-        // pebble's own HTTPS certificate (Debian ships no test certs): a throwaway CA + leaf.
-        let ca_key = rcgen::KeyPair::generate().unwrap();
-        let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-        ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-        ca_params
-            .distinguished_name
-            .push(rcgen::DnType::CommonName, "onebox test minica");
-        let ca = ca_params.self_signed(&ca_key).unwrap();
-        let leaf_key = rcgen::KeyPair::generate().unwrap();
-        let mut leaf_params = rcgen::CertificateParams::new(vec!["localhost".to_string()]).unwrap();
-        leaf_params
-            .subject_alt_names
-            .push(rcgen::SanType::IpAddress("127.0.0.1".parse().unwrap()));
-        let leaf = leaf_params.signed_by(&leaf_key, &ca, &ca_key).unwrap();
-        std::fs::write(dir.path().join("minica.pem"), ca.pem()).unwrap();
-        std::fs::write(dir.path().join("cert.pem"), leaf.pem()).unwrap();
-        std::fs::write(dir.path().join("key.pem"), leaf_key.serialize_pem()).unwrap();
-
-        let dns = free_udp_tcp_port();
-        let chall_mgmt = free_port();
-        let challtestsrv = spawn(
-            Command::new("pebble-challtestsrv").args([
-                "-dns01",
-                &format!("127.0.0.1:{dns}"),
-                "-http01",
-                "",
-                "-https01",
-                "",
-                "-tlsalpn01",
-                "",
-                "-management",
-                &format!("127.0.0.1:{chall_mgmt}"),
-                "-defaultIPv4",
-                "127.0.0.1",
-                "-defaultIPv6",
-                "",
-            ]),
-            &dir.path().join("challtestsrv.log"),
-        );
-        let (dir_port, mgmt_port) = (free_port(), free_port());
-        let config = format!(
-            r#"{{"pebble": {{"listenAddress": "127.0.0.1:{dir_port}", "managementListenAddress": "127.0.0.1:{mgmt_port}", "certificate": "{0}/cert.pem", "privateKey": "{0}/key.pem", "httpPort": {http_port}, "tlsPort": {tls_port}, "ocspResponderURL": "", "externalAccountBindingRequired": false}}}}"#,
-            dir.path().display()
-        );
-        std::fs::write(dir.path().join("pebble.json"), config).unwrap();
-        let mut p = Pebble {
-            dir,
-            dir_port,
-            mgmt_port,
-            pebble: None,
-            challtestsrv,
-        };
-        p.start_pebble(dns);
-        p
+        Pebble(
+            onebox_testkit::Pebble::start(http_port, tls_port)
+                .unwrap_or_else(|e| panic!("pebble did not start: {e:#}")),
+        )
     }
-
-    fn start_pebble(&mut self, dns: u16) {
-        let dir = self.dir.path();
-        let proc = spawn(
-            Command::new("pebble")
-                .arg("-config")
-                .arg(dir.join("pebble.json"))
-                .arg("-dnsserver")
-                .arg(format!("127.0.0.1:{dns}"))
-                // Validate at once instead of after a random 0-15 s sleep; validation stays real.
-                .env("PEBBLE_VA_NOSLEEP", "1")
-                .env_remove("PEBBLE_VA_ALWAYS_VALID"),
-            &dir.join("pebble.log"),
-        );
-        let port = self.dir_port;
-        wait_until(20, "pebble listening", || {
-            TcpStream::connect(("127.0.0.1", port)).is_ok()
-        });
-        self.pebble = Some(proc);
-    }
-
     /// Stops pebble (challtestsrv keeps running).
     pub fn stop(&mut self) {
-        self.pebble = None;
+        self.0.stop();
     }
-
     pub fn directory(&self) -> String {
-        format!("https://127.0.0.1:{}/dir", self.dir_port)
+        self.0.directory_url()
     }
     pub fn minica(&self) -> PathBuf {
-        self.dir.path().join("minica.pem")
+        self.0.directory_ca()
     }
     /// `[edge.acme]` lines for this pebble.
     pub fn acme_toml(&self, challenge: &str) -> String {
@@ -474,26 +329,11 @@ impl Pebble {
     }
     /// Fetches pebble's issuing root from its management API into a file and returns its path.
     pub fn root(&self) -> PathBuf {
-        let path = self.dir.path().join("root.pem");
-        let out = Command::new("curl")
-            .args(["-sS", "--fail", "--cacert"])
-            .arg(self.minica())
-            .arg(format!("https://127.0.0.1:{}/roots/0", self.mgmt_port))
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "fetching pebble's root: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        std::fs::write(&path, &out.stdout).unwrap();
+        let path = self.0.dir().join("root.pem");
+        self.0
+            .write_roots(&path)
+            .unwrap_or_else(|e| panic!("{e:#}"));
         path
-    }
-    pub fn log_text(&self) -> String {
-        self.pebble
-            .as_ref()
-            .map(|p| p.log_text())
-            .unwrap_or_default()
     }
 }
 
@@ -509,21 +349,11 @@ pub fn now() -> i64 {
 }
 
 /// A throwaway CA, standing in for whichever CA issued the certificate the edge has cached.
-pub struct TestCa {
-    key: rcgen::KeyPair,
-    cert: rcgen::Certificate,
-}
+pub struct TestCa(onebox_testkit::TestCa);
 
 impl TestCa {
     pub fn new() -> TestCa {
-        let key = rcgen::KeyPair::generate().unwrap();
-        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-        params
-            .distinguished_name
-            .push(rcgen::DnType::CommonName, TEST_CA);
-        let cert = params.self_signed(&key).unwrap();
-        TestCa { key, cert }
+        TestCa(onebox_testkit::TestCa::new(TEST_CA).unwrap())
     }
 
     /// Writes to `path`, as the edge's cache stores it (the ECDSA P-256 PKCS#8 key rustls-acme
@@ -531,19 +361,14 @@ impl TestCa {
     /// to `not_after` (Unix seconds). The file gets the default mode (0644 here), so a 0600
     /// file later shows that the edge wrote it.
     pub fn seed(&self, path: &Path, names: &[String], not_before: i64, not_after: i64) {
-        let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
-        let mut params = rcgen::CertificateParams::new(names.to_vec()).unwrap();
-        params.not_before = time::OffsetDateTime::from_unix_timestamp(not_before).unwrap();
-        params.not_after = time::OffsetDateTime::from_unix_timestamp(not_after).unwrap();
-        let leaf = params.signed_by(&key, &self.cert, &self.key).unwrap();
+        let leaf = self.0.leaf_valid(names, not_before, not_after).unwrap();
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-        let pem = format!("{}{}{}", key.serialize_pem(), leaf.pem(), self.cert.pem());
-        std::fs::write(path, pem).unwrap();
+        std::fs::write(path, leaf.key_chain_pem(&self.0)).unwrap();
     }
 
     /// Writes the CA certificate to `path` (for `curl --cacert`) and returns the path.
     pub fn write_root(&self, path: PathBuf) -> PathBuf {
-        std::fs::write(&path, self.cert.pem()).unwrap();
+        self.0.write_cert(&path).unwrap();
         path
     }
 }

@@ -225,13 +225,13 @@ pub async fn set_password(db: &Db, username: &str, hash: &str) -> Result<(), DbE
     .await
 }
 
-/// Stores a new session for `user_id`, valid for `hours`.
+/// Stores a new session for `user_id`, valid for `lifetime_secs` seconds.
 pub async fn create_session(
     db: &Db,
     token_hash: &[u8],
     user_id: u64,
     csrf_token: &str,
-    hours: u32,
+    lifetime_secs: u64,
 ) -> Result<(), DbError> {
     let mut conn = db.conn().await?;
     conn.query_drop("DELETE FROM sessions WHERE expires_at < UTC_TIMESTAMP(6) LIMIT 1000")
@@ -239,8 +239,8 @@ pub async fn create_session(
         .await?;
     conn.exec_drop(
         "INSERT INTO sessions (token_hash, user_id, csrf_token, expires_at) \
-         VALUES (?, ?, ?, UTC_TIMESTAMP(6) + INTERVAL ? HOUR)",
-        (token_hash, user_id, csrf_token, hours),
+         VALUES (?, ?, ?, UTC_TIMESTAMP(6) + INTERVAL ? SECOND)",
+        (token_hash, user_id, csrf_token, lifetime_secs),
     )
     .timed(db)
     .await

@@ -95,7 +95,7 @@ pub async fn serve(settings: Settings) -> Result<(), ServeError> {
     let addr = listener.local_addr().map_err(ServeError::Serve)?;
     let throttle = Throttle::new(
         settings.login_max_failures,
-        Duration::from_secs(settings.login_lockout_seconds),
+        Duration::from_secs(settings.login_lockout_secs),
     );
     let state = AppState {
         db: db.clone(),

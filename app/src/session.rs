@@ -106,12 +106,12 @@ pub async fn login(
     state.throttle.succeeded(username);
     let token = password::random_token()?;
     let csrf = password::random_token()?;
-    let hours = state.settings.session_hours;
-    model::create_session(&state.db, &token_hash(&token), user_id, &csrf, hours).await?;
+    let lifetime_secs = state.settings.session_lifetime_secs;
+    model::create_session(&state.db, &token_hash(&token), user_id, &csrf, lifetime_secs).await?;
     Ok(set_cookie(
         SESSION_COOKIE,
         &token,
-        u64::from(hours) * 3600,
+        lifetime_secs,
         headers,
     ))
 }

@@ -332,7 +332,7 @@ async fn sql_looking_input_is_stored_verbatim() {
 
 #[tokio::test]
 async fn logins_are_throttled() {
-    let (db, app) = app_with_admin("login_max_failures = 3\nlogin_lockout_seconds = 600").await;
+    let (db, app) = app_with_admin("login_max_failures = 3\nlogin_lockout_secs = 600").await;
     set_password(&db.url, "editor", "editor-password");
     let c = client();
     for _ in 0..3 {

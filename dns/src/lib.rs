@@ -32,14 +32,9 @@ use std::sync::Arc;
 pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     let catalog = reload::load(&settings.zones, None)?;
     for zone in &settings.zone {
-        let known = catalog.zones().any(|z| {
-            z.origin()
-                .to_string()
-                .trim_end_matches('.')
-                .eq_ignore_ascii_case(zone.name.trim_end_matches('.'))
-        });
+        let known = catalog.zones().any(|z| z.origin() == zone.name.name());
         if !known {
-            tracing::warn!("[[dns.zone]] {}: no such zone is loaded", zone.name);
+            tracing::warn!("[[dns.zone]] {}: no such zone is loaded", *zone.name);
         }
     }
     let engine = Arc::new(Engine::new(catalog, &settings.zone, settings.query_log));

@@ -10,7 +10,7 @@ use crate::config::{AddressMatch, ZoneConfig};
 use crate::{edns, lookup, transfer};
 use arc_swap::ArcSwap;
 use hickory_proto::op::{Message, MessageType, OpCode, ResponseCode};
-use hickory_proto::rr::{DNSClass, LowerName, Name, RecordType};
+use hickory_proto::rr::{DNSClass, LowerName, RecordType};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -31,11 +31,7 @@ impl Engine {
     pub fn new(catalog: Catalog, zones: &[ZoneConfig], query_log: bool) -> Self {
         let transfer_acl = zones
             .iter()
-            .filter_map(|z| {
-                let mut name = Name::from_ascii(&z.name).ok()?;
-                name.set_fqdn(true);
-                Some((LowerName::new(&name), z.allow_transfer.clone()))
-            })
+            .map(|z| (LowerName::new(z.name.name()), z.allow_transfer.clone()))
             .collect();
         Engine {
             catalog: ArcSwap::from_pointee(catalog),

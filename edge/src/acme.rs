@@ -267,10 +267,10 @@ impl AcmeService {
         let mut roots = RootCertStore::empty();
         roots.extend(webpki_roots_store());
         if let Some(ca) = &acme.directory_ca {
-            for cert in read_roots(ca.get_ref())? {
+            for cert in read_roots(ca.get())? {
                 roots
                     .add(cert)
-                    .map_err(|e| format!("acme.directory_ca `{}`: {e}", ca.get_ref().display()))?;
+                    .map_err(|e| format!("acme.directory_ca `{}`: {e}", ca.get().display()))?;
             }
         }
         let client = rustls::ClientConfig::builder_with_provider(Arc::new(
@@ -297,7 +297,7 @@ impl AcmeService {
             })
             .cache(cache);
         if let Some(email) = &acme.email {
-            cfg = cfg.contact_push(format!("mailto:{}", email.get_ref()));
+            cfg = cfg.contact_push(format!("mailto:{}", email.as_str()));
         }
         let state = cfg.state();
         let resolver = state.resolver();

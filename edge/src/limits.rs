@@ -45,7 +45,7 @@ pub fn check(
                 + req.uri.to_string().len()
         }
     };
-    if count > limits.max_headers || bytes > limits.max_header_bytes {
+    if count > limits.max_headers.as_usize() || bytes > limits.max_header_bytes.as_usize() {
         return Err(Refusal::HeadersTooLarge);
     }
     if let Some(raw) = raw {
@@ -70,7 +70,7 @@ pub fn check(
     }
     if let Some(len) = req.headers.get(http::header::CONTENT_LENGTH) {
         match len.to_str().ok().and_then(|s| s.trim().parse::<u64>().ok()) {
-            Some(n) if n > limits.max_body_bytes => return Err(Refusal::BodyTooLarge),
+            Some(n) if n > limits.max_body_bytes.get() => return Err(Refusal::BodyTooLarge),
             Some(_) => {}
             None => return Err(Refusal::Smuggling),
         }
@@ -112,12 +112,12 @@ mod tests {
             ),
             Ok(())
         );
-        let big = (limits.max_body_bytes + 1).to_string();
+        let big = (limits.max_body_bytes.get() + 1).to_string();
         assert_eq!(
             check(&req(&[("Content-Length", &big)]), None, &limits),
             Err(Refusal::BodyTooLarge)
         );
-        let many: Vec<(String, String)> = (0..=limits.max_headers)
+        let many: Vec<(String, String)> = (0..=limits.max_headers.as_usize())
             .map(|i| (format!("x-{i}"), "v".into()))
             .collect();
         let many: Vec<(&str, &str)> = many.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();

@@ -161,7 +161,7 @@ impl Edge {
         if !session.as_downstream().is_http2() || session.as_downstream_mut().is_body_done() {
             return;
         }
-        let limit = Duration::from_secs(self.shared.config.edge.limits.client_timeout_secs);
+        let limit = self.shared.config.edge.limits.client_timeout_secs.secs();
         let drain = async {
             while let Ok(Some(_)) = session.as_downstream_mut().read_request_body().await {}
         };
@@ -347,11 +347,11 @@ impl ProxyHttp for Edge {
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
         let limits = &self.shared.config.edge.limits;
         let downstream = session.as_downstream_mut();
-        downstream.set_read_timeout(Some(Duration::from_secs(limits.client_timeout_secs)));
+        downstream.set_read_timeout(Some(limits.client_timeout_secs.secs()));
         downstream.set_write_timeout(Some(Duration::from_secs(
-            limits.client_timeout_secs.max(30),
+            limits.client_timeout_secs.get().max(30),
         )));
-        downstream.set_keepalive(Some(limits.keepalive_secs));
+        downstream.set_keepalive(Some(limits.keepalive_secs.get()));
         ctx.host = Self::host(session);
 
         let raw = if session.as_downstream().is_http2() {
@@ -407,7 +407,7 @@ impl ProxyHttp for Edge {
     ) -> Result<()> {
         if let Some(b) = body {
             ctx.body_bytes += b.len() as u64;
-            if ctx.body_bytes > self.shared.config.edge.limits.max_body_bytes {
+            if ctx.body_bytes > self.shared.config.edge.limits.max_body_bytes.get() {
                 return Error::e_explain(
                     ErrorType::HTTPStatus(413),
                     "request body over limits.max_body_bytes",
@@ -432,10 +432,10 @@ impl ProxyHttp for Edge {
         };
         let up = &self.shared.config.edge.upstream;
         let mut peer = HttpPeer::new(backend, false, String::new());
-        peer.options.connection_timeout = Some(Duration::from_millis(up.connect_timeout_ms));
-        peer.options.total_connection_timeout = Some(Duration::from_millis(up.connect_timeout_ms));
-        peer.options.read_timeout = Some(Duration::from_secs(up.read_timeout_secs));
-        peer.options.write_timeout = Some(Duration::from_secs(up.read_timeout_secs));
+        peer.options.connection_timeout = Some(up.connect_timeout_ms.millis());
+        peer.options.total_connection_timeout = Some(up.connect_timeout_ms.millis());
+        peer.options.read_timeout = Some(up.read_timeout_secs.secs());
+        peer.options.write_timeout = Some(up.read_timeout_secs.secs());
         Ok(Box::new(peer))
     }
 

@@ -44,8 +44,8 @@ pub fn run(path: &Path, upgrade: bool, daemon: bool) -> Result<(), EdgeError> {
             source,
         })?;
     let web_root =
-        std::fs::canonicalize(edge.web_root.get_ref()).map_err(|source| EdgeError::WebRoot {
-            path: edge.web_root.get_ref().clone(),
+        std::fs::canonicalize(edge.web_root.get()).map_err(|source| EdgeError::WebRoot {
+            path: edge.web_root.get().clone(),
             source,
         })?;
 
@@ -58,11 +58,12 @@ pub fn run(path: &Path, upgrade: bool, daemon: bool) -> Result<(), EdgeError> {
     }
     let mut conf =
         ServerConf::new().ok_or_else(|| EdgeError::Server("default configuration".into()))?;
-    conf.threads = edge
-        .threads
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
-    conf.grace_period_seconds = Some(edge.upgrade.grace_period_secs);
-    conf.graceful_shutdown_timeout_seconds = Some(edge.upgrade.shutdown_timeout_secs);
+    conf.threads = edge.threads.map_or_else(
+        || std::thread::available_parallelism().map_or(1, |n| n.get()),
+        |n| n.as_usize(),
+    );
+    conf.grace_period_seconds = Some(edge.upgrade.grace_period_secs.get());
+    conf.graceful_shutdown_timeout_seconds = Some(edge.upgrade.shutdown_timeout_secs.get());
     conf.upgrade_sock = edge.state_dir.join("upgrade.sock").display().to_string();
     conf.pid_file = edge.state_dir.join("edge.pid").display().to_string();
     let opt = Opt {
@@ -96,7 +97,7 @@ pub fn run(path: &Path, upgrade: bool, daemon: bool) -> Result<(), EdgeError> {
         config: config.clone(),
     });
 
-    let header_limit = Duration::from_secs(edge.limits.client_timeout_secs);
+    let header_limit = edge.limits.client_timeout_secs.secs();
     let http_proxy = pingora::proxy::http_proxy(
         &server.configuration,
         Edge {
@@ -111,7 +112,7 @@ pub fn run(path: &Path, upgrade: bool, daemon: bool) -> Result<(), EdgeError> {
     http.add_tcp(&edge.http_listen.to_string());
 
     let https_proxy = pingora::proxy::http_proxy(&server.configuration, Edge { shared, tls: true });
-    let handshake_timeout = Duration::from_secs(edge.limits.client_timeout_secs);
+    let handshake_timeout = edge.limits.client_timeout_secs.secs();
     let mut https = Service::new(
         "https".to_string(),
         TlsApp::new(tls_config, https_proxy, handshake_timeout),
@@ -127,7 +128,7 @@ pub fn run(path: &Path, upgrade: bool, daemon: bool) -> Result<(), EdgeError> {
     server.add_service(background_service(
         "metrics",
         MetricsService {
-            addr: *edge.metrics_listen.get_ref(),
+            addr: edge.metrics_listen.get(),
             metrics,
         },
     ));
@@ -136,7 +137,7 @@ pub fn run(path: &Path, upgrade: bool, daemon: bool) -> Result<(), EdgeError> {
         edge.http_listen,
         edge.https_listen,
         config.names.join(" "),
-        edge.web_root.get_ref().display(),
+        edge.web_root.get().display(),
         edge.upstream.servers
     );
     server.run_forever()
@@ -157,13 +158,14 @@ fn upstream_pool(
     let mut check = HttpHealthCheck::new(&host, false);
     check.req.set_uri(
         up.health_path
+            .as_str()
             .parse()
             .map_err(|e| EdgeError::Server(format!("upstream.health_path: {e}")))?,
     );
     check.peer_template.options.connection_timeout =
-        Some(Duration::from_millis(up.connect_timeout_ms));
+        Some(up.connect_timeout_ms.millis());
     check.peer_template.options.read_timeout = Some(Duration::from_secs(2));
     pool.set_health_check(Box::new(check));
-    pool.health_check_frequency = Some(Duration::from_secs(up.health_interval_secs));
+    pool.health_check_frequency = Some(up.health_interval_secs.secs());
     Ok(background_service("app health check", pool))
 }

@@ -1,65 +1,62 @@
 //! The `[site]` section: what the site is, shared by every service.
 
-use serde::Deserialize;
+use crate::value::Domain;
+use serde::{Deserialize, Serialize};
 use std::net::{Ipv4Addr, Ipv6Addr};
 
-/// The `[site]` section of the site TOML file.
-#[derive(Debug, Clone, Deserialize)]
+/// The `[site]` section of the site file. `domain` is required: there is no default site name.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Site {
-    /// The site's registered domain, e.g. `foobar.com`. Compared case-insensitively; a trailing
-    /// dot is allowed.
-    #[serde(deserialize_with = "domain")]
-    domain: String,
-    /// Host names the site answers to and gets certificates for. Default: the domain and
-    /// `www.` + the domain.
-    #[serde(default)]
-    names: Vec<String>,
-    /// The server's public IPv4 address, published in the generated zone.
-    #[serde(default)]
+    /// The site's registered domain, e.g. `foobar.com`: compared case-insensitively, a trailing
+    /// dot allowed.
+    pub domain: Domain,
+    /// Host names the site answers to and gets certificates for. Empty (the default) means the
+    /// domain and `www.` + the domain.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub names: Vec<Domain>,
+    /// The server's public IPv4 address, published in the zone `onebox provision` generates.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub public_ipv4: Option<Ipv4Addr>,
-    /// The server's public IPv6 address, published in the generated zone.
-    #[serde(default)]
+    /// The server's public IPv6 address, published in the zone `onebox provision` generates.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub public_ipv6: Option<Ipv6Addr>,
 }
 
 impl Site {
-    /// The domain, lower-case, without a trailing dot.
+    /// A site for `domain` with every other key at its default.
+    pub fn new(domain: Domain) -> Site {
+        Site {
+            domain,
+            names: Vec::new(),
+            public_ipv4: None,
+            public_ipv6: None,
+        }
+    }
+
+    /// The domain as text, lower-case, without a trailing dot.
     pub fn domain(&self) -> &str {
-        &self.domain
+        self.domain.as_str()
     }
 
     /// The host names the site serves: the configured list, or the domain and its `www`.
-    pub fn names(&self) -> Vec<String> {
+    pub fn host_names(&self) -> Vec<Domain> {
         if self.names.is_empty() {
-            vec![self.domain.clone(), format!("www.{}", self.domain)]
-        } else {
-            self.names
-                .iter()
-                .map(|n| n.trim_end_matches('.').to_ascii_lowercase())
+            let www = Domain::parse(&format!("www.{}", self.domain));
+            // `www.` + a valid domain is valid unless the domain is at the length limit.
+            std::iter::once(self.domain.clone())
+                .chain(www.ok())
                 .collect()
+        } else {
+            self.names.clone()
         }
     }
-}
 
-/// Deserializes and normalises a domain name, refusing text that is not a host name.
-fn domain<'de, D: serde::Deserializer<'de>>(de: D) -> Result<String, D::Error> {
-    let raw = String::deserialize(de)?;
-    let name = raw.trim_end_matches('.').to_ascii_lowercase();
-    let valid = !name.is_empty()
-        && name.len() <= 253
-        && name.split('.').all(|label| {
-            !label.is_empty()
-                && label.len() <= 63
-                && !label.starts_with('-')
-                && !label.ends_with('-')
-                && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
-        });
-    if valid {
-        Ok(name)
-    } else {
-        Err(serde::de::Error::custom(format!(
-            "`{raw}` is not a valid domain name"
-        )))
+    /// [`Site::host_names`] as text.
+    pub fn names(&self) -> Vec<String> {
+        self.host_names()
+            .iter()
+            .map(|n| n.as_str().to_string())
+            .collect()
     }
 }

@@ -201,7 +201,7 @@ fn tcp_connections_are_bounded_and_idle_ones_closed() {
     std::fs::write(
         &config,
         format!(
-            "[site]\ndomain = \"example.test\"\n[dns]\nzones = \"{}\"\ntcp_max_connections = 2\ntcp_idle_timeout = 1\n",
+            "[site]\ndomain = \"example.test\"\n[dns]\nzones = \"{}\"\ntcp_max_connections = 2\ntcp_idle_timeout_secs = 1\n",
             data().join("zones").display()
         ),
     )

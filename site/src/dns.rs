@@ -1,0 +1,77 @@
+//! The `[dns]` section: onebox-dns's settings.
+
+use crate::value::{AddressMatch, At, Bounded, Domain, NonEmpty};
+use serde::{Deserialize, Serialize};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+/// The `[dns]` section.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DnsConfig {
+    /// Addresses to serve on, UDP and TCP each. Default: `[::]:53` and `0.0.0.0:53` (when the
+    /// value is the default, an address family the host lacks is skipped with a warning).
+    pub listen: NonEmpty<SocketAddr>,
+    /// The directory of zone files, one `NAME.zone` per zone; a relative path is relative to the
+    /// site file's directory. Default: `/etc/onebox/zones`.
+    pub zones: PathBuf,
+    /// Log every query (client, name, type, response code) at INFO. Default: false.
+    pub query_log: bool,
+    /// Most TCP connections open at once; more are closed on accept. Default: 256.
+    pub tcp_max_connections: Bounded<1, 1_000_000>,
+    /// Seconds a TCP connection may stay idle (or take to send a query) before it is closed.
+    /// Default: 10.
+    pub tcp_idle_timeout_secs: Bounded<1, 3600>,
+    /// UDP sockets per listen address (SO_REUSEPORT), each served by its own task. Default
+    /// (absent): the number of CPUs, at most 64.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub udp_sockets: Option<Bounded<1, 64>>,
+    /// Per-zone settings, `[[dns.zone]]` tables. Default: none.
+    pub zone: Vec<ZoneConfig>,
+}
+
+impl DnsConfig {
+    /// The default `listen`: `[::]:53` and `0.0.0.0:53`.
+    pub fn default_listen() -> NonEmpty<SocketAddr> {
+        NonEmpty::of(
+            SocketAddr::from(([0u16; 8], 53)),
+            vec![SocketAddr::from(([0u8; 4], 53))],
+        )
+    }
+}
+
+impl Default for DnsConfig {
+    fn default() -> Self {
+        DnsConfig {
+            listen: DnsConfig::default_listen(),
+            zones: PathBuf::from("/etc/onebox/zones"),
+            query_log: false,
+            tcp_max_connections: Bounded::clamped(256),
+            tcp_idle_timeout_secs: Bounded::clamped(10),
+            udp_sockets: None,
+            zone: Vec::new(),
+        }
+    }
+}
+
+/// A `[[dns.zone]]` table: settings for one zone. `name` is required.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ZoneConfig {
+    /// The zone's apex, e.g. `foobar.com` (its file is `NAME.zone` in the zone directory).
+    pub name: At<Domain>,
+    /// Clients allowed to transfer the zone (AXFR/IXFR over TCP): addresses or networks, e.g.
+    /// `["192.0.2.53", "2001:db8::/64"]`. Default: nobody.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allow_transfer: Vec<AddressMatch>,
+}
+
+impl ZoneConfig {
+    /// Settings for the zone `name` with every other key at its default.
+    pub fn new(name: Domain) -> ZoneConfig {
+        ZoneConfig {
+            name: At::new(name),
+            allow_transfer: Vec::new(),
+        }
+    }
+}

@@ -1,0 +1,297 @@
+//! The `[edge]` section: onebox-edge's settings.
+//!
+//! Every table denies unknown keys; every choice is an enum; every key has a default a user of
+//! Caddy would expect, so `[edge]` may be empty (or absent) on a real server.
+
+use crate::value::{At, Bounded, Email, HttpsUrl, LoopbackAddr, NonEmpty, UrlPath};
+use serde::{Deserialize, Serialize};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+/// The `[edge]` section.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EdgeConfig {
+    /// Address of the plain-HTTP listener (ACME HTTP-01 answers, redirects to HTTPS).
+    /// Default: `0.0.0.0:80`.
+    pub http_listen: SocketAddr,
+    /// Address of the HTTPS listener (HTTP/1.1 and HTTP/2). Default: `0.0.0.0:443`.
+    pub https_listen: SocketAddr,
+    /// The HTTPS port clients see, used in redirects. Default (absent): the port of
+    /// `https_listen`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub public_https_port: Option<Bounded<1, 65535>>,
+    /// Directory whose files are served as the site's static files. Default: `/var/www/onebox`.
+    pub web_root: At<PathBuf>,
+    /// Directory for the ACME account, certificates, the pid file and the upgrade socket
+    /// (created 0700). Default: `/var/lib/onebox-edge`.
+    pub state_dir: PathBuf,
+    /// Address of the Prometheus metrics endpoint; a loopback address. Default:
+    /// `127.0.0.1:9100`.
+    pub metrics_listen: LoopbackAddr,
+    /// Worker threads per listener (pingora `threads`). Default (absent): the number of CPUs.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub threads: Option<Bounded<1, 1024>>,
+    /// What to do with a request whose `Host` is not one of the site's names.
+    pub unknown_host: UnknownHost,
+    /// Access log format (one line per request on stdout).
+    pub access_log: AccessLog,
+    /// `[edge.upstream]`: the application pool.
+    pub upstream: UpstreamConfig,
+    /// `[edge.acme]`: certificates.
+    pub acme: AcmeConfig,
+    /// `[edge.headers]`: response headers for HTTPS.
+    pub headers: HeadersConfig,
+    /// `[edge.limits]`: request limits and timeouts.
+    pub limits: LimitsConfig,
+    /// `[edge.upgrade]`: graceful shutdown and zero-downtime upgrade.
+    pub upgrade: UpgradeConfig,
+}
+
+impl Default for EdgeConfig {
+    fn default() -> Self {
+        EdgeConfig {
+            http_listen: SocketAddr::from(([0, 0, 0, 0], 80)),
+            https_listen: SocketAddr::from(([0, 0, 0, 0], 443)),
+            public_https_port: None,
+            web_root: At::new(PathBuf::from("/var/www/onebox")),
+            state_dir: PathBuf::from("/var/lib/onebox-edge"),
+            metrics_listen: LoopbackAddr(SocketAddr::from(([127, 0, 0, 1], 9100))),
+            threads: None,
+            unknown_host: UnknownHost::default(),
+            access_log: AccessLog::default(),
+            upstream: UpstreamConfig::default(),
+            acme: AcmeConfig::default(),
+            headers: HeadersConfig::default(),
+            limits: LimitsConfig::default(),
+            upgrade: UpgradeConfig::default(),
+        }
+    }
+}
+
+impl EdgeConfig {
+    /// The port used in HTTP→HTTPS redirects: `public_https_port`, else `https_listen`'s.
+    pub fn public_https_port(&self) -> u16 {
+        self.public_https_port
+            .map_or(self.https_listen.port(), Bounded::as_u16)
+    }
+}
+
+/// Handling of requests for host names the site does not serve.
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum UnknownHost {
+    /// Answer `421 Misdirected Request` (the default: the edge never serves the site under a
+    /// name it has no certificate for).
+    #[default]
+    Misdirected,
+    /// Serve the site anyway, as if the first site name had been asked for.
+    DefaultSite,
+}
+
+/// Access log format.
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum AccessLog {
+    /// One human-readable line per request (the default).
+    #[default]
+    Text,
+    /// One JSON object per request.
+    Json,
+    /// No access log.
+    Off,
+}
+
+/// `[edge.upstream]`: where dynamic requests go. Requests for paths that are not a static file
+/// under the web root are proxied here.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct UpstreamConfig {
+    /// The app servers (plain HTTP), balanced round-robin among the healthy ones. Default:
+    /// `["127.0.0.1:8000"]`.
+    pub servers: NonEmpty<SocketAddr>,
+    /// Path the health check asks for (`GET`, any 2xx is healthy). Default: `/healthz`.
+    pub health_path: UrlPath,
+    /// Seconds between health checks. Default: 2.
+    pub health_interval_secs: Bounded<1, 3600>,
+    /// Milliseconds to wait for a TCP connection to an upstream. Default: 1000.
+    pub connect_timeout_ms: Bounded<1, 600_000>,
+    /// Seconds to wait for an upstream to answer (each read). Default: 60.
+    pub read_timeout_secs: Bounded<1, 86_400>,
+}
+
+impl Default for UpstreamConfig {
+    fn default() -> Self {
+        UpstreamConfig {
+            servers: NonEmpty::of(SocketAddr::from(([127, 0, 0, 1], 8000)), Vec::new()),
+            health_path: UrlPath("/healthz".into()),
+            health_interval_secs: Bounded::clamped(2),
+            connect_timeout_ms: Bounded::clamped(1000),
+            read_timeout_secs: Bounded::clamped(60),
+        }
+    }
+}
+
+/// Which ACME certificate authority to use.
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum CertificateAuthority {
+    /// Let's Encrypt production (the default).
+    #[default]
+    LetsEncrypt,
+    /// Let's Encrypt staging (untrusted certificates, generous rate limits).
+    LetsEncryptStaging,
+    /// Any ACME directory, given by `directory_url`.
+    Custom,
+    /// No ACME: the edge serves its self-signed certificate only.
+    Off,
+}
+
+/// The ACME challenge type used to prove control of the names.
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]
+pub enum Challenge {
+    /// HTTP-01: the CA fetches a token from the HTTP listener on port 80 (the default).
+    #[default]
+    #[serde(rename = "http-01")]
+    Http01,
+    /// TLS-ALPN-01: the CA connects to the HTTPS listener on port 443 with ALPN `acme-tls/1`.
+    #[serde(rename = "tls-alpn-01")]
+    TlsAlpn01,
+}
+
+/// `[edge.acme]`: certificates.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AcmeConfig {
+    /// The certificate authority. Default: `lets-encrypt`.
+    pub ca: At<CertificateAuthority>,
+    /// The ACME directory URL (`https://`); required with `ca = "custom"`, refused otherwise.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub directory_url: Option<At<HttpsUrl>>,
+    /// A PEM file of extra root certificates to trust for the ACME directory's own HTTPS (e.g.
+    /// pebble's test CA). The Web PKI roots are always trusted. Default: none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub directory_ca: Option<At<PathBuf>>,
+    /// Contact e-mail address given to the CA. Default: none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub email: Option<Email>,
+    /// The challenge type. Default: `http-01`.
+    pub challenge: Challenge,
+}
+
+/// Let's Encrypt's production directory.
+pub const LETS_ENCRYPT: &str = "https://acme-v02.api.letsencrypt.org/directory";
+/// Let's Encrypt's staging directory.
+pub const LETS_ENCRYPT_STAGING: &str = "https://acme-staging-v02.api.letsencrypt.org/directory";
+
+impl AcmeConfig {
+    /// The directory URL to use, if ACME is on.
+    pub fn directory(&self) -> Option<String> {
+        match *self.ca {
+            CertificateAuthority::LetsEncrypt => Some(LETS_ENCRYPT.into()),
+            CertificateAuthority::LetsEncryptStaging => Some(LETS_ENCRYPT_STAGING.into()),
+            CertificateAuthority::Custom => self
+                .directory_url
+                .as_ref()
+                .map(|u| u.get().as_str().to_string()),
+            CertificateAuthority::Off => None,
+        }
+    }
+
+    /// The domain a CAA `issue` record names for this CA: `letsencrypt.org` for Let's Encrypt,
+    /// the directory's host for a custom CA, none when ACME is off.
+    pub fn caa_issuer(&self) -> Option<String> {
+        match *self.ca {
+            CertificateAuthority::LetsEncrypt | CertificateAuthority::LetsEncryptStaging => {
+                Some("letsencrypt.org".into())
+            }
+            CertificateAuthority::Custom => self.directory_url.as_ref().map(|u| u.host()),
+            CertificateAuthority::Off => None,
+        }
+    }
+}
+
+/// When to send `Strict-Transport-Security`.
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum Hsts {
+    /// Only while a certificate issued by the ACME CA is served, never with the self-signed
+    /// stand-in (the default).
+    #[default]
+    WhenCaCertificate,
+    /// Never.
+    Off,
+}
+
+/// `[edge.headers]`: response headers added on HTTPS.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HeadersConfig {
+    /// Strict-Transport-Security policy. Default: `when-ca-certificate`.
+    pub hsts: Hsts,
+    /// `max-age` of Strict-Transport-Security, in seconds. Default: 31536000 (a year).
+    pub hsts_max_age_secs: Bounded<0, 1_000_000_000>,
+    /// Add `X-Content-Type-Options: nosniff`, `X-Frame-Options: SAMEORIGIN` and
+    /// `Referrer-Policy: strict-origin-when-cross-origin` unless the app set them. Default: true.
+    pub security_headers: bool,
+}
+
+impl Default for HeadersConfig {
+    fn default() -> Self {
+        HeadersConfig {
+            hsts: Hsts::default(),
+            hsts_max_age_secs: Bounded::clamped(31_536_000),
+            security_headers: true,
+        }
+    }
+}
+
+/// `[edge.limits]`: request limits and timeouts.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// Largest request header block in bytes (request line included); larger gets 431.
+    /// Default: 16384.
+    pub max_header_bytes: Bounded<256, 1_048_576>,
+    /// Most request header fields; more gets 431. Default: 100.
+    pub max_headers: Bounded<1, 10_000>,
+    /// Largest request body in bytes; larger gets 413. Default: 10485760 (10 MiB).
+    pub max_body_bytes: Bounded<0, { i64::MAX as u64 }>,
+    /// Seconds for the TLS handshake, and for each HTTP/1 request header from its first byte;
+    /// defeats slowloris. Default: 10.
+    pub client_timeout_secs: Bounded<1, 3600>,
+    /// Seconds an idle keep-alive connection is kept open. Default: 30.
+    pub keepalive_secs: Bounded<1, 86_400>,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            max_header_bytes: Bounded::clamped(16 * 1024),
+            max_headers: Bounded::clamped(100),
+            max_body_bytes: Bounded::clamped(10 * 1024 * 1024),
+            client_timeout_secs: Bounded::clamped(10),
+            keepalive_secs: Bounded::clamped(30),
+        }
+    }
+}
+
+/// `[edge.upgrade]`: graceful shutdown and zero-downtime upgrade.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct UpgradeConfig {
+    /// Seconds the old process keeps accepting after SIGQUIT/SIGTERM before it stops. Default: 1.
+    pub grace_period_secs: Bounded<0, 3600>,
+    /// Seconds in-flight requests get to finish after that, before the process exits.
+    /// Default: 10.
+    pub shutdown_timeout_secs: Bounded<0, 3600>,
+}
+
+impl Default for UpgradeConfig {
+    fn default() -> Self {
+        UpgradeConfig {
+            grace_period_secs: Bounded::clamped(1),
+            shutdown_timeout_secs: Bounded::clamped(10),
+        }
+    }
+}

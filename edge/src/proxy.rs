@@ -7,7 +7,7 @@
 use crate::config::{AccessLog, Config, Hsts, UnknownHost};
 use crate::limits;
 use crate::metrics::Metrics;
-use crate::static_files::{self, Lookup, RangeAnswer};
+use crate::static_files::{self, Body, Lookup};
 use async_trait::async_trait;
 use bytes::Bytes;
 use pingora::http::ResponseHeader;
@@ -53,8 +53,37 @@ pub struct Ctx {
     id: String,
     start: Instant,
     host: String,
-    kind: &'static str,
+    kind: Kind,
     body_bytes: u64,
+}
+
+/// How a request was answered (the access log's `kind`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// Sent to the app pool (the default until something else answers).
+    Proxy,
+    /// Answered from the web root (a file, its 304/206/416/412, a 404 for a refused path, the
+    /// redirect adding a directory's slash).
+    Static,
+    /// An ACME HTTP-01 token (or a 404 for an unknown one) on the plain-HTTP listener.
+    Acme,
+    /// The plain-HTTP listener's 308 to HTTPS.
+    Redirect,
+    /// Refused before anything else: 413, 431, 400 (smuggling), 421 (unknown host).
+    Refused,
+}
+
+impl Kind {
+    /// The access log's word for it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Proxy => "proxy",
+            Kind::Static => "static",
+            Kind::Acme => "acme",
+            Kind::Redirect => "redirect",
+            Kind::Refused => "refused",
+        }
+    }
 }
 
 const ACME_PREFIX: &str = "/.well-known/acme-challenge/";
@@ -146,7 +175,7 @@ impl Edge {
         status: u16,
         why: &str,
     ) -> Result<bool> {
-        ctx.kind = "refused";
+        ctx.kind = Kind::Refused;
         session.as_downstream_mut().set_keepalive(None);
         let answered = self.plain(session, ctx, status, why, &[]).await;
         self.discard_h2_body(session).await;
@@ -172,7 +201,7 @@ impl Edge {
     async fn http_listener(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
         let path = session.req_header().uri.path().to_string();
         if let Some(token) = path.strip_prefix(ACME_PREFIX) {
-            ctx.kind = "acme";
+            ctx.kind = Kind::Acme;
             let answer = self
                 .shared
                 .acme
@@ -186,7 +215,7 @@ impl Edge {
                 None => self.plain(session, ctx, 404, "Not Found\n", &[]).await,
             };
         }
-        ctx.kind = "redirect";
+        ctx.kind = Kind::Redirect;
         let port = self.shared.config.public_https_port();
         let authority = if port == 443 {
             ctx.host.clone()
@@ -221,11 +250,11 @@ impl Edge {
         let file = match static_files::lookup(&self.shared.web_root, &raw_path) {
             Lookup::Missing => return Ok(false),
             Lookup::Refused => {
-                ctx.kind = "static";
+                ctx.kind = Kind::Static;
                 return self.plain(session, ctx, 404, "Not Found\n", &[]).await;
             }
             Lookup::AddSlash => {
-                ctx.kind = "static";
+                ctx.kind = Kind::Static;
                 let q = req.uri.query().map(|q| format!("?{q}")).unwrap_or_default();
                 return self
                     .plain(
@@ -239,86 +268,35 @@ impl Edge {
             }
             Lookup::File(f) => f,
         };
-        ctx.kind = "static";
+        ctx.kind = Kind::Static;
         self.shared
             .metrics
             .static_responses
             .fetch_add(1, Ordering::Relaxed);
-        let header = |name: http::header::HeaderName| {
-            req.headers
-                .get(name)
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_string)
-        };
-        let accept = header(http::header::ACCEPT_ENCODING).unwrap_or_default();
-        let inm = header(http::header::IF_NONE_MATCH);
-        let ims = header(http::header::IF_MODIFIED_SINCE);
-        let range_h = header(http::header::RANGE);
-        let if_range = header(http::header::IF_RANGE);
-        let rep = match static_files::representation(&file, &accept, &self.shared.web_root) {
+        let accept = req
+            .headers
+            .get(http::header::ACCEPT_ENCODING)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default();
+        let rep = match static_files::representation(&file, accept, &self.shared.web_root) {
             Ok(r) => r,
             Err(_) => return self.plain(session, ctx, 404, "Not Found\n", &[]).await,
         };
-        let etag = rep.etag();
-        let mut resp = if rep.not_modified(inm.as_deref(), ims.as_deref()) {
-            let mut r = ResponseHeader::build(304, Some(6))?;
-            r.insert_header("ETag", &etag)?;
-            r.insert_header("Last-Modified", rep.last_modified())?;
-            if rep.varies {
-                r.insert_header("Vary", "Accept-Encoding")?;
+        let answer = static_files::serve_content(req, &file, rep)?;
+        let mut header = answer.header;
+        self.decorate(&mut header, ctx)?;
+        match answer.body {
+            Body::Empty => session.write_response_header(header, true).await?,
+            Body::Text(text) => {
+                session.write_response_header(header, false).await?;
+                session.write_response_body(Some(text), true).await?;
             }
-            self.decorate(&mut r, ctx)?;
-            session.write_response_header(Box::new(r), true).await?;
-            return Ok(true);
-        } else {
-            ResponseHeader::build(200, Some(10))?
-        };
-        // If-Range with a different validator means: send it all.
-        let range_h = match if_range {
-            Some(v) if v.trim() != etag => None,
-            _ => range_h,
-        };
-        let (start, len) = match static_files::range(range_h.as_deref(), rep.len) {
-            RangeAnswer::Full => (0, rep.len),
-            RangeAnswer::Partial(s, e) => {
-                resp.set_status(206)?;
-                resp.insert_header("Content-Range", format!("bytes {s}-{e}/{}", rep.len))?;
-                (s, e - s + 1)
+            Body::File(mut chunks) => {
+                session.write_response_header(header, false).await?;
+                while let Some((chunk, end)) = chunks.next_chunk().map_err(file_error)? {
+                    session.write_response_body(Some(chunk), end).await?;
+                }
             }
-            RangeAnswer::Unsatisfiable => {
-                return self
-                    .plain(
-                        session,
-                        ctx,
-                        416,
-                        "Range Not Satisfiable\n",
-                        &[("Content-Range", format!("bytes */{}", rep.len))],
-                    )
-                    .await;
-            }
-        };
-        resp.insert_header("Content-Type", static_files::content_type(&file))?;
-        resp.insert_header("Content-Length", len.to_string())?;
-        resp.insert_header("ETag", &etag)?;
-        resp.insert_header("Last-Modified", rep.last_modified())?;
-        resp.insert_header("Accept-Ranges", "bytes")?;
-        if let Some(enc) = rep.encoding {
-            resp.insert_header("Content-Encoding", enc)?;
-        }
-        if rep.varies {
-            resp.insert_header("Vary", "Accept-Encoding")?;
-        }
-        self.decorate(&mut resp, ctx)?;
-        let head = method == http::Method::HEAD;
-        session
-            .write_response_header(Box::new(resp), head || len == 0)
-            .await?;
-        if head || len == 0 {
-            return Ok(true);
-        }
-        let mut chunks = static_files::Chunks::new(rep.file, start, len);
-        while let Some((chunk, end)) = chunks.next_chunk().map_err(file_error)? {
-            session.write_response_body(Some(chunk), end).await?;
         }
         Ok(true)
     }
@@ -339,7 +317,7 @@ impl ProxyHttp for Edge {
             id: format!("{:08x}{n:08x}", self.shared.id_prefix),
             start: Instant::now(),
             host: String::new(),
-            kind: "proxy",
+            kind: Kind::Proxy,
             body_bytes: 0,
         }
     }
@@ -418,7 +396,7 @@ impl ProxyHttp for Edge {
     }
 
     async fn upstream_peer(&self, _session: &mut Session, ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
-        ctx.kind = "proxy";
+        ctx.kind = Kind::Proxy;
         self.shared
             .metrics
             .proxied_requests
@@ -523,7 +501,7 @@ impl ProxyHttp for Edge {
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut Ctx) {
         let status = session.response_written().map_or(0, |r| r.status.as_u16());
         self.shared.metrics.count_response(status);
-        if ctx.kind == "proxy"
+        if ctx.kind == Kind::Proxy
             && status >= 500
             && let Some(e) = e
         {
@@ -545,7 +523,7 @@ impl ProxyHttp for Edge {
                 "time": httpdate::fmt_http_date(std::time::SystemTime::now()),
                 "id": ctx.id, "client": client, "host": ctx.host, "method": req.method.as_str(),
                 "uri": req.uri.to_string(), "version": version, "status": status,
-                "ms": (ms * 1000.0).round() / 1000.0, "kind": ctx.kind, "tls": self.tls,
+                "ms": (ms * 1000.0).round() / 1000.0, "kind": ctx.kind.as_str(), "tls": self.tls,
             })
             .to_string(),
             _ => format!(
@@ -553,7 +531,7 @@ impl ProxyHttp for Edge {
                 if ctx.host.is_empty() { "-" } else { &ctx.host },
                 req.method,
                 req.uri,
-                ctx.kind,
+                ctx.kind.as_str(),
                 ctx.id
             ),
         };

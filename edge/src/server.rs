@@ -162,8 +162,7 @@ fn upstream_pool(
             .parse()
             .map_err(|e| EdgeError::Server(format!("upstream.health_path: {e}")))?,
     );
-    check.peer_template.options.connection_timeout =
-        Some(up.connect_timeout_ms.millis());
+    check.peer_template.options.connection_timeout = Some(up.connect_timeout_ms.millis());
     check.peer_template.options.read_timeout = Some(Duration::from_secs(2));
     pool.set_health_check(Box::new(check));
     pool.health_check_frequency = Some(up.health_interval_secs.secs());

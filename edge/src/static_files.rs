@@ -1,12 +1,18 @@
 //! Static files from the web root: safe path resolution, conditional requests, ranges,
 //! precompressed siblings, streaming.
 //!
+//! Three steps, as Caddy's file server takes them: [`lookup`] maps the path to a file,
+//! [`representation`] picks the file or a precompressed sibling and opens it, and
+//! [`serve_content`] owns every HTTP rule of the answer (preconditions, ranges, headers).
+//!
 //! A request path maps to a file only when every check passes: the percent-decoded path has no
 //! `..` or `.`-prefixed segment (no dotfiles), no backslash, no NUL, no encoded slash, and the
 //! canonical path (symlinks resolved) stays inside the canonical web root. Anything else is "no
 //! static file here" and the request goes to the app.
 
 use bytes::Bytes;
+use pingora::Result;
+use pingora::http::{RequestHeader, ResponseHeader};
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
@@ -203,38 +209,200 @@ impl Representation {
         httpdate::fmt_http_date(self.modified)
     }
 
-    /// Whether the request's validators say the client's copy is current (304).
-    pub fn not_modified(
-        &self,
-        if_none_match: Option<&str>,
-        if_modified_since: Option<&str>,
-    ) -> bool {
-        if let Some(inm) = if_none_match {
-            let etag = self.etag();
-            return inm.split(',').any(|t| {
-                let t = t.trim();
-                t == "*" || t.trim_start_matches("W/") == etag
-            });
-        }
-        if let Some(ims) = if_modified_since
-            && let Ok(since) = httpdate::parse_http_date(ims)
-        {
-            let modified_secs = self
-                .modified
-                .duration_since(SystemTime::UNIX_EPOCH)
-                .map_or(0, |d| d.as_secs());
-            let since_secs = since
-                .duration_since(SystemTime::UNIX_EPOCH)
-                .map_or(0, |d| d.as_secs());
-            return modified_secs <= since_secs;
-        }
-        false
+    /// The modification time in whole seconds, the resolution of HTTP dates.
+    fn modified_secs(&self) -> u64 {
+        unix_secs(self.modified)
     }
+}
+
+/// Seconds since the Unix epoch (0 before it).
+fn unix_secs(t: SystemTime) -> u64 {
+    t.duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// What follows a static response's header.
+#[derive(Debug)]
+pub enum Body {
+    /// Nothing: `HEAD`, `304`, or an empty file.
+    Empty,
+    /// A short text (the explanation of a `412` or `416`).
+    Text(Bytes),
+    /// A byte range of the open file, read in chunks.
+    File(Chunks),
+}
+
+/// A static response as [`serve_content`] decided it: the header (the edge adds its own
+/// headers, such as the request id, before sending it) and the body.
+#[derive(Debug)]
+pub struct Answer {
+    /// The response header.
+    pub header: Box<ResponseHeader>,
+    /// What to send after it.
+    pub body: Body,
+}
+
+/// Every HTTP rule of a static response in one place, as Go's `http.ServeContent` (which
+/// Caddy's file server hands each file to): the representation `rep` of `file` has been picked
+/// for `req` (a `GET` or `HEAD`); this decides the status, the headers and the body.
+///
+/// Preconditions are evaluated in the order of RFC 9110 §13.2.2: `If-Match`, else
+/// `If-Unmodified-Since` (`412` when they fail); `If-None-Match`, else `If-Modified-Since`
+/// (`304`); then a single `bytes` range of a `GET` (`206`, or `416` outside the file), honoured
+/// only while `If-Range`, if sent, still names this representation. Several ranges, other
+/// units and `HEAD` get the whole representation (`200`). Every success carries
+/// `Content-Type`, `Content-Length`, `ETag`, `Last-Modified`, `Accept-Ranges` and, for a
+/// precompressed sibling, `Content-Encoding`; `Vary: Accept-Encoding` whenever siblings exist.
+pub fn serve_content(req: &RequestHeader, file: &Path, rep: Representation) -> Result<Answer> {
+    let header =
+        |name: http::header::HeaderName| req.headers.get(name).and_then(|v| v.to_str().ok());
+    let head = req.method == http::Method::HEAD;
+    let etag = rep.etag();
+    let last_modified = rep.last_modified();
+    let modified = rep.modified_secs();
+    let date = |value: &str| httpdate::parse_http_date(value).ok().map(unix_secs);
+
+    let failed = match header(http::header::IF_MATCH) {
+        Some(list) => !etag_matches(list, &etag, Compare::Strong),
+        None => header(http::header::IF_UNMODIFIED_SINCE)
+            .and_then(date)
+            .is_some_and(|since| modified > since),
+    };
+    if failed {
+        return short(412, "Precondition Failed\n", None, head);
+    }
+    let unchanged = match header(http::header::IF_NONE_MATCH) {
+        Some(list) => etag_matches(list, &etag, Compare::Weak),
+        None => header(http::header::IF_MODIFIED_SINCE)
+            .and_then(date)
+            .is_some_and(|since| modified <= since),
+    };
+    if unchanged {
+        let mut resp = ResponseHeader::build(304, Some(4))?;
+        resp.insert_header(http::header::ETAG, &etag)?;
+        resp.insert_header(http::header::LAST_MODIFIED, &last_modified)?;
+        if rep.varies {
+            resp.insert_header(http::header::VARY, "Accept-Encoding")?;
+        }
+        return Ok(Answer {
+            header: Box::new(resp),
+            body: Body::Empty,
+        });
+    }
+
+    let range_header = header(http::header::RANGE).filter(|_| !head);
+    let still_current = match header(http::header::IF_RANGE) {
+        None => true,
+        Some(v) if v.trim_start().starts_with('"') || v.trim_start().starts_with("W/") => {
+            etag_matches(v, &etag, Compare::Strong)
+        }
+        Some(v) => date(v) == Some(modified),
+    };
+    let wanted = if still_current {
+        range(range_header, rep.len)
+    } else {
+        RangeAnswer::Full
+    };
+    let mut resp = ResponseHeader::build(200, Some(9))?;
+    let (start, len) = match wanted {
+        RangeAnswer::Full => (0, rep.len),
+        RangeAnswer::Partial(first, last) => {
+            resp.set_status(206)?;
+            resp.insert_header(
+                http::header::CONTENT_RANGE,
+                format!("bytes {first}-{last}/{}", rep.len),
+            )?;
+            (first, last - first + 1)
+        }
+        RangeAnswer::Unsatisfiable => {
+            let unsatisfied = format!("bytes */{}", rep.len);
+            return short(416, "Range Not Satisfiable\n", Some(unsatisfied), head);
+        }
+    };
+    resp.insert_header(http::header::CONTENT_TYPE, content_type(file))?;
+    resp.insert_header(http::header::CONTENT_LENGTH, len)?;
+    resp.insert_header(http::header::ETAG, &etag)?;
+    resp.insert_header(http::header::LAST_MODIFIED, &last_modified)?;
+    resp.insert_header(http::header::ACCEPT_RANGES, "bytes")?;
+    if let Some(encoding) = rep.encoding {
+        resp.insert_header(http::header::CONTENT_ENCODING, encoding)?;
+    }
+    if rep.varies {
+        resp.insert_header(http::header::VARY, "Accept-Encoding")?;
+    }
+    let body = if head || len == 0 {
+        Body::Empty
+    } else {
+        Body::File(Chunks::new(rep.file, start, len))
+    };
+    Ok(Answer {
+        header: Box::new(resp),
+        body,
+    })
+}
+
+/// A plain-text error answer of a static request (`412`, `416`).
+fn short(
+    status: u16,
+    text: &'static str,
+    content_range: Option<String>,
+    head: bool,
+) -> Result<Answer> {
+    let mut resp = ResponseHeader::build(status, Some(3))?;
+    resp.insert_header(http::header::CONTENT_TYPE, "text/plain; charset=utf-8")?;
+    resp.insert_header(http::header::CONTENT_LENGTH, text.len())?;
+    if let Some(value) = content_range {
+        resp.insert_header(http::header::CONTENT_RANGE, value)?;
+    }
+    Ok(Answer {
+        header: Box::new(resp),
+        body: if head {
+            Body::Empty
+        } else {
+            Body::Text(Bytes::from_static(text.as_bytes()))
+        },
+    })
+}
+
+/// How two entity tags are compared (RFC 9110 §8.8.3.2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Compare {
+    /// Both strong and equal (`If-Match`, `If-Range`).
+    Strong,
+    /// Equal once any `W/` is dropped (`If-None-Match`).
+    Weak,
+}
+
+/// Whether the `If-Match`/`If-None-Match`/`If-Range` value `list` (`*` or entity tags
+/// separated by commas) names `etag` (a strong tag of this server).
+fn etag_matches(list: &str, etag: &str, compare: Compare) -> bool {
+    let mut rest = list.trim();
+    if rest == "*" {
+        return true;
+    }
+    while !rest.is_empty() {
+        let weak = rest.starts_with("W/");
+        let tag_start = if weak { &rest[2..] } else { rest };
+        // An entity tag is a quoted string without escapes: up to the next quote.
+        let Some(body) = tag_start.strip_prefix('"') else {
+            return false;
+        };
+        let Some(close) = body.find('"') else {
+            return false;
+        };
+        let tag = &tag_start[..close + 2];
+        if tag == etag && (compare == Compare::Weak || !weak) {
+            return true;
+        }
+        rest = body[close + 1..].trim_start();
+        rest = rest.strip_prefix(',').unwrap_or(rest).trim_start();
+    }
+    false
 }
 
 /// The outcome of a `Range` header against a representation of `len` bytes.
 #[derive(Debug, PartialEq, Eq)]
-pub enum RangeAnswer {
+enum RangeAnswer {
     /// No usable range (absent, multiple ranges, or not `bytes`): send everything (200).
     Full,
     /// One satisfiable range: inclusive start and end (206).
@@ -244,7 +412,7 @@ pub enum RangeAnswer {
 }
 
 /// Parses a single-range `Range` header value.
-pub fn range(header: Option<&str>, len: u64) -> RangeAnswer {
+fn range(header: Option<&str>, len: u64) -> RangeAnswer {
     let Some(value) = header else {
         return RangeAnswer::Full;
     };
@@ -304,6 +472,7 @@ pub fn content_type(path: &Path) -> String {
 /// Reads are plain positioned reads on the worker thread, as nginx does without `aio`: web roots
 /// live in the page cache, and a hop to a blocking-thread pool for every read (what
 /// `tokio::fs` does) cost more than the read itself — it was most of the time of a small file.
+#[derive(Debug)]
 pub struct Chunks {
     file: std::fs::File,
     offset: u64,
@@ -393,6 +562,165 @@ mod tests {
         ] {
             assert_eq!(lookup(&root, bad), Lookup::Refused, "{bad}");
         }
+    }
+
+    /// A web root with one file, `page.html`, and the answers the edge gives for it.
+    struct Page {
+        _dir: tempfile::TempDir,
+        root: PathBuf,
+        path: PathBuf,
+    }
+
+    impl Page {
+        fn new(body: &str) -> Page {
+            let dir = tempfile::tempdir().expect("tmp");
+            let root = std::fs::canonicalize(dir.path()).expect("canon");
+            let path = root.join("page.html");
+            std::fs::write(&path, body).expect("w");
+            Page {
+                _dir: dir,
+                root,
+                path,
+            }
+        }
+
+        /// The page's representation (its validators).
+        fn rep(&self) -> Representation {
+            representation(&self.path, "", &self.root).expect("representation")
+        }
+
+        /// The answer to `method /page.html` with `headers`.
+        fn answer(&self, method: &str, headers: &[(&str, &str)]) -> Answer {
+            let mut req = RequestHeader::build(method, b"/page.html", None).expect("req");
+            for (k, v) in headers {
+                req.append_header(k.to_string(), *v).expect("hdr");
+            }
+            serve_content(&req, &self.path, self.rep()).expect("answer")
+        }
+    }
+
+    fn status(a: &Answer) -> u16 {
+        a.header.status.as_u16()
+    }
+
+    fn get<'a>(a: &'a Answer, name: &str) -> Option<&'a str> {
+        a.header.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    /// The preconditions in RFC 9110 §13.2.2's order, each with the answer it must give.
+    #[test]
+    fn preconditions_in_rfc_order() {
+        let page = Page::new("0123456789");
+        let (etag, lm) = (page.rep().etag(), page.rep().last_modified());
+        let a = page.answer("GET", &[]);
+        assert_eq!(status(&a), 200);
+        assert_eq!(get(&a, "content-length"), Some("10"));
+        assert_eq!(get(&a, "content-type"), Some("text/html; charset=utf-8"));
+        assert_eq!(get(&a, "accept-ranges"), Some("bytes"));
+        assert_eq!(get(&a, "etag"), Some(etag.as_str()));
+        assert!(matches!(a.body, Body::File(_)));
+
+        let weak = format!("W/{etag}");
+        let list = format!("\"other\", {etag}");
+        let cases: Vec<(Vec<(&str, &str)>, u16)> = vec![
+            (vec![("If-Match", "\"other\"")], 412),
+            (vec![("If-Match", list.as_str())], 200),
+            (vec![("If-Match", "*")], 200),
+            // If-Match uses the strong comparison: a weak tag never matches.
+            (vec![("If-Match", weak.as_str())], 412),
+            (
+                vec![("If-Unmodified-Since", "Sat, 01 Jan 2000 00:00:00 GMT")],
+                412,
+            ),
+            (vec![("If-Unmodified-Since", lm.as_str())], 200),
+            // If-Match present: If-Unmodified-Since is not looked at.
+            (
+                vec![
+                    ("If-Match", etag.as_str()),
+                    ("If-Unmodified-Since", "Sat, 01 Jan 2000 00:00:00 GMT"),
+                ],
+                200,
+            ),
+            (vec![("If-None-Match", list.as_str())], 304),
+            (vec![("If-None-Match", weak.as_str())], 304),
+            (vec![("If-None-Match", "*")], 304),
+            (vec![("If-None-Match", "\"other\"")], 200),
+            (vec![("If-Modified-Since", lm.as_str())], 304),
+            (
+                vec![("If-Modified-Since", "Sat, 01 Jan 2000 00:00:00 GMT")],
+                200,
+            ),
+            (vec![("If-Modified-Since", "not a date")], 200),
+            // If-None-Match present: If-Modified-Since is not looked at.
+            (
+                vec![
+                    ("If-None-Match", "\"other\""),
+                    ("If-Modified-Since", lm.as_str()),
+                ],
+                200,
+            ),
+            // A failed If-Match wins over a matching If-None-Match.
+            (
+                vec![("If-Match", "\"other\""), ("If-None-Match", etag.as_str())],
+                412,
+            ),
+        ];
+        for (headers, want) in cases {
+            let a = page.answer("GET", &headers);
+            assert_eq!(status(&a), want, "{headers:?}");
+            if want == 304 {
+                assert_eq!(get(&a, "etag"), Some(etag.as_str()));
+                assert_eq!(get(&a, "content-length"), None);
+                assert!(matches!(a.body, Body::Empty));
+            }
+            if want == 412 {
+                assert!(matches!(a.body, Body::Text(_)));
+            }
+        }
+    }
+
+    #[test]
+    fn ranges_and_if_range() {
+        let page = Page::new("0123456789");
+        let (etag, lm) = (page.rep().etag(), page.rep().last_modified());
+        let a = page.answer("GET", &[("Range", "bytes=2-4")]);
+        assert_eq!(status(&a), 206);
+        assert_eq!(get(&a, "content-range"), Some("bytes 2-4/10"));
+        assert_eq!(get(&a, "content-length"), Some("3"));
+        let a = page.answer("GET", &[("Range", "bytes=20-")]);
+        assert_eq!(status(&a), 416);
+        assert_eq!(get(&a, "content-range"), Some("bytes */10"));
+        // HEAD: Range is defined for GET only.
+        let a = page.answer("HEAD", &[("Range", "bytes=2-4")]);
+        assert_eq!(status(&a), 200);
+        assert_eq!(get(&a, "content-length"), Some("10"));
+        assert!(matches!(a.body, Body::Empty));
+        // If-Range: the range only while the validator is current.
+        for (if_range, want) in [
+            (etag.as_str(), 206),
+            ("\"stale\"", 200),
+            (lm.as_str(), 206),
+            ("Wed, 01 Jan 2003 00:00:00 GMT", 200),
+        ] {
+            let a = page.answer("GET", &[("Range", "bytes=2-4"), ("If-Range", if_range)]);
+            assert_eq!(status(&a), want, "If-Range: {if_range}");
+        }
+        // An empty file: 200 with no body to read.
+        let a = Page::new("").answer("GET", &[]);
+        assert_eq!(status(&a), 200);
+        assert_eq!(get(&a, "content-length"), Some("0"));
+        assert!(matches!(a.body, Body::Empty));
+    }
+
+    #[test]
+    fn entity_tag_lists() {
+        let tag = "\"a-1\"";
+        assert!(etag_matches(" \"x\" ,\"a-1\"", tag, Compare::Strong));
+        assert!(etag_matches("W/\"a-1\"", tag, Compare::Weak));
+        assert!(!etag_matches("W/\"a-1\"", tag, Compare::Strong));
+        assert!(!etag_matches("\"a-1", tag, Compare::Weak));
+        assert!(!etag_matches("a-1", tag, Compare::Weak));
+        assert!(!etag_matches("\"a-12\"", tag, Compare::Weak));
     }
 
     /// A file replaced by a rename (how deployments publish) after its representation was

@@ -80,7 +80,11 @@ impl MariaDb {
         let shared = SHARED.get_or_init(|| {
             let start = || -> anyhow::Result<MariaDb> {
                 if let Ok(url) = std::env::var(URL_VAR) {
-                    return Self::external(&url);
+                    let db = Self::connect(&url)?;
+                    db.sql("SELECT 1").with_context(|| {
+                        format!("the server of {URL_VAR}={url} does not answer")
+                    })?;
+                    return Ok(db);
                 }
                 let db = Self::start()?;
                 remove_at_exit(db.dir())?;
@@ -94,8 +98,10 @@ impl MariaDb {
         }
     }
 
-    /// A server started elsewhere, from its URL `mysql://USER@localhost/?socket=PATH`.
-    fn external(url: &str) -> anyhow::Result<MariaDb> {
+    /// A server started elsewhere (or by another [`MariaDb`]), from its URL
+    /// `mysql://USER@localhost/[DB]?socket=PATH`: for [`database`](Self::database) and
+    /// [`sql`](Self::sql) on it; the outage operations refuse, and dropping it does nothing.
+    pub fn connect(url: &str) -> anyhow::Result<MariaDb> {
         let user = url
             .strip_prefix("mysql://")
             .and_then(|rest| rest.split_once('@'))
@@ -106,16 +112,13 @@ impl MariaDb {
             .split_once("socket=")
             .map(|(_, s)| PathBuf::from(s.split('&').next().unwrap_or(s)))
             .with_context(|| format!("{URL_VAR}={url}: no socket= parameter"))?;
-        let db = MariaDb {
+        Ok(MariaDb {
             dir: Dir::External,
             socket,
             user,
             server: None,
             keep: true,
-        };
-        db.sql("SELECT 1")
-            .with_context(|| format!("the server of {URL_VAR}={url} does not answer"))?;
-        Ok(db)
+        })
     }
 
     fn start_at(dir: Dir, keep: bool) -> anyhow::Result<MariaDb> {

@@ -1,34 +1,20 @@
-//! Test harness: a fresh database per test on the MariaDB server of `scripts/with-test-db`, the
-//! real onebox-app binary on a free loopback port, an HTTP client, and a private mariadbd for the
-//! tests that take the database away.
+//! Test harness: a fresh database per test on the MariaDB server the tests share, the real
+//! onebox-app binary on a free loopback port, an HTTP client, and a private mariadbd for the
+//! tests that take the database away (servers and processes from the test kit, onebox-testkit).
 #![allow(dead_code, clippy::unwrap_used, clippy::panic)]
 
 use mysql_async::prelude::Queryable;
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
+use std::time::Duration;
 
-static COUNTER: AtomicU32 = AtomicU32::new(0);
-
-/// A directory removed when dropped.
-pub struct TempDir(pub PathBuf);
+/// A directory removed when dropped; `.0` is its path.
+pub struct TempDir(pub PathBuf, onebox_testkit::tempfile::TempDir);
 
 impl TempDir {
     pub fn new(what: &str) -> TempDir {
-        let n = COUNTER.fetch_add(1, Ordering::SeqCst);
-        let dir =
-            std::env::temp_dir().join(format!("onebox-app-{what}-{}-{n}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        TempDir(dir)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
+        let dir = onebox_testkit::temp_dir(&format!("app-{what}"));
+        TempDir(dir.path().to_path_buf(), dir)
     }
 }
 
@@ -50,44 +36,37 @@ pub fn with_db(url: &str, db: &str) -> String {
     out
 }
 
-/// The MariaDB server of `scripts/with-test-db`.
+/// The MariaDB server the tests of this process share (the test kit's: a private mariadbd
+/// started at the first call and killed with the process, or `$ONEBOX_TEST_MYSQL_URL`'s).
 pub fn server_url() -> String {
-    std::env::var("ONEBOX_TEST_MYSQL_URL").unwrap_or_else(|_| {
-        panic!(
-            "ONEBOX_TEST_MYSQL_URL is not set: run the tests through `scripts/with-test-db cargo test \
-             --release -p onebox-app`, which starts a private MariaDB server"
-        )
-    })
+    onebox_testkit::MariaDb::shared().url()
 }
 
 /// A fresh, empty database of its own for one test, dropped at the end.
 pub struct TestDb {
     pub name: String,
     pub url: String,
-    server: String,
+    db: onebox_testkit::Database,
 }
 
 impl TestDb {
     pub async fn new() -> TestDb {
-        Self::on(&server_url()).await
+        Self::of(onebox_testkit::MariaDb::shared())
     }
 
+    /// A database on the server at `server` (a URL without a database).
     pub async fn on(server: &str) -> TestDb {
-        let n = COUNTER.fetch_add(1, Ordering::SeqCst);
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .subsec_nanos();
-        let name = format!("t_{}_{n}_{nanos}", std::process::id());
-        let mut conn = mysql_async::Conn::from_url(server).await.unwrap();
-        conn.query_drop(format!("CREATE DATABASE `{name}` CHARACTER SET utf8mb4"))
-            .await
-            .unwrap();
-        conn.disconnect().await.unwrap();
+        Self::of(&onebox_testkit::MariaDb::connect(server).unwrap())
+    }
+
+    fn of(server: &onebox_testkit::MariaDb) -> TestDb {
+        let db = server
+            .database()
+            .unwrap_or_else(|e| panic!("creating a test database: {e:#}"));
         TestDb {
-            url: with_db(server, &name),
-            name,
-            server: server.to_string(),
+            name: db.name().to_string(),
+            url: db.url().to_string(),
+            db,
         }
     }
 
@@ -117,33 +96,14 @@ impl TestDb {
     }
 }
 
-impl Drop for TestDb {
-    fn drop(&mut self) {
-        // Best effort, outside any runtime: the mariadb client drops the database.
-        let socket = self
-            .server
-            .split("socket=")
-            .nth(1)
-            .map(|s| s.split('&').next().unwrap_or(s).to_string());
-        if let Some(socket) = socket {
-            let _ = Command::new("mariadb")
-                .args(["--no-defaults", &format!("--socket={socket}"), "-e"])
-                .arg(format!("DROP DATABASE IF EXISTS `{}`", self.name))
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .status();
-        }
-    }
-}
-
 /// The path of the onebox-app binary under test.
 pub fn binary() -> &'static str {
     env!("CARGO_BIN_EXE_onebox-app")
 }
 
-/// A running onebox-app.
+/// A running onebox-app, killed on drop.
 pub struct App {
-    pub child: Child,
+    pub child: onebox_testkit::ChildGuard,
     pub base: String,
     pub dir: TempDir,
     pub config: PathBuf,
@@ -180,37 +140,32 @@ impl App {
         }
     }
 
-    /// Starts the binary; `Err(stderr)` when it exits before listening.
-    pub fn try_start(url: &str, config: &Path, dir: &TempDir) -> Result<(Child, String), String> {
-        let stderr = std::fs::File::create(dir.0.join("stderr.log")).unwrap();
-        let mut child = Command::new(binary())
-            .arg("--config")
+    /// Starts the binary; `Err(its output)` when it exits before listening.
+    pub fn try_start(
+        url: &str,
+        config: &Path,
+        dir: &TempDir,
+    ) -> Result<(onebox_testkit::ChildGuard, String), String> {
+        let mut cmd = Command::new(binary());
+        cmd.arg("--config")
             .arg(config)
             .args(["--listen", "127.0.0.1:0", "--database-url", url])
-            .env("RUST_LOG", "warn")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(stderr)
-            .spawn()
-            .unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let mut lines = BufReader::new(stdout).lines();
-        match lines.next() {
-            Some(Ok(line)) if line.contains("listening on ") => {
-                let base = line
-                    .split("listening on ")
-                    .nth(1)
-                    .unwrap()
-                    .trim()
-                    .to_string();
-                // Keep draining stdout so the child never blocks on it.
-                std::thread::spawn(move || for _ in lines {});
-                Ok((child, base))
-            }
-            _ => {
-                let _ = child.kill();
-                let _ = child.wait();
-                Err(std::fs::read_to_string(dir.0.join("stderr.log")).unwrap_or_default())
+            .env("RUST_LOG", "warn");
+        let log = dir.0.join("stderr.log");
+        let mut child = onebox_testkit::ChildGuard::spawn(cmd, &log).unwrap();
+        let listening = || {
+            std::fs::read_to_string(&log)
+                .unwrap_or_default()
+                .lines()
+                .find_map(|line| Some(line.split("listening on ").nth(1)?.trim().to_string()))
+        };
+        match child.try_wait_until(Duration::from_secs(60), "onebox-app to listen", || {
+            listening().is_some()
+        }) {
+            Ok(()) => Ok((child, listening().unwrap_or_default())),
+            Err(_) => {
+                child.kill();
+                Err(child.log_text())
             }
         }
     }
@@ -219,21 +174,14 @@ impl App {
         format!("{}{path}", self.base)
     }
 
-    /// What the app wrote on standard error so far.
+    /// What the app wrote (standard output and error) so far.
     pub fn stderr(&self) -> String {
-        std::fs::read_to_string(self.dir.0.join("stderr.log")).unwrap_or_default()
+        self.child.log_text()
     }
 
     /// Whether the process is still running.
     pub fn running(&mut self) -> bool {
-        self.child.try_wait().unwrap().is_none()
-    }
-}
-
-impl Drop for App {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.child.running()
     }
 }
 
@@ -383,133 +331,43 @@ pub async fn create_post(
     r.json().await.unwrap()
 }
 
-/// A MariaDB server of the test's own, for tests that stop and restart it.
-pub struct PrivateMariadb {
-    pub dir: TempDir,
-    pub socket: PathBuf,
-    child: Option<Child>,
+/// A MariaDB server of the test's own, for tests that stop and restart it: the test kit's
+/// [`onebox_testkit::MariaDb`] (`url()`, `kill()`, `freeze()`, `thaw()`, `restart()` ...).
+pub struct PrivateMariadb(onebox_testkit::MariaDb);
+
+impl std::ops::Deref for PrivateMariadb {
+    type Target = onebox_testkit::MariaDb;
+    fn deref(&self) -> &onebox_testkit::MariaDb {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for PrivateMariadb {
+    fn deref_mut(&mut self) -> &mut onebox_testkit::MariaDb {
+        &mut self.0
+    }
 }
 
 impl PrivateMariadb {
     pub fn start() -> PrivateMariadb {
-        let dir = TempDir::new("mariadb");
-        let mut install = Command::new("mariadb-install-db");
-        install
-            .arg("--no-defaults")
-            .arg(format!("--datadir={}", dir.0.join("data").display()));
-        install.args(["--auth-root-authentication-method=socket", "--skip-test-db"]);
-        if is_root() {
-            install.arg("--user=root");
-        }
-        let out = install
-            .output()
-            .expect("mariadb-install-db (Debian package mariadb-server)");
-        assert!(
-            out.status.success(),
-            "mariadb-install-db: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let socket = dir.0.join("m.sock");
-        let mut db = PrivateMariadb {
-            dir,
-            socket,
-            child: None,
-        };
-        db.resume();
-        db
-    }
-
-    /// The server URL (no database).
-    pub fn url(&self) -> String {
-        format!(
-            "mysql://{}@localhost/?socket={}",
-            whoami(),
-            self.socket.display()
+        PrivateMariadb(
+            onebox_testkit::MariaDb::start()
+                .unwrap_or_else(|e| panic!("the private mariadbd did not start: {e:#}")),
         )
     }
 
     /// Starts (again) the server on its datadir and waits until it answers.
     pub fn resume(&mut self) {
-        let mut cmd = Command::new("mariadbd");
-        cmd.arg("--no-defaults")
-            .arg(format!("--datadir={}", self.dir.0.join("data").display()))
-            .arg(format!("--socket={}", self.socket.display()))
-            .arg(format!("--pid-file={}", self.dir.0.join("m.pid").display()))
-            .arg(format!(
-                "--log-error={}",
-                self.dir.0.join("error.log").display()
-            ))
-            .args([
-                "--skip-networking",
-                "--innodb-buffer-pool-size=32M",
-                "--skip-log-bin",
-            ]);
-        if is_root() {
-            cmd.arg("--user=root");
-        }
-        let child = cmd
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("mariadbd");
-        self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while Instant::now() < deadline {
-            let ok = Command::new("mariadb-admin")
-                .args([
-                    "--no-defaults",
-                    &format!("--socket={}", self.socket.display()),
-                    "ping",
-                ])
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .status()
-                .is_ok_and(|s| s.success());
-            if ok {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        panic!(
-            "the private mariadbd did not come up: {}",
-            std::fs::read_to_string(self.dir.0.join("error.log")).unwrap_or_default()
-        );
+        self.0
+            .resume()
+            .unwrap_or_else(|e| panic!("the private mariadbd did not come back: {e:#}"));
     }
 
-    /// Sends `signal` (e.g. `STOP`, `CONT`) to the server.
+    /// `STOP` freezes the server, `CONT` lets it go on.
     pub fn signal(&self, signal: &str) {
-        let pid = self.child.as_ref().expect("running").id().to_string();
-        let ok = Command::new("kill")
-            .args([&format!("-{signal}"), &pid])
-            .status()
-            .unwrap()
-            .success();
-        assert!(ok, "kill -{signal} {pid}");
+        let sig =
+            onebox_testkit::signal_named(signal).unwrap_or_else(|| panic!("no signal {signal}"));
+        let pid = self.0.pid().expect("running");
+        onebox_testkit::signal(pid, sig).unwrap_or_else(|e| panic!("kill -{signal} {pid}: {e}"));
     }
-
-    /// Kills the server (as a crash or an outage would).
-    pub fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = Command::new("kill")
-                .args(["-CONT", &child.id().to_string()])
-                .status();
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-impl Drop for PrivateMariadb {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
-fn is_root() -> bool {
-    whoami() == "root"
-}
-
-fn whoami() -> String {
-    let out = Command::new("id").arg("-un").output().unwrap();
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
 }

@@ -39,7 +39,7 @@ test: deps build lint test-rust test-local test-image
 # Rust unit and integration tests (they start the real binaries on free loopback ports)
 [group('test')]
 test-rust: build
-    scripts/with-test-db cargo test --release --workspace --locked
+    cargo test --release --workspace --locked
 
 # The dig + curl acceptance suite against the local stack
 [group('test')]

@@ -92,6 +92,17 @@ impl Pebble {
             Dir::Temp(t) => t.path().to_path_buf(),
             Dir::Kept(p) => p.clone(),
         };
+        // A port someone else listens on would pass for ours in the waits below.
+        for (what, port) in [
+            ("directory", ports.directory),
+            ("management", ports.management),
+            ("challtestsrv DNS", ports.dns),
+            ("challtestsrv management", ports.dns_management),
+        ] {
+            if crate::ports::in_use(port) {
+                bail!("the {what} port 127.0.0.1:{port} is in use already (another pebble?)");
+            }
+        }
         // pebble's own HTTPS certificate (Debian ships no test certificates).
         let ca = TestCa::new("onebox test minica")?;
         ca.write_cert(&path.join("minica.pem"))?;

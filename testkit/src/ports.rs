@@ -67,7 +67,7 @@ fn range() -> (u16, u16) {
 }
 
 /// Whether any TCP or UDP socket (any state, any address) has `port` as its local port.
-fn in_use(port: u16) -> bool {
+pub(crate) fn in_use(port: u16) -> bool {
     ["tcp", "tcp6", "udp", "udp6"].iter().any(|table| {
         let Ok(text) = std::fs::read_to_string(format!("/proc/net/{table}")) else {
             return false;

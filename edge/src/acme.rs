@@ -14,6 +14,8 @@ use futures::StreamExt;
 use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
 use rustls::RootCertStore;
+use rustls::pki_types::pem::{PemObject, SectionKind};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::sign::CertifiedKey;
 use rustls_acme::{
     AccountCache, AcmeConfig, AcmeState, CertCache, EventError, ResolvesServerCertAcme,
@@ -24,13 +26,13 @@ use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::Mutex;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicI64, Ordering};
 
 /// Reads a PEM file of CA certificates, refusing a file without any.
-pub fn read_roots(path: &Path) -> Result<Vec<rustls::pki_types::CertificateDer<'static>>, String> {
+pub fn read_roots(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
     let data = std::fs::read(path)
         .map_err(|e| format!("acme.directory_ca `{}` cannot be read: {e}", path.display()))?;
-    let certs: Result<Vec<_>, _> = rustls_pemfile::certs(&mut data.as_slice()).collect();
+    let certs: Result<Vec<_>, _> = CertificateDer::pem_slice_iter(&data).collect();
     match certs {
         Ok(c) if !c.is_empty() => Ok(c),
         Ok(_) => Err(format!(
@@ -44,17 +46,72 @@ pub fn read_roots(path: &Path) -> Result<Vec<rustls::pki_types::CertificateDer<'
     }
 }
 
+/// Which certificate the HTTPS listener serves: the CA's (with its validity) or the self-signed
+/// stand-in. The ACME side owns it (the cache records each certificate rustls-acme loads or
+/// stores, the service a cached file rustls-acme refused); HSTS and the metrics read it.
+#[derive(Debug, Default)]
+pub struct ServedCertificate {
+    /// `notAfter` of the CA's certificate (Unix seconds); 0 while the stand-in is served.
+    not_after: AtomicI64,
+    /// When that certificate is due for renewal (Unix seconds); 0 while none.
+    renewal_at: AtomicI64,
+}
+
+impl ServedCertificate {
+    /// Whether a certificate issued by the ACME CA is served (else the self-signed stand-in).
+    pub fn from_ca(&self) -> bool {
+        self.not_after.load(Ordering::Relaxed) != 0
+    }
+
+    /// `notAfter` of the CA's certificate being served (Unix seconds).
+    pub fn not_after(&self) -> Option<i64> {
+        Some(self.not_after.load(Ordering::Relaxed)).filter(|&t| t != 0)
+    }
+
+    /// When the CA's certificate being served is renewed (Unix seconds): two thirds into its
+    /// lifetime, as rustls-acme does.
+    pub fn renewal_at(&self) -> Option<i64> {
+        Some(self.renewal_at.load(Ordering::Relaxed)).filter(|&t| t != 0)
+    }
+
+    /// Records that the CA's certificate valid for `validity` is served; returns the previous
+    /// one's `notAfter` (0 if the stand-in was served).
+    fn serve(&self, validity: Validity) -> i64 {
+        self.renewal_at
+            .store(validity.renewal_at(), Ordering::Relaxed);
+        self.not_after
+            .swap(validity.not_after.max(1), Ordering::Relaxed)
+    }
+
+    /// Records that the self-signed stand-in is served.
+    fn serve_self_signed(&self) {
+        self.not_after.store(0, Ordering::Relaxed);
+        self.renewal_at.store(0, Ordering::Relaxed);
+    }
+}
+
 /// The account key and certificates, as files in the state directory (mode 0600, written
 /// atomically), keyed by the directory URL and the names so a change of either orders anew.
 pub struct StateCache {
     dir: PathBuf,
     metrics: Arc<Metrics>,
+    served: Arc<ServedCertificate>,
 }
 
 impl StateCache {
-    /// A store in `dir`, reporting certificate facts to `metrics`.
+    /// A store in `dir`, counting issued certificates and renewals in `metrics`. Each
+    /// certificate it loads or stores is the one served: see [`StateCache::served`].
     pub fn new(dir: PathBuf, metrics: Arc<Metrics>) -> Self {
-        StateCache { dir, metrics }
+        StateCache {
+            dir,
+            metrics,
+            served: Arc::default(),
+        }
+    }
+
+    /// The served certificate, as this store records it.
+    pub fn served(&self) -> Arc<ServedCertificate> {
+        self.served.clone()
     }
 
     fn file(&self, kind: &str, parts: &[String], directory_url: &str) -> PathBuf {
@@ -107,17 +164,13 @@ impl StateCache {
         let Some(validity) = leaf_validity(pem) else {
             return;
         };
-        let m = &self.metrics;
-        let previous = m.cert_not_after.swap(validity.not_after, Ordering::Relaxed);
+        let previous = self.served.serve(validity);
         if !renewed && previous == validity.not_after {
             return; // read once before listening, deployed by rustls-acme now: said already
         }
-        m.cert_renewal_at
-            .store(validity.renewal_at(), Ordering::Relaxed);
-        m.cert_from_ca.store(true, Ordering::Relaxed);
         let days = (validity.not_after - crate::metrics::unix_now()) / 86_400;
         if renewed && previous != 0 {
-            m.renewals.fetch_add(1, Ordering::Relaxed);
+            self.metrics.renewals.inc();
             tracing::info!(
                 "renewed the certificate: the previous one was valid until {}",
                 http_date(previous)
@@ -157,7 +210,7 @@ impl Validity {
 
 /// The validity of the first certificate in `pem`.
 pub fn leaf_validity(pem: &[u8]) -> Option<Validity> {
-    let der = rustls_pemfile::certs(&mut &pem[..]).next()?.ok()?;
+    let der = CertificateDer::pem_slice_iter(pem).next()?.ok()?;
     let (_, cert) = x509_parser::parse_x509_certificate(&der).ok()?;
     Some(Validity {
         not_before: cert.validity().not_before.timestamp(),
@@ -189,7 +242,7 @@ impl CertCache for StateCache {
     ) -> Result<(), Self::EC> {
         let path = self.file("cert", domains, directory_url);
         self.note_cert(cert, true);
-        self.metrics.certs_issued.fetch_add(1, Ordering::Relaxed);
+        self.metrics.certs_issued.inc();
         self.write(&path, cert)
     }
 }
@@ -219,15 +272,14 @@ impl AccountCache for StateCache {
 /// Reads the certificate that rustls-acme would deploy from `pem` (its cache format: the PKCS#8
 /// key, then the chain), or `None` if it would refuse it.
 fn parse_cached(pem: &[u8]) -> Option<CertifiedKey> {
-    let mut reader = pem;
-    let mut items = rustls_pemfile::read_all(&mut reader);
-    let Some(Ok(rustls_pemfile::Item::Pkcs8Key(key))) = items.next() else {
+    let mut sections = <(SectionKind, Vec<u8>)>::pem_slice_iter(pem);
+    let Some(Ok((SectionKind::PrivateKey, key))) = sections.next() else {
         return None;
     };
-    let key = rustls::crypto::ring::sign::any_ecdsa_type(&key.into()).ok()?;
-    let chain = items
-        .map(|item| match item {
-            Ok(rustls_pemfile::Item::X509Certificate(der)) => Some(der),
+    let key = rustls::crypto::ring::sign::any_ecdsa_type(&PrivateKeyDer::Pkcs8(key.into())).ok()?;
+    let chain = sections
+        .map(|section| match section {
+            Ok((SectionKind::Certificate, der)) => Some(CertificateDer::from(der)),
             _ => None,
         })
         .collect::<Option<Vec<_>>>()?;
@@ -245,12 +297,15 @@ pub struct AcmeCerts {
     /// first handshakes after a start or a reload get it from here rather than the self-signed
     /// stand-in, which clients would refuse.
     pub cached: Option<Arc<CertifiedKey>>,
+    /// Which certificate is served, as the ACME side records it.
+    pub served: Arc<ServedCertificate>,
 }
 
 /// The ACME state machine, run as a pingora background service.
 pub struct AcmeService {
     state: Mutex<Option<AcmeState<std::io::Error>>>,
     metrics: Arc<Metrics>,
+    served: Arc<ServedCertificate>,
 }
 
 impl AcmeService {
@@ -281,6 +336,7 @@ impl AcmeService {
         .with_root_certificates(roots)
         .with_no_client_auth();
         let cache = StateCache::new(config.edge.state_dir.join("acme"), metrics.clone());
+        let served = cache.served();
         let cached = StateCache::read(&cache.cert_path(&config.names, &directory))
             .ok()
             .flatten()
@@ -310,8 +366,13 @@ impl AcmeService {
             AcmeService {
                 state: Mutex::new(Some(state)),
                 metrics,
+                served: served.clone(),
             },
-            AcmeCerts { resolver, cached },
+            AcmeCerts {
+                resolver,
+                cached,
+                served,
+            },
         )))
     }
 }
@@ -335,9 +396,7 @@ impl BackgroundService for AcmeService {
                     Some(Err(err)) => {
                         if matches!(err, EventError::CachedCertParse(_)) {
                             // Not served after all: the self-signed stand-in is, until the CA's.
-                            self.metrics.cert_not_after.store(0, Ordering::Relaxed);
-                            self.metrics.cert_renewal_at.store(0, Ordering::Relaxed);
-                            self.metrics.cert_from_ca.store(false, Ordering::Relaxed);
+                            self.served.serve_self_signed();
                         }
                         let text = err.to_string();
                         tracing::warn!("ACME error (retried with exponential backoff): {text}");

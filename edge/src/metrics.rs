@@ -1,42 +1,73 @@
-//! Counters and gauges, and the Prometheus text endpoint that serves them on loopback.
+//! The edge's figures, kept in prometheus-client's counters and gauges and served in the
+//! Prometheus text format at `/metrics` by a small pingora service on the loopback listener.
+//!
+//! Counters are bumped where things happen ([`Metrics`]); facts owned elsewhere are read at each
+//! scrape: the served certificate from the ACME side ([`ServedCertificate`]).
 
+use crate::acme::ServedCertificate;
 use async_trait::async_trait;
-use pingora::server::ShutdownWatch;
-use pingora::services::background::BackgroundService;
-use std::fmt::Write as _;
-use std::net::SocketAddr;
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use pingora::apps::http_app::ServeHttp;
+use pingora::protocols::http::ServerSession;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
+use prometheus_client::metrics::info::Info;
+use prometheus_client::registry::Registry;
+use std::sync::{Arc, Mutex};
 
-/// Every figure the edge exports. One instance lives for the whole process.
-#[derive(Debug, Default)]
+/// The label of `onebox_edge_responses_total`: the status class.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StatusClass {
+    class: &'static str,
+}
+
+/// The classes, by the status's first digit (index 0: anything else).
+const CLASSES: [&str; 6] = ["other", "1xx", "2xx", "3xx", "4xx", "5xx"];
+
+/// Every figure the edge counts. One instance lives for the whole process.
+#[derive(Debug)]
 pub struct Metrics {
-    /// Responses by status class: index 1..=5 for 1xx..5xx, 0 for anything else.
-    responses: [AtomicU64; 6],
+    /// Responses by status class (`onebox_edge_responses_total{class}`).
+    responses: Family<StatusClass, Counter>,
+    /// The family's six counters, kept so counting a response is one atomic add.
+    by_class: [Counter; 6],
     /// Requests answered from the web root.
-    pub static_responses: AtomicU64,
+    pub static_responses: Counter,
     /// Requests sent to the app upstream.
-    pub proxied_requests: AtomicU64,
+    pub proxied_requests: Counter,
     /// Requests that could not be proxied (no healthy upstream, connect or read failure).
-    pub upstream_errors: AtomicU64,
-    /// `notAfter` of the certificate from the CA, as a Unix timestamp; 0 while none.
-    pub cert_not_after: AtomicI64,
-    /// When the certificate from the CA is due for renewal (two thirds into its lifetime), as a
-    /// Unix timestamp; 0 while none.
-    pub cert_renewal_at: AtomicI64,
-    /// Whether a certificate issued by the ACME CA is being served (else the self-signed one).
-    pub cert_from_ca: AtomicBool,
+    pub upstream_errors: Counter,
     /// Certificates obtained by this process.
-    pub certs_issued: AtomicU64,
+    pub certs_issued: Counter,
     /// Certificates obtained by this process to replace one it was serving (renewals).
-    pub renewals: AtomicU64,
+    pub renewals: Counter,
     /// ACME failures since start.
-    pub acme_errors: AtomicU64,
+    pub acme_errors: Counter,
     /// Time of the last ACME failure (Unix seconds), 0 if none.
-    pub acme_last_error_time: AtomicI64,
-    /// Text of the last ACME failure.
-    pub acme_last_error: Mutex<String>,
+    acme_last_error_time: Gauge,
+    /// Text of the last ACME failure, empty if none.
+    acme_last_error: Arc<Mutex<String>>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let responses = Family::<StatusClass, Counter>::default();
+        let by_class = CLASSES.map(|class| responses.get_or_create(&StatusClass { class }).clone());
+        Metrics {
+            responses,
+            by_class,
+            static_responses: Counter::default(),
+            proxied_requests: Counter::default(),
+            upstream_errors: Counter::default(),
+            certs_issued: Counter::default(),
+            renewals: Counter::default(),
+            acme_errors: Counter::default(),
+            acme_last_error_time: Gauge::default(),
+            acme_last_error: Arc::default(),
+        }
+    }
 }
 
 impl Metrics {
@@ -44,138 +75,121 @@ impl Metrics {
     pub fn count_response(&self, status: u16) {
         let class = usize::from(status / 100);
         let idx = if (1..=5).contains(&class) { class } else { 0 };
-        self.responses[idx].fetch_add(1, Ordering::Relaxed);
+        self.by_class[idx].inc();
     }
 
     /// Records an ACME failure.
     pub fn acme_failed(&self, message: &str) {
-        self.acme_errors.fetch_add(1, Ordering::Relaxed);
-        self.acme_last_error_time
-            .store(unix_now(), Ordering::Relaxed);
+        self.acme_errors.inc();
+        self.acme_last_error_time.set(unix_now());
         if let Ok(mut last) = self.acme_last_error.lock() {
-            *last = message.to_string();
+            // A label value: one line, bounded.
+            *last = message
+                .chars()
+                .take(300)
+                .map(|c| if c.is_control() { ' ' } else { c })
+                .collect();
         }
     }
 
-    /// The Prometheus text exposition of every figure.
-    pub fn render(&self) -> String {
-        let mut out = String::new();
-        let g = |o: &mut String, name: &str, help: &str, kind: &str, v: String| {
-            let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}");
-        };
-        let _ = writeln!(
-            out,
-            "# HELP onebox_edge_responses_total Responses sent, by status class."
+    /// Every figure, named `onebox_edge_*`, with the certificate's read from `served` at each
+    /// scrape.
+    pub fn registry(&self, served: Arc<ServedCertificate>) -> Registry {
+        let mut r = Registry::with_prefix("onebox_edge");
+        r.register(
+            "responses",
+            "Responses sent, by status class",
+            self.responses.clone(),
         );
-        let _ = writeln!(out, "# TYPE onebox_edge_responses_total counter");
-        for (i, c) in self.responses.iter().enumerate() {
-            let class = if i == 0 {
-                "other".to_string()
-            } else {
-                format!("{i}xx")
-            };
-            let _ = writeln!(
-                out,
-                "onebox_edge_responses_total{{class=\"{class}\"}} {}",
-                c.load(Ordering::Relaxed)
-            );
+        r.register(
+            "static_responses",
+            "Requests answered from the web root",
+            self.static_responses.clone(),
+        );
+        r.register(
+            "proxied_requests",
+            "Requests proxied to the app",
+            self.proxied_requests.clone(),
+        );
+        r.register(
+            "upstream_errors",
+            "Requests the app upstream could not answer",
+            self.upstream_errors.clone(),
+        );
+        r.register(
+            "acme_certificates_issued",
+            "Certificates obtained from the CA by this process",
+            self.certs_issued.clone(),
+        );
+        r.register(
+            "acme_renewals",
+            "Certificates obtained by this process to replace one it was serving",
+            self.renewals.clone(),
+        );
+        r.register(
+            "acme_errors",
+            "ACME failures (each is retried with exponential backoff)",
+            self.acme_errors.clone(),
+        );
+        r.register(
+            "acme_last_error_timestamp_seconds",
+            "Time of the last ACME failure (0: none)",
+            self.acme_last_error_time.clone(),
+        );
+        r.register_collector(Box::new(AcmeLastError(self.acme_last_error.clone())));
+        r.register_collector(Box::new(CertificateFigures(served)));
+        r
+    }
+}
+
+/// The certificate gauges, read from the ACME side's [`ServedCertificate`] at each scrape.
+#[derive(Debug)]
+struct CertificateFigures(Arc<ServedCertificate>);
+
+impl Collector for CertificateFigures {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let served = &self.0;
+        for (name, help, value) in [
+            (
+                "certificate_expiry_timestamp_seconds",
+                "notAfter of the CA-issued certificate being served (0: none yet).",
+                served.not_after().unwrap_or(0),
+            ),
+            (
+                "certificate_renewal_timestamp_seconds",
+                "When the CA-issued certificate is renewed: two thirds into its lifetime (0: none yet).",
+                served.renewal_at().unwrap_or(0),
+            ),
+            (
+                "certificate_from_ca",
+                "1 if a certificate from the ACME CA is served, 0 for the self-signed stand-in.",
+                i64::from(served.from_ca()),
+            ),
+        ] {
+            let gauge = ConstGauge::new(value);
+            gauge.encode(encoder.encode_descriptor(name, help, None, gauge.metric_type())?)?;
         }
-        let load = |a: &AtomicU64| a.load(Ordering::Relaxed).to_string();
-        g(
-            &mut out,
-            "onebox_edge_static_responses_total",
-            "Requests answered from the web root.",
-            "counter",
-            load(&self.static_responses),
-        );
-        g(
-            &mut out,
-            "onebox_edge_proxied_requests_total",
-            "Requests proxied to the app.",
-            "counter",
-            load(&self.proxied_requests),
-        );
-        g(
-            &mut out,
-            "onebox_edge_upstream_errors_total",
-            "Requests the app upstream could not answer.",
-            "counter",
-            load(&self.upstream_errors),
-        );
-        g(
-            &mut out,
-            "onebox_edge_certificate_expiry_timestamp_seconds",
-            "notAfter of the CA-issued certificate being served (0: none yet).",
-            "gauge",
-            self.cert_not_after.load(Ordering::Relaxed).to_string(),
-        );
-        g(
-            &mut out,
-            "onebox_edge_certificate_renewal_timestamp_seconds",
-            "When the CA-issued certificate is renewed: two thirds into its lifetime (0: none yet).",
-            "gauge",
-            self.cert_renewal_at.load(Ordering::Relaxed).to_string(),
-        );
-        g(
-            &mut out,
-            "onebox_edge_certificate_from_ca",
-            "1 if a certificate from the ACME CA is served, 0 for the self-signed stand-in.",
-            "gauge",
-            u8::from(self.cert_from_ca.load(Ordering::Relaxed)).to_string(),
-        );
-        g(
-            &mut out,
-            "onebox_edge_acme_certificates_issued_total",
-            "Certificates obtained from the CA by this process.",
-            "counter",
-            load(&self.certs_issued),
-        );
-        g(
-            &mut out,
-            "onebox_edge_acme_renewals_total",
-            "Certificates obtained by this process to replace one it was serving.",
-            "counter",
-            load(&self.renewals),
-        );
-        g(
-            &mut out,
-            "onebox_edge_acme_errors_total",
-            "ACME failures (each is retried with exponential backoff).",
-            "counter",
-            load(&self.acme_errors),
-        );
-        g(
-            &mut out,
-            "onebox_edge_acme_last_error_timestamp_seconds",
-            "Time of the last ACME failure (0: none).",
-            "gauge",
-            self.acme_last_error_time
-                .load(Ordering::Relaxed)
-                .to_string(),
-        );
-        let last = self
-            .acme_last_error
-            .lock()
-            .map(|s| s.clone())
-            .unwrap_or_default();
-        if !last.is_empty() {
-            let escaped: String = last
-                .chars()
-                .take(300)
-                .map(|c| {
-                    if c == '"' || c == '\\' || c == '\n' {
-                        ' '
-                    } else {
-                        c
-                    }
-                })
-                .collect();
-            let _ = writeln!(
-                out,
-                "# HELP onebox_edge_acme_last_error_info The last ACME failure, as a label.\n# TYPE onebox_edge_acme_last_error_info gauge\nonebox_edge_acme_last_error_info{{error=\"{escaped}\"}} 1"
-            );
+        Ok(())
+    }
+}
+
+/// `onebox_edge_acme_last_error_info{error="…"} 1`, present once an ACME step has failed.
+#[derive(Debug)]
+struct AcmeLastError(Arc<Mutex<String>>);
+
+impl Collector for AcmeLastError {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let text = self.0.lock().map(|s| s.clone()).unwrap_or_default();
+        if text.is_empty() {
+            return Ok(());
         }
-        out
+        let info = Info::new([("error", text)]);
+        info.encode(encoder.encode_descriptor(
+            "acme_last_error",
+            "The last ACME failure, as a label.",
+            None,
+            info.metric_type(),
+        )?)
     }
 }
 
@@ -186,64 +200,54 @@ pub fn unix_now() -> i64 {
         .map_or(0, |d| d.as_secs() as i64)
 }
 
-/// The `/metrics` endpoint as a pingora background service (a minimal HTTP/1.1 responder: every
-/// request gets the metrics text, then the connection closes).
-pub struct MetricsService {
-    /// Where to listen (validated to be loopback).
-    pub addr: SocketAddr,
-    /// The figures to serve.
-    pub metrics: std::sync::Arc<Metrics>,
+/// The `/metrics` endpoint: a pingora HTTP app on the loopback listener (its socket passes to
+/// the new process on an upgrade like the others). `GET /metrics` gets the registry in the
+/// Prometheus text format; anything else 404.
+pub struct MetricsApp {
+    registry: Registry,
+}
+
+impl MetricsApp {
+    /// Serves `registry`.
+    pub fn new(registry: Registry) -> Self {
+        MetricsApp { registry }
+    }
+
+    /// The registry in the Prometheus text format (version 0.0.4).
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        if let Err(e) =
+            prometheus_client::encoding::prometheus_text::encode(&mut out, &self.registry)
+        {
+            tracing::error!("metrics: cannot encode: {e}");
+        }
+        out
+    }
 }
 
 #[async_trait]
-impl BackgroundService for MetricsService {
-    async fn start(&self, mut shutdown: ShutdownWatch) {
-        // SO_REUSEPORT lets the new process of a graceful upgrade bind while the old one drains.
-        let bound = (|| {
-            let socket = if self.addr.is_ipv4() {
-                tokio::net::TcpSocket::new_v4()?
+impl ServeHttp for MetricsApp {
+    async fn response(&self, session: &mut ServerSession) -> http::Response<Vec<u8>> {
+        let req = session.req_header();
+        let (status, content_type, body) =
+            if req.uri.path() == "/metrics" && req.method == http::Method::GET {
+                (
+                    200,
+                    "text/plain; version=0.0.4; charset=utf-8",
+                    self.render().into_bytes(),
+                )
             } else {
-                tokio::net::TcpSocket::new_v6()?
+                (
+                    404,
+                    "text/plain; charset=utf-8",
+                    b"Not Found: the metrics are at /metrics\n".to_vec(),
+                )
             };
-            socket.set_reuseaddr(true)?;
-            socket.set_reuseport(true)?;
-            socket.bind(self.addr)?;
-            socket.listen(64)
-        })();
-        let listener = match bound {
-            Ok(l) => l,
-            Err(e) => {
-                tracing::error!(
-                    "metrics: cannot listen on {}: {e}; metrics are off",
-                    self.addr
-                );
-                return;
-            }
-        };
-        tracing::info!("metrics on http://{}/metrics", self.addr);
-        loop {
-            tokio::select! {
-                _ = shutdown.changed() => return,
-                accepted = listener.accept() => {
-                    let Ok((mut conn, _)) = accepted else { continue };
-                    let metrics = self.metrics.clone();
-                    tokio::spawn(async move {
-                        let mut buf = [0u8; 2048];
-                        let read = tokio::time::timeout(std::time::Duration::from_secs(5), conn.read(&mut buf)).await;
-                        if !matches!(read, Ok(Ok(n)) if n > 0) {
-                            return;
-                        }
-                        let body = metrics.render();
-                        let head = format!(
-                            "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-                            body.len()
-                        );
-                        let _ = conn.write_all(head.as_bytes()).await;
-                        let _ = conn.write_all(body.as_bytes()).await;
-                        let _ = conn.shutdown().await;
-                    });
-                }
-            }
-        }
+        http::Response::builder()
+            .status(status)
+            .header(http::header::CONTENT_TYPE, content_type)
+            .header(http::header::CONTENT_LENGTH, body.len())
+            .body(body)
+            .unwrap_or_default()
     }
 }

@@ -4,6 +4,7 @@
 //! 308 to the same host and path on HTTPS. On HTTPS: a request whose path names a file under the
 //! web root (GET/HEAD) is answered from it; every other request goes to the app pool.
 
+use crate::acme::ServedCertificate;
 use crate::config::{AccessLog, Config, Hsts, UnknownHost};
 use crate::limits;
 use crate::metrics::Metrics;
@@ -34,6 +35,8 @@ pub struct Shared {
     pub acme: Option<Arc<ResolvesServerCertAcme>>,
     /// Figures for `/metrics`.
     pub metrics: Arc<Metrics>,
+    /// Which certificate is served (HSTS is sent only with the CA's).
+    pub certificate: Arc<ServedCertificate>,
     /// Source of request ids.
     pub next_id: AtomicU64,
     /// A per-process prefix of request ids.
@@ -119,9 +122,7 @@ impl Edge {
             return Ok(());
         }
         let headers = &self.shared.config.edge.headers;
-        if headers.hsts == Hsts::WhenCaCertificate
-            && self.shared.metrics.cert_from_ca.load(Ordering::Relaxed)
-        {
+        if headers.hsts == Hsts::WhenCaCertificate && self.shared.certificate.from_ca() {
             resp.insert_header(
                 "Strict-Transport-Security",
                 format!("max-age={}", headers.hsts_max_age_secs),
@@ -269,10 +270,7 @@ impl Edge {
             Lookup::File(f) => f,
         };
         ctx.kind = Kind::Static;
-        self.shared
-            .metrics
-            .static_responses
-            .fetch_add(1, Ordering::Relaxed);
+        self.shared.metrics.static_responses.inc();
         let accept = req
             .headers
             .get(http::header::ACCEPT_ENCODING)
@@ -397,15 +395,9 @@ impl ProxyHttp for Edge {
 
     async fn upstream_peer(&self, _session: &mut Session, ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
         ctx.kind = Kind::Proxy;
-        self.shared
-            .metrics
-            .proxied_requests
-            .fetch_add(1, Ordering::Relaxed);
+        self.shared.metrics.proxied_requests.inc();
         let Some(backend) = self.shared.upstreams.select(b"", 256) else {
-            self.shared
-                .metrics
-                .upstream_errors
-                .fetch_add(1, Ordering::Relaxed);
+            self.shared.metrics.upstream_errors.inc();
             return Error::e_explain(ErrorType::HTTPStatus(503), "no healthy app upstream");
         };
         let up = &self.shared.config.edge.upstream;
@@ -425,10 +417,7 @@ impl ProxyHttp for Edge {
         mut e: Box<Error>,
     ) -> Box<Error> {
         // One pool member is down: answer 502 at once instead of retrying into the same wall.
-        self.shared
-            .metrics
-            .upstream_errors
-            .fetch_add(1, Ordering::Relaxed);
+        self.shared.metrics.upstream_errors.inc();
         e.set_retry(false);
         e
     }

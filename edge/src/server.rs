@@ -4,7 +4,7 @@
 use crate::EdgeError;
 use crate::acme::AcmeService;
 use crate::config::{self, Config};
-use crate::metrics::{Metrics, MetricsService};
+use crate::metrics::{Metrics, MetricsApp};
 use crate::proxy::{Edge, Shared};
 use crate::tls::{EdgeResolver, TlsApp};
 use pingora::lb::{LoadBalancer, health_check::HttpHealthCheck};
@@ -51,7 +51,11 @@ pub fn run(path: &Path, upgrade: bool, daemon: bool) -> Result<(), EdgeError> {
 
     if !upgrade {
         // Fail with a clear message rather than pingora's endless "in use, will try again".
-        for addr in [edge.http_listen, edge.https_listen] {
+        for addr in [
+            edge.http_listen,
+            edge.https_listen,
+            edge.metrics_listen.get(),
+        ] {
             std::net::TcpListener::bind(addr)
                 .map_err(|source| EdgeError::Listen { addr, source })?;
         }
@@ -81,6 +85,11 @@ pub fn run(path: &Path, upgrade: bool, daemon: bool) -> Result<(), EdgeError> {
         None => (None, None),
     };
     let acme_resolver = acme_certs.as_ref().map(|c| c.resolver.clone());
+    // With ACME off the self-signed stand-in is served for good.
+    let certificate = acme_certs
+        .as_ref()
+        .map(|c| c.served.clone())
+        .unwrap_or_default();
     let resolver = Arc::new(EdgeResolver::new(&config.names, acme_certs).map_err(EdgeError::Tls)?);
     let tls_config = crate::tls::server_config(resolver).map_err(EdgeError::Tls)?;
 
@@ -92,6 +101,7 @@ pub fn run(path: &Path, upgrade: bool, daemon: bool) -> Result<(), EdgeError> {
         upstreams: upstream_task,
         acme: acme_resolver,
         metrics: metrics.clone(),
+        certificate: certificate.clone(),
         next_id: Default::default(),
         id_prefix: std::process::id() ^ (crate::metrics::unix_now() as u32).rotate_left(16),
         config: config.clone(),
@@ -125,13 +135,12 @@ pub fn run(path: &Path, upgrade: bool, daemon: bool) -> Result<(), EdgeError> {
     if let Some(acme) = acme_service {
         server.add_service(background_service("acme", acme));
     }
-    server.add_service(background_service(
-        "metrics",
-        MetricsService {
-            addr: edge.metrics_listen.get(),
-            metrics,
-        },
-    ));
+    let mut metrics_service = Service::new(
+        "metrics".to_string(),
+        MetricsApp::new(metrics.registry(certificate)),
+    );
+    metrics_service.add_tcp(&edge.metrics_listen.get().to_string());
+    server.add_service(metrics_service);
     tracing::info!(
         "onebox-edge: http {}, https {}, names {}, web root {}, app {:?}",
         edge.http_listen,

@@ -162,20 +162,9 @@ mod tests {
 
     /// A CA and a certificate for the site's names signed by it, in rustls-acme's cache format.
     fn ca_and_cached_pem(names: &[String]) -> (CertificateDer<'static>, String) {
-        let ca_key = rcgen::KeyPair::generate().expect("CA key");
-        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("CA params");
-        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-        params
-            .distinguished_name
-            .push(rcgen::DnType::CommonName, "onebox test CA");
-        let ca = params.self_signed(&ca_key).expect("CA");
-        let key = rcgen::KeyPair::generate().expect("key");
-        let leaf = rcgen::CertificateParams::new(names.to_vec())
-            .expect("leaf params")
-            .signed_by(&key, &ca, &ca_key)
-            .expect("leaf");
-        let pem = format!("{}{}{}", key.serialize_pem(), leaf.pem(), ca.pem());
-        (ca.der().clone(), pem)
+        let ca = onebox_testkit::TestCa::new("onebox test CA").expect("CA");
+        let leaf = ca.leaf(names).expect("leaf");
+        (ca.cert_der(), leaf.key_chain_pem(&ca))
     }
 
     /// A TLS handshake in memory for `www.foobar.com` against `server`, verifying with `root`.
@@ -230,22 +219,19 @@ mod tests {
         let (ca, pem) = ca_and_cached_pem(&config.names);
         let serve = || {
             let metrics = Arc::new(Metrics::default());
-            let (_service, certs) = AcmeService::new(&config, metrics.clone())
+            let (_service, certs) = AcmeService::new(&config, metrics)
                 .expect("ACME setup")
                 .expect("ACME on");
+            let served = certs.served.clone();
             let resolver = EdgeResolver::new(&config.names, Some(certs)).expect("resolver");
             let tls = server_config(Arc::new(resolver)).expect("TLS config");
-            (tls, metrics)
+            (tls, served)
         };
 
-        let (tls, metrics) = serve();
+        let (tls, served) = serve();
         let refused = handshake(tls, ca.clone()).expect_err("nothing cached: self-signed");
         assert!(refused.to_string().contains("UnknownIssuer"), "{refused}");
-        assert!(
-            !metrics
-                .cert_from_ca
-                .load(std::sync::atomic::Ordering::Relaxed)
-        );
+        assert!(!served.from_ca());
 
         let cache = StateCache::new(
             config.edge.state_dir.join("acme"),
@@ -254,14 +240,10 @@ mod tests {
         let path = cache.cert_path(&config.names, &directory);
         std::fs::create_dir_all(path.parent().expect("dir")).expect("mkdir");
         std::fs::write(&path, &pem).expect("write");
-        let (tls, metrics) = serve();
+        let (tls, served) = serve();
         handshake(tls, ca.clone()).expect("the cached certificate is served");
         // Served as CA-issued from the start, so HSTS is sent from the first answer too.
-        assert!(
-            metrics
-                .cert_from_ca
-                .load(std::sync::atomic::Ordering::Relaxed)
-        );
+        assert!(served.from_ca());
 
         // A cache file rustls-acme would refuse is not served either.
         std::fs::write(&path, pem.replace("PRIVATE KEY", "RSA PRIVATE KEY")).expect("write");

@@ -271,8 +271,9 @@ fn served(site: &Site) -> Leaf {
 
 /// The leaf certificate in the cache file (key PEM first, then the chain).
 fn cached(path: &Path) -> Leaf {
+    use rustls::pki_types::pem::PemObject;
     let pem = std::fs::read(path).unwrap();
-    let der = rustls_pemfile::certs(&mut pem.as_slice())
+    let der = rustls::pki_types::CertificateDer::pem_slice_iter(&pem)
         .next()
         .unwrap()
         .unwrap();

@@ -4,6 +4,11 @@
 //! submit). A form whose token does not match is refused with 403 and changes nothing.
 
 use crate::api::PageQuery;
+use crate::extract::{
+    AdminRejection, AdminUser, ClientAddr, CsrfForm, LOGIN_CSRF_COOKIE, LoginForm, is_token,
+    redirect,
+};
+use crate::filters;
 use crate::input::{self, InputError};
 use crate::model::{self, Post, SessionUser, SiteSettings};
 use crate::pages::{PageError, render};
@@ -11,18 +16,13 @@ use crate::password;
 use crate::session::{self, LoginError};
 use crate::state::AppState;
 use askama::Template;
-use axum::Form;
 use axum::Router;
-use axum::extract::rejection::FormRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::header::{LOCATION, RETRY_AFTER, SET_COOKIE};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use std::collections::HashMap;
-
-/// The cookie carrying the login form's CSRF token.
-const LOGIN_CSRF_COOKIE: &str = "onebox_login_csrf";
+use serde::Deserialize;
 
 #[derive(Template)]
 #[template(path = "admin_login.html")]
@@ -69,7 +69,35 @@ struct SettingsPage {
 }
 
 type PageResult = Result<Response, PageError>;
-type FormData = Result<Form<HashMap<String, String>>, FormRejection>;
+type AdminResult = Result<Response, AdminRejection>;
+
+/// The login form's fields.
+#[derive(Debug, Deserialize)]
+struct LoginFields {
+    username: String,
+    password: String,
+}
+
+/// The post editor's fields (an unticked checkbox is absent).
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct PostFields {
+    title: String,
+    body: String,
+    published: Option<String>,
+}
+
+/// The settings form's fields.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct SettingsFields {
+    title: String,
+    description: String,
+}
+
+/// A form with nothing but its CSRF token (log out, publish, unpublish, delete).
+#[derive(Debug, Deserialize)]
+struct NoFields {}
 
 /// The admin routes.
 pub fn routes() -> Router<AppState> {
@@ -87,71 +115,6 @@ pub fn routes() -> Router<AppState> {
         .route("/admin/settings", get(settings_form).post(save_settings))
 }
 
-fn redirect(to: &str) -> Response {
-    let location = HeaderValue::from_str(to).unwrap_or_else(|_| HeaderValue::from_static("/admin"));
-    (StatusCode::SEE_OTHER, [(LOCATION, location)]).into_response()
-}
-
-/// Constant-time comparison of two tokens.
-fn same(a: &str, b: &str) -> bool {
-    a.len() == b.len()
-        && a.bytes()
-            .zip(b.bytes())
-            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
-            == 0
-}
-
-fn is_token(value: &str) -> bool {
-    value.len() == 64 && value.bytes().all(|b| b.is_ascii_hexdigit())
-}
-
-fn form(data: FormData) -> Result<HashMap<String, String>, PageError> {
-    data.map(|Form(map)| map)
-        .map_err(|e| PageError::new(e.status(), e.body_text()))
-}
-
-fn field<'a>(map: &'a HashMap<String, String>, name: &str) -> Result<&'a str, PageError> {
-    map.get(name).map(String::as_str).ok_or_else(|| {
-        PageError::new(
-            StatusCode::BAD_REQUEST,
-            format!("The form has no field `{name}`."),
-        )
-    })
-}
-
-fn csrf_refused() -> PageError {
-    PageError::new(
-        StatusCode::FORBIDDEN,
-        "This form did not come from this site or has expired (CSRF check failed); nothing was \
-         changed. Reload the page and try again.",
-    )
-}
-
-/// The logged-in user whose session's CSRF token the form carries; otherwise the answer to give.
-async fn checked_user(
-    state: &AppState,
-    headers: &HeaderMap,
-    map: &HashMap<String, String>,
-) -> Result<SessionUser, Response> {
-    let user = match session::current_user(state, headers).await {
-        Ok(Some(user)) => user,
-        Ok(None) => return Err(redirect("/admin")),
-        Err(err) => return Err(PageError::from(err).into_response()),
-    };
-    match map.get("csrf") {
-        Some(token) if same(token, &user.csrf_token) => Ok(user),
-        _ => Err(csrf_refused().into_response()),
-    }
-}
-
-async fn user_or_login(state: &AppState, headers: &HeaderMap) -> Result<SessionUser, Response> {
-    match session::current_user(state, headers).await {
-        Ok(Some(user)) => Ok(user),
-        Ok(None) => Err(redirect("/admin")),
-        Err(err) => Err(PageError::from(err).into_response()),
-    }
-}
-
 /// The answer for a post id that names no post.
 fn no_such_post() -> PageError {
     PageError::new(StatusCode::NOT_FOUND, "There is no such post.")
@@ -166,8 +129,9 @@ async fn index(
     headers: HeaderMap,
     query: Result<Query<PageQuery>, axum::extract::rejection::QueryRejection>,
 ) -> PageResult {
+    let user = session::current_user(&state, &headers).await?;
     let site = model::settings(&state.db).await?;
-    let Some(user) = session::current_user(&state, &headers).await? else {
+    let Some(user) = user else {
         return login_page(site, &headers, String::new(), None, StatusCode::OK);
     };
     let Query(query) = query.map_err(|e| PageError::new(StatusCode::BAD_REQUEST, e.body_text()))?;
@@ -197,7 +161,7 @@ fn login_page(
 ) -> PageResult {
     let existing = session::cookie(headers, LOGIN_CSRF_COOKIE).filter(|t| is_token(t));
     let csrf = match existing {
-        Some(token) => token.to_string(),
+        Some(token) => token,
         None => password::random_token()
             .map_err(|e| PageError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?,
     };
@@ -211,16 +175,16 @@ fn login_page(
     Ok((status, [(SET_COOKIE, cookie)], render(&page)).into_response())
 }
 
-async fn login(State(state): State<AppState>, headers: HeaderMap, data: FormData) -> PageResult {
-    let map = form(data)?;
-    let cookie_token = session::cookie(&headers, LOGIN_CSRF_COOKIE).unwrap_or_default();
-    let form_token = field(&map, "csrf")?;
-    if !is_token(cookie_token) || !same(cookie_token, form_token) {
-        return Err(csrf_refused());
-    }
-    let username = field(&map, "username")?.trim().to_string();
-    let password = field(&map, "password")?;
-    match session::login(&state, &username, password, &headers).await {
+async fn login(
+    State(state): State<AppState>,
+    ClientAddr(client): ClientAddr,
+    headers: HeaderMap,
+    LoginForm(fields): LoginForm<LoginFields>,
+) -> PageResult {
+    let bad = |e: InputError| PageError::new(e.status, e.message);
+    let username = input::username("username", &fields.username).map_err(bad)?;
+    let password = input::password("password", &fields.password).map_err(bad)?;
+    match session::login(&state, client, &username, &password, &headers).await {
         Ok(cookie) => Ok((
             StatusCode::SEE_OTHER,
             [
@@ -230,18 +194,18 @@ async fn login(State(state): State<AppState>, headers: HeaderMap, data: FormData
         )
             .into_response()),
         Err(LoginError::Db(err)) => Err(err.into()),
-        Err(LoginError::Internal(err)) => Err(PageError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            err.to_string(),
-        )),
+        Err(LoginError::Internal(err)) => {
+            tracing::error!("{err}");
+            Err(PageError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "Something went wrong on our side.",
+            ))
+        }
         Err(err) => {
-            let status = match err {
-                LoginError::Throttled(_) => StatusCode::TOO_MANY_REQUESTS,
-                _ => StatusCode::UNAUTHORIZED,
-            };
-            let retry = match err {
-                LoginError::Throttled(seconds) => Some(seconds),
-                _ => None,
+            let (status, retry) = match err {
+                LoginError::Throttled(seconds) => (StatusCode::TOO_MANY_REQUESTS, Some(seconds)),
+                LoginError::Busy => (StatusCode::SERVICE_UNAVAILABLE, Some(1)),
+                _ => (StatusCode::UNAUTHORIZED, None),
             };
             let site = model::settings(&state.db).await?;
             let mut response = login_page(site, &headers, username, Some(err.to_string()), status)?;
@@ -255,11 +219,11 @@ async fn login(State(state): State<AppState>, headers: HeaderMap, data: FormData
     }
 }
 
-async fn logout(State(state): State<AppState>, headers: HeaderMap, data: FormData) -> PageResult {
-    let map = form(data)?;
-    if let Err(answer) = checked_user(&state, &headers, &map).await {
-        return Ok(answer);
-    }
+async fn logout(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    _: CsrfForm<NoFields>,
+) -> PageResult {
     let cookie = session::logout(&state, &headers).await?;
     Ok((
         StatusCode::SEE_OTHER,
@@ -271,11 +235,7 @@ async fn logout(State(state): State<AppState>, headers: HeaderMap, data: FormDat
         .into_response())
 }
 
-async fn new_post(State(state): State<AppState>, headers: HeaderMap) -> PageResult {
-    let user = match user_or_login(&state, &headers).await {
-        Ok(user) => user,
-        Err(answer) => return Ok(answer),
-    };
+async fn new_post(State(state): State<AppState>, AdminUser(user): AdminUser) -> PageResult {
     let site = model::settings(&state.db).await?;
     let page = EditPage {
         site,
@@ -292,13 +252,9 @@ async fn new_post(State(state): State<AppState>, headers: HeaderMap) -> PageResu
 
 async fn edit_post(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    AdminUser(user): AdminUser,
     Path(raw): Path<String>,
 ) -> PageResult {
-    let user = match user_or_login(&state, &headers).await {
-        Ok(user) => user,
-        Err(answer) => return Ok(answer),
-    };
     let id = post_id(&raw)?;
     let post = model::get_post(&state.db, id, false)
         .await?
@@ -322,77 +278,52 @@ async fn post_fields(
     state: &AppState,
     user: &SessionUser,
     id: Option<u64>,
-    map: &HashMap<String, String>,
-) -> Result<(String, String, bool), Response> {
-    let title = map.get("title").cloned().unwrap_or_default();
-    let body = map
-        .get("body")
-        .cloned()
-        .unwrap_or_default()
-        .replace("\r\n", "\n");
-    let published = map.contains_key("published");
-    let checked = input::line("title", &title, input::MAX_TITLE, false)
+    fields: PostFields,
+) -> Result<(String, String, bool), AdminRejection> {
+    let body = fields.body.replace("\r\n", "\n");
+    let published = fields.published.is_some();
+    let checked = input::line("title", &fields.title, input::MAX_TITLE, false)
         .and_then(|t| input::text("body", &body, state.settings.max_body_bytes).map(|b| (t, b)));
-    match checked {
-        Ok((title, body)) => Ok((title, body, published)),
-        Err(InputError { status, message }) => {
-            let site = match model::settings(&state.db).await {
-                Ok(site) => site,
-                Err(err) => return Err(PageError::from(err).into_response()),
-            };
-            let action = id.map_or_else(
-                || "/admin/posts".to_string(),
-                |id| format!("/admin/posts/{id}"),
-            );
-            let page = EditPage {
-                site,
-                csrf: user.csrf_token.clone(),
-                id,
-                action,
-                title,
-                body,
-                published,
-                error: Some(message),
-            };
-            Err((status, render(&page)).into_response())
-        }
-    }
+    let InputError { status, message } = match checked {
+        Ok((title, body)) => return Ok((title, body, published)),
+        Err(err) => err,
+    };
+    let site = model::settings(&state.db).await?;
+    let action = id.map_or_else(
+        || "/admin/posts".to_string(),
+        |id| format!("/admin/posts/{id}"),
+    );
+    let page = EditPage {
+        site,
+        csrf: user.csrf_token.clone(),
+        id,
+        action,
+        title: fields.title,
+        body,
+        published,
+        error: Some(message),
+    };
+    Err(AdminRejection::Answer(
+        (status, render(&page)).into_response(),
+    ))
 }
 
 async fn create_post(
     State(state): State<AppState>,
-    headers: HeaderMap,
-    data: FormData,
-) -> PageResult {
-    let map = form(data)?;
-    let user = match checked_user(&state, &headers, &map).await {
-        Ok(user) => user,
-        Err(answer) => return Ok(answer),
-    };
-    let (title, body, published) = match post_fields(&state, &user, None, &map).await {
-        Ok(fields) => fields,
-        Err(answer) => return Ok(answer),
-    };
+    CsrfForm { user, fields }: CsrfForm<PostFields>,
+) -> AdminResult {
+    let (title, body, published) = post_fields(&state, &user, None, fields).await?;
     let post = model::create_post(&state.db, &title, &body, published).await?;
     Ok(redirect(&format!("/admin/posts/{}", post.id)))
 }
 
 async fn update_post(
     State(state): State<AppState>,
-    headers: HeaderMap,
     Path(raw): Path<String>,
-    data: FormData,
-) -> PageResult {
-    let map = form(data)?;
-    let user = match checked_user(&state, &headers, &map).await {
-        Ok(user) => user,
-        Err(answer) => return Ok(answer),
-    };
+    CsrfForm { user, fields }: CsrfForm<PostFields>,
+) -> AdminResult {
     let id = post_id(&raw)?;
-    let (title, body, published) = match post_fields(&state, &user, Some(id), &map).await {
-        Ok(fields) => fields,
-        Err(answer) => return Ok(answer),
-    };
+    let (title, body, published) = post_fields(&state, &user, Some(id), fields).await?;
     model::update_post(&state.db, id, &title, &body, published)
         .await?
         .ok_or_else(no_such_post)?;
@@ -407,19 +338,9 @@ enum PostAction {
     Delete,
 }
 
-/// Applies `action` to the post `raw` for a logged-in user whose form carries the session's
-/// CSRF token, then back to the post list; 404 when there is no such post.
-async fn act_on_post(
-    state: AppState,
-    headers: HeaderMap,
-    raw: String,
-    data: FormData,
-    action: PostAction,
-) -> PageResult {
-    let map = form(data)?;
-    if let Err(answer) = checked_user(&state, &headers, &map).await {
-        return Ok(answer);
-    }
+/// Applies `action` to the post `raw`, then back to the post list; 404 when there is no such
+/// post. Only called once the form's CSRF token was checked.
+async fn act_on_post(state: AppState, raw: String, action: PostAction) -> PageResult {
     let id = post_id(&raw)?;
     let found = match action {
         PostAction::Publish => model::set_published(&state.db, id, true).await?,
@@ -434,36 +355,29 @@ async fn act_on_post(
 
 async fn publish(
     State(state): State<AppState>,
-    headers: HeaderMap,
     Path(raw): Path<String>,
-    data: FormData,
+    _: CsrfForm<NoFields>,
 ) -> PageResult {
-    act_on_post(state, headers, raw, data, PostAction::Publish).await
+    act_on_post(state, raw, PostAction::Publish).await
 }
 
 async fn unpublish(
     State(state): State<AppState>,
-    headers: HeaderMap,
     Path(raw): Path<String>,
-    data: FormData,
+    _: CsrfForm<NoFields>,
 ) -> PageResult {
-    act_on_post(state, headers, raw, data, PostAction::Unpublish).await
+    act_on_post(state, raw, PostAction::Unpublish).await
 }
 
 async fn delete(
     State(state): State<AppState>,
-    headers: HeaderMap,
     Path(raw): Path<String>,
-    data: FormData,
+    _: CsrfForm<NoFields>,
 ) -> PageResult {
-    act_on_post(state, headers, raw, data, PostAction::Delete).await
+    act_on_post(state, raw, PostAction::Delete).await
 }
 
-async fn settings_form(State(state): State<AppState>, headers: HeaderMap) -> PageResult {
-    let user = match user_or_login(&state, &headers).await {
-        Ok(user) => user,
-        Err(answer) => return Ok(answer),
-    };
+async fn settings_form(State(state): State<AppState>, AdminUser(user): AdminUser) -> PageResult {
     let site = model::settings(&state.db).await?;
     let page = SettingsPage {
         title: site.title.clone(),
@@ -477,16 +391,9 @@ async fn settings_form(State(state): State<AppState>, headers: HeaderMap) -> Pag
 
 async fn save_settings(
     State(state): State<AppState>,
-    headers: HeaderMap,
-    data: FormData,
+    CsrfForm { user, fields }: CsrfForm<SettingsFields>,
 ) -> PageResult {
-    let map = form(data)?;
-    let user = match checked_user(&state, &headers, &map).await {
-        Ok(user) => user,
-        Err(answer) => return Ok(answer),
-    };
-    let title = map.get("title").cloned().unwrap_or_default();
-    let description = map.get("description").cloned().unwrap_or_default();
+    let SettingsFields { title, description } = fields;
     let checked = input::line("title", &title, input::MAX_TITLE, false).and_then(|t| {
         input::line("description", &description, input::MAX_DESCRIPTION, true).map(|d| (t, d))
     });

@@ -1,15 +1,14 @@
 //! The JSON API under `/api/`. Errors are `{"error": "..."}` with the fitting status.
 
 use crate::db::DbError;
-use crate::input::{self, InputError, PostInput};
-use crate::model::{self, SessionUser};
+use crate::extract::{ApiJson, ApiUser, ClientAddr, MaybeUser};
+use crate::input::{self, InputError, PostInput, SettingsInput};
+use crate::model;
 use crate::session::{self, LoginError};
 use crate::state::AppState;
 use axum::Router;
-use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, Query, State};
-use axum::http::header::{CONTENT_TYPE, LOCATION, RETRY_AFTER, SET_COOKIE};
+use axum::http::header::{LOCATION, RETRY_AFTER, SET_COOKIE};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -25,7 +24,8 @@ pub struct ApiError {
 }
 
 impl ApiError {
-    fn new(status: StatusCode, message: impl Into<String>) -> ApiError {
+    /// An error answer with `status` and `message`.
+    pub fn new(status: StatusCode, message: impl Into<String>) -> ApiError {
         ApiError {
             status,
             message: message.into(),
@@ -82,6 +82,11 @@ impl From<LoginError> for ApiError {
                 message: err.to_string(),
                 retry_after: Some(seconds),
             },
+            LoginError::Busy => ApiError {
+                status: StatusCode::SERVICE_UNAVAILABLE,
+                message: err.to_string(),
+                retry_after: Some(1),
+            },
             LoginError::Db(db) => db.into(),
             LoginError::Internal(e) => {
                 tracing::error!("{e}");
@@ -107,39 +112,6 @@ pub fn routes() -> Router<AppState> {
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such API endpoint") })
 }
 
-/// The body of a JSON request: 415 unless it is `application/json`, 413 when too large.
-fn json_body(headers: &HeaderMap, body: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
-    let is_json = headers
-        .get(CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split(';').next())
-        .is_some_and(|v| v.trim().eq_ignore_ascii_case("application/json"));
-    let body = body.map_err(|rejection| {
-        let status = rejection.status();
-        if status == StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::new(status, "the request body is too large")
-        } else {
-            ApiError::new(status, format!("cannot read the request body: {rejection}"))
-        }
-    })?;
-    if !is_json {
-        return Err(ApiError::new(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "the request body must be JSON with Content-Type: application/json",
-        ));
-    }
-    Ok(body)
-}
-
-async fn require_user(state: &AppState, headers: &HeaderMap) -> Result<SessionUser, ApiError> {
-    session::current_user(state, headers).await?.ok_or_else(|| {
-        ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            "log in first: this needs a session",
-        )
-    })
-}
-
 fn post_id(raw: &str) -> Result<u64, ApiError> {
     raw.parse::<u64>()
         .map_err(|_| ApiError::new(StatusCode::NOT_FOUND, format!("no post with id `{raw}`")))
@@ -149,22 +121,23 @@ fn not_found(id: u64) -> ApiError {
     ApiError::new(StatusCode::NOT_FOUND, format!("no post with id {id}"))
 }
 
+/// The body of `POST /api/login`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LoginInput {
+    username: String,
+    password: String,
+}
+
 async fn login(
     State(state): State<AppState>,
+    ClientAddr(client): ClientAddr,
     headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    ApiJson(input): ApiJson<LoginInput>,
 ) -> ApiResult {
-    let body = json_body(&headers, body)?;
-    let map = input::object(&body, &["username", "password"])?;
-    let username = input::string(&map, "username")?;
-    let password = input::string(&map, "password")?;
-    if username.is_empty() || username.chars().count() > input::MAX_USERNAME {
-        return Err(ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "field `username` must be 1 to 64 characters",
-        ));
-    }
-    let cookie = session::login(&state, &username, &password, &headers).await?;
+    let username = input::username("username", &input.username)?;
+    let password = input::password("password", &input.password)?;
+    let cookie = session::login(&state, client, &username, &password, &headers).await?;
     Ok((
         [(SET_COOKIE, cookie)],
         axum::Json(json!({ "username": username })),
@@ -202,14 +175,13 @@ impl PageQuery {
 
 async fn list_posts(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    MaybeUser(user): MaybeUser,
     query: Result<Query<PageQuery>, axum::extract::rejection::QueryRejection>,
 ) -> ApiResult {
     let Query(query) = query.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.body_text()))?;
     let page = query
         .page()
         .map_err(|m| ApiError::new(StatusCode::BAD_REQUEST, m))?;
-    let user = session::current_user(&state, &headers).await?;
     let per_page = state.settings.posts_per_page;
     let (posts, more) = model::list_posts(&state.db, user.is_none(), page, per_page).await?;
     let next = more.then_some(page + 1);
@@ -218,12 +190,10 @@ async fn list_posts(
 
 async fn create_post(
     State(state): State<AppState>,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    _: ApiUser,
+    ApiJson(input): ApiJson<PostInput>,
 ) -> ApiResult {
-    require_user(&state, &headers).await?;
-    let body = json_body(&headers, body)?;
-    let input = PostInput::from_json(&body, state.settings.max_body_bytes)?;
+    let input = input.checked(state.settings.max_body_bytes)?;
     let post = model::create_post(&state.db, &input.title, &input.body, input.published).await?;
     let location = HeaderValue::from_str(&format!("/api/posts/{}", post.id))
         .unwrap_or_else(|_| HeaderValue::from_static("/api/posts"));
@@ -237,11 +207,10 @@ async fn create_post(
 
 async fn get_post(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    MaybeUser(user): MaybeUser,
     Path(raw): Path<String>,
 ) -> ApiResult {
     let id = post_id(&raw)?;
-    let user = session::current_user(&state, &headers).await?;
     let post = model::get_post(&state.db, id, user.is_none())
         .await?
         .ok_or_else(|| not_found(id))?;
@@ -250,14 +219,12 @@ async fn get_post(
 
 async fn update_post(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    _: ApiUser,
     Path(raw): Path<String>,
-    body: Result<Bytes, BytesRejection>,
+    ApiJson(input): ApiJson<PostInput>,
 ) -> ApiResult {
-    require_user(&state, &headers).await?;
     let id = post_id(&raw)?;
-    let body = json_body(&headers, body)?;
-    let input = PostInput::from_json(&body, state.settings.max_body_bytes)?;
+    let input = input.checked(state.settings.max_body_bytes)?;
     let post = model::update_post(&state.db, id, &input.title, &input.body, input.published)
         .await?
         .ok_or_else(|| not_found(id))?;
@@ -266,10 +233,9 @@ async fn update_post(
 
 async fn delete_post(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    _: ApiUser,
     Path(raw): Path<String>,
 ) -> ApiResult {
-    require_user(&state, &headers).await?;
     let id = post_id(&raw)?;
     if model::delete_post(&state.db, id).await? {
         Ok(StatusCode::NO_CONTENT.into_response())
@@ -284,21 +250,13 @@ async fn get_settings(State(state): State<AppState>) -> ApiResult {
 
 async fn put_settings(
     State(state): State<AppState>,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    _: ApiUser,
+    ApiJson(input): ApiJson<SettingsInput>,
 ) -> ApiResult {
-    require_user(&state, &headers).await?;
-    let body = json_body(&headers, body)?;
-    let map = input::object(&body, &["title", "description"])?;
-    let title = input::line(
-        "title",
-        &input::string(&map, "title")?,
-        input::MAX_TITLE,
-        false,
-    )?;
+    let title = input::line("title", &input.title, input::MAX_TITLE, false)?;
     let description = input::line(
         "description",
-        &input::string(&map, "description")?,
+        &input.description,
         input::MAX_DESCRIPTION,
         true,
     )?;

@@ -19,8 +19,14 @@ pub struct Settings {
     pub max_body_bytes: usize,
     /// Session lifetime in seconds.
     pub session_lifetime_secs: u64,
-    /// Failed logins before refusing.
+    /// Failed logins at one name from one client before refusing.
     pub login_max_failures: u32,
+    /// Failed logins from one client before refusing.
+    pub login_max_failures_per_client: u32,
+    /// The peers whose `X-Forwarded-For` is believed.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// Where to serve the metrics, if anywhere (a loopback address).
+    pub metrics_listen: Option<SocketAddr>,
     /// Seconds failures are remembered and refusals last.
     pub login_lockout_secs: u64,
 }
@@ -44,6 +50,9 @@ impl Settings {
             max_body_bytes: app.max_body_bytes.as_usize(),
             session_lifetime_secs: app.session_lifetime_secs.get(),
             login_max_failures: app.login_max_failures.as_u32(),
+            login_max_failures_per_client: app.login_max_failures_per_client.as_u32(),
+            trusted_proxies: app.trusted_proxies.iter().map(|m| m.0).collect(),
+            metrics_listen: app.metrics_listen.map(|a| a.get()),
             login_lockout_secs: app.login_lockout_secs.get(),
         })
     }

@@ -1,6 +1,7 @@
 //! The connection pool, with a one-second limit on reaching the database and self-healing after
 //! the database went away.
 
+use crate::metrics::{DbErrorKind, DbErrors};
 use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, Opts, OptsBuilder, Pool, PoolConstraints, PoolOpts};
 use std::sync::Arc;
@@ -40,6 +41,8 @@ pub struct UrlError {
 #[derive(Clone)]
 pub struct Db {
     pool: Pool,
+    /// Errors by kind, for the metrics.
+    errors: DbErrors,
     /// When the last connection-level failure happened, in milliseconds since `epoch`.
     last_failure_ms: Arc<AtomicU64>,
     epoch: Instant,
@@ -65,6 +68,7 @@ impl Db {
             .init(vec!["SET time_zone = '+00:00'"]);
         Ok(Db {
             pool: Pool::new(opts),
+            errors: DbErrors::default(),
             last_failure_ms: Arc::new(AtomicU64::new(u64::MAX)),
             epoch: Instant::now(),
         })
@@ -130,11 +134,19 @@ impl Db {
             self.note_failure();
             DbError::Unavailable(err.to_string())
         } else {
+            self.errors.count(DbErrorKind::query);
             DbError::Query(err)
         }
     }
 
+    /// The error counters, for [`crate::metrics::Metrics::new`].
+    pub fn errors(&self) -> &DbErrors {
+        &self.errors
+    }
+
+    /// Remembers a connection-level failure (and counts it as `unavailable`).
     fn note_failure(&self) {
+        self.errors.count(DbErrorKind::unavailable);
         let now = u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX - 1);
         self.last_failure_ms.store(now, Ordering::Relaxed);
     }

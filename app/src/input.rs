@@ -1,8 +1,8 @@
-//! Reading and checking request input: JSON objects field by field, so that every error names
-//! the field it is about.
+//! Checking request input: the API's JSON bodies as typed structs (read by
+//! [`crate::extract::ApiJson`]) and the checks of their fields, every error naming its field.
 
 use axum::http::StatusCode;
-use serde_json::{Map, Value};
+use serde::Deserialize;
 
 /// Input that cannot be accepted: the status (400 or 413) and a message naming the field.
 #[derive(Debug, thiserror::Error)]
@@ -28,59 +28,28 @@ pub const MAX_DESCRIPTION: usize = 1000;
 /// The longest user name, in characters.
 pub const MAX_USERNAME: usize = 64;
 
-/// A JSON request body as an object whose keys are all in `allowed`.
-pub fn object(body: &[u8], allowed: &[&str]) -> Result<Map<String, Value>, InputError> {
-    let value: Value = serde_json::from_slice(body)
-        .map_err(|e| bad(format!("the request body is not valid JSON: {e}")))?;
-    let Value::Object(map) = value else {
-        return Err(bad("the request body must be a JSON object".into()));
-    };
-    if let Some(key) = map.keys().find(|k| !allowed.contains(&k.as_str())) {
+/// The longest password accepted at login, in characters (as `admin set-password` allows).
+pub const MAX_PASSWORD: usize = 1024;
+
+/// Checks a user name as typed at login: trimmed, 1 to [`MAX_USERNAME`] characters.
+pub fn username(name: &str, value: &str) -> Result<String, InputError> {
+    let value = value.trim();
+    if value.is_empty() || value.chars().count() > MAX_USERNAME {
         return Err(bad(format!(
-            "unknown field `{key}`; expected {}",
-            allowed
-                .iter()
-                .map(|a| format!("`{a}`"))
-                .collect::<Vec<_>>()
-                .join(", ")
+            "field `{name}` must be 1 to {MAX_USERNAME} characters"
         )));
     }
-    Ok(map)
+    Ok(value.to_string())
 }
 
-/// The string field `name`, required.
-pub fn string(map: &Map<String, Value>, name: &str) -> Result<String, InputError> {
-    match map.get(name) {
-        Some(Value::String(s)) => Ok(s.clone()),
-        Some(other) => Err(bad(format!(
-            "field `{name}` must be a string, not {}",
-            kind(other)
-        ))),
-        None => Err(bad(format!("missing field `{name}`"))),
+/// Checks a password as typed at login: at most [`MAX_PASSWORD`] characters.
+pub fn password(name: &str, value: &str) -> Result<String, InputError> {
+    if value.chars().count() > MAX_PASSWORD {
+        return Err(bad(format!(
+            "field `{name}` must be at most {MAX_PASSWORD} characters"
+        )));
     }
-}
-
-/// The boolean field `name`, required.
-pub fn boolean(map: &Map<String, Value>, name: &str) -> Result<bool, InputError> {
-    match map.get(name) {
-        Some(Value::Bool(b)) => Ok(*b),
-        Some(other) => Err(bad(format!(
-            "field `{name}` must be true or false, not {}",
-            kind(other)
-        ))),
-        None => Err(bad(format!("missing field `{name}`"))),
-    }
-}
-
-fn kind(value: &Value) -> &'static str {
-    match value {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
-    }
+    Ok(value.to_string())
 }
 
 /// Checks a one-line text field: not empty (unless `may_be_empty`), at most `max` characters,
@@ -120,8 +89,9 @@ pub fn text(name: &str, value: &str, max: usize) -> Result<String, InputError> {
     Ok(value.to_string())
 }
 
-/// A post's fields, checked.
-#[derive(Debug)]
+/// A post's fields as the API takes them: `{"title","body","published"}`, all required.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct PostInput {
     /// The title.
     pub title: String,
@@ -132,48 +102,71 @@ pub struct PostInput {
 }
 
 impl PostInput {
-    /// Reads `{"title","body","published"}`, all required.
-    pub fn from_json(body: &[u8], max_body: usize) -> Result<PostInput, InputError> {
-        let map = object(body, &["title", "body", "published"])?;
+    /// The same fields checked: a one-line title, a body of at most `max_body` bytes.
+    pub fn checked(self, max_body: usize) -> Result<PostInput, InputError> {
         Ok(PostInput {
-            title: line("title", &string(&map, "title")?, MAX_TITLE, false)?,
-            body: text("body", &string(&map, "body")?, max_body)?,
-            published: boolean(&map, "published")?,
+            title: line("title", &self.title, MAX_TITLE, false)?,
+            body: text("body", &self.body, max_body)?,
+            published: self.published,
         })
     }
+}
+
+/// The site settings as the API takes them: `{"title","description"}`, both required.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SettingsInput {
+    /// The site's title.
+    pub title: String,
+    /// A line describing the site.
+    pub description: String,
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn post(json: &[u8], max: usize) -> Result<PostInput, String> {
+        crate::extract::from_json::<PostInput>(json).and_then(|p| {
+            p.checked(max)
+                .map_err(|e| format!("{} {}", e.status, e.message))
+        })
+    }
+
     #[test]
     fn errors_name_the_field() {
-        let e = PostInput::from_json(br#"{"title": 5, "body": "", "published": true}"#, 100)
-            .expect_err("type");
-        assert!(e.message.contains("`title`"), "{}", e.message);
-        let e = PostInput::from_json(br#"{"title": "t", "body": ""}"#, 100).expect_err("missing");
-        assert!(e.message.contains("`published`"), "{}", e.message);
-        let e = PostInput::from_json(br#"{"title": "t", "body": "", "published": 1}"#, 100)
-            .expect_err("type");
-        assert!(e.message.contains("`published`"), "{}", e.message);
-        let e = PostInput::from_json(
+        let e = post(br#"{"title": 5, "body": "", "published": true}"#, 100).expect_err("type");
+        assert!(e.contains("`title`"), "{e}");
+        let e = post(br#"{"title": "t", "body": ""}"#, 100).expect_err("missing");
+        assert!(e.contains("`published`"), "{e}");
+        let e = post(br#"{"title": "t", "body": "", "published": 1}"#, 100).expect_err("type");
+        assert!(e.contains("`published`"), "{e}");
+        let e = post(
             br#"{"title": "t", "body": "", "published": true, "x": 1}"#,
             100,
         )
         .expect_err("unknown");
-        assert!(e.message.contains("`x`"), "{}", e.message);
-        let e = PostInput::from_json(
+        assert!(e.contains("`x`"), "{e}");
+        let e = post(
             br#"{"title": "t", "body": "0123456789", "published": true}"#,
             5,
         )
         .expect_err("long");
-        assert_eq!(e.status, StatusCode::PAYLOAD_TOO_LARGE);
-        assert!(e.message.contains("`body`"), "{}", e.message);
-        let e = PostInput::from_json(b"{", 5).expect_err("json");
-        assert_eq!(e.status, StatusCode::BAD_REQUEST);
-        let ok = PostInput::from_json(br#"{"title": " t ", "body": "b", "published": false}"#, 5)
-            .expect("ok");
+        assert!(e.starts_with("413") && e.contains("`body`"), "{e}");
+        let e = post(b"{", 5).expect_err("json");
+        assert!(e.contains("not valid JSON"), "{e}");
+        let ok = post(br#"{"title": " t ", "body": "b", "published": false}"#, 5).expect("ok");
         assert_eq!(ok.title, "t");
+    }
+
+    #[test]
+    fn login_fields_are_bounded() {
+        assert_eq!(username("username", " admin ").expect("ok"), "admin");
+        assert!(username("username", "").is_err());
+        let long = "u".repeat(MAX_USERNAME + 1);
+        let e = username("username", &long).expect_err("long");
+        assert!(e.message.contains("`username`"), "{}", e.message);
+        assert!(password("password", &"p".repeat(MAX_PASSWORD)).is_ok());
+        assert!(password("password", &"p".repeat(MAX_PASSWORD + 1)).is_err());
     }
 }

@@ -118,3 +118,16 @@ async fn drain(mut stream: TcpStream) {
     })
     .await;
 }
+
+/// The peer address of a connection, for `ConnectInfo` (axum implements it for plain
+/// `TcpListener`s only).
+#[derive(Debug, Clone, Copy)]
+pub struct PeerAddr(pub SocketAddr);
+
+impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, LingeringListener>>
+    for PeerAddr
+{
+    fn connect_info(stream: axum::serve::IncomingStream<'_, LingeringListener>) -> PeerAddr {
+        PeerAddr(*stream.remote_addr())
+    }
+}

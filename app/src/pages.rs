@@ -2,6 +2,7 @@
 
 use crate::api::PageQuery;
 use crate::db::DbError;
+use crate::filters;
 use crate::markdown;
 use crate::model::{self, SiteSettings};
 use crate::state::AppState;
@@ -22,9 +23,9 @@ pub struct Summary {
     pub id: u64,
     /// The title.
     pub title: String,
-    /// When it was created.
+    /// When it was created, RFC 3339.
     pub created_at: String,
-    /// The start of the body, as text.
+    /// The start of the body's text as a reader sees it.
     pub excerpt: String,
 }
 
@@ -134,12 +135,10 @@ pub fn routes() -> Router<AppState> {
         .route("/posts/{id}", get(show_post))
 }
 
-/// The first `EXCERPT_CHARS` characters of `body`, with `…` when cut.
+/// The home page's excerpt of a Markdown `body`: the start of the text a reader sees of it,
+/// at most [`EXCERPT_CHARS`] characters, with `…` when cut.
 pub fn excerpt(body: &str) -> String {
-    match body.char_indices().nth(EXCERPT_CHARS) {
-        Some((at, _)) => format!("{}…", body[..at].trim_end()),
-        None => body.to_string(),
-    }
+    markdown::plain_text(body, EXCERPT_CHARS)
 }
 
 async fn home(
@@ -197,8 +196,9 @@ mod tests {
     use super::*;
 
     #[test]
-    fn excerpts_cut_at_characters() {
+    fn excerpts_are_text_cut_at_characters() {
         assert_eq!(excerpt("short"), "short");
+        assert_eq!(excerpt("# Title\n\n**bold** `x`"), "Title bold x");
         let long = "é".repeat(EXCERPT_CHARS + 5);
         let cut = excerpt(&long);
         assert_eq!(cut.chars().count(), EXCERPT_CHARS + 1);
@@ -216,7 +216,7 @@ mod tests {
             posts: vec![Summary {
                 id: 1,
                 title: "<script>x</script>".into(),
-                created_at: "c".into(),
+                created_at: "2026-11-29T18:08:45Z".into(),
                 excerpt: "<i>".into(),
             }],
             newer: None,
@@ -227,5 +227,9 @@ mod tests {
         assert!(!html.contains("<b>T"), "{html}");
         assert!(!html.contains("<i>"), "{html}");
         assert!(html.contains("/?page=2"), "{html}");
+        assert!(
+            html.contains("<time datetime=\"2026-11-29T18:08:45Z\">29 November 2026</time>"),
+            "{html}"
+        );
     }
 }

@@ -2,7 +2,9 @@
 
 use crate::config::Settings;
 use crate::db::{Db, DbError, UrlError};
+use crate::metrics::{self, Metrics};
 use crate::migrate::{self, MigrateError};
+use crate::password::Verifier;
 use crate::state::AppState;
 use crate::throttle::Throttle;
 use crate::{admin, api, pages};
@@ -16,6 +18,7 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use std::io::Write;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -80,6 +83,10 @@ pub fn router(state: AppState) -> Router {
         })
         .layer(DefaultBodyLimit::max(limit))
         .layer(middleware::from_fn(security_headers))
+        .layer(middleware::from_fn_with_state(
+            Arc::clone(&state.metrics),
+            metrics::count_requests,
+        ))
         .with_state(state)
 }
 
@@ -95,23 +102,57 @@ pub async fn serve(settings: Settings) -> Result<(), ServeError> {
     let addr = listener.local_addr().map_err(ServeError::Serve)?;
     let throttle = Throttle::new(
         settings.login_max_failures,
+        settings.login_max_failures_per_client,
         Duration::from_secs(settings.login_lockout_secs),
     );
+    let slots = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+    let metrics = Metrics::new(db.errors());
+    if let Some(addr) = settings.metrics_listen {
+        serve_metrics(addr, Arc::clone(&metrics)).await?;
+    }
     let state = AppState {
         db: db.clone(),
+        metrics,
+        trusted_proxies: Arc::new(settings.trusted_proxies.clone()),
         settings: Arc::new(settings),
         throttle: Arc::new(throttle),
+        verifier: Verifier::new(slots),
     };
-    tracing::info!("listening on http://{addr}");
+    tracing::info!(
+        "listening on http://{addr}; at most {} password checks at once",
+        state.verifier.slots()
+    );
     // The one line on standard output: tests and scripts read the address from it.
     let mut out = std::io::stdout();
     let _ = writeln!(out, "onebox-app: listening on http://{addr}");
     let _ = out.flush();
-    axum::serve(crate::linger::LingeringListener(listener), router(state))
+    let app = router(state).into_make_service_with_connect_info::<crate::linger::PeerAddr>();
+    axum::serve(crate::linger::LingeringListener(listener), app)
         .with_graceful_shutdown(shutdown())
         .await
         .map_err(ServeError::Serve)?;
     db.close().await;
+    Ok(())
+}
+
+/// Starts the metrics endpoint on the loopback address `addr`.
+async fn serve_metrics(addr: SocketAddr, metrics: Arc<Metrics>) -> Result<(), ServeError> {
+    if !addr.ip().is_loopback() {
+        return Err(ServeError::Bind {
+            addr,
+            source: std::io::Error::other("[app] metrics_listen must be a loopback address"),
+        });
+    }
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|source| ServeError::Bind { addr, source })?;
+    let bound = listener.local_addr().map_err(ServeError::Serve)?;
+    tracing::info!("metrics on http://{bound}/metrics");
+    tokio::spawn(async move {
+        if let Err(err) = axum::serve(listener, metrics.router()).await {
+            tracing::error!("the metrics endpoint failed: {err}");
+        }
+    });
     Ok(())
 }
 
@@ -131,11 +172,15 @@ async fn shutdown() {
     tracing::info!("shutting down");
 }
 
-/// `GET /healthz`: 200 when the database answers, 503 otherwise.
+/// `GET /healthz`: 200 `ok` when the database answers, 503 `database unavailable` otherwise;
+/// the reason goes to the log, never into the answer.
 async fn healthz(State(state): State<AppState>) -> Response {
     match state.db.healthy().await {
         Ok(()) => (StatusCode::OK, "ok\n").into_response(),
-        Err(err) => (StatusCode::SERVICE_UNAVAILABLE, format!("{err}\n")).into_response(),
+        Err(err) => {
+            tracing::warn!("health check: {err}");
+            (StatusCode::SERVICE_UNAVAILABLE, "database unavailable\n").into_response()
+        }
     }
 }
 

@@ -7,7 +7,9 @@ use crate::password;
 use crate::state::AppState;
 use axum::http::HeaderMap;
 use axum::http::header::{COOKIE, HeaderValue};
+use cookie::{Cookie, SameSite};
 use sha2::{Digest, Sha256};
+use std::net::IpAddr;
 
 /// The session cookie's name.
 pub const SESSION_COOKIE: &str = "onebox_session";
@@ -18,9 +20,12 @@ pub enum LoginError {
     /// Wrong user name or password.
     #[error("wrong username or password")]
     Wrong,
-    /// Too many failures for this user name.
-    #[error("too many failed logins for this username; try again in {0} seconds")]
+    /// Too many failures from this client, or for this user name from this client.
+    #[error("too many failed logins; try again in {0} seconds")]
     Throttled(u64),
+    /// Every password check slot is busy (a login storm): try again in a moment.
+    #[error("the server is busy checking other logins; try again in a moment")]
+    Busy,
     /// The database could not be used.
     #[error(transparent)]
     Db(#[from] DbError),
@@ -29,16 +34,17 @@ pub enum LoginError {
     Internal(#[from] password::PasswordError),
 }
 
-/// The value of cookie `name` in the request, if any.
-pub fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+/// The value of cookie `name` in the request's `Cookie` headers, if any (parsed by the `cookie`
+/// crate; an unparsable pair is skipped).
+pub fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
     headers
         .get_all(COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(k, _)| *k == name)
-        .map(|(_, v)| v.trim())
+        .flat_map(Cookie::split_parse)
+        .filter_map(Result::ok)
+        .find(|c| c.name() == name)
+        .map(|c| c.value().to_string())
 }
 
 /// Whether the request reached the edge over HTTPS (`X-Forwarded-Proto: https`).
@@ -56,9 +62,16 @@ pub fn is_https(headers: &HeaderMap) -> bool {
 /// A `Set-Cookie` value for cookie `name`: HttpOnly, SameSite=Lax, Path=/, Secure over HTTPS;
 /// `max_age` 0 deletes it.
 pub fn set_cookie(name: &str, value: &str, max_age: u64, headers: &HeaderMap) -> HeaderValue {
-    let secure = if is_https(headers) { "; Secure" } else { "" };
-    let text = format!("{name}={value}; Path=/; Max-Age={max_age}; HttpOnly; SameSite=Lax{secure}");
-    HeaderValue::from_str(&text).unwrap_or_else(|_| HeaderValue::from_static("invalid=1"))
+    let seconds = i64::try_from(max_age).unwrap_or(i64::MAX);
+    let cookie = Cookie::build((name, value))
+        .path("/")
+        .max_age(cookie::time::Duration::seconds(seconds))
+        .http_only(true)
+        .same_site(SameSite::Lax)
+        .secure(is_https(headers))
+        .build();
+    HeaderValue::from_str(&cookie.to_string())
+        .unwrap_or_else(|_| HeaderValue::from_static("invalid=1"))
 }
 
 fn token_hash(token: &str) -> [u8; 32] {
@@ -71,55 +84,78 @@ pub async fn current_user(
     headers: &HeaderMap,
 ) -> Result<Option<SessionUser>, DbError> {
     match cookie(headers, SESSION_COOKIE) {
-        Some(token) if token.len() == 64 && token.bytes().all(|b| b.is_ascii_hexdigit()) => {
-            model::session_user(&state.db, &token_hash(token)).await
+        Some(token) if crate::extract::is_token(&token) => {
+            model::session_user(&state.db, &token_hash(&token)).await
         }
         _ => Ok(None),
     }
 }
 
-/// Checks `username` and `password` and, when they match, starts a session: returns the
-/// `Set-Cookie` header value for it.
+/// Checks `username` and `password` for `client` and, when they match, starts a session:
+/// returns the `Set-Cookie` header value for it.
+///
+/// The attempt is refused before any work when the client is throttled, and before the
+/// database is asked when every password check slot is busy; it is counted as a failure
+/// before the password is checked.
 pub async fn login(
     state: &AppState,
+    client: IpAddr,
     username: &str,
     password: &str,
     headers: &HeaderMap,
 ) -> Result<HeaderValue, LoginError> {
-    state
+    let outcome = check_and_start(state, client, username, password, headers).await;
+    state.metrics.login(&outcome);
+    outcome
+}
+
+async fn check_and_start(
+    state: &AppState,
+    client: IpAddr,
+    username: &str,
+    password: &str,
+    headers: &HeaderMap,
+) -> Result<HeaderValue, LoginError> {
+    let attempt = state
         .throttle
-        .check(username)
-        .map_err(LoginError::Throttled)?;
+        .begin(client, username)
+        .map_err(|r| LoginError::Throttled(r.retry_after_secs))?;
+    let slot = match state.verifier.slot() {
+        Ok(slot) => slot,
+        Err(password::Busy) => {
+            // No guess was checked: the attempt does not count.
+            state.throttle.succeeded(attempt);
+            return Err(LoginError::Busy);
+        }
+    };
     let user = model::user_hash(&state.db, username).await?;
-    let (id, hash) = match &user {
-        Some((id, hash)) => (Some(*id), hash.clone()),
+    let (id, hash) = match user {
+        Some((id, hash)) => (Some(id), hash),
         None => (None, password::DUMMY_HASH.to_string()),
     };
-    let attempt = password.to_string();
-    let matches = tokio::task::spawn_blocking(move || password::verify_password(&attempt, &hash))
-        .await
-        .unwrap_or(false);
+    let matches = slot.verify(password.to_string(), hash).await;
     let Some(user_id) = id.filter(|_| matches) else {
-        state.throttle.failed(username);
         return Err(LoginError::Wrong);
     };
-    state.throttle.succeeded(username);
+    state.throttle.succeeded(attempt);
     let token = password::random_token()?;
     let csrf = password::random_token()?;
     let lifetime_secs = state.settings.session_lifetime_secs;
-    model::create_session(&state.db, &token_hash(&token), user_id, &csrf, lifetime_secs).await?;
-    Ok(set_cookie(
-        SESSION_COOKIE,
-        &token,
+    model::create_session(
+        &state.db,
+        &token_hash(&token),
+        user_id,
+        &csrf,
         lifetime_secs,
-        headers,
-    ))
+    )
+    .await?;
+    Ok(set_cookie(SESSION_COOKIE, &token, lifetime_secs, headers))
 }
 
 /// Ends the request's session, if any, and returns the `Set-Cookie` value that deletes it.
 pub async fn logout(state: &AppState, headers: &HeaderMap) -> Result<HeaderValue, DbError> {
     if let Some(token) = cookie(headers, SESSION_COOKIE) {
-        model::delete_session(&state.db, &token_hash(token)).await?;
+        model::delete_session(&state.db, &token_hash(&token)).await?;
     }
     Ok(set_cookie(SESSION_COOKIE, "", 0, headers))
 }
@@ -135,7 +171,7 @@ mod tests {
             COOKIE,
             HeaderValue::from_static("a=1; onebox_session=abc ; b=2"),
         );
-        assert_eq!(cookie(&h, SESSION_COOKIE), Some("abc"));
+        assert_eq!(cookie(&h, SESSION_COOKIE).as_deref(), Some("abc"));
         assert_eq!(cookie(&h, "c"), None);
         assert!(!is_https(&h));
         assert!(
@@ -149,7 +185,7 @@ mod tests {
         let c = set_cookie("x", "y", 5, &h);
         assert_eq!(
             c.to_str().expect("ascii"),
-            "x=y; Path=/; Max-Age=5; HttpOnly; SameSite=Lax; Secure"
+            "x=y; HttpOnly; SameSite=Lax; Secure; Path=/; Max-Age=5"
         );
     }
 }

@@ -2,7 +2,10 @@
 
 use crate::config::Settings;
 use crate::db::Db;
+use crate::metrics::Metrics;
+use crate::password::Verifier;
 use crate::throttle::Throttle;
+use ipnet::IpNet;
 use std::sync::Arc;
 
 /// The shared state of the server.
@@ -14,4 +17,10 @@ pub struct AppState {
     pub settings: Arc<Settings>,
     /// Failed-login bookkeeping.
     pub throttle: Arc<Throttle>,
+    /// The password check slots.
+    pub verifier: Arc<Verifier>,
+    /// The metrics.
+    pub metrics: Arc<Metrics>,
+    /// The peers whose `X-Forwarded-For` is believed (the edge).
+    pub trusted_proxies: Arc<Vec<IpNet>>,
 }

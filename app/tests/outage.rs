@@ -32,7 +32,9 @@ async fn first_200(c: &reqwest::Client, app: &App, path: &str) -> reqwest::Respo
 async fn answers_503_while_the_database_is_down_and_recovers_without_restart() {
     let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let mut server = PrivateMariadb::start();
-    let (_db, mut app) = app_with_admin_on(&server.url(), "").await;
+    let port = onebox_testkit::free_port();
+    let metrics = format!("metrics_listen = \"127.0.0.1:{port}\"");
+    let (_db, mut app) = app_with_admin_on(&server.url(), &metrics).await;
     let c = admin_client(&app).await;
     create_post(&c, &app, "Survivor", "still here", true).await;
     let anon = client();
@@ -44,6 +46,13 @@ async fn answers_503_while_the_database_is_down_and_recovers_without_restart() {
     // Every kind of request is answered, with 503 (the client gives up after 20 s).
     let r = send(anon.get(app.url("/healthz"))).await;
     assert_eq!(r.status(), 503);
+    // A fixed answer: the driver's error text goes to the log, never to the client.
+    assert_eq!(r.text().await.unwrap(), "database unavailable\n");
+    let log = app.stderr();
+    assert!(
+        log.contains("health check: the database is unavailable: "),
+        "{log}"
+    );
     for _ in 0..3 {
         let r = send(anon.get(app.url("/"))).await;
         assert_eq!(r.status(), 503);
@@ -55,6 +64,14 @@ async fn answers_503_while_the_database_is_down_and_recovers_without_restart() {
     assert!(v["error"].as_str().unwrap().contains("unavailable"), "{v}");
     assert_eq!(status(api_new_post(&c, &app, "t", "", true)).await, 503);
     assert!(app.running(), "the app keeps running");
+    // The metrics count the outage.
+    let text = text(anon.get(format!("http://127.0.0.1:{port}/metrics"))).await;
+    let unavailable = text
+        .lines()
+        .find_map(|l| l.strip_prefix("onebox_app_database_errors_total{kind=\"unavailable\"} "))
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .unwrap_or_else(|| panic!("no unavailable count in {text}"));
+    assert!(unavailable >= 6.0, "{text}");
 
     server.resume();
     first_200(&anon, &app, "/healthz").await;

@@ -64,13 +64,31 @@ async fn home_shows_settings_and_an_empty_site() {
 async fn a_post_page_renders_markdown_safely() {
     let (_db, app) = app_with_admin("").await;
     let c = admin_client(&app).await;
-    let body = "## Heading\n\nSome **bold** text.\n\n<script>alert('body')</script>\n\n[click](javascript:alert(1))";
+    let body = "# Top\n\n## Heading\n\nSome **bold** text.\n\n<script>alert('body')</script>\n\n[click](javascript:alert(1))";
     let post = create_post(&c, &app, "<script>alert('title')</script>", body, true).await;
     let id = post["id"].as_u64().unwrap();
     let draft = create_post(&c, &app, "draft", "d", false).await;
     let anon = client();
     let page = text(anon.get(app.url(&format!("/posts/{id}")))).await;
-    assert!(page.contains("<h2>Heading</h2>"), "{page}");
+    // The post's title is the page's <h2>; the body's headings sit below it.
+    assert!(page.contains("<h3>Top</h3>"), "{page}");
+    assert!(page.contains("<h4>Heading</h4>"), "{page}");
+    assert!(
+        !page.contains("<h1>Top") && !page.contains("<h2>Heading"),
+        "{page}"
+    );
+    // Dates as people read them, the ISO form in the markup.
+    let created = post["created_at"].as_str().unwrap();
+    let time = format!("<time datetime=\"{created}\">");
+    let at = page
+        .find(&time)
+        .unwrap_or_else(|| panic!("{time} in {page}"))
+        + time.len();
+    let shown = &page[at..at + page[at..].find("</time>").unwrap()];
+    assert!(
+        !shown.contains('T') && shown.contains(&created[..4]) && shown.split(' ').count() == 3,
+        "{shown}"
+    );
     assert!(page.contains("<strong>bold</strong>"), "{page}");
     assert!(!page.contains("<script>"), "{page}");
     assert!(!page.contains("javascript:"), "{page}");
@@ -80,6 +98,10 @@ async fn a_post_page_renders_markdown_safely() {
     );
     let home = text(anon.get(app.url("/"))).await;
     assert!(!home.contains("<script>"), "{home}");
+    // The excerpt is the text a reader sees, not the Markdown source.
+    assert!(home.contains("<p>Top Heading Some bold text. "), "{home}");
+    assert!(!home.contains("##") && !home.contains("**"), "{home}");
+    assert!(home.contains(&format!("{time}{shown}</time>")), "{home}");
     for path in [
         format!("/posts/{}", draft["id"]),
         "/posts/424242".into(),

@@ -1,9 +1,9 @@
 //! The `[app]` section: onebox-app's settings.
 
-use crate::value::Bounded;
+use crate::value::{AddressMatch, Bounded, LoopbackAddr};
 use serde::{Deserialize, Serialize};
 use std::fmt;
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::path::PathBuf;
 
 /// The `[app]` section.
@@ -23,11 +23,21 @@ pub struct AppConfig {
     pub max_body_bytes: Bounded<1024, 67_108_864>,
     /// How long a login session lasts, in seconds. Default: 1209600 (two weeks).
     pub session_lifetime_secs: Bounded<60, 31_622_400>,
-    /// Failed logins for one user name before further attempts are refused (429). Default: 5.
+    /// Failed logins for one user name from one client before further attempts at that name
+    /// from that client are refused (429). Default: 5.
     pub login_max_failures: Bounded<1, 1_000_000>,
+    /// Failed logins from one client (an IPv4 address or an IPv6 /64), at any names, before
+    /// all its further attempts are refused (429). Default: 30.
+    pub login_max_failures_per_client: Bounded<1, 1_000_000>,
     /// Seconds failed logins are remembered and further attempts refused once the limit is
     /// reached. Default: 300.
     pub login_lockout_secs: Bounded<1, 31_622_400>,
+    /// The peers whose `X-Forwarded-For` names the client (the edge): addresses or networks.
+    /// From any other peer the header is ignored. Default: `["127.0.0.1", "::1"]`.
+    pub trusted_proxies: Vec<AddressMatch>,
+    /// Where to serve Prometheus metrics (`GET /metrics`); loopback only. Default: none (off).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub metrics_listen: Option<LoopbackAddr>,
 }
 
 impl Default for AppConfig {
@@ -39,7 +49,13 @@ impl Default for AppConfig {
             max_body_bytes: Bounded::clamped(1 << 20),
             session_lifetime_secs: Bounded::clamped(14 * 24 * 3600),
             login_max_failures: Bounded::clamped(5),
+            login_max_failures_per_client: Bounded::clamped(30),
             login_lockout_secs: Bounded::clamped(300),
+            trusted_proxies: vec![
+                AddressMatch(IpAddr::from([127, 0, 0, 1]).into()),
+                AddressMatch(IpAddr::from(Ipv6Addr::LOCALHOST).into()),
+            ],
+            metrics_listen: None,
         }
     }
 }

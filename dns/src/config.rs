@@ -2,6 +2,7 @@
 //! `onebox_site`'s), overridden by the command line.
 
 use crate::cli::ServeArgs;
+use crate::rrl::RrlConfig;
 pub use onebox_site::dns::{DnsConfig, ZoneConfig};
 pub use onebox_site::value::AddressMatch;
 use std::net::SocketAddr;
@@ -21,12 +22,23 @@ pub struct Settings {
     pub query_log: bool,
     /// Most TCP connections at once.
     pub tcp_max_connections: usize,
+    /// Most TCP connections at once from one client.
+    pub tcp_max_connections_per_client: usize,
     /// TCP idle timeout.
     pub tcp_idle_timeout: std::time::Duration,
+    /// How long a TCP connection may live.
+    pub tcp_max_connection_time: std::time::Duration,
     /// UDP sockets per listen address.
     pub udp_sockets: usize,
+    /// Response rate limiting (off when its rate is 0).
+    pub rrl: RrlConfig,
+    /// Where to serve metrics, if anywhere (a loopback address).
+    pub metrics_listen: Option<SocketAddr>,
     /// Per-zone settings.
     pub zone: Vec<ZoneConfig>,
+    /// The site file and its `[dns]` section as read at start (SIGHUP rereads the file's
+    /// per-zone settings); `None` without `--config`.
+    pub site_file: Option<(PathBuf, DnsConfig)>,
 }
 
 impl Settings {
@@ -40,6 +52,7 @@ impl Settings {
             }
             None => (DnsConfig::default(), None),
         };
+        let site_file = args.config.clone().map(|path| (path, dns.clone()));
         let default_listen = args.listen.is_empty() && dns.listen == DnsConfig::default_listen();
         let listen = if args.listen.is_empty() {
             dns.listen.to_vec()
@@ -58,9 +71,19 @@ impl Settings {
             zones,
             query_log: args.query_log || dns.query_log,
             tcp_max_connections: dns.tcp_max_connections.as_usize(),
+            tcp_max_connections_per_client: dns.tcp_max_connections_per_client.as_usize(),
             tcp_idle_timeout: dns.tcp_idle_timeout_secs.secs(),
+            tcp_max_connection_time: dns.tcp_max_connection_secs.secs(),
             udp_sockets: dns.udp_sockets.map_or(cpus.clamp(1, 64), |n| n.as_usize()),
+            rrl: RrlConfig {
+                responses_per_sec: dns.rrl_responses_per_sec.as_u32(),
+                slip: dns.rrl_slip.as_u32(),
+                window_secs: dns.rrl_window_secs.as_u32(),
+                table_size: dns.rrl_table_size.as_usize(),
+            },
+            metrics_listen: dns.metrics_listen.map(|a| a.get()),
             zone: dns.zone,
+            site_file,
         })
     }
 }

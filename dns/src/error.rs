@@ -38,22 +38,24 @@ pub enum ServeError {
     #[error(transparent)]
     Config(#[from] onebox_site::ConfigError),
     /// The zone directory could not be listed.
-    #[error("{}: cannot read the zone directory: {source}", path.display())]
+    #[error("{}: cannot read the zone directory: {cause}", path.display())]
     ZoneDir {
         /// The directory that was asked for.
         path: PathBuf,
-        /// What the operating system said.
-        source: std::io::Error,
+        /// What the operating system said (in the message: not a separate cause, so that it
+        /// is not printed twice).
+        cause: std::io::Error,
     },
     /// A listen address could not be bound.
-    #[error("cannot listen on {addr} ({proto}): {source}")]
+    #[error("cannot listen on {addr} ({proto}): {cause}")]
     Bind {
         /// The address that was asked for.
         addr: SocketAddr,
         /// `udp` or `tcp`.
         proto: &'static str,
-        /// What the operating system said.
-        source: std::io::Error,
+        /// What the operating system said (in the message: not a separate cause, so that it
+        /// is not printed twice).
+        cause: std::io::Error,
     },
     /// No listen address could be bound at all.
     #[error("no listen address could be bound")]

@@ -17,8 +17,10 @@ pub mod config;
 pub mod edns;
 pub mod error;
 pub mod lookup;
+pub mod metrics;
 pub mod query;
 pub mod reload;
+pub mod rrl;
 pub mod server;
 pub mod transfer;
 pub mod zone;
@@ -28,17 +30,47 @@ use config::Settings;
 use query::Engine;
 use std::sync::Arc;
 
-/// Serves until the process is killed: loads the zones, binds, reloads on SIGHUP.
+/// Serves until the process is killed: loads the zones, binds (and the metrics endpoint), and
+/// reloads on SIGHUP.
 pub async fn serve(settings: Settings) -> anyhow::Result<()> {
-    let catalog = reload::load(&settings.zones, None)?;
-    for zone in &settings.zone {
-        let known = catalog.zones().any(|z| z.origin() == zone.name.name());
-        if !known {
-            tracing::warn!("[[dns.zone]] {}: no such zone is loaded", *zone.name);
-        }
+    let loaded = reload::load(&settings.zones, None)?;
+    reload::check_zone_settings(&settings.zone, &loaded.catalog);
+    let rrl = rrl::RateLimiter::new(settings.rrl);
+    match &rrl {
+        Some(rrl) => tracing::info!(
+            "response rate limiting is on, {} answers per second per client network and \
+             answer, slip {}, window {} s, {} buckets",
+            settings.rrl.responses_per_sec,
+            settings.rrl.slip,
+            settings.rrl.window_secs,
+            rrl.buckets()
+        ),
+        None => tracing::info!("response rate limiting is off (rrl_responses_per_sec = 0)"),
     }
-    let engine = Arc::new(Engine::new(catalog, &settings.zone, settings.query_log));
-    server::spawn(&settings, engine.clone())?;
-    reload::on_sighup(settings.zones.clone(), engine).await?;
+    let metrics = Arc::new(metrics::Metrics::default());
+    let engine = Engine::new(loaded.catalog)
+        .with_query_log(settings.query_log)
+        .with_metrics(metrics.clone())
+        .with_rate_limiter(rrl);
+    engine.set_zone_settings(&settings.zone);
+    let engine = Arc::new(engine);
+    if let Some(addr) = settings.metrics_listen {
+        let listener = metrics::bind(addr)
+            .await
+            .map_err(|cause| error::ServeError::Bind {
+                addr,
+                proto: "tcp (metrics_listen)",
+                cause,
+            })?;
+        let registry = metrics::registry(&metrics, engine.catalog().clone());
+        tokio::spawn(metrics::serve(listener, Arc::new(registry)));
+        tracing::info!("metrics at http://{addr}/metrics");
+    }
+    server::spawn(&settings, server::TcpLimits::of(&settings), engine.clone())?;
+    let site = settings
+        .site_file
+        .clone()
+        .map(|(path, dns)| reload::SiteFile { path, dns });
+    reload::on_sighup(settings.zones.clone(), site, engine).await?;
     Ok(())
 }

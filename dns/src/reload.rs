@@ -1,18 +1,31 @@
 //! Loading the zone directory at startup and again on SIGHUP: the new catalog is built aside
-//! and swapped in whole; a zone whose file fails keeps its previous version serving.
+//! and swapped in whole; a zone whose file fails keeps its previous version serving. SIGHUP also
+//! rereads the site file's per-zone settings (`[[dns.zone]]`); a site file that fails keeps the
+//! previous settings.
 
 use crate::catalog::{self, Catalog};
+use crate::config::{DnsConfig, ZoneConfig};
 use crate::error::ServeError;
 use crate::query::Engine;
-use std::path::Path;
+use hickory_proto::rr::LowerName;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
+
+/// A loaded zone directory.
+#[derive(Debug)]
+pub struct Loaded {
+    /// The zones to serve.
+    pub catalog: Catalog,
+    /// Whether every zone file loaded (none kept its previous version or was left out).
+    pub clean: bool,
+}
 
 /// Loads `dir` (keeping zones of `previous` whose files fail) and logs every error and the
 /// outcome.
-pub fn load(dir: &Path, previous: Option<&Catalog>) -> Result<Catalog, ServeError> {
-    let files = catalog::zone_files(dir).map_err(|source| ServeError::ZoneDir {
+pub fn load(dir: &Path, previous: Option<&Catalog>) -> Result<Loaded, ServeError> {
+    let files = catalog::zone_files(dir).map_err(|cause| ServeError::ZoneDir {
         path: dir.to_path_buf(),
-        source,
+        cause,
     })?;
     let loaded = catalog::load(&files, previous);
     for error in &loaded.errors {
@@ -35,26 +48,130 @@ pub fn load(dir: &Path, previous: Option<&Catalog>) -> Result<Catalog, ServeErro
     if loaded.catalog.is_empty() {
         tracing::warn!("{}: no zone is being served", dir.display());
     }
-    Ok(loaded.catalog)
+    Ok(Loaded {
+        catalog: loaded.catalog,
+        clean: loaded.errors.is_empty(),
+    })
 }
 
-/// Reloads the zone directory on every SIGHUP, until the process ends.
-pub async fn on_sighup(dir: std::path::PathBuf, engine: Arc<Engine>) -> Result<(), ServeError> {
+/// Warns about `[[dns.zone]]` tables that name no zone being served.
+pub fn check_zone_settings(zones: &[ZoneConfig], catalog: &Catalog) {
+    for zone in zones {
+        let apex = LowerName::new(zone.name.name());
+        if !catalog.zones().any(|z| LowerName::new(z.origin()) == apex) {
+            tracing::warn!(
+                "[[dns.zone]] {}: no such zone is loaded (no {}.zone in the zone directory)",
+                zone.name.get(),
+                zone.name.get()
+            );
+        }
+    }
+}
+
+/// The site file the server was started with, and the `[dns]` section it read from it.
+#[derive(Debug, Clone)]
+pub struct SiteFile {
+    /// Its path.
+    pub path: PathBuf,
+    /// Its `[dns]` section as last applied.
+    pub dns: DnsConfig,
+}
+
+/// On every SIGHUP, until the process ends: rereads the site file's `[[dns.zone]]` tables (if
+/// the server was started with one) and the zone directory.
+pub async fn on_sighup(
+    dir: PathBuf,
+    mut site: Option<SiteFile>,
+    engine: Arc<Engine>,
+) -> Result<(), ServeError> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut hangups = signal(SignalKind::hangup()).map_err(ServeError::Signal)?;
     while hangups.recv().await.is_some() {
         tracing::info!("SIGHUP: reloading {}", dir.display());
-        let previous = engine.catalog.load_full();
+        let mut ok = true;
+        if let Some(site) = site.as_mut() {
+            ok &= reread_site_file(site, &engine).await;
+        }
+        let previous = engine.catalog().load_full();
         let dir2 = dir.clone();
         let loaded = tokio::task::spawn_blocking(move || load(&dir2, Some(&previous))).await;
         match loaded {
-            Ok(Ok(catalog)) => {
-                tracing::info!("reloaded: {} zones", catalog.len());
-                engine.catalog.store(Arc::new(catalog));
+            Ok(Ok(loaded)) => {
+                tracing::info!("reloaded: {} zones", loaded.catalog.len());
+                ok &= loaded.clean;
+                if let Some(site) = &site {
+                    check_zone_settings(&site.dns.zone, &loaded.catalog);
+                }
+                engine.catalog().store(Arc::new(loaded.catalog));
             }
-            Ok(Err(e)) => tracing::error!("reload failed, still serving the previous zones: {e}"),
-            Err(e) => tracing::error!("reload failed, still serving the previous zones: {e}"),
+            Ok(Err(e)) => {
+                ok = false;
+                tracing::error!("reload failed, still serving the previous zones: {e}");
+            }
+            Err(e) => {
+                ok = false;
+                tracing::error!("reload failed, still serving the previous zones: {e}");
+            }
         }
+        engine.metrics().reload(ok);
     }
     Ok(())
+}
+
+/// Rereads the site file and applies its `[[dns.zone]]` tables; other `[dns]` keys that changed
+/// are named in a warning (they take effect at the next start). A file that fails is logged
+/// (file:line:column) and changes nothing. Returns whether it was applied.
+async fn reread_site_file(site: &mut SiteFile, engine: &Engine) -> bool {
+    let path = site.path.clone();
+    let read = tokio::task::spawn_blocking(move || onebox_site::load(&path)).await;
+    let file = match read {
+        Ok(Ok(file)) => file,
+        Ok(Err(e)) => {
+            tracing::error!("{e}; still using the previous [[dns.zone]] settings");
+            return false;
+        }
+        Err(e) => {
+            tracing::error!("rereading {}: {e}", site.path.display());
+            return false;
+        }
+    };
+    let dns = file.dns;
+    let changed = changed_keys(&site.dns, &dns);
+    if !changed.is_empty() {
+        tracing::warn!(
+            "{}: [dns] {} changed; restart onebox-dns to apply (a reload applies [[dns.zone]] \
+             tables and zone files only)",
+            site.path.display(),
+            changed.join(", ")
+        );
+    }
+    if dns.zone != site.dns.zone {
+        tracing::info!(
+            "{}: applying {} [[dns.zone]] table(s)",
+            site.path.display(),
+            dns.zone.len()
+        );
+    }
+    engine.set_zone_settings(&dns.zone);
+    // Remember only what was applied: the other keys keep their running values.
+    site.dns.zone = dns.zone;
+    true
+}
+
+/// The `[dns]` keys other than `zone` whose values differ between `old` and `new`.
+fn changed_keys(old: &DnsConfig, new: &DnsConfig) -> Vec<String> {
+    let table = |dns: &DnsConfig| match toml::Value::try_from(dns) {
+        Ok(toml::Value::Table(table)) => table,
+        _ => toml::map::Map::new(),
+    };
+    let (old, new) = (table(old), table(new));
+    let mut keys: Vec<String> = old
+        .keys()
+        .chain(new.keys())
+        .filter(|k| *k != "zone" && old.get(*k) != new.get(*k))
+        .cloned()
+        .collect();
+    keys.sort();
+    keys.dedup();
+    keys
 }

@@ -1,7 +1,9 @@
 //! Zone transfers (RFC 5936 AXFR; IXFR answered with the whole zone, RFC 1995 §4): TCP only,
-//! only at the apex, only to the addresses a zone allows.
+//! only at the apex, only to the addresses a zone allows. Single-message answers (refusals, the
+//! SOA alone) go back to the query path to be finished like any other answer; a transfer's
+//! messages are assembled here with [`crate::answer`].
 
-use crate::answer::{Reply, Transport, encode};
+use crate::answer::{Transport, encode};
 use crate::zone::Zone;
 use hickory_proto::op::{Message, ResponseCode};
 use hickory_proto::rr::{LowerName, RData, Record, RecordType, SerialNumber};
@@ -10,6 +12,15 @@ use hickory_proto::serialize::binary::BinEncodable;
 /// Bytes of records per transfer message (before name compression, which only shrinks it).
 const MESSAGE_BUDGET: usize = 16_000;
 
+/// The answer to a transfer request.
+#[derive(Debug)]
+pub enum Transfer {
+    /// One message, to be finished (encoded within the client's size) by the caller.
+    One(Message),
+    /// The transfer's messages, encoded, in order.
+    Many(Vec<Vec<u8>>),
+}
+
 /// Answers an AXFR or IXFR `request` for `zone`. `response` carries the header and question.
 pub fn respond(
     mut response: Message,
@@ -17,25 +28,24 @@ pub fn respond(
     zone: &Zone,
     transport: Transport,
     allowed: bool,
-    limit: u16,
-) -> Reply {
+) -> Transfer {
     let Some(query) = request.queries.first() else {
         response.metadata.response_code = ResponseCode::FormErr;
-        return Reply::One(encode(response, limit));
+        return Transfer::One(response);
     };
     if transport == Transport::Udp && query.query_type == RecordType::AXFR {
         // AXFR is TCP-only (RFC 5936 §4.2); NSD and Knot answer NOTIMP.
         response.metadata.response_code = ResponseCode::NotImp;
-        return Reply::One(encode(response, limit));
+        return Transfer::One(response);
     }
     let at_apex = LowerName::new(&query.name) == LowerName::new(zone.origin());
     if !at_apex {
         response.metadata.response_code = ResponseCode::NotAuth;
-        return Reply::One(encode(response, limit));
+        return Transfer::One(response);
     }
     if !allowed {
         response.metadata.response_code = ResponseCode::Refused;
-        return Reply::One(encode(response, limit));
+        return Transfer::One(response);
     }
     let up_to_date = query.query_type == RecordType::IXFR
         && request.authorities.iter().any(|r| match &r.data {
@@ -46,7 +56,7 @@ pub fn respond(
         // RFC 1995 §2/§4: the client is up to date, or the answer would not fit a datagram: the
         // current SOA alone (over UDP it tells the client to use TCP). AA clear, as Knot.
         response.answers.push(zone.soa().clone());
-        return Reply::One(encode(response, limit));
+        return Transfer::One(response);
     }
 
     response.metadata.authoritative = true;
@@ -68,7 +78,7 @@ pub fn respond(
         current.answers.push(record.clone());
     }
     messages.push(finish(current));
-    Reply::Many(messages)
+    Transfer::Many(messages)
 }
 
 /// A continuation message: same header, no question (RFC 5936 §2.2 allows either).

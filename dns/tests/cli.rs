@@ -8,6 +8,9 @@ mod support;
 #[path = "cli/robustness.rs"]
 mod robustness;
 
+#[path = "cli/limits.rs"]
+mod limits;
+
 use hickory_proto::op::{Message, ResponseCode};
 use hickory_proto::rr::RecordType;
 use std::process::Command;

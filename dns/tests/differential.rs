@@ -398,6 +398,14 @@ fn onebox_dns_answers_like_nsd_and_knot() {
     } else {
         diff::lists::known_failures()
     };
+    if !peer_candidate {
+        // Response rate limiting is on in onebox-dns but must not have touched an answer.
+        let log = fs::read_to_string(onebox_dir.0.join("onebox.log")).unwrap_or_default();
+        assert!(
+            !log.contains("response rate limiting:"),
+            "onebox-dns rate-limited the suite's queries:\n{log}"
+        );
+    }
     let run = compare_run(&cases, &replies, &allow, &known, !peer_candidate);
     let path = report_path();
     let _ = fs::write(&path, format!("{}\n{}", run.summary, run.report));

@@ -1,6 +1,6 @@
 //! The `[dns]` section: onebox-dns's settings.
 
-use crate::value::{AddressMatch, At, Bounded, Domain, NonEmpty};
+use crate::value::{AddressMatch, At, Bounded, Domain, LoopbackAddr, NonEmpty};
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -26,6 +26,30 @@ pub struct DnsConfig {
     /// (absent): the number of CPUs, at most 64.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub udp_sockets: Option<Bounded<1, 64>>,
+    /// Most TCP connections open at once from one client (an IPv4 address, or an IPv6 /64);
+    /// more are closed on accept. Default: 16.
+    pub tcp_max_connections_per_client: Bounded<1, 1_000_000>,
+    /// Seconds a TCP connection may live: after this no new query is read from it and it is
+    /// closed (answers already asked for are sent). Default: 120.
+    pub tcp_max_connection_secs: Bounded<1, 86_400>,
+    /// Response rate limiting of UDP answers: how many answers per second each flow — one
+    /// client network (IPv4 /24, IPv6 /56) and one kind of answer about one name — may get;
+    /// 0 turns it off. Default: 200 (NSD's).
+    pub rrl_responses_per_sec: Bounded<0, 1_000_000>,
+    /// Every `rrl_slip`th answer over the limit is sent empty with TC (a real resolver asks
+    /// again over TCP, which is never limited); the others are dropped. 0: all dropped; 1: all
+    /// truncated. Default: 2.
+    pub rrl_slip: Bounded<0, 100>,
+    /// Seconds' worth of `rrl_responses_per_sec` a flow that was quiet may use at once (its
+    /// token bucket's depth). Default: 4.
+    pub rrl_window_secs: Bounded<1, 3600>,
+    /// Flows response rate limiting tracks at once: a table of this many buckets (about 34
+    /// bytes each) allocated at start, whatever the traffic. Default: 65536.
+    pub rrl_table_size: Bounded<64, 16_777_216>,
+    /// Where to serve Prometheus metrics (`GET /metrics`, OpenMetrics text): a loopback
+    /// address. Default (absent): not served.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub metrics_listen: Option<LoopbackAddr>,
     /// Per-zone settings, `[[dns.zone]]` tables. Default: none.
     pub zone: Vec<ZoneConfig>,
 }
@@ -49,6 +73,13 @@ impl Default for DnsConfig {
             tcp_max_connections: Bounded::clamped(256),
             tcp_idle_timeout_secs: Bounded::clamped(10),
             udp_sockets: None,
+            tcp_max_connections_per_client: Bounded::clamped(16),
+            tcp_max_connection_secs: Bounded::clamped(120),
+            rrl_responses_per_sec: Bounded::clamped(200),
+            rrl_slip: Bounded::clamped(2),
+            rrl_window_secs: Bounded::clamped(4),
+            rrl_table_size: Bounded::clamped(65_536),
+            metrics_listen: None,
             zone: Vec::new(),
         }
     }

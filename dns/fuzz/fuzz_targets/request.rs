@@ -21,7 +21,9 @@ fn engine() -> &'static Engine {
         )
         .expect("acl")
         .zone;
-        Engine::new(loaded.catalog, &allow, false)
+        let engine = Engine::new(loaded.catalog);
+        engine.set_zone_settings(&allow);
+        engine
     })
 }
 

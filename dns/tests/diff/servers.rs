@@ -198,10 +198,13 @@ pub fn start_onebox(zone_dir: &Path, zones: &[Zone], work: &Path) -> Server {
     spawn("onebox", cmd, work.join("onebox.log"), &zones[0].name, port)
 }
 
-/// The site file's `[dns]` section: one UDP socket (one worker, like the peers) and AXFR of the
-/// transfer zones allowed to 127.0.0.1.
+/// The site file's `[dns]` section: one UDP socket (one worker, like the peers), response rate
+/// limiting on but at a rate the suite's queries, all from 127.0.0.1, never reach (NSD's is off,
+/// Knot has none without its module), and AXFR of the transfer zones allowed to 127.0.0.1.
 fn onebox_config(zones: &[Zone]) -> String {
-    let mut s = String::from("[site]\ndomain = \"foobar.com\"\n\n[dns]\nudp_sockets = 1\n");
+    let mut s = String::from(
+        "[site]\ndomain = \"foobar.com\"\n\n[dns]\nudp_sockets = 1\nrrl_responses_per_sec = 100000\n",
+    );
     for z in zones.iter().filter(|z| z.transfer) {
         let _ = write!(
             s,

@@ -1,0 +1,308 @@
+//! Prometheus metrics (prometheus-client), served as OpenMetrics text at `/metrics` on a loopback
+//! address (`[dns] metrics_listen`).
+//!
+//! The request path only increments counters resolved once ([`Metrics`]); everything read from
+//! the zones (serials) is computed at scrape time by a collector. Families:
+//!
+//! - `onebox_dns_queries_total{transport, rcode}`: requests by transport and the response's
+//!   code; `rcode="dropped"` for requests answered with nothing (runts, responses, rate-limited);
+//! - `onebox_dns_rrl_limited_total{action, class}`: answers response rate limiting dropped or
+//!   sent truncated (`action="dropped"|"slipped"`), by class of answer;
+//! - `onebox_dns_tcp_connections_total{outcome}`: TCP connections accepted, or refused because
+//!   the server or that client was at its limit; `onebox_dns_tcp_connections_open`;
+//!   `onebox_dns_tcp_connections_expired_total`: closed at their lifetime's end;
+//! - `onebox_dns_reloads_total{result}`: SIGHUP reloads, `ok` or `failed` (a file kept its
+//!   previous version, or the site file was refused);
+//! - `onebox_dns_zones`, `onebox_dns_zone_serial{zone}`: what is being served.
+
+use crate::answer::Transport;
+use crate::catalog::Catalog;
+use crate::rrl::{Action, Class};
+use arc_swap::ArcSwap;
+use hickory_proto::op::ResponseCode;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
+use prometheus_client::registry::Registry;
+use std::net::SocketAddr;
+use std::sync::{Arc, OnceLock};
+
+/// Response codes with a counter of their own; others count as `RCODE<n>`.
+const RCODE_SLOTS: usize = 24;
+
+/// The label set of a family with two labels.
+type Labels2 = [(&'static str, &'static str); 2];
+/// The label set of a family with one label.
+type Labels1 = [(&'static str, &'static str); 1];
+
+/// The counters the server increments.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    queries: Family<Labels2, Counter>,
+    /// `queries` by transport and response code (or `dropped`, the last slot), resolved once.
+    query_counters: [[OnceLock<Counter>; RCODE_SLOTS + 1]; 2],
+    rrl: Family<Labels2, Counter>,
+    rrl_counters: [[OnceLock<Counter>; 7]; 2],
+    tcp_connections: Family<Labels1, Counter>,
+    tcp_open: Gauge,
+    tcp_expired: Counter,
+    reloads: Family<Labels1, Counter>,
+}
+
+/// What became of a TCP connection at accept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TcpOutcome {
+    /// Served.
+    Accepted,
+    /// Closed at once: `tcp_max_connections` were open.
+    RefusedServerFull,
+    /// Closed at once: that client had `tcp_max_connections_per_client` open.
+    RefusedClientFull,
+}
+
+impl Metrics {
+    /// Counts a request over `transport` answered with `rcode` (`None`: nothing was sent).
+    pub fn query(&self, transport: Transport, rcode: Option<ResponseCode>) {
+        let t = match transport {
+            Transport::Udp => 0,
+            Transport::Tcp => 1,
+        };
+        let slot = rcode.map_or(RCODE_SLOTS, |r| {
+            usize::from(u16::from(r)).min(RCODE_SLOTS - 1)
+        });
+        self.query_counters[t][slot]
+            .get_or_init(|| {
+                let transport = if t == 0 { "udp" } else { "tcp" };
+                let rcode = match rcode {
+                    None => "dropped",
+                    Some(r) => rcode_label(r),
+                };
+                self.queries
+                    .get_or_create(&[("transport", transport), ("rcode", rcode)])
+                    .clone()
+            })
+            .inc();
+    }
+
+    /// Counts an answer response rate limiting did not send as it was.
+    pub fn rate_limited(&self, action: Action, class: Class) {
+        let a = match action {
+            Action::Send => return,
+            Action::Drop => 0,
+            Action::Slip => 1,
+        };
+        self.rrl_counters[a][class as usize]
+            .get_or_init(|| {
+                let action = if a == 0 { "dropped" } else { "slipped" };
+                self.rrl
+                    .get_or_create(&[("action", action), ("class", class.as_str())])
+                    .clone()
+            })
+            .inc();
+    }
+
+    /// Counts a TCP connection at accept (and an accepted one as open until
+    /// [`Metrics::tcp_closed`]).
+    pub fn tcp_accept(&self, outcome: TcpOutcome) {
+        let label = match outcome {
+            TcpOutcome::Accepted => {
+                self.tcp_open.inc();
+                "accepted"
+            }
+            TcpOutcome::RefusedServerFull => "refused_server_full",
+            TcpOutcome::RefusedClientFull => "refused_client_full",
+        };
+        self.tcp_connections
+            .get_or_create(&[("outcome", label)])
+            .inc();
+    }
+
+    /// Counts the end of an accepted TCP connection; `expired`: closed at its lifetime's end.
+    pub fn tcp_closed(&self, expired: bool) {
+        self.tcp_open.dec();
+        if expired {
+            self.tcp_expired.inc();
+        }
+    }
+
+    /// Counts a reload.
+    pub fn reload(&self, ok: bool) {
+        let result = if ok { "ok" } else { "failed" };
+        self.reloads.get_or_create(&[("result", result)]).inc();
+    }
+}
+
+/// The response code's name as DNS tools print it.
+fn rcode_label(rcode: ResponseCode) -> &'static str {
+    match u16::from(rcode) {
+        0 => "NOERROR",
+        1 => "FORMERR",
+        2 => "SERVFAIL",
+        3 => "NXDOMAIN",
+        4 => "NOTIMP",
+        5 => "REFUSED",
+        6 => "YXDOMAIN",
+        7 => "YXRRSET",
+        8 => "NXRRSET",
+        9 => "NOTAUTH",
+        10 => "NOTZONE",
+        16 => "BADVERS",
+        17 => "BADKEY",
+        18 => "BADTIME",
+        19 => "BADMODE",
+        20 => "BADNAME",
+        21 => "BADALG",
+        22 => "BADTRUNC",
+        23 => "BADCOOKIE",
+        _ => "OTHER",
+    }
+}
+
+/// The registry to serve: `metrics`' families, and the zones of `catalog` read at each scrape.
+pub fn registry(metrics: &Metrics, catalog: Arc<ArcSwap<Catalog>>) -> Registry {
+    let mut registry = Registry::with_prefix("onebox_dns");
+    registry.register(
+        "queries",
+        "Requests by transport and response code (dropped: no response sent)",
+        metrics.queries.clone(),
+    );
+    registry.register(
+        "rrl_limited",
+        "Answers response rate limiting dropped or sent truncated (slipped), by class",
+        metrics.rrl.clone(),
+    );
+    registry.register(
+        "tcp_connections",
+        "TCP connections accepted or refused at accept",
+        metrics.tcp_connections.clone(),
+    );
+    registry.register(
+        "tcp_connections_open",
+        "TCP connections open now",
+        metrics.tcp_open.clone(),
+    );
+    registry.register(
+        "tcp_connections_expired",
+        "TCP connections closed at the end of their lifetime (tcp_max_connection_secs)",
+        metrics.tcp_expired.clone(),
+    );
+    registry.register(
+        "reloads",
+        "SIGHUP reloads; failed: a zone file or the site file was refused",
+        metrics.reloads.clone(),
+    );
+    registry.register_collector(Box::new(Zones(catalog)));
+    registry
+}
+
+/// Reads the zones being served at each scrape.
+#[derive(Debug)]
+struct Zones(Arc<ArcSwap<Catalog>>);
+
+impl Collector for Zones {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let catalog = self.0.load();
+        let count = ConstGauge::new(catalog.len() as i64);
+        count.encode(encoder.encode_descriptor(
+            "zones",
+            "Zones being served",
+            None,
+            count.metric_type(),
+        )?)?;
+        let mut zones: Vec<_> = catalog.zones().collect();
+        zones.sort_by(|a, b| a.origin().cmp(b.origin()));
+        let mut family = encoder.encode_descriptor(
+            "zone_serial",
+            "The SOA serial of each zone being served",
+            None,
+            prometheus_client::metrics::MetricType::Gauge,
+        )?;
+        for zone in zones {
+            let name = zone.origin().to_string();
+            let labels = [("zone", name.trim_end_matches('.'))];
+            ConstGauge::new(i64::from(zone.serial())).encode(family.encode_family(&labels)?)?;
+        }
+        Ok(())
+    }
+}
+
+/// The OpenMetrics text of `registry`.
+pub fn render(registry: &Registry) -> String {
+    let mut text = String::new();
+    if prometheus_client::encoding::text::encode(&mut text, registry).is_err() {
+        text.clear();
+    }
+    text
+}
+
+/// Serves `registry` at `http://ADDR/metrics` until the process ends: HTTP/1.1 (hyper), at
+/// most 16 connections at once, 5 s to send a request's header.
+pub async fn serve(listener: tokio::net::TcpListener, registry: Arc<Registry>) {
+    use http_body_util::Full;
+    use hyper::body::Bytes;
+    use hyper::{Method, Request, Response, StatusCode};
+    let connections = Arc::new(tokio::sync::Semaphore::new(16));
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            continue;
+        };
+        let Ok(permit) = connections.clone().try_acquire_owned() else {
+            continue; // dropped: closed
+        };
+        let registry = registry.clone();
+        tokio::spawn(async move {
+            let _permit = permit;
+            let service = hyper::service::service_fn(move |request: Request<_>| {
+                let registry = registry.clone();
+                async move {
+                    let (status, content_type, body) =
+                        match (request.method(), request.uri().path()) {
+                            (&Method::GET, "/metrics") => (
+                                StatusCode::OK,
+                                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                                render(&registry),
+                            ),
+                            (&Method::GET, _) => (
+                                StatusCode::NOT_FOUND,
+                                "text/plain; charset=utf-8",
+                                "not found: the metrics are at /metrics\n".to_string(),
+                            ),
+                            _ => (
+                                StatusCode::METHOD_NOT_ALLOWED,
+                                "text/plain; charset=utf-8",
+                                "only GET\n".to_string(),
+                            ),
+                        };
+                    let mut response = Response::new(Full::new(Bytes::from(body)));
+                    *response.status_mut() = status;
+                    response.headers_mut().insert(
+                        hyper::header::CONTENT_TYPE,
+                        hyper::header::HeaderValue::from_static(content_type),
+                    );
+                    Ok::<_, std::convert::Infallible>(response)
+                }
+            });
+            let connection = hyper::server::conn::http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(std::time::Duration::from_secs(5))
+                .serve_connection(hyper_util::rt::TokioIo::new(stream), service);
+            if let Err(e) = connection.await {
+                tracing::debug!("metrics connection: {e}");
+            }
+        });
+    }
+}
+
+/// Binds the metrics listener on `addr`, which must be a loopback address.
+pub async fn bind(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    if !addr.ip().is_loopback() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!("metrics_listen {addr} is not a loopback address"),
+        ));
+    }
+    tokio::net::TcpListener::bind(addr).await
+}

@@ -276,7 +276,8 @@ fn parse_cached(pem: &[u8]) -> Option<CertifiedKey> {
     let Some(Ok((SectionKind::PrivateKey, key))) = sections.next() else {
         return None;
     };
-    let key = rustls::crypto::ring::sign::any_ecdsa_type(&PrivateKeyDer::Pkcs8(key.into())).ok()?;
+    let key =
+        rustls::crypto::aws_lc_rs::sign::any_ecdsa_type(&PrivateKeyDer::Pkcs8(key.into())).ok()?;
     let chain = sections
         .map(|section| match section {
             Ok((SectionKind::Certificate, der)) => Some(CertificateDer::from(der)),
@@ -328,13 +329,11 @@ impl AcmeService {
                     .map_err(|e| format!("acme.directory_ca `{}`: {e}", ca.get().display()))?;
             }
         }
-        let client = rustls::ClientConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .map_err(|e| format!("TLS client setup: {e}"))?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+        let client = rustls::ClientConfig::builder_with_provider(crate::tls::provider())
+            .with_safe_default_protocol_versions()
+            .map_err(|e| format!("TLS client setup: {e}"))?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
         let cache = StateCache::new(config.edge.state_dir.join("acme"), metrics.clone());
         let served = cache.served();
         let cached = StateCache::read(&cache.cert_path(&config.names, &directory))

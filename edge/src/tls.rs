@@ -7,13 +7,28 @@
 use crate::acme::AcmeCerts;
 use async_trait::async_trait;
 use pingora::apps::ServerApp;
-use pingora::listeners::tls::Acceptor;
 use pingora::protocols::l4::stream::Stream as L4Stream;
-use pingora::protocols::{ALPN, Stream};
+use pingora::protocols::raw_connect::ProxyDigest;
+use pingora::protocols::tls::CustomALPN;
+use pingora::protocols::{
+    ALPN, GetProxyDigest, GetSocketDigest, GetTimingDigest, Peek, Shutdown, SocketDigest, Ssl,
+    Stream, TimingDigest, UniqueID, UniqueIDType,
+};
 use pingora::server::ShutdownWatch;
+use rustls::crypto::CryptoProvider;
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+/// The cryptography of every TLS connection the edge makes or takes: rustls' aws-lc-rs
+/// provider, whose key exchange groups put the post-quantum hybrid `X25519MLKEM768` first (the
+/// group browsers offer first), then `X25519`, `secp256r1`, `secp384r1`.
+pub fn provider() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::aws_lc_rs::default_provider())
+}
 
 /// Picks the certificate for a handshake: the ACME challenge certificate for `acme-tls/1`
 /// handshakes, otherwise the CA-issued certificate (as deployed by rustls-acme, or as read
@@ -56,27 +71,26 @@ fn self_signed(names: &[String]) -> Result<CertifiedKey, String> {
         .map_err(|e| format!("cannot make the self-signed certificate: {e}"))?;
     let key_der =
         rustls::pki_types::PrivateKeyDer::Pkcs8(generated.key_pair.serialize_der().into());
-    let key = rustls::crypto::ring::sign::any_supported_type(&key_der)
+    let key = rustls::crypto::aws_lc_rs::sign::any_supported_type(&key_der)
         .map_err(|e| format!("cannot use the self-signed key: {e}"))?;
     Ok(CertifiedKey::new(vec![generated.cert.der().clone()], key))
 }
 
 /// Builds the rustls server configuration of the HTTPS listener.
 pub fn server_config(resolver: Arc<EdgeResolver>) -> Result<Arc<rustls::ServerConfig>, String> {
-    let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
-    .map_err(|e| format!("TLS server setup: {e}"))?
-    .with_no_client_auth()
-    .with_cert_resolver(resolver);
+    let mut config = rustls::ServerConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+        .map_err(|e| format!("TLS server setup: {e}"))?
+        .with_no_client_auth()
+        .with_cert_resolver(resolver);
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec(), b"acme-tls/1".to_vec()];
     Ok(Arc::new(config))
 }
 
-/// The HTTPS application: TLS handshake, then the HTTP application `A` (pingora's proxy).
+/// The HTTPS application: TLS handshake (tokio-rustls), then the HTTP application `A`
+/// (pingora's proxy) over the decrypted stream.
 pub struct TlsApp<A> {
-    acceptor: Acceptor,
+    acceptor: tokio_rustls::TlsAcceptor,
     http: Arc<A>,
     handshake_timeout: std::time::Duration,
 }
@@ -89,7 +103,7 @@ impl<A> TlsApp<A> {
         handshake_timeout: std::time::Duration,
     ) -> Self {
         TlsApp {
-            acceptor: Acceptor::from_server_config(config),
+            acceptor: tokio_rustls::TlsAcceptor::from(config),
             http: Arc::new(http),
             handshake_timeout,
         }
@@ -103,17 +117,14 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for TlsApp<A> {
         stream: Stream,
         shutdown: &ShutdownWatch,
     ) -> Option<Stream> {
-        // The listener is plain TCP: the stream is a pingora L4 stream, which the TLS acceptor
-        // needs by its concrete type.
+        // The listener is plain TCP: the stream is a pingora L4 stream.
         let Ok(l4) = stream.into_any().downcast::<L4Stream>() else {
             tracing::error!("HTTPS listener got a stream that is not TCP");
             return None;
         };
         let tls =
-            match tokio::time::timeout(self.handshake_timeout, self.acceptor.tls_handshake(*l4))
-                .await
-            {
-                Ok(Ok(tls)) => tls,
+            match tokio::time::timeout(self.handshake_timeout, self.acceptor.accept(*l4)).await {
+                Ok(Ok(tls)) => TlsStream::new(tls),
                 Ok(Err(e)) => {
                     tracing::debug!("TLS handshake failed: {e}");
                     return None;
@@ -123,19 +134,17 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for TlsApp<A> {
                     return None;
                 }
             };
-        if let Some(ALPN::Custom(custom)) = pingora::protocols::Ssl::selected_alpn_proto(&tls) {
-            // `acme-tls/1`: the handshake itself was the answer to the CA's TLS-ALPN-01 check.
-            tracing::info!(
-                "answered an ACME TLS-ALPN-01 validation ({:?})",
-                String::from_utf8_lossy(custom.protocol())
-            );
-            return None;
-        }
+        let per_request = match &tls.alpn {
+            Some(ALPN::H2) => false,
+            Some(ALPN::H1) | None => true,
+            Some(_) => {
+                // `acme-tls/1`: the handshake itself was the answer to the CA's TLS-ALPN-01
+                // check.
+                tracing::info!("answered an ACME TLS-ALPN-01 validation");
+                return None;
+            }
+        };
         // HTTP/1 requests are each timed; on HTTP/2 only the preface is.
-        let per_request = !matches!(
-            pingora::protocols::Ssl::selected_alpn_proto(&tls),
-            Some(ALPN::H2)
-        );
         self.http
             .process_new(
                 Box::new(crate::header_deadline::HeaderDeadline::new(
@@ -152,6 +161,121 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for TlsApp<A> {
         self.http.cleanup().await;
     }
 }
+
+/// A TLS connection as pingora's HTTP layer takes it: tokio-rustls' server stream over the
+/// TCP stream, with the negotiated ALPN protocol and the TCP stream's identity and digests.
+/// (The edge does TLS itself rather than through pingora's `rustls` feature, whose
+/// pingora-rustls crate pins rustls to the ring provider and the unmaintained
+/// rustls-pemfile.)
+#[derive(Debug)]
+pub struct TlsStream {
+    inner: tokio_rustls::server::TlsStream<L4Stream>,
+    alpn: Option<ALPN>,
+}
+
+impl TlsStream {
+    fn new(inner: tokio_rustls::server::TlsStream<L4Stream>) -> Self {
+        let alpn = match inner.get_ref().1.alpn_protocol() {
+            Some(b"h2") => Some(ALPN::H2),
+            Some(b"http/1.1") => Some(ALPN::H1),
+            Some(other) => Some(ALPN::Custom(CustomALPN::new(other.to_vec()))),
+            None => None,
+        };
+        TlsStream { inner, alpn }
+    }
+
+    /// The key exchange group the handshake used (`X25519MLKEM768`, `X25519` …).
+    pub fn key_exchange_group(&self) -> Option<rustls::NamedGroup> {
+        self.inner
+            .get_ref()
+            .1
+            .negotiated_key_exchange_group()
+            .map(|g| g.name())
+    }
+
+    fn tcp(&self) -> &L4Stream {
+        self.inner.get_ref().0
+    }
+}
+
+impl AsyncRead for TlsStream {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for TlsStream {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+}
+
+#[async_trait]
+impl Shutdown for TlsStream {
+    async fn shutdown(&mut self) {
+        // close_notify, then the TCP write side.
+        if let Err(e) = tokio::io::AsyncWriteExt::shutdown(&mut self.inner).await {
+            tracing::debug!("TLS shutdown: {e}");
+        }
+    }
+}
+
+impl UniqueID for TlsStream {
+    fn id(&self) -> UniqueIDType {
+        self.tcp().id()
+    }
+}
+
+impl Ssl for TlsStream {
+    fn selected_alpn_proto(&self) -> Option<ALPN> {
+        self.alpn.clone()
+    }
+}
+
+impl GetTimingDigest for TlsStream {
+    fn get_timing_digest(&self) -> Vec<Option<TimingDigest>> {
+        self.tcp().get_timing_digest()
+    }
+}
+
+impl GetProxyDigest for TlsStream {
+    fn get_proxy_digest(&self) -> Option<Arc<ProxyDigest>> {
+        self.tcp().get_proxy_digest()
+    }
+}
+
+impl GetSocketDigest for TlsStream {
+    fn get_socket_digest(&self) -> Option<Arc<SocketDigest>> {
+        self.tcp().get_socket_digest()
+    }
+}
+
+#[async_trait]
+impl Peek for TlsStream {}
 
 #[cfg(test)]
 mod tests {
@@ -174,12 +298,10 @@ mod tests {
     ) -> Result<(), rustls::Error> {
         let mut roots = rustls::RootCertStore::empty();
         roots.add(root).expect("root");
-        let client = rustls::ClientConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+        let client = rustls::ClientConfig::builder_with_provider(provider())
+            .with_safe_default_protocol_versions()?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
         let name = rustls::pki_types::ServerName::try_from("www.foobar.com").expect("name");
         let mut client = rustls::ClientConnection::new(Arc::new(client), name)?;
         let mut server = rustls::ServerConnection::new(server)?;

@@ -251,7 +251,7 @@ fn parse_leaf(der: &[u8]) -> Leaf {
 
 /// The certificate the edge serves for www.foobar.com, read with a rustls client.
 fn served(site: &Site) -> Leaf {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let config = rustls::ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
         .unwrap()

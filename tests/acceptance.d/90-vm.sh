@@ -17,7 +17,7 @@ if [[ $target == vm ]]; then
     echo "not within ${secs} s"; return 1
   }
   # A binary that does not take --config yet is the workspace's stub.
-  built() { target/release/onebox-"$1" --help 2>/dev/null | grep -q -- --config; }
+  built() { "${ONEBOX_BIN:-target/release}"/onebox-"$1" --help 2>/dev/null | grep -q -- --config; }
   skip() { echo "skip $target: $1 (waits for: $2)"; }
 
   # --- first boot -------------------------------------------------------------------------------
@@ -104,6 +104,68 @@ if [[ $target == vm ]]; then
   }
   check "firewall: TCP 9999 (listening in the guest) is dropped from outside" firewalled
 
+  # --- unit hardening -----------------------------------------------------------------------------
+  # systemd-analyze security: every unit's exposure printed; MariaDB's (Debian's unit: 8.6,
+  # EXPOSED) at most 4.0 under image/overlay's sandbox drop-in, the onebox units at most 2.0.
+  exposure() {
+    local table bad=0 unit score limit
+    table=$(vm_ssh systemd-analyze security --no-pager) || return 1
+    echo "$table"
+    for unit in mariadb.service:4.0 onebox-dns.service:2.0 onebox-edge.service:2.0 onebox-app.service:2.0; do
+      limit=${unit#*:} unit=${unit%%:*}
+      score=$(awk -v u="$unit" '$1 == u { print $2 }' <<<"$table")
+      [[ -n $score ]] || { echo "$unit: not in the table"; bad=1; continue; }
+      awk -v s="$score" -v l="$limit" 'BEGIN { exit !(s <= l) }' || { echo "$unit: exposure $score > $limit"; bad=1; }
+    done
+    ((bad == 0))
+  }
+  check "systemd-analyze security: mariadb.service ≤ 4.0, onebox units ≤ 2.0" exposure
+
+  memory_capped() { # every onebox unit has a memory ceiling in its cgroup
+    local svc max bad=0
+    for svc in onebox-dns onebox-edge onebox-app; do
+      max=$(vm_ssh cat /sys/fs/cgroup/system.slice/$svc.service/memory.max) || return 1
+      echo "$svc: memory.max $max, memory.high $(vm_ssh cat /sys/fs/cgroup/system.slice/$svc.service/memory.high)"
+      [[ $max =~ ^[0-9]+$ ]] || bad=1
+    done
+    ((bad == 0))
+  }
+  check "onebox-dns, onebox-edge, onebox-app each have a memory.max" memory_capped
+
+  app_fenced() { # a process in onebox-app's cgroup reaches loopback, and nothing else
+    local out
+    # UDP, as a refused packet fails sendto() at once with EPERM (a TCP SYN would just be retried).
+    # shellcheck disable=SC2016 # $$ is the guest shell's
+    out=$(vm_ssh 'sudo sh -c "echo \$\$ >/sys/fs/cgroup/system.slice/onebox-app.service/cgroup.procs && exec python3 -"' <<'EOF'
+import socket
+socket.create_connection(("127.0.0.1", 8000), timeout=10).close()
+print("tcp 127.0.0.1:8000 connected")
+for addr in [("127.0.0.1", 9), ("10.0.2.2", 9), ("10.0.2.15", 9)]:
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        s.sendto(b"x", addr)
+        print("udp", addr[0], "sent")
+    except OSError as e:
+        print("udp", addr[0], type(e).__name__, e.errno)
+EOF
+    ) || return 1
+    echo "$out"
+    grep -qx 'tcp 127.0.0.1:8000 connected' <<<"$out" && grep -qx 'udp 127.0.0.1 sent' <<<"$out" &&
+      grep -qx 'udp 10.0.2.2 PermissionError 1' <<<"$out" && grep -qx 'udp 10.0.2.15 PermissionError 1' <<<"$out"
+  }
+  check "onebox-app's cgroup: loopback reachable, other addresses refused (EPERM)" app_fenced
+
+  edge_nofile() { # the edge's main process may hold 65536 descriptors
+    local pid limits
+    pid=$(vm_ssh systemctl show -p MainPID --value onebox-edge) || return 1
+    limits=$(vm_ssh grep "'Max open files'" /proc/"$pid"/limits) || return 1
+    echo "pid $pid: $limits"
+    [[ $limits =~ Max\ open\ files\ +65536\ +65536 ]]
+  }
+  if built edge; then
+    check "onebox-edge runs with LimitNOFILE 65536" edge_nofile
+  else skip "onebox-edge LimitNOFILE" "onebox-edge"; fi
+
   # --- kill -9 → back within seconds ------------------------------------------------------------
   killed() { # killed UNIT PROCESS SECS PROBE: kill -9 the unit's main process; PROBE passes again
     local unit=$1 proc=$2 secs=$3 probe=$4 before after
@@ -130,10 +192,10 @@ if [[ $target == vm ]]; then
   # load_loop: one curl per request (a new connection each) from the host until the stop file
   # appears, bounded to 600 requests and 150 s; one line per request in $reload_log: the HTTP
   # status and curl's exit code and error ("200 exit 0: " when all went well).
-  load_loop() {
+  load_loop() { # load_loop [PATH]: the home page unless PATH is given
     local end=$((SECONDS + 150)) n=0
     while ((n < 600 && SECONDS < end)) && [[ ! -e $reload_log.stop ]]; do
-      https_ -o /dev/null -w '%{http_code} exit %{exitcode}: %{errormsg}\n' https://www.foobar.com:8443/ >>"$reload_log" || true
+      https_ -o /dev/null -w '%{http_code} exit %{exitcode}: %{errormsg}\n' "https://www.foobar.com:8443${1:-/}" >>"$reload_log" || true
       n=$((n + 1))
     done
   }
@@ -196,6 +258,88 @@ if [[ $target == vm ]]; then
     check "systemctl reload onebox-edge with a broken site file fails; the running edge keeps serving" bad_reload
     check "systemctl restart onebox-edge after a reload: the new main process stopped, one edge serving" restarted
   else skip "systemctl reload onebox-edge" "onebox-edge and onebox-app"; fi
+
+  # --- security updates ---------------------------------------------------------------------------
+  update_timers() { # apt's daily timers run unattended-upgrade
+    local out
+    # (is-enabled and is-active succeed when any one of several units is: each line is checked)
+    out=$(vm_ssh systemctl is-enabled apt-daily.timer apt-daily-upgrade.timer)
+    echo "is-enabled: $(tr '\n' ' ' <<<"$out")"; [[ $(grep -cx enabled <<<"$out") == 2 ]] || return 1
+    out=$(vm_ssh systemctl is-active apt-daily.timer apt-daily-upgrade.timer)
+    echo "is-active: $(tr '\n' ' ' <<<"$out")"; [[ $(grep -cx active <<<"$out") == 2 ]] || return 1
+    out=$(vm_ssh apt-config dump APT::Periodic) || return 1
+    echo "$out"
+    grep -qx 'APT::Periodic::Update-Package-Lists "1";' <<<"$out" &&
+      grep -qx 'APT::Periodic::Unattended-Upgrade "1";' <<<"$out"
+  }
+  check "security updates: apt-daily and apt-daily-upgrade timers enabled, unattended-upgrade on" update_timers
+
+  # The guest has no network, so Debian's real bookworm-security and bookworm-updates indexes are
+  # copied in from the host's apt lists (as apt-get update left them there; under the file names
+  # the guest's own sources give them), and the guest's apt and unattended-upgrade judge them:
+  # Debian-Security is the only allowed origin, the updates archive is pinned away. The lists are
+  # removed again afterwards.
+  security_origin() {
+    local lists=/var/lib/apt/lists sources suite file guest policy dry rc
+    sources=$(vm_ssh "cat /etc/apt/sources.list /etc/apt/sources.list.d/* 2>/dev/null | grep -E '^(URIs:|deb )'") || return 1
+    echo "guest apt sources:"; sed 's/^/  /' <<<"$sources"
+    grep -vqE '^(URIs: |deb )https?://deb\.debian\.org/debian(-security)?$' <<<"$sources" &&
+      { echo "a source other than Debian's mirror"; return 1; }
+    for suite in debian-security_dists_bookworm-security debian_dists_bookworm-updates; do
+      for file in InRelease main_binary-amd64_Packages; do
+        guest=$(compgen -G "$lists/*_${suite#*_dists_}_$file*" | grep "_dists_${suite#*_dists_}_$file" | head -n 1)
+        [[ -n $guest ]] || { echo "the host has no ${suite#*_dists_} $file in $lists (apt-get update)"; return 1; }
+        vm_ssh "sudo tee $lists/deb.debian.org_${suite}_$file${guest##*_"$file"} >/dev/null" <"$guest" || return 1
+      done
+    done
+    policy=$(vm_ssh apt-cache policy 2>&1)
+    dry=$(vm_ssh sudo unattended-upgrade --dry-run --debug 2>&1) && rc=0 || rc=$?
+    vm_ssh "sudo rm -f $lists/deb.debian.org_* && sudo apt-get clean" || return 1
+    echo "apt-cache policy:"; grep -A2 'deb.debian.org' <<<"$policy" | sed 's/^/  /'
+    echo "unattended-upgrade --dry-run --debug (exit $rc):"
+    grep -E '^(Allowed origins|Marking not allowed|pkgs that look|No packages found)' <<<"$dry" | sed 's/^/  /'
+    grep -q 'n=bookworm-security,l=Debian-Security,c=main' <<<"$policy" &&
+      grep -q 'n=bookworm-updates,l=Debian,c=main' <<<"$policy" &&
+      grep -qx 'Allowed origins are: origin=Debian,codename=bookworm-security,label=Debian-Security' <<<"$dry" &&
+      grep -q '^Marking not allowed .*_bookworm-updates_main_' <<<"$dry" &&
+      ! grep -q '^Marking not allowed .*_bookworm-security_main_' <<<"$dry" && ((rc == 0))
+  }
+  check "security updates: a dry run over Debian's indexes allows bookworm-security, and only it" security_origin
+
+  # A security update of a library, as dpkg leaves it: the file replaced by a new one (here the
+  # same bytes under a new inode), the running services still mapping the old one. apt's hook
+  # (apt-pinvoke, what unattended-upgrade's dpkg run ends with) runs needrestart, which must restart
+  # every service using it without asking, the edge by its zero-downtime reload: a static file
+  # keeps answering throughout.
+  library_updated() {
+    local lib=/usr/lib/x86_64-linux-gnu/libgcc_s.so.1 svc before=() after=() n bad out stale
+    for svc in onebox-dns onebox-edge onebox-app mariadb; do before+=("$(vm_ssh systemctl show -p MainPID --value $svc)"); done
+    vm_ssh "echo needrestart-test | sudo tee /var/www/onebox/needrestart.txt >/dev/null" || return 1
+    vm_ssh "sudo cp -a $lib $lib.new && sudo mv -f $lib.new $lib" || return 1
+    rm -f "$reload_log" "$reload_log.stop"; : >"$reload_log"
+    load_loop /needrestart.txt & local loop=$!
+    within 60 served 10 >/dev/null || { touch "$reload_log.stop"; wait "$loop"; echo "no load before the update"; return 1; }
+    out=$(vm_ssh 'sudo sh -c "mkdir -p /run/needrestart && touch /run/needrestart/unpacked && /usr/lib/needrestart/apt-pinvoke"' 2>&1)
+    echo "$out" | grep -vE '^\s*$' | tail -n 15
+    local mark; mark=$(wc -l <"$reload_log")
+    within 60 served $((mark + 10)) >/dev/null
+    touch "$reload_log.stop"; wait "$loop"
+    for svc in onebox-dns onebox-edge onebox-app mariadb; do after+=("$(vm_ssh systemctl show -p MainPID --value $svc)"); done
+    echo "MainPIDs (dns edge app mariadb): ${before[*]} → ${after[*]}"
+    stale=$(vm_ssh "sudo grep -l 'libgcc_s.so.1 (deleted)' /proc/[0-9]*/maps 2>/dev/null | cut -d/ -f3 | xargs -r ps -o unit= -p | sort -u")
+    echo "units still mapping the replaced library: ${stale:-none}"
+    n=$(wc -l <"$reload_log") bad=$(grep -cvx '200 exit 0: ' "$reload_log")
+    echo "static file requests: $n, failed: $bad"
+    { grep -vx '200 exit 0: ' "$reload_log" || true; } | sort | uniq -c | sed 's/^/  /'
+    vm_ssh sudo rm -f /var/www/onebox/needrestart.txt
+    local i
+    for i in 0 1 2 3; do [[ ${after[i]} != 0 && ${after[i]} != "${before[i]}" ]] || { echo "unit $i not restarted"; return 1; }; done
+    grep -q 'onebox-edge' <<<"$stale" && return 1
+    ((bad == 0 && n >= 20)) && within 60 home_200 && within 30 dns_ok && confined onebox-edge 0000000000000400
+  }
+  if built edge && built app; then
+    check "security updates: a replaced library restarts every service using it (needrestart), the edge by reload: 0 failed requests" library_updated
+  else skip "needrestart" "onebox-edge and onebox-app"; fi
 
   # --- a post survives a reboot and a power cut ---------------------------------------------------
   jar=.onebox/vm/cookies

@@ -239,7 +239,7 @@ fn a_leaf_verifies_against_its_ca_only_and_for_its_names_only() {
         roots.add(root).unwrap();
         let verifier = rustls::client::WebPkiServerVerifier::builder_with_provider(
             Arc::new(roots),
-            Arc::new(rustls::crypto::ring::default_provider()),
+            Arc::new(rustls::crypto::aws_lc_rs::default_provider()),
         )
         .build()
         .unwrap();

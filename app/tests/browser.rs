@@ -166,7 +166,7 @@ async fn flow(b: &Browser, app: &App) {
     b.fill("#password", "admin-password-1").await;
     b.click("button[type=submit]").await;
     assert_eq!(b.path().await, "/admin");
-    assert_eq!(b.text("main p strong").await, "admin");
+    assert_eq!(b.text("main .who strong").await, "admin");
 
     // Write a draft: a Markdown body with a heading, a list and a code block.
     b.click("a[href='/admin/posts/new']").await;

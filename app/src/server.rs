@@ -11,7 +11,7 @@ use crate::{admin, api, pages};
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::header::{
-    CACHE_CONTROL, CONTENT_SECURITY_POLICY, REFERRER_POLICY, X_CONTENT_TYPE_OPTIONS,
+    CACHE_CONTROL, CONNECTION, CONTENT_SECURITY_POLICY, REFERRER_POLICY, X_CONTENT_TYPE_OPTIONS,
 };
 use axum::http::{HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
@@ -192,6 +192,7 @@ async fn security_headers(request: Request, next: Next) -> Response {
         path.starts_with("/admin") || path.starts_with("/api/")
     };
     let mut response = next.run(request).await;
+    let status = response.status();
     let headers = response.headers_mut();
     headers.insert(X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
     headers.insert(REFERRER_POLICY, HeaderValue::from_static("same-origin"));
@@ -204,6 +205,11 @@ async fn security_headers(request: Request, next: Next) -> Response {
     );
     if private {
         headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    }
+    // A body too large was not read: the connection ends after this answer, and says so, so
+    // that a client which finished sending does not reuse it for its next request.
+    if status == StatusCode::PAYLOAD_TOO_LARGE {
+        headers.insert(CONNECTION, HeaderValue::from_static("close"));
     }
     response
 }

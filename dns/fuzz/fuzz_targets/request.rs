@@ -1,17 +1,19 @@
 //! Fuzzes the request path: any bytes, as a UDP datagram and as a TCP message, against the
-//! integration tests' zones. The reply must be a decodable response echoing the ID, and a UDP
-//! reply must fit the client's size.
+//! integration tests' zones, with response rate limiting on at a rate the fuzzer exceeds (so
+//! answers sent whole, empty with TC, and dropped are all exercised). The reply must be a
+//! decodable response echoing the ID, and a UDP reply must fit the client's size.
 #![no_main]
 
 use hickory_proto::op::Message;
 use libfuzzer_sys::fuzz_target;
 use onebox_dns::answer::{Reply, Transport};
 use onebox_dns::query::Engine;
+use onebox_dns::rrl::{RateLimiter, RrlConfig};
 use std::sync::OnceLock;
 
 fn engine() -> &'static Engine {
-    static ANSWERER: OnceLock<Engine> = OnceLock::new();
-    ANSWERER.get_or_init(|| {
+    static ENGINE: OnceLock<Engine> = OnceLock::new();
+    ENGINE.get_or_init(|| {
         let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/data/zones");
         let files = onebox_dns::catalog::zone_files(&dir).expect("test zones");
         let loaded = onebox_dns::catalog::load(&files, None);
@@ -21,7 +23,12 @@ fn engine() -> &'static Engine {
         )
         .expect("acl")
         .zone;
-        let engine = Engine::new(loaded.catalog);
+        let engine = Engine::new(loaded.catalog).with_rate_limiter(RateLimiter::new(RrlConfig {
+            responses_per_sec: 1000,
+            slip: 2,
+            window_secs: 1,
+            table_size: 1024,
+        }));
         engine.set_zone_settings(&allow);
         engine
     })

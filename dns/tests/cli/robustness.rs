@@ -6,6 +6,7 @@ use hickory_proto::op::{Message, ResponseCode};
 use hickory_proto::rr::RecordType;
 use onebox_dns::answer::{Reply, Transport};
 use onebox_dns::query::Engine;
+use onebox_dns::rrl::{RateLimiter, RrlConfig};
 use std::io::Write;
 use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
@@ -62,11 +63,30 @@ fn check_reply(request: &[u8], reply: &Reply) {
 
 #[test]
 fn thousands_of_random_and_mutated_packets_never_break_the_request_path() {
-    let engine = engine();
+    let unlimited = random_packets(engine(), "no rate limiting");
+    // With rate limiting at 5 answers a second, most UDP answers are dropped or slipped (sent
+    // empty with TC): those must be as well-formed as the rest.
+    let limited = engine().with_rate_limiter(RateLimiter::new(RrlConfig {
+        responses_per_sec: 5,
+        slip: 2,
+        window_secs: 1,
+        table_size: 64,
+    }));
+    let limited = random_packets(limited, "rate limiting");
+    assert!(
+        limited > unlimited + 5_000,
+        "rate limiting dropped too few: {limited} UDP requests unanswered, {unlimited} without"
+    );
+}
+
+/// Sends 40,000 random and mutated packets through `engine`, half as UDP, checking every reply.
+/// Returns how many UDP requests got no reply.
+fn random_packets(engine: Engine, what: &str) -> usize {
     let client: SocketAddr = "127.0.0.1:5300".parse().unwrap();
     let mut rng = fastrand::Rng::with_seed(0x0b0c_5d05);
     let seeds = seeds();
     let mut answered = 0;
+    let mut udp_unanswered = 0;
     for round in 0..40_000 {
         let packet: Vec<u8> = if round % 4 == 0 {
             (0..rng.usize(0..600)).map(|_| rng.u8(..)).collect()
@@ -102,6 +122,8 @@ fn thousands_of_random_and_mutated_packets_never_break_the_request_path() {
         let reply = engine.respond(&packet, transport, client);
         if reply != Reply::Drop {
             answered += 1;
+        } else if transport == Transport::Udp {
+            udp_unanswered += 1;
         }
         check_reply(&packet, &reply);
         if let (Transport::Udp, Reply::One(bytes)) = (transport, &reply) {
@@ -114,7 +136,8 @@ fn thousands_of_random_and_mutated_packets_never_break_the_request_path() {
             );
         }
     }
-    assert!(answered > 10_000, "only {answered} answered");
+    assert!(answered > 10_000, "{what}: only {answered} answered");
+    udp_unanswered
 }
 
 #[test]

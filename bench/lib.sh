@@ -1,0 +1,215 @@
+#!/usr/bin/env bash
+# Sourced by bench/*/run: what every benchmark does the same way.
+#
+# - CPU placement: the servers on one set of CPUs, the load generator on the other
+#   (bench_cpus). Every server is started in a session of its own, pinned (bench_start); then
+#   every thread of every process of that session is checked against the servers' CPUs, fixed
+#   when it strayed (some servers set their own threads' affinity: Knot pins its UDP workers
+#   to CPU i mod the online CPU count, whatever taskset said) and printed (bench_placement); after
+#   each measured run the check is repeated and a thread that moved during the run voids it.
+# - A server's CPU time: utime + stime of every process of its session (/proc/PID/stat, which
+#   counts every thread of a process, those that ended too), in clock ticks (bench_cpu_ticks).
+# - Medians, ratios, a free loopback port, the summary file bench/run prints at the end, and
+#   the clean-up trap that stops every session the script started (bench_cleanup).
+#
+# Env: SERVER_CPUS, LOAD_CPUS (taskset lists) override the split; BENCH_SUMMARY (set by
+# bench/run) is the file the ratios are appended to.
+
+# The CPUs this script may use, one number a line (from its own affinity list).
+bench_expand() { # bench_expand LIST: "0-2,5" -> "0 1 2 5"
+  local part out=() a b
+  IFS=, read -ra parts <<<"$1"
+  for part in "${parts[@]}"; do
+    if [[ $part == *-* ]]; then
+      a=${part%-*} b=${part#*-}
+      for ((c = a; c <= b; c++)); do out+=("$c"); done
+    elif [[ -n $part ]]; then
+      out+=("$part")
+    fi
+  done
+  printf '%s\n' "${out[@]}" | sort -n | uniq | tr '\n' ' ' | sed 's/ $//'
+}
+
+# Sets BENCH_SERVER_CPUS / BENCH_LOAD_CPUS (comma lists) and BENCH_NSERVER / BENCH_NLOAD (counts).
+# Default split: the last half of the CPUs (at least one) for the servers, the rest for the load
+# generator; on one CPU both share it (and the script says so).
+bench_cpus() {
+  local mine all n ns
+  mine=$(awk '/^Cpus_allowed_list:/ {print $2}' /proc/self/status)
+  read -ra all <<<"$(bench_expand "$mine")"
+  n=${#all[@]}
+  if [[ -n ${SERVER_CPUS:-} || -n ${LOAD_CPUS:-} ]]; then
+    [[ -n ${SERVER_CPUS:-} && -n ${LOAD_CPUS:-} ]] || { echo "bench: set both SERVER_CPUS and LOAD_CPUS" >&2; exit 2; }
+    BENCH_SERVER_CPUS=$(bench_expand "$SERVER_CPUS" | tr ' ' ,)
+    BENCH_LOAD_CPUS=$(bench_expand "$LOAD_CPUS" | tr ' ' ,)
+  elif ((n == 1)); then
+    BENCH_SERVER_CPUS=${all[0]} BENCH_LOAD_CPUS=${all[0]}
+    echo "bench: only CPU ${all[0]} is available: servers and load generator share it" >&2
+  else
+    ns=$((n / 2))
+    BENCH_LOAD_CPUS=$(printf '%s\n' "${all[@]:0:n-ns}" | paste -sd,)
+    BENCH_SERVER_CPUS=$(printf '%s\n' "${all[@]:n-ns}" | paste -sd,)
+  fi
+  BENCH_NSERVER=$(tr ',' '\n' <<<"$BENCH_SERVER_CPUS" | grep -c .)
+  BENCH_NLOAD=$(tr ',' '\n' <<<"$BENCH_LOAD_CPUS" | grep -c .)
+  export BENCH_SERVER_CPUS BENCH_LOAD_CPUS BENCH_NSERVER BENCH_NLOAD
+}
+
+# bench_start NAME LOG CMD...: runs CMD pinned to the servers' CPUs in a session of its own
+# (its pid is the session id: every process it forks stays in the session), output to LOG.
+# bench_start_load NAME LOG CMD...: the same on the load generator's CPUs.
+declare -gA BENCH_SID=()
+BENCH_SIDS=()
+bench_start() { bench_start_on "$BENCH_SERVER_CPUS" "$@"; }
+bench_start_load() { bench_start_on "$BENCH_LOAD_CPUS" "$@"; }
+bench_start_on() {
+  local cpus=$1 name=$2 log=$3 pid sid
+  shift 3
+  setsid taskset -c "$cpus" "$@" >"$log" 2>&1 &
+  pid=$!
+  BENCH_SIDS+=("$pid")
+  BENCH_SID[$name]=$pid
+  # setsid execs in place unless the shell made the child a group leader (job control): check.
+  sleep 0.05
+  sid=$(ps -o sid= -p "$pid" 2>/dev/null | tr -d ' ') || true
+  if [[ -n $sid && $sid != "$pid" ]]; then
+    echo "bench: $name (pid $pid) is not the leader of its session ($sid)" >&2
+    exit 1
+  fi
+}
+
+# bench_stop NAME: TERM to NAME's session leader, KILL to what is left of the session after 5 s.
+bench_stop() {
+  local sid=${BENCH_SID[$1]} pid
+  kill -TERM "$sid" 2>/dev/null || true
+  for _ in $(seq 50); do
+    [[ -n $(ps -o pid= --sid "$sid" 2>/dev/null) ]] || break
+    sleep 0.1
+  done
+  for pid in $(ps -o pid= --sid "$sid" 2>/dev/null); do kill -KILL "$pid" 2>/dev/null || true; done
+  wait "$sid" 2>/dev/null || true
+}
+
+# The processes of NAME's session, one pid a line.
+bench_pids() { ps -o pid= --sid "${BENCH_SID[$1]}" 2>/dev/null | tr -d ' '; }
+
+# bench_threads NAME: "pid tid psr affinity comm" for every thread of every process of NAME.
+bench_threads() {
+  local pid tid psr comm aff
+  while read -r pid tid psr comm; do
+    aff=$(awk '/^Cpus_allowed_list:/ {print $2}' "/proc/$pid/task/$tid/status" 2>/dev/null) || continue
+    [[ -n $aff ]] || continue
+    echo "$pid $tid $psr $aff $comm"
+  done < <(ps -L -o pid=,tid=,psr=,comm= --sid "${BENCH_SID[$1]}" 2>/dev/null)
+}
+
+# bench_placement MODE NAME...: for every thread of each server, its affinity must be the
+# servers' CPUs. MODE fix: a stray thread is moved back (taskset -p) and named; show: fix, then
+# print every thread (tid, comm, affinity list, the CPU it last ran on); check: a stray thread
+# is an error (returns 1 after naming it). A thread's last CPU outside the set, with the right
+# affinity, is only possible for a moment after a fix, so it is reported, not failed.
+bench_placement() {
+  local mode=$1 name want pid tid psr aff comm bad=0 n
+  shift
+  want=$(bench_expand "$BENCH_SERVER_CPUS")
+  for name in "$@"; do
+    [[ -n $(bench_pids "$name") ]] || { echo "bench: $name is not running" >&2; return 1; }
+    n=0
+    while read -r pid tid psr aff comm; do
+      n=$((n + 1))
+      if [[ $(bench_expand "$aff") != "$want" ]]; then
+        if [[ $mode == check ]]; then
+          echo "bench: $name thread $tid ($comm, pid $pid) moved to CPUs $aff (servers' CPUs: $BENCH_SERVER_CPUS): the run is void" >&2
+          bad=1
+        else
+          taskset -pc "$BENCH_SERVER_CPUS" "$tid" >/dev/null
+          echo "  placement: $name thread $tid ($comm) had set its own affinity to CPUs $aff; moved back to $BENCH_SERVER_CPUS"
+          BENCH_MOVED+=("$name:$tid($comm) $aff")
+        fi
+      fi
+    done < <(bench_threads "$name")
+    if [[ $mode == show ]]; then
+      echo "  $name: $n threads (tid comm: affinity list from taskset -p / last CPU from ps -L -o psr)"
+      bench_threads "$name" | while read -r pid tid psr aff comm; do
+        printf '    %7s %-16s cpus %-5s last on %s%s\n' "$tid" "$comm" "$aff" "$psr" \
+          "$([[ " $want " == *" $psr "* ]] || echo '  (ran elsewhere before the fix)')"
+      done
+    fi
+  done
+  return "$bad"
+}
+BENCH_MOVED=()
+
+# bench_cpu_ticks NAME: utime + stime of every process of NAME's session, in clock ticks.
+bench_cpu_ticks() {
+  local pid line rest total=0 f
+  for pid in $(bench_pids "$1"); do
+    line=$(cat "/proc/$pid/stat" 2>/dev/null) || continue
+    rest=${line##*) }
+    read -ra f <<<"$rest"
+    total=$((total + f[11] + f[12]))
+  done
+  echo "$total"
+}
+BENCH_TCK=$(getconf CLK_TCK)
+export BENCH_TCK
+
+# bench_rss_kib NAME: the resident memory of every process of NAME's session, summed (KiB).
+bench_rss_kib() {
+  local pid total=0 kib
+  for pid in $(bench_pids "$1"); do
+    kib=$(awk '/^VmRSS:/ {print $2}' "/proc/$pid/status" 2>/dev/null) || continue
+    total=$((total + ${kib:-0}))
+  done
+  echo "$total"
+}
+
+# bench_median "v1 v2 ...": the median (mean of the middle two for an even count).
+bench_median() {
+  tr ' ' '\n' <<<"$1" | grep . | sort -g |
+    awk '{a[NR]=$1} END{if (NR == 0) print "nan"; else print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'
+}
+
+# bench_ratio A B: A/B with two decimals ("-" when B is 0 or either is missing).
+bench_ratio() { awk -v a="$1" -v b="$2" 'BEGIN{ if (a == "" || b == "" || a == "nan" || b == "nan" || b + 0 == 0) print "-"; else printf "%.2f", a / b }'; }
+
+# bench_summary BENCH WHAT RATIO: one line for the table bench/run prints at the end.
+bench_summary() {
+  [[ -n ${BENCH_SUMMARY:-} ]] || return 0
+  printf '%s\t%s\t%s\n' "$1" "$2" "$3" >>"$BENCH_SUMMARY"
+}
+
+# A loopback port free for TCP and UDP now: below the ephemeral range, with no socket of any
+# state on it (a TIME_WAIT left by a benchmark's connections keeps some servers from binding).
+declare -gA BENCH_PORTS_TAKEN=()
+bench_free_port() {
+  local p
+  while :; do
+    p=$((20000 + RANDOM % 12000))
+    [[ -z ${BENCH_PORTS_TAKEN[$p]:-} ]] || continue
+    ss -Hantu "( sport = :$p )" 2>/dev/null | grep -q . && continue
+    BENCH_PORTS_TAKEN[$p]=1
+    echo "$p"
+    return
+  done
+}
+
+# bench_cleanup: TERM to each session leader (servers reap their own children), KILL to what is
+# left of each session after 5 s; then no process of any session may remain.
+bench_cleanup() {
+  local sid pid alive left
+  for sid in "${BENCH_SIDS[@]}"; do kill -TERM "$sid" 2>/dev/null || true; done
+  for _ in $(seq 50); do
+    alive=0
+    for sid in "${BENCH_SIDS[@]}"; do [[ -n $(ps -o pid= --sid "$sid" 2>/dev/null) ]] && alive=1; done
+    ((alive)) || break
+    sleep 0.1
+  done
+  for sid in "${BENCH_SIDS[@]}"; do
+    for pid in $(ps -o pid= --sid "$sid" 2>/dev/null); do kill -KILL "$pid" 2>/dev/null || true; done
+  done
+  wait 2>/dev/null || true
+  left=""
+  for sid in "${BENCH_SIDS[@]}"; do left+=$(ps -o pid= --sid "$sid" 2>/dev/null | tr -d ' ' | tr '\n' ' '); done
+  [[ -z ${left// /} ]] || echo "bench: processes left running: $left" >&2
+}

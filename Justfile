@@ -22,6 +22,11 @@ build:
 up: deps build
     scripts/stack run
 
+# Stop what `just up` (or `scripts/stack start`) started
+[group('run')]
+down:
+    scripts/stack stop
+
 # Build the bootable disk image: image/out/onebox.raw and onebox.qcow2
 [group('run')]
 build-image: deps build

@@ -203,16 +203,16 @@ impl Domain {
                 Some(format!("label `{label}` is longer than 63 characters"))
             } else if label.starts_with('-') || label.ends_with('-') {
                 Some(format!("label `{label}` starts or ends with `-`"))
-            } else if let Some(c) = label
-                .chars()
-                .find(|c| !(c.is_ascii_alphanumeric() || *c == '-'))
-            {
-                Some(format!(
-                    "`{}` is not allowed (letters, digits, `-` and `.` only)",
-                    c.escape_debug()
-                ))
             } else {
-                None
+                label
+                    .chars()
+                    .find(|c| !(c.is_ascii_alphanumeric() || *c == '-'))
+                    .map(|c| {
+                        format!(
+                            "`{}` is not allowed (letters, digits, `-` and `.` only)",
+                            c.escape_debug()
+                        )
+                    })
             };
             if let Some(problem) = problem {
                 return Err(format!("`{shown}` is not a domain name: {problem}"));

@@ -1,0 +1,360 @@
+//! `onebox provision` and `onebox status` as an operator runs them: the real binary, a temporary
+//! root, a private MariaDB, and the three services started from the provisioned site file.
+
+use onebox_testkit::{ChildGuard, MariaDb, free_port, wait_until};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn onebox() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_onebox"))
+}
+
+/// A release binary of the workspace, built beside this test's `onebox`.
+fn bin(name: &str) -> PathBuf {
+    let dir = Path::new(env!("CARGO_BIN_EXE_onebox"))
+        .parent()
+        .expect("bin dir")
+        .to_path_buf();
+    let path = dir.join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: build the workspace first (cargo build --release)",
+        path.display()
+    );
+    path
+}
+
+fn run(cmd: &mut Command) -> Output {
+    cmd.output().expect("run onebox")
+}
+
+fn text(out: &Output) -> String {
+    format!(
+        "{}\nstdout:\n{}\nstderr:\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// Every file under `dir` with its bytes and mode, for before/after comparisons.
+fn tree(dir: &Path) -> Vec<(PathBuf, Vec<u8>, u32)> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).expect("ls") {
+            let path = entry.expect("entry").path();
+            let meta = std::fs::symlink_metadata(&path).expect("stat");
+            if meta.is_dir() {
+                stack.push(path.clone());
+                out.push((path, Vec::new(), meta.permissions().mode()));
+            } else {
+                let bytes = std::fs::read(&path).unwrap_or_default();
+                out.push((path, bytes, meta.permissions().mode()));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+#[test]
+fn bad_user_data_exits_2_naming_the_key_and_writes_nothing() {
+    let dir = onebox_testkit::temp_dir("provision-bad");
+    let cases = [
+        ("onebox:\n  domain: ../../x\n", "onebox.domain"),
+        ("onebox:\n  domain: \"foo\\nbar.com\"\n", "onebox.domain"),
+        ("onebox:\n  public_ipv4: 300.1.2.3\n", "onebox.public_ipv4"),
+        ("onebox:\n  colour: blue\n", "onebox.colour"),
+        (
+            "onebox:\n  acme:\n    ca: not a pem\n    directory: https://ca.example/dir\n",
+            "onebox.acme.ca",
+        ),
+        ("onebox:\n  zones:\n    ../x.zone: \"\"\n", "onebox.zones"),
+        (
+            "onebox:\n  domain: example.com\n  public_ipv4: 192.0.2.1\n  zones:\n    example.com.zone: \"@ IN A 1.2.3.4\\n\"\n",
+            "onebox.zones",
+        ),
+        (
+            "onebox:\n  settings:\n    edge:\n      metrics_listen: 0.0.0.0:9100\n",
+            "edge.metrics_listen",
+        ),
+        (
+            "onebox:\n  settings:\n    app:\n      posts_per_page: 0\n",
+            "app.posts_per_page",
+        ),
+        (
+            "onebox:\n  settings:\n    dns:\n      colour: blue\n",
+            "dns.colour",
+        ),
+        (
+            "onebox:\n  site_toml: \"[site]\\ndomain = 'a.com'\\n[app]\\nsession_hours = 1\\n\"\n",
+            "app.session_hours",
+        ),
+    ];
+    for (i, (yaml, key)) in cases.iter().enumerate() {
+        let ud = dir.path().join(format!("bad{i}.yaml"));
+        std::fs::write(&ud, format!("#cloud-config\n{yaml}")).expect("write");
+        let root = dir.path().join(format!("root{i}"));
+        let out = run(onebox()
+            .args(["provision", "--no-database", "--user-data"])
+            .arg(&ud)
+            .arg("--root")
+            .arg(&root));
+        assert_eq!(out.status.code(), Some(2), "{yaml}: {}", text(&out));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains(key),
+            "{yaml}: the error does not name {key}: {err}"
+        );
+        assert!(!root.exists(), "{yaml}: {} was created", root.display());
+    }
+}
+
+#[test]
+fn default_site_files_are_the_generated_zone_and_a_second_run_changes_nothing() {
+    let dir = onebox_testkit::temp_dir("provision-files");
+    let root = dir.path().join("root");
+    let out = run(onebox()
+        .args(["provision", "--no-database", "--root"])
+        .arg(&root));
+    assert!(out.status.success(), "{}", text(&out));
+
+    let site_path = root.join("etc/onebox/site.toml");
+    let site = onebox_site::load(&site_path).expect("the site file parses");
+    assert_eq!(site.site.domain(), "foobar.com");
+    assert_eq!(site.site.public_ipv4, Some("8.8.8.8".parse().expect("ip")));
+    assert_eq!(
+        site.dns.zones,
+        root.join("etc/onebox/zones"),
+        "a rooted site file names the root's paths"
+    );
+    let mode = |p: &Path| std::fs::metadata(p).expect("stat").permissions().mode() & 0o7777;
+    assert_eq!(mode(&site_path), 0o640);
+    let zone = root.join("etc/onebox/zones/foobar.com.zone");
+    assert_eq!(mode(&zone), 0o644);
+    assert_eq!(mode(&root.join("etc/onebox/zones")), 0o755);
+    assert!(root.join("var/www/onebox").is_dir());
+    assert!(
+        !root.join("var/lib/onebox-dns").exists(),
+        "root never writes the DNS state"
+    );
+
+    // named-checkzone (BIND) accepts the generated zone.
+    let check = Command::new("named-checkzone")
+        .args(["-k", "fail", "-n", "fail", "foobar.com"])
+        .arg(&zone)
+        .output()
+        .expect("named-checkzone");
+    assert!(check.status.success(), "{}", text(&check));
+    let zone_text = std::fs::read_to_string(&zone).expect("zone");
+    for want in [
+        "ns2.foobar.com.",
+        "CAA   0 issue \"letsencrypt.org\"",
+        "MX    0 .",
+    ] {
+        assert!(zone_text.contains(want), "{want} missing:\n{zone_text}");
+    }
+
+    let before = tree(&root);
+    let out = run(onebox()
+        .args(["provision", "--no-database", "--root"])
+        .arg(&root));
+    assert!(out.status.success(), "{}", text(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(!stdout.contains("wrote"), "second run wrote: {stdout}");
+    assert!(stdout.contains("kept"), "{stdout}");
+    assert_eq!(before, tree(&root), "a second run changed the tree");
+}
+
+#[test]
+fn never_writes_through_a_symlink() {
+    let dir = onebox_testkit::temp_dir("provision-symlink");
+    let root = dir.path().join("root");
+    let elsewhere = dir.path().join("elsewhere");
+    std::fs::create_dir_all(root.join("etc")).expect("mkdir");
+    std::fs::create_dir_all(&elsewhere).expect("mkdir");
+    std::os::unix::fs::symlink(&elsewhere, root.join("etc/onebox")).expect("symlink");
+    let out = run(onebox()
+        .args(["provision", "--no-database", "--root"])
+        .arg(&root));
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("symlink"),
+        "{}",
+        text(&out)
+    );
+    assert!(
+        std::fs::read_dir(&elsewhere).expect("ls").next().is_none(),
+        "a file was written through the symlink"
+    );
+}
+
+/// A site provisioned from user-data into a temporary root, served by the three services started
+/// from the provisioned site file: DNS answers from the generated zone, the edge serves the app,
+/// `onebox status` sees it all and notices an outage.
+#[test]
+fn provisioned_site_serves_and_status_sees_it() {
+    let mariadb = MariaDb::start().expect("MariaDB");
+    let dir = onebox_testkit::temp_dir("provision-stack");
+    let root = dir.path().join("root");
+    let (dns, http, https, metrics, app) = (
+        free_port(),
+        free_port(),
+        free_port(),
+        free_port(),
+        free_port(),
+    );
+    let ud = dir.path().join("user-data.yaml");
+    std::fs::write(
+        &ud,
+        format!(
+            "#cloud-config\nonebox:\n  domain: example.test\n  public_ipv4: 192.0.2.10\n  public_ipv6: 2001:db8::10\n  \
+             allow_transfer: [127.0.0.1]\n  settings:\n    dns:\n      listen: [\"127.0.0.1:{dns}\"]\n    \
+             edge:\n      http_listen: 127.0.0.1:{http}\n      https_listen: 127.0.0.1:{https}\n      \
+             metrics_listen: 127.0.0.1:{metrics}\n      upstream:\n        servers: [\"127.0.0.1:{app}\"]\n        \
+             health_interval_secs: 1\n      acme:\n        ca: \"off\"\n    app:\n      listen: 127.0.0.1:{app}\n"
+        ),
+    )
+    .expect("user-data");
+    // The server's MariaDB socket, where the rooted site file looks for it.
+    std::fs::create_dir_all(root.join("run/mysqld")).expect("mkdir");
+    std::os::unix::fs::symlink(mariadb.socket(), root.join("run/mysqld/mysqld.sock"))
+        .expect("socket link");
+    let provision = || {
+        run(onebox()
+            .args(["provision", "--user-data"])
+            .arg(&ud)
+            .arg("--root")
+            .arg(&root)
+            .arg("--app-bin")
+            .arg(bin("onebox-app")))
+    };
+    let out = provision();
+    assert!(out.status.success(), "{}", text(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    let password_file = root.join("root/onebox-admin-password");
+    assert!(
+        stdout.contains(&password_file.display().to_string()),
+        "{stdout}"
+    );
+    let password = std::fs::read_to_string(&password_file).expect("password file");
+    let password = password.trim();
+    assert!(password.len() >= 12, "a generated password");
+    assert!(!stdout.contains(password) && !String::from_utf8_lossy(&out.stderr).contains(password));
+    assert_eq!(
+        std::fs::metadata(&password_file)
+            .expect("stat")
+            .permissions()
+            .mode()
+            & 0o777,
+        0o600
+    );
+
+    let site = root.join("etc/onebox/site.toml");
+    let logs = dir.path().join("logs");
+    std::fs::create_dir_all(&logs).expect("logs");
+    let spawn = |name: &str| {
+        let mut cmd = Command::new(bin(name));
+        cmd.arg("--config").arg(&site);
+        ChildGuard::spawn(cmd, logs.join(format!("{name}.log"))).expect("spawn")
+    };
+    let _dns = spawn("onebox-dns");
+    let mut app_server = spawn("onebox-app");
+    let _edge = spawn("onebox-edge");
+
+    let dig = |args: &[&str]| {
+        let out = Command::new("dig")
+            .args([
+                "+short",
+                "+time=1",
+                "+tries=1",
+                "@127.0.0.1",
+                "-p",
+                &dns.to_string(),
+            ])
+            .args(args)
+            .output()
+            .expect("dig");
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    wait_until(20, "onebox-dns answers", || {
+        !dig(&["example.test", "SOA"]).is_empty()
+    });
+    assert_eq!(dig(&["www.example.test", "A"]), "192.0.2.10");
+    assert_eq!(dig(&["ns2.example.test", "AAAA"]), "2001:db8::10");
+    assert_eq!(dig(&["example.test", "MX"]), "0 .");
+
+    let curl = |path: &str| {
+        let out = Command::new("curl")
+            .args([
+                "-sk",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code}",
+                "--max-time",
+                "5",
+            ])
+            .arg("--resolve")
+            .arg(format!("www.example.test:{https}:127.0.0.1"))
+            .arg(format!("https://www.example.test:{https}{path}"))
+            .output()
+            .expect("curl");
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    wait_until(30, "the edge serves the app's home page", || {
+        curl("/") == "200"
+    });
+
+    let status = |json: bool| {
+        let mut cmd = onebox();
+        cmd.args(["status", "--config"]).arg(&site);
+        if json {
+            cmd.arg("--json");
+        }
+        run(&mut cmd)
+    };
+    let out = status(true);
+    assert!(out.status.success(), "{}", text(&out));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(report["ok"], true, "{report:#}");
+    assert_eq!(report["zones"][0]["name"], "example.test");
+    assert!(
+        report["zones"][0]["serial"]["ok"].as_u64().is_some(),
+        "{report:#}"
+    );
+    let days = report["certificate"]["ok"]["days_left"]
+        .as_i64()
+        .expect("days_left");
+    assert!(days > 0, "{report:#}");
+    assert!(
+        report["certificate"]["ok"]["subject"]
+            .as_str()
+            .is_some_and(|s| !s.is_empty())
+    );
+    assert!(report["database"]["ok"].is_string(), "{report:#}");
+
+    // A second provision changes nothing, and the admin keeps the first password.
+    let out = provision();
+    assert!(out.status.success(), "{}", text(&out));
+    let again = String::from_utf8_lossy(&out.stdout);
+    assert!(!again.contains("wrote"), "{again}");
+    assert_eq!(
+        std::fs::read_to_string(&password_file)
+            .expect("password")
+            .trim(),
+        password
+    );
+
+    // The app goes down: status says so and fails.
+    app_server.kill();
+    let out = status(false);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let human = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        human.contains("DOWN onebox-app"),
+        "status did not see the app down:\n{human}"
+    );
+}

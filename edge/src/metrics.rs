@@ -5,6 +5,7 @@
 //! scrape: the served certificate from the ACME side ([`ServedCertificate`]).
 
 use crate::acme::ServedCertificate;
+use crate::connections::Refused;
 use async_trait::async_trait;
 use pingora::apps::http_app::ServeHttp;
 use pingora::protocols::http::ServerSession;
@@ -21,6 +22,12 @@ use std::sync::{Arc, Mutex};
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct StatusClass {
     class: &'static str,
+}
+
+/// The label of `onebox_edge_connections_refused_total`: the limit a connection was over.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct LimitLabel {
+    limit: &'static str,
 }
 
 /// The classes, by the status's first digit (index 0: anything else).
@@ -49,12 +56,24 @@ pub struct Metrics {
     acme_last_error_time: Gauge,
     /// Text of the last ACME failure, empty if none.
     acme_last_error: Arc<Mutex<String>>,
+    /// Client connections open now (HTTP and HTTPS listeners).
+    pub connections_open: Gauge,
+    /// Connections closed on arrival, by the limit they were over.
+    connections_refused: Family<LimitLabel, Counter>,
+    /// The family's two counters: over `max_connections`, over `max_connections_per_client`.
+    refused_by_limit: [Counter; 2],
 }
 
 impl Default for Metrics {
     fn default() -> Self {
         let responses = Family::<StatusClass, Counter>::default();
         let by_class = CLASSES.map(|class| responses.get_or_create(&StatusClass { class }).clone());
+        let connections_refused = Family::<LimitLabel, Counter>::default();
+        let refused_by_limit = ["total", "per_client"].map(|limit| {
+            connections_refused
+                .get_or_create(&LimitLabel { limit })
+                .clone()
+        });
         Metrics {
             responses,
             by_class,
@@ -66,6 +85,9 @@ impl Default for Metrics {
             acme_errors: Counter::default(),
             acme_last_error_time: Gauge::default(),
             acme_last_error: Arc::default(),
+            connections_open: Gauge::default(),
+            connections_refused,
+            refused_by_limit,
         }
     }
 }
@@ -76,6 +98,15 @@ impl Metrics {
         let class = usize::from(status / 100);
         let idx = if (1..=5).contains(&class) { class } else { 0 };
         self.by_class[idx].inc();
+    }
+
+    /// Counts a connection closed on arrival for being over `limit`.
+    pub fn refused_connection(&self, limit: Refused) {
+        self.refused_by_limit[match limit {
+            Refused::Total => 0,
+            Refused::PerClient => 1,
+        }]
+        .inc();
     }
 
     /// Records an ACME failure.
@@ -135,6 +166,16 @@ impl Metrics {
             "acme_last_error_timestamp_seconds",
             "Time of the last ACME failure (0: none)",
             self.acme_last_error_time.clone(),
+        );
+        r.register(
+            "connections",
+            "Client connections open now (HTTP and HTTPS listeners)",
+            self.connections_open.clone(),
+        );
+        r.register(
+            "connections_refused",
+            "Connections closed on arrival: over max_connections (total) or max_connections_per_client (per_client)",
+            self.connections_refused.clone(),
         );
         r.register_collector(Box::new(AcmeLastError(self.acme_last_error.clone())));
         r.register_collector(Box::new(CertificateFigures(served)));

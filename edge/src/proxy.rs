@@ -300,6 +300,15 @@ impl Edge {
     }
 }
 
+/// The client's address: on the dual-stack `[::]` listener an IPv4 client's `::ffff:a.b.c.d`
+/// is its IPv4 address `a.b.c.d`.
+fn client_ip(session: &Session) -> Option<std::net::IpAddr> {
+    session
+        .client_addr()
+        .and_then(|a| a.as_inet())
+        .map(|a| a.ip().to_canonical())
+}
+
 /// A static file read failure as a pingora error.
 fn file_error(e: std::io::Error) -> Box<Error> {
     Error::because(ErrorType::InternalError, "reading a static file", e)
@@ -428,10 +437,8 @@ impl ProxyHttp for Edge {
         upstream: &mut pingora::http::RequestHeader,
         ctx: &mut Ctx,
     ) -> Result<()> {
-        let client = session
-            .client_addr()
-            .and_then(|a| a.as_inet())
-            .map(|a| a.ip().to_string())
+        let client = client_ip(session)
+            .map(|ip| ip.to_string())
             .unwrap_or_default();
         // The edge is the first hop: client-supplied forwarding headers are replaced, not trusted.
         upstream.insert_header("X-Forwarded-For", client)?;
@@ -501,9 +508,8 @@ impl ProxyHttp for Edge {
             return;
         }
         let req = session.req_header();
-        let client = session
-            .client_addr()
-            .map(|a| a.to_string())
+        let client = client_ip(session)
+            .map(|ip| ip.to_string())
             .unwrap_or_default();
         let ms = ctx.start.elapsed().as_secs_f64() * 1000.0;
         let version = format!("{:?}", req.version);

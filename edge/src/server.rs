@@ -4,14 +4,21 @@
 use crate::EdgeError;
 use crate::acme::AcmeService;
 use crate::config::{self, Config};
+use crate::connections::{ConnectionLimits, Limited};
 use crate::metrics::{Metrics, MetricsApp};
 use crate::proxy::{Edge, Shared};
 use crate::tls::{EdgeResolver, TlsApp};
+use pingora::apps::HttpServerOptions;
 use pingora::lb::{LoadBalancer, health_check::HttpHealthCheck};
+use pingora::listeners::{
+    DEFAULT_L4_WRITE_BUFFER_SIZE, L4BufferSettings, ListenerConfig, TcpSocketOptions,
+};
+use pingora::protocols::http::v2::server::{H2Options, default_h2_options};
 use pingora::server::Server;
 use pingora::server::configuration::{Opt, ServerConf};
 use pingora::services::background::{GenBackgroundService, background_service};
 use pingora::services::listening::Service;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::sync::Arc;
@@ -49,17 +56,15 @@ pub fn run(path: &Path, upgrade: bool, daemon: bool) -> Result<(), EdgeError> {
             source,
         })?;
 
+    let http_listen = listen_address(edge.http_listen);
+    let https_listen = listen_address(edge.https_listen);
     if !upgrade {
         // Fail with a clear message rather than pingora's endless "in use, will try again".
-        for addr in [
-            edge.http_listen,
-            edge.https_listen,
-            edge.metrics_listen.get(),
-        ] {
-            std::net::TcpListener::bind(addr)
-                .map_err(|source| EdgeError::Listen { addr, source })?;
+        for addr in [http_listen, https_listen, edge.metrics_listen.get()] {
+            bind_check(addr).map_err(|source| EdgeError::Listen { addr, source })?;
         }
     }
+    raise_open_files_limit(edge.limits.max_connections.as_usize());
     let mut conf =
         ServerConf::new().ok_or_else(|| EdgeError::Server("default configuration".into()))?;
     conf.threads = edge.threads.map_or_else(
@@ -107,27 +112,43 @@ pub fn run(path: &Path, upgrade: bool, daemon: bool) -> Result<(), EdgeError> {
         config: config.clone(),
     });
 
-    let header_limit = edge.limits.client_timeout_secs.secs();
-    let http_proxy = pingora::proxy::http_proxy(
+    let limits = &edge.limits;
+    let header_limit = limits.client_timeout_secs.secs();
+    let max_header_bytes = limits.max_header_bytes.as_usize();
+    let connections = ConnectionLimits::new(
+        limits.max_connections.as_usize(),
+        limits.max_connections_per_client.as_u32(),
+        metrics.clone(),
+    );
+    let mut http_proxy = pingora::proxy::http_proxy(
         &server.configuration,
         Edge {
             shared: shared.clone(),
             tls: false,
         },
     );
+    http_proxy.server_options = Some(server_options(&config));
     let mut http = Service::new(
         "http".to_string(),
-        crate::header_deadline::Guarded::new(http_proxy, header_limit),
+        Limited::new(
+            crate::header_deadline::Guarded::new(http_proxy, header_limit, max_header_bytes),
+            connections.clone(),
+        ),
     );
-    http.add_tcp(&edge.http_listen.to_string());
+    http.add_listener(listener(http_listen, 4 * 1024));
 
-    let https_proxy = pingora::proxy::http_proxy(&server.configuration, Edge { shared, tls: true });
-    let handshake_timeout = edge.limits.client_timeout_secs.secs();
+    let mut https_proxy =
+        pingora::proxy::http_proxy(&server.configuration, Edge { shared, tls: true });
+    https_proxy.server_options = Some(server_options(&config));
+    https_proxy.h2_options = Some(h2_options(&config));
     let mut https = Service::new(
         "https".to_string(),
-        TlsApp::new(tls_config, https_proxy, handshake_timeout),
+        Limited::new(
+            TlsApp::new(tls_config, https_proxy, header_limit, max_header_bytes),
+            connections,
+        ),
     );
-    https.add_tcp(&edge.https_listen.to_string());
+    https.add_listener(listener(https_listen, 16 * 1024));
 
     server.add_service(http);
     server.add_service(https);
@@ -143,13 +164,124 @@ pub fn run(path: &Path, upgrade: bool, daemon: bool) -> Result<(), EdgeError> {
     server.add_service(metrics_service);
     tracing::info!(
         "onebox-edge: http {}, https {}, names {}, web root {}, app {:?}",
-        edge.http_listen,
-        edge.https_listen,
+        http_listen,
+        https_listen,
         config.names.join(" "),
         edge.web_root.get().display(),
         edge.upstream.servers
     );
     server.run_forever()
+}
+
+/// HTTP/1 keep-alive and HTTP/2 idle limits of both listeners.
+fn server_options(config: &Config) -> HttpServerOptions {
+    let limits = &config.edge.limits;
+    let mut options = HttpServerOptions::default();
+    // An HTTP/2 connection with no stream open is closed after this (pingora's default: never).
+    options.h2_idle_timeout = Some(limits.keepalive_secs.secs());
+    options.keepalive_request_limit = Some(limits.keepalive_requests.as_u32());
+    options
+}
+
+/// The header-list size the HTTP/2 layer announces (`SETTINGS_MAX_HEADER_LIST_SIZE`) and
+/// enforces while decoding: `max_header_bytes` plus HTTP/2's 32 bytes of accounting per field
+/// for `max_headers` fields (RFC 9113 §6.5.2 counts each field as name + value + 32). A larger
+/// header list is answered `431` by the h2 layer as it arrives, without being stored; one
+/// within it but over `max_header_bytes` gets `431` from `limits::check`.
+pub fn h2_header_list_limit(max_header_bytes: usize, max_headers: usize) -> u32 {
+    max_header_bytes
+        .saturating_add(max_headers.saturating_mul(32))
+        .min(u32::MAX as usize) as u32
+}
+
+/// HTTP/2 settings of the HTTPS listener: pingora's bounded defaults (100 streams) with the
+/// header-list limit.
+fn h2_options(config: &Config) -> H2Options {
+    let limits = &config.edge.limits;
+    let mut options = default_h2_options();
+    options.max_header_list_size(h2_header_list_limit(
+        limits.max_header_bytes.as_usize(),
+        limits.max_headers.as_usize(),
+    ));
+    options
+}
+
+/// Where to listen for `configured`: as is, except `[::]` on a host without IPv6, which
+/// becomes `0.0.0.0` (with a warning), as onebox-dns skips its `[::]` address there.
+fn listen_address(configured: SocketAddr) -> SocketAddr {
+    let any_v6 = matches!(configured.ip(), IpAddr::V6(v6) if v6.is_unspecified());
+    if !any_v6 {
+        return configured;
+    }
+    match socket2::Socket::new(socket2::Domain::IPV6, socket2::Type::STREAM, None) {
+        Ok(_) => configured,
+        Err(e) => {
+            let fallback = SocketAddr::from((Ipv4Addr::UNSPECIFIED, configured.port()));
+            tracing::warn!(
+                "no IPv6 on this host ({e}): listening on {fallback} instead of {configured}"
+            );
+            fallback
+        }
+    }
+}
+
+/// A client listener on `addr`. `[::]` is one socket for IPv6 and IPv4 (IPv4 clients appear as
+/// `::ffff:a.b.c.d`, which the edge reads as the IPv4 address). Each connection's read buffer
+/// is `read_buffer` bytes (pingora's default, 64 KiB allocated at accept, was most of an idle
+/// connection's memory; one TLS record is 16 KiB).
+fn listener(addr: SocketAddr, read_buffer: usize) -> ListenerConfig {
+    let mut options = TcpSocketOptions::default();
+    if addr.is_ipv6() {
+        options.ipv6_only = Some(!addr.ip().is_unspecified());
+    }
+    ListenerConfig::tcp(addr.to_string())
+        .tcp_socket_options(options)
+        .l4_buffer(L4BufferSettings::new(
+            read_buffer,
+            DEFAULT_L4_WRITE_BUFFER_SIZE,
+        ))
+}
+
+/// Binds `addr` as the listener will, and lets it go: a taken or forbidden address is a clear
+/// error now rather than pingora's retries later.
+fn bind_check(addr: SocketAddr) -> std::io::Result<()> {
+    let socket = socket2::Socket::new(
+        socket2::Domain::for_address(addr),
+        socket2::Type::STREAM,
+        None,
+    )?;
+    socket.set_reuse_address(true)?;
+    if addr.is_ipv6() {
+        socket.set_only_v6(!addr.ip().is_unspecified())?;
+    }
+    socket.bind(&addr.into())?;
+    socket.listen(1)
+}
+
+/// Raises the soft limit of open files to the hard limit (systemd's `LimitNOFILE=` sets both;
+/// a login shell's soft limit is often 1024), and warns when `max_connections` does not fit:
+/// each connection takes a descriptor, a proxied request another, and pingora stops accepting
+/// for a second whenever accept() runs out of them.
+fn raise_open_files_limit(max_connections: usize) {
+    use rustix::process::{Resource, getrlimit, setrlimit};
+    let mut limit = getrlimit(Resource::Nofile);
+    if limit.current < limit.maximum {
+        limit.current = limit.maximum;
+        if let Err(e) = setrlimit(Resource::Nofile, limit) {
+            tracing::warn!("cannot raise the open-files limit: {e}");
+        }
+    }
+    let soft = getrlimit(Resource::Nofile).current.unwrap_or(u64::MAX);
+    let needed = (max_connections as u64)
+        .saturating_mul(2)
+        .saturating_add(1024);
+    if soft < needed {
+        tracing::warn!(
+            "open-files limit {soft} is below the {needed} that limits.max_connections = \
+             {max_connections} may need (two per connection and 1024 more): raise LimitNOFILE \
+             or lower max_connections"
+        );
+    }
 }
 
 /// The app pool with an HTTP health check on `health_path`.

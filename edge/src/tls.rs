@@ -93,19 +93,24 @@ pub struct TlsApp<A> {
     acceptor: tokio_rustls::TlsAcceptor,
     http: Arc<A>,
     handshake_timeout: std::time::Duration,
+    max_header_bytes: usize,
 }
 
 impl<A> TlsApp<A> {
-    /// Serves `http` over TLS with `config`; a handshake slower than `handshake_timeout` is cut.
+    /// Serves `http` over TLS with `config`; a handshake slower than `handshake_timeout` is cut,
+    /// and so is each HTTP/1 request header (see [`crate::header_deadline`]), which may have at
+    /// most `max_header_bytes`.
     pub fn new(
         config: Arc<rustls::ServerConfig>,
         http: A,
         handshake_timeout: std::time::Duration,
+        max_header_bytes: usize,
     ) -> Self {
         TlsApp {
             acceptor: tokio_rustls::TlsAcceptor::from(config),
             http: Arc::new(http),
             handshake_timeout,
+            max_header_bytes,
         }
     }
 }
@@ -151,6 +156,7 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for TlsApp<A> {
                     tls,
                     self.handshake_timeout,
                     per_request,
+                    self.max_header_bytes,
                 )),
                 shutdown,
             )

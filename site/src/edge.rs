@@ -13,9 +13,10 @@ use std::path::PathBuf;
 #[serde(default, deny_unknown_fields)]
 pub struct EdgeConfig {
     /// Address of the plain-HTTP listener (ACME HTTP-01 answers, redirects to HTTPS).
-    /// Default: `0.0.0.0:80`.
+    /// Default: `[::]:80`, one socket for IPv6 and IPv4 (`0.0.0.0:80` on a host without IPv6).
     pub http_listen: SocketAddr,
-    /// Address of the HTTPS listener (HTTP/1.1 and HTTP/2). Default: `0.0.0.0:443`.
+    /// Address of the HTTPS listener (HTTP/1.1 and HTTP/2). Default: `[::]:443`, one socket for
+    /// IPv6 and IPv4 (`0.0.0.0:443` on a host without IPv6).
     pub https_listen: SocketAddr,
     /// The HTTPS port clients see, used in redirects. Default (absent): the port of
     /// `https_listen`.
@@ -51,8 +52,8 @@ pub struct EdgeConfig {
 impl Default for EdgeConfig {
     fn default() -> Self {
         EdgeConfig {
-            http_listen: SocketAddr::from(([0, 0, 0, 0], 80)),
-            https_listen: SocketAddr::from(([0, 0, 0, 0], 443)),
+            http_listen: SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, 80)),
+            https_listen: SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, 443)),
             public_https_port: None,
             web_root: At::new(PathBuf::from("/var/www/onebox")),
             state_dir: PathBuf::from("/var/lib/onebox-edge"),
@@ -260,8 +261,20 @@ pub struct LimitsConfig {
     /// Seconds for the TLS handshake, and for each HTTP/1 request header from its first byte;
     /// defeats slowloris. Default: 10.
     pub client_timeout_secs: Bounded<1, 3600>,
-    /// Seconds an idle keep-alive connection is kept open. Default: 30.
+    /// Seconds a connection may stay idle between requests before it is closed: an HTTP/1
+    /// keep-alive connection, or an HTTP/2 connection with no stream open (PINGs do not count).
+    /// Default: 30 (nginx: 75).
     pub keepalive_secs: Bounded<1, 86_400>,
+    /// Requests one HTTP/1 connection may carry before it is closed (nginx's
+    /// `keepalive_requests`). Default: 1000.
+    pub keepalive_requests: Bounded<1, 4_000_000_000>,
+    /// Client connections open at once, on the HTTP and HTTPS listeners together; more are
+    /// closed as they arrive. Each takes a file descriptor (see the unit's `LimitNOFILE`) and
+    /// 30–50 KiB while idle. Default: 8192.
+    pub max_connections: Bounded<1, 1_000_000>,
+    /// Connections open at once from one client (an IPv4 address, an IPv6 /64); more are
+    /// closed as they arrive, so one client cannot take `max_connections`. Default: 256.
+    pub max_connections_per_client: Bounded<1, 1_000_000>,
 }
 
 impl Default for LimitsConfig {
@@ -272,6 +285,9 @@ impl Default for LimitsConfig {
             max_body_bytes: Bounded::clamped(10 * 1024 * 1024),
             client_timeout_secs: Bounded::clamped(10),
             keepalive_secs: Bounded::clamped(30),
+            keepalive_requests: Bounded::clamped(1000),
+            max_connections: Bounded::clamped(8192),
+            max_connections_per_client: Bounded::clamped(256),
         }
     }
 }

@@ -1,0 +1,483 @@
+//! Hostile and idle connections against the real binary: the per-client connection limit, idle
+//! HTTP/2 and HTTP/1 connections closed, oversized headers answered 431 while they arrive (HTTP/1
+//! and HTTP/2), both address families on one default listener, and the post-quantum key
+//! exchange.
+#![allow(clippy::unwrap_used, clippy::panic)]
+
+mod common;
+use common::*;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// An edge (self-signed certificate, no ACME) with `hello.txt` and a live upstream.
+fn edge(limits: &str) -> (Site, Upstream, Proc) {
+    let upstream = Upstream::start();
+    let site = Site::new(
+        Ports::new(),
+        upstream.port,
+        &format!("\n[edge.limits]\n{limits}\n[edge.acme]\nca = \"off\"\n"),
+    );
+    std::fs::write(site.www().join("hello.txt"), "hello world\n").unwrap();
+    let edge = site.start_edge("edge.log");
+    (site, upstream, edge)
+}
+
+/// The sample of `name` with `label` (e.g. `limit="per_client"`) in the metrics text.
+fn labelled(text: &str, name: &str, label: &str) -> f64 {
+    let prefix = format!("{name}{{{label}}} ");
+    text.lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {prefix} in:\n{text}"))
+}
+
+/// Accepts any server certificate: the edge serves a fresh self-signed one.
+#[derive(Debug)]
+struct AcceptAny(Arc<rustls::crypto::CryptoProvider>);
+
+impl rustls::client::danger::ServerCertVerifier for AcceptAny {
+    fn verify_server_cert(
+        &self,
+        _: &rustls::pki_types::CertificateDer<'_>,
+        _: &[rustls::pki_types::CertificateDer<'_>],
+        _: &rustls::pki_types::ServerName<'_>,
+        _: &[u8],
+        _: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+/// A TLS client configuration offering `alpn` and only the key exchange groups `groups` (all
+/// of aws-lc-rs's when empty).
+fn client_config(
+    alpn: &[u8],
+    groups: &[&'static dyn rustls::crypto::SupportedKxGroup],
+) -> Arc<rustls::ClientConfig> {
+    let mut provider = rustls::crypto::aws_lc_rs::default_provider();
+    if !groups.is_empty() {
+        provider.kx_groups = groups.to_vec();
+    }
+    let provider = Arc::new(provider);
+    let mut config = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(AcceptAny(provider)))
+        .with_no_client_auth();
+    config.alpn_protocols = vec![alpn.to_vec()];
+    Arc::new(config)
+}
+
+/// A blocking TLS connection to the edge's HTTPS port for www.foobar.com, handshake done.
+fn tls_connect(
+    site: &Site,
+    config: Arc<rustls::ClientConfig>,
+) -> rustls::StreamOwned<rustls::ClientConnection, TcpStream> {
+    let name = rustls::pki_types::ServerName::try_from("www.foobar.com").unwrap();
+    let conn = rustls::ClientConnection::new(config, name).unwrap();
+    let sock = TcpStream::connect(("127.0.0.1", site.ports.https)).unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut tls = rustls::StreamOwned::new(conn, sock);
+    while tls.conn.is_handshaking() {
+        tls.conn.complete_io(&mut tls.sock).unwrap();
+    }
+    tls
+}
+
+/// Whether the edge has closed `stream` (a read ends or fails); waits at most `wait`. Bytes
+/// the edge sends meanwhile (HTTP/2 SETTINGS, ACKs) are read and dropped.
+fn closed<S: Read>(stream: &mut S, set_timeout: impl Fn(Duration)) -> bool {
+    set_timeout(Duration::from_millis(20));
+    let mut buf = [0u8; 4096];
+    loop {
+        match stream.read(&mut buf) {
+            Ok(0) => return true,
+            Ok(_) => continue,
+            Err(e)
+                if e.kind() == std::io::ErrorKind::WouldBlock
+                    || e.kind() == std::io::ErrorKind::TimedOut =>
+            {
+                return false;
+            }
+            Err(_) => return true,
+        }
+    }
+}
+
+/// Raises this process's open-files limit to its hard limit (2,000 sockets need it where the
+/// soft limit is 1024).
+fn raise_open_files() {
+    use rustix::process::{Resource, getrlimit, setrlimit};
+    let mut limit = getrlimit(Resource::Nofile);
+    limit.current = limit.maximum;
+    setrlimit(Resource::Nofile, limit).unwrap();
+}
+
+/// 2,000 idle connections from 127.0.0.1 hold at most `max_connections_per_client` of them;
+/// a client at 127.0.0.2 is served, though 2,000 would have filled `max_connections`.
+#[test]
+fn idle_connections_from_one_address_do_not_lock_out_another() {
+    raise_open_files();
+    let (site, _up, _edge) = edge(
+        "max_connections = 1000\nmax_connections_per_client = 100\nclient_timeout_secs = 60\n",
+    );
+    let start = Instant::now();
+    let mut idle = Vec::new();
+    for _ in 0..2000 {
+        match TcpStream::connect(("127.0.0.1", site.ports.https)) {
+            Ok(s) => idle.push(s),
+            Err(e) => panic!("connect #{}: {e}", idle.len()),
+        }
+    }
+    wait_until(30, "the edge to refuse 1,900 connections", || {
+        let m = site.metrics();
+        let refused = |limit: &str| {
+            labelled(
+                &m,
+                "onebox_edge_connections_refused_total",
+                &format!("limit=\"{limit}\""),
+            )
+        };
+        refused("per_client") + refused("total") >= 1900.0
+    });
+    let m = site.metrics();
+    eprintln!(
+        "2,000 connections from 127.0.0.1 in {:?}: open {}, refused per client {}, in all {}",
+        start.elapsed(),
+        metric(&m, "onebox_edge_connections"),
+        labelled(
+            &m,
+            "onebox_edge_connections_refused_total",
+            "limit=\"per_client\""
+        ),
+        labelled(
+            &m,
+            "onebox_edge_connections_refused_total",
+            "limit=\"total\""
+        ),
+    );
+    assert_eq!(metric(&m, "onebox_edge_connections"), 100.0, "{m}");
+    // The 100 held stay open (waiting for their TLS handshake); the others were closed.
+    let mut still_open = 0;
+    for s in &mut idle {
+        let t = s.try_clone().unwrap();
+        if !closed(s, |d| t.set_read_timeout(Some(d)).unwrap()) {
+            still_open += 1;
+        }
+    }
+    assert_eq!(still_open, 100);
+
+    // Another address is served at once; 127.0.0.1 itself is not.
+    let url = site.https("/hello.txt");
+    let out = site.curl(&["-k", "--interface", "127.0.0.2", "-i", &url]);
+    assert_eq!(status_of(&out), 200, "{out:?}");
+    let out = site.curl(&["-k", "-i", &url]);
+    assert_eq!(status_of(&out), 0, "127.0.0.1 is over its limit: {out:?}");
+    drop(idle);
+    wait_until(10, "the held connections to be released", || {
+        metric(&site.metrics(), "onebox_edge_connections") == 0.0
+    });
+    assert_eq!(status_of(&site.curl(&["-k", "-i", &url])), 200);
+}
+
+/// Idle connections are closed after `keepalive_secs`: HTTP/2 connections that sent the
+/// preface and SETTINGS and then nothing, and HTTP/1 connections after their one request.
+#[test]
+fn idle_http2_and_http1_connections_are_closed_after_keepalive_secs() {
+    let (site, _up, _edge) = edge("keepalive_secs = 3\nclient_timeout_secs = 60\n");
+    let h2 = client_config(b"h2", &[]);
+    let h1 = client_config(b"http/1.1", &[]);
+    let mut conns = Vec::new();
+    for _ in 0..50 {
+        let mut tls = tls_connect(&site, h2.clone());
+        tls.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n").unwrap();
+        tls.write_all(&[0, 0, 0, 4, 0, 0, 0, 0, 0]).unwrap(); // SETTINGS, empty
+        tls.flush().unwrap();
+        // The edge's own SETTINGS frame: the HTTP/2 connection is up.
+        let mut head = [0u8; 9];
+        tls.read_exact(&mut head).unwrap();
+        assert_eq!(head[3], 4, "first frame is SETTINGS: {head:?}");
+        conns.push(tls);
+    }
+    let mut h1_conns = Vec::new();
+    for _ in 0..10 {
+        let mut tls = tls_connect(&site, h1.clone());
+        tls.write_all(b"GET /hello.txt HTTP/1.1\r\nHost: www.foobar.com\r\n\r\n")
+            .unwrap();
+        let mut got = Vec::new();
+        let mut buf = [0u8; 1024];
+        while !String::from_utf8_lossy(&got).ends_with("hello world\n") {
+            let n = tls.read(&mut buf).unwrap();
+            assert!(n > 0, "closed before the answer");
+            got.extend_from_slice(&buf[..n]);
+        }
+        h1_conns.push(tls);
+    }
+    let opened = Instant::now();
+    let mut open = vec![true; conns.len()];
+    let mut h1_open = vec![true; h1_conns.len()];
+    let mut report = Vec::new();
+    loop {
+        for (i, c) in conns.iter_mut().enumerate() {
+            if open[i] {
+                let sock = c.sock.try_clone().unwrap();
+                open[i] = !closed(c, |d| sock.set_read_timeout(Some(d)).unwrap());
+            }
+        }
+        for (i, c) in h1_conns.iter_mut().enumerate() {
+            if h1_open[i] {
+                let sock = c.sock.try_clone().unwrap();
+                h1_open[i] = !closed(c, |d| sock.set_read_timeout(Some(d)).unwrap());
+            }
+        }
+        let (n2, n1) = (
+            open.iter().filter(|o| **o).count(),
+            h1_open.iter().filter(|o| **o).count(),
+        );
+        let server = metric(&site.metrics(), "onebox_edge_connections");
+        report.push(format!(
+            "{:>4.1}s: h2 {n2}/50, h1 {n1}/10, edge {server}",
+            opened.elapsed().as_secs_f64()
+        ));
+        if n2 == 0 && n1 == 0 {
+            break;
+        }
+        assert!(
+            opened.elapsed() < Duration::from_secs(60),
+            "idle connections still open after 60 s (keepalive_secs = 3):\n{}",
+            report.join("\n")
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    eprintln!("open idle connections over time:\n{}", report.join("\n"));
+    wait_until(10, "the edge to count them closed", || {
+        metric(&site.metrics(), "onebox_edge_connections") == 0.0
+    });
+}
+
+/// A header `bytes` long as a curl `-H @file` argument.
+fn big_header_file(site: &Site, bytes: usize) -> String {
+    let path = site.path(&format!("header-{bytes}"));
+    std::fs::write(&path, format!("X-Big: {}\n", "a".repeat(bytes))).unwrap();
+    format!("@{}", path.display())
+}
+
+/// HTTP/1: a header over `max_header_bytes` is answered 431 as soon as it passes the limit,
+/// before its end (pingora would otherwise wait for up to 1 MiB of it); on HTTPS too.
+#[test]
+fn http1_headers_over_the_limit_are_answered_431_while_they_arrive() {
+    let (site, _up, _edge) = edge("max_header_bytes = 8192\nclient_timeout_secs = 60\n");
+    let mut s = TcpStream::connect(("127.0.0.1", site.ports.http)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(b"GET / HTTP/1.1\r\nHost: www.foobar.com\r\nX-Big: ")
+        .unwrap();
+    s.write_all(&[b'a'; 20_000]).unwrap();
+    // The header never ends; the answer comes anyway.
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => answer.extend_from_slice(&buf[..n]),
+            Err(e) => panic!(
+                "no answer to an unfinished 20 kB header ({e}); got {:?}",
+                String::from_utf8_lossy(&answer)
+            ),
+        }
+    }
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 431 "), "{answer}");
+
+    // HTTPS, HTTP/1.1, a 70 kB header (curl sends it whole).
+    let header = big_header_file(&site, 70_000);
+    let out = site.curl(&["-k", "-i", "--http1.1", "-H", &header, &site.https("/")]);
+    assert_eq!(status_of(&out), 431, "{out:?}");
+    // A header under the limit is served.
+    let header = big_header_file(&site, 4000);
+    let out = site.curl(&[
+        "-k",
+        "-i",
+        "--http1.1",
+        "-H",
+        &header,
+        &site.https("/hello.txt"),
+    ]);
+    assert_eq!(status_of(&out), 200, "{out:?}");
+}
+
+/// Sends `GET /hello.txt` with `header_bytes` of `x-big` on `client`: the status and whether the
+/// answer carries the edge's request id (a full answer from the proxy, not the h2 layer's).
+async fn h2_get(
+    client: &mut h2::client::SendRequest<bytes::Bytes>,
+    port: u16,
+    header_bytes: usize,
+) -> (u16, bool) {
+    let mut req = http::Request::get(format!("https://www.foobar.com:{port}/hello.txt"));
+    if header_bytes > 0 {
+        req = req.header("x-big", "a".repeat(header_bytes));
+    }
+    let (response, _) = client
+        .clone()
+        .ready()
+        .await
+        .unwrap()
+        .send_request(req.body(()).unwrap(), true)
+        .unwrap();
+    let response = response.await.unwrap();
+    (
+        response.status().as_u16(),
+        response.headers().contains_key("x-request-id"),
+    )
+}
+
+/// HTTP/2: a header list over the h2 layer's limit (`max_header_bytes` + 32 per field) is
+/// refused with 431 while it is decoded, before pingora stores it; one within that but over
+/// `max_header_bytes` gets the proxy's full 431; the connection serves on after either. (With
+/// the defaults, 16384 + 32 × 100 = 19584 bytes; the h2 layer ends the connection instead for
+/// a list over four times that, which curl cannot send: it refuses header blocks over 64 KiB
+/// itself, whatever the server.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http2_headers_over_the_limit_are_answered_431() {
+    let (site, _up, _edge) = edge("");
+    for bytes in [20_000, 60_000] {
+        let header = big_header_file(&site, bytes);
+        let out = site.curl(&[
+            "-k",
+            "-i",
+            "--http2",
+            "-H",
+            &header,
+            &site.https("/hello.txt"),
+        ]);
+        assert_eq!(status_of(&out), 431, "{bytes}: {out:?}");
+        assert!(
+            String::from_utf8_lossy(&out.stdout).starts_with("HTTP/2 431"),
+            "{out:?}"
+        );
+    }
+    // A raw HTTP/2 client (the h2 crate) sends a 70 kB header as well.
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", site.ports.https))
+        .await
+        .unwrap();
+    let tls = tokio_rustls::TlsConnector::from(client_config(b"h2", &[]))
+        .connect(
+            rustls::pki_types::ServerName::try_from("www.foobar.com").unwrap(),
+            tcp,
+        )
+        .await
+        .unwrap();
+    let (mut client, connection) = h2::client::handshake(tls).await.unwrap();
+    tokio::spawn(connection);
+    let port = site.ports.https;
+    assert_eq!(h2_get(&mut client, port, 0).await, (200, true));
+    // Over max_header_bytes (16384) but within the h2 layer's 19584: the proxy's 431.
+    assert_eq!(h2_get(&mut client, port, 18_000).await, (431, true));
+    // Over the h2 layer's limit: its own 431, the header list never stored.
+    assert_eq!(h2_get(&mut client, port, 40_000).await, (431, false));
+    assert_eq!(h2_get(&mut client, port, 70_000).await, (431, false));
+    assert_eq!(h2_get(&mut client, port, 0).await, (200, true));
+}
+
+/// The default `[::]` listener is one socket for both families: a client over ::1 and one over
+/// 127.0.0.1 are served, and the app sees the IPv4 client as 127.0.0.1 (not ::ffff:127.0.0.1).
+#[test]
+fn ipv6_and_ipv4_clients_on_one_listener() {
+    if std::net::TcpListener::bind("[::1]:0").is_err() {
+        eprintln!("WARNING: no IPv6 on this host (cannot bind ::1): skipping the IPv6 test");
+        return;
+    }
+    let upstream = Upstream::start();
+    let site = Site::new(Ports::new(), upstream.port, "\n[edge.acme]\nca = \"off\"\n");
+    let text = std::fs::read_to_string(site.config()).unwrap();
+    let text = text
+        .replace(
+            &format!("http_listen = \"127.0.0.1:{}\"", site.ports.http),
+            &format!("http_listen = \"[::]:{}\"", site.ports.http),
+        )
+        .replace(
+            &format!("https_listen = \"127.0.0.1:{}\"", site.ports.https),
+            &format!("https_listen = \"[::]:{}\"", site.ports.https),
+        );
+    assert!(text.contains("https_listen = \"[::]:"), "{text}");
+    std::fs::write(site.config(), text).unwrap();
+    let _edge = site.start_edge("edge.log");
+    for (ip, seen) in [("[::1]", "::1"), ("127.0.0.1", "127.0.0.1")] {
+        let out = std::process::Command::new("curl")
+            .args(["-sS", "-k", "-i", "--max-time", "10", "-g"])
+            .arg(format!("https://{ip}:{}/app", site.ports.https))
+            .args(["-H", "Host: www.foobar.com"])
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).to_ascii_lowercase();
+        assert_eq!(status_of(&out), 200, "{ip}: {out:?}");
+        assert!(
+            text.contains(&format!("x-forwarded-for: {seen}\r\n")),
+            "{ip}: {text}"
+        );
+        let out = std::process::Command::new("curl")
+            .args(["-sS", "-i", "--max-time", "10", "-g"])
+            .arg(format!("http://{ip}:{}/", site.ports.http))
+            .args(["-H", "Host: www.foobar.com"])
+            .output()
+            .unwrap();
+        assert_eq!(status_of(&out), 308, "{ip}: {out:?}");
+    }
+}
+
+/// A client offering only the post-quantum hybrid X25519MLKEM768 gets it; one offering only
+/// X25519 still connects.
+#[test]
+fn post_quantum_key_exchange_is_offered() {
+    use rustls::crypto::aws_lc_rs::kx_group;
+    let (site, _up, _edge) = edge("");
+    for (group, name) in [
+        (kx_group::X25519MLKEM768, rustls::NamedGroup::X25519MLKEM768),
+        (kx_group::X25519, rustls::NamedGroup::X25519),
+    ] {
+        let mut tls = tls_connect(&site, client_config(b"http/1.1", &[group]));
+        assert_eq!(
+            tls.conn.negotiated_key_exchange_group().map(|g| g.name()),
+            Some(name)
+        );
+        tls.write_all(
+            b"GET /hello.txt HTTP/1.1\r\nHost: www.foobar.com\r\nConnection: close\r\n\r\n",
+        )
+        .unwrap();
+        let mut answer = String::new();
+        let _ = tls.read_to_string(&mut answer);
+        assert!(answer.starts_with("HTTP/1.1 200"), "{name:?}: {answer}");
+    }
+}

@@ -83,15 +83,16 @@ bench_stop() {
   local sid=${BENCH_SID[$1]} pid
   kill -TERM "$sid" 2>/dev/null || true
   for _ in $(seq 50); do
-    [[ -n $(ps -o pid= --sid "$sid" 2>/dev/null) ]] || break
+    [[ -n $(bench_sid_pids "$sid") ]] || break
     sleep 0.1
   done
-  for pid in $(ps -o pid= --sid "$sid" 2>/dev/null); do kill -KILL "$pid" 2>/dev/null || true; done
+  for pid in $(bench_sid_pids "$sid"); do kill -KILL "$pid" 2>/dev/null || true; done
   wait "$sid" 2>/dev/null || true
 }
 
-# The processes of NAME's session, one pid a line.
-bench_pids() { ps -o pid= --sid "${BENCH_SID[$1]}" 2>/dev/null | tr -d ' '; }
+# The processes of session SID / of NAME's session, one pid a line (none: empty, status 0).
+bench_sid_pids() { ps -o pid= --sid "$1" 2>/dev/null | tr -d ' ' || true; }
+bench_pids() { bench_sid_pids "${BENCH_SID[$1]}"; }
 
 # bench_threads NAME: "pid tid psr affinity comm" for every thread of every process of NAME.
 bench_threads() {
@@ -100,7 +101,7 @@ bench_threads() {
     aff=$(awk '/^Cpus_allowed_list:/ {print $2}' "/proc/$pid/task/$tid/status" 2>/dev/null) || continue
     [[ -n $aff ]] || continue
     echo "$pid $tid $psr $aff $comm"
-  done < <(ps -L -o pid=,tid=,psr=,comm= --sid "${BENCH_SID[$1]}" 2>/dev/null)
+  done < <(ps -L -o pid=,tid=,psr=,comm= --sid "${BENCH_SID[$1]}" 2>/dev/null || true)
 }
 
 # bench_placement MODE NAME...: for every thread of each server, its affinity must be the
@@ -195,21 +196,23 @@ bench_free_port() {
 }
 
 # bench_cleanup: TERM to each session leader (servers reap their own children), KILL to what is
-# left of each session after 5 s; then no process of any session may remain.
+# left of each session after 5 s; then no process of any session may remain. Runs from the EXIT
+# trap under set -e: nothing here may fail.
 bench_cleanup() {
-  local sid pid alive left
+  local sid pid alive left=""
   for sid in "${BENCH_SIDS[@]}"; do kill -TERM "$sid" 2>/dev/null || true; done
   for _ in $(seq 50); do
     alive=0
-    for sid in "${BENCH_SIDS[@]}"; do [[ -n $(ps -o pid= --sid "$sid" 2>/dev/null) ]] && alive=1; done
+    for sid in "${BENCH_SIDS[@]}"; do [[ -z $(bench_sid_pids "$sid") ]] || alive=1; done
     ((alive)) || break
     sleep 0.1
   done
   for sid in "${BENCH_SIDS[@]}"; do
-    for pid in $(ps -o pid= --sid "$sid" 2>/dev/null); do kill -KILL "$pid" 2>/dev/null || true; done
+    for pid in $(bench_sid_pids "$sid"); do kill -KILL "$pid" 2>/dev/null || true; done
   done
   wait 2>/dev/null || true
-  left=""
-  for sid in "${BENCH_SIDS[@]}"; do left+=$(ps -o pid= --sid "$sid" 2>/dev/null | tr -d ' ' | tr '\n' ' '); done
+  sleep 0.1
+  for sid in "${BENCH_SIDS[@]}"; do left+=$(bench_sid_pids "$sid" | tr '\n' ' '); done
   [[ -z ${left// /} ]] || echo "bench: processes left running: $left" >&2
+  return 0
 }

@@ -4,7 +4,9 @@
 //! query path ([`crate::query`]) and zone transfers ([`crate::transfer`]) call this module; it
 //! calls neither.
 
+use hickory_proto::dnssec::rdata::DNSSECRData;
 use hickory_proto::op::{Message, ResponseCode};
+use hickory_proto::rr::{RData, Record, RecordType};
 
 /// How a request arrived.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -34,16 +36,16 @@ pub fn encode(mut response: Message, limit: u16) -> Vec<u8> {
         match response.to_vec() {
             Ok(bytes) if bytes.len() <= usize::from(limit) => return bytes,
             _ if !response.additionals.is_empty() => {
-                // Leave out whole RRsets of additional data, last first.
+                // Leave out whole RRsets of additional data, last first, each with its RRSIGs.
                 let last = response.additionals.len() - 1;
                 let (name, rtype) = (
                     response.additionals[last].name.clone(),
-                    response.additionals[last].record_type(),
+                    covered_type(&response.additionals[last]),
                 );
                 while response
                     .additionals
                     .last()
-                    .is_some_and(|r| r.record_type() == rtype && r.name == name)
+                    .is_some_and(|r| covered_type(r) == rtype && r.name == name)
                 {
                     response.additionals.pop();
                 }
@@ -60,6 +62,15 @@ pub fn encode(mut response: Message, limit: u16) -> Vec<u8> {
                 return header;
             }
         }
+    }
+}
+
+/// The type of a record, or for an RRSIG the type it covers (an RRset and its signatures go
+/// together).
+fn covered_type(record: &Record) -> RecordType {
+    match &record.data {
+        RData::DNSSEC(DNSSECRData::RRSIG(sig)) => sig.input().type_covered,
+        _ => record.record_type(),
     }
 }
 

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 /// onebox-dns: the authoritative DNS server for the site's zones.
 #[derive(Debug, Parser)]
-#[command(version, about, args_conflicts_with_subcommands = true)]
+#[command(version, about)]
 pub struct Cli {
     /// What to do; without a subcommand, serve.
     #[command(subcommand)]
@@ -25,6 +25,28 @@ pub enum Command {
         /// A zone file or a directory of them.
         path: PathBuf,
     },
+    /// Print the DS record(s) of a signed zone for the registrar (SHA-256 digest) and the
+    /// DNSKEY they are made from, from the keys in `[dns] state_dir` (needs `--config`).
+    Ds {
+        /// The zone, e.g. foobar.com.
+        zone: String,
+    },
+    /// Start a KSK rollover in the running server: a new KSK is published and signs the DNSKEY
+    /// RRset beside the old one; its CDS/CDNSKEY replace the old key's once caches know it.
+    /// Prints the new DS for the registrar.
+    KskRollover {
+        /// The zone.
+        zone: String,
+    },
+    /// Finish a KSK rollover once the parent serves the new DS: the old KSK leaves the zone
+    /// after the parent's DS TTL (and the propagation delay) has passed.
+    KskSubmitted {
+        /// The zone.
+        zone: String,
+        /// The TTL of the DS records at the parent (how long resolvers may keep the old one).
+        #[arg(long, value_name = "SECS", default_value_t = 86400)]
+        ds_ttl: u64,
+    },
 }
 
 /// Options for serving.
@@ -37,7 +59,7 @@ pub struct ServeArgs {
     #[arg(long, value_name = "DIR")]
     pub zones: Option<PathBuf>,
     /// The site TOML file; its [dns] section gives the same settings (the command line wins).
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", global = true)]
     pub config: Option<PathBuf>,
     /// Log every query at INFO (off by default: it costs throughput).
     #[arg(long)]

@@ -36,6 +36,10 @@ pub struct Settings {
     pub metrics_listen: Option<SocketAddr>,
     /// Per-zone settings.
     pub zone: Vec<ZoneConfig>,
+    /// onebox-dns's state directory (DNSSEC keys, control socket).
+    pub state_dir: PathBuf,
+    /// The DNSSEC signing policy.
+    pub dnssec: crate::dnssec::Policy,
     /// The site file and its `[dns]` section as read at start (SIGHUP rereads the file's
     /// per-zone settings); `None` without `--config`.
     pub site_file: Option<(PathBuf, DnsConfig)>,
@@ -59,10 +63,14 @@ impl Settings {
         } else {
             args.listen.clone()
         };
-        let zones = match (&args.zones, zones_base) {
+        let zones = match (&args.zones, &zones_base) {
             (Some(dir), _) => dir.clone(),
             (None, Some(base)) => base.join(&dns.zones),
             (None, None) => dns.zones.clone(),
+        };
+        let state_dir = match &zones_base {
+            Some(base) => base.join(&dns.state_dir),
+            None => dns.state_dir.clone(),
         };
         let cpus = std::thread::available_parallelism().map_or(1, usize::from);
         Ok(Settings {
@@ -82,6 +90,13 @@ impl Settings {
                 table_size: dns.rrl_table_size.as_usize(),
             },
             metrics_listen: dns.metrics_listen.map(|a| a.get()),
+            state_dir,
+            dnssec: crate::dnssec::Policy {
+                signature_lifetime: dns.dnssec_signature_lifetime_secs.get(),
+                signature_refresh: dns.dnssec_signature_refresh_secs.get(),
+                zsk_lifetime: dns.dnssec_zsk_lifetime_secs.get(),
+                propagation_delay: dns.dnssec_propagation_delay_secs.get(),
+            },
             zone: dns.zone,
             site_file,
         })

@@ -34,6 +34,11 @@ pub fn response_opt(request: &Edns) -> Edns {
     opt
 }
 
+/// Whether the client asked for DNSSEC records (the DO bit, RFC 3225).
+pub fn dnssec_ok(request: &Edns) -> bool {
+    request.flags().dnssec_ok
+}
+
 /// Whether the client's EDNS version is one we do not speak (then the answer is BADVERS).
 pub fn bad_version(request: &Edns) -> bool {
     request.version() > 0

@@ -14,6 +14,7 @@ pub mod catalog;
 pub mod check;
 pub mod cli;
 pub mod config;
+pub mod dnssec;
 pub mod edns;
 pub mod error;
 pub mod lookup;
@@ -33,7 +34,23 @@ use std::sync::Arc;
 /// Serves until the process is killed: loads the zones, binds (and the metrics endpoint), and
 /// reloads on SIGHUP.
 pub async fn serve(settings: Settings) -> anyhow::Result<()> {
-    let loaded = reload::load(&settings.zones, None)?;
+    let policy = settings.dnssec;
+    if policy.signature_refresh >= policy.signature_lifetime {
+        anyhow::bail!(
+            "[dns] dnssec_signature_refresh_secs ({}) must be below \
+             dnssec_signature_lifetime_secs ({})",
+            policy.signature_refresh,
+            policy.signature_lifetime
+        );
+    }
+    let signer = Arc::new(dnssec::Signer::new(
+        settings.state_dir.clone(),
+        policy,
+        &settings.zone,
+    ));
+    let mut loaded = reload::load(&settings.zones, None)?;
+    // Signed zones are signed now, before anything is served: old signatures never go out.
+    loaded.catalog = signer.sign_catalog(loaded.catalog, None, dnssec::now());
     reload::check_zone_settings(&settings.zone, &loaded.catalog);
     let rrl = rrl::RateLimiter::new(settings.rrl);
     match &rrl {
@@ -67,10 +84,21 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         tracing::info!("metrics at http://{addr}/metrics");
     }
     server::spawn(&settings, server::TcpLimits::of(&settings), engine.clone())?;
+    if settings.zone.iter().any(|z| z.dnssec) {
+        dnssec::control::serve(signer.clone(), engine.clone())
+            .await
+            .map_err(|e| {
+                anyhow::anyhow!(
+                    "cannot open the control socket {}: {e} ([dns] state_dir)",
+                    dnssec::control::socket_path(&settings.state_dir).display()
+                )
+            })?;
+    }
+    tokio::spawn(reload::resign(signer.clone(), engine.clone()));
     let site = settings
         .site_file
         .clone()
         .map(|(path, dns)| reload::SiteFile { path, dns });
-    reload::on_sighup(settings.zones.clone(), site, engine).await?;
+    reload::on_sighup(settings.zones.clone(), site, engine, signer).await?;
     Ok(())
 }

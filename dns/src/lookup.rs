@@ -27,13 +27,21 @@ pub struct Sections {
     pub wildcard: Option<Name>,
 }
 
-/// Looks `query` up in `zone`.
-pub fn lookup(zone: &Zone, query: &Query) -> Sections {
+/// Looks `query` up in `zone`. With `dnssec` (the client set DO) and a signed zone, the
+/// answer carries the RRSIGs of its RRsets and the NSEC records that prove what does not exist
+/// (RFC 4035 §3.1): NXDOMAIN (the name and the wildcard at its closest encloser), NODATA (the
+/// name's NSEC, or for an empty non-terminal the one covering it), wildcard answers (no closer
+/// match) and wildcard NODATA, the DS of a signed delegation or the NSEC proving there is none.
+pub fn lookup(zone: &Zone, query: &Query, dnssec: bool) -> Sections {
     let qtype = query.query_type;
+    let sec = if dnssec { zone.dnssec() } else { None };
+    let sigs = sec.is_some();
     let mut out = Sections {
         authoritative: true,
         ..Sections::default()
     };
+    // NSEC owners whose records prove a denial, in the order they were needed.
+    let mut proofs: Vec<LowerName> = Vec::new();
     let mut name = query.name.clone();
     let mut seen: Vec<LowerName> = Vec::new();
     loop {
@@ -42,12 +50,21 @@ pub fn lookup(zone: &Zone, query: &Query) -> Sections {
             // A referral: the child's name servers in authority, glue in additional. Not
             // authoritative, unless we got here through a CNAME we answer for.
             out.authoritative = !out.answers.is_empty();
-            push_rrset(&mut out.authorities, ns, &cut);
-            add_addresses(zone, &ns.records, &mut out.additionals);
+            push_rrset(&mut out.authorities, ns, &cut, false);
+            if sigs && let Some(node) = zone.node(&LowerName::new(&cut)) {
+                // A signed delegation's DS, or the NSEC proving it has none (insecure).
+                match node.get(RecordType::DS) {
+                    Some(ds) => push_rrset(&mut out.authorities, ds, &cut, true),
+                    None => add_proof(&mut proofs, LowerName::new(&cut)),
+                }
+            }
+            add_addresses(zone, &ns.records, &mut out.additionals, sigs);
             out.referral = Some(cut);
+            add_proofs(zone, &proofs, &mut out.authorities);
             return out;
         }
         let lower = LowerName::new(&name);
+        let mut expanded = None;
         let node = match zone.node(&lower) {
             Some(node) => node,
             None => {
@@ -58,12 +75,30 @@ pub fn lookup(zone: &Zone, query: &Query) -> Sections {
                     .and_then(|w| zone.node(&LowerName::new(w)))
                 {
                     Some(node) => {
+                        if let Some(sec) = sec {
+                            // No closer match: the NSEC covering the name.
+                            if let Some(owner) = sec.covering(&lower) {
+                                add_proof(&mut proofs, owner.clone());
+                            }
+                        }
+                        expanded = wildcard.clone();
                         out.wildcard = wildcard;
                         node
                     }
                     None => {
                         out.rcode = Some(ResponseCode::NXDomain);
-                        out.authorities.push(zone.negative_soa());
+                        push_negative_soa(zone, &mut out.authorities, sigs);
+                        if let Some(sec) = sec {
+                            // The name does not exist, nor the wildcard that could match it.
+                            for denied in
+                                std::iter::once(lower).chain(wildcard.as_ref().map(LowerName::new))
+                            {
+                                if let Some(owner) = sec.covering(&denied) {
+                                    add_proof(&mut proofs, owner.clone());
+                                }
+                            }
+                        }
+                        add_proofs(zone, &proofs, &mut out.authorities);
                         return out;
                     }
                 }
@@ -73,9 +108,10 @@ pub fn lookup(zone: &Zone, query: &Query) -> Sections {
             .get(RecordType::CNAME)
             .filter(|_| qtype != RecordType::CNAME && qtype != RecordType::ANY)
         {
-            push_rrset(&mut out.answers, cname, &name);
+            push_rrset(&mut out.answers, cname, &name, sigs);
             seen.push(lower);
             let Some(RData::CNAME(target)) = cname.records.first().map(|r| &r.data) else {
+                add_proofs(zone, &proofs, &mut out.authorities);
                 return out;
             };
             let target = target.0.clone();
@@ -83,28 +119,78 @@ pub fn lookup(zone: &Zone, query: &Query) -> Sections {
                 || seen.len() >= MAX_CHAIN
                 || seen.contains(&LowerName::new(&target))
             {
+                add_proofs(zone, &proofs, &mut out.authorities);
                 return out;
             }
             name = target;
             continue;
         }
+        let before = out.answers.len();
         if qtype == RecordType::ANY {
             // RFC 8482 §4.2: one RRset answers ANY (Knot's choice: the lowest type).
             if let Some(set) = node.rrsets.iter().min_by_key(|set| u16::from(set.rtype)) {
-                push_rrset(&mut out.answers, set, &name);
+                push_rrset(&mut out.answers, set, &name, sigs);
             }
         } else if let Some(set) = node.get(qtype) {
-            push_rrset(&mut out.answers, set, &name);
+            push_rrset(&mut out.answers, set, &name, sigs);
         }
-        if out.answers.len() == seen.len() {
+        if out.answers.len() == before {
             // Nothing beyond the CNAMEs: NODATA.
-            out.authorities.push(zone.negative_soa());
+            push_negative_soa(zone, &mut out.authorities, sigs);
+            if let Some(sec) = sec {
+                // The NSEC at the name (or at the wildcard that matched) shows the type is
+                // absent; an empty non-terminal has none, the one covering it proves it empty.
+                let owner = match &expanded {
+                    Some(wildcard) => Some(LowerName::new(wildcard)),
+                    None if node.get(RecordType::NSEC).is_some() => Some(lower),
+                    None => sec.covering(&lower).cloned(),
+                };
+                if let Some(owner) = owner {
+                    add_proof(&mut proofs, owner);
+                }
+            }
         } else {
             let answers = std::mem::take(&mut out.answers);
-            add_addresses(zone, &answers, &mut out.additionals);
+            add_addresses(zone, &answers[before..], &mut out.additionals, sigs);
             out.answers = answers;
         }
+        add_proofs(zone, &proofs, &mut out.authorities);
         return out;
+    }
+}
+
+/// Notes that the NSEC at `owner` goes in the authority section (once).
+fn add_proof(proofs: &mut Vec<LowerName>, owner: LowerName) {
+    if !proofs.contains(&owner) {
+        proofs.push(owner);
+    }
+}
+
+/// Appends the NSEC records (and their RRSIGs) at `proofs` to `authorities`.
+fn add_proofs(zone: &Zone, proofs: &[LowerName], authorities: &mut Vec<Record>) {
+    for owner in proofs {
+        if let Some(set) = zone.node(owner).and_then(|n| n.get(RecordType::NSEC)) {
+            authorities.extend(set.records.iter().cloned());
+            authorities.extend(set.rrsigs.iter().cloned());
+        }
+    }
+}
+
+/// The SOA for a negative answer (with its RRSIG when `sigs`), TTL the negative-caching TTL.
+fn push_negative_soa(zone: &Zone, authorities: &mut Vec<Record>, sigs: bool) {
+    let soa = zone.negative_soa();
+    let ttl = soa.ttl;
+    authorities.push(soa);
+    if sigs
+        && let Some(set) = zone
+            .node(&LowerName::new(zone.origin()))
+            .and_then(|n| n.get(RecordType::SOA))
+    {
+        authorities.extend(set.rrsigs.iter().map(|r| {
+            let mut r = r.clone();
+            r.ttl = ttl;
+            r
+        }));
     }
 }
 
@@ -114,17 +200,19 @@ fn wildcard_of(name: &Name) -> Option<Name> {
 }
 
 /// Appends the records of `set` with `owner` as their name (the query's spelling, or the
-/// wildcard's expansion).
-fn push_rrset(out: &mut Vec<Record>, set: &RrSet, owner: &Name) {
-    for record in &set.records {
+/// wildcard's expansion), and with `sigs` their RRSIGs.
+fn push_rrset(out: &mut Vec<Record>, set: &RrSet, owner: &Name, sigs: bool) {
+    let rrsigs = if sigs { &set.rrsigs[..] } else { &[] };
+    for record in set.records.iter().chain(rrsigs) {
         let mut record = record.clone();
         record.name = owner.clone();
         out.push(record);
     }
 }
 
-/// Adds the in-zone A and AAAA records of every NS, MX and SRV target in `records`.
-fn add_addresses(zone: &Zone, records: &[Record], additionals: &mut Vec<Record>) {
+/// Adds the in-zone A and AAAA records of every NS, MX and SRV target in `records` (with
+/// `sigs`, and their RRSIGs where they are authoritative data).
+fn add_addresses(zone: &Zone, records: &[Record], additionals: &mut Vec<Record>, sigs: bool) {
     let mut done: Vec<LowerName> = Vec::new();
     for record in records {
         let target = match &record.data {
@@ -144,6 +232,9 @@ fn add_addresses(zone: &Zone, records: &[Record], additionals: &mut Vec<Record>)
             for rtype in [RecordType::A, RecordType::AAAA] {
                 if let Some(set) = node.get(rtype) {
                     additionals.extend(set.records.iter().cloned());
+                    if sigs {
+                        additionals.extend(set.rrsigs.iter().cloned());
+                    }
                 }
             }
         }

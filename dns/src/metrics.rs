@@ -13,7 +13,11 @@
 //!   `onebox_dns_tcp_connections_expired_total`: closed at their lifetime's end;
 //! - `onebox_dns_reloads_total{result}`: SIGHUP reloads, `ok` or `failed` (a file kept its
 //!   previous version, or the site file was refused);
-//! - `onebox_dns_zones`, `onebox_dns_zone_serial{zone}`: what is being served.
+//! - `onebox_dns_zones`, `onebox_dns_zone_serial{zone}`: what is being served;
+//! - `onebox_dns_dnssec_signature_expiry_timestamp_seconds{zone}` (the earliest signature
+//!   expiry of each signed zone), `onebox_dns_dnssec_signed_timestamp_seconds{zone}`,
+//!   `onebox_dns_dnssec_signatures{zone}` and `onebox_dns_dnssec_key_info{zone, role, tag,
+//!   state, ds}`: the signing side.
 
 use crate::answer::Transport;
 use crate::catalog::Catalog;
@@ -219,13 +223,76 @@ impl Collector for Zones {
             None,
             prometheus_client::metrics::MetricType::Gauge,
         )?;
-        for zone in zones {
+        for zone in &zones {
             let name = zone.origin().to_string();
             let labels = [("zone", name.trim_end_matches('.'))];
             ConstGauge::new(i64::from(zone.serial())).encode(family.encode_family(&labels)?)?;
         }
-        Ok(())
+        encode_dnssec(&zones, &mut encoder)
     }
+}
+
+/// Reads one figure of a signed zone.
+type Read = fn(&crate::dnssec::ZoneDnssec) -> i64;
+
+/// The DNSSEC families: per signed zone, its earliest signature expiry, when it was signed and
+/// how many signatures it has; per key, its state.
+fn encode_dnssec(
+    zones: &[&Arc<crate::zone::Zone>],
+    encoder: &mut DescriptorEncoder,
+) -> Result<(), std::fmt::Error> {
+    use prometheus_client::metrics::MetricType;
+    let signed: Vec<(String, &crate::dnssec::ZoneDnssec)> = zones
+        .iter()
+        .filter_map(|z| {
+            let name = z.origin().to_string().trim_end_matches('.').to_string();
+            z.dnssec().map(|d| (name, d))
+        })
+        .collect();
+    let gauges: [(&str, &str, Read); 3] = [
+        (
+            "dnssec_signature_expiry_timestamp_seconds",
+            "The earliest expiration of a signature in each signed zone (Unix time)",
+            |d| i64::try_from(d.earliest_expiry).unwrap_or(i64::MAX),
+        ),
+        (
+            "dnssec_signed_timestamp_seconds",
+            "When each signed zone was last signed (Unix time)",
+            |d| i64::try_from(d.signed_at).unwrap_or(i64::MAX),
+        ),
+        (
+            "dnssec_signatures",
+            "Signatures (RRSIG records) in each signed zone",
+            |d| i64::try_from(d.signatures).unwrap_or(i64::MAX),
+        ),
+    ];
+    for (metric, help, value) in gauges {
+        let mut family = encoder.encode_descriptor(metric, help, None, MetricType::Gauge)?;
+        for (name, d) in &signed {
+            ConstGauge::new(value(d)).encode(family.encode_family(&[("zone", name.as_str())])?)?;
+        }
+    }
+    let mut family = encoder.encode_descriptor(
+        "dnssec_key_info",
+        "Each DNSSEC key of a signed zone: role (ksk, zsk), tag, state (published: not signing \
+         yet; active; retired: leaving), ds (yes: its CDS/CDNSKEY are published)",
+        None,
+        MetricType::Gauge,
+    )?;
+    for (name, d) in &signed {
+        for k in &d.keys {
+            let tag = k.tag.to_string();
+            let labels = [
+                ("zone", name.as_str()),
+                ("role", k.role.as_str()),
+                ("tag", tag.as_str()),
+                ("state", k.state.as_str()),
+                ("ds", if k.submitted { "yes" } else { "no" }),
+            ];
+            ConstGauge::new(1).encode(family.encode_family(&labels)?)?;
+        }
+    }
+    Ok(())
 }
 
 /// The OpenMetrics text of `registry`.

@@ -270,7 +270,11 @@ impl Engine {
             rcode,
             referral,
             wildcard,
-        } = lookup::lookup(zone, query);
+        } = lookup::lookup(
+            zone,
+            query,
+            request.edns.as_ref().is_some_and(edns::dnssec_ok),
+        );
         // The rate-limiting class of the answer and the name it is keyed by, as NSD's
         // `rrl_classify`: NXDOMAIN by the zone, a referral by the delegation, ANY by the
         // question, a wildcard answer by the wildcard, NODATA by the zone, a positive answer by

@@ -5,6 +5,7 @@
 
 use crate::catalog::{self, Catalog};
 use crate::config::{DnsConfig, ZoneConfig};
+use crate::dnssec::Signer;
 use crate::error::ServeError;
 use crate::query::Engine;
 use hickory_proto::rr::LowerName;
@@ -83,18 +84,28 @@ pub async fn on_sighup(
     dir: PathBuf,
     mut site: Option<SiteFile>,
     engine: Arc<Engine>,
+    signer: Arc<Signer>,
 ) -> Result<(), ServeError> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut hangups = signal(SignalKind::hangup()).map_err(ServeError::Signal)?;
     while hangups.recv().await.is_some() {
         tracing::info!("SIGHUP: reloading {}", dir.display());
         let mut ok = true;
+        let _writer = signer.writer.lock().await;
         if let Some(site) = site.as_mut() {
-            ok &= reread_site_file(site, &engine).await;
+            ok &= reread_site_file(site, &engine, &signer).await;
         }
         let previous = engine.catalog().load_full();
         let dir2 = dir.clone();
-        let loaded = tokio::task::spawn_blocking(move || load(&dir2, Some(&previous))).await;
+        let signer2 = signer.clone();
+        let loaded = tokio::task::spawn_blocking(move || {
+            load(&dir2, Some(&previous)).map(|mut loaded| {
+                loaded.catalog =
+                    signer2.sign_catalog(loaded.catalog, Some(&previous), crate::dnssec::now());
+                loaded
+            })
+        })
+        .await;
         match loaded {
             Ok(Ok(loaded)) => {
                 tracing::info!("reloaded: {} zones", loaded.catalog.len());
@@ -118,10 +129,33 @@ pub async fn on_sighup(
     Ok(())
 }
 
+/// Signs the signed zones again whenever they are due (signatures near their expiry, a key
+/// changing state), until the process ends. Wakes at the next due time, and at least every
+/// ten minutes (a clock that jumped is noticed).
+pub async fn resign(signer: Arc<Signer>, engine: Arc<Engine>) {
+    loop {
+        let now = crate::dnssec::now();
+        let next = signer.next_wakeup(&engine.catalog().load());
+        let wait = next.map_or(600, |t| t.saturating_sub(now).clamp(1, 600));
+        tokio::time::sleep(std::time::Duration::from_secs(wait)).await;
+        let _writer = signer.writer.lock().await;
+        let catalog = engine.catalog().load_full();
+        let signer2 = signer.clone();
+        let signed =
+            tokio::task::spawn_blocking(move || signer2.resign_due(&catalog, crate::dnssec::now()))
+                .await;
+        match signed {
+            Ok(Some(catalog)) => engine.catalog().store(Arc::new(catalog)),
+            Ok(None) => {}
+            Err(e) => tracing::error!("signing failed: {e}"),
+        }
+    }
+}
+
 /// Rereads the site file and applies its `[[dns.zone]]` tables; other `[dns]` keys that changed
 /// are named in a warning (they take effect at the next start). A file that fails is logged
 /// (file:line:column) and changes nothing. Returns whether it was applied.
-async fn reread_site_file(site: &mut SiteFile, engine: &Engine) -> bool {
+async fn reread_site_file(site: &mut SiteFile, engine: &Engine, signer: &Signer) -> bool {
     let path = site.path.clone();
     let read = tokio::task::spawn_blocking(move || onebox_site::load(&path)).await;
     let file = match read {
@@ -153,6 +187,7 @@ async fn reread_site_file(site: &mut SiteFile, engine: &Engine) -> bool {
         );
     }
     engine.set_zone_settings(&dns.zone);
+    signer.set_zones(&dns.zone);
     // Remember only what was applied: the other keys keep their running values.
     site.dns.zone = dns.zone;
     true

@@ -7,6 +7,7 @@ use hickory_proto::rr::rdata::SOA;
 use hickory_proto::rr::{LowerName, Name, RData, Record, RecordType};
 use std::collections::HashMap;
 use std::path::Path;
+use std::sync::Arc;
 
 /// The records of one type at one name.
 #[derive(Debug, Clone)]
@@ -15,6 +16,8 @@ pub struct RrSet {
     pub rtype: RecordType,
     /// The records, in file order, all with the same TTL.
     pub records: Vec<Record>,
+    /// Their RRSIG records, when the zone is signed and the set is authoritative; else empty.
+    pub rrsigs: Vec<Record>,
 }
 
 /// Everything at one name of a zone. A node with no RRsets is an empty non-terminal.
@@ -35,18 +38,20 @@ impl Node {
 #[derive(Debug, Clone)]
 pub struct Zone {
     /// The apex, lower case.
-    origin: Name,
+    pub(crate) origin: Name,
     /// The SOA record at the apex.
-    soa: Record,
+    pub(crate) soa: Record,
     /// The negative-caching TTL: min(SOA TTL, SOA MINIMUM) (RFC 2308 §3).
-    negative_ttl: u32,
+    pub(crate) negative_ttl: u32,
     /// Every node, keyed by lower-case name; empty non-terminals included.
-    nodes: HashMap<LowerName, Node>,
+    pub(crate) nodes: HashMap<LowerName, Node>,
     /// Number of records (for logs and transfers).
-    record_count: usize,
+    pub(crate) record_count: usize,
     /// Problems that NSD and Knot serve anyway but `named-checkzone` rejects: logged when
     /// serving, errors for `onebox-dns check`.
-    warnings: Vec<ZoneError>,
+    pub(crate) warnings: Vec<ZoneError>,
+    /// What a signed zone has beyond its records (see [`crate::dnssec`]); `None` unsigned.
+    pub(crate) dnssec: Option<Arc<crate::dnssec::ZoneDnssec>>,
 }
 
 impl Zone {
@@ -129,6 +134,7 @@ impl Zone {
                     node.rrsets.push(RrSet {
                         rtype,
                         records: vec![record],
+                        rrsigs: Vec::new(),
                     });
                 }
             }
@@ -194,6 +200,7 @@ impl Zone {
             nodes,
             record_count,
             warnings: Vec::new(),
+            dnssec: None,
         };
         let mut warnings = Vec::new();
 
@@ -230,6 +237,11 @@ impl Zone {
             errors.sort_by_key(|e| e.line);
             Err(errors)
         }
+    }
+
+    /// The DNSSEC side of a signed zone (`None`: the zone is not signed).
+    pub fn dnssec(&self) -> Option<&crate::dnssec::ZoneDnssec> {
+        self.dnssec.as_deref()
     }
 
     /// Problems NSD and Knot accept but `named-checkzone` does not.
@@ -319,9 +331,12 @@ impl Zone {
         self.origin.clone()
     }
 
-    /// Every record of the zone, the SOA first, in an order suitable for a transfer.
+    /// Every record of the zone (RRSIGs included), the SOA first, in an order suitable for a
+    /// transfer.
     pub fn records(&self) -> impl Iterator<Item = &Record> {
         let apex = LowerName::new(&self.origin);
+        let apex2 = apex.clone();
+        let apex3 = apex.clone();
         let apex_rest = self
             .nodes
             .get(&apex)
@@ -330,13 +345,19 @@ impl Zone {
         let others = self
             .nodes
             .iter()
-            .filter(move |(k, _)| **k != apex)
+            .filter(move |(k, _)| **k != apex2)
             .flat_map(|(_, n)| n.rrsets.iter());
-        std::iter::once(&self.soa).chain(
+        let soa_sigs = self
+            .nodes
+            .get(&apex3)
+            .and_then(|n| n.get(RecordType::SOA))
+            .into_iter()
+            .flat_map(|set| set.rrsigs.iter());
+        std::iter::once(&self.soa).chain(soa_sigs).chain(
             apex_rest
                 .chain(others)
                 .filter(|set| set.rtype != RecordType::SOA)
-                .flat_map(|set| set.records.iter()),
+                .flat_map(|set| set.records.iter().chain(set.rrsigs.iter())),
         )
     }
 }

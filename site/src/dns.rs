@@ -50,6 +50,25 @@ pub struct DnsConfig {
     /// address. Default (absent): not served.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub metrics_listen: Option<LoopbackAddr>,
+    /// onebox-dns's own writable state: DNSSEC keys and signing state (`dnssec/ZONE.toml`,
+    /// made at the first start that signs the zone; directory 0700, files 0600) and the control
+    /// socket of `onebox-dns dnssec ...`. A relative path is relative to the site file's
+    /// directory. Default: `/var/lib/onebox-dns`.
+    pub state_dir: PathBuf,
+    /// Seconds a new DNSSEC signature is valid for (its expiration, less up to a tenth of this
+    /// as jitter; its inception is an hour back, for clocks behind ours). Default: 1209600 (14
+    /// days, Knot's).
+    pub dnssec_signature_lifetime_secs: Bounded<60, 31_536_000>,
+    /// A signed zone is signed again when its earliest signature expires within this many
+    /// seconds; must be below `dnssec_signature_lifetime_secs`. Default: 604800 (7 days).
+    pub dnssec_signature_refresh_secs: Bounded<30, 31_536_000>,
+    /// Seconds a zone-signing key signs before it is replaced (a pre-publish rollover: the new
+    /// key is published first, signs once caches know it, and the old one is removed once its
+    /// signatures are out of caches). Default: 2592000 (30 days, Knot's).
+    pub dnssec_zsk_lifetime_secs: Bounded<1, 315_360_000>,
+    /// Seconds an update takes to reach every secondary and a cache, added to TTLs when a key
+    /// rollover waits for caches. Default: 3600 (Knot's).
+    pub dnssec_propagation_delay_secs: Bounded<0, 604_800>,
     /// Per-zone settings, `[[dns.zone]]` tables. Default: none.
     pub zone: Vec<ZoneConfig>,
 }
@@ -80,6 +99,11 @@ impl Default for DnsConfig {
             rrl_window_secs: Bounded::clamped(4),
             rrl_table_size: Bounded::clamped(65_536),
             metrics_listen: None,
+            state_dir: PathBuf::from("/var/lib/onebox-dns"),
+            dnssec_signature_lifetime_secs: Bounded::clamped(1_209_600),
+            dnssec_signature_refresh_secs: Bounded::clamped(604_800),
+            dnssec_zsk_lifetime_secs: Bounded::clamped(2_592_000),
+            dnssec_propagation_delay_secs: Bounded::clamped(3600),
             zone: Vec::new(),
         }
     }
@@ -95,6 +119,12 @@ pub struct ZoneConfig {
     /// `["192.0.2.53", "2001:db8::/64"]`. Default: nobody.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub allow_transfer: Vec<AddressMatch>,
+    /// Sign the zone (DNSSEC: ECDSA P-256 keys made in `[dns] state_dir` at the first start,
+    /// NSEC denial, signatures renewed before they expire). `onebox-dns ds ZONE` prints the DS
+    /// record for the registrar. Default: false (`onebox provision` sets it for the zone it
+    /// generates).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub dnssec: bool,
 }
 
 impl ZoneConfig {
@@ -103,6 +133,7 @@ impl ZoneConfig {
         ZoneConfig {
             name: At::new(name),
             allow_transfer: Vec::new(),
+            dnssec: false,
         }
     }
 }

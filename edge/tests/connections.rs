@@ -481,3 +481,80 @@ fn post_quantum_key_exchange_is_offered() {
         assert!(answer.starts_with("HTTP/1.1 200"), "{name:?}: {answer}");
     }
 }
+
+/// The resident memory of process `pid`, in KiB.
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
+}
+
+/// An HTTP/2 client that opens 100 streams for a 1 MiB file, with windows to take them all,
+/// and reads nothing: the edge buffers at most 64 KiB per stream in the h2 layer (about 20 MiB
+/// for the connection, with the chunk each stream holds; h2's default of 400 KiB made it 50).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http2_client_that_reads_nothing_holds_little_memory() {
+    let (site, _up, edge) = edge("");
+    let big: Vec<u8> = (0..1024 * 1024u32).map(|i| (i % 251) as u8).collect();
+    std::fs::write(site.www().join("big.bin"), big).unwrap();
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", site.ports.https))
+        .await
+        .unwrap();
+    let tls = tokio_rustls::TlsConnector::from(client_config(b"h2", &[]))
+        .connect(
+            rustls::pki_types::ServerName::try_from("www.foobar.com").unwrap(),
+            tcp,
+        )
+        .await
+        .unwrap();
+    let (client, connection) = h2::client::Builder::new()
+        .initial_window_size(16 * 1024 * 1024)
+        .initial_connection_window_size(1 << 30)
+        .handshake::<_, bytes::Bytes>(tls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    let before = rss_kib(edge.pid());
+    let mut responses = Vec::new();
+    for _ in 0..100 {
+        let req = http::Request::get(format!(
+            "https://www.foobar.com:{}/big.bin",
+            site.ports.https
+        ))
+        .body(())
+        .unwrap();
+        let (response, _) = client
+            .clone()
+            .ready()
+            .await
+            .unwrap()
+            .send_request(req, true)
+            .unwrap();
+        responses.push(response);
+    }
+    let mut answered = Vec::new();
+    for response in responses {
+        let response = response.await.unwrap();
+        assert_eq!(response.status(), 200);
+        answered.push(response); // its body is never read
+    }
+    // Wait until the edge's memory stops growing (it has filled what it will buffer).
+    let (mut last, mut still) = (rss_kib(edge.pid()), 0);
+    let start = Instant::now();
+    while still < 5 && start.elapsed() < Duration::from_secs(20) {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let now = rss_kib(edge.pid());
+        still = if now <= last + 256 { still + 1 } else { 0 };
+        last = last.max(now);
+    }
+    let grown = last.saturating_sub(before);
+    eprintln!("edge RSS {before} KiB -> {last} KiB with 100 unread 1 MiB streams");
+    assert!(
+        grown < 32 * 1024,
+        "the edge grew by {grown} KiB for one connection that reads nothing"
+    );
+    drop(answered);
+}

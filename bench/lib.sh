@@ -130,7 +130,7 @@ bench_placement() {
       fi
     done < <(bench_threads "$name")
     if [[ $mode == show ]]; then
-      echo "  $name: $n threads (tid comm: affinity list from taskset -p / last CPU from ps -L -o psr)"
+      echo "  $name: $n threads (tid, comm, affinity list as taskset -p shows it, last CPU as ps -L -o psr)"
       bench_threads "$name" | while read -r pid tid psr aff comm; do
         printf '    %7s %-16s cpus %-5s last on %s%s\n' "$tid" "$comm" "$aff" "$psr" \
           "$([[ " $want " == *" $psr "* ]] || echo '  (ran elsewhere before the fix)')"

@@ -155,6 +155,33 @@ bench_cpu_ticks() {
 BENCH_TCK=$(getconf CLK_TCK)
 export BENCH_TCK
 
+# Contention on the servers' CPUs: bench_window_begin before a measured run, bench_window_end
+# OWN_TICKS after it (the CPU time of what was measured), bench_contention at the end prints how
+# the servers' CPUs were spent over the measured runs (/proc/stat): by what was measured, by
+# other processes (other servers idling, the edge's upstream, and anything else on the machine),
+# stolen by the hypervisor, idle. A large "other" or "stolen" share makes the figures noisy.
+bench_cpuset_ticks() { # "busy steal total" of the servers' CPUs, in clock ticks
+  awk -v want=" $(bench_expand "$BENCH_SERVER_CPUS") " '$1 ~ /^cpu[0-9]+$/ && index(want, " " substr($1, 4) " ") {
+      busy += $2 + $3 + $4 + $7 + $8; steal += $9; total += $2 + $3 + $4 + $5 + $6 + $7 + $8 + $9 }
+    END { print busy + 0, steal + 0, total + 0 }' /proc/stat
+}
+BENCH_ACC=(0 0 0 0) # own busy steal total
+bench_contention_reset() { BENCH_ACC=(0 0 0 0); }
+bench_window_begin() { read -r BENCH_W_BUSY BENCH_W_STEAL BENCH_W_TOTAL < <(bench_cpuset_ticks); }
+bench_window_end() {
+  local busy steal total
+  read -r busy steal total < <(bench_cpuset_ticks)
+  BENCH_ACC=($((BENCH_ACC[0] + $1)) $((BENCH_ACC[1] + busy - BENCH_W_BUSY)) $((BENCH_ACC[2] + steal - BENCH_W_STEAL)) $((BENCH_ACC[3] + total - BENCH_W_TOTAL)))
+}
+bench_contention() {
+  awk -v own="${BENCH_ACC[0]}" -v busy="${BENCH_ACC[1]}" -v steal="${BENCH_ACC[2]}" -v total="${BENCH_ACC[3]}" -v cpus="$BENCH_SERVER_CPUS" 'BEGIN {
+    if (total <= 0) exit
+    other = busy - own; if (other < 0) other = 0
+    idle = total - busy - steal; if (idle < 0) idle = 0
+    printf "servers'"'"' CPU(s) %s over the measured runs: %.0f%% what was measured, %.0f%% other processes, %.0f%% stolen by the hypervisor, %.0f%% idle\n",
+      cpus, 100 * own / total, 100 * other / total, 100 * steal / total, 100 * idle / total }'
+}
+
 # bench_rss_kib NAME: the resident memory of every process of NAME's session, summed (KiB).
 bench_rss_kib() {
   local pid total=0 kib

@@ -26,8 +26,33 @@ pub enum Reply {
     /// One message.
     One(Vec<u8>),
     /// Several messages, in order (a zone transfer).
-    Many(Vec<Vec<u8>>),
+    Many(Messages),
 }
+
+/// The messages of a zone transfer, and its place among the transfers going out (given back
+/// when they are dropped, after the last one is sent).
+#[derive(Debug)]
+pub struct Messages {
+    /// The encoded messages, in order.
+    pub list: Vec<Vec<u8>>,
+    /// The transfer's place, if it holds one.
+    pub permit: Option<tokio::sync::OwnedSemaphorePermit>,
+}
+
+impl Messages {
+    /// The messages, in order.
+    pub fn iter(&self) -> std::slice::Iter<'_, Vec<u8>> {
+        self.list.iter()
+    }
+}
+
+impl PartialEq for Messages {
+    fn eq(&self, other: &Self) -> bool {
+        self.list == other.list
+    }
+}
+
+impl Eq for Messages {}
 
 /// Encodes `response` within `limit` bytes: additional records that do not fit are left out;
 /// if the answer itself does not fit, a truncated response (TC, no records) is sent.

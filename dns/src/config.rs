@@ -43,18 +43,30 @@ pub struct Settings {
     /// The site file and its `[dns]` section as read at start (SIGHUP rereads the file's
     /// per-zone settings); `None` without `--config`.
     pub site_file: Option<(PathBuf, DnsConfig)>,
+    /// The TSIG keys (`[[dns.tsig]]`, their secret files read).
+    pub tsig_keys: crate::xfr::tsig::Keys,
+    /// The bounds on transfers in.
+    pub transfers_in: crate::xfr::Limits,
+    /// Transfers out at once.
+    pub transfers_out_max: usize,
 }
 
 impl Settings {
     /// Builds the settings from the command line and, with `--config`, the site file.
     pub fn from_args(args: &ServeArgs) -> Result<Settings, onebox_site::ConfigError> {
-        let (dns, zones_base) = match &args.config {
+        let (dns, zones_base, tsig_keys) = match &args.config {
             Some(path) => {
                 let file = onebox_site::load(path)?;
                 let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
-                (file.dns, Some(base))
+                let keys = crate::xfr::tsig::Keys::load(&file.dns, &base)
+                    .map_err(|e| file.error_at(e.span, &e.key, e.message))?;
+                (file.dns, Some(base), keys)
             }
-            None => (DnsConfig::default(), None),
+            None => (
+                DnsConfig::default(),
+                None,
+                crate::xfr::tsig::Keys::default(),
+            ),
         };
         let site_file = args.config.clone().map(|path| (path, dns.clone()));
         let default_listen = args.listen.is_empty() && dns.listen == DnsConfig::default_listen();
@@ -97,6 +109,13 @@ impl Settings {
                 zsk_lifetime: dns.dnssec_zsk_lifetime_secs.get(),
                 propagation_delay: dns.dnssec_propagation_delay_secs.get(),
             },
+            tsig_keys,
+            transfers_in: crate::xfr::Limits {
+                transfer_max_bytes: dns.transfer_max_bytes.get(),
+                transfer_timeout: dns.transfer_timeout_secs.secs(),
+                transfers_in: dns.transfers_in_max.as_usize(),
+            },
+            transfers_out_max: dns.transfers_out_max.as_usize(),
             zone: dns.zone,
             site_file,
         })

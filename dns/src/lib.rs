@@ -24,6 +24,7 @@ pub mod reload;
 pub mod rrl;
 pub mod server;
 pub mod transfer;
+pub mod xfr;
 pub mod zone;
 pub mod zonefile;
 
@@ -49,6 +50,13 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         &settings.zone,
     ));
     let mut loaded = reload::load(&settings.zones, None)?;
+    // The serial policy across restarts, on the zones as their files give them.
+    let zone_settings = xfr::ZoneSettings::new(&settings.zone);
+    xfr::serial::Kept::new(&settings.state_dir).check_at_start(
+        &loaded.catalog,
+        &settings.zones,
+        |zone| xfr::serial::applies(&zone_settings, signer.is_enabled(zone), zone),
+    );
     // Signed zones are signed now, before anything is served: old signatures never go out.
     loaded.catalog = signer.sign_catalog(loaded.catalog, None, dnssec::now());
     reload::check_zone_settings(&settings.zone, &loaded.catalog);
@@ -66,10 +74,12 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     }
     let metrics = Arc::new(metrics::Metrics::default());
     let engine = Engine::new(loaded.catalog)
+        .with_transfers_out(settings.transfers_out_max)
         .with_query_log(settings.query_log)
         .with_metrics(metrics.clone())
         .with_rate_limiter(rrl);
     engine.set_zone_settings(&settings.zone);
+    engine.set_tsig_keys(settings.tsig_keys.clone());
     let engine = Arc::new(engine);
     if let Some(addr) = settings.metrics_listen {
         let listener = metrics::bind(addr)
@@ -79,7 +89,8 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
                 proto: "tcp (metrics_listen)",
                 cause,
             })?;
-        let registry = metrics::registry(&metrics, engine.catalog().clone());
+        let mut registry = metrics::registry(&metrics, engine.catalog().clone());
+        registry.register_collector(Box::new(xfr::secondary::TimersCollector(engine.clone())));
         tokio::spawn(metrics::serve(listener, Arc::new(registry)));
         tracing::info!("metrics at http://{addr}/metrics");
     }
@@ -95,6 +106,12 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
             })?;
     }
     tokio::spawn(reload::resign(signer.clone(), engine.clone()));
+    xfr::start(
+        engine.clone(),
+        signer.clone(),
+        settings.state_dir.clone(),
+        settings.transfers_in.clone(),
+    );
     let site = settings
         .site_file
         .clone()

@@ -17,7 +17,17 @@
 //! - `onebox_dns_dnssec_signature_expiry_timestamp_seconds{zone}` (the earliest signature
 //!   expiry of each signed zone), `onebox_dns_dnssec_signed_timestamp_seconds{zone}`,
 //!   `onebox_dns_dnssec_signatures{zone}` and `onebox_dns_dnssec_key_info{zone, role, tag,
-//!   state, ds}`: the signing side.
+//!   state, ds}`: the signing side;
+//! - `onebox_dns_notify_sent_total`: NOTIFY datagrams sent (each try);
+//!   `onebox_dns_notify_total{result="acked"|"failed"}`: NOTIFYs acknowledged, or given up;
+//!   `onebox_dns_notify_received_total{result="accepted"|"refused"}`: NOTIFYs to us;
+//! - `onebox_dns_transfers_total{direction="in"|"out", type="AXFR"|"IXFR", result}`: zone
+//!   transfers (`ok`, `refused`, `failed`);
+//!   `onebox_dns_tsig_failures_total{error="BADKEY"|"BADSIG"|"BADTIME"}`: requests refused for
+//!   their TSIG;
+//! - for each secondary zone, `onebox_dns_secondary_refreshed_timestamp_seconds{zone}` (the
+//!   primary last confirmed our copy) and `onebox_dns_secondary_expiry_timestamp_seconds{zone}`
+//!   (the copy stops being served unless refreshed).
 
 use crate::answer::Transport;
 use crate::catalog::Catalog;
@@ -40,6 +50,8 @@ const RCODE_SLOTS: usize = 24;
 type Labels2 = [(&'static str, &'static str); 2];
 /// The label set of a family with one label.
 type Labels1 = [(&'static str, &'static str); 1];
+/// The label set of a family with three labels.
+type Labels3 = [(&'static str, &'static str); 3];
 
 /// The counters the server increments.
 #[derive(Debug, Default)]
@@ -53,6 +65,11 @@ pub struct Metrics {
     tcp_open: Gauge,
     tcp_expired: Counter,
     reloads: Family<Labels1, Counter>,
+    notify_sent: Counter,
+    notify: Family<Labels1, Counter>,
+    notify_received: Family<Labels1, Counter>,
+    transfers: Family<Labels3, Counter>,
+    tsig_failures: Family<Labels1, Counter>,
 }
 
 /// What became of a TCP connection at accept.
@@ -138,6 +155,58 @@ impl Metrics {
     }
 }
 
+impl Metrics {
+    /// Counts a NOTIFY datagram sent.
+    pub fn notify_sent(&self) {
+        self.notify_sent.inc();
+    }
+
+    /// Counts a NOTIFY acknowledged or given up.
+    pub fn notify_out(&self, outcome: crate::xfr::notify::Outcome) {
+        let result = match outcome {
+            crate::xfr::notify::Outcome::Acked => "acked",
+            crate::xfr::notify::Outcome::Failed => "failed",
+        };
+        self.notify.get_or_create(&[("result", result)]).inc();
+    }
+
+    /// Counts a NOTIFY received.
+    pub fn notify_received(&self, accepted: bool) {
+        let result = if accepted { "accepted" } else { "refused" };
+        self.notify_received
+            .get_or_create(&[("result", result)])
+            .inc();
+    }
+
+    /// Counts a transfer in (from our primary), done or failed.
+    pub fn transfer_in(&self, kind: crate::transfer::Kind, ok: bool) {
+        let result = if ok { "ok" } else { "failed" };
+        self.transfers
+            .get_or_create(&[
+                ("direction", "in"),
+                ("type", kind.as_str()),
+                ("result", result),
+            ])
+            .inc();
+    }
+
+    /// Counts a transfer out: `ok`, or `refused` (by the access list, or too many at once).
+    pub fn transfer_out(&self, kind: crate::transfer::Kind, result: &'static str) {
+        self.transfers
+            .get_or_create(&[
+                ("direction", "out"),
+                ("type", kind.as_str()),
+                ("result", result),
+            ])
+            .inc();
+    }
+
+    /// Counts a request refused for its TSIG (`BADKEY`, `BADSIG`, `BADTIME`).
+    pub fn tsig_failure(&self, error: &'static str) {
+        self.tsig_failures.get_or_create(&[("error", error)]).inc();
+    }
+}
+
 /// The response code's name as DNS tools print it.
 fn rcode_label(rcode: ResponseCode) -> &'static str {
     match u16::from(rcode) {
@@ -196,6 +265,31 @@ pub fn registry(metrics: &Metrics, catalog: Arc<ArcSwap<Catalog>>) -> Registry {
         "reloads",
         "SIGHUP reloads; failed: a zone file or the site file was refused",
         metrics.reloads.clone(),
+    );
+    registry.register(
+        "notify_sent",
+        "NOTIFY datagrams sent (each try)",
+        metrics.notify_sent.clone(),
+    );
+    registry.register(
+        "notify",
+        "NOTIFYs sent that were acknowledged, or given up after the last try",
+        metrics.notify.clone(),
+    );
+    registry.register(
+        "notify_received",
+        "NOTIFYs received, accepted (from a secondary zone's primary) or refused",
+        metrics.notify_received.clone(),
+    );
+    registry.register(
+        "transfers",
+        "Zone transfers in (from a primary) and out, by type and result",
+        metrics.transfers.clone(),
+    );
+    registry.register(
+        "tsig_failures",
+        "Requests refused for their TSIG signature, by TSIG error",
+        metrics.tsig_failures.clone(),
     );
     registry.register_collector(Box::new(Zones(catalog)));
     registry

@@ -7,25 +7,18 @@
 
 use crate::answer::{self, Reply, Transport};
 use crate::catalog::Catalog;
-use crate::config::{AddressMatch, ZoneConfig};
+use crate::config::ZoneConfig;
 use crate::edns;
 use crate::lookup::{self, Sections};
 use crate::metrics::Metrics;
 use crate::rrl::{Action, Class, Flow, RateLimiter};
 use crate::transfer::{self, Transfer};
+use crate::xfr::{self, ZoneSettings, tsig};
 use arc_swap::ArcSwap;
 use hickory_proto::op::{Message, MessageType, OpCode, ResponseCode};
-use hickory_proto::rr::{DNSClass, LowerName, RecordType};
-use std::collections::HashMap;
+use hickory_proto::rr::{DNSClass, Name, RecordType};
 use std::net::SocketAddr;
 use std::sync::Arc;
-
-/// The per-zone settings (`[[dns.zone]]`), replaced whole when the site file is reread.
-#[derive(Debug, Default)]
-struct ZoneSettings {
-    /// Who may transfer which zone.
-    allow_transfer: HashMap<LowerName, Vec<AddressMatch>>,
-}
 
 /// Answers requests from the current catalog.
 #[derive(Debug)]
@@ -40,6 +33,9 @@ pub struct Engine {
     rrl: Option<RateLimiter>,
     /// What is counted.
     metrics: Arc<Metrics>,
+    /// TSIG keys, journals, secondary zones: what the transfer side shares with the request
+    /// path.
+    xfr: xfr::Shared,
 }
 
 /// How a response message is put on the wire.
@@ -69,7 +65,29 @@ impl Engine {
             query_log: false,
             rrl: None,
             metrics: Arc::default(),
+            xfr: xfr::Shared::default(),
         }
+    }
+
+    /// Allows `limit` zone transfers out at once (more are REFUSED).
+    pub fn with_transfers_out(mut self, limit: usize) -> Self {
+        self.xfr = xfr::Shared::new(limit);
+        self
+    }
+
+    /// What the transfer side shares with the request path.
+    pub fn xfr(&self) -> &xfr::Shared {
+        &self.xfr
+    }
+
+    /// The per-zone settings in force.
+    pub fn zone_settings(&self) -> Arc<ZoneSettings> {
+        self.zones.load_full()
+    }
+
+    /// Replaces the TSIG keys at once.
+    pub fn set_tsig_keys(&self, keys: tsig::Keys) {
+        self.xfr.keys.store(Arc::new(keys));
     }
 
     /// Logs every query at INFO.
@@ -102,11 +120,7 @@ impl Engine {
 
     /// Replaces the per-zone settings (`[[dns.zone]]` tables) at once.
     pub fn set_zone_settings(&self, zones: &[ZoneConfig]) {
-        let allow_transfer = zones
-            .iter()
-            .map(|z| (LowerName::new(z.name.name()), z.allow_transfer.clone()))
-            .collect();
-        self.zones.store(Arc::new(ZoneSettings { allow_transfer }));
+        self.zones.store(Arc::new(ZoneSettings::new(zones)));
     }
 
     /// Answers one request.
@@ -117,7 +131,10 @@ impl Engine {
             return Reply::Drop;
         }
         let (outcome, message) = match Message::from_vec(request) {
-            Ok(message) => (self.answer(&message, transport, client), Some(message)),
+            Ok(message) => (
+                self.signed(request, &message, transport, client),
+                Some(message),
+            ),
             Err(_) => {
                 let flow = Flow {
                     class: Class::Error,
@@ -168,11 +185,73 @@ impl Engine {
         outcome.reply
     }
 
-    fn answer(&self, request: &Message, transport: Transport, client: SocketAddr) -> Outcome {
+    /// Answers a decoded request, checking its TSIG first and signing the answer when it was
+    /// signed (RFC 8945).
+    fn signed(
+        &self,
+        bytes: &[u8],
+        request: &Message,
+        transport: Transport,
+        client: SocketAddr,
+    ) -> Outcome {
+        if request.signature().is_none() {
+            return self.answer(request, transport, client, None);
+        }
+        match tsig::check_request(bytes, request, &self.xfr.keys.load(), tsig::now()) {
+            tsig::Check::Unsigned => self.answer(request, transport, client, None),
+            tsig::Check::Failed { response, reason } => {
+                let error = if reason.starts_with("unknown") {
+                    "BADKEY"
+                } else if reason.starts_with("bad") {
+                    "BADSIG"
+                } else {
+                    "BADTIME"
+                };
+                self.metrics.tsig_failure(error);
+                self.xfr
+                    .log_refusal(format_args!("request from {client} refused: {reason}"));
+                Outcome {
+                    reply: Reply::One(response),
+                    rcode: ResponseCode::NotAuth,
+                    action: Action::Send,
+                }
+            }
+            tsig::Check::Signed(mut signing) => {
+                let mut outcome = self.answer(request, transport, client, Some(&signing));
+                let signed = match &mut outcome.reply {
+                    Reply::Drop => Ok(()),
+                    Reply::One(bytes) => signing.sign(bytes),
+                    Reply::Many(messages) => messages
+                        .list
+                        .iter_mut()
+                        .try_for_each(|bytes| signing.sign(bytes)),
+                };
+                if let Err(e) = signed {
+                    tracing::error!("cannot sign the answer to {client}: {e}");
+                    outcome.reply = Reply::Drop;
+                }
+                outcome
+            }
+        }
+    }
+
+    fn answer(
+        &self,
+        request: &Message,
+        transport: Transport,
+        client: SocketAddr,
+        tsig: Option<&tsig::Signing>,
+    ) -> Outcome {
         let mut response = Message::response(request.metadata.id, request.metadata.op_code);
         response.metadata.recursion_desired = request.metadata.recursion_desired;
         response.queries = request.queries.clone();
-        let limit = Encoding::Limit(edns::size_limit(request, transport));
+        let key: Option<&Name> = tsig.map(tsig::Signing::key_name);
+        let size = edns::size_limit(request, transport);
+        let limit = Encoding::Limit(match tsig {
+            // Room for the TSIG record.
+            Some(t) => size.saturating_sub(u16::try_from(t.overhead()).unwrap_or(u16::MAX)),
+            None => size,
+        });
         // Answers that come from no zone: rate-limited as errors of the root.
         let error = Flow {
             class: Class::Error,
@@ -194,8 +273,13 @@ impl Engine {
         }
         if request.metadata.op_code != OpCode::Query {
             if request.metadata.op_code == OpCode::Notify {
-                // We are no secondary: NOTAUTH, with the question, as Knot answers.
-                response.metadata.response_code = ResponseCode::NotAuth;
+                // NOERROR from a secondary zone's primary; NOTAUTH for a zone we are no
+                // secondary for (Knot's answer); REFUSED from anyone else.
+                let settings = self.zones.load();
+                let rcode = xfr::secondary::notify_in(self, &settings, request, client, key);
+                self.metrics.notify_received(rcode == ResponseCode::NoError);
+                response.metadata.response_code = rcode;
+                response.metadata.authoritative = rcode == ResponseCode::NoError;
                 return self.finish(response, limit, error, transport, client);
             }
             // UPDATE and the rest: NOTIMP, header only, as NSD answers.
@@ -221,7 +305,18 @@ impl Engine {
         }
         let catalog = self.catalog.load();
         let is_transfer = matches!(query.query_type, RecordType::AXFR | RecordType::IXFR);
-        let Some(zone) = catalog.find(&query.name) else {
+        let found = catalog.find(&query.name);
+        if self
+            .xfr
+            .secondaries
+            .unavailable(&query.name, found.map(|z| z.origin()))
+        {
+            // A secondary zone with no copy to serve (none yet, or expired): SERVFAIL, as
+            // Knot and NSD answer.
+            response.metadata.response_code = ResponseCode::ServFail;
+            return self.finish(response, limit, error, transport, client);
+        }
+        let Some(zone) = found else {
             if is_transfer {
                 // RFC 5936 §2.2.1: not authoritative for the zone asked for.
                 response.metadata.response_code = ResponseCode::NotAuth;
@@ -235,18 +330,66 @@ impl Engine {
         };
         let apex = Some(zone.origin());
         if is_transfer {
-            let allowed = self
+            let asked = if query.query_type == RecordType::IXFR {
+                transfer::Kind::Ixfr
+            } else {
+                transfer::Kind::Axfr
+            };
+            let mut allowed = self
                 .zones
                 .load()
-                .allow_transfer
-                .get(&LowerName::new(zone.origin()))
-                .is_some_and(|acl| acl.iter().any(|m| m.matches(client.ip())));
-            return match transfer::respond(response, request, zone, transport, allowed) {
-                Transfer::Many(messages) => Outcome {
-                    reply: Reply::Many(messages),
-                    rcode: ResponseCode::NoError,
-                    action: Action::Send,
-                },
+                .may_transfer(zone.origin(), client.ip(), key);
+            if !allowed && transport == Transport::Tcp {
+                self.metrics.transfer_out(asked, "refused");
+                self.xfr.log_refusal(format_args!(
+                    "{} of {} from {client} refused: not in its allow_transfer{}",
+                    asked.as_str(),
+                    zone.origin(),
+                    key.map_or(String::new(), |k| format!(" (signed with {k})"))
+                ));
+            }
+            // A place among the transfers going out, held until the last message is sent.
+            let permit = if allowed && transport == Transport::Tcp {
+                match self.xfr.transfers_out.clone().try_acquire_owned() {
+                    Ok(permit) => Some(permit),
+                    Err(_) => {
+                        allowed = false;
+                        self.metrics.transfer_out(asked, "refused");
+                        self.xfr.log_refusal(format_args!(
+                            "{} of {} from {client} refused: transfers_out_max transfers are \
+                             going out",
+                            asked.as_str(),
+                            zone.origin()
+                        ));
+                        None
+                    }
+                }
+            } else {
+                None
+            };
+            let answered = self.xfr.with_journal(zone.origin(), |journal| {
+                transfer::respond(response, request, zone, transport, allowed, journal)
+            });
+            return match answered {
+                Transfer::Many(list, kind) => {
+                    self.metrics.transfer_out(kind, "ok");
+                    tracing::info!(
+                        "{} of {} to {client}{}: {} of serial {}",
+                        asked.as_str(),
+                        zone.origin(),
+                        key.map_or(String::new(), |k| format!(" (key {k})")),
+                        match kind {
+                            transfer::Kind::Ixfr => "the differences",
+                            transfer::Kind::Axfr => "the whole zone",
+                        },
+                        zone.serial(),
+                    );
+                    Outcome {
+                        reply: Reply::Many(answer::Messages { list, permit }),
+                        rcode: ResponseCode::NoError,
+                        action: Action::Send,
+                    }
+                }
                 Transfer::One(response) => {
                     let flow = match response.metadata.response_code {
                         ResponseCode::NoError => Flow {

@@ -57,7 +57,7 @@ pub fn load(dir: &Path, previous: Option<&Catalog>) -> Result<Loaded, ServeError
 
 /// Warns about `[[dns.zone]]` tables that name no zone being served.
 pub fn check_zone_settings(zones: &[ZoneConfig], catalog: &Catalog) {
-    for zone in zones {
+    for zone in zones.iter().filter(|z| z.primary.is_none()) {
         let apex = LowerName::new(zone.name.name());
         if !catalog.zones().any(|z| LowerName::new(z.origin()) == apex) {
             tracing::warn!(
@@ -98,10 +98,19 @@ pub async fn on_sighup(
         let previous = engine.catalog().load_full();
         let dir2 = dir.clone();
         let signer2 = signer.clone();
+        let settings = engine.zone_settings();
         let loaded = tokio::task::spawn_blocking(move || {
             load(&dir2, Some(&previous)).map(|mut loaded| {
+                // The serial policy, on the zones as their files give them (before signing).
+                let applies = |zone: &hickory_proto::rr::Name| {
+                    crate::xfr::serial::applies(&settings, signer2.is_enabled(zone), zone)
+                };
+                let (catalog, clean) =
+                    crate::xfr::serial::check(loaded.catalog, &previous, &dir2, applies);
+                crate::xfr::serial::Kept::new(signer2.state_dir()).keep(&catalog, applies);
+                loaded.clean &= clean;
                 loaded.catalog =
-                    signer2.sign_catalog(loaded.catalog, Some(&previous), crate::dnssec::now());
+                    signer2.sign_catalog(catalog, Some(&previous), crate::dnssec::now());
                 loaded
             })
         })
@@ -113,7 +122,9 @@ pub async fn on_sighup(
                 if let Some(site) = &site {
                     check_zone_settings(&site.dns.zone, &loaded.catalog);
                 }
-                engine.catalog().store(Arc::new(loaded.catalog));
+                // The secondary zones' copies go on being served.
+                let catalog = engine.xfr().secondaries.merge(loaded.catalog);
+                engine.catalog().store(Arc::new(catalog));
             }
             Ok(Err(e)) => {
                 ok = false;
@@ -169,6 +180,21 @@ async fn reread_site_file(site: &mut SiteFile, engine: &Engine, signer: &Signer)
             return false;
         }
     };
+    let base = site
+        .path
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_default();
+    let keys = match crate::xfr::tsig::Keys::load(&file.dns, &base) {
+        Ok(keys) => keys,
+        Err(e) => {
+            tracing::error!(
+                "{}; still using the previous settings",
+                file.error_at(e.span, &e.key, e.message)
+            );
+            return false;
+        }
+    };
     let dns = file.dns;
     let changed = changed_keys(&site.dns, &dns);
     if !changed.is_empty() {
@@ -186,10 +212,12 @@ async fn reread_site_file(site: &mut SiteFile, engine: &Engine, signer: &Signer)
             dns.zone.len()
         );
     }
+    engine.set_tsig_keys(keys);
     engine.set_zone_settings(&dns.zone);
     signer.set_zones(&dns.zone);
     // Remember only what was applied: the other keys keep their running values.
     site.dns.zone = dns.zone;
+    site.dns.tsig = dns.tsig;
     true
 }
 
@@ -203,7 +231,7 @@ fn changed_keys(old: &DnsConfig, new: &DnsConfig) -> Vec<String> {
     let mut keys: Vec<String> = old
         .keys()
         .chain(new.keys())
-        .filter(|k| *k != "zone" && old.get(*k) != new.get(*k))
+        .filter(|k| *k != "zone" && *k != "tsig" && old.get(*k) != new.get(*k))
         .cloned()
         .collect();
     keys.sort();

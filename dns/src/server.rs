@@ -273,15 +273,18 @@ async fn serve_connection(
             Ok(Err(e)) => return Err(e),
             Err(_) => return Ok(false),
         }
-        let messages = match engine.respond(&buf[..len], Transport::Tcp, client) {
+        // The reply lives until its last message is written (a transfer holds its place
+        // among the transfers going out until then).
+        let reply = engine.respond(&buf[..len], Transport::Tcp, client);
+        let messages: Vec<&Vec<u8>> = match &reply {
             Reply::Drop => continue,
             Reply::One(bytes) => vec![bytes],
-            Reply::Many(all) => all,
+            Reply::Many(all) => all.iter().collect(),
         };
         for message in messages {
             let mut framed = Vec::with_capacity(message.len() + 2);
             framed.extend_from_slice(&(message.len() as u16).to_be_bytes());
-            framed.extend_from_slice(&message);
+            framed.extend_from_slice(message);
             tokio::time::timeout(limits.idle_timeout, stream.write_all(&framed))
                 .await
                 .map_err(|_| {

@@ -2,7 +2,8 @@
 
 use crate::value::{AddressMatch, At, Bounded, Domain, LoopbackAddr, NonEmpty};
 use serde::{Deserialize, Serialize};
-use std::net::SocketAddr;
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 
 /// The `[dns]` section.
@@ -71,6 +72,20 @@ pub struct DnsConfig {
     pub dnssec_propagation_delay_secs: Bounded<0, 604_800>,
     /// Per-zone settings, `[[dns.zone]]` tables. Default: none.
     pub zone: Vec<ZoneConfig>,
+    /// TSIG keys (RFC 8945) shared with secondaries and primaries, `[[dns.tsig]]` tables, named
+    /// by `allow_transfer`, `notify` and `primary`. Default: none.
+    pub tsig: Vec<TsigKey>,
+    /// Most bytes one incoming zone transfer (AXFR/IXFR from a primary) may carry; a larger one
+    /// is cut off and the zone kept as it was. Default: 16777216 (16 MiB).
+    pub transfer_max_bytes: Bounded<65_536, 4_294_967_296>,
+    /// Seconds an incoming zone transfer may take, from connecting to its last message.
+    /// Default: 300.
+    pub transfer_timeout_secs: Bounded<1, 86_400>,
+    /// Incoming zone transfers (this server as a secondary) at once; more wait. Default: 4.
+    pub transfers_in_max: Bounded<1, 1000>,
+    /// Outgoing zone transfers (AXFR/IXFR answered) at once; more are REFUSED. Default: 10
+    /// (BIND's `transfers-out`).
+    pub transfers_out_max: Bounded<1, 1000>,
 }
 
 impl DnsConfig {
@@ -105,6 +120,11 @@ impl Default for DnsConfig {
             dnssec_zsk_lifetime_secs: Bounded::clamped(2_592_000),
             dnssec_propagation_delay_secs: Bounded::clamped(3600),
             zone: Vec::new(),
+            tsig: Vec::new(),
+            transfer_max_bytes: Bounded::clamped(16 * 1024 * 1024),
+            transfer_timeout_secs: Bounded::clamped(300),
+            transfers_in_max: Bounded::clamped(4),
+            transfers_out_max: Bounded::clamped(10),
         }
     }
 }
@@ -115,10 +135,23 @@ impl Default for DnsConfig {
 pub struct ZoneConfig {
     /// The zone's apex, e.g. `foobar.com` (its file is `NAME.zone` in the zone directory).
     pub name: At<Domain>,
-    /// Clients allowed to transfer the zone (AXFR/IXFR over TCP): addresses or networks, e.g.
-    /// `["192.0.2.53", "2001:db8::/64"]`. Default: nobody.
+    /// Clients allowed to transfer the zone (AXFR/IXFR over TCP): addresses or networks, TSIG
+    /// keys, or both (`["192.0.2.53", "2001:db8::/64", "key xfr-key", "192.0.2.54 key xfr-key"]`;
+    /// an entry with both needs both). Default: nobody.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub allow_transfer: Vec<AddressMatch>,
+    pub allow_transfer: Vec<TransferAllow>,
+    /// Secondaries sent a NOTIFY whenever the zone's serial changes (a reload, a re-signing, a
+    /// transfer from the primary), retried until they answer: `"ADDR[:PORT]"`, or
+    /// `"ADDR[:PORT] key NAME"` to sign it with a `[[dns.tsig]]` key. Default: none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notify: Vec<Remote>,
+    /// Makes this server a secondary for the zone: its primary, `"ADDR[:PORT]"` or
+    /// `"ADDR[:PORT] key NAME"` (transfers and SOA queries signed with that key, and NOTIFY
+    /// accepted only from that address, signed with it). The zone is then pulled by IXFR/AXFR,
+    /// kept in `[dns] state_dir`, and has no file in the zone directory. Default: none (the zone
+    /// is read from its file).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub primary: Option<Remote>,
     /// Sign the zone (DNSSEC: ECDSA P-256 keys made in `[dns] state_dir` at the first start,
     /// NSEC denial, signatures renewed before they expire). `onebox-dns ds ZONE` prints the DS
     /// record for the registrar. Default: false (`onebox provision` sets it for the zone it
@@ -133,7 +166,452 @@ impl ZoneConfig {
         ZoneConfig {
             name: At::new(name),
             allow_transfer: Vec::new(),
+            notify: Vec::new(),
+            primary: None,
             dnssec: false,
         }
+    }
+}
+
+impl DnsConfig {
+    /// The rules that tie the transfer keys together: TSIG key names are unique, each has one
+    /// secret, and every key named by `allow_transfer`, `notify` or `primary` is defined. On
+    /// error: the offending value's span, its key path, and the message.
+    pub fn check_transfer_keys(&self) -> Result<(), (std::ops::Range<usize>, String, String)> {
+        let mut names = std::collections::HashSet::new();
+        for (i, key) in self.tsig.iter().enumerate() {
+            if !names.insert(key.name.get().clone()) {
+                return Err((
+                    key.name.span(),
+                    format!("dns.tsig[{i}].name"),
+                    format!("the key `{}` is defined twice", *key.name),
+                ));
+            }
+            match (&key.secret, &key.secret_file) {
+                (Some(_), None) | (None, Some(_)) => {}
+                (None, None) => {
+                    return Err((
+                        key.name.span(),
+                        format!("dns.tsig[{i}]"),
+                        format!("the key `{}` needs `secret` or `secret_file`", *key.name),
+                    ));
+                }
+                (Some(_), Some(file)) => {
+                    return Err((
+                        file.span(),
+                        format!("dns.tsig[{i}].secret_file"),
+                        "give `secret` or `secret_file`, not both".into(),
+                    ));
+                }
+            }
+        }
+        let undefined = |name: &KeyName| !names.contains(name);
+        for (i, zone) in self.zone.iter().enumerate() {
+            let used = zone
+                .allow_transfer
+                .iter()
+                .filter_map(|a| a.key.as_ref().map(|k| (k, "allow_transfer")))
+                .chain(
+                    zone.notify
+                        .iter()
+                        .filter_map(|r| r.key.as_ref().map(|k| (k, "notify"))),
+                )
+                .chain(
+                    zone.primary
+                        .iter()
+                        .filter_map(|r| r.key.as_ref().map(|k| (k, "primary"))),
+                );
+            for (key, field) in used {
+                if undefined(key) {
+                    return Err((
+                        zone.name.span(),
+                        format!("dns.zone[{i}].{field}"),
+                        format!("the TSIG key `{key}` is not defined by a [[dns.tsig]] table"),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The name of a TSIG key, as both sides of a transfer spell it (`xfr-key`,
+/// `onebox.example.com`): a domain name of letters, digits, `-` and `_`, compared without case.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct KeyName {
+    text: String,
+    name: hickory_proto::rr::Name,
+}
+
+impl KeyName {
+    /// Parses a key name (one trailing dot allowed; case is folded).
+    pub fn parse(text: &str) -> Result<KeyName, String> {
+        let shown: String = text.escape_debug().collect();
+        let lower = text.strip_suffix('.').unwrap_or(text).to_ascii_lowercase();
+        if lower.is_empty() || lower.len() > 253 {
+            return Err(format!(
+                "`{shown}` is not a key name: empty or over 253 characters"
+            ));
+        }
+        if lower.parse::<IpAddr>().is_ok() {
+            return Err(format!("`{shown}` is an address, not a key name"));
+        }
+        for label in lower.split('.') {
+            if label.is_empty() || label.len() > 63 {
+                return Err(format!(
+                    "`{shown}` is not a key name: labels are 1 to 63 characters"
+                ));
+            }
+            if let Some(c) = label
+                .chars()
+                .find(|c| !(c.is_ascii_alphanumeric() || *c == '-' || *c == '_'))
+            {
+                return Err(format!(
+                    "`{shown}` is not a key name: `{}` is not allowed (letters, digits, `-`, `_` \
+                     and `.` only)",
+                    c.escape_debug()
+                ));
+            }
+        }
+        let name = hickory_proto::rr::Name::from_ascii(format!("{lower}."))
+            .map_err(|e| format!("`{shown}` is not a key name: {e}"))?;
+        Ok(KeyName { text: lower, name })
+    }
+
+    /// The name as text: lower case, no trailing dot.
+    pub fn as_str(&self) -> &str {
+        &self.text
+    }
+
+    /// The name as a fully qualified DNS name, as the TSIG record carries it.
+    pub fn name(&self) -> &hickory_proto::rr::Name {
+        &self.name
+    }
+}
+
+impl fmt::Display for KeyName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.text)
+    }
+}
+
+impl fmt::Debug for KeyName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "KeyName({})", self.text)
+    }
+}
+
+impl<'de> Deserialize<'de> for KeyName {
+    fn deserialize<D: serde::Deserializer<'de>>(de: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(de)?;
+        KeyName::parse(&text).map_err(serde::de::Error::custom)
+    }
+}
+
+impl Serialize for KeyName {
+    fn serialize<S: serde::Serializer>(&self, ser: S) -> Result<S::Ok, S::Error> {
+        ser.serialize_str(&self.text)
+    }
+}
+
+/// `ADDR[:PORT]` followed by `key NAME`, or not: the text of [`Remote`] and [`TransferAllow`].
+fn split_key(text: &str) -> Result<(Option<&str>, Option<KeyName>), String> {
+    let words: Vec<&str> = text.split_whitespace().collect();
+    match words.as_slice() {
+        [addr] => Ok((Some(addr), None)),
+        ["key", name] => Ok((None, Some(KeyName::parse(name)?))),
+        [addr, "key", name] => Ok((Some(addr), Some(KeyName::parse(name)?))),
+        _ => Err(format!(
+            "`{}` is not `ADDRESS`, `ADDRESS key NAME` or `key NAME`",
+            text.escape_debug()
+        )),
+    }
+}
+
+/// A peer of a zone transfer: its address (port 53 unless given) and the TSIG key, if any, that
+/// signs what goes to it and must sign what comes from it. Written `"192.0.2.53"`,
+/// `"192.0.2.53:5353"`, `"[2001:db8::53]:53"`, `"192.0.2.53 key xfr-key"`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Remote {
+    /// Its address and port.
+    pub addr: SocketAddr,
+    /// The `[[dns.tsig]]` key, if any.
+    pub key: Option<KeyName>,
+}
+
+impl Remote {
+    /// Parses `ADDR[:PORT] [key NAME]`.
+    pub fn parse(text: &str) -> Result<Remote, String> {
+        let (Some(addr), key) = split_key(text)? else {
+            return Err(format!(
+                "`{}` has no address (write `ADDRESS[:PORT] key NAME`)",
+                text.escape_debug()
+            ));
+        };
+        let addr = match addr.parse::<SocketAddr>() {
+            Ok(addr) => addr,
+            Err(_) => SocketAddr::new(
+                addr.parse::<IpAddr>().map_err(|_| {
+                    format!(
+                        "`{}` is not an address like 192.0.2.53, 192.0.2.53:53 or [2001:db8::53]:53",
+                        addr.escape_debug()
+                    )
+                })?,
+                53,
+            ),
+        };
+        if addr.port() == 0 {
+            return Err(format!("`{}`: port 0", text.escape_debug()));
+        }
+        Ok(Remote { addr, key })
+    }
+}
+
+impl fmt::Display for Remote {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.addr.fmt(f)?;
+        if let Some(key) = &self.key {
+            write!(f, " key {key}")?;
+        }
+        Ok(())
+    }
+}
+
+impl<'de> Deserialize<'de> for Remote {
+    fn deserialize<D: serde::Deserializer<'de>>(de: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(de)?;
+        Remote::parse(&text).map_err(serde::de::Error::custom)
+    }
+}
+
+impl Serialize for Remote {
+    fn serialize<S: serde::Serializer>(&self, ser: S) -> Result<S::Ok, S::Error> {
+        ser.collect_str(self)
+    }
+}
+
+/// Who may transfer a zone: an address or network, a TSIG key, or both (then a request needs
+/// both). Written `"192.0.2.53"`, `"192.0.2.0/24"`, `"key xfr-key"`, `"192.0.2.53 key xfr-key"`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TransferAllow {
+    /// The address or network the request must come from, if any.
+    pub addr: Option<AddressMatch>,
+    /// The key the request must be signed with, if any.
+    pub key: Option<KeyName>,
+}
+
+impl TransferAllow {
+    /// Parses `ADDR[/LEN]`, `key NAME` or `ADDR[/LEN] key NAME`.
+    pub fn parse(text: &str) -> Result<TransferAllow, String> {
+        let (addr, key) = split_key(text)?;
+        let addr = addr.map(AddressMatch::parse).transpose()?;
+        Ok(TransferAllow { addr, key })
+    }
+
+    /// Whether a request from `client`, signed with the key `signed_with` (a verified TSIG key
+    /// name, `None` when unsigned), is allowed by this entry.
+    pub fn allows(&self, client: IpAddr, signed_with: Option<&hickory_proto::rr::Name>) -> bool {
+        let addr_ok = self.addr.is_none_or(|a| a.matches(client));
+        let key_ok = match &self.key {
+            None => true,
+            Some(key) => signed_with.is_some_and(|name| name == key.name()),
+        };
+        addr_ok && key_ok
+    }
+}
+
+impl From<AddressMatch> for TransferAllow {
+    fn from(addr: AddressMatch) -> Self {
+        TransferAllow {
+            addr: Some(addr),
+            key: None,
+        }
+    }
+}
+
+impl fmt::Display for TransferAllow {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match (&self.addr, &self.key) {
+            (Some(addr), Some(key)) => write!(f, "{addr} key {key}"),
+            (Some(addr), None) => addr.fmt(f),
+            (None, Some(key)) => write!(f, "key {key}"),
+            (None, None) => Ok(()),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for TransferAllow {
+    fn deserialize<D: serde::Deserializer<'de>>(de: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(de)?;
+        TransferAllow::parse(&text).map_err(serde::de::Error::custom)
+    }
+}
+
+impl Serialize for TransferAllow {
+    fn serialize<S: serde::Serializer>(&self, ser: S) -> Result<S::Ok, S::Error> {
+        ser.collect_str(self)
+    }
+}
+
+/// A `[[dns.tsig]]` table: a TSIG key (RFC 8945). Give its secret in a file only onebox-dns can
+/// read (`secret_file`, e.g. `/etc/onebox/tsig/NAME.key`, root:onebox-dns 0640); `secret` in the
+/// site file itself is readable by every onebox service.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct TsigKey {
+    /// The key's name, the same on both sides (`xfr-key`). Required.
+    pub name: At<KeyName>,
+    /// The MAC algorithm: `hmac-sha256` (default), `hmac-sha384` or `hmac-sha512`.
+    #[serde(default)]
+    pub algorithm: TsigAlgorithm,
+    /// The shared secret, base64 (as `tsig-keygen` and `keymgr -t` print it), at least 16
+    /// bytes. Never logged.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret: Option<Secret>,
+    /// A file holding the base64 secret (a relative path is relative to the site file),
+    /// read at start and on SIGHUP.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_file: Option<At<PathBuf>>,
+}
+
+/// A TSIG MAC algorithm.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+pub enum TsigAlgorithm {
+    /// HMAC-SHA256 (RFC 4635), what `tsig-keygen` and Knot use by default.
+    #[default]
+    #[serde(rename = "hmac-sha256")]
+    HmacSha256,
+    /// HMAC-SHA384.
+    #[serde(rename = "hmac-sha384")]
+    HmacSha384,
+    /// HMAC-SHA512.
+    #[serde(rename = "hmac-sha512")]
+    HmacSha512,
+}
+
+impl TsigAlgorithm {
+    /// Its name in the site file and in `tsig-keygen`/Knot configuration.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TsigAlgorithm::HmacSha256 => "hmac-sha256",
+            TsigAlgorithm::HmacSha384 => "hmac-sha384",
+            TsigAlgorithm::HmacSha512 => "hmac-sha512",
+        }
+    }
+}
+
+/// A TSIG secret: bytes, written in base64. Its `Debug` shows only its length, so it never
+/// reaches a log.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(Vec<u8>);
+
+impl Secret {
+    /// Decodes base64 `text` (whitespace ignored); at least 16 bytes.
+    pub fn parse(text: &str) -> Result<Secret, String> {
+        let compact: String = text.split_whitespace().collect();
+        let bytes = data_encoding::BASE64
+            .decode(compact.as_bytes())
+            .map_err(|_| "the secret is not base64 (as tsig-keygen prints it)".to_string())?;
+        if bytes.len() < 16 {
+            return Err(format!(
+                "the secret is {} bytes; a TSIG secret needs at least 16 (tsig-keygen makes 32)",
+                bytes.len()
+            ));
+        }
+        Ok(Secret(bytes))
+    }
+
+    /// The secret's bytes.
+    pub fn bytes(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Secret({} bytes)", self.0.len())
+    }
+}
+
+impl<'de> Deserialize<'de> for Secret {
+    fn deserialize<D: serde::Deserializer<'de>>(de: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(de)?;
+        Secret::parse(&text).map_err(serde::de::Error::custom)
+    }
+}
+
+impl Serialize for Secret {
+    fn serialize<S: serde::Serializer>(&self, ser: S) -> Result<S::Ok, S::Error> {
+        ser.serialize_str(&data_encoding::BASE64.encode(&self.0))
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::panic)]
+mod transfer_tests {
+    use super::*;
+
+    fn error(text: &str) -> String {
+        match crate::parse(std::path::Path::new("site.toml"), text) {
+            Ok(file) => format!("no error: {:?}", file.dns),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    const SITE: &str = "[site]\ndomain = \"a.com\"\n";
+    const SECRET: &str = "qmJ0MUm0b6XyAoNZbSy+nuyLrBHDbWbvG1iK4oZ8RkQ=";
+
+    #[test]
+    fn remotes_and_access_entries_parse_with_or_without_a_key() {
+        let r = Remote::parse("192.0.2.53").unwrap();
+        assert_eq!((r.addr.to_string(), r.key), ("192.0.2.53:53".into(), None));
+        let r = Remote::parse("[2001:db8::53]:5353 key Xfr-Key.").unwrap();
+        assert_eq!(r.addr.port(), 5353);
+        assert_eq!(r.key.as_ref().unwrap().as_str(), "xfr-key");
+        assert_eq!(r.to_string(), "[2001:db8::53]:5353 key xfr-key");
+        for bad in ["", "key x", "192.0.2.1 x y", "host.example", "192.0.2.1:0", "1.2.3.4 key 1.2.3.4"] {
+            assert!(Remote::parse(bad).is_err(), "{bad}");
+        }
+        let a = TransferAllow::parse("192.0.2.0/24").unwrap();
+        assert!(a.allows("192.0.2.9".parse().unwrap(), None));
+        assert!(!a.allows("192.0.3.9".parse().unwrap(), None));
+        let k = TransferAllow::parse("key xfr-key").unwrap();
+        let key = KeyName::parse("xfr-key").unwrap();
+        assert!(!k.allows("192.0.2.9".parse().unwrap(), None));
+        assert!(k.allows("203.0.113.1".parse().unwrap(), Some(key.name())));
+        let both = TransferAllow::parse("192.0.2.9 key xfr-key").unwrap();
+        assert!(both.allows("192.0.2.9".parse().unwrap(), Some(key.name())));
+        assert!(!both.allows("192.0.2.9".parse().unwrap(), None));
+        assert!(!both.allows("192.0.2.8".parse().unwrap(), Some(key.name())));
+        assert_eq!(both.to_string(), "192.0.2.9 key xfr-key");
+    }
+
+    #[test]
+    fn transfer_settings_errors_name_their_key() {
+        let zone = |body: &str| format!("{SITE}[[dns.zone]]\nname = \"a.com\"\n{body}");
+        let e = error(&zone("notify = [\"nowhere\"]\n"));
+        assert!(e.starts_with("site.toml:5:10: dns.zone[0].notify: "), "{e}");
+        let e = error(&zone("primary = \"192.0.2.1 key k\"\n"));
+        assert!(e.contains("dns.zone[0].primary") && e.contains("`k` is not defined"), "{e}");
+        let e = error(&format!("{SITE}[[dns.tsig]]\nname = \"k\"\nsecret = \"c2hvcnQ=\"\n"));
+        assert!(e.contains("dns.tsig[0].secret") && e.contains("at least 16"), "{e}");
+        let e = error(&format!("{SITE}[[dns.tsig]]\nname = \"k\"\nalgorithm = \"hmac-md5\"\nsecret = \"{SECRET}\"\n"));
+        assert!(e.contains("dns.tsig[0].algorithm"), "{e}");
+        let e = error(&format!("{SITE}[[dns.tsig]]\nname = \"k\"\n"));
+        assert!(e.contains("needs `secret` or `secret_file`"), "{e}");
+        let e = error(&format!(
+            "{SITE}[[dns.tsig]]\nname = \"k\"\nsecret = \"{SECRET}\"\n[[dns.tsig]]\nname = \"K\"\nsecret = \"{SECRET}\"\n"
+        ));
+        assert!(e.contains("dns.tsig[1].name") && e.contains("defined twice"), "{e}");
+        // A key the transfer settings name is defined: fine; its secret is never shown.
+        let file = crate::parse(
+            std::path::Path::new("site.toml"),
+            &format!(
+                "{SITE}[[dns.tsig]]\nname = \"k\"\nsecret = \"{SECRET}\"\n\
+                 [[dns.zone]]\nname = \"a.com\"\nallow_transfer = [\"key k\"]\nnotify = [\"192.0.2.1 key k\"]\n"
+            ),
+        )
+        .unwrap();
+        assert!(!format!("{:?}", file.dns).contains(SECRET));
     }
 }

@@ -136,6 +136,9 @@ impl SiteFile {
                 ));
             }
         }
+        if let Err((span, key, message)) = self.dns.check_transfer_keys() {
+            return Err(self.error_at(span, &key, message));
+        }
         let mut zones = HashSet::new();
         for (i, zone) in self.dns.zone.iter().enumerate() {
             if !zones.insert(zone.name.get()) {

@@ -264,6 +264,7 @@ fn readme_reference_shows_the_real_defaults_and_every_key() {
         ("dns.zone", keys_of::<ZoneConfig>()),
         ("edge", keys_of::<EdgeConfig>()),
         ("edge.upstream", keys_of::<edge::UpstreamConfig>()),
+        ("dns.tsig", keys_of::<dns::TsigKey>()),
         ("edge.acme", keys_of::<edge::AcmeConfig>()),
         ("edge.headers", keys_of::<edge::HeadersConfig>()),
         ("edge.limits", keys_of::<edge::LimitsConfig>()),

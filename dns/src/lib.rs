@@ -80,6 +80,12 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         .with_rate_limiter(rrl);
     engine.set_zone_settings(&settings.zone);
     engine.set_tsig_keys(settings.tsig_keys.clone());
+    // A secondary zone is never served from a file of the zone directory.
+    let catalog = engine.xfr().secondaries.merge(
+        engine.catalog().load_full().as_ref().clone(),
+        &engine.zone_settings(),
+    );
+    engine.catalog().store(Arc::new(catalog));
     let engine = Arc::new(engine);
     if let Some(addr) = settings.metrics_listen {
         let listener = metrics::bind(addr)

@@ -199,14 +199,11 @@ impl Engine {
         }
         match tsig::check_request(bytes, request, &self.xfr.keys.load(), tsig::now()) {
             tsig::Check::Unsigned => self.answer(request, transport, client, None),
-            tsig::Check::Failed { response, reason } => {
-                let error = if reason.starts_with("unknown") {
-                    "BADKEY"
-                } else if reason.starts_with("bad") {
-                    "BADSIG"
-                } else {
-                    "BADTIME"
-                };
+            tsig::Check::Failed {
+                response,
+                error,
+                reason,
+            } => {
                 self.metrics.tsig_failure(error);
                 self.xfr
                     .log_refusal(format_args!("request from {client} refused: {reason}"));

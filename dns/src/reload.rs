@@ -123,7 +123,10 @@ pub async fn on_sighup(
                     check_zone_settings(&site.dns.zone, &loaded.catalog);
                 }
                 // The secondary zones' copies go on being served.
-                let catalog = engine.xfr().secondaries.merge(loaded.catalog);
+                let catalog = engine
+                    .xfr()
+                    .secondaries
+                    .merge(loaded.catalog, &engine.zone_settings());
                 engine.catalog().store(Arc::new(catalog));
             }
             Ok(Err(e)) => {

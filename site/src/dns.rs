@@ -207,6 +207,13 @@ impl DnsConfig {
         }
         let undefined = |name: &KeyName| !names.contains(name);
         for (i, zone) in self.zone.iter().enumerate() {
+            if zone.primary.is_some() && zone.dnssec {
+                return Err((
+                    zone.name.span(),
+                    format!("dns.zone[{i}].dnssec"),
+                    "a secondary zone (with `primary`) is signed by its primary, not here".into(),
+                ));
+            }
             let used = zone
                 .allow_transfer
                 .iter()
@@ -597,6 +604,8 @@ mod transfer_tests {
         assert!(e.contains("dns.tsig[0].secret") && e.contains("at least 16"), "{e}");
         let e = error(&format!("{SITE}[[dns.tsig]]\nname = \"k\"\nalgorithm = \"hmac-md5\"\nsecret = \"{SECRET}\"\n"));
         assert!(e.contains("dns.tsig[0].algorithm"), "{e}");
+        let e = error(&zone("primary = \"192.0.2.1\"\ndnssec = true\n"));
+        assert!(e.contains("dns.zone[0].dnssec") && e.contains("signed by its primary"), "{e}");
         let e = error(&format!("{SITE}[[dns.tsig]]\nname = \"k\"\n"));
         assert!(e.contains("needs `secret` or `secret_file`"), "{e}");
         let e = error(&format!(

@@ -56,18 +56,19 @@ pub struct Registry {
 }
 
 impl Registry {
-    /// `catalog` (zones from files) with the secondary zones' copies in; a zone file for a
-    /// secondary zone is left out (logged).
-    pub fn merge(&self, catalog: Catalog) -> Catalog {
-        let copies = self.copies.lock().unwrap_or_else(PoisonError::into_inner);
-        let triggers = self.triggers.lock().unwrap_or_else(PoisonError::into_inner);
-        if copies.is_empty() && triggers.is_empty() {
+    /// `catalog` (zones from files) with the copies of the secondary zones of `settings` in; a
+    /// zone file for a secondary zone is left out (logged).
+    pub fn merge(&self, catalog: Catalog, settings: &ZoneSettings) -> Catalog {
+        if settings.primary.is_empty() {
             return catalog;
         }
+        let copies = self.copies.lock().unwrap_or_else(PoisonError::into_inner);
         let mut zones: Vec<Arc<Zone>> = Vec::new();
         for zone in catalog.zones() {
-            let apex = LowerName::new(zone.origin());
-            if triggers.contains_key(&apex) || copies.contains_key(&apex) {
+            if settings
+                .primary
+                .contains_key(&LowerName::new(zone.origin()))
+            {
                 tracing::error!(
                     "zone {}: it is a secondary zone ([[dns.zone]] primary): its file in the \
                      zone directory is ignored",
@@ -77,7 +78,12 @@ impl Registry {
             }
             zones.push(zone.clone());
         }
-        zones.extend(copies.values().cloned());
+        zones.extend(
+            copies
+                .iter()
+                .filter(|(apex, _)| settings.primary.contains_key(*apex))
+                .map(|(_, zone)| zone.clone()),
+        );
         Catalog::new(zones)
     }
 

@@ -132,6 +132,8 @@ pub enum Check {
     Failed {
         /// The encoded error response.
         response: Vec<u8>,
+        /// The TSIG error: `BADKEY`, `BADSIG` or `BADTIME`.
+        error: &'static str,
         /// What was wrong, for the log.
         reason: String,
     },
@@ -221,60 +223,79 @@ fn append(bytes: &mut Vec<u8>, key_name: Name, tsig: TSIG) -> Result<(), String>
     Ok(())
 }
 
+/// The NOTAUTH answer to a request whose TSIG failed (RFC 8945 §5.2): the question and a TSIG
+/// record with the error, unsigned for BADKEY and BADSIG, signed for BADTIME (with our time in
+/// Other Data). Within 512 bytes: without the question if need be, or as a bare header when the
+/// key and algorithm names alone are too long.
+fn error_response(
+    request: &Message,
+    tsig: &hickory_proto::rr::Record<TSIG>,
+    error: TsigError,
+    signed_by: Option<(&TSigner, &[u8])>,
+    now: u64,
+) -> Vec<u8> {
+    let (algorithm, other) = match (error, signed_by) {
+        (TsigError::BadTime, Some((signer, _))) => {
+            (signer.algorithm().clone(), now.to_be_bytes()[2..8].to_vec())
+        }
+        _ => (tsig.data.algorithm.clone(), Vec::new()),
+    };
+    for with_question in [true, false] {
+        let mut response = Message::response(request.metadata.id, request.metadata.op_code);
+        response.metadata.response_code = ResponseCode::NotAuth;
+        if with_question {
+            response.queries = request.queries.clone();
+        }
+        let Ok(mut bytes) = response.to_vec() else {
+            continue;
+        };
+        let record = TSIG::new(
+            algorithm.clone(),
+            tsig.data.time,
+            tsig.data.fudge,
+            Vec::new(),
+            request.metadata.id,
+            Some(error),
+            other.clone(),
+        );
+        let record = match signed_by {
+            Some((signer, mac)) if error == TsigError::BadTime => {
+                let mut tbs = Vec::new();
+                let mut e = BinEncoder::new(&mut tbs);
+                let _ = e.emit_u16(mac.len() as u16);
+                let _ = e.emit_vec(mac);
+                let _ = e.emit_vec(&bytes);
+                let _ = record.emit_tsig_for_mac(&mut e, signer.signer_name());
+                match signer.sign(&tbs) {
+                    Ok(mac) => record.set_mac(mac),
+                    Err(_) => record,
+                }
+            }
+            _ => record,
+        };
+        if append(&mut bytes, tsig.name.clone(), record).is_ok() && bytes.len() <= 512 {
+            return bytes;
+        }
+    }
+    let id = request.metadata.id.to_be_bytes();
+    let opcode = u8::from(request.metadata.op_code) << 3;
+    vec![id[0], id[1], 0x80 | opcode, 0x09, 0, 0, 0, 0, 0, 0, 0, 0]
+}
+
 /// Checks the TSIG of `request` (decoded from `bytes`) against `keys` at time `now`.
 pub fn check_request(bytes: &[u8], request: &Message, keys: &Keys, now: u64) -> Check {
     let Some(tsig) = request.signature() else {
         return Check::Unsigned;
     };
     let fail =
-        |error: TsigError, signer: Option<&TSigner>, mac: Option<Vec<u8>>, reason: String| {
-            let mut response = Message::response(request.metadata.id, request.metadata.op_code);
-            response.queries = request.queries.clone();
-            response.metadata.response_code = ResponseCode::NotAuth;
-            let mut bytes = response
-                .to_vec()
-                .unwrap_or_else(|_| crate::answer::formerr_header(&[0; 12]));
-            let (algorithm, other) = match error {
-                // BADTIME carries our time in Other Data (RFC 8945 §5.2.3).
-                TsigError::BadTime => (
-                    signer.map_or(tsig.data.algorithm.clone(), |s| s.algorithm().clone()),
-                    {
-                        let t = now.to_be_bytes();
-                        t[2..8].to_vec()
-                    },
-                ),
-                _ => (tsig.data.algorithm.clone(), Vec::new()),
-            };
-            let record = TSIG::new(
-                algorithm,
-                tsig.data.time,
-                tsig.data.fudge,
-                Vec::new(),
-                request.metadata.id,
-                Some(error),
-                other,
-            );
-            let signed = match (error, signer, mac) {
-                // BADTIME is signed; BADKEY and BADSIG are not (RFC 8945 §5.3.2).
-                (TsigError::BadTime, Some(signer), Some(mac)) => {
-                    let mut tbs = Vec::new();
-                    let mut e = BinEncoder::new(&mut tbs);
-                    let _ = e.emit_u16(mac.len() as u16);
-                    let _ = e.emit_vec(&mac);
-                    let _ = e.emit_vec(&bytes);
-                    let _ = record.emit_tsig_for_mac(&mut e, signer.signer_name());
-                    match signer.sign(&tbs) {
-                        Ok(mac) => record.set_mac(mac),
-                        Err(_) => record,
-                    }
-                }
-                _ => record,
-            };
-            let _ = append(&mut bytes, tsig.name.clone(), signed);
-            Check::Failed {
-                response: bytes,
-                reason,
-            }
+        |error: TsigError, signed_by: Option<(&TSigner, &[u8])>, reason: String| Check::Failed {
+            response: error_response(request, tsig, error, signed_by, now),
+            error: match error {
+                TsigError::BadKey => "BADKEY",
+                TsigError::BadSig => "BADSIG",
+                _ => "BADTIME",
+            },
+            reason,
         };
     let key = keys
         .get(&tsig.name)
@@ -283,7 +304,6 @@ pub fn check_request(bytes: &[u8], request: &Message, keys: &Keys, now: u64) -> 
         return fail(
             TsigError::BadKey,
             None,
-            None,
             format!("unknown TSIG key {} ({})", tsig.name, tsig.data.algorithm),
         );
     };
@@ -291,15 +311,13 @@ pub fn check_request(bytes: &[u8], request: &Message, keys: &Keys, now: u64) -> 
         Err(e) => fail(
             TsigError::BadSig,
             None,
-            None,
             format!("bad TSIG signature with key {}: {e}", tsig.name),
         ),
         Ok((mac, time, _)) => {
             if now.abs_diff(time) > u64::from(tsig.data.fudge.min(FUDGE)) {
                 return fail(
                     TsigError::BadTime,
-                    Some(signer),
-                    Some(mac),
+                    Some((signer, &mac)),
                     format!(
                         "TSIG key {}: signed at {time}, {} s from our clock",
                         tsig.name,
@@ -502,7 +520,9 @@ mod tests {
     fn a_wrong_secret_or_key_is_refused_with_the_tsig_error() {
         let (bytes, _) = sign_request(&request(), &signer(8)).unwrap();
         let decoded = Message::from_vec(&bytes).unwrap();
-        let Check::Failed { response, reason } = check_request(&bytes, &decoded, &keys(), now())
+        let Check::Failed {
+            response, reason, ..
+        } = check_request(&bytes, &decoded, &keys(), now())
         else {
             panic!("a wrong secret verified");
         };

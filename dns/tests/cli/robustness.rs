@@ -11,11 +11,39 @@ use std::io::Write;
 use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
+/// A TSIG key the engine knows, and the transfers it allows with it.
+const TSIG: &str = "[[tsig]]\nname = \"xfr-key\"\nsecret = \"qmJ0MUm0b6XyAoNZbSy+nuyLrBHDbWbvG1iK4oZ8RkQ=\"\n\
+                    [[zone]]\nname = \"example.test\"\nallow_transfer = [\"key xfr-key\"]\n";
+
 fn engine() -> Engine {
     let files = onebox_dns::catalog::zone_files(&data().join("zones")).unwrap();
     let loaded = onebox_dns::catalog::load(&files, None);
     assert!(loaded.errors.is_empty(), "{:?}", loaded.errors);
-    Engine::new(loaded.catalog)
+    let engine = Engine::new(loaded.catalog);
+    let dns: onebox_dns::config::DnsConfig = toml::from_str(TSIG).unwrap();
+    engine
+        .set_tsig_keys(onebox_dns::xfr::tsig::Keys::load(&dns, std::path::Path::new(".")).unwrap());
+    engine.set_zone_settings(&dns.zone);
+    engine
+}
+
+/// `query_bytes` signed with the engine's TSIG key (the mutations then hit the TSIG checks:
+/// BADSIG, BADKEY, BADTIME, and the signing of answers).
+fn signed_query_bytes(name: &str, rtype: RecordType) -> Vec<u8> {
+    let message = Message::from_vec(&query_bytes(name, rtype, None)).unwrap();
+    let signer = hickory_proto::rr::TSigner::new(
+        onebox_site::dns::Secret::parse("qmJ0MUm0b6XyAoNZbSy+nuyLrBHDbWbvG1iK4oZ8RkQ=")
+            .unwrap()
+            .bytes()
+            .to_vec(),
+        hickory_proto::rr::rdata::tsig::TsigAlgorithm::HmacSha256,
+        hickory_proto::rr::Name::from_ascii("xfr-key.").unwrap(),
+        300,
+    )
+    .unwrap();
+    onebox_dns::xfr::tsig::sign_request(&message, &signer)
+        .unwrap()
+        .0
 }
 
 /// Valid queries to mutate: every interesting name and type, with and without EDNS.
@@ -40,6 +68,7 @@ fn seeds() -> Vec<Vec<u8>> {
         ] {
             seeds.push(query_bytes(name, rtype, None));
             seeds.push(query_bytes(name, rtype, Some(1232)));
+            seeds.push(signed_query_bytes(name, rtype));
         }
     }
     seeds

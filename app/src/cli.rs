@@ -76,9 +76,16 @@ impl Cli {
             self.listen,
             self.database_url.clone(),
         )?;
+        // Before any thread starts: taking the socket clears LISTEN_FDS and LISTEN_PID.
+        let inherited = match &self.command {
+            None | Some(Command::Serve) => {
+                crate::handover::inherited_listener().map_err(server::ServeError::Inherited)?
+            }
+            Some(Command::Admin { .. }) => None,
+        };
         let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
         match &self.command {
-            None | Some(Command::Serve) => runtime.block_on(server::serve(settings))?,
+            None | Some(Command::Serve) => runtime.block_on(server::serve(settings, inherited))?,
             Some(Command::Admin {
                 action: AdminCommand::SetPassword { user, generate },
             }) => runtime.block_on(set_password(&settings, user, *generate))?,

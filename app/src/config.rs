@@ -29,6 +29,10 @@ pub struct Settings {
     pub metrics_listen: Option<SocketAddr>,
     /// Seconds failures are remembered and refusals last.
     pub login_lockout_secs: u64,
+    /// How long into a database outage requests wait for it to come back.
+    pub database_wait: std::time::Duration,
+    /// How long requests in flight get to finish when the app stops.
+    pub shutdown_timeout: std::time::Duration,
 }
 
 impl Settings {
@@ -54,6 +58,8 @@ impl Settings {
             trusted_proxies: app.trusted_proxies.iter().map(|m| m.0).collect(),
             metrics_listen: app.metrics_listen.map(|a| a.get()),
             login_lockout_secs: app.login_lockout_secs.get(),
+            database_wait: app.database_wait_secs.secs(),
+            shutdown_timeout: app.shutdown_timeout_secs.secs(),
         })
     }
 }

@@ -1,5 +1,10 @@
-//! The connection pool, with a one-second limit on reaching the database and self-healing after
-//! the database went away.
+//! The connection pool, with a one-second limit on reaching the database, a bounded wait for a
+//! database that is restarting, and self-healing after the database went away.
+//!
+//! An outage starts with the first connection-level failure. For its first
+//! `[app] database_wait_secs`, a request that needs a connection waits for the database to come
+//! back (a planned `systemctl restart mariadb` takes a few seconds) instead of answering 503; once
+//! the outage is older than that, requests answer 503 at once until a connection succeeds again.
 
 use crate::metrics::{DbErrorKind, DbErrors};
 use mysql_async::prelude::Queryable;
@@ -45,6 +50,11 @@ pub struct Db {
     errors: DbErrors,
     /// When the last connection-level failure happened, in milliseconds since `epoch`.
     last_failure_ms: Arc<AtomicU64>,
+    /// When the current outage began (the first failure since the last success), in
+    /// milliseconds since `epoch`; `u64::MAX` while the database answers.
+    outage_since_ms: Arc<AtomicU64>,
+    /// How long into an outage requests still wait for the database.
+    wait: Duration,
     epoch: Instant,
 }
 
@@ -54,7 +64,13 @@ impl Db {
     /// Besides `mysql://user:password@host:port/database`, the URL may name a unix socket with
     /// `?socket=/run/mysqld/mysqld.sock`; with MariaDB's `unix_socket` authentication no password
     /// is needed at all.
+    #[cfg(test)]
     pub fn new(url: &str) -> Result<Db, UrlError> {
+        Self::with_wait(url, Duration::ZERO)
+    }
+
+    /// Makes a pool for `url` (see the tests' `Db::new`), with requests waiting up to `wait` into an outage for the database to be back.
+    pub fn with_wait(url: &str, wait: Duration) -> Result<Db, UrlError> {
         let opts = Opts::from_url(url).map_err(|source| UrlError {
             url: hide_password(url),
             source,
@@ -70,12 +86,58 @@ impl Db {
             pool: Pool::new(opts),
             errors: DbErrors::default(),
             last_failure_ms: Arc::new(AtomicU64::new(u64::MAX)),
+            outage_since_ms: Arc::new(AtomicU64::new(u64::MAX)),
+            wait,
             epoch: Instant::now(),
         })
     }
 
-    /// A connection, or [`DbError::Unavailable`] within [`CONNECT_TIMEOUT`].
+    /// A connection. While the database is unreachable and the outage is younger than the
+    /// configured wait, this waits for it to come back (trying again every 100 to 500 ms); past
+    /// that, [`DbError::Unavailable`] within [`CONNECT_TIMEOUT`].
     pub async fn conn(&self) -> Result<Conn, DbError> {
+        let mut pause = Duration::from_millis(100);
+        loop {
+            match self.conn_now().await {
+                Ok(conn) => return Ok(conn),
+                Err(DbError::Unavailable(why)) => {
+                    let Some(left) = self.wait_left() else {
+                        return Err(DbError::Unavailable(why));
+                    };
+                    tokio::time::sleep(pause.min(left)).await;
+                    pause = (pause * 2).min(Duration::from_millis(500));
+                }
+                Err(err) => return Err(err),
+            }
+        }
+    }
+
+    /// How much longer requests may wait for the database in the current outage: `None` when
+    /// there is no outage or it is older than the configured wait.
+    pub fn wait_left(&self) -> Option<Duration> {
+        let since = self.outage_since_ms.load(Ordering::Relaxed);
+        if since == u64::MAX {
+            return None;
+        }
+        let now = self.now_ms();
+        let end = since.saturating_add(u64::try_from(self.wait.as_millis()).unwrap_or(u64::MAX));
+        (now < end).then(|| Duration::from_millis(end - now))
+    }
+
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX - 1)
+    }
+
+    /// A connection at once, or [`DbError::Unavailable`] within [`CONNECT_TIMEOUT`] (no waiting
+    /// for a restart: the health check uses this).
+    pub async fn conn_now(&self) -> Result<Conn, DbError> {
+        let conn = self.try_conn().await?;
+        // The database answers: any outage is over.
+        self.outage_since_ms.store(u64::MAX, Ordering::Relaxed);
+        Ok(conn)
+    }
+
+    async fn try_conn(&self) -> Result<Conn, DbError> {
         let deadline = tokio::time::Instant::now() + CONNECT_TIMEOUT;
         loop {
             let got = tokio::time::timeout_at(deadline, self.pool.get_conn()).await;
@@ -98,6 +160,7 @@ impl Db {
                 // A connection from before the outage: drop it and take the next one.
                 Ok(Err(_)) => continue,
                 Err(_) => {
+                    self.note_failure();
                     return Err(DbError::Unavailable(
                         "the database did not answer a ping".into(),
                     ));
@@ -108,7 +171,7 @@ impl Db {
 
     /// Whether the database answers a trivial query right now.
     pub async fn healthy(&self) -> Result<(), DbError> {
-        let mut conn = self.conn().await?;
+        let mut conn = self.conn_now().await?;
         let deadline = tokio::time::Instant::now() + CONNECT_TIMEOUT;
         match tokio::time::timeout_at(deadline, conn.query_drop("DO 1")).await {
             Ok(Ok(())) => Ok(()),
@@ -147,8 +210,15 @@ impl Db {
     /// Remembers a connection-level failure (and counts it as `unavailable`).
     fn note_failure(&self) {
         self.errors.count(DbErrorKind::unavailable);
-        let now = u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX - 1);
+        let now = self.now_ms();
         self.last_failure_ms.store(now, Ordering::Relaxed);
+        // The first failure since the database last answered starts the outage.
+        let _ = self.outage_since_ms.compare_exchange(
+            u64::MAX,
+            now,
+            Ordering::Relaxed,
+            Ordering::Relaxed,
+        );
     }
 
     fn suspect(&self) -> bool {

@@ -23,21 +23,50 @@ pub const LINGER_IDLE: Duration = Duration::from_secs(2);
 /// The longest a closed connection is drained in all.
 pub const LINGER_TOTAL: Duration = Duration::from_secs(10);
 
-/// A TCP listener whose connections linger on close.
+/// A TCP listener whose connections linger on close, and which lets go of its socket when the
+/// server starts draining (`stop` turns true): this process accepts nothing more, and the kernel
+/// keeps new connections for whoever else holds the socket (the next process, systemd).
 #[derive(Debug)]
-pub struct LingeringListener(pub TcpListener);
+pub struct LingeringListener {
+    listener: Option<TcpListener>,
+    addr: SocketAddr,
+    stop: tokio::sync::watch::Receiver<bool>,
+}
+
+impl LingeringListener {
+    /// Accepts on `listener` until `stop` turns true.
+    pub fn new(
+        listener: TcpListener,
+        stop: tokio::sync::watch::Receiver<bool>,
+    ) -> io::Result<LingeringListener> {
+        Ok(LingeringListener {
+            addr: listener.local_addr()?,
+            listener: Some(listener),
+            stop,
+        })
+    }
+}
 
 impl axum::serve::Listener for LingeringListener {
     type Io = Lingering;
     type Addr = SocketAddr;
 
     async fn accept(&mut self) -> (Lingering, SocketAddr) {
-        let (stream, addr) = axum::serve::Listener::accept(&mut self.0).await;
-        (Lingering(Some(stream)), addr)
+        if let Some(listener) = self.listener.as_mut() {
+            tokio::select! {
+                (stream, addr) = axum::serve::Listener::accept(listener) => {
+                    return (Lingering(Some(stream)), addr);
+                }
+                _ = self.stop.wait_for(|stop| *stop) => {}
+            }
+        }
+        // Draining: close this process's copy of the socket and accept nothing more.
+        self.listener = None;
+        std::future::pending().await
     }
 
     fn local_addr(&self) -> io::Result<SocketAddr> {
-        self.0.local_addr()
+        Ok(self.addr)
     }
 }
 

@@ -7,6 +7,7 @@ mod config;
 mod db;
 mod extract;
 mod filters;
+mod handover;
 mod input;
 mod linger;
 mod markdown;

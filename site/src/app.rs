@@ -38,6 +38,13 @@ pub struct AppConfig {
     /// Where to serve Prometheus metrics (`GET /metrics`); loopback only. Default: none (off).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub metrics_listen: Option<LoopbackAddr>,
+    /// Seconds a request that finds the database unreachable waits for it to come back (a
+    /// MariaDB restart takes a few) before answering 503. Once an outage has lasted longer,
+    /// requests answer 503 at once until the database is back. 0: never wait. Default: 10.
+    pub database_wait_secs: Bounded<0, 300>,
+    /// Seconds the requests in flight get to finish when the app stops (SIGTERM, or the old
+    /// process at the end of a reload); then it exits anyway. Default: 10.
+    pub shutdown_timeout_secs: Bounded<1, 3600>,
 }
 
 impl Default for AppConfig {
@@ -56,6 +63,8 @@ impl Default for AppConfig {
                 AddressMatch(IpAddr::from(Ipv6Addr::LOCALHOST).into()),
             ],
             metrics_listen: None,
+            database_wait_secs: Bounded::clamped(10),
+            shutdown_timeout_secs: Bounded::clamped(10),
         }
     }
 }

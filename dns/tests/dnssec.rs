@@ -11,79 +11,37 @@
 //! - `dnsviz probe` (authoritative analysis against onebox-dns) and `dnsviz print` with the
 //!   trust anchor find every RRset secure and no error or warning;
 //! - the keys swapped behind the resolver's back (onebox-dns restarted with new keys, the old
-//!   trust anchor kept): unbound answers SERVFAIL.
+//!   trust anchor kept): unbound answers SERVFAIL;
+//! - `dnssec/refresh.rs`: after 30 days of downtime (libfaketime) the first answer already
+//!   carries fresh signatures, a running server signs again before expiry, and the DNSSEC
+//!   metrics match the served zone;
+//! - `dnssec/rollover.rs`: the automatic ZSK rollover and the two-command KSK rollover (CDS and
+//!   CDNSKEY move, a resolver trusting the DS from the CDS validates) under a validating
+//!   unbound that validates every answer meanwhile; the key-state metrics follow each step.
 //!
 //! `cargo test --release -p onebox-dns --test dnssec -- --nocapture` (as root: `ip netns`).
 
 #![allow(clippy::unwrap_used, clippy::panic)]
 
-use onebox_testkit::{ChildGuard, Stop};
+#[path = "dnssec/refresh.rs"]
+mod refresh;
+#[path = "dnssec/rollover.rs"]
+mod rollover;
+#[path = "dnssec/support.rs"]
+mod support;
+
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::Duration;
-
-/// A network namespace with loopback up, removed (with its resolv.conf) when dropped.
-struct Netns {
-    name: String,
-}
-
-impl Netns {
-    fn new() -> Netns {
-        let name = format!("onebox-dnssec-{}", std::process::id());
-        let _ = Command::new("ip")
-            .args(["netns", "del", &name])
-            .stderr(std::process::Stdio::null())
-            .status();
-        let ok = Command::new("ip")
-            .args(["netns", "add", &name])
-            .status()
-            .is_ok_and(|s| s.success());
-        assert!(
-            ok,
-            "`ip netns add {name}` failed: the DNSSEC test runs as root"
-        );
-        let ns = Netns { name };
-        let up = ns
-            .cmd("ip")
-            .args(["link", "set", "lo", "up"])
-            .status()
-            .is_ok_and(|s| s.success());
-        assert!(up, "cannot bring lo up in the namespace");
-        // Programs that use the system resolver (dnsviz) ask unbound in the namespace.
-        let etc = PathBuf::from("/etc/netns").join(&ns.name);
-        fs::create_dir_all(&etc).unwrap();
-        fs::write(etc.join("resolv.conf"), "nameserver 127.0.0.1\n").unwrap();
-        ns
-    }
-
-    /// `program` run inside the namespace.
-    fn cmd(&self, program: &str) -> Command {
-        let mut cmd = Command::new("ip");
-        cmd.args(["netns", "exec", &self.name, program]);
-        cmd
-    }
-
-    /// Runs `program args` in the namespace and returns its standard output.
-    fn run(&self, program: &str, args: &[&str]) -> String {
-        let out = self.cmd(program).args(args).output().unwrap();
-        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr)
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip")
-            .args(["netns", "del", &self.name])
-            .status();
-        let _ = fs::remove_dir_all(PathBuf::from("/etc/netns").join(&self.name));
-    }
-}
+use support::{Netns, ds, onebox_dns, start_unbound};
 
 /// Lines for onebox.test: a signed delegation (a DS at the cut) beside the zone's unsigned one.
 const SECURE_DELEGATION: &str = "\nsecure          IN NS    ns.outside.example.\n\
     secure          IN DS    12345 13 2 \
     A7C3F1E2D4B5A69788796A5B4C3D2E1F0A1B2C3D4E5F60718293A4B5C6D7E8F9\n";
+
+/// The zones the validation test signs.
+const ZONES: [&str; 2] = ["foobar.com", "onebox.test"];
 
 fn write_site(dir: &Path) -> PathBuf {
     let zones = dir.join("zones");
@@ -110,85 +68,8 @@ fn write_site(dir: &Path) -> PathBuf {
     site
 }
 
-fn onebox_dns() -> &'static str {
-    env!("CARGO_BIN_EXE_onebox-dns")
-}
-
-fn start_onebox(ns: &Netns, site: &Path, dir: &Path, log: &str) -> ChildGuard {
-    let mut cmd = ns.cmd(onebox_dns());
-    cmd.arg("--config").arg(site);
-    let mut child = ChildGuard::spawn_with(
-        cmd,
-        dir.join(log),
-        false,
-        Stop::Term(Duration::from_secs(5)),
-    )
-    .unwrap();
-    child.wait_until(60, "onebox-dns answering in the namespace", || {
-        ns.run(
-            "dig",
-            &[
-                "@127.0.0.2",
-                "+short",
-                "+tries=1",
-                "+time=1",
-                "foobar.com",
-                "SOA",
-            ],
-        )
-        .contains("hostmaster")
-    });
-    child
-}
-
-/// The DS records `onebox-dns ds` prints for `zone` (comment lines left out).
-fn ds(site: &Path, zone: &str) -> Vec<String> {
-    let out = Command::new(onebox_dns())
-        .arg("--config")
-        .arg(site)
-        .args(["ds", zone])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "onebox-dns ds {zone}: {out:?}");
-    let text = String::from_utf8(out.stdout).unwrap();
-    assert!(
-        text.contains(" IN DNSKEY 257 3 13 "),
-        "ds prints the DNSKEY: {text}"
-    );
-    text.lines()
-        .filter(|l| !l.starts_with(';') && l.contains(" IN DS "))
-        .map(str::to_string)
-        .collect()
-}
-
-fn start_unbound(ns: &Netns, dir: &Path, anchors: &[String], log: &str) -> ChildGuard {
-    let mut conf = format!(
-        "server:\n  interface: 127.0.0.1\n  port: 53\n  do-daemonize: no\n  username: \"\"\n  \
-         chroot: \"\"\n  directory: \"{d}\"\n  pidfile: \"{d}/unbound.pid\"\n  use-syslog: no\n  \
-         logfile: \"\"\n  verbosity: 1\n  val-log-level: 2\n  do-ip6: no\n  \
-         access-control: 127.0.0.0/8 allow\n  do-not-query-localhost: no\n  \
-         local-zone: \"test.\" nodefault\n",
-        d = dir.display()
-    );
-    for anchor in anchors {
-        conf += &format!("  trust-anchor: \"{anchor}\"\n");
-    }
-    for zone in ["onebox.test", "foobar.com"] {
-        conf += &format!("stub-zone:\n  name: \"{zone}\"\n  stub-addr: 127.0.0.2@53\n");
-    }
-    let path = dir.join("unbound.conf");
-    fs::write(&path, conf).unwrap();
-    let mut cmd = ns.cmd("unbound");
-    cmd.arg("-d").arg("-c").arg(&path);
-    let mut child = ChildGuard::spawn(cmd, dir.join(log)).unwrap();
-    child.wait_until(30, "unbound answering", || {
-        ns.run(
-            "dig",
-            &["@127.0.0.1", "+tries=1", "+time=1", "foobar.com", "SOA"],
-        )
-        .contains("status:")
-    });
-    child
+fn start_onebox(ns: &Netns, site: &Path, dir: &Path, log: &str) -> onebox_testkit::ChildGuard {
+    support::start_onebox(ns, site, dir, log, "foobar.com")
 }
 
 /// Every differential name in onebox.test (dns/tests/diff/queries.rs) and foobar.com, with the
@@ -286,7 +167,7 @@ fn resolve_all(ns: &Netns, dir: &Path) -> Vec<(String, String, String)> {
 
 #[test]
 fn a_validating_resolver_and_zone_checkers_accept_the_signed_zones() {
-    let ns = Netns::new();
+    let ns = Netns::new("dnssec");
     let tmp = onebox_testkit::temp_dir("dnssec");
     let dir = tmp.path();
     let site = write_site(dir);
@@ -302,7 +183,7 @@ fn a_validating_resolver_and_zone_checkers_accept_the_signed_zones() {
     assert_eq!(mode(&dir.join("state/dnssec/onebox.test.toml")), 0o600);
 
     // A validating resolver: every answer authenticated (AD).
-    let unbound = start_unbound(&ns, dir, &anchors, "unbound.log");
+    let unbound = start_unbound(&ns, dir, &anchors, &ZONES, "unbound.log");
     let results = resolve_all(&ns, dir);
     let bad: Vec<String> = results
         .iter()
@@ -412,7 +293,7 @@ fn a_validating_resolver_and_zone_checkers_accept_the_signed_zones() {
     fs::remove_file(dir.join("state/dnssec/onebox.test.toml")).unwrap();
     let _onebox = start_onebox(&ns, &site, dir, "onebox2.log");
     assert_ne!(ds(&site, "onebox.test"), anchors[..1].to_vec(), "new keys");
-    let _unbound = start_unbound(&ns, dir, &anchors, "unbound2.log");
+    let _unbound = start_unbound(&ns, dir, &anchors, &ZONES, "unbound2.log");
     let answer = ns.run(
         "dig",
         &["@127.0.0.1", "+tries=1", "+time=5", "www.onebox.test", "A"],

@@ -50,8 +50,36 @@ if [[ $target == vm ]]; then
   }
   check "first boot: database onebox, user onebox-app via unix_socket, MariaDB on the socket only" database
 
-  site_file() { vm_ssh sudo cat /etc/onebox/site.toml | tee /dev/stderr | grep -qx 'domain = "foobar.com"'; }
-  check "first boot: /etc/onebox/site.toml written from the cloud-init user-data" site_file
+  site_file() { # from the user-data, readable by root and the group onebox (the services) only
+    local text mode nobody
+    text=$(vm_ssh sudo cat /etc/onebox/site.toml) || return 1
+    mode=$(vm_ssh stat -c %a:%U:%G /etc/onebox/site.toml) || return 1
+    echo "$text"; echo "mode $mode"
+    grep -qx 'domain = "foobar.com"' <<<"$text" && grep -qx 'email = "admin@foobar.com"' <<<"$text" || return 1
+    [[ $mode == 640:root:onebox ]] || return 1
+    nobody=$(vm_ssh cat /etc/onebox/site.toml 2>&1) && { echo "user debian read it"; return 1; }
+    echo "as debian: $nobody"
+    local svc
+    for svc in onebox-dns onebox-edge onebox-app; do
+      vm_ssh id -nG "$svc" | tr ' ' '\n' | grep -qx onebox || { echo "$svc is not in the group onebox"; return 1; }
+    done
+  }
+  check "first boot: /etc/onebox/site.toml from the user-data, root:onebox 0640, not world-readable" site_file
+
+  zones_owned() { # the zones are root's, read-only to onebox-dns; its state directory is its own
+    local listing state
+    listing=$(vm_ssh "stat -c '%a %U:%G %n' /etc/onebox/zones /etc/onebox/zones/*") || return 1
+    state=$(vm_ssh stat -c "'%a %U:%G %n'" /var/lib/onebox-dns) || return 1
+    echo "$listing"; echo "$state"
+    grep -qx '755 root:root /etc/onebox/zones' <<<"$listing" &&
+      grep -qx '644 root:root /etc/onebox/zones/foobar.com.zone' <<<"$listing" &&
+      ! grep -v -e '^755 root:root /etc/onebox/zones$' -e '^644 root:root ' <<<"$listing" || return 1
+    [[ $state == *" onebox-dns:onebox-dns /var/lib/onebox-dns" ]] || return 1
+    if vm_ssh sudo -u onebox-dns touch /etc/onebox/zones/foobar.com.zone 2>/dev/null; then
+      echo "onebox-dns can write its zones"; return 1
+    fi
+  }
+  check "first boot: zones in /etc/onebox/zones root-owned, read-only to onebox-dns" zones_owned
 
   admin_password() { # root-only file, and the same password on the serial console
     local pw mode
@@ -63,6 +91,33 @@ if [[ $target == vm ]]; then
   if built app; then
     check "first boot: admin password root-only in /root and on the serial console" within 120 admin_password
   else skip "first boot: admin password" "onebox-app"; fi
+
+  password_not_logged() { # the journal (every boot of it) never saw the admin password
+    local pw n
+    pw=$(vm_ssh sudo cat /root/onebox-admin-password) || return 1
+    n=$(vm_ssh sudo journalctl --no-pager -o cat | grep -cF -- "$pw")
+    echo "journal lines with the password: $n"
+    vm_ssh sudo journalctl --no-pager -o short-monotonic -u onebox-provision | tail -n 12
+    [[ $n == 0 ]]
+  }
+  if built app; then
+    check "first boot: the admin password is not in the journal" password_not_logged
+  else skip "first boot: admin password not logged" "onebox-app"; fi
+
+  status_ok() { # onebox status on the server: every unit and listener up, pebble's certificate
+    local human json
+    human=$(vm_ssh sudo onebox status) || { echo "$human"; return 1; }
+    echo "$human"
+    json=$(vm_ssh sudo onebox status --json) || return 1
+    jq -e '.ok == true and .domain == "foobar.com" and (.database | has("ok"))
+      and (.certificate.ok.issuer | test("Pebble"))
+      and ([.zones[] | select(.name == "foobar.com" and (.serial | has("ok")))] | length == 1)
+      and ([.units[] | select(.state != "active")] | length == 0)
+      and ([.listeners[] | select(.up | not)] | length == 0)' <<<"$json" >/dev/null
+  }
+  if built edge && built app; then
+    check "onebox status on the server: all up, pebble's certificate, the zone's serial" within 60 status_ok
+  else skip "onebox status" "onebox-edge and onebox-app"; fi
 
   # --- users, capabilities, SSH, firewall ---------------------------------------------------------
   confined() { # confined SERVICE CAPEFF: runs as its own user with exactly CAPEFF

@@ -19,5 +19,6 @@ pub mod proxy;
 pub mod server;
 pub mod static_files;
 pub mod tls;
+pub mod web_root;
 
 pub use error::EdgeError;

@@ -18,7 +18,6 @@ use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::upstreams::peer::HttpPeer;
 use pingora::{Error, ErrorType, Result};
 use rustls_acme::ResolvesServerCertAcme;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -27,8 +26,8 @@ use std::time::{Duration, Instant};
 pub struct Shared {
     /// The configuration.
     pub config: Config,
-    /// The canonical web root.
-    pub web_root: PathBuf,
+    /// The web root, resolved per request (a publish swaps its symlink).
+    pub web_root: crate::web_root::WebRoot,
     /// The app pool, health-checked in the background.
     pub upstreams: Arc<LoadBalancer<RoundRobin>>,
     /// ACME state for HTTP-01 answers, when ACME is on.
@@ -248,7 +247,9 @@ impl Edge {
             return Ok(false);
         }
         let raw_path = req.uri.path().to_string();
-        let file = match static_files::lookup(&self.shared.web_root, &raw_path) {
+        // One release for the whole request, even if a publish swaps the root meanwhile.
+        let web_root = self.shared.web_root.current();
+        let file = match static_files::lookup(&web_root, &raw_path) {
             Lookup::Missing => return Ok(false),
             Lookup::Refused => {
                 ctx.kind = Kind::Static;
@@ -276,7 +277,7 @@ impl Edge {
             .get(http::header::ACCEPT_ENCODING)
             .and_then(|v| v.to_str().ok())
             .unwrap_or_default();
-        let rep = match static_files::representation(&file, accept, &self.shared.web_root) {
+        let rep = match static_files::representation(&file, accept, &web_root) {
             Ok(r) => r,
             Err(_) => return self.plain(session, ctx, 404, "Not Found\n", &[]).await,
         };

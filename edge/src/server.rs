@@ -50,11 +50,12 @@ pub fn run(path: &Path, upgrade: bool, daemon: bool) -> Result<(), EdgeError> {
             path: edge.state_dir.clone(),
             source,
         })?;
-    let web_root =
-        std::fs::canonicalize(edge.web_root.get()).map_err(|source| EdgeError::WebRoot {
+    let web_root = crate::web_root::WebRoot::new(edge.web_root.get()).map_err(|source| {
+        EdgeError::WebRoot {
             path: edge.web_root.get().clone(),
             source,
-        })?;
+        }
+    })?;
 
     let http_listen = listen_address(edge.http_listen);
     let https_listen = listen_address(edge.https_listen);

@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+#[allow(unused_imports)]
 pub use onebox_testkit::{free_port, wait_until};
 
 /// A free port for both TCP and UDP: the kit's ports all are.

@@ -576,7 +576,14 @@ mod transfer_tests {
         assert_eq!(r.addr.port(), 5353);
         assert_eq!(r.key.as_ref().unwrap().as_str(), "xfr-key");
         assert_eq!(r.to_string(), "[2001:db8::53]:5353 key xfr-key");
-        for bad in ["", "key x", "192.0.2.1 x y", "host.example", "192.0.2.1:0", "1.2.3.4 key 1.2.3.4"] {
+        for bad in [
+            "",
+            "key x",
+            "192.0.2.1 x y",
+            "host.example",
+            "192.0.2.1:0",
+            "1.2.3.4 key 1.2.3.4",
+        ] {
             assert!(Remote::parse(bad).is_err(), "{bad}");
         }
         let a = TransferAllow::parse("192.0.2.0/24").unwrap();
@@ -599,19 +606,35 @@ mod transfer_tests {
         let e = error(&zone("notify = [\"nowhere\"]\n"));
         assert!(e.starts_with("site.toml:5:10: dns.zone[0].notify: "), "{e}");
         let e = error(&zone("primary = \"192.0.2.1 key k\"\n"));
-        assert!(e.contains("dns.zone[0].primary") && e.contains("`k` is not defined"), "{e}");
-        let e = error(&format!("{SITE}[[dns.tsig]]\nname = \"k\"\nsecret = \"c2hvcnQ=\"\n"));
-        assert!(e.contains("dns.tsig[0].secret") && e.contains("at least 16"), "{e}");
-        let e = error(&format!("{SITE}[[dns.tsig]]\nname = \"k\"\nalgorithm = \"hmac-md5\"\nsecret = \"{SECRET}\"\n"));
+        assert!(
+            e.contains("dns.zone[0].primary") && e.contains("`k` is not defined"),
+            "{e}"
+        );
+        let e = error(&format!(
+            "{SITE}[[dns.tsig]]\nname = \"k\"\nsecret = \"c2hvcnQ=\"\n"
+        ));
+        assert!(
+            e.contains("dns.tsig[0].secret") && e.contains("at least 16"),
+            "{e}"
+        );
+        let e = error(&format!(
+            "{SITE}[[dns.tsig]]\nname = \"k\"\nalgorithm = \"hmac-md5\"\nsecret = \"{SECRET}\"\n"
+        ));
         assert!(e.contains("dns.tsig[0].algorithm"), "{e}");
         let e = error(&zone("primary = \"192.0.2.1\"\ndnssec = true\n"));
-        assert!(e.contains("dns.zone[0].dnssec") && e.contains("signed by its primary"), "{e}");
+        assert!(
+            e.contains("dns.zone[0].dnssec") && e.contains("signed by its primary"),
+            "{e}"
+        );
         let e = error(&format!("{SITE}[[dns.tsig]]\nname = \"k\"\n"));
         assert!(e.contains("needs `secret` or `secret_file`"), "{e}");
         let e = error(&format!(
             "{SITE}[[dns.tsig]]\nname = \"k\"\nsecret = \"{SECRET}\"\n[[dns.tsig]]\nname = \"K\"\nsecret = \"{SECRET}\"\n"
         ));
-        assert!(e.contains("dns.tsig[1].name") && e.contains("defined twice"), "{e}");
+        assert!(
+            e.contains("dns.tsig[1].name") && e.contains("defined twice"),
+            "{e}"
+        );
         // A key the transfer settings name is defined: fine; its secret is never shown.
         let file = crate::parse(
             std::path::Path::new("site.toml"),

@@ -18,6 +18,7 @@ pub mod app;
 pub mod dns;
 pub mod edge;
 mod error;
+pub mod ops;
 mod site;
 pub mod value;
 
@@ -25,6 +26,7 @@ pub use app::{AppConfig, DatabaseUrl};
 pub use dns::{DnsConfig, ZoneConfig};
 pub use edge::EdgeConfig;
 pub use error::{ConfigError, key_path_at};
+pub use ops::{AlertsConfig, BackupConfig};
 pub use site::Site;
 pub use value::{AddressMatch, At, Bounded, Domain};
 
@@ -48,6 +50,12 @@ pub struct SiteFile {
     /// `[app]`: onebox-app's settings.
     #[serde(default)]
     pub app: AppConfig,
+    /// `[backup]`: `onebox backup` and `onebox restore` (restic).
+    #[serde(default)]
+    pub backup: BackupConfig,
+    /// `[alerts]`: where `onebox doctor --alert` sends problems.
+    #[serde(default)]
+    pub alerts: AlertsConfig,
     /// The file it was read from, for the errors found later.
     #[serde(skip)]
     source: Source,
@@ -81,6 +89,8 @@ impl SiteFile {
             dns: DnsConfig::default(),
             edge: EdgeConfig::default(),
             app: AppConfig::default(),
+            backup: BackupConfig::default(),
+            alerts: AlertsConfig::default(),
             source: Source::default(),
         }
     }
@@ -138,6 +148,13 @@ impl SiteFile {
         }
         if let Err((span, key, message)) = self.dns.check_transfer_keys() {
             return Err(self.error_at(span, &key, message));
+        }
+        if !self.alerts.email_to.is_empty() && self.alerts.smtp_relay.is_none() {
+            return Err(self.error_at(
+                0..0,
+                "alerts.smtp_relay",
+                "alerts.email_to needs an SMTP relay (host:port) to send through",
+            ));
         }
         let mut zones = HashSet::new();
         for (i, zone) in self.dns.zone.iter().enumerate() {

@@ -258,18 +258,30 @@ fn readme_reference_shows_the_real_defaults_and_every_key() {
     assert_eq!(file.dns, DnsConfig::default(), "README [dns] defaults");
     assert_eq!(file.edge, EdgeConfig::default(), "README [edge] defaults");
     assert_eq!(file.app, AppConfig::default(), "README [app] defaults");
+    assert_eq!(
+        file.backup,
+        BackupConfig::default(),
+        "README [backup] defaults"
+    );
+    assert_eq!(
+        file.alerts,
+        AlertsConfig::default(),
+        "README [alerts] defaults"
+    );
     let tables = [
         ("site", keys_of::<Site>()),
         ("dns", keys_of::<DnsConfig>()),
         ("dns.zone", keys_of::<ZoneConfig>()),
+        ("dns.tsig", keys_of::<dns::TsigKey>()),
         ("edge", keys_of::<EdgeConfig>()),
         ("edge.upstream", keys_of::<edge::UpstreamConfig>()),
-        ("dns.tsig", keys_of::<dns::TsigKey>()),
         ("edge.acme", keys_of::<edge::AcmeConfig>()),
         ("edge.headers", keys_of::<edge::HeadersConfig>()),
         ("edge.limits", keys_of::<edge::LimitsConfig>()),
         ("edge.upgrade", keys_of::<edge::UpgradeConfig>()),
         ("app", keys_of::<AppConfig>()),
+        ("backup", keys_of::<BackupConfig>()),
+        ("alerts", keys_of::<AlertsConfig>()),
     ];
     for (table, keys) in tables {
         assert!(!keys.is_empty(), "no keys found for [{table}]");

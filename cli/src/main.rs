@@ -2,9 +2,11 @@
 //!
 //! - `onebox provision`: from cloud-init user-data (or a site file) to a provisioned server.
 //! - `onebox status`: what runs, where, with which certificate and zone serials.
+//! - `onebox ds`: the DS records (and DNSKEY) of a signed zone, for the registrar.
 
 mod admin;
 mod database;
+mod ds;
 mod provision;
 mod rootfs;
 mod status;
@@ -33,6 +35,9 @@ enum Command {
     /// Show what runs, on which addresses, the certificate served, zone serials and whether
     /// the database answers; exit 1 when something is down.
     Status(status::Args),
+    /// Print the DS records to give the registrar, and the DNSKEY they are made from, for a
+    /// zone onebox-dns signs (default: the site's domain).
+    Ds(ds::Args),
 }
 
 /// Bad input (user-data, a site file, a flag): exit code 2, nothing written.
@@ -50,6 +55,7 @@ fn main() -> ExitCode {
     let result = match &cli.command {
         Command::Provision(args) => provision::plan(args)
             .and_then(|plan| runtime()?.block_on(provision::apply(&plan)).map(|()| true)),
+        Command::Ds(args) => ds::run(args).map(|()| true),
         Command::Status(args) => runtime()
             .map_err(anyhow::Error::from)
             .and_then(|rt| rt.block_on(status::run(args))),

@@ -250,23 +250,59 @@ fn from_user_data(root: &Path, rooted: bool, origin: &str, ud: UserData) -> anyh
         .iter()
         .map(|a| a.to_string().into())
         .collect();
-    for s in &ud.secondaries {
-        let address = toml::Value::from(s.address.to_string());
-        if !transfer.contains(&address) {
-            transfer.push(address);
+    // The secondaries are sent NOTIFY and may transfer the zone, signed with their TSIG key
+    // when they name one (defined by a [[dns.tsig]] table in onebox.settings).
+    let tsig_defined = |key: &str| {
+        let norm = |k: &str| k.trim_end_matches('.').to_ascii_lowercase();
+        ud.settings
+            .as_ref()
+            .and_then(|s| s.get("dns"))
+            .and_then(|d| d.get("tsig"))
+            .and_then(toml::Value::as_array)
+            .is_some_and(|keys| {
+                keys.iter()
+                    .filter_map(|k| k.get("name").and_then(toml::Value::as_str))
+                    .any(|name| norm(name) == norm(key))
+            })
+    };
+    let mut notify: Vec<toml::Value> = Vec::new();
+    for (i, s) in ud.secondaries.iter().enumerate() {
+        let peer = match &s.key {
+            Some(key) => {
+                if !tsig_defined(key) {
+                    return Err(Invalid(format!(
+                        "{origin}: onebox.secondaries[{i}].key: the TSIG key `{key}` is not \
+                         defined: add it to onebox.settings.dns.tsig (name, secret or secret_file)"
+                    ))
+                    .into());
+                }
+                format!("{} key {key}", s.address)
+            }
+            None => s.address.to_string(),
+        };
+        let peer = toml::Value::from(peer);
+        if !transfer.contains(&peer) {
+            transfer.push(peer.clone());
         }
-        // TODO(issue 11): `notify = [...]` and TSIG keys once onebox-dns has them.
-        if let Some(key) = &s.key {
-            return Err(Invalid(format!(
-                "{origin}: onebox.secondaries: key `{key}`: TSIG keys are not supported yet; leave `key` out"
-            ))
-            .into());
+        if !notify.contains(&peer) {
+            notify.push(peer);
         }
     }
-    if !transfer.is_empty() {
+    // The zone onebox generates is signed (issue 11); a zone file the user gives is left as
+    // the user-data says (`settings.dns.zone` may set `dnssec` for it).
+    let generated = ud.zones.is_none();
+    if !transfer.is_empty() || !notify.is_empty() || generated {
         let mut zone = toml::Table::new();
         zone.insert("name".into(), domain.as_str().into());
-        zone.insert("allow_transfer".into(), transfer.into());
+        if !transfer.is_empty() {
+            zone.insert("allow_transfer".into(), transfer.into());
+        }
+        if !notify.is_empty() {
+            zone.insert("notify".into(), notify.into());
+        }
+        if generated {
+            zone.insert("dnssec".into(), true.into());
+        }
         dns.insert("zone".into(), vec![toml::Value::from(zone)].into());
     }
     file.insert("dns".into(), dns.into());

@@ -130,6 +130,13 @@ fn default_site_files_are_the_generated_zone_and_a_second_run_changes_nothing() 
         root.join("etc/onebox/zones"),
         "a rooted site file names the root's paths"
     );
+    // The generated zone is signed (issue 11), its keys in the root's DNS state directory.
+    assert_eq!(site.dns.zone.len(), 1, "{:?}", site.dns.zone);
+    assert_eq!(site.dns.zone[0].name.as_str(), "foobar.com");
+    assert!(site.dns.zone[0].dnssec, "the generated zone is signed");
+    assert_eq!(site.dns.state_dir, root.join("var/lib/onebox-dns"));
+    let site_text = std::fs::read_to_string(&site_path).expect("site file");
+    assert!(site_text.contains("dnssec = true"), "{site_text}");
     let mode = |p: &Path| std::fs::metadata(p).expect("stat").permissions().mode() & 0o7777;
     assert_eq!(mode(&site_path), 0o640);
     let zone = root.join("etc/onebox/zones/foobar.com.zone");
@@ -279,12 +286,23 @@ fn provisioned_site_serves_and_status_sees_it() {
             .expect("dig");
         String::from_utf8_lossy(&out.stdout).trim().to_string()
     };
+    // dig +short prints its errors on standard output too: wait for the SOA itself.
     wait_until(20, "onebox-dns answers", || {
-        !dig(&["example.test", "SOA"]).is_empty()
+        dig(&["example.test", "SOA"]).contains("hostmaster")
     });
     assert_eq!(dig(&["www.example.test", "A"]), "192.0.2.10");
     assert_eq!(dig(&["ns2.example.test", "AAAA"]), "2001:db8::10");
     assert_eq!(dig(&["example.test", "MX"]), "0 .");
+    // Signed: www's A comes with its RRSIG (algorithm 13), the apex has a KSK and a ZSK.
+    let signed = dig(&["+dnssec", "www.example.test", "A"]);
+    assert!(
+        signed.lines().any(|l| l.starts_with("A 13 3 ")),
+        "an RRSIG with the A record: {signed}"
+    );
+    let keys = dig(&["example.test", "DNSKEY"]);
+    let mut flags: Vec<&str> = keys.lines().filter_map(|l| l.split(' ').next()).collect();
+    flags.sort_unstable();
+    assert_eq!(flags, ["256", "257"], "{keys}");
 
     let curl = |path: &str| {
         let out = Command::new("curl")
@@ -356,5 +374,88 @@ fn provisioned_site_serves_and_status_sees_it() {
     assert!(
         human.contains("DOWN onebox-app"),
         "status did not see the app down:\n{human}"
+    );
+}
+
+/// Secondaries from the user-data are sent NOTIFY and may transfer the generated zone, with
+/// their TSIG key when they name one; a key no [[dns.tsig]] defines is an error naming it; zone
+/// files the user gives are not signed unless the user-data says so.
+#[test]
+fn secondaries_get_notify_and_transfer_with_their_keys() {
+    let dir = onebox_testkit::temp_dir("provision-secondaries");
+    let provision = |name: &str, yaml: &str| {
+        let ud = dir.path().join(format!("{name}.yaml"));
+        std::fs::write(&ud, format!("#cloud-config\nonebox:\n{yaml}")).expect("write");
+        let root = dir.path().join(name);
+        let out = run(onebox()
+            .args(["provision", "--no-database", "--user-data"])
+            .arg(&ud)
+            .arg("--root")
+            .arg(&root));
+        (out, root)
+    };
+    let secret = "c2VjcmV0LXNlY3JldC1zZWNyZXQtc2VjcmV0"; // base64 of 27 bytes
+    let (out, root) = provision(
+        "keys",
+        &format!(
+            "  domain: example.test\n  public_ipv4: 192.0.2.10\n  allow_transfer: [192.0.2.99]\n  \
+             secondaries:\n    - name: ns.one.example\n      address: 192.0.2.53\n    \
+             - name: ns.two.example\n      address: 2001:db8::53\n      key: xfr-key\n  \
+             settings:\n    dns:\n      tsig:\n        - name: xfr-key\n          secret: \"{secret}\"\n"
+        ),
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let site = onebox_site::load(&root.join("etc/onebox/site.toml")).expect("the site file parses");
+    assert_eq!(site.dns.zone.len(), 1);
+    let zone = &site.dns.zone[0];
+    assert_eq!(zone.name.as_str(), "example.test");
+    assert!(zone.dnssec, "the generated zone is signed");
+    let shown = |v: Vec<String>| v;
+    assert_eq!(
+        shown(zone.notify.iter().map(ToString::to_string).collect()),
+        ["192.0.2.53:53", "[2001:db8::53]:53 key xfr-key"]
+    );
+    assert_eq!(
+        shown(
+            zone.allow_transfer
+                .iter()
+                .map(ToString::to_string)
+                .collect()
+        ),
+        ["192.0.2.99", "192.0.2.53", "2001:db8::53 key xfr-key"]
+    );
+    let zone_text =
+        std::fs::read_to_string(root.join("etc/onebox/zones/example.test.zone")).expect("zone");
+    for ns in ["ns.one.example.", "ns.two.example."] {
+        assert!(zone_text.contains(ns), "{ns} missing:\n{zone_text}");
+    }
+
+    // A key that no [[dns.tsig]] defines: exit 2, naming the secondary's key, nothing written.
+    let (out, root) = provision(
+        "nokey",
+        "  domain: example.test\n  public_ipv4: 192.0.2.10\n  secondaries:\n    \
+         - name: ns.one.example\n      address: 192.0.2.53\n      key: missing-key\n",
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("onebox.secondaries[0].key") && err.contains("missing-key"),
+        "{err}"
+    );
+    assert!(!root.exists());
+
+    // A zone file the user gives keeps what the user-data says: not signed by default.
+    let (out, root) = provision(
+        "given",
+        "  domain: example.test\n  zones:\n    example.test.zone: |\n      \
+         $ORIGIN example.test.\n      @ 300 IN SOA ns1 hostmaster 1 7200 3600 1209600 300\n      \
+         @ 300 IN NS ns1\n      ns1 300 IN A 192.0.2.1\n",
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let site = onebox_site::load(&root.join("etc/onebox/site.toml")).expect("the site file parses");
+    assert!(
+        site.dns.zone.iter().all(|z| !z.dnssec),
+        "{:?}",
+        site.dns.zone
     );
 }

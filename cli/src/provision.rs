@@ -190,6 +190,7 @@ fn from_user_data(root: &Path, rooted: bool, origin: &str, ud: UserData) -> anyh
             ("public_https_port", ud.public_https_port.is_some()),
             ("allow_transfer", !ud.allow_transfer.is_empty()),
             ("secondaries", !ud.secondaries.is_empty()),
+            ("dnssec", ud.dnssec.is_some()),
             ("settings", ud.settings.is_some()),
             (
                 "acme.email",
@@ -288,10 +289,10 @@ fn from_user_data(root: &Path, rooted: bool, origin: &str, ud: UserData) -> anyh
             notify.push(peer);
         }
     }
-    // The zone onebox generates is signed (issue 11); a zone file the user gives is left as
-    // the user-data says (`settings.dns.zone` may set `dnssec` for it).
-    let generated = ud.zones.is_none();
-    if !transfer.is_empty() || !notify.is_empty() || generated {
+    // The zone onebox generates is signed (issue 11); a zone file the user gives is signed
+    // only when the user-data says so (`dnssec: true`).
+    let sign = ud.dnssec.unwrap_or(ud.zones.is_none());
+    if !transfer.is_empty() || !notify.is_empty() || sign {
         let mut zone = toml::Table::new();
         zone.insert("name".into(), domain.as_str().into());
         if !transfer.is_empty() {
@@ -300,7 +301,7 @@ fn from_user_data(root: &Path, rooted: bool, origin: &str, ud: UserData) -> anyh
         if !notify.is_empty() {
             zone.insert("notify".into(), notify.into());
         }
-        if generated {
+        if sign {
             zone.insert("dnssec".into(), true.into());
         }
         dns.insert("zone".into(), vec![toml::Value::from(zone)].into());

@@ -40,6 +40,9 @@ pub struct UserData {
     /// Secondary name servers of the domain's zone (issue 11).
     #[serde(default)]
     pub secondaries: Vec<SecondaryData>,
+    /// Sign the domain's zone (DNSSEC, `[[dns.zone]] dnssec`). Default: true for the zone
+    /// onebox generates, false for a zone file given in `zones:`.
+    pub dnssec: Option<bool>,
     /// Whether the domain sends mail. Default: false, so the generated zone says no one may
     /// send mail as the domain (null MX, SPF `-all`, DMARC `p=reject`).
     #[serde(default)]

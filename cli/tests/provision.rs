@@ -444,18 +444,24 @@ fn secondaries_get_notify_and_transfer_with_their_keys() {
     );
     assert!(!root.exists());
 
-    // A zone file the user gives keeps what the user-data says: not signed by default.
-    let (out, root) = provision(
-        "given",
-        "  domain: example.test\n  zones:\n    example.test.zone: |\n      \
+    // A zone file the user gives keeps what the user-data says: not signed by default, signed
+    // with `dnssec: true`.
+    let given = "  domain: example.test\n  zones:\n    example.test.zone: |\n      \
          $ORIGIN example.test.\n      @ 300 IN SOA ns1 hostmaster 1 7200 3600 1209600 300\n      \
-         @ 300 IN NS ns1\n      ns1 300 IN A 192.0.2.1\n",
-    );
-    assert!(out.status.success(), "{}", text(&out));
-    let site = onebox_site::load(&root.join("etc/onebox/site.toml")).expect("the site file parses");
-    assert!(
-        site.dns.zone.iter().all(|z| !z.dnssec),
-        "{:?}",
-        site.dns.zone
-    );
+         @ 300 IN NS ns1\n      ns1 300 IN A 192.0.2.1\n";
+    for (name, extra, signed) in [
+        ("given", "", false),
+        ("given-signed", "  dnssec: true\n", true),
+    ] {
+        let (out, root) = provision(name, &format!("{given}{extra}"));
+        assert!(out.status.success(), "{}", text(&out));
+        let site =
+            onebox_site::load(&root.join("etc/onebox/site.toml")).expect("the site file parses");
+        assert_eq!(
+            site.dns.zone.iter().any(|z| z.dnssec),
+            signed,
+            "{name}: {:?}",
+            site.dns.zone
+        );
+    }
 }

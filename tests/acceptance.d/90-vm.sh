@@ -429,4 +429,61 @@ EOF
     }
     check "a post the API acknowledged survives a hard power-off right after" power_cut
   else skip "posts through the API, reboot, power-off" "onebox-edge and onebox-app"; fi
+
+  # --- systemctl reload onebox-app: the listening socket handed to a new process ---------------
+  # (app/src/handover.rs; the unit's Type=notify, NotifyAccess=all, ExecReload=kill -HUP.)
+  # `systemctl reload` returns once SIGHUP is sent: the checks wait for the new MainPID.
+  app_pid() { vm_ssh systemctl show -p MainPID --value onebox-app; }
+  app_moved() { local p; p=$(app_pid) && [[ $p != 0 && $p != "$1" ]]; }
+  app_reloaded() {
+    local before after exe n bad mark restarts_before restarts_after
+    before=$(app_pid) || return 1
+    [[ $before != 0 ]] || { echo "onebox-app is not running"; return 1; }
+    restarts_before=$(vm_ssh systemctl show -p NRestarts --value onebox-app)
+    # A binary upgrade as on a real box: a new file at the binary's path (same bytes here).
+    vm_ssh 'sudo cp /usr/local/bin/onebox-app /usr/local/bin/onebox-app.new &&
+      sudo mv /usr/local/bin/onebox-app.new /usr/local/bin/onebox-app' || return 1
+    rm -f "$reload_log" "$reload_log.stop"; : >"$reload_log"
+    load_loop & local loop=$!
+    within 60 served 10 >/dev/null || { touch "$reload_log.stop"; wait "$loop"; echo "no load before the reload"; return 1; }
+    vm_ssh sudo systemctl reload onebox-app || { touch "$reload_log.stop"; wait "$loop"; vm_ssh sudo journalctl -u onebox-app -n 20 --no-pager; return 1; }
+    echo "new MainPID: $(within 120 app_moved "$before")"
+    # Load goes on until the old process has drained and exited, and 10 requests after that.
+    echo "old process pid $before: exit $(within 60 gone "$before")"
+    mark=$(wc -l <"$reload_log")
+    within 60 served $((mark + 10)) >/dev/null
+    touch "$reload_log.stop"; wait "$loop"
+    n=$(wc -l <"$reload_log") bad=$(grep -cvx '200 exit 0: ' "$reload_log")
+    echo "requests: $n, failed: $bad"
+    { grep -vx '200 exit 0: ' "$reload_log" || true; } | sort | uniq -c | sed 's/^/  /'
+    after=$(app_pid) restarts_after=$(vm_ssh systemctl show -p NRestarts --value onebox-app)
+    exe=$(vm_ssh sudo readlink /proc/"$after"/exe)
+    echo "MainPID $before → $after, exe $exe, $(vm_ssh systemctl is-active onebox-app), NRestarts $restarts_before → $restarts_after"
+    vm_ssh sudo journalctl -u onebox-app -n 8 --no-pager
+    ((bad == 0 && n >= 20)) && [[ $after != 0 && $after != "$before" ]] &&
+      [[ $exe == /usr/local/bin/onebox-app && $restarts_after == "$restarts_before" ]] &&
+      [[ $(vm_ssh systemctl is-active onebox-app) == active ]] &&
+      gone "$before" && confined onebox-app 0000000000000000
+  }
+  app_failed() { vm_ssh sudo journalctl -u onebox-app --since "@$1" --no-pager | grep -q 'reload failed'; }
+  bad_app_reload() { # a broken site file: the new process fails, the running one keeps serving
+    local before after since
+    before=$(app_pid) || return 1
+    since=$(vm_ssh date +%s) || return 1
+    vm_ssh 'sudo cp -a /etc/onebox/site.toml /etc/onebox/site.toml.good &&
+      echo "no_such_key = 1" | sudo tee -a /etc/onebox/site.toml >/dev/null' || return 1
+    vm_ssh sudo systemctl reload onebox-app || true
+    echo "the reload failed: $(within 60 app_failed "$since")"
+    vm_ssh sudo mv -f /etc/onebox/site.toml.good /etc/onebox/site.toml
+    after=$(app_pid)
+    echo "MainPID $before → $after"
+    vm_ssh sudo journalctl -u onebox-app -n 5 --no-pager
+    app_failed "$since" && [[ $after == "$before" ]] &&
+      [[ $(vm_ssh systemctl is-active onebox-app) == active ]] && home_200
+  }
+  if built edge && built app; then
+    check "systemctl reload onebox-app under load (new binary): 0 failed requests, new MainPID, old process gone, no restart" app_reloaded
+    check "systemctl reload onebox-app with a broken site file: the running app keeps serving" bad_app_reload
+  else skip "systemctl reload onebox-app" "onebox-edge and onebox-app"; fi
+  # --- end of systemctl reload onebox-app ---------------------------------------------------------
 fi

@@ -33,7 +33,8 @@ async fn answers_503_while_the_database_is_down_and_recovers_without_restart() {
     let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let mut server = PrivateMariadb::start();
     let port = onebox_testkit::free_port();
-    let metrics = format!("metrics_listen = \"127.0.0.1:{port}\"");
+    // No waiting into the outage (database_wait_secs, tested in handover.rs): 503 at once.
+    let metrics = format!("metrics_listen = \"127.0.0.1:{port}\"\ndatabase_wait_secs = 0");
     let (_db, mut app) = app_with_admin_on(&server.url(), &metrics).await;
     let c = admin_client(&app).await;
     create_post(&c, &app, "Survivor", "still here", true).await;
@@ -88,7 +89,7 @@ async fn answers_503_while_the_database_is_down_and_recovers_without_restart() {
 async fn a_frozen_database_is_503_too_and_recovers() {
     let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let server = PrivateMariadb::start();
-    let (_db, app) = app_with_admin_on(&server.url(), "").await;
+    let (_db, app) = app_with_admin_on(&server.url(), "database_wait_secs = 0").await;
     let c = admin_client(&app).await;
     create_post(&c, &app, "Thawed", "body", true).await;
     let anon = client();

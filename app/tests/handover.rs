@@ -87,9 +87,11 @@ impl Served {
         let new = new.unwrap();
         self.successors.push(new);
         assert_ne!(new, pid);
-        onebox_testkit::wait_until(30, "the old process to exit", || !alive(pid, self));
+        onebox_testkit::wait_until(30, "the old process to exit", || {
+            !proc_alive(pid, &self.config)
+        });
         assert!(
-            alive(new, self),
+            proc_alive(new, &self.config),
             "the new process {new} runs: {}",
             self.log()
         );
@@ -100,20 +102,16 @@ impl Served {
 impl Drop for Served {
     fn drop(&mut self) {
         for &pid in &self.successors {
-            if alive(pid, self) {
+            if proc_alive(pid, &self.config) {
                 let _ = onebox_testkit::signal(pid, onebox_testkit::Signal::KILL);
             }
         }
     }
 }
 
-/// Whether `pid` is a onebox-app of this test that has not exited (the first process is reaped
-/// through its guard; the others are not the test's children).
-fn alive(pid: u32, served: &Served) -> bool {
-    proc_alive(pid, &served.config)
-}
-
-/// Whether `pid` runs (not a zombie) with `config` on its command line.
+/// Whether `pid` runs (not a zombie) with `config` on its command line: a onebox-app of this
+/// test that has not exited (the others are not the test's children; a pid reused by another
+/// process is not taken for one).
 fn proc_alive(pid: u32, config: &Path) -> bool {
     let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
         return false;

@@ -44,7 +44,7 @@ pub async fn first_password(plan: &Plan, root: &Root, db: &DbPlan) -> anyhow::Re
             if plan.rooted {
                 println!("the admin password is in {}", shown.display());
             } else {
-                show_on_console(&password, &shown);
+                show_on_console("the site's admin password", &password, &shown);
             }
         }
     }
@@ -103,10 +103,28 @@ fn set_password(plan: &Plan, given: Option<&str>) -> anyhow::Result<String> {
     }
 }
 
-/// Shows the password on the serial console; standard output only says where it is kept.
-fn show_on_console(password: &str, kept: &Path) {
+/// `len` random letters and digits (from the kernel's CSPRNG).
+pub fn random_password(len: usize) -> anyhow::Result<String> {
+    const ALPHABET: &[u8] = b"ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz23456789";
+    let mut out = String::with_capacity(len);
+    while out.len() < len {
+        let mut bytes = [0u8; 64];
+        getrandom::fill(&mut bytes).map_err(|e| anyhow::anyhow!("no randomness: {e}"))?;
+        // Rejection sampling: no bias towards the first letters.
+        let limit = 256 - 256 % ALPHABET.len();
+        for b in bytes {
+            if usize::from(b) < limit && out.len() < len {
+                out.push(char::from(ALPHABET[usize::from(b) % ALPHABET.len()]));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Shows `what` (a secret) on the serial console; standard output only says where it is kept.
+pub fn show_on_console(what: &str, password: &str, kept: &Path) {
     let line = format!(
-        "\r\nonebox: the site's admin password is: {password} (kept in {})\r\n",
+        "\r\nonebox: {what} is: {password} (kept in {})\r\n",
         kept.display()
     );
     // O_NOCTTY: the console must not become this process's controlling terminal.
@@ -118,12 +136,9 @@ fn show_on_console(password: &str, kept: &Path) {
     .map_err(std::io::Error::from)
     .and_then(|fd| std::fs::File::from(fd).write_all(line.as_bytes()));
     match written {
-        Ok(()) => println!(
-            "the admin password is on the console and in {}",
-            kept.display()
-        ),
+        Ok(()) => println!("{what} is on the console and in {}", kept.display()),
         Err(e) => println!(
-            "the admin password is in {} (not shown on /dev/console: {e})",
+            "{what} is in {} (not shown on /dev/console: {e})",
             kept.display()
         ),
     }

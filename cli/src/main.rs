@@ -3,12 +3,22 @@
 //! - `onebox provision`: from cloud-init user-data (or a site file) to a provisioned server.
 //! - `onebox status`: what runs, where, with which certificate and zone serials.
 //! - `onebox ds`: the DS records (and DNSKEY) of a signed zone, for the registrar.
+//! - `onebox backup` / `onebox restore`: restic snapshots of the whole site, and back.
+//! - `onebox publish`: the static site replaced atomically, or rolled back.
+//! - `onebox doctor`: every check, with its fix; `--alert` sends problems and fixes.
 
 mod admin;
+mod alerts;
+mod backup;
 mod database;
+mod doctor;
 mod ds;
 mod provision;
+mod publish;
+mod restic;
+mod restore;
 mod rootfs;
+mod run;
 mod status;
 mod userdata;
 mod zonegen;
@@ -38,6 +48,18 @@ enum Command {
     /// Print the DS records to give the registrar, and the DNSKEY they are made from, for a
     /// zone onebox-dns signs (default: the site's domain).
     Ds(ds::Args),
+    /// Back up the site (database, site file, zones, DNS keys, certificates, web root) to its
+    /// restic repository and apply the retention policy; the result goes to the state file.
+    Backup(backup::Args),
+    /// Restore the site from a snapshot (the latest by default): files back in place, the
+    /// database loaded, the services restarted.
+    Restore(restore::Args),
+    /// Publish a directory as the site's static files (atomically), or roll back.
+    Publish(publish::Args),
+    /// Check everything a person would check by hand (DNS and the parent zone, DS, certificate,
+    /// backups, disk, clock, updates, services), each with its fix; exit 1 when something
+    /// fails. With --alert, send what turned bad or was fixed.
+    Doctor(doctor::Args),
 }
 
 /// Bad input (user-data, a site file, a flag): exit code 2, nothing written.
@@ -59,6 +81,14 @@ fn main() -> ExitCode {
         Command::Status(args) => runtime()
             .map_err(anyhow::Error::from)
             .and_then(|rt| rt.block_on(status::run(args))),
+        Command::Backup(args) => backup::run(args),
+        Command::Restore(args) => runtime()
+            .map_err(anyhow::Error::from)
+            .and_then(|rt| rt.block_on(restore::run(args)).map(|()| true)),
+        Command::Publish(args) => publish::run(args).map(|()| true),
+        Command::Doctor(args) => runtime()
+            .map_err(anyhow::Error::from)
+            .and_then(|rt| rt.block_on(doctor::run(args))),
     };
     match result {
         Ok(true) => ExitCode::SUCCESS,

@@ -8,7 +8,7 @@ use crate::userdata::{self, UserData};
 use crate::zonegen::{self, Secondary, ZoneInput};
 use crate::{Invalid, database};
 use anyhow::Context;
-use onebox_site::{ConfigError, Domain, SiteFile};
+use onebox_site::{Bounded, ConfigError, Domain, SiteFile};
 use std::path::{Path, PathBuf};
 
 /// The site file on a server.
@@ -72,6 +72,14 @@ pub struct Plan {
     pub database: Option<database::DbPlan>,
     /// The onebox-app binary.
     pub app_bin: PathBuf,
+    /// Root-only files to write (server path, contents): the backup and alert credentials.
+    pub secrets: Vec<(PathBuf, String)>,
+    /// The backup repository's password file, as a path on the server.
+    pub backup_password: PathBuf,
+    /// onebox's state directory (`[backup] state_dir`), as a path on the server.
+    pub state_dir: PathBuf,
+    /// Restore the site from this repository instead of making it (when no site file exists).
+    pub restore: Option<userdata::RestoreFrom>,
 }
 
 /// Checks everything and returns the plan; an [`Invalid`] error names the key.
@@ -132,8 +140,12 @@ pub fn current_user() -> String {
 }
 
 /// The keys of the site file that name a path on the server.
-const PATH_KEYS: [&[&str]; 5] = [
+const PATH_KEYS: [&[&str]; 9] = [
     &["dns", "zones"],
+    &["dns", "state_dir"],
+    &["backup", "credentials_dir"],
+    &["backup", "state_dir"],
+    &["alerts", "credentials_dir"],
     &["edge", "web_root"],
     &["edge", "state_dir"],
     &["edge", "acme", "directory_ca"],
@@ -182,7 +194,12 @@ fn relocate(file: &mut toml::Table, root: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn from_user_data(root: &Path, rooted: bool, origin: &str, ud: UserData) -> anyhow::Result<Plan> {
+fn from_user_data(
+    root: &Path,
+    rooted: bool,
+    origin: &str,
+    mut ud: UserData,
+) -> anyhow::Result<Plan> {
     if let Some(text) = &ud.site_toml {
         let conflicts = [
             ("public_ipv4", ud.public_ipv4.is_some()),
@@ -199,6 +216,18 @@ fn from_user_data(root: &Path, rooted: bool, origin: &str, ud: UserData) -> anyh
             (
                 "acme.directory",
                 ud.acme.as_ref().is_some_and(|a| a.directory.is_some()),
+            ),
+            (
+                "backup.repository",
+                ud.backup.as_ref().is_some_and(|b| b.repository.is_some()),
+            ),
+            (
+                "alerts.email_to",
+                ud.alerts.as_ref().is_some_and(|a| !a.email_to.is_empty()),
+            ),
+            (
+                "alerts.smtp_relay",
+                ud.alerts.as_ref().is_some_and(|a| a.smtp_relay.is_some()),
             ),
         ];
         if let Some((key, _)) = conflicts.iter().find(|(_, set)| *set) {
@@ -246,6 +275,9 @@ fn from_user_data(root: &Path, rooted: bool, origin: &str, ud: UserData) -> anyh
 
     let mut dns = toml::Table::new();
     dns.insert("zones".into(), host(ZONES));
+    if rooted {
+        dns.insert("state_dir".into(), host("/var/lib/onebox-dns"));
+    }
     let mut transfer: Vec<toml::Value> = ud
         .allow_transfer
         .iter()
@@ -319,7 +351,8 @@ fn from_user_data(root: &Path, rooted: bool, origin: &str, ud: UserData) -> anyh
             toml::Value::Integer(i64::from(port.as_u16())),
         );
     }
-    let acme = ud.acme.unwrap_or_default();
+    backup_and_alerts(&mut file, &ud, root, rooted);
+    let acme = ud.acme.take().unwrap_or_default();
     let mut acme_table = toml::Table::new();
     if let Some(directory) = &acme.directory {
         acme_table.insert("ca".into(), "custom".into());
@@ -387,6 +420,9 @@ fn from_user_data(root: &Path, rooted: bool, origin: &str, ud: UserData) -> anyh
         zones: ud.zones,
         secondaries: ud.secondaries,
         sends_mail: ud.sends_mail,
+        backup: ud.backup,
+        restore_from: ud.restore_from,
+        alerts: ud.alerts,
         acme: Some(userdata::Acme {
             ca: acme.ca,
             ..Default::default()
@@ -394,6 +430,183 @@ fn from_user_data(root: &Path, rooted: bool, origin: &str, ud: UserData) -> anyh
         ..Default::default()
     };
     from_site(root, rooted, text, site, &ud_rest, origin)
+}
+
+/// The `[backup]` and `[alerts]` tables from the user-data (their secrets go elsewhere). Under
+/// a root, the default local repository and the state and credentials directories are written
+/// out so that they are moved under it.
+fn backup_and_alerts(file: &mut toml::Table, ud: &UserData, root: &Path, rooted: bool) {
+    let host = |p: &str| toml::Value::String(p.to_string());
+    let mut backup = toml::Table::new();
+    let defaults = onebox_site::BackupConfig::default();
+    if rooted {
+        let local = root.join(onebox_site::ops::DEFAULT_REPOSITORY.trim_start_matches('/'));
+        backup.insert("repository".into(), local.display().to_string().into());
+        backup.insert(
+            "credentials_dir".into(),
+            host(&defaults.credentials_dir.display().to_string()),
+        );
+        backup.insert(
+            "state_dir".into(),
+            host(&defaults.state_dir.display().to_string()),
+        );
+    }
+    if let Some(b) = &ud.backup {
+        if let Some(repo) = &b.repository {
+            backup.insert("repository".into(), repo.as_str().into());
+        }
+        for (key, value) in [
+            ("keep_daily", b.keep_daily.map(Bounded::get)),
+            ("keep_weekly", b.keep_weekly.map(Bounded::get)),
+            ("keep_monthly", b.keep_monthly.map(Bounded::get)),
+        ] {
+            if let Some(v) = value {
+                backup.insert(key.into(), toml::Value::Integer(v.cast_signed()));
+            }
+        }
+    }
+    if !backup.is_empty() {
+        file.insert("backup".into(), backup.into());
+    }
+    let mut alerts = toml::Table::new();
+    if rooted {
+        let defaults = onebox_site::AlertsConfig::default();
+        alerts.insert(
+            "credentials_dir".into(),
+            host(&defaults.credentials_dir.display().to_string()),
+        );
+    }
+    if let Some(a) = &ud.alerts {
+        if !a.email_to.is_empty() {
+            let to: Vec<toml::Value> = a.email_to.iter().map(|e| e.as_str().into()).collect();
+            alerts.insert("email_to".into(), to.into());
+        }
+        if let Some(from) = &a.email_from {
+            alerts.insert("email_from".into(), from.as_str().into());
+        }
+        if let Some(relay) = &a.smtp_relay {
+            alerts.insert(
+                "smtp_relay".into(),
+                format!("{}:{}", relay_host(relay), relay.port()).into(),
+            );
+        }
+        if let Some(tls) = a.smtp_tls {
+            let word = match tls {
+                onebox_site::ops::SmtpTls::Starttls => "starttls",
+                onebox_site::ops::SmtpTls::Tls => "tls",
+                onebox_site::ops::SmtpTls::None => "none",
+            };
+            alerts.insert("smtp_tls".into(), word.into());
+        }
+        if let Some(user) = &a.smtp_username {
+            alerts.insert("smtp_username".into(), user.as_str().into());
+        }
+    }
+    if !alerts.is_empty() {
+        file.insert("alerts".into(), alerts.into());
+    }
+}
+
+/// A relay's host as written in `host:port` (an IPv6 address in brackets).
+fn relay_host(relay: &onebox_site::ops::HostPort) -> String {
+    if relay.host().contains(':') {
+        format!("[{}]", relay.host())
+    } else {
+        relay.host().to_string()
+    }
+}
+
+/// The root-only files the user-data gives: the repository password (or `restore_from`'s), the
+/// backend's environment, the SFTP key and known hosts, the webhook URL and SMTP password.
+fn secrets(
+    ud: &UserData,
+    backup_dir: &Path,
+    alerts_dir: &Path,
+    origin: &str,
+) -> Result<Vec<(PathBuf, String)>, Invalid> {
+    let bad = |key: &str, msg: &str| Invalid(format!("{origin}: onebox.{key}: {msg}"));
+    let one_line = |key: &str, value: &str| -> Result<String, Invalid> {
+        if value.is_empty() || value.chars().any(char::is_control) {
+            return Err(bad(key, "must be one line, not empty"));
+        }
+        Ok(format!("{value}\n"))
+    };
+    let mut out = Vec::new();
+    let given = ud.backup.as_ref().and_then(|b| b.password.as_deref());
+    let restore = ud.restore_from.as_ref().map(|r| r.password.as_str());
+    let password = match (given, restore) {
+        (Some(a), Some(b)) if a != b => {
+            return Err(bad(
+                "backup.password",
+                "differs from onebox.restore_from.password (the same repository needs the same password)",
+            ));
+        }
+        (Some(p), _) => Some(("backup.password", p)),
+        (None, Some(p)) => Some(("restore_from.password", p)),
+        (None, None) => None,
+    };
+    if let Some((key, p)) = password {
+        out.push((backup_dir.join("password"), one_line(key, p)?));
+    }
+    if let Some(b) = &ud.backup {
+        if !b.environment.is_empty() {
+            let mut env = String::new();
+            for (k, v) in &b.environment {
+                let name_ok = k
+                    .chars()
+                    .next()
+                    .is_some_and(|c| c.is_ascii_uppercase() || c == '_')
+                    && k.chars()
+                        .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_');
+                if !name_ok {
+                    return Err(bad(
+                        "backup.environment",
+                        &format!(
+                            "`{}` is not a variable name (A-Z, 0-9, _)",
+                            k.escape_debug()
+                        ),
+                    ));
+                }
+                env += &format!("{k}={}", one_line(&format!("backup.environment.{k}"), v)?);
+            }
+            out.push((backup_dir.join("env"), env));
+        }
+        if let Some(key) = &b.ssh_key {
+            if !key.contains("PRIVATE KEY-----") {
+                return Err(bad("backup.ssh_key", "is not a PEM/OpenSSH private key"));
+            }
+            let mut key = key.clone();
+            if !key.ends_with('\n') {
+                key.push('\n');
+            }
+            out.push((backup_dir.join("ssh_key"), key));
+        }
+        if let Some(known) = &b.known_hosts {
+            let mut known = known.clone();
+            if !known.ends_with('\n') {
+                known.push('\n');
+            }
+            out.push((backup_dir.join("known_hosts"), known));
+        }
+    }
+    if let Some(a) = &ud.alerts {
+        if let Some(url) = &a.webhook {
+            if !(url.starts_with("https://") || url.starts_with("http://")) {
+                return Err(bad("alerts.webhook", "must be an http:// or https:// URL"));
+            }
+            out.push((
+                alerts_dir.join("webhook_url"),
+                one_line("alerts.webhook", url)?,
+            ));
+        }
+        if let Some(p) = &a.smtp_password {
+            out.push((
+                alerts_dir.join("smtp_password"),
+                one_line("alerts.smtp_password", p)?,
+            ));
+        }
+    }
+    Ok(out)
 }
 
 /// Deep-merges `over` into `base`: tables key by key, anything else replaced.
@@ -492,6 +705,14 @@ fn from_site(
     }
     check_zones(&zones).map_err(|e| Invalid(format!("{origin}: onebox.zones: {e}")))?;
     let database = Some(database::DbPlan::from_site(&site).map_err(Invalid)?);
+    let backup_dir = server_path(root, rooted, &site.backup.credentials_dir);
+    let alerts_dir = server_path(root, rooted, &site.alerts.credentials_dir);
+    let secrets = secrets(ud, &backup_dir, &alerts_dir, origin)?;
+    let restore = ud.restore_from.as_ref().map(|r| userdata::RestoreFrom {
+        repository: r.repository.clone(),
+        password: r.password.clone(),
+        snapshot: r.snapshot.clone(),
+    });
     Ok(Plan {
         root: root.to_path_buf(),
         rooted,
@@ -502,6 +723,10 @@ fn from_site(
         web_root,
         database,
         app_bin: PathBuf::new(),
+        secrets,
+        backup_password: backup_dir.join("password"),
+        state_dir: server_path(root, rooted, &site.backup.state_dir),
+        restore,
     })
 }
 
@@ -557,6 +782,45 @@ fn onebox_gid(root: &Root) -> Option<u32> {
     })
 }
 
+/// A fresh server's first boot with `restore_from`: the site comes back from the repository
+/// (files, then the database from the dump) instead of being made.
+async fn restore_at_first_boot(
+    plan: &Plan,
+    root: &Root,
+    from: &userdata::RestoreFrom,
+) -> anyhow::Result<()> {
+    let rel = |p: &Path| p.strip_prefix("/").unwrap_or(p).to_path_buf();
+    let state = rel(&plan.state_dir);
+    let password = root.host_path(&rel(&plan.backup_password));
+    let restic = crate::restic::Restic {
+        repository: from.repository.as_str().to_string(),
+        credentials_dir: password.parent().unwrap_or(Path::new("/")).to_path_buf(),
+        password_file: password,
+        cache_dir: root.host_path(&state.join("restic-cache")),
+        timeout: std::time::Duration::from_secs(6 * 3600),
+    };
+    let snapshot = from.snapshot.as_deref().unwrap_or("latest");
+    println!(
+        "restoring the site from {} ({snapshot}) instead of making a new one",
+        from.repository.as_str()
+    );
+    let started = std::time::Instant::now();
+    let manifest = crate::restore::restore_files(&plan.root, &restic, snapshot, &state)?;
+    if plan.database.is_some() {
+        let site = crate::backup::Site::load(&plan.root, None)?;
+        crate::restore::load_database(&site, &manifest).await?;
+    }
+    crate::restore::finish(&plan.root, &state);
+    println!(
+        "restored {} from {} in {:.1} s",
+        manifest.domain,
+        from.repository.as_str(),
+        started.elapsed().as_secs_f64()
+    );
+    let _ = root;
+    Ok(())
+}
+
 /// Carries out `plan`. Prints one line per thing made or kept.
 pub async fn apply(plan: &Plan) -> anyhow::Result<()> {
     std::fs::create_dir_all(&plan.root)
@@ -582,11 +846,49 @@ pub async fn apply(plan: &Plan) -> anyhow::Result<()> {
             "onebox provision: no group `onebox` in /etc/group: the site file stays root:root 0640"
         );
     }
+    let private_dir = Perm {
+        mode: 0o700,
+        owner: Some((0, 0)),
+    };
+    let private = Perm {
+        mode: 0o600,
+        owner: Some((0, 0)),
+    };
+    for (path, text) in &plan.secrets {
+        say(
+            root.write_new(path, text.as_bytes(), private, private_dir)?,
+            path,
+        );
+    }
     let site_path = Path::new(SITE_FILE);
+    if let Some(from) = &plan.restore
+        && !root.exists(site_path)?
+    {
+        return restore_at_first_boot(plan, &root, from).await;
+    }
     say(
         root.write_new(site_path, plan.site_text.as_bytes(), site_perm, dir)?,
         site_path,
     );
+    if !root.exists(&plan.backup_password)? {
+        let password = crate::admin::random_password(32)?;
+        root.write_new(
+            &plan.backup_password,
+            format!("{password}\n").as_bytes(),
+            private,
+            private_dir,
+        )?;
+        let shown = root.host_path(
+            plan.backup_password
+                .strip_prefix("/")
+                .unwrap_or(&plan.backup_password),
+        );
+        if plan.rooted {
+            println!("the backup repository password is in {}", shown.display());
+        } else {
+            crate::admin::show_on_console("the backup repository password", &password, &shown);
+        }
+    }
     if let Some(pem) = &plan.acme_ca {
         let path = Path::new(ACME_CA);
         say(

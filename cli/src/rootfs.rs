@@ -213,12 +213,25 @@ impl Root {
         perm: Perm,
         dir_perm: Perm,
     ) -> anyhow::Result<Outcome> {
+        self.write_atomic(rel, contents, perm, dir_perm, false)
+    }
+
+    /// [`Root::write_new`], or with `replace` a file there is replaced (atomically: a reader
+    /// sees the old file or the new one).
+    pub fn write_atomic(
+        &self,
+        rel: &Path,
+        contents: &[u8],
+        perm: Perm,
+        dir_perm: Perm,
+        replace: bool,
+    ) -> anyhow::Result<Outcome> {
         let rel = Self::relative(rel)?;
         let (Some(dir), Some(name)) = (rel.parent(), rel.file_name()) else {
             anyhow::bail!("{}: not a file path", rel.display());
         };
         self.ensure_dir(dir, dir_perm)?;
-        if self.exists(&rel)? {
+        if !replace && self.exists(&rel)? {
             return Ok(Outcome::Kept);
         }
         let parent = self.open_dir(dir)?;
@@ -250,7 +263,12 @@ impl Root {
                 })
         })();
         let renamed = written.and_then(|()| {
-            rustix::fs::renameat_with(&parent, tmp.as_str(), &parent, name, RenameFlags::NOREPLACE)
+            let flags = if replace {
+                RenameFlags::empty()
+            } else {
+                RenameFlags::NOREPLACE
+            };
+            rustix::fs::renameat_with(&parent, tmp.as_str(), &parent, name, flags)
                 .or_else(|e| match e {
                     Errno::EXIST => Ok(()),
                     e => Err(e),
@@ -262,6 +280,57 @@ impl Root {
         renamed?;
         rustix::fs::fsync(&parent).map_err(|e| self.explain(dir, "sync the directory", e))?;
         Ok(Outcome::Wrote)
+    }
+}
+
+impl Root {
+    /// Creates the new file `rel` (0600, the writer's), never through a symlink, and returns it
+    /// open for writing. Its directory must exist.
+    pub fn create_private(&self, rel: &Path) -> anyhow::Result<std::fs::File> {
+        let rel = Self::relative(rel)?;
+        let fd = rustix::fs::openat2(
+            &self.fd,
+            &rel,
+            OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::CLOEXEC | OFlags::NOFOLLOW,
+            Mode::from_raw_mode(0o600),
+            resolve(),
+        )
+        .map_err(|e| self.explain(&rel, "create", e))?;
+        Ok(std::fs::File::from(fd))
+    }
+
+    /// Opens the directory `rel` (never through a symlink) for the `*at` calls.
+    pub fn dir_fd(&self, rel: &Path) -> anyhow::Result<OwnedFd> {
+        self.open_dir(rel)
+    }
+
+    /// Moves `from` to `to` (both from the root, on one filesystem), never through a symlink on
+    /// the way to either: atomically exchanged with what is at `to` (which is then at `from`),
+    /// or renamed when nothing is there. Returns whether something was exchanged.
+    pub fn swap_in(&self, from: &Path, to: &Path, dir_perm: Perm) -> anyhow::Result<bool> {
+        let from = Self::relative(from)?;
+        let to = Self::relative(to)?;
+        let (Some(from_dir), Some(from_name)) = (from.parent(), from.file_name()) else {
+            anyhow::bail!("{}: not a file path", from.display());
+        };
+        let (Some(to_dir), Some(to_name)) = (to.parent(), to.file_name()) else {
+            anyhow::bail!("{}: not a file path", to.display());
+        };
+        self.ensure_dir(to_dir, dir_perm)?;
+        let a = self.open_dir(from_dir)?;
+        let b = self.open_dir(to_dir)?;
+        let exchanged =
+            match rustix::fs::renameat_with(&a, from_name, &b, to_name, RenameFlags::EXCHANGE) {
+                Ok(()) => true,
+                Err(Errno::NOENT) => {
+                    rustix::fs::renameat_with(&a, from_name, &b, to_name, RenameFlags::NOREPLACE)
+                        .map_err(|e| self.explain(&to, "move into place", e))?;
+                    false
+                }
+                Err(e) => return Err(self.explain(&to, "swap into place", e)),
+            };
+        rustix::fs::fsync(&b).map_err(|e| self.explain(to_dir, "sync the directory", e))?;
+        Ok(exchanged)
     }
 }
 

@@ -40,6 +40,8 @@ pub struct Report {
     pub zones: Vec<Zone>,
     /// The app's database.
     pub database: Check<String>,
+    /// The last backup (`null`: none yet), from `[backup] state_dir`'s state file.
+    pub backup: Check<Option<crate::backup::Outcome>>,
 }
 
 /// A systemd unit's state.
@@ -176,11 +178,18 @@ pub async fn report(site: &SiteFile, path: &Path) -> Report {
         Ok(v) => Check::Ok(v),
         Err(e) => Check::Error(e),
     };
+    let backup = match last_backup(site, path) {
+        Ok(last) => Check::Ok(last),
+        Err(e) => Check::Error(format!("{e:#}")),
+    };
+    let backup_ok =
+        matches!(&backup, Check::Ok(None)) || matches!(&backup, Check::Ok(Some(o)) if o.ok);
     let ok = units.iter().all(|u| u.state == "active")
         && listeners.iter().all(|l| l.up)
         && certificate.is_ok()
         && zones.iter().all(|z| z.serial.is_ok())
-        && database.is_ok();
+        && database.is_ok()
+        && backup_ok;
     Report {
         domain: domain.to_string(),
         ok,
@@ -189,7 +198,17 @@ pub async fn report(site: &SiteFile, path: &Path) -> Report {
         certificate,
         zones,
         database,
+        backup,
     }
+}
+
+/// The last backup's outcome from the state file (root-only: run as root).
+pub fn last_backup(site: &SiteFile, path: &Path) -> anyhow::Result<Option<crate::backup::Outcome>> {
+    let dir = path.parent().map_or_else(
+        || site.backup.state_dir.clone(),
+        |p| p.join(&site.backup.state_dir),
+    );
+    Ok(crate::backup::read_state(&dir.join(crate::backup::STATE_FILE))?.last)
 }
 
 fn listener(
@@ -208,7 +227,7 @@ fn listener(
 }
 
 /// A wildcard listening address is probed on the loopback address of its family.
-fn probe_address(addr: SocketAddr) -> SocketAddr {
+pub fn probe_address(addr: SocketAddr) -> SocketAddr {
     match addr.ip() {
         IpAddr::V4(v4) if v4.is_unspecified() => {
             SocketAddr::new(Ipv4Addr::LOCALHOST.into(), addr.port())
@@ -520,6 +539,30 @@ pub fn human(r: &Report) -> String {
     match &r.database {
         Check::Ok(s) => out += &format!("  up   database: {s}\n"),
         Check::Error(e) => out += &format!("  DOWN database: {e}\n"),
+    }
+    match &r.backup {
+        Check::Ok(None) => {
+            out += "  --   backup: none yet (`onebox backup`, or wait for the nightly timer)\n"
+        }
+        Check::Ok(Some(b)) if b.ok => {
+            out += &format!(
+                "  ok   backup: {} at {} to {} ({} bytes, {} added)\n",
+                b.snapshot.as_deref().unwrap_or("?"),
+                b.started,
+                b.repository,
+                b.bytes_total,
+                b.bytes_added
+            )
+        }
+        Check::Ok(Some(b)) => {
+            out += &format!(
+                "  FAIL backup at {} to {} FAILED: {}\n",
+                b.started,
+                b.repository,
+                b.error.as_deref().unwrap_or("?")
+            )
+        }
+        Check::Error(e) => out += &format!("  FAIL backup state: {e}\n"),
     }
     out
 }

@@ -2,6 +2,7 @@
 //! is typed and checked as it is read; an unknown key is an error naming its path.
 
 use onebox_site::Domain;
+use onebox_site::ops::{HostPort, Repository, SmtpTls};
 use onebox_site::value::{AddressMatch, Bounded, Email, HttpsUrl};
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -50,6 +51,69 @@ pub struct UserData {
     /// Any site-file keys, shaped like the site file (`edge: {threads: 2}`), merged over the
     /// site file provision generates and checked by the same types.
     pub settings: Option<toml::Table>,
+    /// Backups (`[backup]`, and its root-only credentials).
+    pub backup: Option<BackupData>,
+    /// Restore this site from a repository at first boot instead of making a new one.
+    pub restore_from: Option<RestoreFrom>,
+    /// Alerts (`[alerts]`, and its root-only credentials).
+    pub alerts: Option<AlertsData>,
+}
+
+/// `onebox.backup`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackupData {
+    /// The restic repository (`[backup] repository`). Default: the local `/var/backups/onebox`.
+    pub repository: Option<Repository>,
+    /// The repository password. Default: generated at first boot and shown on the console.
+    pub password: Option<String>,
+    /// Variables for restic (S3 keys, REST credentials), kept root-only in `env`.
+    #[serde(default)]
+    pub environment: BTreeMap<String, String>,
+    /// The SSH private key of an SFTP repository (PEM/OpenSSH), kept root-only.
+    pub ssh_key: Option<String>,
+    /// `known_hosts` lines of the SFTP server, kept root-only.
+    pub known_hosts: Option<String>,
+    /// `[backup] keep_daily`.
+    pub keep_daily: Option<Bounded<0, 36_500>>,
+    /// `[backup] keep_weekly`.
+    pub keep_weekly: Option<Bounded<0, 5_200>>,
+    /// `[backup] keep_monthly`.
+    pub keep_monthly: Option<Bounded<0, 1_200>>,
+}
+
+/// `onebox.restore_from`: the repository a fresh server restores the site from at first boot.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RestoreFrom {
+    /// The restic repository (its credentials: `onebox.backup`'s `environment`, `ssh_key`,
+    /// `known_hosts`).
+    pub repository: Repository,
+    /// Its password.
+    pub password: String,
+    /// The snapshot. Default: the latest.
+    pub snapshot: Option<String>,
+}
+
+/// `onebox.alerts`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AlertsData {
+    /// A URL alerts are POSTed to as JSON (kept root-only: such URLs carry their token).
+    pub webhook: Option<String>,
+    /// `[alerts] email_to`.
+    #[serde(default)]
+    pub email_to: Vec<Email>,
+    /// `[alerts] email_from`.
+    pub email_from: Option<Email>,
+    /// `[alerts] smtp_relay` (`host:port`).
+    pub smtp_relay: Option<HostPort>,
+    /// `[alerts] smtp_tls`.
+    pub smtp_tls: Option<SmtpTls>,
+    /// `[alerts] smtp_username`.
+    pub smtp_username: Option<String>,
+    /// The relay's password, kept root-only.
+    pub smtp_password: Option<String>,
 }
 
 /// `onebox.acme`.

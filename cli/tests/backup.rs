@@ -2,6 +2,9 @@
 //! restic, a private MariaDB, pebble for a real certificate, onebox-dns signing the zone.
 #![allow(clippy::panic)]
 
+mod common;
+use common::{bin, onebox, text};
+
 use onebox_testkit::{ChildGuard, MariaDb, Pebble, free_port, wait_until};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -9,33 +12,6 @@ use std::process::{Command, Output};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
-
-fn onebox() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_onebox"))
-}
-
-/// A release binary of the workspace, built beside this test's `onebox`.
-fn bin(name: &str) -> PathBuf {
-    let path = Path::new(env!("CARGO_BIN_EXE_onebox"))
-        .parent()
-        .expect("bin dir")
-        .join(name);
-    assert!(
-        path.exists(),
-        "{} is missing: cargo build --release",
-        path.display()
-    );
-    path
-}
-
-fn text(out: &Output) -> String {
-    format!(
-        "{}\nstdout:\n{}\nstderr:\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
 
 fn ok(cmd: &mut Command) -> Output {
     let out = cmd.output().expect("run");

@@ -4,38 +4,15 @@
 //! again while it lasts, one when it is fixed. Nothing leaves the machine.
 #![allow(clippy::panic)]
 
+mod common;
+use common::{bin, onebox, text};
+
 use onebox_testkit::{ChildGuard, MariaDb, free_port, wait_until};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::path::Path;
+use std::process::Command;
 use std::sync::{Arc, Mutex};
-
-fn onebox() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_onebox"))
-}
-
-fn bin(name: &str) -> PathBuf {
-    let path = Path::new(env!("CARGO_BIN_EXE_onebox"))
-        .parent()
-        .expect("bin dir")
-        .join(name);
-    assert!(
-        path.exists(),
-        "{} is missing: cargo build --release",
-        path.display()
-    );
-    path
-}
-
-fn text(out: &Output) -> String {
-    format!(
-        "{}\nstdout:\n{}\nstderr:\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
 
 /// A webhook receiver: every POST body, answered 204.
 fn webhook() -> (u16, Arc<Mutex<Vec<serde_json::Value>>>) {

@@ -4,23 +4,12 @@
 
 #![allow(clippy::unwrap_used, clippy::panic)]
 
-use onebox_testkit::{ChildGuard, free_port, wait_until};
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+mod common;
+use common::bin;
 
-/// A release binary of the workspace, built beside this test's `onebox`.
-fn bin(name: &str) -> PathBuf {
-    let path = Path::new(env!("CARGO_BIN_EXE_onebox"))
-        .parent()
-        .unwrap()
-        .join(name);
-    assert!(
-        path.exists(),
-        "{} is missing: build the workspace first (cargo build --release)",
-        path.display()
-    );
-    path
-}
+use onebox_testkit::{ChildGuard, free_port, wait_until};
+use std::path::Path;
+use std::process::{Command, Output};
 
 fn ds(site: &Path, zone: Option<&str>) -> Output {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_onebox"));

@@ -1,41 +1,16 @@
 //! `onebox provision` and `onebox status` as an operator runs them: the real binary, a temporary
 //! root, a private MariaDB, and the three services started from the provisioned site file.
 
+mod common;
+use common::{bin, onebox, text};
+
 use onebox_testkit::{ChildGuard, MariaDb, free_port, wait_until};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-fn onebox() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_onebox"))
-}
-
-/// A release binary of the workspace, built beside this test's `onebox`.
-fn bin(name: &str) -> PathBuf {
-    let dir = Path::new(env!("CARGO_BIN_EXE_onebox"))
-        .parent()
-        .expect("bin dir")
-        .to_path_buf();
-    let path = dir.join(name);
-    assert!(
-        path.exists(),
-        "{} is missing: build the workspace first (cargo build --release)",
-        path.display()
-    );
-    path
-}
-
 fn run(cmd: &mut Command) -> Output {
     cmd.output().expect("run onebox")
-}
-
-fn text(out: &Output) -> String {
-    format!(
-        "{}\nstdout:\n{}\nstderr:\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
 }
 
 /// Every file under `dir` with its bytes and mode, for before/after comparisons.

@@ -2,37 +2,14 @@
 //! entirely one release's file, none is missing, and the edge serves each new release at once.
 #![allow(clippy::panic)]
 
+mod common;
+use common::{bin, onebox, text};
+
 use onebox_testkit::{ChildGuard, free_port, wait_until};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-
-fn onebox() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_onebox"))
-}
-
-fn bin(name: &str) -> PathBuf {
-    let path = Path::new(env!("CARGO_BIN_EXE_onebox"))
-        .parent()
-        .expect("bin dir")
-        .join(name);
-    assert!(
-        path.exists(),
-        "{} is missing: cargo build --release",
-        path.display()
-    );
-    path
-}
-
-fn text(out: &Output) -> String {
-    format!(
-        "{}\nstdout:\n{}\nstderr:\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
 
 const FILES: usize = 40;
 

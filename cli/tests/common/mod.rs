@@ -1,0 +1,36 @@
+//! What every test of the `onebox` command needs: the command itself, the workspace's other
+//! release binaries beside it, and a failed command's output for an assertion message.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// The `onebox` binary under test.
+pub fn onebox() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_onebox"))
+}
+
+/// A release binary of the workspace (onebox-dns, onebox-edge, onebox-app), built beside this
+/// test's `onebox`.
+pub fn bin(name: &str) -> PathBuf {
+    let path = Path::new(env!("CARGO_BIN_EXE_onebox"))
+        .parent()
+        .expect("bin dir")
+        .join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: build the workspace first (cargo build --release)",
+        path.display()
+    );
+    path
+}
+
+/// A command's exit status and output, for an assertion's message.
+pub fn text(out: &Output) -> String {
+    format!(
+        "{}\nstdout:\n{}\nstderr:\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}

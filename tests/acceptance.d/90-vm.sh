@@ -364,8 +364,8 @@ EOF
   # A security update of a library, as dpkg leaves it: the file replaced by a new one (here the
   # same bytes under a new inode), the running services still mapping the old one. apt's hook
   # (apt-pinvoke, what unattended-upgrade's dpkg run ends with) runs needrestart, which must restart
-  # every service using it without asking, the edge by its zero-downtime reload: a static file
-  # keeps answering throughout.
+  # every service using it without asking, the edge and the app by their zero-downtime reloads: a
+  # static file keeps answering throughout.
   library_updated() {
     local lib=/usr/lib/x86_64-linux-gnu/libgcc_s.so.1 svc before=() after=() n bad out stale
     for svc in onebox-dns onebox-edge onebox-app mariadb; do before+=("$(vm_ssh systemctl show -p MainPID --value $svc)"); done
@@ -379,6 +379,9 @@ EOF
     local mark; mark=$(wc -l <"$reload_log")
     within 60 served $((mark + 10)) >/dev/null
     touch "$reload_log.stop"; wait "$loop"
+    # The app is reloaded (restart.d/onebox-app.service): its new process takes over once it serves.
+    app_replaced() { [[ $(vm_ssh systemctl show -p MainPID --value onebox-app) != "${before[2]}" ]]; }
+    within 60 app_replaced
     for svc in onebox-dns onebox-edge onebox-app mariadb; do after+=("$(vm_ssh systemctl show -p MainPID --value $svc)"); done
     echo "MainPIDs (dns edge app mariadb): ${before[*]} → ${after[*]}"
     stale=$(vm_ssh "sudo grep -l 'libgcc_s.so.1 (deleted)' /proc/[0-9]*/maps 2>/dev/null | cut -d/ -f3 | xargs -r ps -o unit= -p | sort -u")
@@ -393,7 +396,7 @@ EOF
     ((bad == 0 && n >= 20)) && within 60 home_200 && within 30 dns_ok && confined onebox-edge 0000000000000400
   }
   if built edge && built app; then
-    check "security updates: a replaced library restarts every service using it (needrestart), the edge by reload: 0 failed requests" library_updated
+    check "security updates: a replaced library restarts every service using it (needrestart), the edge and the app by reload: 0 failed requests" library_updated
   else skip "needrestart" "onebox-edge and onebox-app"; fi
 
   # --- a post survives a reboot and a power cut ---------------------------------------------------
@@ -419,7 +422,18 @@ EOF
     rebooted() {
       local boot; boot=$(vm_ssh cat /proc/sys/kernel/random/boot_id) || return 1
       vm_ssh sudo systemctl reboot || true
-      within 300 new_boot "$boot" && back_up && on_home "$title1"
+      if ! within 180 new_boot "$boot"; then
+        # QEMU under TCG now and then never leaves the firmware after the guest's warm reset (seen
+        # once with OVMF in CI: nothing on the console after "reboot: machine restart", the guest's
+        # last word; a matter of the emulator and firmware, not of the guest). When the guest did
+        # reboot, it is started again cold on the same disk: what this checks is that the post
+        # survived the shutdown.
+        tail -c 2000 .onebox/vm/serial.log | tr -d '\r' | grep -q 'reboot: machine restart' || return 1
+        echo "the guest rebooted but its firmware did not start again: QEMU restarted cold"
+        image/boot kill
+        image/boot start --"$vm_firmware" --keep-disk && within 300 new_boot "$boot" || return 1
+      fi
+      back_up && on_home "$title1"
     }
     check "the post is still there after a reboot" rebooted
     power_cut() { # the API answered 201, then QEMU is killed at once

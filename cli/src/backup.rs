@@ -31,12 +31,9 @@ pub const DUMP_FILE: &str = "database.sql";
 /// `onebox backup`'s command line.
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// The root the site lives under (`/` on a server; tests use a temporary one).
-    #[arg(long, value_name = "DIR", default_value = "/")]
-    pub root: PathBuf,
-    /// The site file. Default: ROOT/etc/onebox/site.toml.
-    #[arg(long, value_name = "FILE")]
-    pub config: Option<PathBuf>,
+    /// Where the site lives: `--root`, `--config`.
+    #[command(flatten)]
+    pub site: SiteArgs,
 }
 
 /// One backup's result, as the state file keeps it.
@@ -86,6 +83,24 @@ pub struct Site {
     pub config: PathBuf,
     /// The site.
     pub file: SiteFile,
+}
+
+/// Where a command finds the site: its root and its site file (backup, restore, publish, doctor).
+#[derive(Debug, clap::Args)]
+pub struct SiteArgs {
+    /// The root the site lives under (`/` on a server; tests use a temporary one).
+    #[arg(long, value_name = "DIR", default_value = "/")]
+    pub root: PathBuf,
+    /// The site file. Default: ROOT/etc/onebox/site.toml.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+}
+
+impl SiteArgs {
+    /// Loads the site these arguments name.
+    pub fn load(&self) -> anyhow::Result<Site> {
+        Site::load(&self.root, self.config.as_deref())
+    }
 }
 
 impl Site {
@@ -191,7 +206,7 @@ fn is_temporary(p: &Path) -> bool {
 
 /// Runs `onebox backup`; returns whether it succeeded (the state file says why not).
 pub fn run(args: &Args) -> anyhow::Result<bool> {
-    let site = Site::load(&args.root, args.config.as_deref())?;
+    let site = args.site.load()?;
     let started = time::OffsetDateTime::now_utc();
     let clock = Instant::now();
     let restic = site.restic()?;

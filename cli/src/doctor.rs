@@ -5,7 +5,7 @@
 //! updates, each service. Exit 0 when nothing fails, 1 otherwise; `--alert` sends what turned
 //! bad (and what was fixed) to the webhook and e-mail of `[alerts]`.
 
-use crate::backup::Site;
+use crate::backup::{Site, SiteArgs};
 use crate::run::bounded;
 use hickory_proto::op::{Message, Query};
 use hickory_proto::rr::{Name, RData, Record, RecordType};
@@ -23,12 +23,9 @@ const TIMEOUT: Duration = Duration::from_secs(3);
 /// `onebox doctor`'s command line.
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// The root the site lives under (`/` on a server).
-    #[arg(long, value_name = "DIR", default_value = "/")]
-    pub root: PathBuf,
-    /// The site file. Default: ROOT/etc/onebox/site.toml.
-    #[arg(long, value_name = "FILE")]
-    pub config: Option<PathBuf>,
+    /// Where the site lives: `--root`, `--config`.
+    #[command(flatten)]
+    pub site: SiteArgs,
     /// One JSON object on standard output.
     #[arg(long)]
     pub json: bool,
@@ -103,7 +100,7 @@ pub struct Report {
 
 /// Runs the doctor; returns whether nothing failed.
 pub async fn run(args: &Args) -> anyhow::Result<bool> {
-    let site = Site::load(&args.root, args.config.as_deref())?;
+    let site = args.site.load()?;
     let checks = checks(&site, args).await;
     let ok = checks.iter().all(|c| c.status != Status::Fail);
     let alerts = if args.alert {

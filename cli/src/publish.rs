@@ -5,7 +5,7 @@
 //! first release). The edge resolves the symlink once per request, so every answer comes whole
 //! from one release. Earlier releases are kept for `--rollback` (the newest `--keep`).
 
-use crate::backup::Site;
+use crate::backup::SiteArgs;
 use crate::rootfs::{Perm, Root};
 use anyhow::Context;
 use std::os::unix::fs::PermissionsExt;
@@ -23,12 +23,9 @@ pub struct Args {
     /// Releases kept (the current one and the newest before it); older ones are removed.
     #[arg(long, value_name = "N", default_value_t = 5, value_parser = clap::value_parser!(u32).range(2..))]
     pub keep: u32,
-    /// The root the site lives under (`/` on a server).
-    #[arg(long, value_name = "DIR", default_value = "/")]
-    pub root: PathBuf,
-    /// The site file. Default: ROOT/etc/onebox/site.toml.
-    #[arg(long, value_name = "FILE")]
-    pub config: Option<PathBuf>,
+    /// Where the site lives: `--root`, `--config`.
+    #[command(flatten)]
+    pub site: SiteArgs,
 }
 
 /// The releases directory of the web root `web_root` (a path from the root).
@@ -69,7 +66,7 @@ fn current(root: &Root, web_root: &Path) -> Option<String> {
 
 /// Runs `onebox publish`.
 pub fn run(args: &Args) -> anyhow::Result<()> {
-    let site = Site::load(&args.root, args.config.as_deref())?;
+    let site = args.site.load()?;
     let root = Root::open(&site.root)?;
     let web_root = site.relative(site.file.edge.web_root.get())?;
     let releases = releases_dir(&web_root);

@@ -4,7 +4,7 @@
 //! removed after; never through a symlink, as provision writes), the services stopped meanwhile
 //! when systemd runs them, then the database is made anew from the dump.
 
-use crate::backup::{DUMP_DIR, DUMP_FILE, MANIFEST, Manifest, Site};
+use crate::backup::{DUMP_DIR, DUMP_FILE, MANIFEST, Manifest, Site, SiteArgs};
 use crate::database::DbPlan;
 use crate::restic::Restic;
 use crate::rootfs::{Perm, Root};
@@ -24,22 +24,19 @@ pub struct Args {
     /// The snapshot to restore (an id from `restic snapshots`). Default: the latest.
     #[arg(value_name = "SNAPSHOT", default_value = "latest")]
     pub snapshot: String,
-    /// The root the site lives under (`/` on a server).
-    #[arg(long, value_name = "DIR", default_value = "/")]
-    pub root: PathBuf,
-    /// The site file. Default: ROOT/etc/onebox/site.toml.
-    #[arg(long, value_name = "FILE")]
-    pub config: Option<PathBuf>,
+    /// Where the site lives: `--root`, `--config`.
+    #[command(flatten)]
+    pub site: SiteArgs,
 }
 
 /// Runs `onebox restore`.
 pub async fn run(args: &Args) -> anyhow::Result<()> {
-    let site = Site::load(&args.root, args.config.as_deref())?;
+    let site = args.site.load()?;
     let restic = site.restic()?;
     let state = site.state_dir()?;
     let started = Instant::now();
     let manifest = restore_files(&site.root, &restic, &args.snapshot, &state)?;
-    let restored = Site::load(&args.root, args.config.as_deref())?;
+    let restored = args.site.load()?;
     load_database(&restored, &manifest).await?;
     finish(&site.root, &state);
     start_services();

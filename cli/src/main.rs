@@ -10,6 +10,7 @@
 mod admin;
 mod alerts;
 mod backup;
+mod caa;
 mod database;
 mod doctor;
 mod ds;
@@ -60,6 +61,9 @@ enum Command {
     /// backups, disk, clock, updates, services), each with its fix; exit 1 when something
     /// fails. With --alert, send what turned bad or was fixed.
     Doctor(doctor::Args),
+    /// Pin the zone's CAA record to the site's ACME account (RFC 8657 accounturi) once
+    /// onebox-edge has recorded it; run by onebox-caa.path.
+    Caa(caa::Args),
 }
 
 /// Bad input (user-data, a site file, a flag): exit code 2, nothing written.
@@ -86,6 +90,7 @@ fn main() -> ExitCode {
             .map_err(anyhow::Error::from)
             .and_then(|rt| rt.block_on(restore::run(args)).map(|()| true)),
         Command::Publish(args) => publish::run(args).map(|()| true),
+        Command::Caa(args) => caa::run(args).map(|()| true),
         Command::Doctor(args) => runtime()
             .map_err(anyhow::Error::from)
             .and_then(|rt| rt.block_on(doctor::run(args))),

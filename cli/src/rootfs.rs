@@ -188,8 +188,8 @@ impl Root {
         }
     }
 
-    /// Reads the regular file `rel`, never through a symlink.
-    pub fn read(&self, rel: &Path) -> anyhow::Result<String> {
+    /// Opens the file `rel` for reading, never through a symlink.
+    pub fn open_file(&self, rel: &Path) -> anyhow::Result<std::fs::File> {
         let rel = Self::relative(rel)?;
         let fd = rustix::fs::openat2(
             &self.fd,
@@ -199,8 +199,13 @@ impl Root {
             resolve(),
         )
         .map_err(|e| self.explain(&rel, "open", e))?;
-        std::io::read_to_string(std::fs::File::from(fd))
-            .map_err(|e| anyhow::anyhow!("{}: cannot read: {e}", self.host_path(&rel).display()))
+        Ok(std::fs::File::from(fd))
+    }
+
+    /// Reads the regular file `rel`, never through a symlink.
+    pub fn read(&self, rel: &Path) -> anyhow::Result<String> {
+        std::io::read_to_string(self.open_file(rel)?)
+            .map_err(|e| anyhow::anyhow!("{}: cannot read: {e}", self.host_path(rel).display()))
     }
 
     /// Writes `contents` to `rel` with `perm` unless a file is there already; parent

@@ -7,10 +7,12 @@
 //! 4 … seconds (capped at about 18 hours): the process never exits or restarts because of the
 //! CA.
 
+use crate::acme_account::AccountRecorder;
 use crate::config::{Challenge, Config};
 use crate::metrics::Metrics;
 use async_trait::async_trait;
 use futures::StreamExt;
+use onebox_site::edge::AcmeAccountRecord;
 use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
 use rustls::RootCertStore;
@@ -18,7 +20,7 @@ use rustls::pki_types::pem::{PemObject, SectionKind};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::sign::CertifiedKey;
 use rustls_acme::{
-    AccountCache, AcmeConfig, AcmeState, CertCache, EventError, ResolvesServerCertAcme,
+    AccountCache, AcmeConfig, AcmeState, CertCache, EventError, EventOk, ResolvesServerCertAcme,
     UseChallenge,
 };
 use std::io::Write;
@@ -150,6 +152,11 @@ impl StateCache {
         f.write_all(data)?;
         f.sync_all()?;
         std::fs::rename(&tmp, path)
+    }
+
+    /// The file holding the account key for `contact` at the CA at `directory_url`.
+    pub fn account_path(&self, contact: &[String], directory_url: &str) -> PathBuf {
+        self.file("account", contact, directory_url)
     }
 
     /// The file holding the certificate (key PEM first, then the chain) for `names` from the CA
@@ -305,6 +312,7 @@ pub struct AcmeCerts {
 /// The ACME state machine, run as a pingora background service.
 pub struct AcmeService {
     state: Mutex<Option<AcmeState<std::io::Error>>>,
+    account: AccountRecorder,
     metrics: Arc<Metrics>,
     served: Arc<ServedCertificate>,
 }
@@ -329,12 +337,26 @@ impl AcmeService {
                     .map_err(|e| format!("acme.directory_ca `{}`: {e}", ca.get().display()))?;
             }
         }
-        let client = rustls::ClientConfig::builder_with_provider(crate::tls::provider())
-            .with_safe_default_protocol_versions()
-            .map_err(|e| format!("TLS client setup: {e}"))?
-            .with_root_certificates(roots)
-            .with_no_client_auth();
+        let client = Arc::new(
+            rustls::ClientConfig::builder_with_provider(crate::tls::provider())
+                .with_safe_default_protocol_versions()
+                .map_err(|e| format!("TLS client setup: {e}"))?
+                .with_root_certificates(roots)
+                .with_no_client_auth(),
+        );
         let cache = StateCache::new(config.edge.state_dir.join("acme"), metrics.clone());
+        let contact: Vec<String> = acme
+            .email
+            .iter()
+            .map(|e| format!("mailto:{}", e.as_str()))
+            .collect();
+        let account = AccountRecorder {
+            client: client.clone(),
+            directory: directory.clone(),
+            contact: contact.clone(),
+            key_file: cache.account_path(&contact, &directory),
+            record_file: config.edge.state_dir.join(AcmeAccountRecord::FILE),
+        };
         let served = cache.served();
         let cached = StateCache::read(&cache.cert_path(&config.names, &directory))
             .ok()
@@ -344,15 +366,15 @@ impl AcmeService {
                 cache.note_cert(&pem, false);
                 Some(Arc::new(cert))
             });
-        let mut cfg = AcmeConfig::new_with_client_config(config.names.clone(), Arc::new(client))
+        let mut cfg = AcmeConfig::new_with_client_config(config.names.clone(), client)
             .directory(&directory)
             .challenge_type(match acme.challenge {
                 Challenge::Http01 => UseChallenge::Http01,
                 Challenge::TlsAlpn01 => UseChallenge::TlsAlpn01,
             })
             .cache(cache);
-        if let Some(email) = &acme.email {
-            cfg = cfg.contact_push(format!("mailto:{}", email.as_str()));
+        for c in contact {
+            cfg = cfg.contact_push(c);
         }
         let state = cfg.state();
         let resolver = state.resolver();
@@ -364,6 +386,7 @@ impl AcmeService {
         Ok(Some((
             AcmeService {
                 state: Mutex::new(Some(state)),
+                account,
                 metrics,
                 served: served.clone(),
             },
@@ -391,7 +414,18 @@ impl BackgroundService for AcmeService {
             tokio::select! {
                 _ = shutdown.changed() => return,
                 event = state.next() => match event {
-                    Some(Ok(ok)) => tracing::info!("ACME: {ok:?}"),
+                    Some(Ok(ok)) => {
+                        tracing::info!("ACME: {ok:?}");
+                        // A certificate is served, so the account exists: record its URL for
+                        // the CAA record once per directory.
+                        let deployed = matches!(
+                            ok,
+                            EventOk::DeployedNewCert | EventOk::DeployedCachedCert
+                        );
+                        if deployed && !self.account.recorded() {
+                            tokio::spawn(self.account.clone().record());
+                        }
+                    }
                     Some(Err(err)) => {
                         if matches!(err, EventError::CachedCertParse(_)) {
                             // Not served after all: the self-signed stand-in is, until the CA's.

@@ -9,6 +9,7 @@
 //! certificates), [`metrics`].
 
 pub mod acme;
+pub mod acme_account;
 pub mod config;
 pub mod connections;
 pub mod error;

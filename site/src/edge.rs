@@ -311,3 +311,72 @@ impl Default for UpgradeConfig {
         }
     }
 }
+
+/// What onebox-edge records in `STATE_DIR/acme/account.json` once its ACME account exists, so
+/// `onebox caa` can pin the zone's CAA record to that account (RFC 8657 `accounturi`). The
+/// edge writes it; `onebox caa` (root) reads it as untrusted input: see
+/// [`AcmeAccountRecord::parse`].
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct AcmeAccountRecord {
+    /// The ACME directory URL the account belongs to.
+    pub directory: String,
+    /// The account's URL (the `Location` the CA gave at `newAccount`).
+    pub account_uri: String,
+}
+
+impl AcmeAccountRecord {
+    /// The record's file, relative to the edge's `state_dir`.
+    pub const FILE: &'static str = "acme/account.json";
+    /// The largest record read.
+    pub const MAX_BYTES: usize = 4096;
+
+    /// Parses a record and checks that its account URI can stand in a CAA value: an `https://`
+    /// URL of at most 512 bytes of printable ASCII without whitespace, quotes, `;` or `\`.
+    pub fn parse(text: &str) -> Result<AcmeAccountRecord, String> {
+        if text.len() > Self::MAX_BYTES {
+            return Err(format!("larger than {} bytes", Self::MAX_BYTES));
+        }
+        let record: AcmeAccountRecord = serde_json::from_str(text).map_err(|e| e.to_string())?;
+        let uri = &record.account_uri;
+        let plain = uri
+            .bytes()
+            .all(|b| b.is_ascii_graphic() && !matches!(b, b'"' | b';' | b'\\'));
+        if !uri.starts_with("https://") || uri.len() > 512 || !plain {
+            return Err(format!(
+                "account_uri `{}` is not an https URL usable in a CAA record",
+                uri.escape_debug()
+            ));
+        }
+        Ok(record)
+    }
+}
+
+#[cfg(test)]
+mod account_record_tests {
+    use super::AcmeAccountRecord;
+
+    #[test]
+    fn an_account_uri_that_could_break_the_caa_value_is_refused() {
+        let ok =
+            r#"{"directory":"https://ca.example/dir","account_uri":"https://ca.example/acct/12"}"#;
+        assert_eq!(
+            AcmeAccountRecord::parse(ok).expect("ok").account_uri,
+            "https://ca.example/acct/12"
+        );
+        for bad in [
+            r#"{"directory":"d","account_uri":"https://ca.example/a\" ; x"}"#,
+            r#"{"directory":"d","account_uri":"https://ca.example/a;b"}"#,
+            r#"{"directory":"d","account_uri":"https://ca.example/a\nb"}"#,
+            r#"{"directory":"d","account_uri":"http://ca.example/a"}"#,
+            r#"{"directory":"d","account_uri":"https://ca.example/a","x":1}"#,
+        ] {
+            assert!(AcmeAccountRecord::parse(bad).is_err(), "{bad}");
+        }
+        let long = format!(
+            r#"{{"directory":"d","account_uri":"https://{}"}}"#,
+            "a".repeat(600)
+        );
+        assert!(AcmeAccountRecord::parse(&long).is_err());
+    }
+}

@@ -269,6 +269,7 @@ fn add_addresses(zone: &Zone, records: &[Record], additionals: &mut Vec<Record>,
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
     use super::*;
     use crate::dnssec::{Policy, keys::ZoneKeys, sign};
     use hickory_proto::dnssec::rdata::DNSSECRData;

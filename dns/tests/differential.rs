@@ -11,6 +11,12 @@
 //! The test then proves it can fail: a second onebox-dns serving a zone with two wrong addresses
 //! (www, and ns2 which appears as additional data) must be caught.
 //!
+//! The signed run (`onebox_dns_signs_like_knot`): Knot and onebox-dns each sign the same zones
+//! (algorithm 13, NSEC) and get 1317 DO-bit requests (`queries::signed`); onebox-dns must match
+//! Knot in everything but each signer's own keys, signatures, times and serial
+//! (`compare::structure`), so which RRsets carry RRSIGs, which NSEC records prove each denial
+//! and the NSEC chain itself are compared. See dns/tests/diff/README.md.
+//!
 //! Run: `cargo test --release -p onebox-dns --test differential -- --nocapture`; the full
 //! per-query report goes to target/tmp/dns-differential-report.txt.
 
@@ -687,6 +693,55 @@ fn onebox_dns_signs_like_knot() {
         path.display(),
         started.elapsed().as_secs_f64()
     );
+    // The test must be able to fail on the proofs themselves: onebox-dns signing the zone with
+    // one name more (the NSEC chain changes between www and the apex; nothing else does) must
+    // be caught on the denials that chain gap proves and on the AXFR.
+    if !peer_candidate {
+        let broken_dir = TempDir::new("signed-broken-zones");
+        write_zones(&broken_dir.0);
+        let zone_file = broken_dir.0.join("onebox.test.zone");
+        let mut text = fs::read_to_string(&zone_file).expect("read the zone copy");
+        text.push_str("zz-extra IN TXT \"one name more\"\n");
+        fs::write(&zone_file, text).expect("write the broken zone");
+        let broken_work = TempDir::new("onebox-signed-broken");
+        let wrong = start_onebox_signed(&broken_dir.0, &zones, &broken_work.0);
+        let probe: Vec<usize> = (0..cases.len())
+            .filter(|&i| {
+                let l = &cases[i].label;
+                l.contains(" zzz.onebox.test ")
+                    || l.contains(" www.onebox.test ")
+                    || l.contains(" AXFR")
+            })
+            .collect();
+        let probe_cases: Vec<Case> = probe.iter().map(|&i| cases[i].clone()).collect();
+        let broken_replies = ask_all_with(&probe_cases, &[&wrong], true);
+        drop(wrong);
+        let combined: Vec<Vec<Fields>> = probe
+            .iter()
+            .zip(broken_replies)
+            .map(|(&i, b)| vec![replies[i][0].clone(), b[0].clone()])
+            .collect();
+        let caught = compare_signed(&probe_cases, &combined, &allow, &[], false).failed_labels;
+        for must in [
+            "signed udp zzz.onebox.test IN A bufsize=4096 +do",
+            "signed tcp zzz.onebox.test IN A bufsize=4096 +do",
+            "signed udp www.onebox.test IN NSEC bufsize=4096 +do",
+            "signed udp www.onebox.test IN TXT bufsize=4096 +do",
+            "signed tcp onebox.test IN AXFR bufsize=4096 +do",
+        ] {
+            assert!(
+                caught.iter().any(|l| l == must),
+                "self-check: onebox-dns signing a zone with one name more was NOT caught on \
+                 `{must}` (caught: {caught:?}) — the comparison is too lenient"
+            );
+        }
+        println!(
+            "self-check: a signed zone with one name more is caught on {} of {} probe queries",
+            caught.len(),
+            probe_cases.len()
+        );
+    }
+
     assert!(
         run.failures.is_empty(),
         "onebox-dns signs unlike Knot on {} queries (full report: {}):\n{}\n{}",

@@ -646,7 +646,10 @@ fn start_signed_candidate(zone_dir: &Path, zones: &[Zone], work: &Path) -> Serve
     match std::env::var("ONEBOX_DIFF_CANDIDATE").as_deref() {
         Ok("knot") => start_knot_signed(zone_dir, zones, work),
         Ok("nsd") => {
-            panic!("ONEBOX_DIFF_CANDIDATE=nsd: NSD does not sign; the signed run needs knot")
+            panic!(
+                "ONEBOX_DIFF_CANDIDATE=nsd: NSD does not sign, so the signed run has no NSD \
+                 candidate; run the unsigned run alone (`-- onebox_dns_answers_like_nsd_and_knot`)"
+            )
         }
         _ => start_onebox_signed(zone_dir, zones, work),
     }

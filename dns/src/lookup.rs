@@ -1,7 +1,7 @@
 //! The lookup in one zone (RFC 1034 §4.3.2, with RFC 4592 wildcards and RFC 2308 negative
 //! answers): which records go in which section. No wire format here.
 
-use crate::zone::{RrSet, Zone};
+use crate::zone::{Node, RrSet, Zone};
 use hickory_proto::op::{Query, ResponseCode};
 use hickory_proto::rr::{LowerName, Name, RData, Record, RecordType};
 
@@ -32,6 +32,8 @@ pub struct Sections {
 /// (RFC 4035 §3.1): NXDOMAIN (the name and the wildcard at its closest encloser), NODATA (the
 /// name's NSEC, or for an empty non-terminal the one covering it), wildcard answers (no closer
 /// match) and wildcard NODATA, the DS of a signed delegation or the NSEC proving there is none.
+/// QTYPE RRSIG is answered like ANY, with the signatures of one RRset (the lowest type's), and
+/// neither it nor NSEC follows a CNAME whose owner holds them (RFC 4035 §2.5): Knot's answers.
 pub fn lookup(zone: &Zone, query: &Query, dnssec: bool) -> Sections {
     let qtype = query.query_type;
     let sec = if dnssec { zone.dnssec() } else { None };
@@ -104,10 +106,15 @@ pub fn lookup(zone: &Zone, query: &Query, dnssec: bool) -> Sections {
                 }
             }
         };
-        if let Some(cname) = node
-            .get(RecordType::CNAME)
-            .filter(|_| qtype != RecordType::CNAME && qtype != RecordType::ANY)
-        {
+        // RFC 4035 §2.5: a CNAME's owner also holds its NSEC and RRSIGs. Asked for those, the
+        // node answers itself (RFC 1034 §4.3.2 follows a CNAME only for types the node lacks).
+        let at_cname = match qtype {
+            RecordType::CNAME | RecordType::ANY => true,
+            RecordType::NSEC => node.get(RecordType::NSEC).is_some(),
+            RecordType::RRSIG => lowest_signed(node).is_some(),
+            _ => false,
+        };
+        if let Some(cname) = node.get(RecordType::CNAME).filter(|_| !at_cname) {
             push_rrset(&mut out.answers, cname, &name, sigs);
             seen.push(lower);
             let Some(RData::CNAME(target)) = cname.records.first().map(|r| &r.data) else {
@@ -130,6 +137,16 @@ pub fn lookup(zone: &Zone, query: &Query, dnssec: bool) -> Sections {
             // RFC 8482 §4.2: one RRset answers ANY (Knot's choice: the lowest type).
             if let Some(set) = node.rrsets.iter().min_by_key(|set| u16::from(set.rtype)) {
                 push_rrset(&mut out.answers, set, &name, sigs);
+            }
+        } else if qtype == RecordType::RRSIG {
+            // The signatures of one RRset, as for ANY (Knot's answer): those of the lowest type.
+            // A NODATA instead would be unprovable: the name's NSEC lists RRSIG.
+            if let Some(set) = lowest_signed(node) {
+                for rrsig in &set.rrsigs {
+                    let mut rrsig = rrsig.clone();
+                    rrsig.name = name.clone();
+                    out.answers.push(rrsig);
+                }
             }
         } else if let Some(set) = node.get(qtype) {
             push_rrset(&mut out.answers, set, &name, sigs);
@@ -157,6 +174,14 @@ pub fn lookup(zone: &Zone, query: &Query, dnssec: bool) -> Sections {
         add_proofs(zone, &proofs, &mut out.authorities);
         return out;
     }
+}
+
+/// The signed RRset of the lowest type at `node`, if any.
+fn lowest_signed(node: &Node) -> Option<&RrSet> {
+    node.rrsets
+        .iter()
+        .filter(|set| !set.rrsigs.is_empty())
+        .min_by_key(|set| u16::from(set.rtype))
 }
 
 /// Notes that the NSEC at `owner` goes in the authority section (once).
@@ -239,5 +264,116 @@ fn add_addresses(zone: &Zone, records: &[Record], additionals: &mut Vec<Record>,
             }
         }
         done.push(key);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crate::dnssec::{Policy, keys::ZoneKeys, sign};
+    use hickory_proto::dnssec::rdata::DNSSECRData;
+    use std::str::FromStr;
+    use std::sync::Arc;
+
+    /// A small zone signed by onebox-dns: an address, a CNAME, a wildcard.
+    fn signed_zone() -> (tempfile::TempDir, Zone) {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("example.test.zone");
+        std::fs::write(
+            &file,
+            "$ORIGIN example.test.\n$TTL 3600\n\
+             @ 600 IN SOA ns1 hostmaster 1 7200 3600 1209600 900\n@ IN NS ns1\n\
+             ns1 IN A 192.0.2.53\nwww IN A 192.0.2.80\nwww IN AAAA 2001:db8::80\n\
+             alias IN CNAME www\n*.wild IN TXT \"wildcard\"\n",
+        )
+        .unwrap();
+        let origin = Name::from_str("example.test.").unwrap();
+        let source = Arc::new(Zone::load(&file, &origin).unwrap());
+        let now = crate::dnssec::now();
+        let keys = ZoneKeys::open_or_create(&dir.path().join("state"), &origin, now).unwrap();
+        let zone = sign::sign(&source, &keys, &Policy::default(), now, 2).unwrap();
+        (dir, zone)
+    }
+
+    fn ask(zone: &Zone, name: &str, qtype: RecordType) -> Sections {
+        let query = Query::query(Name::from_str(name).unwrap(), qtype);
+        lookup(zone, &query, true)
+    }
+
+    /// The (owner, type, covered type) of records, RRSIGs by the type they cover.
+    fn shape(records: &[Record]) -> Vec<(String, RecordType, Option<RecordType>)> {
+        records
+            .iter()
+            .map(|r| {
+                let covered = match &r.data {
+                    RData::DNSSEC(DNSSECRData::RRSIG(sig)) => Some(sig.input().type_covered),
+                    _ => None,
+                };
+                (r.name.to_string(), r.record_type(), covered)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn rrsig_queries_answer_the_lowest_types_signatures() {
+        let (_dir, zone) = signed_zone();
+        // Not a NODATA: the name's NSEC lists RRSIG, so that denial could not be proven.
+        let a = ask(&zone, "www.example.test.", RecordType::RRSIG);
+        assert_eq!(a.rcode, None);
+        assert_eq!(
+            shape(&a.answers),
+            [(
+                "www.example.test.".into(),
+                RecordType::RRSIG,
+                Some(RecordType::A)
+            )]
+        );
+        assert!(a.authorities.is_empty());
+        // At a CNAME's owner: its own signature, the CNAME not followed.
+        let a = ask(&zone, "alias.example.test.", RecordType::RRSIG);
+        assert_eq!(
+            shape(&a.answers),
+            [(
+                "alias.example.test.".into(),
+                RecordType::RRSIG,
+                Some(RecordType::CNAME)
+            )]
+        );
+        // From a wildcard: the expanded signature and the NSEC proving no closer match.
+        let a = ask(&zone, "x.wild.example.test.", RecordType::RRSIG);
+        assert_eq!(
+            shape(&a.answers),
+            [(
+                "x.wild.example.test.".into(),
+                RecordType::RRSIG,
+                Some(RecordType::TXT)
+            )]
+        );
+        assert!(
+            shape(&a.authorities)
+                .iter()
+                .any(|(n, t, _)| n == "*.wild.example.test." && *t == RecordType::NSEC)
+        );
+    }
+
+    #[test]
+    fn nsec_at_a_cname_owner_is_answered_not_followed() {
+        let (_dir, zone) = signed_zone();
+        let a = ask(&zone, "alias.example.test.", RecordType::NSEC);
+        assert_eq!(
+            shape(&a.answers),
+            [
+                ("alias.example.test.".into(), RecordType::NSEC, None),
+                (
+                    "alias.example.test.".into(),
+                    RecordType::RRSIG,
+                    Some(RecordType::NSEC)
+                ),
+            ]
+        );
+        // Other types still follow the CNAME.
+        let a = ask(&zone, "alias.example.test.", RecordType::AAAA);
+        assert_eq!(a.answers.len(), 4, "CNAME, its RRSIG, AAAA, its RRSIG");
     }
 }

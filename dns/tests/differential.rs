@@ -11,6 +11,12 @@
 //! The test then proves it can fail: a second onebox-dns serving a zone with two wrong addresses
 //! (www, and ns2 which appears as additional data) must be caught.
 //!
+//! The signed run (`onebox_dns_signs_like_knot`): Knot and onebox-dns each sign the same zones
+//! (algorithm 13, NSEC) and get 1317 DO-bit requests (`queries::signed`); onebox-dns must match
+//! Knot in everything but each signer's own keys, signatures, times and serial
+//! (`compare::structure`), so which RRsets carry RRSIGs, which NSEC records prove each denial
+//! and the NSEC chain itself are compared. See dns/tests/diff/README.md.
+//!
 //! Run: `cargo test --release -p onebox-dns --test differential -- --nocapture`; the full
 //! per-query report goes to target/tmp/dns-differential-report.txt.
 
@@ -26,10 +32,13 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use diff::compare::{Fields, cell, differing, glob, normalise};
+use diff::compare::{Fields, cell, differing, glob, normalise_with};
 use diff::lists::{Allow, KnownFailure};
 use diff::queries::Case;
-use diff::servers::{Server, TempDir, Zone, start_knot, start_nsd, start_onebox};
+use diff::servers::{
+    Server, TempDir, Zone, start_knot, start_knot_signed, start_nsd, start_onebox,
+    start_onebox_signed,
+};
 use diff::transport::exchange;
 
 /// The zones every server gets, with their transfer permission (127.0.0.1 or nobody).
@@ -80,6 +89,11 @@ fn write_zones(dir: &Path) {
 
 /// Each server's normalised reply to each case, in case order. Eight cases in flight at a time.
 fn ask_all(cases: &[Case], servers: &[&Server]) -> Vec<Vec<Fields>> {
+    ask_all_with(cases, servers, false)
+}
+
+/// [`ask_all`]; with `signed`, DNSSEC records are compared by their structure.
+fn ask_all_with(cases: &[Case], servers: &[&Server], signed: bool) -> Vec<Vec<Fields>> {
     let next = AtomicUsize::new(0);
     let results: Mutex<Vec<Option<Vec<Fields>>>> = Mutex::new(vec![None; cases.len()]);
     std::thread::scope(|s| {
@@ -91,7 +105,7 @@ fn ask_all(cases: &[Case], servers: &[&Server]) -> Vec<Vec<Fields>> {
                     let packet = case.request.encode();
                     let ask = |srv: &Server| {
                         let reply = exchange(srv.addr, case.transport, &packet, case.transfer);
-                        normalise(&reply, case.request.id, case.transfer)
+                        normalise_with(&reply, case.request.id, case.transfer, signed)
                     };
                     let mut replies: Vec<Fields> = servers.iter().map(|srv| ask(srv)).collect();
                     // A UDP datagram may be lost on a loaded machine: when one server said
@@ -184,24 +198,33 @@ fn table(
     knot: &Fields,
     onebox: &Fields,
 ) -> String {
-    let mut rows: Vec<[String; 4]> = vec![[
-        "field".into(),
-        "nsd".into(),
-        "knot".into(),
-        "onebox-dns".into(),
-    ]];
-    let mut all: Vec<&'static str> = differing(nsd, onebox);
-    all.extend(differing(knot, onebox));
+    table_of(label, fields, &[("nsd", nsd), ("knot", knot)], onebox)
+}
+
+/// A text table of the fields of one query where onebox-dns and the `peers` differ, one column
+/// per peer and one for onebox-dns.
+fn table_of(
+    label: &str,
+    fields: &[&'static str],
+    peers: &[(&str, &Fields)],
+    onebox: &Fields,
+) -> String {
+    let mut header = vec!["field".to_string()];
+    header.extend(peers.iter().map(|(name, _)| name.to_string()));
+    header.push("onebox-dns".into());
+    let mut rows: Vec<Vec<String>> = vec![header];
+    let mut all: Vec<&'static str> = peers
+        .iter()
+        .flat_map(|(_, p)| differing(p, onebox))
+        .collect();
     all.extend(fields);
     all.sort();
     all.dedup();
     for f in all {
-        rows.push([
-            f.to_string(),
-            cell(nsd.get(f), onebox.get(f)),
-            cell(knot.get(f), onebox.get(f)),
-            cell(onebox.get(f), nsd.get(f)),
-        ]);
+        let mut row = vec![f.to_string()];
+        row.extend(peers.iter().map(|(_, p)| cell(p.get(f), onebox.get(f))));
+        row.push(cell(onebox.get(f), peers[0].1.get(f)));
+        rows.push(row);
     }
     let width = |i: usize| {
         rows.iter()
@@ -210,7 +233,7 @@ fn table(
             .unwrap_or(0)
             .min(60)
     };
-    let w = [width(0), width(1), width(2), width(3)];
+    let w: Vec<usize> = (0..rows[0].len()).map(width).collect();
     let mut out = format!("── {label}\n");
     for (n, row) in rows.iter().enumerate() {
         let cols: Vec<Vec<&str>> = row.iter().map(|c| c.lines().collect()).collect();
@@ -230,7 +253,8 @@ fn table(
             out += &format!("   {}\n", parts.join(" │ ").trim_end());
         }
         if n == 0 {
-            out += &format!("   {}\n", w.map(|x| "─".repeat(x)).join("─┼─"));
+            let rule: Vec<String> = w.iter().map(|&x| "─".repeat(x)).collect();
+            out += &format!("   {}\n", rule.join("─┼─"));
         }
     }
     out
@@ -390,13 +414,20 @@ fn onebox_dns_answers_like_nsd_and_knot() {
 
     let cases = diff::queries::all();
     let replies = ask_all(&cases, &[&nsd, &knot, &onebox]);
-    let allow = diff::lists::allowlist();
+    // The entries for the signed run's queries (`signed ...`) are that test's.
+    let allow: Vec<Allow> = diff::lists::allowlist()
+        .into_iter()
+        .filter(|a| !a.query.starts_with(SIGNED))
+        .collect();
     // KNOWN_FAILURES are onebox-dns's; a harness check with a peer as candidate has none.
     let peer_candidate = std::env::var("ONEBOX_DIFF_CANDIDATE").is_ok_and(|v| !v.is_empty());
     let known = if peer_candidate {
         Vec::new()
     } else {
         diff::lists::known_failures()
+            .into_iter()
+            .filter(|k| !k.queries.iter().all(|q| q.starts_with(SIGNED)))
+            .collect()
     };
     if !peer_candidate {
         // Response rate limiting is on in onebox-dns but must not have touched an answer.
@@ -468,6 +499,255 @@ fn onebox_dns_answers_like_nsd_and_knot() {
     assert!(
         run.failures.is_empty(),
         "onebox-dns differs from NSD/Knot on {} queries (full report: {}):\n{}\n{}",
+        run.failures.len(),
+        path.display(),
+        run.failures.join("\n"),
+        run.summary
+    );
+}
+
+/// Labels of the signed run's queries start with this; so do the allowlist and KNOWN_FAILURES
+/// entries that are the signed run's.
+const SIGNED: &str = "signed ";
+
+/// The zones of the signed run, each signed by Knot and by onebox-dns.
+fn signed_zones() -> Vec<Zone> {
+    zones()
+        .into_iter()
+        .filter(|z| z.name != "big.test")
+        .collect()
+}
+
+/// The signed run's verdicts: onebox-dns against Knot, field by field, the fields of DNSSEC
+/// records reduced to their structure (dns/tests/diff/compare.rs, `structure`).
+fn compare_signed(
+    cases: &[Case],
+    replies: &[Vec<Fields>],
+    allow: &[Allow],
+    known: &[KnownFailure],
+    check_lists: bool,
+) -> Run {
+    let mut used = vec![false; allow.len()];
+    let mut known_hit = vec![false; known.len()];
+    let mut failures = Vec::new();
+    let mut failed_labels = Vec::new();
+    let mut report = String::new();
+    let mut counts: BTreeMap<String, usize> = BTreeMap::new();
+    for (case, r) in cases.iter().zip(replies) {
+        let (knot, onebox) = (&r[0], &r[1]);
+        let fields = differing(knot, onebox);
+        let allowed = |f: &str| {
+            allow
+                .iter()
+                .enumerate()
+                .filter(|(_, a)| a.field == f && glob(&a.query, &case.label))
+                .map(|(i, _)| i)
+                .collect::<Vec<_>>()
+        };
+        let unexcused: Vec<&'static str> = fields
+            .iter()
+            .copied()
+            .filter(|f| allowed(f).is_empty())
+            .collect();
+        let known_idx = known
+            .iter()
+            .position(|k| k.queries.iter().any(|q| glob(q, &case.label)));
+        if unexcused.is_empty() {
+            for f in &fields {
+                for i in allowed(f) {
+                    used[i] = true;
+                }
+            }
+            if let Some(k) = known_idx {
+                known_hit[k] = true;
+                failures.push(format!(
+                    "── {}\n   now matches knot, but KNOWN_FAILURES.toml lists it under \"{}\": \
+                     remove it from there\n",
+                    case.label, known[k].what
+                ));
+                continue;
+            }
+            *counts.entry("matched knot".into()).or_default() += 1;
+            let _ = write!(report, "ok    {}", case.label);
+            if !fields.is_empty() {
+                let _ = write!(report, "  (allowlisted: {})", fields.join(", "));
+                *counts.entry("used the allowlist".into()).or_default() += 1;
+            }
+            report.push('\n');
+            continue;
+        }
+        let mut t = table_of(&case.label, &unexcused, &[("knot", knot)], onebox);
+        t += &line_diff(&unexcused, knot, onebox);
+        let _ = writeln!(report, "FAIL  {}", case.label);
+        report += &t;
+        failed_labels.push(case.label.clone());
+        match known_idx {
+            Some(k) => {
+                known_hit[k] = true;
+                *counts.entry("known failures".into()).or_default() += 1;
+            }
+            None => failures.push(t),
+        }
+    }
+    if check_lists {
+        for (a, used) in allow.iter().zip(&used) {
+            if !used {
+                failures.push(format!(
+                    "── allowlist entry `{}` / {} excuses nothing any more: remove it\n",
+                    a.query, a.field
+                ));
+            }
+        }
+        for (k, hit) in known.iter().zip(&known_hit) {
+            if !hit {
+                failures.push(format!(
+                    "── KNOWN_FAILURES entry \"{}\" matches no failing query: remove it\n",
+                    k.what
+                ));
+            }
+        }
+    }
+    let mut summary = format!("{} DO-bit queries against Knot signing\n", cases.len());
+    for (k, v) in &counts {
+        let _ = writeln!(summary, "  {k}: {v}");
+    }
+    let _ = writeln!(summary, "  new failures: {}", failures.len());
+    Run {
+        failures,
+        report,
+        summary,
+        failed_labels,
+    }
+}
+
+/// The lines of each field in `fields` that only Knot or only onebox-dns gave, whole (the
+/// table cuts them at 60 characters).
+fn line_diff(fields: &[&'static str], knot: &Fields, onebox: &Fields) -> String {
+    let mut out = String::new();
+    for f in fields {
+        let lines = |x: &Fields| -> Vec<String> {
+            x.get(f)
+                .map_or(Vec::new(), |v| v.lines().map(str::to_string).collect())
+        };
+        let (k, o) = (lines(knot), lines(onebox));
+        for l in k.iter().filter(|l| !o.contains(l)) {
+            let _ = writeln!(out, "   {f} knot only:   {l}");
+        }
+        for l in o.iter().filter(|l| !k.contains(l)) {
+            let _ = writeln!(out, "   {f} onebox only: {l}");
+        }
+    }
+    out
+}
+
+/// onebox-dns signing, or with `ONEBOX_DIFF_CANDIDATE=knot` a second Knot signing with keys of
+/// its own: the harness check of the structural comparison.
+fn start_signed_candidate(zone_dir: &Path, zones: &[Zone], work: &Path) -> Server {
+    match std::env::var("ONEBOX_DIFF_CANDIDATE").as_deref() {
+        Ok("knot") => start_knot_signed(zone_dir, zones, work),
+        Ok("nsd") => {
+            panic!(
+                "ONEBOX_DIFF_CANDIDATE=nsd: NSD does not sign, so the signed run has no NSD \
+                 candidate; run the unsigned run alone (`-- onebox_dns_answers_like_nsd_and_knot`)"
+            )
+        }
+        _ => start_onebox_signed(zone_dir, zones, work),
+    }
+}
+
+/// The signed run: Knot (automatic signing, policy set to onebox-dns's choices) and onebox-dns
+/// (`dnssec = true`) sign the same zones; every query has DO set, and the replies must agree
+/// in everything but each signer's own keys, signatures and times: which RRsets carry RRSIGs
+/// (type covered, algorithm, labels, original TTL, signer), the NSEC records proving each
+/// denial (owner, next name, type bitmap), DNSKEY/CDS/CDNSKEY by their algorithm, flags and
+/// digest type, rcodes, flags, TTLs.
+#[test]
+fn onebox_dns_signs_like_knot() {
+    let started = std::time::Instant::now();
+    let zone_dir = TempDir::new("signed-zones");
+    write_zones(&zone_dir.0);
+    let zones = signed_zones();
+    let (knot_dir, onebox_dir) = (TempDir::new("knot-signed"), TempDir::new("onebox-signed"));
+    let knot = start_knot_signed(&zone_dir.0, &zones, &knot_dir.0);
+    let onebox = start_signed_candidate(&zone_dir.0, &zones, &onebox_dir.0);
+
+    let cases = diff::queries::signed();
+    let replies = ask_all_with(&cases, &[&knot, &onebox], true);
+    let peer_candidate = std::env::var("ONEBOX_DIFF_CANDIDATE").is_ok_and(|v| !v.is_empty());
+    let allow: Vec<Allow> = diff::lists::allowlist()
+        .into_iter()
+        .filter(|a| a.query.starts_with(SIGNED))
+        .collect();
+    let known: Vec<KnownFailure> = if peer_candidate {
+        Vec::new()
+    } else {
+        diff::lists::known_failures()
+            .into_iter()
+            .filter(|k| k.queries.iter().all(|q| q.starts_with(SIGNED)))
+            .collect()
+    };
+    let run = compare_signed(&cases, &replies, &allow, &known, !peer_candidate);
+    let path =
+        PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("dns-differential-signed-report.txt");
+    let _ = fs::write(&path, format!("{}\n{}", run.summary, run.report));
+    println!(
+        "{}full report: {} ({:.1} s)",
+        run.summary,
+        path.display(),
+        started.elapsed().as_secs_f64()
+    );
+    // The test must be able to fail on the proofs themselves: onebox-dns signing the zone with
+    // one name more (the NSEC chain changes between www and the apex; nothing else does) must
+    // be caught on the denials that chain gap proves and on the AXFR.
+    if !peer_candidate {
+        let broken_dir = TempDir::new("signed-broken-zones");
+        write_zones(&broken_dir.0);
+        let zone_file = broken_dir.0.join("onebox.test.zone");
+        let mut text = fs::read_to_string(&zone_file).expect("read the zone copy");
+        text.push_str("zz-extra IN TXT \"one name more\"\n");
+        fs::write(&zone_file, text).expect("write the broken zone");
+        let broken_work = TempDir::new("onebox-signed-broken");
+        let wrong = start_onebox_signed(&broken_dir.0, &zones, &broken_work.0);
+        let probe: Vec<usize> = (0..cases.len())
+            .filter(|&i| {
+                let l = &cases[i].label;
+                l.contains(" zzz.onebox.test ")
+                    || l.contains(" www.onebox.test ")
+                    || l.contains(" AXFR")
+            })
+            .collect();
+        let probe_cases: Vec<Case> = probe.iter().map(|&i| cases[i].clone()).collect();
+        let broken_replies = ask_all_with(&probe_cases, &[&wrong], true);
+        drop(wrong);
+        let combined: Vec<Vec<Fields>> = probe
+            .iter()
+            .zip(broken_replies)
+            .map(|(&i, b)| vec![replies[i][0].clone(), b[0].clone()])
+            .collect();
+        let caught = compare_signed(&probe_cases, &combined, &allow, &[], false).failed_labels;
+        for must in [
+            "signed udp zzz.onebox.test IN A bufsize=4096 +do",
+            "signed tcp zzz.onebox.test IN A bufsize=4096 +do",
+            "signed udp www.onebox.test IN NSEC bufsize=4096 +do",
+            "signed udp www.onebox.test IN TXT bufsize=4096 +do",
+            "signed tcp onebox.test IN AXFR bufsize=4096 +do",
+        ] {
+            assert!(
+                caught.iter().any(|l| l == must),
+                "self-check: onebox-dns signing a zone with one name more was NOT caught on \
+                 `{must}` (caught: {caught:?}) — the comparison is too lenient"
+            );
+        }
+        println!(
+            "self-check: a signed zone with one name more is caught on {} of {} probe queries",
+            caught.len(),
+            probe_cases.len()
+        );
+    }
+
+    assert!(
+        run.failures.is_empty(),
+        "onebox-dns signs unlike Knot on {} queries (full report: {}):\n{}\n{}",
         run.failures.len(),
         path.display(),
         run.failures.join("\n"),

@@ -49,7 +49,10 @@ fn question(r: &Response) -> String {
 /// Names in records compare case-insensitively (RFC 4343 §3): servers echo the question's
 /// spelling or the zone's, and name compression mixes the two (NSD writes `mailalias.ONEBOX.test`
 /// for an AXFR of `ONEBOX.test`). The question section keeps its case and is compared exactly.
-fn section(rrs: &[super::wire::Rr]) -> String {
+///
+/// With `signed` (two servers signing the same zone with keys of their own), the records that
+/// hold keys, signatures or times are reduced to their structure: see [`structure`].
+fn section(rrs: &[super::wire::Rr], signed: bool) -> String {
     let mut lines: Vec<String> = rrs
         .iter()
         .map(|rr| {
@@ -57,6 +60,27 @@ fn section(rrs: &[super::wire::Rr]) -> String {
             rr.name = rr.name.to_ascii_lowercase();
             if rr.rtype != rtype::TXT && rr.rtype != rtype::HINFO && rr.rtype != rtype::CAA {
                 rr.rdata = rr.rdata.to_ascii_lowercase();
+            }
+            if signed {
+                rr.rdata = structure(rr.rtype, &rr.rdata);
+                let covered = rr.rdata.split(' ').next().unwrap_or("");
+                let cds = matches!(rr.rtype, rtype::CDS | rtype::CDNSKEY)
+                    || (rr.rtype == rtype::RRSIG && matches!(covered, "cds" | "cdnskey"));
+                if cds {
+                    // CDS and CDNSKEY: the TTL is the signer's choice (RFC 7344 and RFC 8078
+                    // set none; Knot gives 0, onebox-dns the DNSKEY's, the SOA TTL).
+                    if rr.rtype == rtype::RRSIG {
+                        let f: Vec<&str> = rr.rdata.split(' ').collect();
+                        rr.rdata = [f[0], f[1], f[2], "(ttl)", f[4]].join(" ");
+                    }
+                    return format!(
+                        "{} (ttl) {} {} {}",
+                        rr.name,
+                        class_name(rr.class),
+                        type_name(rr.rtype),
+                        rr.rdata
+                    );
+                }
             }
             rr.to_string()
         })
@@ -66,6 +90,32 @@ fn section(rrs: &[super::wire::Rr]) -> String {
         "(empty)".into()
     } else {
         lines.join("\n")
+    }
+}
+
+/// The part of a DNSSEC record's RDATA that two signers of one zone must agree on:
+/// - RRSIG: type covered, algorithm, labels, original TTL and signer — not the expiration,
+///   inception, key tag or signature, which are each signer's own;
+/// - DNSKEY and CDNSKEY: flags, protocol and algorithm — not the public key;
+/// - CDS: algorithm and digest type — not the key tag and digest of a key of its own;
+/// - SOA: all but the serial, which each signer sets by its own serial policy (Knot keeps the
+///   file's serial when it first signs a zone, onebox-dns serves the file's plus one; the
+///   unsigned run's AXFR and IXFR comparisons check onebox-dns's serial handling);
+/// - NSEC and DS (from the zone file) whole: the chain and its type bitmaps must be the same.
+fn structure(rtype: u16, rdata: &str) -> String {
+    let fields: Vec<&str> = rdata.split(' ').collect();
+    let pick = |idx: &[usize]| {
+        idx.iter()
+            .filter_map(|&i| fields.get(i).copied())
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    match rtype {
+        rtype::RRSIG => pick(&[0, 1, 2, 3, 7]),
+        rtype::DNSKEY | rtype::CDNSKEY => pick(&[0, 1, 2]),
+        rtype::CDS => pick(&[1, 2]),
+        rtype::SOA => pick(&[0, 1, 3, 4, 5, 6]),
+        _ => rdata.to_string(),
     }
 }
 
@@ -126,8 +176,9 @@ fn hex(d: &[u8]) -> String {
     d.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// Normalises a reply to `sent_id`. `transfer` replies are compared as a whole transfer.
-pub fn normalise(reply: &Reply, sent_id: u16, transfer: bool) -> Fields {
+/// Normalises a reply to `sent_id`. `transfer` replies are compared as a whole transfer; with
+/// `signed`, DNSSEC records are reduced to their structure ([`structure`]).
+pub fn normalise_with(reply: &Reply, sent_id: u16, transfer: bool, signed: bool) -> Fields {
     let mut f = Fields::new();
     let msgs = match reply {
         Reply::Nothing(why) => {
@@ -165,9 +216,9 @@ pub fn normalise(reply: &Reply, sent_id: u16, transfer: bool) -> Fields {
     f.insert("edns", edns(first));
     f.insert("ede", ede(first));
     if !transfer || first.rcode != 0 {
-        f.insert("answer", section(&first.answer));
-        f.insert("authority", section(&first.authority));
-        f.insert("additional", section(&first.additional));
+        f.insert("answer", section(&first.answer, signed));
+        f.insert("authority", section(&first.authority, signed));
+        f.insert("additional", section(&first.additional, signed));
         return f;
     }
     // A transfer: every record of every message, and the SOA framing.
@@ -183,7 +234,7 @@ pub fn normalise(reply: &Reply, sent_id: u16, transfer: bool) -> Fields {
     let soa = |rr: Option<&super::wire::Rr>| {
         rr.filter(|r| r.rtype == rtype::SOA)
             .map_or("not the SOA".to_string(), |r| {
-                section(std::slice::from_ref(r))
+                section(std::slice::from_ref(r), signed)
             })
     };
     f.insert(
@@ -195,12 +246,12 @@ pub fn normalise(reply: &Reply, sent_id: u16, transfer: bool) -> Fields {
             all.len()
         ),
     );
-    f.insert("answer", section(&all));
+    f.insert("answer", section(&all, signed));
     let extra: Vec<super::wire::Rr> = parsed
         .iter()
         .flat_map(|r| r.authority.iter().chain(&r.additional).cloned())
         .collect();
-    f.insert("authority+additional", section(&extra));
+    f.insert("authority+additional", section(&extra, signed));
     f
 }
 

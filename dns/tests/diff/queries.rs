@@ -347,9 +347,145 @@ pub fn all() -> Vec<Case> {
     r.edns = None;
     add(Tcp, r);
 
+    finish(&mut cases);
+    cases
+}
+
+/// Names only the signed run asks for, beyond [`ONEBOX_NAMES`]: the signed delegation (DS at
+/// the cut), below it, and names that fall in the NSEC chain's gaps at its ends and middle.
+const SIGNED_EXTRA_NAMES: &[&str] = &[
+    "secure.onebox.test",
+    "ns1.secure.onebox.test",
+    "x.secure.onebox.test",
+    "a.onebox.test",
+    "zzz.onebox.test",
+    "*.onebox.test",
+    "x.b.wild.onebox.test",
+    "x.deep.ent.wild.onebox.test",
+    "x.a.b.ent.onebox.test",
+    "x.www.onebox.test",
+];
+
+/// Names of the signed run in the other signed zones (foobar.com, rfc3597.test) and in none.
+const SIGNED_OTHER_NAMES: &[&str] = &[
+    "foobar.com",
+    "www.foobar.com",
+    "ns1.foobar.com",
+    "nx.foobar.com",
+    "rfc3597.test",
+    "unk.rfc3597.test",
+    "nx.rfc3597.test",
+    "www.example.org",
+];
+
+/// Types the signed run asks for: the unsigned run's, and the DNSSEC types.
+const SIGNED_TYPES: &[u16] = &[
+    rtype::RRSIG,
+    rtype::NSEC,
+    rtype::NSEC3,
+    rtype::NSEC3PARAM,
+    rtype::CDS,
+    rtype::CDNSKEY,
+];
+
+/// The signed run's query set (dns/tests/differential.rs, `onebox_dns_signs_like_knot`): every
+/// request has DO set; labels start with `signed `.
+pub fn signed() -> Vec<Case> {
+    let mut cases = Vec::new();
+    let mut add = |transport: Transport, mut request: Request| {
+        if let Some(e) = request.edns.as_mut() {
+            e.dnssec_ok = true;
+        }
+        let transfer = matches!(request.qtype, rtype::AXFR | rtype::IXFR);
+        cases.push(Case {
+            label: format!("signed {}", label(transport, &request)),
+            transport,
+            request,
+            transfer,
+        });
+    };
+    use Transport::{Tcp, Udp};
+    let names = || {
+        ONEBOX_NAMES
+            .iter()
+            .chain(SIGNED_EXTRA_NAMES)
+            .chain(SIGNED_OTHER_NAMES)
+    };
+    let big = |name: &str, t: u16| {
+        let mut r = Request::new(name, t);
+        r.edns = edns(4096);
+        r
+    };
+
+    // 1. Every name × every type and the DNSSEC types, UDP with a 4096-byte payload (room for
+    //    the signatures and proofs).
+    for name in names() {
+        for &t in TYPES.iter().chain(SIGNED_TYPES) {
+            add(Udp, big(name, t));
+        }
+    }
+
+    // 2. Over TCP: every name for A (positive, NODATA, NXDOMAIN, referral, wildcard, CNAME) and
+    //    the apex key RRsets.
+    for name in names() {
+        add(Tcp, big(name, rtype::A));
+    }
+    for name in ["onebox.test", "foobar.com", "rfc3597.test"] {
+        for t in [
+            rtype::DNSKEY,
+            rtype::CDS,
+            rtype::CDNSKEY,
+            rtype::NSEC,
+            rtype::ANY,
+        ] {
+            add(Tcp, big(name, t));
+        }
+    }
+
+    // 3. The default 1232-byte payload and 512 over UDP (what does not fit: TC, or additional
+    //    data left out), on answers whose proofs make them large.
+    for (name, t) in [
+        ("www.onebox.test", rtype::A),
+        ("onebox.test", rtype::MX),
+        ("onebox.test", rtype::DNSKEY),
+        ("nonexistent.onebox.test", rtype::A),
+        ("anything.wild.onebox.test", rtype::A),
+        ("x.ent.wild.onebox.test", rtype::AAAA),
+        ("below.child.onebox.test", rtype::A),
+        ("secure.onebox.test", rtype::A),
+        ("big.onebox.test", rtype::TXT),
+    ] {
+        for size in [512u16, 1232] {
+            let mut r = Request::new(name, t);
+            r.edns = edns(size);
+            add(Udp, r);
+        }
+    }
+
+    // 4. CD set, as a validating resolver asks.
+    for (name, t) in [
+        ("www.onebox.test", rtype::A),
+        ("nonexistent.onebox.test", rtype::A),
+    ] {
+        let mut r = big(name, t);
+        r.cd = true;
+        add(Udp, r);
+    }
+
+    // 5. The signed zone whole: the NSEC chain, every RRSIG's structure.
+    let mut r = Request::new("onebox.test", rtype::AXFR);
+    r.edns = edns(4096);
+    add(Tcp, r);
+
+    finish(&mut cases);
+    cases
+}
+
+/// Checks the labels are unique and gives each case its ID.
+fn finish(cases: &mut [Case]) {
     // Unique labels and IDs.
     let mut seen = BTreeSet::new();
-    for c in &cases {
+    for c in cases.iter() {
         assert!(
             seen.insert(c.label.clone()),
             "duplicate query label {}",
@@ -359,5 +495,4 @@ pub fn all() -> Vec<Case> {
     for (i, c) in cases.iter_mut().enumerate() {
         c.request.id = (i as u16).wrapping_mul(7919).wrapping_add(1);
     }
-    cases
 }

@@ -153,6 +153,30 @@ pub fn start_nsd(zone_dir: &Path, zones: &[Zone], work: &Path) -> Server {
 /// Starts knotd serving `zones` from `zone_dir`: one UDP and one TCP worker, no journal, no
 /// zone-file writes back, identity and version empty (CH TXT queries refused).
 pub fn start_knot(zone_dir: &Path, zones: &[Zone], work: &Path) -> Server {
+    start_knot_with(zone_dir, zones, work, false)
+}
+
+/// Starts knotd as [`start_knot`] does, every zone signed by Knot's automatic signing with
+/// onebox-dns's choices (see [`KNOT_POLICY`]); returns once each zone's SOA comes signed.
+pub fn start_knot_signed(zone_dir: &Path, zones: &[Zone], work: &Path) -> Server {
+    let server = start_knot_with(zone_dir, zones, work, true);
+    wait_signed(&server, zones);
+    server
+}
+
+/// Knot's signing policy, set to what onebox-dns does (dns/src/dnssec): ECDSA P-256/SHA-256
+/// (algorithm 13) with a KSK and a ZSK, NSEC (not NSEC3), DNSKEY TTL the SOA TTL (Knot's
+/// default), signatures valid 14 days and renewed 7 days before they expire, a ZSK for 30 days,
+/// the KSK until rolled by hand, an hour of propagation delay, and CDS (SHA-256) and CDNSKEY
+/// always published for the KSK the parent should point at.
+const KNOT_POLICY: &str = "policy:\n  - id: onebox\n    algorithm: ecdsap256sha256\n    \
+     nsec3: off\n    single-type-signing: off\n    ksk-lifetime: 0\n    zsk-lifetime: 30d\n    \
+     propagation-delay: 1h\n    rrsig-lifetime: 14d\n    rrsig-refresh: 7d\n    \
+     cds-cdnskey-publish: always\n    cds-digest-type: sha256\n";
+
+fn start_knot_with(zone_dir: &Path, zones: &[Zone], work: &Path, signed: bool) -> Server {
+    // The KASP database (keys) lives in the storage directory, which signing needs to exist.
+    fs::create_dir_all(work.join("db")).expect("create Knot's storage directory");
     let knotd = find_program("knotd");
     let port = free_port();
     let d = work.display();
@@ -166,13 +190,17 @@ pub fn start_knot(zone_dir: &Path, zones: &[Zone], work: &Path) -> Server {
          acl:\n  - id: xfr\n    address: 127.0.0.1\n    action: transfer\n\
          template:\n  - id: default\n    storage: \"{}\"\n    zonefile-sync: -1\n    \
          zonefile-load: whole\n    journal-content: none\n\
-         zone:\n",
-        zone_dir.display()
+         {}zone:\n",
+        zone_dir.display(),
+        if signed { KNOT_POLICY } else { "" }
     );
     for z in zones {
         let _ = writeln!(conf, "  - domain: {}\n    file: {}", z.name, z.file);
         if z.transfer {
             conf.push_str("    acl: xfr\n");
+        }
+        if signed {
+            conf.push_str("    dnssec-signing: on\n    dnssec-policy: onebox\n");
         }
     }
     let conf_path = work.join("knot.conf");
@@ -185,9 +213,29 @@ pub fn start_knot(zone_dir: &Path, zones: &[Zone], work: &Path) -> Server {
 /// Starts onebox-dns serving every zone file in `zone_dir`, transfers configured per zone
 /// through `--config`.
 pub fn start_onebox(zone_dir: &Path, zones: &[Zone], work: &Path) -> Server {
+    start_onebox_with(zone_dir, zones, work, false)
+}
+
+/// Starts onebox-dns as [`start_onebox`] does, every zone in `zones` with `dnssec = true` (keys
+/// made at start in `work`/state); returns once each zone's SOA comes signed.
+pub fn start_onebox_signed(zone_dir: &Path, zones: &[Zone], work: &Path) -> Server {
+    let server = start_onebox_with(zone_dir, zones, work, true);
+    wait_signed(&server, zones);
+    server
+}
+
+fn start_onebox_with(zone_dir: &Path, zones: &[Zone], work: &Path, signed: bool) -> Server {
     let port = free_port();
     let conf_path = work.join("site.toml");
-    fs::write(&conf_path, onebox_config(zones)).expect("write the onebox site file");
+    let mut conf = onebox_config(zones, signed);
+    if signed {
+        conf = conf.replacen(
+            "[dns]\n",
+            &format!("[dns]\nstate_dir = \"{}\"\n", work.join("state").display()),
+            1,
+        );
+    }
+    fs::write(&conf_path, conf).expect("write the onebox site file");
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_onebox-dns"));
     cmd.arg("--listen")
         .arg(format!("127.0.0.1:{port}"))
@@ -201,16 +249,51 @@ pub fn start_onebox(zone_dir: &Path, zones: &[Zone], work: &Path) -> Server {
 /// The site file's `[dns]` section: one UDP socket (one worker, like the peers), response rate
 /// limiting on but at a rate the suite's queries, all from 127.0.0.1, never reach (NSD's is off,
 /// Knot has none without its module), and AXFR of the transfer zones allowed to 127.0.0.1.
-fn onebox_config(zones: &[Zone]) -> String {
+/// With `signed`, every zone in `zones` has `dnssec = true`.
+fn onebox_config(zones: &[Zone], signed: bool) -> String {
     let mut s = String::from(
         "[site]\ndomain = \"foobar.com\"\n\n[dns]\nudp_sockets = 1\nrrl_responses_per_sec = 100000\n",
     );
-    for z in zones.iter().filter(|z| z.transfer) {
-        let _ = write!(
-            s,
-            "\n[[dns.zone]]\nname = \"{}\"\nallow_transfer = [\"127.0.0.1\"]\n",
-            z.name
-        );
+    for z in zones.iter().filter(|z| z.transfer || signed) {
+        let _ = write!(s, "\n[[dns.zone]]\nname = \"{}\"\n", z.name);
+        if z.transfer {
+            s.push_str("allow_transfer = [\"127.0.0.1\"]\n");
+        }
+        if signed {
+            s.push_str("dnssec = true\n");
+        }
     }
     s
+}
+
+/// Waits until `server` answers each zone's SOA with DO set with its RRSIG (the zone signed).
+fn wait_signed(server: &Server, zones: &[Zone]) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    for z in zones {
+        let mut req = Request::new(&z.name, rtype::SOA);
+        req.id = 4243;
+        if let Some(e) = req.edns.as_mut() {
+            e.dnssec_ok = true;
+            e.size = 4096;
+        }
+        let packet = req.encode();
+        loop {
+            let signed = matches!(exchange(server.addr, Transport::Tcp, &packet, false),
+            Reply::Messages(m) if super::wire::parse(&m[0]).is_ok_and(|r| {
+                r.answer.iter().any(|rr| rr.rtype == rtype::RRSIG)
+            }));
+            if signed {
+                break;
+            }
+            if Instant::now() > deadline {
+                panic!(
+                    "{} did not serve `{} SOA` signed within 30 s; its log:\n{}",
+                    server.name,
+                    z.name,
+                    server.log_tail()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
 }

@@ -20,7 +20,12 @@ pub mod rtype {
     pub const OPT: u16 = 41;
     pub const DS: u16 = 43;
     pub const RRSIG: u16 = 46;
+    pub const NSEC: u16 = 47;
     pub const DNSKEY: u16 = 48;
+    pub const NSEC3: u16 = 50;
+    pub const NSEC3PARAM: u16 = 51;
+    pub const CDS: u16 = 59;
+    pub const CDNSKEY: u16 = 60;
     pub const IXFR: u16 = 251;
     pub const AXFR: u16 = 252;
     pub const ANY: u16 = 255;
@@ -52,7 +57,12 @@ pub fn type_name(t: u16) -> String {
         41 => "OPT",
         43 => "DS",
         46 => "RRSIG",
+        47 => "NSEC",
         48 => "DNSKEY",
+        50 => "NSEC3",
+        51 => "NSEC3PARAM",
+        59 => "CDS",
+        60 => "CDNSKEY",
         251 => "IXFR",
         252 => "AXFR",
         255 => "ANY",
@@ -573,6 +583,36 @@ impl<'a> Reader<'a> {
                 let value = self.take(end - self.pos)?;
                 format!("{flags} {tag} {}", quote(value))
             }
+            // DNSSEC (RFC 4034): digests, keys and signatures in hex, times as Unix seconds.
+            rtype::DS | rtype::CDS => format!(
+                "{} {} {} {}",
+                self.u16()?,
+                self.u8()?,
+                self.u8()?,
+                hex(self.take(end - self.pos)?)
+            ),
+            rtype::DNSKEY | rtype::CDNSKEY => format!(
+                "{} {} {} {}",
+                self.u16()?,
+                self.u8()?,
+                self.u8()?,
+                hex(self.take(end - self.pos)?)
+            ),
+            rtype::RRSIG => {
+                let covered = type_name(self.u16()?);
+                let mut s = format!("{covered} {} {}", self.u8()?, self.u8()?);
+                for _ in 0..3 {
+                    let _ = write!(s, " {}", self.u32()?);
+                }
+                let _ = write!(s, " {} {}", self.u16()?, self.name()?);
+                let _ = write!(s, " {}", hex(self.take(end - self.pos)?));
+                s
+            }
+            rtype::NSEC => {
+                let next = self.name()?;
+                let types = type_bitmap(self.take(end - self.pos)?)?;
+                format!("{next} {types}")
+            }
             _ => return Err("generic".into()),
         })
     }
@@ -594,6 +634,32 @@ fn quote(s: &[u8]) -> String {
     }
     out.push('"');
     out
+}
+
+fn hex(data: &[u8]) -> String {
+    data.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The type bit maps of NSEC (RFC 4034 §4.1.2) as type mnemonics, in order.
+fn type_bitmap(mut data: &[u8]) -> Result<String, String> {
+    let mut types = Vec::new();
+    while !data.is_empty() {
+        let [window, len, rest @ ..] = data else {
+            return Err("truncated type bit map".into());
+        };
+        let len = usize::from(*len);
+        let bits = rest.get(..len).ok_or("type bit map runs past its RDATA")?;
+        for (i, byte) in bits.iter().enumerate() {
+            for bit in 0..8 {
+                if byte & (0x80 >> bit) != 0 {
+                    let t = u16::from(*window) << 8 | (i * 8 + bit) as u16;
+                    types.push(type_name(t));
+                }
+            }
+        }
+        data = &rest[len..];
+    }
+    Ok(types.join(" "))
 }
 
 fn generic(data: &[u8]) -> String {

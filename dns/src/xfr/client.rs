@@ -18,6 +18,40 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UdpSocket};
 
+/// Waits until `deadline` for the response to the UDP request `id` with `opcode` on the
+/// connected `socket`, skipping datagrams that are not it (another ID, not a response, not a
+/// DNS message). A receive error (an ICMP port unreachable and the like) goes to `last_error`
+/// and the rest of the wait is slept out, as a lost answer would be. `None` when none came.
+pub(crate) async fn udp_response(
+    socket: &UdpSocket,
+    buf: &mut [u8],
+    deadline: tokio::time::Instant,
+    id: u16,
+    opcode: OpCode,
+    last_error: &mut String,
+) -> Option<(usize, Message)> {
+    loop {
+        let len = match tokio::time::timeout_at(deadline, socket.recv(buf)).await {
+            Err(_) => return None,
+            Ok(Err(e)) => {
+                *last_error = e.to_string();
+                tokio::time::sleep_until(deadline).await;
+                return None;
+            }
+            Ok(Ok(len)) => len,
+        };
+        let Some(answer) = buf.get(..len).and_then(|b| Message::from_vec(b).ok()) else {
+            continue;
+        };
+        if answer.metadata.id == id
+            && answer.metadata.message_type == MessageType::Response
+            && answer.metadata.op_code == opcode
+        {
+            return Some((len, answer));
+        }
+    }
+}
+
 /// How long a UDP SOA query waits for its answer (then once more, then TCP).
 const SOA_WAIT: Duration = Duration::from_secs(2);
 /// How long a transfer may wait for its next message.
@@ -76,36 +110,27 @@ pub async fn soa_serial(zone: &Name, primary: Primary<'_>) -> Result<u32, String
             .await
             .map_err(|e| format!("cannot send to {}: {e}", primary.addr))?;
         let deadline = tokio::time::Instant::now() + SOA_WAIT;
-        loop {
-            let len = match tokio::time::timeout_at(deadline, socket.recv(&mut buf)).await {
-                Err(_) => break,
-                Ok(Err(e)) => {
-                    last_error = e.to_string();
-                    tokio::time::sleep_until(deadline).await;
-                    break;
-                }
-                Ok(Ok(len)) => len,
-            };
-            let Ok(answer) = Message::from_vec(&buf[..len]) else {
-                continue;
-            };
-            if answer.metadata.id != request.metadata.id
-                || answer.metadata.message_type != MessageType::Response
-            {
-                continue;
-            }
-            if answer.metadata.truncation {
-                truncated = true;
-                break;
-            }
-            if let Some(v) = verifier.as_mut() {
-                v.verify(&buf[..len], &answer)?;
-            }
-            return soa_in(zone, &answer);
-        }
-        if truncated {
+        let id = request.metadata.id;
+        let Some((len, answer)) = udp_response(
+            &socket,
+            &mut buf,
+            deadline,
+            id,
+            OpCode::Query,
+            &mut last_error,
+        )
+        .await
+        else {
+            continue;
+        };
+        if answer.metadata.truncation {
+            truncated = true;
             break;
         }
+        if let Some(v) = verifier.as_mut() {
+            v.verify(&buf[..len], &answer)?;
+        }
+        return soa_in(zone, &answer);
     }
     if !truncated {
         return Err(format!("{last_error} from {} (UDP, twice)", primary.addr));

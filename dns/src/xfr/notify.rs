@@ -5,6 +5,7 @@
 //! as failed.
 
 use crate::query::Engine;
+use crate::xfr::client::udp_response;
 use crate::xfr::tsig;
 use crate::zone::Zone;
 use hickory_proto::op::{Message, MessageType, OpCode, Query, ResponseCode};
@@ -158,34 +159,26 @@ async fn send(
             continue;
         }
         let deadline = tokio::time::Instant::now() + wait;
-        loop {
-            let len = match tokio::time::timeout_at(deadline, socket.recv(&mut buf)).await {
-                Err(_) => break, // this try timed out
-                Ok(Err(e)) => {
-                    // ICMP port unreachable and the like: wait out the try.
-                    last_error = format!("{e}");
-                    tokio::time::sleep_until(deadline).await;
-                    break;
-                }
-                Ok(Ok(len)) => len,
-            };
-            let Ok(answer) = Message::from_vec(&buf[..len]) else {
-                continue;
-            };
-            if answer.metadata.id != request.metadata.id
-                || answer.metadata.message_type != MessageType::Response
-                || answer.metadata.op_code != OpCode::Notify
-            {
-                continue;
-            }
-            if let Some(verifier) = verifier.as_mut() {
-                verifier.verify(&buf[..len], &answer)?;
-            }
-            return match answer.metadata.response_code {
-                ResponseCode::NoError => Ok(()),
-                rcode => Err(format!("it answered {rcode}")),
-            };
+        let id = request.metadata.id;
+        let Some((len, answer)) = udp_response(
+            &socket,
+            &mut buf,
+            deadline,
+            id,
+            OpCode::Notify,
+            &mut last_error,
+        )
+        .await
+        else {
+            continue; // this try timed out
+        };
+        if let Some(verifier) = verifier.as_mut() {
+            verifier.verify(&buf[..len], &answer)?;
         }
+        return match answer.metadata.response_code {
+            ResponseCode::NoError => Ok(()),
+            rcode => Err(format!("it answered {rcode}")),
+        };
     }
     Err(format!("{last_error} after {} tries", TRIES.len()))
 }

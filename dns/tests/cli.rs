@@ -632,6 +632,13 @@ fn sighup_reloads_good_zones_and_keeps_broken_ones() {
         s.dig("www.foobar.com A").answer,
         vec!["www.foobar.com. 3600 IN A 8.8.8.8"]
     );
+    // A plain UDP query, asked twice: the second answer comes from the answer cache.
+    let www = query_bytes("www.foobar.com.", RecordType::A, Some(1232));
+    let address = |a: [u8; 4]| {
+        s.udp_raw(&www)
+            .is_some_and(|reply| reply.windows(4).any(|w| w == a))
+    };
+    assert!(address([8, 8, 8, 8]) && address([8, 8, 8, 8]));
     // Change foobar.com, break example.test, add a new zone.
     let foobar = std::fs::read_to_string(dir.join("foobar.com.zone")).unwrap();
     std::fs::write(
@@ -656,6 +663,8 @@ fn sighup_reloads_good_zones_and_keeps_broken_ones() {
         "{}",
         s.log()
     );
+    // The cached answer went with the old zone.
+    assert!(address([192, 0, 2, 8]) && !address([8, 8, 8, 8]));
     // The broken zone keeps serving its previous version; the new one is served.
     assert_eq!(
         s.dig("web.example.test A").answer,

@@ -10,6 +10,7 @@
 //! `edns`; nothing below `query` calls back up.
 
 pub mod answer;
+pub mod batch;
 pub mod catalog;
 pub mod check;
 pub mod cli;

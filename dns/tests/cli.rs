@@ -727,3 +727,44 @@ fn the_query_log_is_off_by_default_and_on_with_a_flag() {
         s.log()
     );
 }
+
+#[test]
+fn a_burst_of_udp_queries_is_answered_in_full() {
+    // Datagrams are taken and answered in batches (recvmmsg/sendmmsg): 200 queries sent at
+    // once, half of them for a name that does not exist, each get their own answer once.
+    let s = server();
+    let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_secs(2)))
+        .unwrap();
+    let mut waiting = std::collections::BTreeMap::new();
+    for id in 0..200u16 {
+        let name = if id % 2 == 0 {
+            "www.foobar.com."
+        } else {
+            "nowhere.foobar.com."
+        };
+        let mut q = query_bytes(name, RecordType::A, Some(1232));
+        q[..2].copy_from_slice(&id.to_be_bytes());
+        socket.send_to(&q, s.addr()).unwrap();
+        waiting.insert(id, name);
+    }
+    let mut buf = [0u8; 4096];
+    while let Ok(len) = socket.recv(&mut buf) {
+        let reply = Message::from_vec(&buf[..len]).unwrap();
+        let name = waiting
+            .remove(&reply.metadata.id)
+            .unwrap_or_else(|| panic!("an answer to {} twice or never asked", reply.metadata.id));
+        assert_eq!(reply.queries[0].name.to_string(), name);
+        let want = if name.starts_with("www") {
+            ResponseCode::NoError
+        } else {
+            ResponseCode::NXDomain
+        };
+        assert_eq!(reply.metadata.response_code, want);
+        if waiting.is_empty() {
+            break;
+        }
+    }
+    assert!(waiting.is_empty(), "unanswered: {:?}", waiting.keys());
+}

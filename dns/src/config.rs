@@ -20,6 +20,8 @@ pub struct Settings {
     pub zones: PathBuf,
     /// Log each query.
     pub query_log: bool,
+    /// Cache the answers of plain UDP queries.
+    pub answer_cache: bool,
     /// Most TCP connections at once.
     pub tcp_max_connections: usize,
     /// Most TCP connections at once from one client.
@@ -90,6 +92,7 @@ impl Settings {
             default_listen,
             zones,
             query_log: args.query_log || dns.query_log,
+            answer_cache: dns.answer_cache,
             tcp_max_connections: dns.tcp_max_connections.as_usize(),
             tcp_max_connections_per_client: dns.tcp_max_connections_per_client.as_usize(),
             tcp_idle_timeout: dns.tcp_idle_timeout_secs.secs(),

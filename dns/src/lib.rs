@@ -10,6 +10,7 @@
 //! `edns`; nothing below `query` calls back up.
 
 pub mod answer;
+pub mod batch;
 pub mod catalog;
 pub mod check;
 pub mod cli;
@@ -17,6 +18,7 @@ pub mod config;
 pub mod dnssec;
 pub mod edns;
 pub mod error;
+pub mod fastpath;
 pub mod lookup;
 pub mod metrics;
 pub mod query;
@@ -76,6 +78,7 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     let engine = Engine::new(loaded.catalog)
         .with_transfers_out(settings.transfers_out_max)
         .with_query_log(settings.query_log)
+        .with_answer_cache(settings.answer_cache)
         .with_metrics(metrics.clone())
         .with_rate_limiter(rrl);
     engine.set_zone_settings(&settings.zone);

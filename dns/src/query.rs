@@ -9,6 +9,7 @@ use crate::answer::{self, Reply, Transport};
 use crate::catalog::Catalog;
 use crate::config::ZoneConfig;
 use crate::edns;
+use crate::fastpath::{self, AnswerCache};
 use crate::lookup::{self, Sections};
 use crate::metrics::Metrics;
 use crate::rrl::{Action, Class, Flow, RateLimiter};
@@ -36,6 +37,8 @@ pub struct Engine {
     /// TSIG keys, journals, secondary zones: what the transfer side shares with the request
     /// path.
     xfr: xfr::Shared,
+    /// The answers of plain UDP queries, if the cache is on ([`crate::fastpath`]).
+    cache: Option<AnswerCache>,
 }
 
 /// How a response message is put on the wire.
@@ -54,6 +57,9 @@ struct Outcome {
     rcode: ResponseCode,
     /// What rate limiting did.
     action: Action,
+    /// The rate-limiting flow of an answer from [`Engine::finish`], kept when the answer cache
+    /// is on (it is what a hit is accounted as).
+    flow: Option<(Class, Option<Name>)>,
 }
 
 impl Engine {
@@ -66,7 +72,21 @@ impl Engine {
             rrl: None,
             metrics: Arc::default(),
             xfr: xfr::Shared::default(),
+            cache: None,
         }
+    }
+
+    /// Caches the answers of plain UDP queries ([`crate::fastpath`]) if `on`.
+    pub fn with_answer_cache(mut self, on: bool) -> Self {
+        self.cache = on.then(AnswerCache::default);
+        self
+    }
+
+    /// How many answers the answer cache holds for the catalog served now (0 when it is off).
+    pub fn cached_answers(&self) -> usize {
+        self.cache
+            .as_ref()
+            .map_or(0, |c| c.len(&self.catalog.load_full()))
     }
 
     /// Allows `limit` zone transfers out at once (more are REFUSED).
@@ -130,9 +150,73 @@ impl Engine {
             self.metrics.query(transport, None);
             return Reply::Drop;
         }
+        // One catalog answers the request, cached or not.
+        let catalog = self.catalog.load_full();
+        if transport == Transport::Udp
+            && !self.query_log
+            && let Some(cache) = &self.cache
+            && !self.xfr.secondaries.any_unavailable()
+            && let Some(plain) = fastpath::parse(request)
+        {
+            return self.respond_cached(cache, &catalog, request, plain, client);
+        }
+        self.respond_with(request, transport, client, &catalog)
+            .reply
+    }
+
+    /// Answers a plain UDP query from `cache`, or builds the answer and caches it.
+    fn respond_cached(
+        &self,
+        cache: &AnswerCache,
+        catalog: &Arc<Catalog>,
+        request: &[u8],
+        plain: fastpath::Plain,
+        client: SocketAddr,
+    ) -> Reply {
+        let mut buf = [0u8; fastpath::MAX_REQUEST];
+        let Some(key) = fastpath::key(request, &mut buf) else {
+            return self
+                .respond_with(request, Transport::Udp, client, catalog)
+                .reply;
+        };
+        if let Some(entry) = cache.get(catalog, key) {
+            let flow = Flow {
+                class: entry.class,
+                name: entry.name.as_ref(),
+            };
+            let bytes = match self.limit(Transport::Udp, client, flow) {
+                Action::Drop => {
+                    self.metrics.query(Transport::Udp, None);
+                    return Reply::Drop;
+                }
+                Action::Slip => entry.slipped(request),
+                Action::Send => entry.answer(request),
+            };
+            self.metrics.query(Transport::Udp, Some(entry.rcode));
+            return Reply::One(bytes);
+        }
+        let outcome = self.respond_with(request, Transport::Udp, client, catalog);
+        if let (Reply::One(bytes), Action::Send, Some((class, name))) =
+            (&outcome.reply, outcome.action, outcome.flow)
+            && let Some(entry) = fastpath::Entry::new(request, plain, bytes, class, name)
+        {
+            cache.insert(catalog, key, entry);
+        }
+        outcome.reply
+    }
+
+    /// Answers one request from `catalog` (today's path: decoded, looked up, encoded), counts
+    /// and logs it.
+    fn respond_with(
+        &self,
+        request: &[u8],
+        transport: Transport,
+        client: SocketAddr,
+        catalog: &Catalog,
+    ) -> Outcome {
         let (outcome, message) = match Message::from_vec(request) {
             Ok(message) => (
-                self.signed(request, &message, transport, client),
+                self.signed(request, &message, transport, client, catalog),
                 Some(message),
             ),
             Err(_) => {
@@ -145,6 +229,7 @@ impl Engine {
                         reply: Reply::Drop,
                         rcode: ResponseCode::FormErr,
                         action: Action::Drop,
+                        flow: None,
                     },
                     action => {
                         let mut bytes = answer::formerr_header(request);
@@ -155,6 +240,7 @@ impl Engine {
                             reply: Reply::One(bytes),
                             rcode: ResponseCode::FormErr,
                             action,
+                            flow: None,
                         }
                     }
                 };
@@ -182,7 +268,7 @@ impl Engine {
                 },
             );
         }
-        outcome.reply
+        outcome
     }
 
     /// Answers a decoded request, checking its TSIG first and signing the answer when it was
@@ -193,12 +279,13 @@ impl Engine {
         request: &Message,
         transport: Transport,
         client: SocketAddr,
+        catalog: &Catalog,
     ) -> Outcome {
         if request.signature().is_none() {
-            return self.answer(request, transport, client, None);
+            return self.answer(request, transport, client, None, catalog);
         }
         match tsig::check_request(bytes, request, &self.xfr.keys.load(), tsig::now()) {
-            tsig::Check::Unsigned => self.answer(request, transport, client, None),
+            tsig::Check::Unsigned => self.answer(request, transport, client, None, catalog),
             tsig::Check::Failed {
                 response,
                 error,
@@ -211,10 +298,11 @@ impl Engine {
                     reply: Reply::One(response),
                     rcode: ResponseCode::NotAuth,
                     action: Action::Send,
+                    flow: None,
                 }
             }
             tsig::Check::Signed(mut signing) => {
-                let mut outcome = self.answer(request, transport, client, Some(&signing));
+                let mut outcome = self.answer(request, transport, client, Some(&signing), catalog);
                 let signed = match &mut outcome.reply {
                     Reply::Drop => Ok(()),
                     Reply::One(bytes) => signing.sign(bytes),
@@ -238,6 +326,7 @@ impl Engine {
         transport: Transport,
         client: SocketAddr,
         tsig: Option<&tsig::Signing>,
+        catalog: &Catalog,
     ) -> Outcome {
         let mut response = Message::response(request.metadata.id, request.metadata.op_code);
         response.metadata.recursion_desired = request.metadata.recursion_desired;
@@ -266,6 +355,7 @@ impl Engine {
                 reply: Reply::Drop,
                 rcode: ResponseCode::NoError,
                 action: Action::Send,
+                flow: None,
             };
         }
         if request.metadata.op_code != OpCode::Query {
@@ -300,7 +390,6 @@ impl Engine {
             response.metadata.response_code = ResponseCode::Refused;
             return self.finish(response, limit, error, transport, client);
         }
-        let catalog = self.catalog.load();
         let is_transfer = matches!(query.query_type, RecordType::AXFR | RecordType::IXFR);
         let found = catalog.find(&query.name);
         if self
@@ -385,6 +474,7 @@ impl Engine {
                         reply: Reply::Many(answer::Messages { list, permit }),
                         rcode: ResponseCode::NoError,
                         action: Action::Send,
+                        flow: None,
                     }
                 }
                 Transfer::One(response) => {
@@ -451,12 +541,17 @@ impl Engine {
     ) -> Outcome {
         let rcode = response.metadata.response_code;
         let action = self.limit(transport, client, flow);
+        let kept = self
+            .cache
+            .as_ref()
+            .map(|_| (flow.class, flow.name.cloned()));
         match action {
             Action::Drop => {
                 return Outcome {
                     reply: Reply::Drop,
                     rcode,
                     action,
+                    flow: kept,
                 };
             }
             Action::Slip => answer::truncate(&mut response),
@@ -470,6 +565,7 @@ impl Engine {
             reply: Reply::One(bytes),
             rcode,
             action,
+            flow: kept,
         }
     }
 

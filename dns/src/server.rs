@@ -1,4 +1,5 @@
-//! The sockets: UDP (several SO_REUSEPORT sockets per address, one task each) and TCP (RFC 7766
+//! The sockets: UDP (several SO_REUSEPORT sockets per address, one task each, datagrams taken
+//! and answered in batches: [`crate::batch`]) and TCP (RFC 7766
 //! length-prefixed messages, pipelined queries answered in order; bounded connections in all and
 //! per client, an idle timeout and a lifetime).
 
@@ -133,7 +134,7 @@ pub fn spawn(
         };
         let (udp, tcp) = sockets;
         for socket in udp {
-            tokio::spawn(serve_udp(socket, engine.clone()));
+            tokio::spawn(crate::batch::serve_udp(socket, engine.clone()));
         }
         tokio::spawn(serve_tcp(tcp, engine.clone(), connections.clone()));
         tracing::info!("listening on {addr} (UDP and TCP)");
@@ -186,24 +187,6 @@ fn new_socket(addr: SocketAddr, kind: Type, proto: Protocol) -> std::io::Result<
     }
     socket.set_nonblocking(true)?;
     Ok(socket)
-}
-
-async fn serve_udp(socket: UdpSocket, engine: Arc<Engine>) {
-    let mut buf = vec![0u8; 65_535];
-    loop {
-        let (len, client) = match socket.recv_from(&mut buf).await {
-            Ok(got) => got,
-            Err(e) => {
-                tracing::debug!("udp receive error: {e}");
-                continue;
-            }
-        };
-        if let Reply::One(bytes) = engine.respond(&buf[..len], Transport::Udp, client)
-            && let Err(e) = socket.send_to(&bytes, client).await
-        {
-            tracing::debug!("udp send to {client} failed: {e}");
-        }
-    }
 }
 
 async fn serve_tcp(listener: TcpListener, engine: Arc<Engine>, connections: Arc<Connections>) {

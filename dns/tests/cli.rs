@@ -632,6 +632,13 @@ fn sighup_reloads_good_zones_and_keeps_broken_ones() {
         s.dig("www.foobar.com A").answer,
         vec!["www.foobar.com. 3600 IN A 8.8.8.8"]
     );
+    // A plain UDP query, asked twice: the second answer comes from the answer cache.
+    let www = query_bytes("www.foobar.com.", RecordType::A, Some(1232));
+    let address = |a: [u8; 4]| {
+        s.udp_raw(&www)
+            .is_some_and(|reply| reply.windows(4).any(|w| w == a))
+    };
+    assert!(address([8, 8, 8, 8]) && address([8, 8, 8, 8]));
     // Change foobar.com, break example.test, add a new zone.
     let foobar = std::fs::read_to_string(dir.join("foobar.com.zone")).unwrap();
     std::fs::write(
@@ -656,6 +663,8 @@ fn sighup_reloads_good_zones_and_keeps_broken_ones() {
         "{}",
         s.log()
     );
+    // The cached answer went with the old zone.
+    assert!(address([192, 0, 2, 8]) && !address([8, 8, 8, 8]));
     // The broken zone keeps serving its previous version; the new one is served.
     assert_eq!(
         s.dig("web.example.test A").answer,
@@ -717,4 +726,45 @@ fn the_query_log_is_off_by_default_and_on_with_a_flag() {
         "{}",
         s.log()
     );
+}
+
+#[test]
+fn a_burst_of_udp_queries_is_answered_in_full() {
+    // Datagrams are taken and answered in batches (recvmmsg/sendmmsg): 200 queries sent at
+    // once, half of them for a name that does not exist, each get their own answer once.
+    let s = server();
+    let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_secs(2)))
+        .unwrap();
+    let mut waiting = std::collections::BTreeMap::new();
+    for id in 0..200u16 {
+        let name = if id % 2 == 0 {
+            "www.foobar.com."
+        } else {
+            "nowhere.foobar.com."
+        };
+        let mut q = query_bytes(name, RecordType::A, Some(1232));
+        q[..2].copy_from_slice(&id.to_be_bytes());
+        socket.send_to(&q, s.addr()).unwrap();
+        waiting.insert(id, name);
+    }
+    let mut buf = [0u8; 4096];
+    while let Ok(len) = socket.recv(&mut buf) {
+        let reply = Message::from_vec(&buf[..len]).unwrap();
+        let name = waiting
+            .remove(&reply.metadata.id)
+            .unwrap_or_else(|| panic!("an answer to {} twice or never asked", reply.metadata.id));
+        assert_eq!(reply.queries[0].name.to_string(), name);
+        let want = if name.starts_with("www") {
+            ResponseCode::NoError
+        } else {
+            ResponseCode::NXDomain
+        };
+        assert_eq!(reply.metadata.response_code, want);
+        if waiting.is_empty() {
+            break;
+        }
+    }
+    assert!(waiting.is_empty(), "unanswered: {:?}", waiting.keys());
 }

@@ -18,6 +18,10 @@ pub struct DnsConfig {
     pub zones: PathBuf,
     /// Log every query (client, name, type, response code) at INFO. Default: false.
     pub query_log: bool,
+    /// Keep the encoded answers of plain UDP queries and answer the same query again with a
+    /// copy (its ID and RD bit patched in); emptied whenever the zones served change. Bounded
+    /// at 65,536 answers and 64 MiB. Off while `query_log` is on. Default: true.
+    pub answer_cache: bool,
     /// Most TCP connections open at once; more are closed on accept. Default: 256.
     pub tcp_max_connections: Bounded<1, 1_000_000>,
     /// Seconds a TCP connection may stay idle (or take to send a query) before it is closed.
@@ -104,6 +108,7 @@ impl Default for DnsConfig {
             listen: DnsConfig::default_listen(),
             zones: PathBuf::from("/etc/onebox/zones"),
             query_log: false,
+            answer_cache: true,
             tcp_max_connections: Bounded::clamped(256),
             tcp_idle_timeout_secs: Bounded::clamped(10),
             udp_sockets: None,

@@ -1,7 +1,10 @@
 //! Fuzzes the request path: any bytes, as a UDP datagram and as a TCP message, against the
 //! integration tests' zones, with response rate limiting on at a rate the fuzzer exceeds (so
 //! answers sent whole, empty with TC, and dropped are all exercised). The reply must be a
-//! decodable response echoing the ID, and a UDP reply must fit the client's size.
+//! decodable response echoing the ID, and a UDP reply must fit the client's size. The answer
+//! cache (dns/src/fastpath.rs) is on; and to a plain query two engines without rate limiting,
+//! one with the cache and one without, must give the same UDP reply, asked twice (the second
+//! may be a hit).
 #![no_main]
 
 use hickory_proto::op::Message;
@@ -30,7 +33,19 @@ fn engine() -> &'static Engine {
             table_size: 1024,
         }));
         engine.set_zone_settings(&allow);
-        engine
+        engine.with_answer_cache(true)
+    })
+}
+
+/// The same zones without rate limiting: with the answer cache, and without.
+fn pair() -> &'static (Engine, Engine) {
+    static PAIR: OnceLock<(Engine, Engine)> = OnceLock::new();
+    PAIR.get_or_init(|| {
+        let catalog = engine().catalog().load_full().as_ref().clone();
+        (
+            Engine::new(catalog.clone()).with_answer_cache(true),
+            Engine::new(catalog).with_answer_cache(false),
+        )
     })
 }
 
@@ -41,6 +56,16 @@ struct Zones {
 
 fuzz_target!(|data: &[u8]| {
     let client = "127.0.0.1:5300".parse().expect("addr");
+    if onebox_dns::fastpath::parse(data).is_some() {
+        // A plain query: the cache's domain (anything else takes today's path in both).
+        let (cached, plain) = pair();
+        for _ in 0..2 {
+            assert_eq!(
+                cached.respond(data, Transport::Udp, client),
+                plain.respond(data, Transport::Udp, client)
+            );
+        }
+    }
     for transport in [Transport::Udp, Transport::Tcp] {
         let reply = engine().respond(data, transport, client);
         let messages = match &reply {

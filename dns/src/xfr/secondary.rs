@@ -100,6 +100,11 @@ impl Registry {
             .any(|apex| apex.zone_of(name) && apex.num_labels() >= depth)
     }
 
+    /// Whether some secondary zone has no copy to serve (then the answer cache stands aside).
+    pub fn any_unavailable(&self) -> bool {
+        !self.unavailable.load().is_empty()
+    }
+
     /// Wakes the refresh of the secondary zone `apex`; false if it is none.
     pub fn trigger(&self, apex: &Name) -> bool {
         let triggers = self.triggers.lock().unwrap_or_else(PoisonError::into_inner);

@@ -1,0 +1,536 @@
+//! The UDP answer cache: the fast path of plain queries.
+//!
+//! A *plain* query ([`parse`]) is a UDP request of at most [`MAX_REQUEST`] bytes with QR clear,
+//! opcode QUERY, one question of class IN (not AXFR/IXFR) whose name has no compression pointer,
+//! no answer or authority records, and nothing in the additional section but an OPT record of
+//! EDNS version 0 without options; no byte may follow. The answer today's path
+//! ([`crate::query::Engine::respond`]) builds for such a request depends on the catalog served
+//! and on the request's bytes — but on its ID and RD bit only in that it echoes them in the
+//! response's header. So the cache's key is the request's bytes with the ID zeroed and RD
+//! cleared (the question's name exactly as spelled: hickory's name compression compares label
+//! bytes case-sensitively, so a question spelled with other capitals can encode its answer's
+//! other names differently, and is a separate entry), and the value is the response today's
+//! path encoded. A hit copies it and patches in the request's ID and RD bit: byte-identical to
+//! what today's path would send (the test `fastpath` in dns/tests proves it for every query of
+//! the differential suite, unsigned and signed).
+//!
+//! Only whole answers are kept: NOERROR (positive, NODATA, referral) and NXDOMAIN, not
+//! truncated, sent as built (not slipped by rate limiting), to a request that was not logged.
+//! Each entry remembers its answer's rate-limiting flow so that a hit is accounted exactly as
+//! today's path accounts it; a hit that rate limiting slips is sent as today's path slips it
+//! (header with TC, the question, the OPT record), one it drops is not sent.
+//!
+//! The cache belongs to one catalog: every change of the data served (reload, DNSSEC signing
+//! again, a zone transfer into a secondary zone, a key change) stores a new catalog, and the
+//! first query that sees it starts a new, empty generation (the old one is dropped). While a
+//! secondary zone has no copy to serve (answered SERVFAIL), the fast path stands aside.
+//!
+//! Bounded: [`MAX_ENTRIES`] answers and [`MAX_BYTES`] bytes in all, in [`SHARDS`] shards. A full
+//! shard replaces a random entry with a new answer, except an NXDOMAIN: random names asked for
+//! never displace what is there.
+
+use crate::catalog::Catalog;
+use crate::rrl::Class;
+use hickory_proto::op::ResponseCode;
+use hickory_proto::rr::Name;
+use std::collections::HashMap;
+use std::hash::BuildHasher;
+use std::sync::{Arc, Mutex, PoisonError};
+
+/// The most answers kept at once, in all shards.
+pub const MAX_ENTRIES: usize = 65_536;
+
+/// The most bytes kept at once (answers and keys, and a fixed overhead per entry), in all
+/// shards.
+pub const MAX_BYTES: usize = 64 << 20;
+
+/// Shards of the cache, each behind its own lock.
+pub const SHARDS: usize = 16;
+
+/// The longest request the fast path takes (and so the longest key).
+pub const MAX_REQUEST: usize = 512;
+
+/// Bytes counted per entry beyond its answer and keys (the map and slot overhead, roughly).
+const ENTRY_OVERHEAD: usize = 96;
+
+/// The length of the OPT record of a plain request and of a cacheable response (root name,
+/// type, class, TTL, RDLENGTH 0).
+const OPT_LEN: usize = 11;
+
+/// What [`parse`] learns of a plain query.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Plain {
+    /// Where the question section ends (the header is 12 bytes, the question follows).
+    pub question_end: usize,
+    /// Whether the request carries an OPT record.
+    pub edns: bool,
+}
+
+/// Whether `request` is a plain query (see the module's documentation), and where its question
+/// ends. Never panics, on any input.
+pub fn parse(request: &[u8]) -> Option<Plain> {
+    if request.len() > MAX_REQUEST {
+        return None;
+    }
+    let header = request.get(..12)?;
+    if header.get(2)? & 0xf8 != 0 {
+        return None; // QR set, or an opcode other than QUERY
+    }
+    let count = |at: usize| -> Option<u16> {
+        Some(u16::from_be_bytes([*header.get(at)?, *header.get(at + 1)?]))
+    };
+    if count(4)? != 1 || count(6)? != 0 || count(8)? != 0 {
+        return None;
+    }
+    let edns = match count(10)? {
+        0 => false,
+        1 => true,
+        _ => return None,
+    };
+    let mut at = 12usize;
+    loop {
+        let len = usize::from(*request.get(at)?);
+        at = at.checked_add(1 + len)?;
+        if at - 12 > 255 {
+            return None; // longer than a name may be
+        }
+        if len == 0 {
+            break;
+        }
+        if len > 63 {
+            return None; // a compression pointer or an extended label type
+        }
+    }
+    let fixed = request.get(at..at.checked_add(4)?)?;
+    let qtype = u16::from_be_bytes([*fixed.first()?, *fixed.get(1)?]);
+    let qclass = u16::from_be_bytes([*fixed.get(2)?, *fixed.get(3)?]);
+    if qclass != 1 || matches!(qtype, 251 | 252) {
+        return None; // not class IN, or a zone transfer
+    }
+    let question_end = at + 4;
+    let end = if edns {
+        let opt = request.get(question_end..question_end.checked_add(OPT_LEN)?)?;
+        // Root owner, type OPT (41), version 0 (the TTL's second byte), no options.
+        if opt.first() != Some(&0)
+            || opt.get(1..3) != Some(&[0, 41][..])
+            || opt.get(6) != Some(&0)
+            || opt.get(9..11) != Some(&[0, 0][..])
+        {
+            return None;
+        }
+        question_end + OPT_LEN
+    } else {
+        question_end
+    };
+    (end == request.len()).then_some(Plain { question_end, edns })
+}
+
+/// The cache key of a plain `request`: its bytes with the ID zeroed and RD cleared, written into
+/// `buf`. `None` if it is longer than [`MAX_REQUEST`].
+pub fn key<'b>(request: &[u8], buf: &'b mut [u8; MAX_REQUEST]) -> Option<&'b [u8]> {
+    let key = buf.get_mut(..request.len())?;
+    key.copy_from_slice(request);
+    if let Some(id) = key.get_mut(..2) {
+        id.fill(0);
+    }
+    if let Some(flags) = key.get_mut(2) {
+        *flags &= !0x01;
+    }
+    Some(key)
+}
+
+/// A cached answer.
+#[derive(Debug)]
+pub struct Entry {
+    /// The response today's path encoded.
+    response: Box<[u8]>,
+    /// Its response code.
+    pub rcode: ResponseCode,
+    /// Its rate-limiting class.
+    pub class: Class,
+    /// The name its rate-limiting flow is keyed by (`None`: the root).
+    pub name: Option<Name>,
+    /// Where its question section ends.
+    question_end: usize,
+    /// Whether it ends with an OPT record.
+    edns: bool,
+}
+
+impl Entry {
+    /// The entry for `response`, today's answer to the plain `request`, if it may be cached:
+    /// NOERROR or NXDOMAIN, not truncated, its ID, RD bit and question the request's, no
+    /// Extended DNS Error or other option in its OPT record (which must be its last record).
+    pub fn new(
+        request: &[u8],
+        plain: Plain,
+        response: &[u8],
+        class: Class,
+        name: Option<Name>,
+    ) -> Option<Entry> {
+        let q = plain.question_end;
+        let (head, req_head) = (response.get(..12)?, request.get(..12)?);
+        let flags = *head.get(2)?;
+        let rcode = head.get(3)? & 0x0f;
+        if flags & 0x80 == 0                       // not a response
+            || flags & 0x02 != 0                   // truncated
+            || head.get(..2) != req_head.get(..2)  // ID not echoed
+            || flags & 0x01 != req_head.get(2)? & 0x01 // RD not echoed
+            || !matches!(rcode, 0 | 3)
+            || head.get(4..6) != Some(&[0, 1][..])
+            || response.get(12..q) != request.get(12..q)
+        {
+            return None;
+        }
+        let arcount = u16::from_be_bytes([*head.get(10)?, *head.get(11)?]);
+        if plain.edns {
+            let opt = response.get(response.len().checked_sub(OPT_LEN)?..)?;
+            if arcount == 0
+                || response.len() < q + OPT_LEN
+                || opt.get(..3) != Some(&[0, 0, 41][..])
+                || opt.get(5) != Some(&0) // extended RCODE
+                || opt.get(9..11) != Some(&[0, 0][..])
+            {
+                return None;
+            }
+        }
+        Some(Entry {
+            response: response.into(),
+            rcode: ResponseCode::from_low(rcode),
+            class,
+            name,
+            question_end: q,
+            edns: plain.edns,
+        })
+    }
+
+    /// The answer to `request` (a plain query with this entry's key): the cached response with
+    /// the request's ID and RD bit.
+    pub fn answer(&self, request: &[u8]) -> Vec<u8> {
+        let mut out = self.response.to_vec();
+        patch(&mut out, request);
+        out
+    }
+
+    /// The answer to `request` as rate limiting slips it (as [`crate::answer::truncate`] and
+    /// [`crate::answer::encode`] make it): the header with TC and no records counted but the
+    /// OPT record, the question, the OPT record.
+    pub fn slipped(&self, request: &[u8]) -> Vec<u8> {
+        let mut out = Vec::with_capacity(self.question_end + OPT_LEN);
+        out.extend_from_slice(self.response.get(..self.question_end).unwrap_or_default());
+        if self.edns
+            && let Some(opt) = self
+                .response
+                .get(self.response.len().saturating_sub(OPT_LEN)..)
+        {
+            out.extend_from_slice(opt);
+        }
+        patch(&mut out, request);
+        if let Some(flags) = out.get_mut(2) {
+            *flags |= 0x02;
+        }
+        if let Some(counts) = out.get_mut(6..12) {
+            counts.copy_from_slice(&[0, 0, 0, 0, 0, u8::from(self.edns)]);
+        }
+        out
+    }
+
+    /// The bytes this entry is counted for, with its key of `key_len` bytes (kept twice).
+    fn cost(&self, key_len: usize) -> usize {
+        self.response.len() + 2 * key_len + ENTRY_OVERHEAD
+    }
+}
+
+/// Puts `request`'s ID and RD bit into the response `out`.
+fn patch(out: &mut [u8], request: &[u8]) {
+    if let (Some(id), Some(asked)) = (out.get_mut(..2), request.get(..2)) {
+        id.copy_from_slice(asked);
+    }
+    if let (Some(flags), Some(asked)) = (out.get_mut(2), request.get(2)) {
+        *flags = (*flags & !0x01) | (asked & 0x01);
+    }
+}
+
+/// One shard: the entries, and their keys by position for random replacement.
+#[derive(Debug, Default)]
+struct Shard {
+    index: HashMap<Box<[u8]>, usize>,
+    slots: Vec<(Box<[u8]>, Arc<Entry>)>,
+    bytes: usize,
+}
+
+/// The answers cached for one catalog.
+#[derive(Debug)]
+struct Generation {
+    catalog: Arc<Catalog>,
+    shards: Box<[Mutex<Shard>]>,
+    hasher: std::hash::RandomState,
+}
+
+impl Generation {
+    fn new(catalog: Arc<Catalog>) -> Generation {
+        Generation {
+            catalog,
+            shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
+            hasher: std::hash::RandomState::new(),
+        }
+    }
+
+    fn shard(&self, key: &[u8]) -> Option<&Mutex<Shard>> {
+        let hash = self.hasher.hash_one(key);
+        self.shards
+            .get(usize::try_from(hash % SHARDS as u64).unwrap_or_default())
+    }
+}
+
+/// The answer cache (see the module's documentation).
+#[derive(Debug)]
+pub struct AnswerCache {
+    current: arc_swap::ArcSwap<Generation>,
+}
+
+impl Default for AnswerCache {
+    fn default() -> Self {
+        AnswerCache {
+            current: arc_swap::ArcSwap::from_pointee(Generation::new(Arc::default())),
+        }
+    }
+}
+
+impl AnswerCache {
+    /// The generation for `catalog`: the current one, or a new empty one if the catalog
+    /// changed.
+    fn generation(&self, catalog: &Arc<Catalog>) -> Arc<Generation> {
+        let current = self.current.load_full();
+        if Arc::ptr_eq(&current.catalog, catalog) {
+            return current;
+        }
+        let fresh = Arc::new(Generation::new(catalog.clone()));
+        self.current.store(fresh.clone());
+        fresh
+    }
+
+    /// The answer cached under `key` for `catalog`.
+    pub fn get(&self, catalog: &Arc<Catalog>, key: &[u8]) -> Option<Arc<Entry>> {
+        let generation = self.generation(catalog);
+        let shard = generation
+            .shard(key)?
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let at = *shard.index.get(key)?;
+        shard.slots.get(at).map(|(_, entry)| entry.clone())
+    }
+
+    /// Keeps `entry` under `key`, an answer built from `catalog` (nothing is kept if the catalog
+    /// has changed since).
+    pub fn insert(&self, catalog: &Arc<Catalog>, key: &[u8], entry: Entry) {
+        let generation = self.generation(catalog);
+        let Some(shard) = generation.shard(key) else {
+            return;
+        };
+        let mut shard = shard.lock().unwrap_or_else(PoisonError::into_inner);
+        if shard.index.contains_key(key) {
+            return;
+        }
+        let cost = entry.cost(key.len());
+        let (max_entries, max_bytes) = (MAX_ENTRIES / SHARDS, MAX_BYTES / SHARDS);
+        if shard.slots.len() < max_entries && shard.bytes + cost <= max_bytes {
+            let at = shard.slots.len();
+            shard.slots.push((key.into(), Arc::new(entry)));
+            shard.index.insert(key.into(), at);
+            shard.bytes += cost;
+            return;
+        }
+        if entry.rcode == ResponseCode::NXDomain || shard.slots.is_empty() {
+            return; // random names never displace what is there
+        }
+        let at = fastrand::usize(..shard.slots.len());
+        let Some((old_key, old)) = shard.slots.get(at) else {
+            return;
+        };
+        let old_cost = old.cost(old_key.len());
+        if shard.bytes - old_cost + cost > max_bytes {
+            return;
+        }
+        let old_key = old_key.clone();
+        shard.index.remove(&old_key);
+        if let Some(slot) = shard.slots.get_mut(at) {
+            *slot = (key.into(), Arc::new(entry));
+        }
+        shard.index.insert(key.into(), at);
+        shard.bytes = shard.bytes - old_cost + cost;
+    }
+
+    /// How many answers are cached for `catalog`.
+    pub fn len(&self, catalog: &Arc<Catalog>) -> usize {
+        let generation = self.current.load_full();
+        if !Arc::ptr_eq(&generation.catalog, catalog) {
+            return 0;
+        }
+        generation
+            .shards
+            .iter()
+            .map(|s| s.lock().unwrap_or_else(PoisonError::into_inner).slots.len())
+            .sum()
+    }
+
+    /// Whether no answer is cached for `catalog`.
+    pub fn is_empty(&self, catalog: &Arc<Catalog>) -> bool {
+        self.len(catalog) == 0
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn query(name: &[&str], qtype: u16, edns: bool) -> Vec<u8> {
+        let mut q = vec![0x12, 0x34, 0x01, 0, 0, 1, 0, 0, 0, 0, 0, u8::from(edns)];
+        for label in name {
+            q.push(label.len() as u8);
+            q.extend_from_slice(label.as_bytes());
+        }
+        q.push(0);
+        q.extend_from_slice(&qtype.to_be_bytes());
+        q.extend_from_slice(&[0, 1]);
+        if edns {
+            q.extend_from_slice(&[0, 0, 41, 4, 0xd0, 0, 0, 0x80, 0, 0, 0]);
+        }
+        q
+    }
+
+    #[test]
+    fn plain_queries_are_recognised() {
+        let q = query(&["www", "Example", "com"], 1, true);
+        assert_eq!(
+            parse(&q),
+            Some(Plain {
+                question_end: 12 + 17 + 4,
+                edns: true
+            })
+        );
+        let q = query(&["www", "example", "com"], 28, false);
+        assert_eq!(parse(&q).map(|p| p.edns), Some(false));
+    }
+
+    #[test]
+    fn unusual_queries_are_not_plain() {
+        let base = query(&["www", "example", "com"], 1, true);
+        let mut trailing = base.clone();
+        trailing.push(0);
+        let mut axfr = query(&["example", "com"], 252, false);
+        let mut notify = base.clone();
+        notify[2] = 0x20;
+        let mut response = base.clone();
+        response[2] |= 0x80;
+        let mut chaos = base.clone();
+        chaos[12 + 17 + 3] = 3;
+        let mut option = base.clone();
+        option[base.len() - 1] = 4; // RDLENGTH 4
+        option.extend_from_slice(&[0, 10, 0, 0]);
+        let mut version = base.clone();
+        version[base.len() - 5] = 1;
+        let mut pointer = base.clone();
+        pointer[12] = 0xc0;
+        let two = {
+            let mut q = base.clone();
+            q[5] = 2;
+            q
+        };
+        for q in [
+            &trailing, &axfr, &notify, &response, &chaos, &option, &version, &pointer, &two,
+        ] {
+            assert_eq!(parse(q), None, "{q:?}");
+        }
+        axfr.truncate(5);
+        assert_eq!(parse(&axfr), None);
+    }
+
+    #[test]
+    fn random_bytes_never_panic() {
+        let base = query(&["www", "example", "com"], 1, true);
+        let mut buf = [0u8; MAX_REQUEST];
+        for round in 0..200_000u32 {
+            let bytes: Vec<u8> = if round % 2 == 0 {
+                (0..fastrand::usize(..600))
+                    .map(|_| fastrand::u8(..))
+                    .collect()
+            } else {
+                // Mutations of a plain query: the bytes that matter, changed at random.
+                let mut q = base.clone();
+                for _ in 0..fastrand::usize(1..4) {
+                    let at = fastrand::usize(..q.len());
+                    q[at] = fastrand::u8(..);
+                }
+                q.truncate(fastrand::usize(..=q.len() + 1).min(q.len()));
+                q
+            };
+            if let Some(plain) = parse(&bytes) {
+                assert!(plain.question_end <= bytes.len());
+                assert!(key(&bytes, &mut buf).is_some());
+            }
+        }
+    }
+
+    #[test]
+    fn hits_patch_the_id_and_rd_and_slips_keep_question_and_opt() {
+        let q = query(&["www", "example", "com"], 1, true);
+        let plain = parse(&q).unwrap();
+        let mut response = q.clone();
+        response[2] = 0x85; // QR AA RD
+        response[7] = 1; // one answer
+        let opt = response.split_off(plain.question_end);
+        response.extend_from_slice(&[0xc0, 12, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4, 192, 0, 2, 1]);
+        response.extend_from_slice(&opt);
+        let entry = Entry::new(&q, plain, &response, Class::Positive, None).unwrap();
+        let mut again = q.clone();
+        again[0] = 0xab;
+        again[2] = 0;
+        let answer = entry.answer(&again);
+        assert_eq!(answer[..2], [0xab, 0x34]);
+        assert_eq!(answer[2], 0x84);
+        assert_eq!(answer[3..], response[3..]);
+        let slipped = entry.slipped(&again);
+        assert_eq!(slipped[2], 0x86);
+        assert_eq!(slipped[6..12], [0, 0, 0, 0, 0, 1]);
+        assert_eq!(slipped[12..plain.question_end], q[12..plain.question_end]);
+        assert_eq!(slipped[plain.question_end..], opt[..]);
+        // Not cached: truncated, REFUSED, another ID.
+        for (at, value) in [(2, 0x87), (3, 5), (0, 0)] {
+            let mut r = response.clone();
+            r[at] = value;
+            assert!(Entry::new(&q, plain, &r, Class::Positive, None).is_none());
+        }
+    }
+
+    #[test]
+    fn the_cache_is_bounded_and_nxdomain_never_displaces() {
+        let cache = AnswerCache::default();
+        let catalog = Arc::new(Catalog::default());
+        let q = query(&["x", "example", "com"], 1, false);
+        let plain = parse(&q).unwrap();
+        let mut response = q.clone();
+        response[2] = 0x85;
+        let entry = |rcode: u8| {
+            let mut r = response.clone();
+            r[3] = rcode;
+            Entry::new(&q, plain, &r, Class::NxDomain, None).unwrap()
+        };
+        for i in 0..(MAX_ENTRIES + 10_000) as u32 {
+            cache.insert(&catalog, &i.to_be_bytes(), entry(3));
+        }
+        let full = cache.len(&catalog);
+        assert!(full <= MAX_ENTRIES && full > MAX_ENTRIES / 2, "{full}");
+        let positive = (u32::MAX - 999).to_be_bytes();
+        for i in 0..1000u32 {
+            cache.insert(&catalog, &(u32::MAX - i).to_be_bytes(), entry(0));
+        }
+        assert!(cache.len(&catalog) <= MAX_ENTRIES);
+        assert!(cache.get(&catalog, &positive).is_some());
+        // Another catalog: nothing cached.
+        let other = Arc::new(Catalog::default());
+        assert!(cache.get(&other, &positive).is_none());
+        assert!(cache.is_empty(&other));
+        assert!(cache.get(&catalog, &positive).is_none());
+    }
+}

@@ -1,0 +1,325 @@
+//! The answer cache's proof of equality (dns/src/fastpath.rs): for every request of the
+//! differential suite (dns/tests/diff/queries.rs, the unsigned set against the differential
+//! zones and the signed set against the same zones signed), sent over UDP, an engine with the
+//! cache answers byte for byte as one without: the first time (a miss, which fills the cache),
+//! again with another ID and RD flipped (a hit), with the question's name in other capitals (a
+//! new entry) and once more (its hit). Rate limiting slips and drops hits as it does answers
+//! built today, and the metrics count the same. A new catalog empties the cache.
+
+// A test fails by panicking with a message.
+#![allow(clippy::panic, clippy::unwrap_used)]
+
+#[allow(dead_code)]
+mod diff;
+
+use onebox_dns::answer::{Reply, Transport};
+use onebox_dns::catalog::{self, Catalog};
+use onebox_dns::config::ZoneConfig;
+use onebox_dns::metrics::{self, Metrics};
+use onebox_dns::query::Engine;
+use onebox_dns::rrl::{RateLimiter, RrlConfig};
+use std::collections::BTreeSet;
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+
+const CLIENT: &str = "192.0.2.77:5300";
+
+/// The differential zones (dns/tests/diff/zones, the project's foobar.com, a large big.test).
+fn load_zones(dir: &Path) -> Catalog {
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
+    for entry in std::fs::read_dir(manifest.join("tests/diff/zones")).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "zone") {
+            std::fs::copy(&path, dir.join(path.file_name().unwrap())).unwrap();
+        }
+    }
+    std::fs::copy(
+        manifest.join("../zones/foobar.com.zone"),
+        dir.join("foobar.com.zone"),
+    )
+    .unwrap();
+    let mut big = String::from(
+        "$ORIGIN big.test.\n$TTL 300\n@ IN SOA ns1 hostmaster 1 7200 3600 1209600 60\n\
+         @ IN NS ns1\nns1 IN A 192.0.2.1\n",
+    );
+    for i in 0..300 {
+        let _ = writeln!(big, "host{i} IN A 10.0.{}.{}", i / 256, i % 256);
+    }
+    std::fs::write(dir.join("big.test.zone"), big).unwrap();
+    let loaded = catalog::load(&catalog::zone_files(dir).unwrap(), None);
+    assert!(loaded.errors.is_empty(), "{:?}", loaded.errors);
+    loaded.catalog
+}
+
+/// The differential zones, onebox.test, foobar.com and rfc3597.test signed as the signed
+/// differential run signs them.
+fn signed_zones(dir: &Path, state: &Path) -> Catalog {
+    #[derive(serde::Deserialize)]
+    struct Zones {
+        zone: Vec<ZoneConfig>,
+    }
+    let zones: Vec<ZoneConfig> = toml::from_str::<Zones>(
+        "[[zone]]\nname = \"onebox.test\"\ndnssec = true\n\
+         [[zone]]\nname = \"foobar.com\"\ndnssec = true\n\
+         [[zone]]\nname = \"rfc3597.test\"\ndnssec = true\n",
+    )
+    .unwrap()
+    .zone;
+    let signer = onebox_dns::dnssec::Signer::new(
+        state.to_path_buf(),
+        onebox_dns::dnssec::Policy::default(),
+        &zones,
+    );
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let catalog = signer.sign_catalog(load_zones(dir), None, now);
+    assert!(
+        catalog.zones().filter(|z| z.dnssec().is_some()).count() == 3,
+        "three zones signed"
+    );
+    catalog
+}
+
+/// The requests of `cases`, each once (UDP and TCP cases ask the same bytes).
+fn requests(cases: &[diff::queries::Case]) -> Vec<Vec<u8>> {
+    let mut seen = BTreeSet::new();
+    cases
+        .iter()
+        .map(|c| c.request.encode())
+        .filter(|r| seen.insert(r.clone()))
+        .collect()
+}
+
+/// `request` with the question's letters in other capitals (every other letter flipped).
+fn recased(request: &[u8]) -> Vec<u8> {
+    let mut out = request.to_vec();
+    let mut at = 12;
+    let mut flip = true;
+    while let Some(&len) = out.get(at) {
+        if len == 0 || len > 63 {
+            break;
+        }
+        for b in out.iter_mut().skip(at + 1).take(usize::from(len)) {
+            if b.is_ascii_alphabetic() {
+                if flip {
+                    *b ^= 0x20;
+                }
+                flip = !flip;
+            }
+        }
+        at += 1 + usize::from(len);
+    }
+    out
+}
+
+/// `request` with another ID and RD flipped.
+fn other_id(request: &[u8], id: u16) -> Vec<u8> {
+    let mut out = request.to_vec();
+    if out.len() >= 3 {
+        out[..2].copy_from_slice(&id.to_be_bytes());
+        out[2] ^= 0x01;
+    }
+    out
+}
+
+/// The metrics rendered, lines sorted (the order of labelled series is the hash map's).
+fn metrics_text(engine: &Engine, metrics: &Metrics) -> Vec<String> {
+    let text = metrics::render(&metrics::registry(metrics, engine.catalog().clone()));
+    let mut lines: Vec<String> = text.lines().map(str::to_string).collect();
+    lines.sort();
+    lines
+}
+
+/// Both engines' answers to every request of `cases`, in four rounds; returns how many requests
+/// there were and how many were cached the first time (and so answered from the cache in the
+/// second and fourth rounds).
+fn compare(catalog: Catalog, cases: &[diff::queries::Case], what: &str) -> (usize, usize) {
+    let client: SocketAddr = CLIENT.parse().unwrap();
+    let (m_on, m_off) = (Arc::new(Metrics::default()), Arc::new(Metrics::default()));
+    let on = Engine::new(catalog.clone())
+        .with_answer_cache(true)
+        .with_metrics(m_on.clone());
+    let off = Engine::new(catalog)
+        .with_answer_cache(false)
+        .with_metrics(m_off.clone());
+    let requests = requests(cases);
+    let mut hits = 0;
+    for (n, request) in requests.iter().enumerate() {
+        let second = other_id(request, 0xbeef ^ n as u16);
+        let third = recased(&second);
+        let fourth = other_id(&third, 0x0f0f ^ n as u16);
+        for (round, r) in [request, &second, &third, &fourth].into_iter().enumerate() {
+            let before = on.cached_answers();
+            let a = on.respond(r, Transport::Udp, client);
+            let b = off.respond(r, Transport::Udp, client);
+            assert_eq!(
+                a,
+                b,
+                "{what}: request {n} ({}), round {round}: the cached engine answers otherwise",
+                cases
+                    .iter()
+                    .find(|c| c.request.encode() == *request)
+                    .map_or("", |c| c.label.as_str())
+            );
+            let added = on.cached_answers() - before;
+            match round {
+                0 => hits += added,
+                // Same key as the round before: a hit, nothing new.
+                1 | 3 => assert_eq!(added, 0, "{what}: request {n} round {round}"),
+                _ => {}
+            }
+        }
+    }
+    assert_eq!(
+        metrics_text(&on, &m_on),
+        metrics_text(&off, &m_off),
+        "{what}: the metrics count the same"
+    );
+    (requests.len(), hits)
+}
+
+#[test]
+fn cached_answers_are_byte_identical_unsigned() {
+    let dir = tempfile::tempdir().unwrap();
+    let (requests, hits) = compare(load_zones(dir.path()), &diff::queries::all(), "unsigned");
+    println!("unsigned: {requests} requests, {hits} answered from the cache the second time");
+    assert!(
+        requests > 600 && hits > 400,
+        "{requests} requests, {hits} hits"
+    );
+}
+
+#[test]
+fn cached_answers_are_byte_identical_signed() {
+    let (dir, state) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let catalog = signed_zones(dir.path(), state.path());
+    let (requests, hits) = compare(catalog, &diff::queries::signed(), "signed");
+    println!("signed: {requests} requests, {hits} answered from the cache the second time");
+    assert!(
+        requests > 600 && hits > 400,
+        "{requests} requests, {hits} hits"
+    );
+}
+
+/// A plain query for `name` (labels) and `qtype`, EDNS 1232, DO as given.
+fn query(id: u16, name: &str, qtype: u16, dnssec: bool) -> Vec<u8> {
+    let mut q = id.to_be_bytes().to_vec();
+    q.extend_from_slice(&[0, 0, 0, 1, 0, 0, 0, 0, 0, 1]);
+    for label in name.split('.').filter(|l| !l.is_empty()) {
+        q.push(label.len() as u8);
+        q.extend_from_slice(label.as_bytes());
+    }
+    q.extend_from_slice(&[0]);
+    q.extend_from_slice(&qtype.to_be_bytes());
+    q.extend_from_slice(&[
+        0,
+        1,
+        0,
+        0,
+        41,
+        4,
+        0xd0,
+        0,
+        0,
+        if dnssec { 0x80 } else { 0 },
+        0,
+        0,
+        0,
+    ]);
+    q
+}
+
+#[test]
+fn rate_limiting_slips_and_drops_hits_as_it_does_answers() {
+    let dir = tempfile::tempdir().unwrap();
+    let catalog = load_zones(dir.path());
+    let client: SocketAddr = CLIENT.parse().unwrap();
+    let rrl = || {
+        RateLimiter::new(RrlConfig {
+            responses_per_sec: 1,
+            slip: 2,
+            window_secs: 1,
+            table_size: 1024,
+        })
+    };
+    let (m_on, m_off) = (Arc::new(Metrics::default()), Arc::new(Metrics::default()));
+    let on = Engine::new(catalog.clone())
+        .with_answer_cache(true)
+        .with_rate_limiter(rrl())
+        .with_metrics(m_on.clone());
+    let off = Engine::new(catalog)
+        .with_answer_cache(false)
+        .with_rate_limiter(rrl())
+        .with_metrics(m_off.clone());
+    let asked = [
+        query(1, "www.onebox.test", 1, false),
+        query(2, "nothing-here.onebox.test", 1, false),
+        query(3, "www.onebox.test", 28, false),
+        query(4, "onebox.test", 6, true),
+    ];
+    let mut kinds = BTreeSet::new();
+    for round in 0..7u16 {
+        for request in &asked {
+            let request = other_id(request, 100 + round);
+            let a = on.respond(&request, Transport::Udp, client);
+            let b = off.respond(&request, Transport::Udp, client);
+            assert_eq!(a, b, "round {round}");
+            kinds.insert(match &a {
+                Reply::Drop => "dropped",
+                Reply::One(bytes) if bytes[2] & 0x02 != 0 => "slipped",
+                _ => "sent",
+            });
+        }
+    }
+    assert_eq!(kinds.len(), 3, "sent, slipped and dropped: {kinds:?}");
+    assert!(on.cached_answers() > 0);
+    assert_eq!(metrics_text(&on, &m_on), metrics_text(&off, &m_off));
+}
+
+#[test]
+fn a_new_catalog_empties_the_cache() {
+    let dir = tempfile::tempdir().unwrap();
+    let catalog = load_zones(dir.path());
+    let client: SocketAddr = CLIENT.parse().unwrap();
+    let engine = Engine::new(catalog).with_answer_cache(true);
+    let ask = || {
+        engine.respond(
+            &query(7, "www.onebox.test", 1, false),
+            Transport::Udp,
+            client,
+        )
+    };
+    let first = ask();
+    assert_eq!(ask(), first);
+    assert_eq!(engine.cached_answers(), 1);
+    // The zone changes (a reload, a transfer, signing again: each stores a new catalog).
+    let zone = std::fs::read_to_string(dir.path().join("onebox.test.zone")).unwrap();
+    let www = zone
+        .lines()
+        .find(|l| l.starts_with("www") && l.contains(" A  "))
+        .unwrap_or_else(|| panic!("www's A record in onebox.test.zone"));
+    std::fs::write(
+        dir.path().join("onebox.test.zone"),
+        zone.replace(www, "www 300 IN A 198.51.100.99"),
+    )
+    .unwrap();
+    let loaded = catalog::load(&catalog::zone_files(dir.path()).unwrap(), None);
+    assert!(loaded.errors.is_empty(), "{:?}", loaded.errors);
+    engine.catalog().store(Arc::new(loaded.catalog));
+    let Reply::One(bytes) = ask() else {
+        panic!("no answer")
+    };
+    assert!(
+        bytes.windows(4).any(|w| w == [198, 51, 100, 99]),
+        "the new address is served: {bytes:?}"
+    );
+    assert_eq!(
+        engine.cached_answers(),
+        1,
+        "the new generation holds the new answer"
+    );
+}

@@ -54,7 +54,7 @@ impl Edge {
         .unwrap();
         let mut cmd = Command::new(edge_binary());
         cmd.arg("--config").arg(&site);
-        let mut child = onebox_testkit::ChildGuard::spawn(cmd, &dir.0.join("edge.log")).unwrap();
+        let mut child = onebox_testkit::ChildGuard::spawn(cmd, dir.0.join("edge.log")).unwrap();
         child.wait_until(20, "onebox-edge to listen", || {
             std::net::TcpStream::connect(("127.0.0.1", https)).is_ok()
         });
@@ -67,7 +67,10 @@ impl Edge {
         // The pool's first health check marks the app up.
         let deadline = std::time::Instant::now() + Duration::from_secs(20);
         while edge.curl("/", &[]).status != 200 {
-            assert!(std::time::Instant::now() < deadline, "the edge never reached the app");
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the edge never reached the app"
+            );
             std::thread::sleep(Duration::from_millis(100));
         }
         edge

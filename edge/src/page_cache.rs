@@ -19,9 +19,10 @@
 //! from the cached `200` by pingora; upstream, on a miss, they are sent without their `If-*` and
 //! `Range` headers so that the full answer is what is stored.
 //!
-//! **Bounds.** Bodies in memory ([`MemCache`]), at most `max_bytes` of them in all, the least
-//! recently used dropped first ([`simple_lru::Manager`]); a per-key cache lock, so a burst of
-//! misses for one page sends one request to the app and the others wait for its answer.
+//! **Bounds.** Bodies in memory ([`MemCache`]), at most `max_bytes` of them in all and one page
+//! per KiB of it, the least recently used dropped first ([`simple_lru::Manager`]); a per-key
+//! cache lock, so a burst of misses for one page sends one request to the app and the others
+//! wait for its answer.
 //!
 //! **Purge.** The app adds `X-Onebox-Purge: all` to its successful answer to every change of a
 //! post or the settings. The edge strips that header from every proxied answer and, when the
@@ -81,8 +82,9 @@ impl PageCache {
         let lock: Box<CacheKeyLockImpl> = CacheLock::new_boxed(LOCK_TIMEOUT);
         Some(PageCache {
             storage: Box::leak(Box::new(MemCache::new())),
-            eviction: Box::leak(Box::new(simple_lru::Manager::new(
+            eviction: Box::leak(Box::new(simple_lru::Manager::new_with_watermark(
                 config.max_bytes.as_usize(),
+                Some(max_pages(config.max_bytes.as_usize())),
             ))),
             lock: Box::leak(lock),
             max_object_bytes: config.max_object_bytes.as_usize(),
@@ -149,6 +151,13 @@ impl PageCache {
         use pingora::cache::eviction::EvictionManager;
         self.eviction.total_size()
     }
+}
+
+/// The most pages held: one per KiB of `max_bytes` (at least 16). The LRU counts body bytes
+/// only; each page also keeps its header (under a KiB for the app's pages), so many tiny
+/// pages (one post under many query strings) cannot hold much more than twice `max_bytes`.
+fn max_pages(max_bytes: usize) -> usize {
+    (max_bytes / 1024).max(16)
 }
 
 /// Whether a request may be answered from the cache or fill it: `GET`/`HEAD`, anonymous (no

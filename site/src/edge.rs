@@ -326,8 +326,8 @@ impl Default for UpgradeConfig {
 pub struct PageCacheConfig {
     /// Whether the edge caches the app's pages at all. Default: true.
     pub enabled: bool,
-    /// Body bytes the cache holds in all; the least recently used pages are dropped beyond it.
-    /// Default: 67108864 (64 MiB).
+    /// Body bytes the cache holds in all (and at most one page per KiB of it); the least
+    /// recently used pages are dropped beyond it. Default: 67108864 (64 MiB).
     pub max_bytes: Bounded<0, { 1 << 40 }>,
     /// Largest body cached, in bytes; larger answers pass through uncached. Default: 1048576
     /// (1 MiB).

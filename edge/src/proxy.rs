@@ -494,13 +494,8 @@ impl ProxyHttp for Edge {
         if upstream.headers.get(http::header::HOST).is_none() {
             upstream.insert_header("Host", &ctx.host)?;
         }
-        if session.cache.enabled() {
-            // What is stored is the whole 200: a HEAD goes up as a GET, without If-* or Range.
-            pingora::cache::filters::upstream::request_filter(
-                upstream,
-                session.cache.maybe_cache_meta(),
-            );
-        }
+        // With the page cache on for this request, pingora has already made it the request for
+        // the whole 200 to store: a HEAD goes up as a GET, without If-* or Range.
         Ok(())
     }
 

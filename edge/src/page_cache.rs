@@ -145,12 +145,6 @@ impl PageCache {
     pub fn purge(&self) {
         self.generation.fetch_add(1, Ordering::AcqRel);
     }
-
-    /// Body bytes held now (pages of old generations included, until the LRU drops them).
-    pub fn bytes(&self) -> usize {
-        use pingora::cache::eviction::EvictionManager;
-        self.eviction.total_size()
-    }
 }
 
 /// The most pages held: one per KiB of `max_bytes` (at least 16). The LRU counts body bytes

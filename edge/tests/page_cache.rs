@@ -189,13 +189,17 @@ fn a_public_page_is_served_from_the_cache_until_the_app_purges_it() {
     let second = get(&site, "/page?x=1", &[]);
     assert_eq!(second.body, first.body, "served again without the app");
     assert_eq!(second.cache(), "HIT", "{}", second.head);
+    // Over HTTP/2 too (the :authority is the Host).
+    let h2 = get(&site, "/page?x=1", &["--http2"]);
+    assert!(h2.head.starts_with("HTTP/2 200"), "{}", h2.head);
+    assert_eq!((h2.cache(), h2.body.as_str()), ("HIT", first.body.as_str()));
     assert_eq!(app.count("GET", "/page"), 1);
     // Another query is another page.
     assert_eq!(get(&site, "/page?x=2", &[]).body, "GET /page?x=2 #2\n");
     // Each hit carries its own request id, not the stored one.
     assert_ne!(first.header("x-request-id"), second.header("x-request-id"));
     let metrics = site.metrics();
-    assert_eq!(metric(&metrics, "onebox_edge_page_cache_hits_total"), 1.0);
+    assert_eq!(metric(&metrics, "onebox_edge_page_cache_hits_total"), 2.0);
     assert_eq!(metric(&metrics, "onebox_edge_page_cache_misses_total"), 2.0);
 
     // The app's answer to a change asks for a purge; the header never reaches the client.

@@ -20,8 +20,8 @@ pub const EXCERPT_CHARS: usize = 280;
 /// `Cache-Control` of the public HTML pages (a `200` to a `GET`/`HEAD` outside `/admin` and
 /// `/api/`, without `Set-Cookie`): a shared cache (onebox-edge's page cache) may keep them 60
 /// seconds, browsers check each time. The edge is told at once when they change
-/// ([`purges_pages`]); 60 s bounds how long a change made elsewhere (the command line) takes
-/// to show.
+/// ([`purges_pages`]); 60 s bounds how long a change made elsewhere (a hand-edited database)
+/// takes to show.
 pub const PUBLIC_CACHE_CONTROL: &str = "public, max-age=0, s-maxage=60";
 
 /// The header that asks the edge in front to purge its page cache (onebox-edge strips it).

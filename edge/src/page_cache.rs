@@ -31,9 +31,9 @@
 //! committed). A fill that started before the purge is stored under the old generation, so it
 //! is never served. The old entries are unreachable and leave as the LRU drops them.
 //!
-//! Limits of the purge. A change that does not pass through the edge (the app's own command
-//! line, e.g. `onebox-app admin ...`, or a hand-edited database) sends no purge: pages stay as
-//! they were for at most their `s-maxage` (60 s); `onebox restore` restarts the services, which
+//! Limits of the purge. A change that does not pass through the edge (a hand-edited database;
+//! the app's own command line, `onebox-app admin set-password`, changes no page) sends no
+//! purge: pages stay as they were for at most their `s-maxage` (60 s); `onebox restore` restarts the services, which
 //! empties the cache. With a second box, each edge holds its own cache and only the box whose
 //! edge proxied the change sees the header: the purge would have to be sent to the others
 //! (e.g. the edge that sees it forwards a `PURGE` to its peers on a private listener, or the

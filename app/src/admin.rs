@@ -11,7 +11,7 @@ use crate::extract::{
 use crate::filters;
 use crate::input::{self, InputError};
 use crate::model::{self, Post, SessionUser, SiteSettings};
-use crate::pages::{PageError, render};
+use crate::pages::{PageError, purges_pages, render};
 use crate::password;
 use crate::session::{self, LoginError};
 use crate::state::AppState;
@@ -314,7 +314,7 @@ async fn create_post(
 ) -> AdminResult {
     let (title, body, published) = post_fields(&state, &user, None, fields).await?;
     let post = model::create_post(&state.db, &title, &body, published).await?;
-    Ok(redirect(&format!("/admin/posts/{}", post.id)))
+    Ok(purges_pages(redirect(&format!("/admin/posts/{}", post.id))))
 }
 
 async fn update_post(
@@ -327,7 +327,7 @@ async fn update_post(
     model::update_post(&state.db, id, &title, &body, published)
         .await?
         .ok_or_else(no_such_post)?;
-    Ok(redirect("/admin"))
+    Ok(purges_pages(redirect("/admin")))
 }
 
 /// What the post list's buttons do to a post.
@@ -350,7 +350,7 @@ async fn act_on_post(state: AppState, raw: String, action: PostAction) -> PageRe
     if !found {
         return Err(no_such_post());
     }
-    Ok(redirect("/admin"))
+    Ok(purges_pages(redirect("/admin")))
 }
 
 async fn publish(
@@ -400,7 +400,7 @@ async fn save_settings(
     match checked {
         Ok((title, description)) => {
             model::set_settings(&state.db, &title, &description).await?;
-            Ok(redirect("/admin/settings"))
+            Ok(purges_pages(redirect("/admin/settings")))
         }
         Err(InputError { status, message }) => {
             let site = model::settings(&state.db).await?;

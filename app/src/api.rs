@@ -4,6 +4,7 @@ use crate::db::DbError;
 use crate::extract::{ApiJson, ApiUser, ClientAddr, MaybeUser};
 use crate::input::{self, InputError, PostInput, SettingsInput};
 use crate::model;
+use crate::pages::purges_pages;
 use crate::session::{self, LoginError};
 use crate::state::AppState;
 use axum::Router;
@@ -197,12 +198,14 @@ async fn create_post(
     let post = model::create_post(&state.db, &input.title, &input.body, input.published).await?;
     let location = HeaderValue::from_str(&format!("/api/posts/{}", post.id))
         .unwrap_or_else(|_| HeaderValue::from_static("/api/posts"));
-    Ok((
-        StatusCode::CREATED,
-        [(LOCATION, location)],
-        axum::Json(post),
-    )
-        .into_response())
+    Ok(purges_pages(
+        (
+            StatusCode::CREATED,
+            [(LOCATION, location)],
+            axum::Json(post),
+        )
+            .into_response(),
+    ))
 }
 
 async fn get_post(
@@ -228,7 +231,7 @@ async fn update_post(
     let post = model::update_post(&state.db, id, &input.title, &input.body, input.published)
         .await?
         .ok_or_else(|| not_found(id))?;
-    Ok(axum::Json(post).into_response())
+    Ok(purges_pages(axum::Json(post).into_response()))
 }
 
 async fn delete_post(
@@ -238,7 +241,7 @@ async fn delete_post(
 ) -> ApiResult {
     let id = post_id(&raw)?;
     if model::delete_post(&state.db, id).await? {
-        Ok(StatusCode::NO_CONTENT.into_response())
+        Ok(purges_pages(StatusCode::NO_CONTENT.into_response()))
     } else {
         Err(not_found(id))
     }
@@ -261,5 +264,7 @@ async fn put_settings(
         true,
     )?;
     model::set_settings(&state.db, &title, &description).await?;
-    Ok(axum::Json(model::settings(&state.db).await?).into_response())
+    Ok(purges_pages(
+        axum::Json(model::settings(&state.db).await?).into_response(),
+    ))
 }

@@ -17,6 +17,25 @@ use axum::routing::get;
 /// Characters of a post's body shown on the home page.
 pub const EXCERPT_CHARS: usize = 280;
 
+/// `Cache-Control` of the public HTML pages (a `200` to a `GET`/`HEAD` outside `/admin` and
+/// `/api/`, without `Set-Cookie`): a shared cache (onebox-edge's page cache) may keep them 60
+/// seconds, browsers check each time. The edge is told at once when they change
+/// ([`purges_pages`]); 60 s bounds how long a change made elsewhere (a hand-edited database)
+/// takes to show.
+pub const PUBLIC_CACHE_CONTROL: &str = "public, max-age=0, s-maxage=60";
+
+/// The header that asks the edge in front to purge its page cache (onebox-edge strips it).
+pub const PURGE_HEADER: &str = "x-onebox-purge";
+
+/// `response`, the successful answer to a change of a post or the settings, asking the edge to
+/// purge its cached pages, so that the change shows on the next request.
+pub fn purges_pages(mut response: Response) -> Response {
+    response
+        .headers_mut()
+        .insert(PURGE_HEADER, HeaderValue::from_static("all"));
+    response
+}
+
 /// A post as listed on the home page.
 pub struct Summary {
     /// The post's id.

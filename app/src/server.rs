@@ -19,7 +19,8 @@ use crate::{admin, api, pages};
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::header::{
-    CACHE_CONTROL, CONNECTION, CONTENT_SECURITY_POLICY, REFERRER_POLICY, X_CONTENT_TYPE_OPTIONS,
+    CACHE_CONTROL, CONNECTION, CONTENT_SECURITY_POLICY, CONTENT_TYPE, REFERRER_POLICY, SET_COOKIE,
+    X_CONTENT_TYPE_OPTIONS,
 };
 use axum::http::{HeaderValue, Method, StatusCode};
 use axum::middleware::{self, Next};
@@ -455,12 +456,14 @@ async fn healthz(State(state): State<AppState>) -> Response {
 }
 
 /// Headers on every answer: no sniffing, a strict content security policy (no scripts at all),
-/// and no caching of the admin area and the API.
+/// no caching of the admin area and the API, and a short shared-cache lifetime for the public
+/// HTML pages ([`pages::PUBLIC_CACHE_CONTROL`]).
 async fn security_headers(request: Request, next: Next) -> Response {
     let private = {
         let path = request.uri().path();
         path.starts_with("/admin") || path.starts_with("/api/")
     };
+    let read = request.method() == Method::GET || request.method() == Method::HEAD;
     let mut response = next.run(request).await;
     let status = response.status();
     let headers = response.headers_mut();
@@ -475,6 +478,18 @@ async fn security_headers(request: Request, next: Next) -> Response {
     );
     if private {
         headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    } else if read
+        && status == StatusCode::OK
+        && !headers.contains_key(CACHE_CONTROL)
+        && !headers.contains_key(SET_COOKIE)
+        && headers
+            .get(CONTENT_TYPE)
+            .is_some_and(|t| t.as_bytes().starts_with(b"text/html"))
+    {
+        headers.insert(
+            CACHE_CONTROL,
+            HeaderValue::from_static(pages::PUBLIC_CACHE_CONTROL),
+        );
     }
     // A body too large was not read: the connection ends after this answer, and says so, so
     // that a client which finished sending does not reuse it for its next request.

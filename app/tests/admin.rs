@@ -243,3 +243,118 @@ async fn forms_without_the_session_token_change_nothing() {
     let page = text(c.get(app.url("/admin"))).await;
     assert!(page.contains("name=\"password\""));
 }
+
+/// Whether an answer asks the edge in front to purge its page cache.
+fn purges(r: &reqwest::Response) -> bool {
+    r.headers()
+        .get("x-onebox-purge")
+        .is_some_and(|v| v == "all")
+}
+
+#[tokio::test]
+async fn every_change_of_a_post_or_the_settings_and_nothing_else_purges_the_edge_cache() {
+    let (db, app) = app_with_admin("").await;
+    let (c, token) = form_login(&app).await;
+    let t = token.as_str();
+
+    // The forms.
+    let fields = [
+        ("csrf", t),
+        ("title", "Formed"),
+        ("body", "b"),
+        ("published", "1"),
+    ];
+    let r = send(post_form(&c, &app, "/admin/posts", &fields)).await;
+    assert_eq!(r.status(), 303);
+    assert!(purges(&r), "create");
+    let id: u64 = db.value("SELECT id FROM posts").await.unwrap();
+    let editor = format!("/admin/posts/{id}");
+    let r = send(post_form(&c, &app, &editor, &fields)).await;
+    assert!(r.status() == 303 && purges(&r), "edit");
+    for action in ["unpublish", "publish", "delete"] {
+        let r = send(post_form(
+            &c,
+            &app,
+            &format!("{editor}/{action}"),
+            &[("csrf", t)],
+        ))
+        .await;
+        assert!(r.status() == 303 && purges(&r), "{action}");
+    }
+    let settings = [("csrf", t), ("title", "S"), ("description", "d")];
+    let r = send(post_form(&c, &app, "/admin/settings", &settings)).await;
+    assert!(r.status() == 303 && purges(&r), "settings");
+
+    // Refused or failed changes, reads, logins and logouts do not.
+    let forged = [("csrf", "f"), ("title", "x"), ("body", "")];
+    let r = send(post_form(&c, &app, "/admin/posts", &forged)).await;
+    assert!(r.status() == 403 && !purges(&r));
+    let bad = [("csrf", t), ("title", " "), ("body", "")];
+    let r = send(post_form(&c, &app, "/admin/posts", &bad)).await;
+    assert!(r.status() == 400 && !purges(&r));
+    let r = send(post_form(
+        &c,
+        &app,
+        &format!("{editor}/delete"),
+        &[("csrf", t)],
+    ))
+    .await;
+    assert!(r.status() == 404 && !purges(&r));
+    let bad_settings = [("csrf", t), ("title", " "), ("description", "")];
+    let r = send(post_form(&c, &app, "/admin/settings", &bad_settings)).await;
+    assert!(!r.status().is_success() && !purges(&r), "{}", r.status());
+    for path in ["/", "/admin", "/admin/settings", "/api/posts"] {
+        let r = send(c.get(app.url(path))).await;
+        assert!(!purges(&r), "{path}");
+    }
+
+    // The API.
+    let api = admin_client(&app).await;
+    let r = send(api_new_post(&api, &app, "Api", "b", true)).await;
+    assert!(r.status() == 201 && purges(&r), "api create");
+    let id = r.json::<serde_json::Value>().await.unwrap()["id"]
+        .as_u64()
+        .unwrap();
+    let url = app.url(&format!("/api/posts/{id}"));
+    let body = serde_json::json!({"title": "Api2", "body": "b", "published": false});
+    let r = send(api.put(&url).json(&body)).await;
+    assert!(r.status() == 200 && purges(&r), "api update");
+    let r = send(api.delete(&url)).await;
+    assert!(r.status() == 204 && purges(&r), "api delete");
+    let r = send(api.delete(&url)).await;
+    assert!(r.status() == 404 && !purges(&r), "api delete again");
+    let settings = serde_json::json!({"title": "T", "description": "d"});
+    let r = send(api.put(app.url("/api/settings")).json(&settings)).await;
+    assert!(r.status() == 200 && purges(&r), "api settings");
+    let r = send(client().put(app.url("/api/settings")).json(&settings)).await;
+    assert!(r.status() == 401 && !purges(&r), "no session");
+    let r = send(api_new_post(&client(), &app, "Anon", "b", true)).await;
+    assert!(r.status() == 401 && !purges(&r), "no session");
+}
+
+#[tokio::test]
+async fn public_pages_may_be_kept_by_a_shared_cache_and_the_admin_area_never() {
+    let (_db, app) = app_with_admin("").await;
+    let api = admin_client(&app).await;
+    let post = create_post(&api, &app, "Cached", "b", true).await;
+    let id = post["id"].as_u64().unwrap();
+    for path in ["/".to_string(), format!("/posts/{id}")] {
+        let r = send(client().get(app.url(&path))).await;
+        assert_eq!(r.status(), 200);
+        assert_eq!(
+            header(&r, "cache-control"),
+            "public, max-age=0, s-maxage=60",
+            "{path}"
+        );
+    }
+    // Not found, the health check, the admin area and the API: not for a shared cache.
+    let r = send(client().get(app.url("/posts/999999"))).await;
+    assert_eq!(r.status(), 404);
+    assert!(r.headers().get("cache-control").is_none());
+    let r = send(client().get(app.url("/healthz"))).await;
+    assert!(r.headers().get("cache-control").is_none());
+    for path in ["/admin", "/api/posts"] {
+        let r = send(api.get(app.url(path))).await;
+        assert_eq!(header(&r, "cache-control"), "no-store", "{path}");
+    }
+}

@@ -6,7 +6,7 @@
 //! (per request), [`connections`] (per connection), [`header_deadline`] (slowloris and
 //! oversized HTTP/1 headers),
 //! [`tls`] (the HTTPS listener and certificate choice), [`acme`] (ordering and storing
-//! certificates), [`metrics`].
+//! certificates), [`page_cache`] (the app's pages in pingora's cache), [`metrics`].
 
 pub mod acme;
 pub mod acme_account;
@@ -16,6 +16,7 @@ pub mod error;
 pub mod header_deadline;
 pub mod limits;
 pub mod metrics;
+pub mod page_cache;
 pub mod proxy;
 pub mod server;
 pub mod static_files;

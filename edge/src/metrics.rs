@@ -46,6 +46,13 @@ pub struct Metrics {
     pub proxied_requests: Counter,
     /// Requests that could not be proxied (no healthy upstream, connect or read failure).
     pub upstream_errors: Counter,
+    /// Requests answered from the page cache.
+    pub page_cache_hits: Counter,
+    /// Cacheable requests the page cache did not hold (sent to the app, the answer stored if
+    /// it may be).
+    pub page_cache_misses: Counter,
+    /// Purges of the page cache the app asked for.
+    pub page_cache_purges: Counter,
     /// Certificates obtained by this process.
     pub certs_issued: Counter,
     /// Certificates obtained by this process to replace one it was serving (renewals).
@@ -80,6 +87,9 @@ impl Default for Metrics {
             static_responses: Counter::default(),
             proxied_requests: Counter::default(),
             upstream_errors: Counter::default(),
+            page_cache_hits: Counter::default(),
+            page_cache_misses: Counter::default(),
+            page_cache_purges: Counter::default(),
             certs_issued: Counter::default(),
             renewals: Counter::default(),
             acme_errors: Counter::default(),
@@ -146,6 +156,21 @@ impl Metrics {
             "upstream_errors",
             "Requests the app upstream could not answer",
             self.upstream_errors.clone(),
+        );
+        r.register(
+            "page_cache_hits",
+            "Requests answered from the page cache",
+            self.page_cache_hits.clone(),
+        );
+        r.register(
+            "page_cache_misses",
+            "Cacheable requests sent to the app because the page cache did not hold them",
+            self.page_cache_misses.clone(),
+        );
+        r.register(
+            "page_cache_purges",
+            "Purges of the page cache the app asked for (X-Onebox-Purge)",
+            self.page_cache_purges.clone(),
         );
         r.register(
             "acme_certificates_issued",

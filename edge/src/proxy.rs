@@ -2,15 +2,18 @@
 //!
 //! On plain HTTP: ACME HTTP-01 answers under `/.well-known/acme-challenge/`, everything else a
 //! 308 to the same host and path on HTTPS. On HTTPS: a request whose path names a file under the
-//! web root (GET/HEAD) is answered from it; every other request goes to the app pool.
+//! web root (GET/HEAD) is answered from it; every other request goes to the app pool, through
+//! the page cache ([`crate::page_cache`], whose policy the cache hooks here delegate to).
 
 use crate::acme::ServedCertificate;
 use crate::config::{AccessLog, Config, Hsts, UnknownHost};
 use crate::limits;
 use crate::metrics::Metrics;
+use crate::page_cache::{self, PageCache};
 use crate::static_files::{self, Body, Lookup};
 use async_trait::async_trait;
 use bytes::Bytes;
+use pingora::cache::{CacheKey, CachePhase, NoCacheReason, RespCacheable};
 use pingora::http::ResponseHeader;
 use pingora::lb::LoadBalancer;
 use pingora::lb::selection::RoundRobin;
@@ -40,6 +43,9 @@ pub struct Shared {
     pub next_id: AtomicU64,
     /// A per-process prefix of request ids.
     pub id_prefix: u32,
+    /// The cache of the app's pages, unless `[edge.page_cache] enabled = false`. Static: pingora's
+    /// cache takes `'static` parts.
+    pub page_cache: Option<&'static PageCache>,
 }
 
 /// The pingora proxy logic of one listener.
@@ -64,6 +70,8 @@ pub struct Ctx {
 pub enum Kind {
     /// Sent to the app pool (the default until something else answers).
     Proxy,
+    /// Answered from the page cache.
+    Cache,
     /// Answered from the web root (a file, its 304/206/416/412, a 404 for a refused path, the
     /// redirect adding a directory's slash).
     Static,
@@ -80,6 +88,7 @@ impl Kind {
     pub fn as_str(self) -> &'static str {
         match self {
             Kind::Proxy => "proxy",
+            Kind::Cache => "cache",
             Kind::Static => "static",
             Kind::Acme => "acme",
             Kind::Redirect => "redirect",
@@ -403,6 +412,42 @@ impl ProxyHttp for Edge {
         Ok(())
     }
 
+    fn request_cache_filter(&self, session: &mut Session, _ctx: &mut Ctx) -> Result<()> {
+        if let Some(cache) = self.shared.page_cache
+            && self.tls
+            && page_cache::request_cacheable(session.req_header())
+        {
+            cache.enable(session);
+        }
+        Ok(())
+    }
+
+    fn cache_key_callback(&self, session: &Session, ctx: &mut Ctx) -> Result<CacheKey> {
+        let Some(cache) = self.shared.page_cache else {
+            return Error::e_explain(ErrorType::InternalError, "the page cache is off");
+        };
+        // The Host the app sees (upstream_request_filter adds ctx.host only when none came).
+        let req = session.req_header();
+        let host = req
+            .headers
+            .get(http::header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .map_or_else(|| ctx.host.clone(), str::to_ascii_lowercase);
+        Ok(cache.key(&host, req))
+    }
+
+    fn response_cache_filter(
+        &self,
+        _session: &Session,
+        resp: &ResponseHeader,
+        _ctx: &mut Ctx,
+    ) -> Result<RespCacheable> {
+        Ok(match self.shared.page_cache {
+            Some(cache) => cache.response_cacheable(resp),
+            None => RespCacheable::Uncacheable(NoCacheReason::NeverEnabled),
+        })
+    }
+
     async fn upstream_peer(&self, _session: &mut Session, ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
         ctx.kind = Kind::Proxy;
         self.shared.metrics.proxied_requests.inc();
@@ -449,15 +494,51 @@ impl ProxyHttp for Edge {
         if upstream.headers.get(http::header::HOST).is_none() {
             upstream.insert_header("Host", &ctx.host)?;
         }
+        // With the page cache on for this request, pingora has already made it the request for
+        // the whole 200 to store: a HEAD goes up as a GET, without If-* or Range.
         Ok(())
     }
 
-    async fn response_filter(
+    async fn upstream_response_filter(
         &self,
         _session: &mut Session,
         upstream: &mut ResponseHeader,
         ctx: &mut Ctx,
     ) -> Result<()> {
+        if page_cache::take_purge(upstream)
+            && let Some(cache) = self.shared.page_cache
+        {
+            cache.purge();
+            self.shared.metrics.page_cache_purges.inc();
+            tracing::info!(
+                "request {}: the app changed its pages; page cache purged",
+                ctx.id
+            );
+        }
+        Ok(())
+    }
+
+    async fn response_filter(
+        &self,
+        session: &mut Session,
+        upstream: &mut ResponseHeader,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
+        if self.shared.page_cache.is_some() && self.tls {
+            let status = match session.cache.phase() {
+                CachePhase::Hit => {
+                    ctx.kind = Kind::Cache;
+                    self.shared.metrics.page_cache_hits.inc();
+                    "HIT"
+                }
+                CachePhase::Miss | CachePhase::Expired => {
+                    self.shared.metrics.page_cache_misses.inc();
+                    "MISS"
+                }
+                _ => "BYPASS",
+            };
+            upstream.insert_header("X-Cache", status)?;
+        }
         self.decorate(upstream, ctx)
     }
 

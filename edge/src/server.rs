@@ -110,6 +110,8 @@ pub fn run(path: &Path, upgrade: bool, daemon: bool) -> Result<(), EdgeError> {
         certificate: certificate.clone(),
         next_id: Default::default(),
         id_prefix: std::process::id() ^ (crate::metrics::unix_now() as u32).rotate_left(16),
+        page_cache: crate::page_cache::PageCache::new(&edge.page_cache)
+            .map(|c| &*Box::leak(Box::new(c))),
         config: config.clone(),
     });
 

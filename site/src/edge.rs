@@ -47,6 +47,8 @@ pub struct EdgeConfig {
     pub limits: LimitsConfig,
     /// `[edge.upgrade]`: graceful shutdown and zero-downtime upgrade.
     pub upgrade: UpgradeConfig,
+    /// `[edge.page_cache]`: the cache of the app's public pages.
+    pub page_cache: PageCacheConfig,
 }
 
 impl Default for EdgeConfig {
@@ -66,6 +68,7 @@ impl Default for EdgeConfig {
             headers: HeadersConfig::default(),
             limits: LimitsConfig::default(),
             upgrade: UpgradeConfig::default(),
+            page_cache: PageCacheConfig::default(),
         }
     }
 }
@@ -308,6 +311,35 @@ impl Default for UpgradeConfig {
         UpgradeConfig {
             grace_period_secs: Bounded::clamped(1),
             shutdown_timeout_secs: Bounded::clamped(10),
+        }
+    }
+}
+
+/// `[edge.page_cache]`: the app's public pages kept in the edge's memory (pingora's cache).
+///
+/// Only anonymous `GET`/`HEAD` requests are cached (no `Cookie`, no `Authorization`), and only
+/// `200` answers the app marks cacheable with `Cache-Control` (`s-maxage`/`max-age`; never
+/// `private`, `no-store`, `no-cache` or with `Set-Cookie`/`Vary`). The app purges the whole
+/// cache with its answer to every change of a post or the settings.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PageCacheConfig {
+    /// Whether the edge caches the app's pages at all. Default: true.
+    pub enabled: bool,
+    /// Body bytes the cache holds in all (and at most one page per KiB of it); the least
+    /// recently used pages are dropped beyond it. Default: 67108864 (64 MiB).
+    pub max_bytes: Bounded<0, { 1 << 40 }>,
+    /// Largest body cached, in bytes; larger answers pass through uncached. Default: 1048576
+    /// (1 MiB).
+    pub max_object_bytes: Bounded<0, { 1 << 32 }>,
+}
+
+impl Default for PageCacheConfig {
+    fn default() -> Self {
+        PageCacheConfig {
+            enabled: true,
+            max_bytes: Bounded::clamped(64 * 1024 * 1024),
+            max_object_bytes: Bounded::clamped(1024 * 1024),
         }
     }
 }

@@ -279,6 +279,7 @@ fn readme_reference_shows_the_real_defaults_and_every_key() {
         ("edge.headers", keys_of::<edge::HeadersConfig>()),
         ("edge.limits", keys_of::<edge::LimitsConfig>()),
         ("edge.upgrade", keys_of::<edge::UpgradeConfig>()),
+        ("edge.page_cache", keys_of::<edge::PageCacheConfig>()),
         ("app", keys_of::<AppConfig>()),
         ("backup", keys_of::<BackupConfig>()),
         ("alerts", keys_of::<AlertsConfig>()),

@@ -1,0 +1,260 @@
+//! The cache of the app's public pages, on pingora's own cache (`pingora-cache`): the policy
+//! that [`crate::proxy`]'s cache hooks delegate to.
+//!
+//! **What is cached.** Only proxied requests (never static files, which have their own answers),
+//! only on the HTTPS listener, and only:
+//! - requests that are `GET` or `HEAD` with no `Cookie` (so never one with the app's session
+//!   cookie `onebox_session`, nor the login form's CSRF cookie), no `Authorization` and no
+//!   `Upgrade` header ([`request_cacheable`]);
+//! - answers that are `200` with a `Content-Length` of at most `max_object_bytes`, no
+//!   `Set-Cookie`, no `Vary`, and a `Cache-Control` (or `Expires`) that allows a shared cache to
+//!   keep them for a while: `s-maxage`, else `max-age`, is the freshness; `no-store`, `private`,
+//!   `no-cache` or a lifetime of 0 mean not cached ([`response_cacheable`]). The app sends
+//!   `public, max-age=0, s-maxage=60` on its public HTML pages and `no-store` on `/admin` and
+//!   `/api/`.
+//!
+//! **Key.** The purge generation, the `Host` the app sees, and the path with its query: `GET` and
+//! `HEAD` share an entry (a `HEAD` miss is fetched upstream as a `GET`, and a `HEAD` hit is
+//! answered with the cached header and no body). Conditional and range requests are answered
+//! from the cached `200` by pingora; upstream, on a miss, they are sent without their `If-*` and
+//! `Range` headers so that the full answer is what is stored.
+//!
+//! **Bounds.** Bodies in memory ([`MemCache`]), at most `max_bytes` of them in all and one page
+//! per KiB of it, the least recently used dropped first ([`simple_lru::Manager`]); a per-key
+//! cache lock, so a burst of misses for one page sends one request to the app and the others
+//! wait for its answer.
+//!
+//! **Purge.** The app adds `X-Onebox-Purge: all` to its successful answer to every change of a
+//! post or the settings. The edge strips that header from every proxied answer and, when the
+//! status is a success, bumps the generation that is part of every key: an O(1) purge of
+//! everything, in effect for the next request (which the app answers after its change is
+//! committed). A fill that started before the purge is stored under the old generation, so it
+//! is never served. The old entries are unreachable and leave as the LRU drops them.
+//!
+//! Limits of the purge. A change that does not pass through the edge (a hand-edited database;
+//! the app's own command line, `onebox-app admin set-password`, changes no page) sends no
+//! purge: pages stay as they were for at most their `s-maxage` (60 s); `onebox restore` restarts the services, which
+//! empties the cache. With a second box, each edge holds its own cache and only the box whose
+//! edge proxied the change sees the header: the purge would have to be sent to the others
+//! (e.g. the edge that sees it forwards a `PURGE` to its peers on a private listener, or the
+//! generation lives in the shared database and the edges poll it) — not built.
+
+use pingora::cache::cache_control::CacheControl;
+use pingora::cache::eviction::simple_lru;
+use pingora::cache::filters::resp_cacheable;
+use pingora::cache::lock::{CacheKeyLockImpl, CacheLock};
+use pingora::cache::{
+    CacheKey, CacheMetaDefaults, CacheOptionOverrides, MemCache, NoCacheReason, RespCacheable,
+};
+use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::proxy::Session;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime};
+
+/// The response header by which the app asks the edge to purge its cache. The edge never
+/// passes it on.
+pub const PURGE_HEADER: &str = "x-onebox-purge";
+
+/// No freshness unless the app gives one (no heuristic freshness), no serving stale unless
+/// its `Cache-Control` says so.
+const DEFAULTS: CacheMetaDefaults = CacheMetaDefaults::new(|_| None, 0, 0);
+
+/// How long a fill holds its key's lock before waiting requests compete again, and how long a
+/// waiting request waits before going to the app itself.
+const LOCK_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The cache: pingora's in-memory storage, its LRU, its lock, and the purge generation.
+pub struct PageCache {
+    storage: &'static MemCache,
+    eviction: &'static simple_lru::Manager,
+    lock: &'static CacheKeyLockImpl,
+    max_object_bytes: usize,
+    generation: AtomicU64,
+}
+
+impl PageCache {
+    /// The cache `config` describes, or none when it is off. Its storage lives as long as the
+    /// process (pingora's cache takes `'static` parts): build one per process.
+    pub fn new(config: &crate::config::PageCacheConfig) -> Option<PageCache> {
+        if !config.enabled {
+            return None;
+        }
+        let lock: Box<CacheKeyLockImpl> = CacheLock::new_boxed(LOCK_TIMEOUT);
+        Some(PageCache {
+            storage: Box::leak(Box::new(MemCache::new())),
+            eviction: Box::leak(Box::new(simple_lru::Manager::new_with_watermark(
+                config.max_bytes.as_usize(),
+                Some(max_pages(config.max_bytes.as_usize())),
+            ))),
+            lock: Box::leak(lock),
+            max_object_bytes: config.max_object_bytes.as_usize(),
+            generation: AtomicU64::new(0),
+        })
+    }
+
+    /// Turns pingora's cache on for this request (when [`request_cacheable`] said yes).
+    pub fn enable(&'static self, session: &mut Session) {
+        let mut overrides = CacheOptionOverrides::default();
+        overrides.wait_timeout = Some(LOCK_TIMEOUT);
+        session.cache.enable(
+            self.storage,
+            Some(self.eviction),
+            None,
+            Some(self.lock),
+            Some(overrides),
+        );
+        session.cache.set_max_file_size_bytes(self.max_object_bytes);
+    }
+
+    /// The key of a request to `host` (the `Host` the app sees).
+    pub fn key(&self, host: &str, req: &RequestHeader) -> CacheKey {
+        let path = req.uri.path_and_query().map_or("/", |p| p.as_str());
+        let generation = self.generation.load(Ordering::Acquire);
+        CacheKey::new(format!("{generation}\n{host}\n{path}"), "")
+    }
+
+    /// Whether `resp` may be stored, and for how long.
+    pub fn response_cacheable(&self, resp: &ResponseHeader) -> RespCacheable {
+        let refuse = RespCacheable::Uncacheable(NoCacheReason::OriginNotCache);
+        if resp.status != http::StatusCode::OK
+            || resp.headers.contains_key(http::header::SET_COOKIE)
+            || resp.headers.contains_key(http::header::VARY)
+        {
+            return refuse;
+        }
+        let length = resp
+            .headers
+            .get(http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<usize>().ok());
+        // A streamed answer (no length) is not cached: pingora would have to abort it midway
+        // once it passed max_object_bytes.
+        if length.is_none_or(|n| n > self.max_object_bytes) {
+            return RespCacheable::Uncacheable(NoCacheReason::ResponseTooLarge);
+        }
+        let cc = CacheControl::from_resp_headers(resp);
+        match resp_cacheable(cc.as_ref(), resp.clone(), false, &DEFAULTS) {
+            RespCacheable::Cacheable(meta) if meta.is_fresh(SystemTime::now()) => {
+                RespCacheable::Cacheable(meta)
+            }
+            _ => refuse,
+        }
+    }
+
+    /// Purges every page: the next request for any of them goes to the app.
+    pub fn purge(&self) {
+        self.generation.fetch_add(1, Ordering::AcqRel);
+    }
+}
+
+/// The most pages held: one per KiB of `max_bytes` (at least 16). The LRU counts body bytes
+/// only; each page also keeps its header (under a KiB for the app's pages), so many tiny
+/// pages (one post under many query strings) cannot hold much more than twice `max_bytes`.
+fn max_pages(max_bytes: usize) -> usize {
+    (max_bytes / 1024).max(16)
+}
+
+/// Whether a request may be answered from the cache or fill it: `GET`/`HEAD`, anonymous (no
+/// `Cookie`, no `Authorization`), not an upgrade.
+pub fn request_cacheable(req: &RequestHeader) -> bool {
+    (req.method == http::Method::GET || req.method == http::Method::HEAD)
+        && !req.headers.contains_key(http::header::COOKIE)
+        && !req.headers.contains_key(http::header::AUTHORIZATION)
+        && !req.headers.contains_key(http::header::UPGRADE)
+}
+
+/// Strips the app's purge header from `resp`; true when it asked for a purge with a
+/// successful answer.
+pub fn take_purge(resp: &mut ResponseHeader) -> bool {
+    resp.remove_header(PURGE_HEADER).is_some()
+        && (resp.status.is_success() || resp.status.is_redirection())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn cache() -> PageCache {
+        PageCache::new(&crate::config::PageCacheConfig::default()).unwrap()
+    }
+
+    fn resp(status: u16, headers: &[(&'static str, &str)]) -> ResponseHeader {
+        let mut r = ResponseHeader::build(status, None).unwrap();
+        r.insert_header("Content-Length", "5").unwrap();
+        for (k, v) in headers {
+            r.append_header(*k, *v).unwrap();
+        }
+        r
+    }
+
+    #[test]
+    fn only_what_the_app_allows_a_shared_cache_to_keep() {
+        let c = cache();
+        let ok = |h: &[(&'static str, &str)]| c.response_cacheable(&resp(200, h)).is_cacheable();
+        assert!(ok(&[("Cache-Control", "public, max-age=0, s-maxage=60")]));
+        assert!(ok(&[("Cache-Control", "max-age=60")]));
+        assert!(!ok(&[]), "no Cache-Control: no heuristic freshness");
+        assert!(!ok(&[("Cache-Control", "no-store")]));
+        assert!(!ok(&[("Cache-Control", "private, max-age=60")]));
+        assert!(!ok(&[("Cache-Control", "no-cache, max-age=60")]));
+        assert!(!ok(&[("Cache-Control", "max-age=0")]));
+        assert!(!ok(&[
+            ("Cache-Control", "max-age=60"),
+            ("Set-Cookie", "a=b")
+        ]));
+        assert!(!ok(&[
+            ("Cache-Control", "max-age=60"),
+            ("Vary", "Accept-Language")
+        ]));
+        let not_ok = resp(404, &[("Cache-Control", "max-age=60")]);
+        assert!(!c.response_cacheable(&not_ok).is_cacheable());
+        let mut streamed = resp(200, &[("Cache-Control", "max-age=60")]);
+        streamed.remove_header("Content-Length");
+        assert!(!c.response_cacheable(&streamed).is_cacheable());
+        let mut large = resp(200, &[("Cache-Control", "max-age=60")]);
+        large
+            .insert_header("Content-Length", (2 * 1024 * 1024).to_string())
+            .unwrap();
+        assert!(!c.response_cacheable(&large).is_cacheable());
+    }
+
+    #[test]
+    fn only_anonymous_reads() {
+        let req = |method: &str, headers: &[(&'static str, &str)]| {
+            let mut r = RequestHeader::build(method, b"/", None).unwrap();
+            for (k, v) in headers {
+                r.insert_header(*k, *v).unwrap();
+            }
+            request_cacheable(&r)
+        };
+        assert!(req("GET", &[]));
+        assert!(req("HEAD", &[("Accept", "text/html")]));
+        assert!(!req("POST", &[]));
+        assert!(!req("GET", &[("Cookie", "onebox_session=abc")]));
+        assert!(!req("GET", &[("Authorization", "Basic eDp5")]));
+        assert!(!req("GET", &[("Upgrade", "websocket")]));
+    }
+
+    #[test]
+    fn a_purge_changes_every_key_and_the_header_never_passes() {
+        let c = cache();
+        let req = RequestHeader::build("GET", b"/posts/1?x=1", None).unwrap();
+        let before = c.key("foobar.com", &req);
+        assert_eq!(
+            before.primary_key_str(),
+            Some("0\nfoobar.com\n/posts/1?x=1")
+        );
+        let mut r = resp(303, &[(PURGE_HEADER, "all")]);
+        assert!(take_purge(&mut r));
+        assert!(r.headers.get(PURGE_HEADER).is_none());
+        c.purge();
+        assert_ne!(
+            c.key("foobar.com", &req).primary_key_str(),
+            before.primary_key_str()
+        );
+        let mut failed = resp(403, &[(PURGE_HEADER, "all")]);
+        assert!(!take_purge(&mut failed));
+        assert!(failed.headers.get(PURGE_HEADER).is_none());
+    }
+}

@@ -1,0 +1,301 @@
+//! The page cache against the real binary and a scripted app that counts what reaches it: what
+//! is cached and served again without the app, what never is (cookies, `Authorization`,
+//! `Set-Cookie`, `no-store`, `private`, streamed or large answers), `HEAD` after `GET`, and the
+//! app's purge header.
+#![allow(clippy::unwrap_used, clippy::panic)]
+
+mod common;
+use common::*;
+use std::collections::HashMap;
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// Requests that reached the app, by "METHOD /path".
+type Seen = Arc<Mutex<HashMap<String, usize>>>;
+
+/// A scripted app: every answer's body names how many requests for its path it has had, so a
+/// test tells a fresh answer from a cached one.
+struct App {
+    port: u16,
+    seen: Seen,
+}
+
+impl App {
+    fn start() -> App {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let seen: Seen = Arc::default();
+        let s = seen.clone();
+        std::thread::spawn(move || {
+            for conn in listener.incoming().flatten() {
+                let s = s.clone();
+                std::thread::spawn(move || serve(conn, s));
+            }
+        });
+        App { port, seen }
+    }
+
+    /// Requests for `path` with `method` the app has answered.
+    fn count(&self, method: &str, path: &str) -> usize {
+        let key = format!("{method} {path}");
+        self.seen.lock().unwrap().get(&key).copied().unwrap_or(0)
+    }
+}
+
+fn serve(mut conn: TcpStream, seen: Seen) {
+    conn.set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        let head_end = loop {
+            if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                break i + 4;
+            }
+            match conn.read(&mut chunk) {
+                Ok(0) | Err(_) => return,
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            }
+        };
+        let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
+        let len: usize = head
+            .lines()
+            .find_map(|l| {
+                l.to_ascii_lowercase()
+                    .strip_prefix("content-length:")
+                    .map(|v| v.trim().parse().unwrap_or(0))
+            })
+            .unwrap_or(0);
+        while buf.len() < head_end + len {
+            match conn.read(&mut chunk) {
+                Ok(0) | Err(_) => return,
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            }
+        }
+        buf.drain(..head_end + len);
+        let mut words = head.split_whitespace();
+        let method = words.next().unwrap_or_default().to_string();
+        let target = words.next().unwrap_or_default().to_string();
+        let path = target.split('?').next().unwrap_or_default().to_string();
+        let n = {
+            let mut seen = seen.lock().unwrap();
+            let n = seen.entry(format!("{method} {path}")).or_default();
+            *n += 1;
+            *n
+        };
+        if path == "/healthz" {
+            let _ = conn.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nok\n");
+            continue;
+        }
+        let body = format!("{method} {target} #{n}\n");
+        let public = "Cache-Control: public, max-age=0, s-maxage=60\r\n";
+        let extra = match path.as_str() {
+            "/purge" => "X-Onebox-Purge: all\r\n".to_string(),
+            "/cookie" => format!("{public}Set-Cookie: onebox_session=new; HttpOnly\r\n"),
+            "/no-store" => "Cache-Control: no-store\r\n".into(),
+            "/private" => "Cache-Control: private, max-age=60\r\n".into(),
+            "/no-cache-control" => String::new(),
+            "/not-found" => public.into(),
+            _ => public.into(),
+        };
+        let status = if path == "/not-found" {
+            "404 Not Found"
+        } else {
+            "200 OK"
+        };
+        let answer = if path == "/stream" {
+            let mut a = format!(
+                "HTTP/1.1 200 OK\r\n{extra}Transfer-Encoding: chunked\r\n\r\n{:x}\r\n{body}\r\n",
+                body.len()
+            );
+            a.push_str("0\r\n\r\n");
+            a.into_bytes()
+        } else {
+            let body = if path == "/big" {
+                format!("{body}{}", "x".repeat(2048))
+            } else {
+                body
+            };
+            let mut a = format!(
+                "HTTP/1.1 {status}\r\nContent-Type: text/html\r\n{extra}Content-Length: {}\r\n\r\n",
+                body.len()
+            )
+            .into_bytes();
+            if method != "HEAD" {
+                a.extend_from_slice(body.as_bytes());
+            }
+            a
+        };
+        if conn.write_all(&answer).is_err() {
+            return;
+        }
+    }
+}
+
+/// An edge (self-signed, no ACME) in front of the scripted app, caching objects of at most
+/// 1 KiB.
+fn edge() -> (Site, App, Proc) {
+    let app = App::start();
+    let site = Site::new(
+        Ports::new(),
+        app.port,
+        "\n[edge.acme]\nca = \"off\"\n\n[edge.page_cache]\nmax_object_bytes = 1024\n",
+    );
+    let edge = site.start_edge("edge.log");
+    (site, app, edge)
+}
+
+/// An answer's head and body, as curl `-i` printed them.
+struct Answer {
+    head: String,
+    body: String,
+}
+
+impl Answer {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.head.lines().find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.eq_ignore_ascii_case(name).then(|| v.trim())
+        })
+    }
+    fn cache(&self) -> &str {
+        self.header("x-cache").unwrap_or("none")
+    }
+}
+
+/// A request through the edge's HTTPS listener with curl's `args` before the URL.
+fn get(site: &Site, path: &str, args: &[&str]) -> Answer {
+    let url = site.https(path);
+    let mut all = vec!["-k", "-i"];
+    all.extend_from_slice(args);
+    all.push(&url);
+    let out = site.curl(&all);
+    let text = String::from_utf8_lossy(&out.stdout).replace("\r\n", "\n");
+    let (head, body) = text.split_once("\n\n").unwrap_or((&text, ""));
+    Answer {
+        head: head.to_string(),
+        body: body.to_string(),
+    }
+}
+
+#[test]
+fn a_public_page_is_served_from_the_cache_until_the_app_purges_it() {
+    let (site, app, _edge) = edge();
+    let first = get(&site, "/page?x=1", &[]);
+    assert_eq!(first.body, "GET /page?x=1 #1\n", "{}", first.head);
+    assert_eq!(first.cache(), "MISS");
+    let second = get(&site, "/page?x=1", &[]);
+    assert_eq!(second.body, first.body, "served again without the app");
+    assert_eq!(second.cache(), "HIT", "{}", second.head);
+    // Over HTTP/2 too (the :authority is the Host).
+    let h2 = get(&site, "/page?x=1", &["--http2"]);
+    assert!(h2.head.starts_with("HTTP/2 200"), "{}", h2.head);
+    assert_eq!((h2.cache(), h2.body.as_str()), ("HIT", first.body.as_str()));
+    assert_eq!(app.count("GET", "/page"), 1);
+    // Another query is another page.
+    assert_eq!(get(&site, "/page?x=2", &[]).body, "GET /page?x=2 #2\n");
+    // Each hit carries its own request id, not the stored one.
+    assert_ne!(first.header("x-request-id"), second.header("x-request-id"));
+    let metrics = site.metrics();
+    assert_eq!(metric(&metrics, "onebox_edge_page_cache_hits_total"), 2.0);
+    assert_eq!(metric(&metrics, "onebox_edge_page_cache_misses_total"), 2.0);
+
+    // The app's answer to a change asks for a purge; the header never reaches the client.
+    let purge = get(&site, "/purge", &["-X", "POST", "-d", "x=1"]);
+    assert!(purge.head.starts_with("HTTP/"), "{}", purge.head);
+    assert_eq!(purge.header("x-onebox-purge"), None, "{}", purge.head);
+    assert_eq!(purge.cache(), "BYPASS");
+    let after = get(&site, "/page?x=1", &[]);
+    assert_eq!(
+        after.body, "GET /page?x=1 #3\n",
+        "the next request goes to the app"
+    );
+    assert_eq!(after.cache(), "MISS");
+    assert_eq!(get(&site, "/page?x=1", &[]).cache(), "HIT");
+    assert_eq!(app.count("GET", "/page"), 3);
+    let metrics = site.metrics();
+    assert_eq!(metric(&metrics, "onebox_edge_page_cache_purges_total"), 1.0);
+}
+
+#[test]
+fn requests_with_cookies_or_credentials_never_use_the_cache() {
+    let (site, app, _edge) = edge();
+    // A logged-in request does not fill the cache: the anonymous one after it goes to the app.
+    let admin = get(&site, "/home", &["-H", "Cookie: onebox_session=secret"]);
+    assert_eq!(admin.body, "GET /home #1\n");
+    assert_eq!(admin.cache(), "BYPASS");
+    let anonymous = get(&site, "/home", &[]);
+    assert_eq!(anonymous.body, "GET /home #2\n", "not the logged-in answer");
+    assert_eq!(anonymous.cache(), "MISS");
+    // Now cached for anonymous readers, and still never served to a logged-in one.
+    assert_eq!(get(&site, "/home", &[]).cache(), "HIT");
+    let admin = get(&site, "/home", &["-H", "Cookie: onebox_session=secret"]);
+    assert_eq!(admin.body, "GET /home #3\n");
+    assert_eq!(admin.cache(), "BYPASS");
+    let basic = get(&site, "/home", &["-u", "a:b"]);
+    assert_eq!(basic.body, "GET /home #4\n");
+    assert_eq!(basic.cache(), "BYPASS");
+    assert_eq!(app.count("GET", "/home"), 4);
+}
+
+#[test]
+fn answers_the_app_does_not_allow_to_keep_are_not_cached() {
+    let (site, app, _edge) = edge();
+    for path in [
+        "/cookie",
+        "/no-store",
+        "/private",
+        "/no-cache-control",
+        "/not-found",
+        "/stream",
+        "/big",
+    ] {
+        for n in 1..=2 {
+            let a = get(&site, path, &[]);
+            assert!(
+                a.body.starts_with(&format!("GET {path} #{n}\n")),
+                "{path}: {}\n{}",
+                a.head,
+                a.body
+            );
+            assert_ne!(a.cache(), "HIT", "{path}");
+        }
+        assert_eq!(app.count("GET", path), 2, "{path}");
+    }
+    // Passed through whole, though not cached.
+    assert_eq!(
+        get(&site, "/big", &[]).body.len(),
+        "GET /big #3\n".len() + 2048
+    );
+    assert_eq!(
+        get(&site, "/cookie", &[]).header("set-cookie"),
+        Some("onebox_session=new; HttpOnly")
+    );
+}
+
+#[test]
+fn head_shares_the_get_entry_and_has_no_body() {
+    let (site, app, _edge) = edge();
+    let get_first = get(&site, "/article", &[]);
+    assert_eq!(get_first.cache(), "MISS");
+    let head = get(&site, "/article", &["-I"]);
+    assert_eq!(head.cache(), "HIT", "{}", head.head);
+    assert_eq!(head.body, "", "no body");
+    assert_eq!(
+        head.header("content-length"),
+        Some(get_first.body.len().to_string().as_str())
+    );
+    assert_eq!(app.count("GET", "/article"), 1);
+    assert_eq!(app.count("HEAD", "/article"), 0);
+
+    // A HEAD miss fetches (and stores) the whole page: the GET after it has the body.
+    let head = get(&site, "/other", &["-I"]);
+    assert_eq!(head.cache(), "MISS");
+    assert_eq!(head.body, "");
+    let body = get(&site, "/other", &[]);
+    assert_eq!(body.cache(), "HIT", "{}", body.head);
+    assert_eq!(body.body, "GET /other #1\n");
+    assert_eq!(app.count("HEAD", "/other"), 0);
+}

@@ -855,6 +855,11 @@ pub async fn apply(plan: &Plan) -> anyhow::Result<()> {
         owner: Some((0, 0)),
     };
     for (path, text) in &plan.secrets {
+        // Only the credentials directory is private: the directories above it (/etc/onebox, which
+        // the services read the site file from) are made first as ordinary ones, not 0700.
+        if let Some(above) = path.parent().and_then(Path::parent) {
+            root.ensure_dir(above, dir)?;
+        }
         say(
             root.write_new(path, text.as_bytes(), private, private_dir)?,
             path,

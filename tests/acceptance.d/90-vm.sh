@@ -251,8 +251,9 @@ EOF
   # CMD returned (CMD waits for what it changed, e.g. the old process gone). One line per request
   # in $reload_log, "STATUS exit CODE: ERROR | FIRST LINE OF THE BODY" (dig: "dig exit CODE RCODE
   # ANSWER"); a line is good when it matches the ERE $load_good (default: 200 and curl's exit 0; dns:
-  # NOERROR with 8.8.8.8). Prints "LABEL: F failed / N total" and the failures by kind; sets
-  # load_failed and load_total; returns CMD's status.
+  # NOERROR with 8.8.8.8). Prints "LABEL: F failed / N total" and the failures by kind (the
+  # figure also goes to .onebox/vm/under-load.log); sets load_failed and load_total; returns CMD's
+  # status.
   load_client() {
     local end=$((SECONDS + 150)) n=0 out rc
     while ((n < 150 && SECONDS < end)) && [[ ! -e $reload_log.stop ]]; do
@@ -282,6 +283,7 @@ EOF
     touch "$reload_log.stop"; wait "${clients[@]}"
     load_total=$(wc -l <"$reload_log") load_failed=$(grep -cvE "$good" "$reload_log")
     echo "$label: $load_failed failed / $load_total total"
+    echo "$vm_firmware: $label: $load_failed failed / $load_total total" >>.onebox/vm/under-load.log
     { grep -vE "$good" "$reload_log" || true; } | cut -d'|' -f1 | sort | uniq -c | sed 's/^/  /'
     return "$rc"
   }

@@ -12,9 +12,12 @@ default:
 deps:
     scripts/deps
 
-# Build the three release binaries into target/release
+# Build the release binaries into target/release, and the VM suite's onebox-app-expand-test
+# (onebox-app with one more, expand-only migration; never in the image)
 [group('setup')]
 build:
+    cargo build --release -p onebox-app --locked --features expand-test-migration
+    cp "${CARGO_TARGET_DIR:-target}/release/onebox-app" "${CARGO_TARGET_DIR:-target}/release/onebox-app-expand-test"
     cargo build --release --workspace --locked
 
 # Run the local stack on loopback until Ctrl-C (DNS :5353, HTTP :8080, HTTPS :8443)

@@ -21,7 +21,27 @@ pub struct Migration {
 }
 
 /// Every migration, in order. A unit test checks this list against the folder.
+#[cfg(not(feature = "expand-test-migration"))]
+pub const MIGRATIONS: &[Migration] = &RELEASED;
+
+/// The released migrations and one more, expand-only (a table and a nullable column), from
+/// `app/migrations-test/`: the binary the VM suite deploys by `systemctl reload onebox-app` to show
+/// a migration going into service while the previous version still serves. Test builds only.
+#[cfg(feature = "expand-test-migration")]
 pub const MIGRATIONS: &[Migration] = &[
+    RELEASED[0],
+    RELEASED[1],
+    RELEASED[2],
+    RELEASED[3],
+    Migration {
+        version: 5,
+        file: "../migrations-test/0005_expand_test.sql",
+        sql: include_str!("../migrations-test/0005_expand_test.sql"),
+    },
+];
+
+/// The migrations of `app/migrations/`.
+const RELEASED: [Migration; 4] = [
     Migration {
         version: 1,
         file: "0001_users.sql",
@@ -212,9 +232,9 @@ mod tests {
             .filter(|n| n.ends_with(".sql"))
             .collect();
         files.sort();
-        let listed: Vec<&str> = MIGRATIONS.iter().map(|m| m.file).collect();
+        let listed: Vec<&str> = RELEASED.iter().map(|m| m.file).collect();
         assert_eq!(files, listed);
-        for (i, m) in MIGRATIONS.iter().enumerate() {
+        for (i, m) in RELEASED.iter().enumerate() {
             assert_eq!(
                 m.version as usize,
                 i + 1,

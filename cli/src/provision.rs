@@ -805,7 +805,10 @@ async fn restore_at_first_boot(
         from.repository.as_str()
     );
     let started = std::time::Instant::now();
-    let manifest = crate::restore::restore_files(&plan.root, &restic, snapshot, &state)?;
+    // The services are not stopped: at first boot they have not started, their start jobs wait
+    // for this unit (After=onebox-provision), and a `systemctl stop` would cancel those jobs, so
+    // that the restored box came up with none of them running (seen in the VM suite).
+    let manifest = crate::restore::restore_files(&plan.root, &restic, snapshot, &state, false)?;
     if plan.database.is_some() {
         let site = crate::backup::Site::load(&plan.root, None)?;
         crate::restore::load_database(&site, &manifest).await?;
@@ -855,6 +858,11 @@ pub async fn apply(plan: &Plan) -> anyhow::Result<()> {
         owner: Some((0, 0)),
     };
     for (path, text) in &plan.secrets {
+        // Only the credentials directory is private: the directories above it (/etc/onebox, which
+        // the services read the site file from) are made first as ordinary ones, not 0700.
+        if let Some(above) = path.parent().and_then(Path::parent) {
+            root.ensure_dir(above, dir)?;
+        }
         say(
             root.write_new(path, text.as_bytes(), private, private_dir)?,
             path,

@@ -35,7 +35,7 @@ pub async fn run(args: &Args) -> anyhow::Result<()> {
     let restic = site.restic()?;
     let state = site.state_dir()?;
     let started = Instant::now();
-    let manifest = restore_files(&site.root, &restic, &args.snapshot, &state)?;
+    let manifest = restore_files(&site.root, &restic, &args.snapshot, &state, true)?;
     let restored = args.site.load()?;
     load_database(&restored, &manifest).await?;
     finish(&site.root, &state);
@@ -84,13 +84,14 @@ fn staging(state: &Path) -> PathBuf {
     state.join("restore")
 }
 
-/// Restores `snapshot` into staging, stops the services, swaps every item into place. Returns
-/// the manifest; the staging directory keeps the dump until [`finish`].
+/// Restores `snapshot` into staging, stops the services (with `stop_services`), swaps every item
+/// into place. Returns the manifest; the staging directory keeps the dump until [`finish`].
 pub fn restore_files(
     root_dir: &Path,
     restic: &Restic,
     snapshot: &str,
     state: &Path,
+    stop_services: bool,
 ) -> anyhow::Result<Manifest> {
     let root = Root::open(root_dir)?;
     let private = Perm {
@@ -114,7 +115,9 @@ pub fn restore_files(
             format!("the snapshot has no manifest ({})", manifest_path.display())
         })?)
         .with_context(|| format!("{}", manifest_path.display()))?;
-    systemctl("stop");
+    if stop_services {
+        systemctl("stop");
+    }
     let dir = Perm {
         mode: 0o755,
         owner: Some((0, 0)),

@@ -244,41 +244,66 @@ EOF
   # --- systemctl reload onebox-edge: zero-downtime handover ------------------------------------
   edge_pid() { vm_ssh systemctl show -p MainPID --value onebox-edge; }
   reload_log=.onebox/vm/reload-codes
-  # load_loop: one curl per request (a new connection each) from the host until the stop file
-  # appears, bounded to 600 requests and 150 s; one line per request in $reload_log: the HTTP
-  # status and curl's exit code and error ("200 exit 0: " when all went well).
-  load_loop() { # load_loop [PATH]: the home page unless PATH is given
-    local end=$((SECONDS + 150)) n=0
-    while ((n < 600 && SECONDS < end)) && [[ ! -e $reload_log.stop ]]; do
-      https_ -o /dev/null -w '%{http_code} exit %{exitcode}: %{errormsg}\n' "https://www.foobar.com:8443${1:-/}" >>"$reload_log" || true
+  # under_load LABEL CMD...: runs CMD under a bounded load from the host and counts what failed.
+  # The load is $load: an HTTPS path (default /; one curl per request, a new connection each) or
+  # `dns` (dig www.foobar.com A over UDP through the forwarded port). 4 clients, each at most 150
+  # requests and 150 s; CMD runs once 10 answers came, and the load goes on for 20 answers after
+  # CMD returned (CMD waits for what it changed, e.g. the old process gone). One line per request
+  # in $reload_log, "STATUS exit CODE: ERROR | FIRST LINE OF THE BODY" (dig: "dig exit CODE RCODE
+  # ANSWER"); a line is good when it matches the ERE $load_good (default: 200 and curl's exit 0; dns:
+  # NOERROR with 8.8.8.8). Prints "LABEL: F failed / N total" and the failures by kind (the
+  # figure also goes to .onebox/vm/under-load.log); sets load_failed and load_total; returns CMD's
+  # status.
+  load_client() {
+    local end=$((SECONDS + 150)) n=0 out rc
+    while ((n < 150 && SECONDS < end)) && [[ ! -e $reload_log.stop ]]; do
+      if [[ ${load:-/} == dns ]]; then
+        out=$(dig +time=2 +tries=1 @127.0.0.1 -p 5353 +norec www.foobar.com A 2>&1) && rc=0 || rc=$?
+        echo "dig exit $rc $(grep -o 'status: [A-Z]*' <<<"$out" | cut -c9-) $(awk '$1 == "www.foobar.com." && $4 == "A" { print $5 }' <<<"$out")"
+      else
+        out=$(https_ -w '\n%{http_code} exit %{exitcode}: %{errormsg}' "https://www.foobar.com:8443${load:-/}")
+        echo "$(tail -n 1 <<<"$out") | $(head -n 1 <<<"$out" | cut -c1-60)"
+      fi >>"$reload_log"
       n=$((n + 1))
     done
   }
   served() { (($(wc -l <"$reload_log") >= $1)); }
+  under_load() {
+    local label=$1 good rc i mark clients=(); shift
+    good=${load_good:-'^200 exit 0: +\|'}
+    [[ ${load:-/} == dns && -z ${load_good:-} ]] && good='^dig exit 0 NOERROR 8\.8\.8\.8$'
+    rm -f "$reload_log" "$reload_log.stop"; : >"$reload_log"
+    for ((i = 0; i < 4; i++)); do load_client & clients+=($!); done
+    if ! within 60 served 10 >/dev/null; then
+      touch "$reload_log.stop"; wait "${clients[@]}"; echo "$label: no load before the change"; return 1
+    fi
+    "$@" && rc=0 || rc=$?
+    mark=$(wc -l <"$reload_log")
+    within 60 served $((mark + 20)) >/dev/null
+    touch "$reload_log.stop"; wait "${clients[@]}"
+    load_total=$(wc -l <"$reload_log") load_failed=$(grep -cvE "$good" "$reload_log")
+    echo "$label: $load_failed failed / $load_total total"
+    echo "$vm_firmware: $label: $load_failed failed / $load_total total" >>.onebox/vm/under-load.log
+    { grep -vE "$good" "$reload_log" || true; } | cut -d'|' -f1 | sort | uniq -c | sed 's/^/  /'
+    return "$rc"
+  }
   gone() { ! vm_ssh ps -p "$1" >/dev/null; }
   reloaded() {
-    local before after pidfile exe n bad mark start
+    local before after pidfile exe n bad start
     before=$(edge_pid) || return 1
     [[ $before != 0 ]] || { echo "onebox-edge is not running"; return 1; }
     # A binary upgrade as on a real box: a new file at the binary's path (same bytes here; the
     # old process keeps running its now-unlinked file, the new one must run the new file).
     vm_ssh 'sudo cp /usr/local/bin/onebox-edge /usr/local/bin/onebox-edge.new &&
       sudo mv /usr/local/bin/onebox-edge.new /usr/local/bin/onebox-edge' || return 1
-    rm -f "$reload_log" "$reload_log.stop"; : >"$reload_log"
-    load_loop & local loop=$!
-    within 60 served 10 >/dev/null || { touch "$reload_log.stop"; wait "$loop"; echo "no load before the reload"; return 1; }
-    start=$SECONDS
-    vm_ssh sudo systemctl reload onebox-edge || { touch "$reload_log.stop"; wait "$loop"; vm_ssh sudo journalctl -u onebox-edge -n 20 --no-pager; return 1; }
-    echo "systemctl reload took $((SECONDS - start)) s"
-    after=$(edge_pid)
-    # Load goes on until the old process has drained and exited, and 10 requests after that.
-    echo "old process pid $before: exit $(within 60 gone "$before")"
-    mark=$(wc -l <"$reload_log")
-    within 60 served $((mark + 10)) >/dev/null
-    touch "$reload_log.stop"; wait "$loop"
-    n=$(wc -l <"$reload_log") bad=$(grep -cvx '200 exit 0: ' "$reload_log")
-    echo "requests: $n, failed: $bad"
-    { grep -vx '200 exit 0: ' "$reload_log" || true; } | sort | uniq -c | sed 's/^/  /'
+    edge_swap() { # the reload; the load goes on until the old process has drained and exited
+      start=$SECONDS
+      vm_ssh sudo systemctl reload onebox-edge || { vm_ssh sudo journalctl -u onebox-edge -n 20 --no-pager; return 1; }
+      echo "systemctl reload took $((SECONDS - start)) s"
+      echo "old process pid $before: exit $(within 60 gone "$before")"
+    }
+    under_load "edge upgrade (new binary, systemctl reload onebox-edge)" edge_swap || return 1
+    n=$load_total bad=$load_failed after=$(edge_pid)
     pidfile=$(vm_ssh sudo cat /var/lib/onebox-edge/edge.pid)
     exe=$(vm_ssh sudo readlink /proc/"$after"/exe)
     echo "MainPID $before → $after, pid file $pidfile, exe $exe, $(vm_ssh systemctl is-active onebox-edge)"
@@ -367,28 +392,23 @@ EOF
   # every service using it without asking, the edge and the app by their zero-downtime reloads: a
   # static file keeps answering throughout.
   library_updated() {
-    local lib=/usr/lib/x86_64-linux-gnu/libgcc_s.so.1 svc before=() after=() n bad out stale
+    local lib=/usr/lib/x86_64-linux-gnu/libgcc_s.so.1 svc before=() after=() n bad stale
     for svc in onebox-dns onebox-edge onebox-app mariadb; do before+=("$(vm_ssh systemctl show -p MainPID --value $svc)"); done
     vm_ssh "echo needrestart-test | sudo tee /var/www/onebox/needrestart.txt >/dev/null" || return 1
     vm_ssh "sudo cp -a $lib $lib.new && sudo mv -f $lib.new $lib" || return 1
-    rm -f "$reload_log" "$reload_log.stop"; : >"$reload_log"
-    load_loop /needrestart.txt & local loop=$!
-    within 60 served 10 >/dev/null || { touch "$reload_log.stop"; wait "$loop"; echo "no load before the update"; return 1; }
-    out=$(vm_ssh 'sudo sh -c "mkdir -p /run/needrestart && touch /run/needrestart/unpacked && /usr/lib/needrestart/apt-pinvoke"' 2>&1)
-    echo "$out" | grep -vE '^\s*$' | tail -n 15
-    local mark; mark=$(wc -l <"$reload_log")
-    within 60 served $((mark + 10)) >/dev/null
-    touch "$reload_log.stop"; wait "$loop"
     # The app is reloaded (restart.d/onebox-app.service): its new process takes over once it serves.
     app_replaced() { [[ $(vm_ssh systemctl show -p MainPID --value onebox-app) != "${before[2]}" ]]; }
-    within 60 app_replaced
+    pinvoke() {
+      vm_ssh 'sudo sh -c "mkdir -p /run/needrestart && touch /run/needrestart/unpacked && /usr/lib/needrestart/apt-pinvoke"' 2>&1 |
+        grep -vE '^\s*$' | tail -n 15
+      echo "onebox-app replaced: $(within 60 app_replaced)"
+    }
+    load=/needrestart.txt under_load "library update (needrestart: dns, edge, app reloaded, mariadb restarted)" pinvoke
     for svc in onebox-dns onebox-edge onebox-app mariadb; do after+=("$(vm_ssh systemctl show -p MainPID --value $svc)"); done
     echo "MainPIDs (dns edge app mariadb): ${before[*]} → ${after[*]}"
     stale=$(vm_ssh "sudo grep -l 'libgcc_s.so.1 (deleted)' /proc/[0-9]*/maps 2>/dev/null | cut -d/ -f3 | xargs -r ps -o unit= -p | sort -u")
     echo "units still mapping the replaced library: ${stale:-none}"
-    n=$(wc -l <"$reload_log") bad=$(grep -cvx '200 exit 0: ' "$reload_log")
-    echo "static file requests: $n, failed: $bad"
-    { grep -vx '200 exit 0: ' "$reload_log" || true; } | sort | uniq -c | sed 's/^/  /'
+    n=$load_total bad=$load_failed
     vm_ssh sudo rm -f /var/www/onebox/needrestart.txt
     local i
     for i in 0 1 2 3; do [[ ${after[i]} != 0 && ${after[i]} != "${before[i]}" ]] || { echo "unit $i not restarted"; return 1; }; done
@@ -449,27 +469,21 @@ EOF
   # `systemctl reload` returns once SIGHUP is sent: the checks wait for the new MainPID.
   app_pid() { vm_ssh systemctl show -p MainPID --value onebox-app; }
   app_moved() { local p; p=$(app_pid) && [[ $p != 0 && $p != "$1" ]]; }
+  app_swap() { # app_swap OLDPID: the reload; the load goes on until the old process has drained and exited
+    vm_ssh sudo systemctl reload onebox-app || { vm_ssh sudo journalctl -u onebox-app -n 20 --no-pager; return 1; }
+    echo "new MainPID: $(within 120 app_moved "$1")"
+    echo "old process pid $1: exit $(within 60 gone "$1")"
+  }
   app_reloaded() {
-    local before after exe n bad mark restarts_before restarts_after
+    local before after exe n bad restarts_before restarts_after
     before=$(app_pid) || return 1
     [[ $before != 0 ]] || { echo "onebox-app is not running"; return 1; }
     restarts_before=$(vm_ssh systemctl show -p NRestarts --value onebox-app)
     # A binary upgrade as on a real box: a new file at the binary's path (same bytes here).
     vm_ssh 'sudo cp /usr/local/bin/onebox-app /usr/local/bin/onebox-app.new &&
       sudo mv /usr/local/bin/onebox-app.new /usr/local/bin/onebox-app' || return 1
-    rm -f "$reload_log" "$reload_log.stop"; : >"$reload_log"
-    load_loop & local loop=$!
-    within 60 served 10 >/dev/null || { touch "$reload_log.stop"; wait "$loop"; echo "no load before the reload"; return 1; }
-    vm_ssh sudo systemctl reload onebox-app || { touch "$reload_log.stop"; wait "$loop"; vm_ssh sudo journalctl -u onebox-app -n 20 --no-pager; return 1; }
-    echo "new MainPID: $(within 120 app_moved "$before")"
-    # Load goes on until the old process has drained and exited, and 10 requests after that.
-    echo "old process pid $before: exit $(within 60 gone "$before")"
-    mark=$(wc -l <"$reload_log")
-    within 60 served $((mark + 10)) >/dev/null
-    touch "$reload_log.stop"; wait "$loop"
-    n=$(wc -l <"$reload_log") bad=$(grep -cvx '200 exit 0: ' "$reload_log")
-    echo "requests: $n, failed: $bad"
-    { grep -vx '200 exit 0: ' "$reload_log" || true; } | sort | uniq -c | sed 's/^/  /'
+    under_load "app reload (new binary, systemctl reload onebox-app)" app_swap "$before" || return 1
+    n=$load_total bad=$load_failed
     after=$(app_pid) restarts_after=$(vm_ssh systemctl show -p NRestarts --value onebox-app)
     exe=$(vm_ssh sudo readlink /proc/"$after"/exe)
     echo "MainPID $before → $after, exe $exe, $(vm_ssh systemctl is-active onebox-app), NRestarts $restarts_before → $restarts_after"
@@ -500,4 +514,178 @@ EOF
     check "systemctl reload onebox-app with a broken site file: the running app keeps serving" bad_app_reload
   else skip "systemctl reload onebox-app" "onebox-edge and onebox-app"; fi
   # --- end of systemctl reload onebox-app ---------------------------------------------------------
+
+  # --- backup to an off-box repository, restore onto a fresh VM, maintenance under load -----------
+  # One firmware run only ($ONEBOX_OPS_FIRMWARE, default bios): the restore boots a second VM. The
+  # first VM's user-data names image/boot's SFTP repository (a private sshd of the host, reached
+  # as 10.0.2.101:22); `onebox backup` runs while a bounded writer posts; the VM is then destroyed
+  # and a fresh one boots from the same image with restore_from. The maintenance checks run on it.
+  ops=.onebox/vm/ops sftp_dir=.onebox/vm/sftp
+  restic_host() { RESTIC_PASSWORD_FILE=$sftp_dir/restore-password restic -r "$sftp_dir/repo" --no-cache -q "$@"; }
+  fingerprint() {
+    openssl s_client -connect 127.0.0.1:8443 -servername www.foobar.com </dev/null 2>/dev/null |
+      openssl x509 -noout -fingerprint -sha256
+  }
+  dnskeys() { dig_ +norec +short foobar.com DNSKEY | sort; }
+  titles() { # every post title the API lists (all pages)
+    local page=1 out
+    while [[ -n $page && $page != null ]]; do
+      out=$(https_ -f "https://www.foobar.com:8443/api/posts?page=$page") || return 1
+      jq -r '.posts[].title' <<<"$out"
+      page=$(jq -r '.next_page' <<<"$out")
+    done
+  }
+  backed_up() { # onebox backup while a writer posts; every post acknowledged before it is kept
+    local tag=$RANDOM$RANDOM out rc t0 secs
+    rm -rf "$ops"; mkdir -p "$ops"
+    login >/dev/null && post "ops-before-backup-$tag" >/dev/null || return 1
+    # The writer: at most 40 posts, until the backup is done; each acknowledged title is recorded.
+    writer() {
+      local i
+      for ((i = 1; i <= 40; i++)); do
+        [[ -e $ops/stop ]] && break
+        post "ops-writer-$i-$tag" >/dev/null && echo "ops-writer-$i-$tag" >>"$ops/acked"
+      done
+    }
+    : >"$ops/acked"; writer & local w=$!
+    acked() { (($(wc -l <"$ops/acked") >= $1)); }
+    within 60 acked 3 >/dev/null || { touch "$ops/stop"; wait "$w"; echo "the writer posted nothing"; return 1; }
+    { echo "ops-before-backup-$tag"; cat "$ops/acked"; } >"$ops/must"
+    t0=$(date +%s.%N)
+    out=$(vm_ssh sudo onebox backup 2>&1) && rc=0 || rc=$?
+    secs=$(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }')
+    touch "$ops/stop"; wait "$w"
+    echo "$out" | tail -n 8
+    echo "onebox backup: exit $rc in $secs s (from the host, ssh included)"
+    echo "posts acknowledged before it began: $(wc -l <"$ops/must"); by the writer in all: $(wc -l <"$ops/acked")"
+    echo "repository on the host: $(du -sh "$sftp_dir/repo" | cut -f1) ($(du -sb "$sftp_dir/repo" | cut -f1) bytes)"
+    # The repository's password, for the fresh VM's restore_from (and the host's restic).
+    vm_ssh sudo cat /etc/onebox/backup/password >"$sftp_dir/restore-password" || return 1
+    local json; json=$(vm_ssh sudo onebox status --json) || true
+    jq -c '.backup' <<<"$json"
+    ((rc == 0)) && jq -e '.backup.ok.ok == true and (.backup.ok.repository | startswith("sftp:"))' <<<"$json" >/dev/null &&
+      [[ $(restic_host snapshots --json | jq length) == 1 ]]
+  }
+  wrong_password() { # a wrong repository password: a clear error, status says failed, repository intact
+    local out rc json before after
+    before=$(restic_host snapshots --json | jq -c '[.[].id]') || return 1
+    vm_ssh 'sudo cp -a /etc/onebox/backup/password /etc/onebox/backup/password.good &&
+      echo not-the-password | sudo tee /etc/onebox/backup/password >/dev/null' || return 1
+    out=$(vm_ssh sudo onebox backup 2>&1) && rc=0 || rc=$?
+    vm_ssh sudo mv -f /etc/onebox/backup/password.good /etc/onebox/backup/password
+    echo "$out" | tail -n 5; echo "onebox backup: exit $rc"
+    json=$(vm_ssh sudo onebox status --json) || true
+    jq -c '{ok, backup}' <<<"$json"
+    vm_ssh sudo onebox status | grep -i backup
+    after=$(restic_host snapshots --json | jq -c '[.[].id]')
+    echo "snapshots before $before, after $after"
+    restic_host check || return 1
+    ((rc != 0)) && grep -qi 'password' <<<"$out" &&
+      jq -e '.ok == false and .backup.ok.ok == false' <<<"$json" >/dev/null && [[ $before == "$after" ]]
+  }
+  fresh_restore() { # the VM destroyed; a fresh one booted with restore_from comes up
+    fingerprint >"$ops/fingerprint" && dnskeys >"$ops/dnskey" && titles | sort >"$ops/titles" || return 1
+    vm_ssh sudo onebox ds >"$ops/ds" 2>&1 || true
+    vm_ssh sudo cat /root/onebox-admin-password >"$ops/admin-password" || return 1
+    grep -c 'POST /order-plz' .onebox/vm/pebble.log >"$ops/orders" || true
+    echo "first VM: $(cat "$ops/fingerprint"), $(wc -l <"$ops/dnskey") DNSKEYs, $(wc -l <"$ops/titles") posts"
+    image/boot kill
+    local t0=$SECONDS
+    image/boot start --"$vm_firmware" --restore || return 1
+    echo "fresh VM serving after $((SECONDS - t0)) s (boot included)"
+    vm_ssh sudo journalctl -b -u onebox-provision --no-pager -o cat | grep -E 'restored|restore' | tail -n 8
+    vm_ssh sudo journalctl -b -u onebox-provision --no-pager -o cat | grep -q 'restored .* from sftp:'
+  }
+  same_posts() { # every post acknowledged before the backup began; the same admin password
+    local now missing pw
+    now=$(titles | sort) || return 1
+    missing=$(sort "$ops/must" | comm -23 - <(echo "$now"))
+    echo "posts now: $(wc -l <<<"$now"); acknowledged before the backup: $(wc -l <"$ops/must"); missing: ${missing:-none}"
+    echo "posts of the first VM not here (written during the backup): $(comm -23 "$ops/titles" <(echo "$now") | wc -l)"
+    pw=$(cat "$ops/admin-password")
+    https_ -f -o /dev/null -H 'Content-Type: application/json' \
+      -d "$(jq -n --arg p "$pw" '{username: "admin", password: $p}')" https://www.foobar.com:8443/api/login ||
+      { echo "the first VM's admin password does not log in"; return 1; }
+    [[ -z $missing ]]
+  }
+  same_certificate() { # the same certificate, and pebble saw no new order
+    local now orders
+    now=$(fingerprint) || return 1
+    orders=$(grep -c 'POST /order-plz' .onebox/vm/pebble.log)
+    echo "first VM: $(cat "$ops/fingerprint")"; echo "fresh VM: $now"
+    echo "ACME orders at pebble: $(cat "$ops/orders") before, $orders now"
+    [[ -n $now && $now == "$(cat "$ops/fingerprint")" && $orders == "$(cat "$ops/orders")" ]]
+  }
+  same_keys() { # the same DNSKEY set (so the same DS at the parent)
+    local now ds
+    now=$(dnskeys) ds=$(vm_ssh sudo onebox ds 2>&1)
+    echo "DNSKEYs: $(wc -l <<<"$now")"; echo "onebox ds, first VM: $(cat "$ops/ds")"; echo "onebox ds, fresh VM: $ds"
+    [[ -n $now && $now == "$(cat "$ops/dnskey")" && $ds == "$(cat "$ops/ds")" ]]
+  }
+
+  # --- maintenance under load (on the restored VM) ----------------------------------------------
+  dns_reloaded() { # a new record in the zone, systemctl reload onebox-dns: 0 failed queries
+    local tag=$RANDOM$RANDOM
+    txt_served() { dig_ +norec +short reload-test.foobar.com TXT | grep -qF "\"$tag\""; }
+    dns_reload() {
+      vm_ssh "sudo perl -pi -e 's/(IN\\s+SOA\\s+\\S+\\s+\\S+\\s+\\(\\s*)(\\d+)/\$1.(\$2+1)/e' /etc/onebox/zones/foobar.com.zone &&
+        echo 'reload-test IN TXT \"$tag\"' | sudo tee -a /etc/onebox/zones/foobar.com.zone >/dev/null &&
+        sudo systemctl reload onebox-dns" || return 1
+      echo "the new record served: $(within 60 txt_served)"
+    }
+    load=dns under_load "dns reload (systemctl reload onebox-dns, a new record)" dns_reload || return 1
+    ((load_failed == 0 && load_total >= 20)) && txt_served
+  }
+  published() { # onebox publish DIR under load, then --rollback: every answer whole, old or new
+    local tag=$RANDOM$RANDOM
+    vm_ssh "sudo rm -rf /tmp/pub-old /tmp/pub-new && sudo mkdir /tmp/pub-old /tmp/pub-new &&
+      sudo cp -a /var/www/onebox/. /tmp/pub-old/ && sudo cp -a /var/www/onebox/. /tmp/pub-new/ &&
+      echo old-$tag | sudo tee /tmp/pub-old/ops.txt >/dev/null && echo new-$tag | sudo tee /tmp/pub-new/ops.txt >/dev/null &&
+      sudo onebox publish /tmp/pub-old" || return 1
+    within 30 eval "https_ -f https://www.foobar.com:8443/ops.txt | grep -qx old-$tag" || return 1
+    local good="^200 exit 0: +\\| (old|new)-$tag\$" ok=1
+    publish_new() { vm_ssh sudo onebox publish /tmp/pub-new; }
+    load=/ops.txt load_good=$good under_load "static publish (onebox publish DIR)" publish_new || return 1
+    echo "answers: $(cut -d'|' -f2 "$reload_log" | sort | uniq -c | tr -s ' \n' ' ')"
+    ((load_failed == 0 && load_total >= 20)) && [[ $(tail -n 1 "$reload_log") == *"new-$tag" ]] || ok=0
+    rollback() { vm_ssh sudo onebox publish --rollback; }
+    load=/ops.txt load_good=$good under_load "static publish --rollback" rollback || return 1
+    echo "answers: $(cut -d'|' -f2 "$reload_log" | sort | uniq -c | tr -s ' \n' ' ')"
+    ((load_failed == 0 && load_total >= 20)) && [[ $(tail -n 1 "$reload_log") == *"old-$tag" ]] || ok=0
+    ((ok))
+  }
+  migrated() { # a new onebox-app with one more (expand-only) migration, by systemctl reload
+    local bin=${ONEBOX_BIN:-target/release}/onebox-app-expand-test before version columns
+    [[ -x $bin ]] || { echo "no $bin (just build makes it)"; return 1; }
+    before=$(app_pid) || return 1
+    vm_ssh 'sudo tee /usr/local/bin/onebox-app.new >/dev/null && sudo chmod 755 /usr/local/bin/onebox-app.new &&
+      sudo mv /usr/local/bin/onebox-app.new /usr/local/bin/onebox-app' <"$bin" || return 1
+    under_load "app reload with a migration (expand-only, systemctl reload onebox-app)" app_swap "$before" || return 1
+    version=$(vm_ssh "sudo mariadb -N onebox -e 'SELECT MAX(version) FROM schema_migrations'")
+    columns=$(vm_ssh "sudo mariadb -N onebox -e \"SHOW COLUMNS FROM posts LIKE 'expand_test_note'; SHOW TABLES LIKE 'expand_test'\"")
+    echo "schema version: $version; new column and table: $(tr '\n\t' '  ' <<<"$columns")"
+    vm_ssh sudo journalctl -u onebox-app -n 30 --no-pager -o cat | grep -i migrat | tail -n 3
+    ((load_failed == 0 && load_total >= 20)) && [[ $version == 5 ]] &&
+      grep -q '^expand_test_note' <<<"$columns" && grep -qx 'expand_test' <<<"$columns" && home_200
+  }
+  mariadb_restarted() { # the figure is reported, not asserted; the site is back afterwards
+    mariadb_restart() { vm_ssh sudo systemctl restart mariadb; }
+    under_load "mariadb restart (systemctl restart mariadb)" mariadb_restart || return 1
+    within 60 home_200
+  }
+
+  if [[ $vm_firmware == "${ONEBOX_OPS_FIRMWARE:-bios}" ]] && built edge && built app; then
+    check "backup: onebox backup to the SFTP repository while a writer posts; status shows it ok" backed_up
+    check "backup: a wrong repository password fails clearly, status shows it failed, the repository is intact" wrong_password
+    check "restore: the VM destroyed, a fresh VM with restore_from (SFTP) comes up restored" fresh_restore
+    check "restore: every post acknowledged before the backup began, the same admin password" same_posts
+    check "restore: the same certificate (fingerprint), no new ACME order" same_certificate
+    check "restore: the same DNSKEYs and DS" same_keys
+    check "maintenance: systemctl reload onebox-dns under a dig load: 0 failed" dns_reloaded
+    check "maintenance: onebox publish and --rollback under load: 0 failed, each answer old or new" published
+    check "maintenance: app reload with an expand-only migration under load: 0 failed, schema migrated" migrated
+    check "maintenance: systemctl restart mariadb under load: failed/total reported, site back" mariadb_restarted
+  elif [[ $vm_firmware != "${ONEBOX_OPS_FIRMWARE:-bios}" ]]; then
+    echo "skip $target: backup, restore and maintenance checks run in the ${ONEBOX_OPS_FIRMWARE:-bios} boot only"
+  else skip "backup, restore, maintenance" "onebox-edge and onebox-app"; fi
 fi

@@ -246,7 +246,7 @@ EOF
   reload_log=.onebox/vm/reload-codes
   # under_load LABEL CMD...: runs CMD under a bounded load from the host and counts what failed.
   # The load is $load: an HTTPS path (default /; one curl per request, a new connection each) or
-  # `dns` (dig www.foobar.com A over UDP through the forwarded port). 4 clients, each at most 150
+  # `dns` (dig www.foobar.com A over TCP through the forwarded port). 4 clients, each at most 150
   # requests and 150 s; CMD runs once 10 answers came, and the load goes on for 20 answers after
   # CMD returned (CMD waits for what it changed, e.g. the old process gone). One line per request
   # in $reload_log, "STATUS exit CODE: ERROR | FIRST LINE OF THE BODY" (dig: "dig exit CODE RCODE
@@ -258,7 +258,11 @@ EOF
     local end=$((SECONDS + 150)) n=0 out rc
     while ((n < 150 && SECONDS < end)) && [[ ! -e $reload_log.stop ]]; do
       if [[ ${load:-/} == dns ]]; then
-        out=$(dig +time=2 +tries=1 @127.0.0.1 -p 5353 +norec www.foobar.com A 2>&1) && rc=0 || rc=$?
+        # Over TCP: the UDP wire into the guest is image/udp-relay, a user-space relay that can
+        # drop a datagram when the host is loaded (seen once: 1 of 340, no reload stall in the
+        # guest), which is the relay's loss, not the server's. A reload that closed the sockets
+        # fails TCP queries as surely (connection refused).
+        out=$(dig +tcp +time=2 +tries=1 @127.0.0.1 -p 5353 +norec www.foobar.com A 2>&1) && rc=0 || rc=$?
         echo "dig exit $rc $(grep -o 'status: [A-Z]*' <<<"$out" | cut -c9-) $(awk '$1 == "www.foobar.com." && $4 == "A" { print $5 }' <<<"$out")"
       else
         out=$(https_ -w '\n%{http_code} exit %{exitcode}: %{errormsg}' "https://www.foobar.com:8443${load:-/}")
@@ -681,7 +685,7 @@ EOF
     check "restore: every post acknowledged before the backup began, the same admin password" same_posts
     check "restore: the same certificate (fingerprint), no new ACME order" same_certificate
     check "restore: the same DNSKEYs and DS" same_keys
-    check "maintenance: systemctl reload onebox-dns under a dig load: 0 failed" dns_reloaded
+    check "maintenance: systemctl reload onebox-dns under a dig load (TCP): 0 failed" dns_reloaded
     check "maintenance: onebox publish and --rollback under load: 0 failed, each answer old or new" published
     check "maintenance: app reload with an expand-only migration under load: 0 failed, schema migrated" migrated
     check "maintenance: systemctl restart mariadb under load: failed/total reported, site back" mariadb_restarted

@@ -44,12 +44,10 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     let site = args.site.load()?;
     let file = &site.file;
     let domain = file.site.domain.to_string();
-    // As `onebox provision` made the record: none for ACME off or a CA at an IP address.
+    // As `onebox provision` made the record: none when ACME is off.
     let issuer = file.edge.acme.caa_issuer();
     let Some(issuer) = issuer.filter(|h| onebox_site::Domain::parse(h).is_ok()) else {
-        println!(
-            "the site's CA has no CAA domain (ACME off, or a directory at an IP address): no CAA record to pin"
-        );
+        println!("the site's CA has no CAA domain (ACME is off): no CAA record to pin");
         return Ok(());
     };
     let root = Root::open(&site.root)?;

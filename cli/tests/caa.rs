@@ -15,8 +15,8 @@ fn the_caa_record_is_pinned_to_the_edges_acme_account() {
     let pebble = Pebble::start(site.http, free_port()).expect("pebble");
     let db = MariaDb::start().expect("MariaDB");
     site.link_database(&db);
-    // The CA's CAA domain is its directory's host: `localhost` (pebble's certificate names it),
-    // where 127.0.0.1 would give no CAA record at all.
+    // The CA's CAA domain is its directory's host: `localhost`, a name as a real CA's would be
+    // (pebble's certificate names it).
     let user_data = site.user_data(Some(&pebble), "");
     let text_ud = std::fs::read_to_string(&user_data).expect("user-data");
     std::fs::write(

@@ -142,16 +142,7 @@ impl StateCache {
     fn write(&self, path: &Path, data: &[u8]) -> std::io::Result<()> {
         std::fs::create_dir_all(&self.dir)?;
         std::fs::set_permissions(&self.dir, std::fs::Permissions::from_mode(0o700))?;
-        let tmp = path.with_extension("tmp");
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)?;
-        f.write_all(data)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)
+        write_private(path, data)
     }
 
     /// The file holding the account key for `contact` at the CA at `directory_url`.
@@ -189,6 +180,20 @@ impl StateCache {
             http_date(validity.renewal_at())
         );
     }
+}
+
+/// Writes `data` to `path` (mode 0600) atomically: a synced `PATH.tmp`, renamed into place.
+pub(crate) fn write_private(path: &Path, data: &[u8]) -> std::io::Result<()> {
+    let tmp = path.with_extension("tmp");
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)?;
+    f.write_all(data)?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path)
 }
 
 /// A Unix time as an HTTP date (`Sun, 06 Nov 1994 08:49:37 GMT`).

@@ -11,8 +11,6 @@
 
 use onebox_site::edge::AcmeAccountRecord;
 use rustls_acme::acme::{Account, Directory};
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -75,19 +73,8 @@ impl AccountRecorder {
         let text = serde_json::to_string(&record).map_err(|e| e.to_string())?;
         // Checked as `onebox caa` will check it, so a CA's odd URL is said here.
         AcmeAccountRecord::parse(&text)?;
-        let tmp = self.record_file.with_extension("tmp");
-        let written = (|| {
-            let mut f = std::fs::OpenOptions::new()
-                .write(true)
-                .create(true)
-                .truncate(true)
-                .mode(0o600)
-                .open(&tmp)?;
-            f.write_all(text.as_bytes())?;
-            f.sync_all()?;
-            std::fs::rename(&tmp, &self.record_file)
-        })();
-        written.map_err(|e| format!("{}: {e}", self.record_file.display()))?;
+        crate::acme::write_private(&self.record_file, text.as_bytes())
+            .map_err(|e| format!("{}: {e}", self.record_file.display()))?;
         Ok(record.account_uri)
     }
 }

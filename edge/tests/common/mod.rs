@@ -212,51 +212,61 @@ impl Drop for Upstream {
     }
 }
 
+/// Reads one HTTP/1.1 request from `conn` (the head, then a Content-Length or chunked body),
+/// removes it from `buf` (bytes already read beyond it stay for the next request) and returns
+/// its head; `None` when the connection ends first.
+pub fn read_request(conn: &mut TcpStream, buf: &mut Vec<u8>) -> Option<String> {
+    let mut chunk = [0u8; 4096];
+    // The head, then the body (per Content-Length, or to its last chunk).
+    let head_end = loop {
+        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i + 4;
+        }
+        match conn.read(&mut chunk) {
+            Ok(0) | Err(_) => return None,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+    };
+    let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
+    let len: usize = head
+        .lines()
+        .find_map(|l| {
+            l.to_ascii_lowercase()
+                .strip_prefix("content-length:")
+                .map(|v| v.trim().parse().unwrap_or(0))
+        })
+        .unwrap_or(0);
+    let chunked = head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked");
+    // A chunked body is read to its last chunk, as an app would before answering.
+    let body_end = loop {
+        let end = if chunked {
+            chunked_end(&buf[head_end..]).map(|n| head_end + n)
+        } else {
+            (buf.len() >= head_end + len).then_some(head_end + len)
+        };
+        if let Some(end) = end {
+            break end;
+        }
+        match conn.read(&mut chunk) {
+            Ok(0) | Err(_) => return None,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+    };
+    buf.drain(..body_end);
+    Some(head)
+}
+
 fn serve_upstream(mut conn: TcpStream) {
     conn.set_nonblocking(false).unwrap();
     conn.set_read_timeout(Some(Duration::from_secs(30)))
         .unwrap();
     let mut buf = Vec::new();
-    let mut chunk = [0u8; 4096];
     loop {
-        // Read one request head (bodies are read per Content-Length).
-        let head_end = loop {
-            if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                break i + 4;
-            }
-            match conn.read(&mut chunk) {
-                Ok(0) | Err(_) => return,
-                Ok(n) => buf.extend_from_slice(&chunk[..n]),
-            }
+        let Some(head) = read_request(&mut conn, &mut buf) else {
+            return;
         };
-        let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
-        let len: usize = head
-            .lines()
-            .find_map(|l| {
-                l.to_ascii_lowercase()
-                    .strip_prefix("content-length:")
-                    .map(|v| v.trim().parse().unwrap_or(0))
-            })
-            .unwrap_or(0);
-        let chunked = head
-            .to_ascii_lowercase()
-            .contains("transfer-encoding: chunked");
-        // A chunked body is read to its last chunk, as an app would before answering.
-        let body_end = loop {
-            let end = if chunked {
-                chunked_end(&buf[head_end..]).map(|n| head_end + n)
-            } else {
-                (buf.len() >= head_end + len).then_some(head_end + len)
-            };
-            if let Some(end) = end {
-                break end;
-            }
-            match conn.read(&mut chunk) {
-                Ok(0) | Err(_) => return,
-                Ok(n) => buf.extend_from_slice(&chunk[..n]),
-            }
-        };
-        buf.drain(..body_end);
         let body = if head.starts_with("GET /healthz ") {
             "ok\n".to_string()
         } else {

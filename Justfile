@@ -12,8 +12,7 @@ default:
 deps:
     scripts/deps
 
-# Build the release binaries into target/release, and the VM suite's onebox-app-expand-test
-# (onebox-app with one more, expand-only migration; never in the image)
+# Build the release binaries (and the VM suite's onebox-app-expand-test: one more migration, never in the image)
 [group('setup')]
 build:
     cargo build --release -p onebox-app --locked --features expand-test-migration

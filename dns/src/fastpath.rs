@@ -206,9 +206,16 @@ impl Entry {
     /// The answer to `request` (a plain query with this entry's key): the cached response with
     /// the request's ID and RD bit.
     pub fn answer(&self, request: &[u8]) -> Vec<u8> {
-        let mut out = self.response.to_vec();
-        patch(&mut out, request);
+        let mut out = Vec::with_capacity(self.response.len());
+        self.answer_into(request, &mut out);
         out
+    }
+
+    /// [`Entry::answer`] written into `out` (cleared first; its buffer reused).
+    pub fn answer_into(&self, request: &[u8], out: &mut Vec<u8>) {
+        out.clear();
+        out.extend_from_slice(&self.response);
+        patch(out, request);
     }
 
     /// The answer to `request` as rate limiting slips it (as [`crate::answer::truncate`] and
@@ -216,6 +223,13 @@ impl Entry {
     /// OPT record, the question, the OPT record.
     pub fn slipped(&self, request: &[u8]) -> Vec<u8> {
         let mut out = Vec::with_capacity(self.question_end + OPT_LEN);
+        self.slipped_into(request, &mut out);
+        out
+    }
+
+    /// [`Entry::slipped`] written into `out` (cleared first; its buffer reused).
+    pub fn slipped_into(&self, request: &[u8], out: &mut Vec<u8>) {
+        out.clear();
         out.extend_from_slice(self.response.get(..self.question_end).unwrap_or_default());
         if self.edns
             && let Some(opt) = self
@@ -224,14 +238,13 @@ impl Entry {
         {
             out.extend_from_slice(opt);
         }
-        patch(&mut out, request);
+        patch(out, request);
         if let Some(flags) = out.get_mut(2) {
             *flags |= 0x02;
         }
         if let Some(counts) = out.get_mut(6..12) {
             counts.copy_from_slice(&[0, 0, 0, 0, 0, u8::from(self.edns)]);
         }
-        out
     }
 
     /// The bytes this entry is counted for, with its key of `key_len` bytes (kept twice).

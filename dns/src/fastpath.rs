@@ -1,6 +1,7 @@
-//! The UDP answer cache: the fast path of plain queries.
+//! The answer cache: the fast path of plain queries, over UDP and TCP.
 //!
-//! A *plain* query ([`parse`]) is a UDP request of at most [`MAX_REQUEST`] bytes with QR clear,
+//! A *plain* query ([`parse`]) is a request (a UDP datagram, or a TCP message without its
+//! length) of at most [`MAX_REQUEST`] bytes with QR clear,
 //! opcode QUERY, one question of class IN (not AXFR/IXFR) whose name has no compression pointer,
 //! no answer or authority records, and nothing in the additional section but an OPT record of
 //! EDNS version 0 without options; no byte may follow. The answer today's path
@@ -10,7 +11,8 @@
 //! cleared (the question's name exactly as spelled: hickory's name compression compares label
 //! bytes case-sensitively, so a question spelled with other capitals can encode its answer's
 //! other names differently, and is a separate entry), and the value is the response today's
-//! path encoded. A hit copies it and patches in the request's ID and RD bit: byte-identical to
+//! path encoded. A TCP request's key has the QR bit set as well (no plain request has it): its
+//! answer, never cut to a UDP payload size, is an entry of its own. A hit copies it and patches in the request's ID and RD bit: byte-identical to
 //! what today's path would send (the test `fastpath` in dns/tests proves it for every query of
 //! the differential suite, unsigned and signed).
 //!
@@ -29,6 +31,7 @@
 //! shard replaces a random entry with a new answer, except an NXDOMAIN: random names asked for
 //! never displace what is there.
 
+use crate::answer::Transport;
 use crate::catalog::Catalog;
 use crate::rrl::Class;
 use hickory_proto::op::ResponseCode;
@@ -125,9 +128,14 @@ pub fn parse(request: &[u8]) -> Option<Plain> {
     (end == request.len()).then_some(Plain { question_end, edns })
 }
 
-/// The cache key of a plain `request`: its bytes with the ID zeroed and RD cleared, written into
-/// `buf`. `None` if it is longer than [`MAX_REQUEST`].
-pub fn key<'b>(request: &[u8], buf: &'b mut [u8; MAX_REQUEST]) -> Option<&'b [u8]> {
+/// The cache key of a plain `request` that came over `transport`: its bytes with the ID zeroed
+/// and RD cleared (and QR set for TCP), written into `buf`. `None` if it is longer than
+/// [`MAX_REQUEST`].
+pub fn key<'b>(
+    request: &[u8],
+    transport: Transport,
+    buf: &'b mut [u8; MAX_REQUEST],
+) -> Option<&'b [u8]> {
     let key = buf.get_mut(..request.len())?;
     key.copy_from_slice(request);
     if let Some(id) = key.get_mut(..2) {
@@ -135,6 +143,9 @@ pub fn key<'b>(request: &[u8], buf: &'b mut [u8; MAX_REQUEST]) -> Option<&'b [u8
     }
     if let Some(flags) = key.get_mut(2) {
         *flags &= !0x01;
+        if transport == Transport::Tcp {
+            *flags |= 0x80;
+        }
     }
     Some(key)
 }
@@ -480,7 +491,7 @@ mod tests {
             };
             if let Some(plain) = parse(&bytes) {
                 assert!(plain.question_end <= bytes.len());
-                assert!(key(&bytes, &mut buf).is_some());
+                assert!(key(&bytes, Transport::Udp, &mut buf).is_some());
             }
         }
     }

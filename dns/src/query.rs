@@ -37,7 +37,7 @@ pub struct Engine {
     /// TSIG keys, journals, secondary zones: what the transfer side shares with the request
     /// path.
     xfr: xfr::Shared,
-    /// The answers of plain UDP queries, if the cache is on ([`crate::fastpath`]).
+    /// The answers of plain queries, if the cache is on ([`crate::fastpath`]).
     cache: Option<AnswerCache>,
 }
 
@@ -76,7 +76,7 @@ impl Engine {
         }
     }
 
-    /// Caches the answers of plain UDP queries ([`crate::fastpath`]) if `on`.
+    /// Caches the answers of plain queries (UDP and TCP) ([`crate::fastpath`]) if `on`.
     pub fn with_answer_cache(mut self, on: bool) -> Self {
         self.cache = on.then(AnswerCache::default);
         self
@@ -146,7 +146,7 @@ impl Engine {
     /// Answers one request.
     pub fn respond(&self, request: &[u8], transport: Transport, client: SocketAddr) -> Reply {
         let mut out = Vec::new();
-        match self.respond_to(request, transport, client, &mut out) {
+        match self.respond_buffered(request, transport, client, &mut out) {
             Some(reply) => reply,
             None => Reply::One(out),
         }
@@ -164,7 +164,7 @@ impl Engine {
         out: &mut Vec<u8>,
     ) -> bool {
         out.clear();
-        match self.respond_to(request, transport, client, out) {
+        match self.respond_buffered(request, transport, client, out) {
             None => true,
             Some(Reply::One(bytes)) => {
                 put(out, bytes);
@@ -178,9 +178,10 @@ impl Engine {
         }
     }
 
-    /// Answers one request: `None` when the answer was written into `out` (a cached answer),
-    /// else the reply built.
-    fn respond_to(
+    /// Answers one request as [`Engine::respond`] answers it: `None` when the answer was
+    /// written into `out` (a cached answer: `out`'s buffer is reused, nothing is allocated),
+    /// else the reply built (`out` is then left as it was).
+    pub fn respond_buffered(
         &self,
         request: &[u8],
         transport: Transport,
@@ -194,13 +195,12 @@ impl Engine {
         }
         // One catalog answers the request, cached or not.
         let catalog = self.catalog.load_full();
-        if transport == Transport::Udp
-            && !self.query_log
+        if !self.query_log
             && let Some(cache) = &self.cache
             && !self.xfr.secondaries.any_unavailable()
             && let Some(plain) = fastpath::parse(request)
         {
-            return self.respond_cached(cache, &catalog, request, plain, client, out);
+            return self.respond_cached(cache, &catalog, request, plain, transport, client, out);
         }
         Some(
             self.respond_with(request, transport, client, &catalog)
@@ -208,41 +208,40 @@ impl Engine {
         )
     }
 
-    /// Answers a plain UDP query from `cache` into `out` (`None`), or builds the answer and
+    /// Answers a plain query from `cache` into `out` (`None`), or builds the answer and
     /// caches it.
+    #[allow(clippy::too_many_arguments)]
     fn respond_cached(
         &self,
         cache: &AnswerCache,
         catalog: &Arc<Catalog>,
         request: &[u8],
         plain: fastpath::Plain,
+        transport: Transport,
         client: SocketAddr,
         out: &mut Vec<u8>,
     ) -> Option<Reply> {
         let mut buf = [0u8; fastpath::MAX_REQUEST];
-        let Some(key) = fastpath::key(request, &mut buf) else {
-            return Some(
-                self.respond_with(request, Transport::Udp, client, catalog)
-                    .reply,
-            );
+        let Some(key) = fastpath::key(request, transport, &mut buf) else {
+            return Some(self.respond_with(request, transport, client, catalog).reply);
         };
         if let Some(entry) = cache.get(catalog, key) {
             let flow = Flow {
                 class: entry.class,
                 name: entry.name.as_ref(),
             };
-            match self.limit(Transport::Udp, client, flow) {
+            match self.limit(transport, client, flow) {
                 Action::Drop => {
-                    self.metrics.query(Transport::Udp, None);
+                    self.metrics.query(transport, None);
                     return Some(Reply::Drop);
                 }
                 Action::Slip => entry.slipped_into(request, out),
                 Action::Send => entry.answer_into(request, out),
             }
-            self.metrics.query(Transport::Udp, Some(entry.rcode));
+            self.metrics.query(transport, Some(entry.rcode));
             return None;
         }
-        let outcome = self.respond_with(request, Transport::Udp, client, catalog);
+        let outcome = self.respond_with(request, transport, client, catalog);
         if let (Reply::One(bytes), Action::Send, Some((class, name))) =
             (&outcome.reply, outcome.action, outcome.flow)
             && let Some(entry) = fastpath::Entry::new(request, plain, bytes, class, name)

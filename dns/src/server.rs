@@ -264,6 +264,7 @@ async fn serve_connection(
     let mut buf = vec![0u8; FRAME_MAX];
     let mut filled = 0usize;
     let mut out: Vec<u8> = Vec::with_capacity(4096);
+    let mut cached: Vec<u8> = Vec::with_capacity(512);
     loop {
         let read = tokio::select! {
             biased;
@@ -295,11 +296,12 @@ async fn serve_connection(
             deadline = (now + limits.idle_timeout).min(end_of_life);
             // The reply lives until its last message is written (a transfer holds its place
             // among the transfers going out until then).
-            let reply = engine.respond(request, Transport::Tcp, client);
+            let reply = engine.respond_buffered(request, Transport::Tcp, client, &mut cached);
             match &reply {
-                Reply::Drop => continue,
-                Reply::One(bytes) => frame(&mut out, bytes),
-                Reply::Many(all) => {
+                None => frame(&mut out, &cached),
+                Some(Reply::Drop) => continue,
+                Some(Reply::One(bytes)) => frame(&mut out, bytes),
+                Some(Reply::Many(all)) => {
                     for message in all.iter() {
                         frame(&mut out, message);
                         if out.len() >= OUT_HIGH {

@@ -1,7 +1,7 @@
 //! The answer cache's proof of equality (dns/src/fastpath.rs): for every request of the
 //! differential suite (dns/tests/diff/queries.rs, the unsigned set against the differential
-//! zones and the signed set against the same zones signed), sent over UDP, an engine with the
-//! cache answers byte for byte as one without: the first time (a miss, which fills the cache),
+//! zones and the signed set against the same zones signed), sent over UDP and over TCP, an
+//! engine with the cache answers byte for byte as one without: the first time (a miss, which fills the cache),
 //! again with another ID and RD flipped (a hit), with the question's name in other capitals (a
 //! new entry) and once more (its hit). Rate limiting slips and drops hits as it does answers
 //! built today, and the metrics count the same. A new catalog empties the cache.
@@ -149,28 +149,31 @@ fn compare(catalog: Catalog, cases: &[diff::queries::Case], what: &str) -> (usiz
     let requests = requests(cases);
     let mut hits = 0;
     for (n, request) in requests.iter().enumerate() {
-        let second = other_id(request, 0xbeef ^ n as u16);
-        let third = recased(&second);
-        let fourth = other_id(&third, 0x0f0f ^ n as u16);
-        for (round, r) in [request, &second, &third, &fourth].into_iter().enumerate() {
-            let before = on.cached_answers();
-            let a = on.respond(r, Transport::Udp, client);
-            let b = off.respond(r, Transport::Udp, client);
-            assert_eq!(
-                a,
-                b,
-                "{what}: request {n} ({}), round {round}: the cached engine answers otherwise",
-                cases
-                    .iter()
-                    .find(|c| c.request.encode() == *request)
-                    .map_or("", |c| c.label.as_str())
-            );
-            let added = on.cached_answers() - before;
-            match round {
-                0 => hits += added,
-                // Same key as the round before: a hit, nothing new.
-                1 | 3 => assert_eq!(added, 0, "{what}: request {n} round {round}"),
-                _ => {}
+        for transport in [Transport::Udp, Transport::Tcp] {
+            let second = other_id(request, 0xbeef ^ n as u16);
+            let third = recased(&second);
+            let fourth = other_id(&third, 0x0f0f ^ n as u16);
+            for (round, r) in [request, &second, &third, &fourth].into_iter().enumerate() {
+                let before = on.cached_answers();
+                let a = on.respond(r, transport, client);
+                let b = off.respond(r, transport, client);
+                assert_eq!(
+                    a,
+                    b,
+                    "{what}: request {n} ({}) over {transport:?}, round {round}: the cached engine \
+                 answers otherwise",
+                    cases
+                        .iter()
+                        .find(|c| c.request.encode() == *request)
+                        .map_or("", |c| c.label.as_str())
+                );
+                let added = on.cached_answers() - before;
+                match round {
+                    0 => hits += added,
+                    // Same key as the round before: a hit, nothing new.
+                    1 | 3 => assert_eq!(added, 0, "{what}: request {n} round {round}"),
+                    _ => {}
+                }
             }
         }
     }

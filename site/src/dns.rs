@@ -27,7 +27,7 @@ pub struct DnsConfig {
     /// Seconds a TCP connection may stay idle (or take to send a query) before it is closed.
     /// Default: 10.
     pub tcp_idle_timeout_secs: Bounded<1, 3600>,
-    /// UDP sockets per listen address (SO_REUSEPORT), each served by its own task. Default
+    /// UDP sockets per listen address (SO_REUSEPORT), each served by its own thread. Default
     /// (absent): the number of CPUs, at most 64.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub udp_sockets: Option<Bounded<1, 64>>,

@@ -222,7 +222,7 @@ impl Engine {
         out: &mut Vec<u8>,
     ) -> Option<Reply> {
         let mut buf = [0u8; fastpath::MAX_REQUEST];
-        let Some(key) = fastpath::key(request, transport, &mut buf) else {
+        let Some(key) = fastpath::key(request, plain, transport, &mut buf) else {
             return Some(self.respond_with(request, transport, client, catalog).reply);
         };
         if let Some(entry) = cache.get(catalog, key) {

@@ -1,21 +1,28 @@
-//! Batched UDP I/O: each UDP socket's task takes up to [`BATCH`] datagrams per `recvmmsg`
-//! call and sends their answers with one `sendmmsg` call (as NSD and Knot do), instead of a
-//! `recvfrom` and a `sendto` per query. Each request is answered by [`Engine::respond`] as
-//! before, in the order received. What `sendmmsg` does not send at once (a full socket buffer)
-//! is sent one by one as before; a `recvmmsg` that fails (other than "nothing to read") is
-//! followed by one `recvfrom`, as the single-datagram loop did.
+//! Batched UDP I/O on dedicated threads, as NSD and Knot serve UDP: one thread per UDP socket
+//! (the SO_REUSEPORT sockets of [`crate::server`]), no async runtime on this path. Each thread
+//! blocks in `recvmmsg` (`MSG_WAITFORONE`: it returns as soon as one datagram is there, with
+//! up to [`BATCH`] of those waiting), answers each request with [`Engine::respond_into`] in
+//! the order received, and sends the answers with one `sendmmsg` call.
+//!
+//! Everything a batch needs is allocated once per thread and reused: the request buffers, the
+//! message headers and address slots of both calls, and one reply buffer per datagram (a
+//! cached answer is written into it: no allocation per answer). What `sendmmsg` does not send
+//! (a full socket buffer, an address it refuses) is sent one by one; a `recvmmsg` that fails is
+//! followed by one `recvfrom`, as a single-datagram loop would do.
+//!
+//! Every answer goes through [`Engine::respond_into`], so rate limiting sees each one, the
+//! metrics count each one, and each request is answered from the catalog stored at that moment
+//! (a reload is seen by the next request).
 
-use crate::answer::{Reply, Transport};
+use crate::answer::Transport;
 use crate::query::Engine;
 use nix::sys::socket::{
     ControlMessage, MsgFlags, MultiHeaders, SockaddrStorage, recvmmsg, sendmmsg,
 };
 use std::io::{IoSlice, IoSliceMut};
-use std::net::SocketAddr;
+use std::net::{SocketAddr, UdpSocket};
 use std::os::fd::AsRawFd;
 use std::sync::Arc;
-use tokio::io::Interest;
-use tokio::net::UdpSocket;
 
 /// Datagrams taken per `recvmmsg` call.
 pub const BATCH: usize = 32;
@@ -32,104 +39,134 @@ fn to_std(addr: &SockaddrStorage) -> Option<SocketAddr> {
         .map(|v6| SocketAddr::V6((*v6).into()))
 }
 
-/// Serves one UDP socket until the process ends.
-pub async fn serve_udp(socket: UdpSocket, engine: Arc<Engine>) {
-    let mut bufs: Vec<Vec<u8>> = (0..BATCH).map(|_| vec![0u8; BUF]).collect();
-    let mut got: Vec<(usize, usize, SocketAddr)> = Vec::with_capacity(BATCH);
-    let mut replies: Vec<(Vec<u8>, SocketAddr)> = Vec::with_capacity(BATCH);
-    let fd = socket.as_raw_fd();
+/// Starts the thread that serves `socket` (made blocking here) until the process ends; it is
+/// named `name`.
+pub fn spawn_udp(socket: UdpSocket, engine: Arc<Engine>, name: String) -> std::io::Result<()> {
+    socket.set_nonblocking(false)?;
+    std::thread::Builder::new()
+        .name(name)
+        .spawn(move || serve_udp(&socket, &engine))?;
+    Ok(())
+}
+
+/// What one thread reuses from batch to batch.
+struct Batch {
+    /// The request buffers.
+    bufs: Box<[Vec<u8>; BATCH]>,
+    /// The headers and address slots of `recvmmsg`.
+    recv_headers: MultiHeaders<SockaddrStorage>,
+    /// The headers and address slots of `sendmmsg`.
+    send_headers: MultiHeaders<SockaddrStorage>,
+    /// The datagrams received: (buffer, length, sender).
+    got: Vec<(usize, usize, SockaddrStorage)>,
+    /// The answers, the first `replies` of them to send.
+    out: Box<[Vec<u8>; BATCH]>,
+    /// Where each answer goes.
+    to: Box<[Option<SockaddrStorage>; BATCH]>,
+}
+
+/// Serves `socket` (blocking) until the process ends.
+fn serve_udp(socket: &UdpSocket, engine: &Engine) {
+    let mut batch = Batch {
+        bufs: Box::new(std::array::from_fn(|_| vec![0u8; BUF])),
+        recv_headers: MultiHeaders::preallocate(BATCH, None),
+        send_headers: MultiHeaders::preallocate(BATCH, None),
+        got: Vec::with_capacity(BATCH),
+        out: Box::new(std::array::from_fn(|_| Vec::with_capacity(512))),
+        to: Box::new([None; BATCH]),
+    };
     loop {
-        if let Err(e) = socket.readable().await {
-            tracing::debug!("udp readiness error: {e}");
-            continue;
-        }
-        got.clear();
-        let received = socket.try_io(Interest::READABLE, || {
-            // Made per batch: nix's headers are not Send, so they never cross an await.
-            let mut headers = MultiHeaders::<SockaddrStorage>::preallocate(BATCH, None);
-            let mut iovs: Vec<[IoSliceMut<'_>; 1]> = bufs
-                .iter_mut()
-                .map(|b| [IoSliceMut::new(b.as_mut_slice())])
-                .collect();
-            let results = recvmmsg(
-                fd,
-                &mut headers,
-                iovs.iter_mut(),
-                MsgFlags::MSG_DONTWAIT,
-                None,
-            )
-            .map_err(std::io::Error::from)?;
-            for (i, msg) in results.enumerate() {
-                if let Some(addr) = msg.address.as_ref().and_then(to_std) {
-                    got.push((i, msg.bytes, addr));
-                }
-            }
-            Ok(())
-        });
-        match received {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
-            Err(e) => {
-                tracing::debug!("udp receive error (recvmmsg): {e}");
-                // As the single-datagram loop: one datagram, then batches again.
-                let Some(buf) = bufs.first_mut() else {
-                    continue;
-                };
-                match socket.recv_from(buf).await {
-                    Ok((len, client)) => got.push((0, len, client)),
-                    Err(e) => {
-                        tracing::debug!("udp receive error: {e}");
-                        continue;
-                    }
-                }
-            }
-        }
-        replies.clear();
-        for &(i, len, client) in &got {
-            let Some(request) = bufs.get(i).and_then(|b| b.get(..len)) else {
+        receive(socket, &mut batch);
+        let mut replies = 0;
+        for &(i, len, addr) in &batch.got {
+            let (Some(request), Some(client)) =
+                (batch.bufs.get(i).and_then(|b| b.get(..len)), to_std(&addr))
+            else {
                 continue;
             };
-            if let Reply::One(bytes) = engine.respond(request, Transport::Udp, client) {
-                replies.push((bytes, client));
+            let Some(out) = batch.out.get_mut(replies) else {
+                break;
+            };
+            if engine.respond_into(request, Transport::Udp, client, out) {
+                if let Some(to) = batch.to.get_mut(replies) {
+                    *to = Some(addr);
+                }
+                replies += 1;
             }
         }
-        if replies.is_empty() {
-            continue;
+        if replies > 0 {
+            send(socket, &mut batch, replies);
         }
-        let sent = send_batch(fd, &replies);
-        for (bytes, client) in replies.iter().skip(sent) {
-            if let Err(e) = socket.send_to(bytes, client).await {
-                tracing::debug!("udp send to {client} failed: {e}");
+    }
+}
+
+/// Fills `batch.got` with the next datagrams (waits for at least one).
+fn receive(socket: &UdpSocket, batch: &mut Batch) {
+    batch.got.clear();
+    let mut iovs = batch
+        .bufs
+        .each_mut()
+        .map(|b| [IoSliceMut::new(b.as_mut_slice())]);
+    match recvmmsg(
+        socket.as_raw_fd(),
+        &mut batch.recv_headers,
+        iovs.iter_mut(),
+        MsgFlags::MSG_WAITFORONE,
+        None,
+    ) {
+        Ok(results) => {
+            for (i, msg) in results.enumerate() {
+                if let Some(addr) = msg.address {
+                    batch.got.push((i, msg.bytes, addr));
+                }
+            }
+        }
+        Err(nix::errno::Errno::EINTR) => {}
+        Err(e) => {
+            tracing::debug!("udp receive error (recvmmsg): {e}");
+            // One datagram, then batches again.
+            let Some(buf) = batch.bufs.first_mut() else {
+                return;
+            };
+            match socket.recv_from(buf) {
+                Ok((len, client)) => batch.got.push((0, len, SockaddrStorage::from(client))),
+                Err(e) => tracing::debug!("udp receive error: {e}"),
             }
         }
     }
 }
 
-/// Sends `replies` with one `sendmmsg` call; returns how many went out (0 on an error: the
-/// caller sends them one by one).
-fn send_batch(fd: std::os::fd::RawFd, replies: &[(Vec<u8>, SocketAddr)]) -> usize {
-    let mut headers = MultiHeaders::<SockaddrStorage>::preallocate(replies.len(), None);
-    let slices: Vec<[IoSlice<'_>; 1]> = replies
-        .iter()
-        .map(|(bytes, _)| [IoSlice::new(bytes)])
-        .collect();
-    let addrs: Vec<Option<SockaddrStorage>> = replies
-        .iter()
-        .map(|(_, client)| Some(SockaddrStorage::from(*client)))
-        .collect();
+/// Sends the first `replies` answers of `batch` with one `sendmmsg` call; what it does not
+/// send goes out one by one.
+fn send(socket: &UdpSocket, batch: &mut Batch, replies: usize) {
+    let slices = batch.out.each_ref().map(|b| [IoSlice::new(b)]);
     let no_cmsgs: [ControlMessage<'_>; 0] = [];
-    match sendmmsg(
-        fd,
-        &mut headers,
-        slices.iter(),
-        &addrs,
+    let sent = match sendmmsg(
+        socket.as_raw_fd(),
+        &mut batch.send_headers,
+        slices.get(..replies).unwrap_or_default(),
+        batch.to.get(..replies).unwrap_or_default(),
         no_cmsgs,
-        MsgFlags::MSG_DONTWAIT,
+        MsgFlags::empty(),
     ) {
         Ok(results) => results.count(),
         Err(e) => {
             tracing::debug!("udp send error (sendmmsg): {e}");
             0
+        }
+    };
+    for (bytes, to) in batch
+        .out
+        .iter()
+        .zip(batch.to.iter())
+        .take(replies)
+        .skip(sent)
+    {
+        let Some(client) = to.as_ref().and_then(to_std) else {
+            continue;
+        };
+        if let Err(e) = socket.send_to(bytes, client) {
+            tracing::debug!("udp send to {client} failed: {e}");
         }
     }
 }

@@ -57,6 +57,14 @@ pub enum ServeError {
         /// is not printed twice).
         cause: std::io::Error,
     },
+    /// The thread that serves a UDP socket could not be started.
+    #[error("cannot start the UDP thread of {addr}: {cause}")]
+    UdpThread {
+        /// The listen address the socket is bound to.
+        addr: SocketAddr,
+        /// What the operating system said.
+        cause: std::io::Error,
+    },
     /// No listen address could be bound at all.
     #[error("no listen address could be bound")]
     NothingBound,

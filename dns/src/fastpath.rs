@@ -1,16 +1,20 @@
-//! The UDP answer cache: the fast path of plain queries.
+//! The answer cache: the fast path of plain queries, over UDP and TCP.
 //!
-//! A *plain* query ([`parse`]) is a UDP request of at most [`MAX_REQUEST`] bytes with QR clear,
+//! A *plain* query ([`parse`]) is a request (a UDP datagram, or a TCP message without its
+//! length) of at most [`MAX_REQUEST`] bytes with QR clear,
 //! opcode QUERY, one question of class IN (not AXFR/IXFR) whose name has no compression pointer,
 //! no answer or authority records, and nothing in the additional section but an OPT record of
-//! EDNS version 0 without options; no byte may follow. The answer today's path
+//! EDNS version 0 with no option but, at most, one DNS COOKIE (RFC 7873: a client cookie of 8
+//! bytes, or one with a server cookie, 16 to 40); no byte may follow. The answer today's path
 //! ([`crate::query::Engine::respond`]) builds for such a request depends on the catalog served
 //! and on the request's bytes — but on its ID and RD bit only in that it echoes them in the
-//! response's header. So the cache's key is the request's bytes with the ID zeroed and RD
-//! cleared (the question's name exactly as spelled: hickory's name compression compares label
+//! response's header, and not at all on a COOKIE option (today's path neither checks nor
+//! returns cookies: its OPT record carries no option). So the cache's key is the request's
+//! bytes with the ID zeroed, RD cleared and the COOKIE option left out (the question's name exactly as spelled: hickory's name compression compares label
 //! bytes case-sensitively, so a question spelled with other capitals can encode its answer's
 //! other names differently, and is a separate entry), and the value is the response today's
-//! path encoded. A hit copies it and patches in the request's ID and RD bit: byte-identical to
+//! path encoded. A TCP request's key has the QR bit set as well (no plain request has it): its
+//! answer, never cut to a UDP payload size, is an entry of its own. A hit copies it and patches in the request's ID and RD bit: byte-identical to
 //! what today's path would send (the test `fastpath` in dns/tests proves it for every query of
 //! the differential suite, unsigned and signed).
 //!
@@ -29,6 +33,7 @@
 //! shard replaces a random entry with a new answer, except an NXDOMAIN: random names asked for
 //! never displace what is there.
 
+use crate::answer::Transport;
 use crate::catalog::Catalog;
 use crate::rrl::Class;
 use hickory_proto::op::ResponseCode;
@@ -64,6 +69,9 @@ pub struct Plain {
     pub question_end: usize,
     /// Whether the request carries an OPT record.
     pub edns: bool,
+    /// Where the bytes the answer depends on end: the request's end, or the start of its
+    /// COOKIE option.
+    pub key_end: usize,
 }
 
 /// Whether `request` is a plain query (see the module's documentation), and where its question
@@ -108,33 +116,61 @@ pub fn parse(request: &[u8]) -> Option<Plain> {
         return None; // not class IN, or a zone transfer
     }
     let question_end = at + 4;
-    let end = if edns {
-        let opt = request.get(question_end..question_end.checked_add(OPT_LEN)?)?;
-        // Root owner, type OPT (41), version 0 (the TTL's second byte), no options.
-        if opt.first() != Some(&0)
-            || opt.get(1..3) != Some(&[0, 41][..])
-            || opt.get(6) != Some(&0)
-            || opt.get(9..11) != Some(&[0, 0][..])
+    let (key_end, end) = if edns {
+        let key_end = question_end.checked_add(OPT_LEN)?;
+        let opt = request.get(question_end..key_end)?;
+        // Root owner, type OPT (41), version 0 (the TTL's second byte).
+        if opt.first() != Some(&0) || opt.get(1..3) != Some(&[0, 41][..]) || opt.get(6) != Some(&0)
         {
             return None;
         }
-        question_end + OPT_LEN
+        let rdlength = usize::from(u16::from_be_bytes([*opt.get(9)?, *opt.get(10)?]));
+        if rdlength > 0 {
+            // One option, a COOKIE (10) of a length RFC 7873 allows, filling the RDATA.
+            let option = request.get(key_end..key_end.checked_add(4)?)?;
+            let len = usize::from(u16::from_be_bytes([*option.get(2)?, *option.get(3)?]));
+            if option.get(..2) != Some(&[0, 10][..])
+                || !(len == 8 || (16..=40).contains(&len))
+                || rdlength != 4 + len
+            {
+                return None;
+            }
+        }
+        (key_end, key_end + rdlength)
     } else {
-        question_end
+        (question_end, question_end)
     };
-    (end == request.len()).then_some(Plain { question_end, edns })
+    (end == request.len()).then_some(Plain {
+        question_end,
+        edns,
+        key_end,
+    })
 }
 
-/// The cache key of a plain `request`: its bytes with the ID zeroed and RD cleared, written into
-/// `buf`. `None` if it is longer than [`MAX_REQUEST`].
-pub fn key<'b>(request: &[u8], buf: &'b mut [u8; MAX_REQUEST]) -> Option<&'b [u8]> {
-    let key = buf.get_mut(..request.len())?;
-    key.copy_from_slice(request);
+/// The cache key of a plain `request` that came over `transport`: its bytes with the ID zeroed
+/// and RD cleared (and QR set for TCP), its COOKIE option left out (the OPT record's RDLENGTH
+/// 0), written into `buf`. `None` if it is longer than [`MAX_REQUEST`].
+pub fn key<'b>(
+    request: &[u8],
+    plain: Plain,
+    transport: Transport,
+    buf: &'b mut [u8; MAX_REQUEST],
+) -> Option<&'b [u8]> {
+    let key = buf.get_mut(..plain.key_end)?;
+    key.copy_from_slice(request.get(..plain.key_end)?);
+    if plain.edns
+        && let Some(rdlength) = key.get_mut(plain.key_end.saturating_sub(2)..)
+    {
+        rdlength.fill(0);
+    }
     if let Some(id) = key.get_mut(..2) {
         id.fill(0);
     }
     if let Some(flags) = key.get_mut(2) {
         *flags &= !0x01;
+        if transport == Transport::Tcp {
+            *flags |= 0x80;
+        }
     }
     Some(key)
 }
@@ -206,9 +242,16 @@ impl Entry {
     /// The answer to `request` (a plain query with this entry's key): the cached response with
     /// the request's ID and RD bit.
     pub fn answer(&self, request: &[u8]) -> Vec<u8> {
-        let mut out = self.response.to_vec();
-        patch(&mut out, request);
+        let mut out = Vec::with_capacity(self.response.len());
+        self.answer_into(request, &mut out);
         out
+    }
+
+    /// [`Entry::answer`] written into `out` (cleared first; its buffer reused).
+    pub fn answer_into(&self, request: &[u8], out: &mut Vec<u8>) {
+        out.clear();
+        out.extend_from_slice(&self.response);
+        patch(out, request);
     }
 
     /// The answer to `request` as rate limiting slips it (as [`crate::answer::truncate`] and
@@ -216,6 +259,13 @@ impl Entry {
     /// OPT record, the question, the OPT record.
     pub fn slipped(&self, request: &[u8]) -> Vec<u8> {
         let mut out = Vec::with_capacity(self.question_end + OPT_LEN);
+        self.slipped_into(request, &mut out);
+        out
+    }
+
+    /// [`Entry::slipped`] written into `out` (cleared first; its buffer reused).
+    pub fn slipped_into(&self, request: &[u8], out: &mut Vec<u8>) {
+        out.clear();
         out.extend_from_slice(self.response.get(..self.question_end).unwrap_or_default());
         if self.edns
             && let Some(opt) = self
@@ -224,14 +274,13 @@ impl Entry {
         {
             out.extend_from_slice(opt);
         }
-        patch(&mut out, request);
+        patch(out, request);
         if let Some(flags) = out.get_mut(2) {
             *flags |= 0x02;
         }
         if let Some(counts) = out.get_mut(6..12) {
             counts.copy_from_slice(&[0, 0, 0, 0, 0, u8::from(self.edns)]);
         }
-        out
     }
 
     /// The bytes this entry is counted for, with its key of `key_len` bytes (kept twice).
@@ -380,7 +429,7 @@ impl AnswerCache {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
+#[allow(clippy::unwrap_used, clippy::panic)]
 mod tests {
     use super::*;
 
@@ -406,7 +455,8 @@ mod tests {
             parse(&q),
             Some(Plain {
                 question_end: 12 + 17 + 4,
-                edns: true
+                edns: true,
+                key_end: 12 + 17 + 4 + 11,
             })
         );
         let q = query(&["www", "example", "com"], 28, false);
@@ -447,6 +497,39 @@ mod tests {
     }
 
     #[test]
+    fn a_cookie_is_left_out_of_the_key_and_other_options_are_not_plain() {
+        let base = query(&["www", "example", "com"], 1, true);
+        let mut buf = [0u8; MAX_REQUEST];
+        let want = key(&base, parse(&base).unwrap(), Transport::Udp, &mut buf)
+            .unwrap()
+            .to_vec();
+        let with = |code: u16, len: usize| {
+            let mut q = base.clone();
+            let at = q.len() - 2;
+            q[at..].copy_from_slice(&((4 + len) as u16).to_be_bytes());
+            q.extend_from_slice(&code.to_be_bytes());
+            q.extend_from_slice(&(len as u16).to_be_bytes());
+            q.extend((0..len).map(|i| i as u8));
+            q
+        };
+        for len in [8, 16, 24, 40] {
+            let q = with(10, len);
+            let plain = parse(&q).unwrap_or_else(|| panic!("a cookie of {len} bytes"));
+            assert_eq!(key(&q, plain, Transport::Udp, &mut buf).unwrap(), &want[..]);
+        }
+        for (code, len) in [(10, 0), (10, 7), (10, 12), (10, 41), (8, 8), (3, 0)] {
+            assert_eq!(
+                parse(&with(code, len)),
+                None,
+                "option {code} of {len} bytes"
+            );
+        }
+        let mut two = with(10, 8);
+        two.pop();
+        assert_eq!(parse(&two), None, "cut short");
+    }
+
+    #[test]
     fn random_bytes_never_panic() {
         let base = query(&["www", "example", "com"], 1, true);
         let mut buf = [0u8; MAX_REQUEST];
@@ -466,8 +549,8 @@ mod tests {
                 q
             };
             if let Some(plain) = parse(&bytes) {
-                assert!(plain.question_end <= bytes.len());
-                assert!(key(&bytes, &mut buf).is_some());
+                assert!(plain.question_end <= plain.key_end && plain.key_end <= bytes.len());
+                assert!(key(&bytes, plain, Transport::Udp, &mut buf).is_some());
             }
         }
     }

@@ -37,7 +37,7 @@ pub struct Engine {
     /// TSIG keys, journals, secondary zones: what the transfer side shares with the request
     /// path.
     xfr: xfr::Shared,
-    /// The answers of plain UDP queries, if the cache is on ([`crate::fastpath`]).
+    /// The answers of plain queries, if the cache is on ([`crate::fastpath`]).
     cache: Option<AnswerCache>,
 }
 
@@ -76,7 +76,7 @@ impl Engine {
         }
     }
 
-    /// Caches the answers of plain UDP queries ([`crate::fastpath`]) if `on`.
+    /// Caches the answers of plain queries (UDP and TCP) ([`crate::fastpath`]) if `on`.
     pub fn with_answer_cache(mut self, on: bool) -> Self {
         self.cache = on.then(AnswerCache::default);
         self
@@ -145,64 +145,110 @@ impl Engine {
 
     /// Answers one request.
     pub fn respond(&self, request: &[u8], transport: Transport, client: SocketAddr) -> Reply {
+        let mut out = Vec::new();
+        match self.respond_buffered(request, transport, client, &mut out) {
+            Some(reply) => reply,
+            None => Reply::One(out),
+        }
+    }
+
+    /// Answers one request into `out`, as [`Engine::respond`] answers it, for a transport
+    /// whose answers are one message each (UDP): returns whether `out` holds a message to
+    /// send. `out` is cleared first and its buffer reused: a cached answer costs no
+    /// allocation. (A zone transfer's messages, never sent over UDP, are not written.)
+    pub fn respond_into(
+        &self,
+        request: &[u8],
+        transport: Transport,
+        client: SocketAddr,
+        out: &mut Vec<u8>,
+    ) -> bool {
+        out.clear();
+        match self.respond_buffered(request, transport, client, out) {
+            None => true,
+            Some(Reply::One(bytes)) => {
+                put(out, bytes);
+                true
+            }
+            Some(Reply::Drop) => false,
+            Some(Reply::Many(_)) => {
+                tracing::debug!("a reply of several messages for {client} left unsent");
+                false
+            }
+        }
+    }
+
+    /// Answers one request as [`Engine::respond`] answers it: `None` when the answer was
+    /// written into `out` (a cached answer: `out`'s buffer is reused, nothing is allocated),
+    /// else the reply built (`out` is then left as it was).
+    pub fn respond_buffered(
+        &self,
+        request: &[u8],
+        transport: Transport,
+        client: SocketAddr,
+        out: &mut Vec<u8>,
+    ) -> Option<Reply> {
         if request.len() < 12 || request[2] & 0x80 != 0 {
             // A runt, or a response: never answer those.
             self.metrics.query(transport, None);
-            return Reply::Drop;
+            return Some(Reply::Drop);
         }
         // One catalog answers the request, cached or not.
         let catalog = self.catalog.load_full();
-        if transport == Transport::Udp
-            && !self.query_log
+        if !self.query_log
             && let Some(cache) = &self.cache
             && !self.xfr.secondaries.any_unavailable()
             && let Some(plain) = fastpath::parse(request)
         {
-            return self.respond_cached(cache, &catalog, request, plain, client);
+            return self.respond_cached(cache, &catalog, request, plain, transport, client, out);
         }
-        self.respond_with(request, transport, client, &catalog)
-            .reply
+        Some(
+            self.respond_with(request, transport, client, &catalog)
+                .reply,
+        )
     }
 
-    /// Answers a plain UDP query from `cache`, or builds the answer and caches it.
+    /// Answers a plain query from `cache` into `out` (`None`), or builds the answer and
+    /// caches it.
+    #[allow(clippy::too_many_arguments)]
     fn respond_cached(
         &self,
         cache: &AnswerCache,
         catalog: &Arc<Catalog>,
         request: &[u8],
         plain: fastpath::Plain,
+        transport: Transport,
         client: SocketAddr,
-    ) -> Reply {
+        out: &mut Vec<u8>,
+    ) -> Option<Reply> {
         let mut buf = [0u8; fastpath::MAX_REQUEST];
-        let Some(key) = fastpath::key(request, &mut buf) else {
-            return self
-                .respond_with(request, Transport::Udp, client, catalog)
-                .reply;
+        let Some(key) = fastpath::key(request, plain, transport, &mut buf) else {
+            return Some(self.respond_with(request, transport, client, catalog).reply);
         };
         if let Some(entry) = cache.get(catalog, key) {
             let flow = Flow {
                 class: entry.class,
                 name: entry.name.as_ref(),
             };
-            let bytes = match self.limit(Transport::Udp, client, flow) {
+            match self.limit(transport, client, flow) {
                 Action::Drop => {
-                    self.metrics.query(Transport::Udp, None);
-                    return Reply::Drop;
+                    self.metrics.query(transport, None);
+                    return Some(Reply::Drop);
                 }
-                Action::Slip => entry.slipped(request),
-                Action::Send => entry.answer(request),
-            };
-            self.metrics.query(Transport::Udp, Some(entry.rcode));
-            return Reply::One(bytes);
+                Action::Slip => entry.slipped_into(request, out),
+                Action::Send => entry.answer_into(request, out),
+            }
+            self.metrics.query(transport, Some(entry.rcode));
+            return None;
         }
-        let outcome = self.respond_with(request, Transport::Udp, client, catalog);
+        let outcome = self.respond_with(request, transport, client, catalog);
         if let (Reply::One(bytes), Action::Send, Some((class, name))) =
             (&outcome.reply, outcome.action, outcome.flow)
             && let Some(entry) = fastpath::Entry::new(request, plain, bytes, class, name)
         {
             cache.insert(catalog, key, entry);
         }
-        outcome.reply
+        Some(outcome.reply)
     }
 
     /// Answers one request from `catalog` (today's path: decoded, looked up, encoded), counts
@@ -583,6 +629,17 @@ impl Engine {
             self.metrics.rate_limited(action, flow.class);
         }
         action
+    }
+}
+
+/// Puts `bytes` into `out`: copied into its buffer if it has room (kept for the next answer),
+/// else moved.
+fn put(out: &mut Vec<u8>, bytes: Vec<u8>) {
+    if out.capacity() >= bytes.len() {
+        out.clear();
+        out.extend_from_slice(&bytes);
+    } else {
+        *out = bytes;
     }
 }
 

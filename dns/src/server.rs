@@ -1,4 +1,4 @@
-//! The sockets: UDP (several SO_REUSEPORT sockets per address, one task each, datagrams taken
+//! The sockets: UDP (several SO_REUSEPORT sockets per address, one thread each, datagrams taken
 //! and answered in batches: [`crate::batch`]) and TCP (RFC 7766
 //! length-prefixed messages, pipelined queries answered in order; bounded connections in all and
 //! per client, an idle timeout and a lifetime).
@@ -14,7 +14,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 
 /// The limits on TCP connections.
@@ -111,7 +111,8 @@ fn client_key(addr: IpAddr) -> IpAddr {
     }
 }
 
-/// Binds every listen address and spawns its UDP and TCP tasks. Returns the addresses bound.
+/// Binds every listen address, starts its UDP threads and spawns its TCP task. Returns the
+/// addresses bound (every socket is bound, and its thread or task running, on return).
 pub fn spawn(
     settings: &Settings,
     limits: TcpLimits,
@@ -123,6 +124,7 @@ pub fn spawn(
         limits,
     });
     let mut bound = Vec::new();
+    let mut udp_threads = 0usize;
     for &addr in &settings.listen {
         let sockets = match bind(addr, settings.udp_sockets) {
             Ok(sockets) => sockets,
@@ -134,7 +136,10 @@ pub fn spawn(
         };
         let (udp, tcp) = sockets;
         for socket in udp {
-            tokio::spawn(crate::batch::serve_udp(socket, engine.clone()));
+            let name = format!("dns-udp-{udp_threads}");
+            crate::batch::spawn_udp(socket, engine.clone(), name)
+                .map_err(|cause| ServeError::UdpThread { addr, cause })?;
+            udp_threads += 1;
         }
         tokio::spawn(serve_tcp(tcp, engine.clone(), connections.clone()));
         tracing::info!("listening on {addr} (UDP and TCP)");
@@ -153,7 +158,10 @@ fn is_missing_family(e: &ServeError) -> bool {
 }
 
 /// Binds `count` UDP sockets (SO_REUSEPORT) and one TCP listener on `addr`.
-fn bind(addr: SocketAddr, count: usize) -> Result<(Vec<UdpSocket>, TcpListener), ServeError> {
+fn bind(
+    addr: SocketAddr,
+    count: usize,
+) -> Result<(Vec<std::net::UdpSocket>, TcpListener), ServeError> {
     let udp_err = |cause| ServeError::Bind {
         addr,
         proto: "udp",
@@ -169,8 +177,7 @@ fn bind(addr: SocketAddr, count: usize) -> Result<(Vec<UdpSocket>, TcpListener),
         let socket = new_socket(addr, Type::DGRAM, Protocol::UDP).map_err(udp_err)?;
         socket.set_reuse_port(true).map_err(udp_err)?;
         socket.bind(&addr.into()).map_err(udp_err)?;
-        let socket = UdpSocket::from_std(socket.into()).map_err(udp_err)?;
-        udp.push(socket);
+        udp.push(socket.into());
     }
     let tcp = new_socket(addr, Type::STREAM, Protocol::TCP).map_err(tcp_err)?;
     tcp.set_reuse_address(true).map_err(tcp_err)?;
@@ -225,8 +232,23 @@ async fn serve_tcp(listener: TcpListener, engine: Arc<Engine>, connections: Arc<
     }
 }
 
+/// Answer bytes held for one connection before they are written: a read of pipelined
+/// queries can ask for many large answers, and they never take more than this (and one
+/// message) at once.
+const OUT_HIGH: usize = 64 * 1024;
+
+/// The longest framed message: its two-byte length and 65,535 bytes.
+const FRAME_MAX: usize = 2 + 65_535;
+
 /// Serves one connection until the client closes it, it idles too long or its lifetime is up.
 /// Returns whether it ended at its lifetime.
+///
+/// Whatever the client has sent is read into one buffer, every complete query in it is
+/// answered in order, and the answers go out with one write. One timer per connection: each
+/// query must be complete within the idle timeout of the previous one (or of the connection's
+/// start), and before the end of the connection's lifetime; the timer is set again only when
+/// it goes off before that deadline (the deadline moved on meanwhile). A write that cannot go
+/// out at once has the idle timeout to finish.
 async fn serve_connection(
     mut stream: TcpStream,
     client: SocketAddr,
@@ -234,45 +256,104 @@ async fn serve_connection(
     limits: TcpLimits,
 ) -> std::io::Result<bool> {
     let _ = stream.set_nodelay(true);
-    let end_of_life = Instant::now() + limits.lifetime;
-    let mut buf = vec![0u8; 65_535];
+    let started = Instant::now();
+    let end_of_life = started + limits.lifetime;
+    let mut deadline = (started + limits.idle_timeout).min(end_of_life);
+    let timer = tokio::time::sleep_until(deadline.into());
+    tokio::pin!(timer);
+    let mut buf = vec![0u8; FRAME_MAX];
+    let mut filled = 0usize;
+    let mut out: Vec<u8> = Vec::with_capacity(4096);
+    let mut cached: Vec<u8> = Vec::with_capacity(512);
     loop {
-        // The next query must start before the idle timeout and the end of the lifetime.
-        let left = end_of_life.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return Ok(true);
-        }
-        let mut len = [0u8; 2];
-        match tokio::time::timeout(limits.idle_timeout.min(left), stream.read_exact(&mut len)).await
-        {
-            Ok(Ok(_)) => {}
-            Ok(Err(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(false),
-            Ok(Err(e)) => return Err(e),
-            Err(_) => return Ok(left <= limits.idle_timeout), // idle, or at the end of its life
-        }
-        let len = usize::from(u16::from_be_bytes(len));
-        match tokio::time::timeout(limits.idle_timeout, stream.read_exact(&mut buf[..len])).await {
-            Ok(Ok(_)) => {}
-            Ok(Err(e)) => return Err(e),
-            Err(_) => return Ok(false),
-        }
-        // The reply lives until its last message is written (a transfer holds its place
-        // among the transfers going out until then).
-        let reply = engine.respond(&buf[..len], Transport::Tcp, client);
-        let messages: Vec<&Vec<u8>> = match &reply {
-            Reply::Drop => continue,
-            Reply::One(bytes) => vec![bytes],
-            Reply::Many(all) => all.iter().collect(),
+        let read = tokio::select! {
+            biased;
+            read = stream.read(buf.get_mut(filled..).unwrap_or_default()) => read?,
+            () = &mut timer => {
+                if Instant::now() >= deadline {
+                    // Idle (or a query too slow to arrive), or at the end of its life.
+                    return Ok(deadline >= end_of_life);
+                }
+                timer.as_mut().reset(deadline.into());
+                continue;
+            }
         };
-        for message in messages {
-            let mut framed = Vec::with_capacity(message.len() + 2);
-            framed.extend_from_slice(&(message.len() as u16).to_be_bytes());
-            framed.extend_from_slice(message);
-            tokio::time::timeout(limits.idle_timeout, stream.write_all(&framed))
-                .await
-                .map_err(|_| {
-                    std::io::Error::new(std::io::ErrorKind::TimedOut, "write timed out")
-                })??;
+        if read == 0 {
+            return Ok(false); // closed by the client (perhaps in the middle of a query)
+        }
+        filled += read;
+        let now = Instant::now();
+        if now >= end_of_life {
+            return Ok(true); // no new query after the end of its life
+        }
+        let mut at = 0usize;
+        while let Some(&[hi, lo]) = buf.get(at..at + 2)
+            && let end = at + 2 + usize::from(u16::from_be_bytes([hi, lo]))
+            && end <= filled
+        {
+            let request = buf.get(at + 2..end).unwrap_or_default();
+            at = end;
+            deadline = (now + limits.idle_timeout).min(end_of_life);
+            // The reply lives until its last message is written (a transfer holds its place
+            // among the transfers going out until then).
+            let reply = engine.respond_buffered(request, Transport::Tcp, client, &mut cached);
+            match &reply {
+                None => frame(&mut out, &cached),
+                Some(Reply::Drop) => continue,
+                Some(Reply::One(bytes)) => frame(&mut out, bytes),
+                Some(Reply::Many(all)) => {
+                    for message in all.iter() {
+                        frame(&mut out, message);
+                        if out.len() >= OUT_HIGH {
+                            write_out(&mut stream, &mut out, limits.idle_timeout).await?;
+                        }
+                    }
+                    write_out(&mut stream, &mut out, limits.idle_timeout).await?;
+                }
+            }
+            if out.len() >= OUT_HIGH {
+                write_out(&mut stream, &mut out, limits.idle_timeout).await?;
+            }
+        }
+        write_out(&mut stream, &mut out, limits.idle_timeout).await?;
+        // What is left is the start of the next query: to the front.
+        buf.copy_within(at..filled, 0);
+        filled -= at;
+    }
+}
+
+/// Appends `message` to `out` with its two-byte length (RFC 1035 §4.2.2).
+fn frame(out: &mut Vec<u8>, message: &[u8]) {
+    let len = u16::try_from(message.len()).unwrap_or(u16::MAX);
+    out.extend_from_slice(&len.to_be_bytes());
+    out.extend_from_slice(message.get(..usize::from(len)).unwrap_or_default());
+}
+
+/// Writes `out` and empties it: at once if the socket takes it (no timer), else within
+/// `timeout`.
+async fn write_out(
+    stream: &mut TcpStream,
+    out: &mut Vec<u8>,
+    timeout: Duration,
+) -> std::io::Result<()> {
+    let mut at = 0usize;
+    while let Some(rest) = out.get(at..)
+        && !rest.is_empty()
+    {
+        match stream.try_write(rest) {
+            Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
+            Ok(n) => at += n,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                tokio::time::timeout(timeout, stream.write_all(rest))
+                    .await
+                    .map_err(|_| {
+                        std::io::Error::new(std::io::ErrorKind::TimedOut, "write timed out")
+                    })??;
+                break;
+            }
+            Err(e) => return Err(e),
         }
     }
+    out.clear();
+    Ok(())
 }

@@ -768,3 +768,138 @@ fn a_burst_of_udp_queries_is_answered_in_full() {
     }
     assert!(waiting.is_empty(), "unanswered: {:?}", waiting.keys());
 }
+
+#[test]
+fn udp_clients_asking_at_once_each_get_their_own_answers() {
+    // The UDP threads (one per SO_REUSEPORT socket) take datagrams of several clients in one
+    // recvmmsg batch and answer them with one sendmmsg: four clients ask at once, in three
+    // waves of 25 queries each; every answer reaches the client that asked, with its ID and
+    // its question, once.
+    let s = server();
+    let addr = s.addr();
+    let clients: Vec<_> = (0..4u16)
+        .map(|c| {
+            std::thread::spawn(move || {
+                let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+                socket
+                    .set_read_timeout(Some(Duration::from_secs(2)))
+                    .unwrap();
+                let mut unanswered = Vec::new();
+                for wave in 0..3u16 {
+                    let mut waiting = std::collections::BTreeMap::new();
+                    for i in 0..25u16 {
+                        let id = c * 1000 + wave * 100 + i;
+                        let name = if i % 2 == 0 {
+                            "www.foobar.com."
+                        } else {
+                            "nowhere.foobar.com."
+                        };
+                        let mut q = query_bytes(name, RecordType::A, Some(1232));
+                        q[..2].copy_from_slice(&id.to_be_bytes());
+                        socket.send_to(&q, addr).unwrap();
+                        waiting.insert(id, name);
+                    }
+                    let mut buf = [0u8; 4096];
+                    while !waiting.is_empty() {
+                        let Ok(len) = socket.recv(&mut buf) else {
+                            break;
+                        };
+                        let reply = Message::from_vec(&buf[..len]).unwrap();
+                        let name = waiting.remove(&reply.metadata.id).unwrap_or_else(|| {
+                            panic!(
+                                "client {c}: an answer to {} twice, or another's",
+                                reply.metadata.id
+                            )
+                        });
+                        assert_eq!(reply.queries[0].name.to_string(), name);
+                    }
+                    unanswered.extend(waiting.into_keys());
+                }
+                unanswered
+            })
+        })
+        .collect();
+    for (c, client) in clients.into_iter().enumerate() {
+        let unanswered = client.join().unwrap();
+        assert!(
+            unanswered.is_empty(),
+            "client {c}: unanswered {unanswered:?}"
+        );
+    }
+}
+
+/// `query` framed for TCP: its two-byte length, then the message.
+fn framed(query: &[u8]) -> Vec<u8> {
+    let mut out = (query.len() as u16).to_be_bytes().to_vec();
+    out.extend_from_slice(query);
+    out
+}
+
+/// Reads one framed message from `stream` and decodes it.
+fn read_framed(stream: &mut std::net::TcpStream) -> Message {
+    use std::io::Read;
+    let mut len = [0u8; 2];
+    stream.read_exact(&mut len).unwrap();
+    let mut message = vec![0u8; usize::from(u16::from_be_bytes(len))];
+    stream.read_exact(&mut message).unwrap();
+    Message::from_vec(&message).unwrap()
+}
+
+#[test]
+fn pipelined_tcp_queries_in_one_write_are_all_answered_in_order() {
+    use std::io::Write;
+    let s = server();
+    let mut stream = std::net::TcpStream::connect(s.addr()).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let names = ["www.foobar.com.", "nowhere.foobar.com.", "foobar.com."];
+    let mut all = Vec::new();
+    for id in 0..12u16 {
+        let mut q = query_bytes(names[usize::from(id) % 3], RecordType::A, None);
+        q[..2].copy_from_slice(&(500 + id).to_be_bytes());
+        all.extend(framed(&q));
+    }
+    stream.write_all(&all).unwrap();
+    for id in 0..12u16 {
+        let reply = read_framed(&mut stream);
+        assert_eq!(reply.metadata.id, 500 + id, "answers in the order asked");
+        assert_eq!(
+            reply.queries[0].name.to_string(),
+            names[usize::from(id) % 3]
+        );
+    }
+}
+
+#[test]
+fn a_tcp_query_split_across_segments_is_answered() {
+    use std::io::Write;
+    let s = server();
+    let mut stream = std::net::TcpStream::connect(s.addr()).unwrap();
+    stream.set_nodelay(true).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let mut first = query_bytes("www.foobar.com.", RecordType::A, None);
+    first[..2].copy_from_slice(&7u16.to_be_bytes());
+    let mut second = query_bytes("foobar.com.", RecordType::A, None);
+    second[..2].copy_from_slice(&8u16.to_be_bytes());
+    let (first, second) = (framed(&first), framed(&second));
+    // The first query in three pieces (its length's first byte alone), the last piece with
+    // the second query's first byte; then the rest of the second.
+    let mut pieces = vec![
+        first[..1].to_vec(),
+        first[1..6].to_vec(),
+        first[6..].to_vec(),
+    ];
+    pieces[2].push(second[0]);
+    pieces.push(second[1..].to_vec());
+    for piece in &pieces {
+        stream.write_all(piece).unwrap();
+        std::thread::sleep(Duration::from_millis(150));
+    }
+    assert_eq!(read_framed(&mut stream).metadata.id, 7);
+    let reply = read_framed(&mut stream);
+    assert_eq!(reply.metadata.id, 8);
+    assert_eq!(reply.answers.len(), 1);
+}

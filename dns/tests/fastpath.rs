@@ -1,9 +1,10 @@
 //! The answer cache's proof of equality (dns/src/fastpath.rs): for every request of the
 //! differential suite (dns/tests/diff/queries.rs, the unsigned set against the differential
-//! zones and the signed set against the same zones signed), sent over UDP, an engine with the
-//! cache answers byte for byte as one without: the first time (a miss, which fills the cache),
+//! zones and the signed set against the same zones signed), sent over UDP and over TCP, an
+//! engine with the cache answers byte for byte as one without: the first time (a miss, which fills the cache),
 //! again with another ID and RD flipped (a hit), with the question's name in other capitals (a
-//! new entry) and once more (its hit). Rate limiting slips and drops hits as it does answers
+//! new entry) and once more (its hit); a request with EDNS is asked once more with a client
+//! COOKIE and once with a client and server COOKIE (RFC 7873), each a hit of the first entry. Rate limiting slips and drops hits as it does answers
 //! built today, and the metrics count the same. A new catalog empties the cache.
 
 // A test fails by panicking with a message.
@@ -126,6 +127,23 @@ fn other_id(request: &[u8], id: u16) -> Vec<u8> {
     out
 }
 
+/// `request` (a plain query with EDNS and no option) with a COOKIE option of `len` bytes and
+/// another ID; `None` for other requests.
+fn with_cookie(request: &[u8], len: usize, id: u16) -> Option<Vec<u8>> {
+    let plain = onebox_dns::fastpath::parse(request)?;
+    if !plain.edns || plain.key_end != request.len() {
+        return None;
+    }
+    let mut out = other_id(request, id);
+    out[2] ^= 0x01; // RD as asked
+    let at = out.len() - 2;
+    out[at..].copy_from_slice(&((4 + len) as u16).to_be_bytes());
+    out.extend_from_slice(&[0, 10]);
+    out.extend_from_slice(&(len as u16).to_be_bytes());
+    out.extend((0..len).map(|i| (i as u8).wrapping_mul(37)));
+    Some(out)
+}
+
 /// The metrics rendered, lines sorted (the order of labelled series is the hash map's).
 fn metrics_text(engine: &Engine, metrics: &Metrics) -> Vec<String> {
     let text = metrics::render(&metrics::registry(metrics, engine.catalog().clone()));
@@ -138,6 +156,7 @@ fn metrics_text(engine: &Engine, metrics: &Metrics) -> Vec<String> {
 /// there were and how many were cached the first time (and so answered from the cache in the
 /// second and fourth rounds).
 fn compare(catalog: Catalog, cases: &[diff::queries::Case], what: &str) -> (usize, usize) {
+    let mut cookie_hits = 0;
     let client: SocketAddr = CLIENT.parse().unwrap();
     let (m_on, m_off) = (Arc::new(Metrics::default()), Arc::new(Metrics::default()));
     let on = Engine::new(catalog.clone())
@@ -149,28 +168,43 @@ fn compare(catalog: Catalog, cases: &[diff::queries::Case], what: &str) -> (usiz
     let requests = requests(cases);
     let mut hits = 0;
     for (n, request) in requests.iter().enumerate() {
-        let second = other_id(request, 0xbeef ^ n as u16);
-        let third = recased(&second);
-        let fourth = other_id(&third, 0x0f0f ^ n as u16);
-        for (round, r) in [request, &second, &third, &fourth].into_iter().enumerate() {
-            let before = on.cached_answers();
-            let a = on.respond(r, Transport::Udp, client);
-            let b = off.respond(r, Transport::Udp, client);
-            assert_eq!(
-                a,
-                b,
-                "{what}: request {n} ({}), round {round}: the cached engine answers otherwise",
-                cases
-                    .iter()
-                    .find(|c| c.request.encode() == *request)
-                    .map_or("", |c| c.label.as_str())
-            );
-            let added = on.cached_answers() - before;
-            match round {
-                0 => hits += added,
-                // Same key as the round before: a hit, nothing new.
-                1 | 3 => assert_eq!(added, 0, "{what}: request {n} round {round}"),
-                _ => {}
+        for transport in [Transport::Udp, Transport::Tcp] {
+            let second = other_id(request, 0xbeef ^ n as u16);
+            let third = recased(&second);
+            let fourth = other_id(&third, 0x0f0f ^ n as u16);
+            let cookies = [8, 24].map(|len| with_cookie(request, len, 0xc00c ^ n as u16));
+            let rounds = [request, &second, &third, &fourth]
+                .into_iter()
+                .chain(cookies.iter().flatten());
+            let mut first_cached = false;
+            for (round, r) in rounds.enumerate() {
+                let before = on.cached_answers();
+                let a = on.respond(r, transport, client);
+                let b = off.respond(r, transport, client);
+                assert_eq!(
+                    a,
+                    b,
+                    "{what}: request {n} ({}) over {transport:?}, round {round}: the cached engine \
+                 answers otherwise",
+                    cases
+                        .iter()
+                        .find(|c| c.request.encode() == *request)
+                        .map_or("", |c| c.label.as_str())
+                );
+                let added = on.cached_answers() - before;
+                match round {
+                    0 => {
+                        hits += added;
+                        first_cached = added > 0;
+                    }
+                    // Same key as the round before (the cookies: as the first): a hit, nothing
+                    // new.
+                    1 | 3 | 4 | 5 => assert_eq!(added, 0, "{what}: request {n} round {round}"),
+                    _ => {}
+                }
+                if round >= 4 && first_cached {
+                    cookie_hits += 1;
+                }
             }
         }
     }
@@ -179,6 +213,8 @@ fn compare(catalog: Catalog, cases: &[diff::queries::Case], what: &str) -> (usiz
         metrics_text(&off, &m_off),
         "{what}: the metrics count the same"
     );
+    println!("{what}: {cookie_hits} requests with a COOKIE answered from the cache");
+    assert!(cookie_hits > 100, "{what}: {cookie_hits} cookie hits");
     (requests.len(), hits)
 }
 

@@ -18,8 +18,8 @@ pub struct DnsConfig {
     pub zones: PathBuf,
     /// Log every query (client, name, type, response code) at INFO. Default: false.
     pub query_log: bool,
-    /// Keep the encoded answers of plain UDP queries and answer the same query again with a
-    /// copy (its ID and RD bit patched in); emptied whenever the zones served change. Bounded
+    /// Keep the encoded answers of plain queries (UDP and TCP) and answer the same query again
+    /// with a copy (its ID and RD bit patched in); emptied whenever the zones served change. Bounded
     /// at 65,536 answers and 64 MiB. Off while `query_log` is on. Default: true.
     pub answer_cache: bool,
     /// Most TCP connections open at once; more are closed on accept. Default: 256.
@@ -27,7 +27,7 @@ pub struct DnsConfig {
     /// Seconds a TCP connection may stay idle (or take to send a query) before it is closed.
     /// Default: 10.
     pub tcp_idle_timeout_secs: Bounded<1, 3600>,
-    /// UDP sockets per listen address (SO_REUSEPORT), each served by its own task. Default
+    /// UDP sockets per listen address (SO_REUSEPORT), each served by its own thread. Default
     /// (absent): the number of CPUs, at most 64.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub udp_sockets: Option<Bounded<1, 64>>,

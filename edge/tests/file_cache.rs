@@ -160,6 +160,21 @@ fn a_sibling_added_after_it_was_remembered_absent_is_served() {
 }
 
 #[test]
+fn a_symlinked_file_sees_a_sibling_added_next_to_its_target() {
+    let p = Published::start(&[("real.js", "plain js\n")]);
+    let r1 = p.release("r1");
+    std::os::unix::fs::symlink("real.js", r1.join("link.js")).unwrap();
+    let gzip = "Accept-Encoding: gzip";
+    assert_eq!(p.get("/link.js", &[gzip]).2, "plain js\n");
+    assert_eq!(p.get("/link.js", &[gzip]).2, "plain js\n");
+    // The full path serves the target's sibling: so must the next request.
+    std::fs::write(r1.join("real.js.gz"), "GZIPPED").unwrap();
+    let (_, head, body) = p.get("/link.js", &[gzip]);
+    assert_eq!(body, "GZIPPED");
+    assert_eq!(header(&head, "content-encoding"), Some("gzip"));
+}
+
+#[test]
 fn a_publish_is_served_from_the_next_request() {
     let p = Published::start(&[("page.html", "release one\n")]);
     let r2 = p.release("r2");

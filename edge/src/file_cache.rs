@@ -208,6 +208,10 @@ impl FileCache {
         file: &Path,
         accept_encoding: &str,
     ) -> Option<Representation> {
+        // A large file costs one more `statx` here, not the probes below.
+        if std::fs::symlink_metadata(file).map_or(true, |m| m.len() > MAX_FILE) {
+            return None;
+        }
         let stat_path = self.stat_path(raw)?;
         // Only a file reached without symlinks below the root: then the path under the
         // configured root and the resolved one name the same directory entries, siblings too.

@@ -2,17 +2,18 @@
 //! (rustls-acme), static files from a web root, and a health-checked reverse proxy to the app.
 //!
 //! One module per concept: [`config`] (the `[edge]` section), [`server`] (assembling the pingora
-//! server), [`proxy`] (the request logic as pingora phase hooks), [`static_files`], [`limits`]
-//! (per request), [`connections`] (per connection), [`header_deadline`] (slowloris and
-//! oversized HTTP/1 headers),
-//! [`tls`] (the HTTPS listener and certificate choice), [`acme`] (ordering and storing
-//! certificates), [`page_cache`] (the app's pages in pingora's cache), [`metrics`].
+//! server), [`proxy`] (the request logic as pingora phase hooks), [`static_files`],
+//! [`file_cache`] (small static files in memory), [`limits`] (per request), [`connections`]
+//! (per connection), [`header_deadline`] (slowloris and oversized HTTP/1 headers), [`tls`] (the
+//! HTTPS listener and certificate choice), [`acme`] (ordering and storing certificates),
+//! [`page_cache`] (the app's pages in pingora's cache), [`metrics`].
 
 pub mod acme;
 pub mod acme_account;
 pub mod config;
 pub mod connections;
 pub mod error;
+pub mod file_cache;
 pub mod header_deadline;
 pub mod limits;
 pub mod metrics;

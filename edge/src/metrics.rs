@@ -42,6 +42,8 @@ pub struct Metrics {
     by_class: [Counter; 6],
     /// Requests answered from the web root.
     pub static_responses: Counter,
+    /// Of those, the ones answered from the small-file cache ([`crate::file_cache`]).
+    pub static_cache_hits: Counter,
     /// Requests sent to the app upstream.
     pub proxied_requests: Counter,
     /// Requests that could not be proxied (no healthy upstream, connect or read failure).
@@ -85,6 +87,7 @@ impl Default for Metrics {
             responses,
             by_class,
             static_responses: Counter::default(),
+            static_cache_hits: Counter::default(),
             proxied_requests: Counter::default(),
             upstream_errors: Counter::default(),
             page_cache_hits: Counter::default(),
@@ -146,6 +149,11 @@ impl Metrics {
             "static_responses",
             "Requests answered from the web root",
             self.static_responses.clone(),
+        );
+        r.register(
+            "static_cache_hits",
+            "Static responses answered from the small-file cache",
+            self.static_cache_hits.clone(),
         );
         r.register(
             "proxied_requests",

@@ -17,10 +17,12 @@ use pingora::cache::{CacheKey, CachePhase, NoCacheReason, RespCacheable};
 use pingora::http::ResponseHeader;
 use pingora::lb::LoadBalancer;
 use pingora::lb::selection::RoundRobin;
+use pingora::modules::http::HttpModules;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::upstreams::peer::HttpPeer;
 use pingora::{Error, ErrorType, Result};
 use rustls_acme::ResolvesServerCertAcme;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -31,6 +33,8 @@ pub struct Shared {
     pub config: Config,
     /// The web root, resolved per request (a publish swaps its symlink).
     pub web_root: crate::web_root::WebRoot,
+    /// Small files of the web root in memory, revalidated on every request.
+    pub file_cache: crate::file_cache::FileCache,
     /// The app pool, health-checked in the background.
     pub upstreams: Arc<LoadBalancer<RoundRobin>>,
     /// ACME state for HTTP-01 answers, when ACME is on.
@@ -97,6 +101,14 @@ impl Kind {
     }
 }
 
+/// The security headers the HTTPS listener adds (`[edge.headers] security_headers`) unless the
+/// response has its own.
+pub const SECURITY_HEADERS: [(&str, &str); 3] = [
+    ("X-Content-Type-Options", "nosniff"),
+    ("X-Frame-Options", "SAMEORIGIN"),
+    ("Referrer-Policy", "strict-origin-when-cross-origin"),
+];
+
 const ACME_PREFIX: &str = "/.well-known/acme-challenge/";
 
 impl Edge {
@@ -107,18 +119,14 @@ impl Edge {
             .headers
             .get(http::header::HOST)
             .and_then(|h| h.to_str().ok())
-            .map(str::to_string)
-            .or_else(|| req.uri.authority().map(|a| a.as_str().to_string()))
+            .or_else(|| req.uri.authority().map(|a| a.as_str()))
             .unwrap_or_default();
         let no_port = if raw.starts_with('[') {
             raw.split_once(']')
-                .map_or(raw.as_str(), |(h, _)| h)
+                .map_or(raw, |(h, _)| h)
                 .trim_start_matches('[')
-                .to_string()
         } else {
-            raw.rsplit_once(':')
-                .map_or(raw.as_str(), |(h, _)| h)
-                .to_string()
+            raw.rsplit_once(':').map_or(raw, |(h, _)| h)
         };
         no_port.trim_end_matches('.').to_ascii_lowercase()
     }
@@ -137,11 +145,7 @@ impl Edge {
             )?;
         }
         if headers.security_headers {
-            for (name, value) in [
-                ("X-Content-Type-Options", "nosniff"),
-                ("X-Frame-Options", "SAMEORIGIN"),
-                ("Referrer-Policy", "strict-origin-when-cross-origin"),
-            ] {
+            for (name, value) in SECURITY_HEADERS {
                 if resp.headers.get(name).is_none() {
                     resp.insert_header(name, value)?;
                 }
@@ -249,55 +253,55 @@ impl Edge {
     }
 
     /// Answers from the web root if the path names a file there; `Ok(false)` means "proxy it".
+    /// A small file comes from the file cache when it is still current there.
     async fn static_file(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
         let req = session.req_header();
-        let method = req.method.clone();
-        if method != http::Method::GET && method != http::Method::HEAD {
+        if req.method != http::Method::GET && req.method != http::Method::HEAD {
             return Ok(false);
         }
-        let raw_path = req.uri.path().to_string();
-        // One release for the whole request, even if a publish swaps the root meanwhile.
-        let web_root = self.shared.web_root.current();
-        let file = match static_files::lookup(&web_root, &raw_path) {
-            Lookup::Missing => return Ok(false),
-            Lookup::Refused => {
-                ctx.kind = Kind::Static;
-                return self.plain(session, ctx, 404, "Not Found\n", &[]).await;
-            }
-            Lookup::AddSlash => {
-                ctx.kind = Kind::Static;
-                let q = req.uri.query().map(|q| format!("?{q}")).unwrap_or_default();
-                return self
-                    .plain(
-                        session,
-                        ctx,
-                        308,
-                        "Permanent Redirect\n",
-                        &[("Location", format!("{raw_path}/{q}"))],
-                    )
-                    .await;
-            }
-            Lookup::File(f) => f,
-        };
-        ctx.kind = Kind::Static;
-        self.shared.metrics.static_responses.inc();
+        let raw_path = req.uri.path();
         let accept = req
             .headers
             .get(http::header::ACCEPT_ENCODING)
             .and_then(|v| v.to_str().ok())
             .unwrap_or_default();
-        let rep = match static_files::representation(&file, accept, &web_root) {
-            Ok(r) => r,
-            Err(_) => return self.plain(session, ctx, 404, "Not Found\n", &[]).await,
+        let cache = &self.shared.file_cache;
+        let (rep, file) = match cache.get(raw_path, accept) {
+            Some(rep) => {
+                self.shared.metrics.static_cache_hits.inc();
+                (rep, PathBuf::new())
+            }
+            None => {
+                // One release for the whole request, even if a publish swaps the root meanwhile.
+                let web_root = self.shared.web_root.current();
+                let file = match static_files::lookup(&web_root, raw_path) {
+                    Lookup::File(f) => f,
+                    Lookup::Missing => return Ok(false),
+                    other => return self.not_a_file(session, ctx, other).await,
+                };
+                let rep = match cache.fill(raw_path, &web_root, &file, accept) {
+                    Some(rep) => rep,
+                    None => match static_files::representation(&file, accept, &web_root) {
+                        Ok(r) => r,
+                        Err(_) => {
+                            ctx.kind = Kind::Static;
+                            return self.plain(session, ctx, 404, "Not Found\n", &[]).await;
+                        }
+                    },
+                };
+                (rep, file)
+            }
         };
+        ctx.kind = Kind::Static;
+        self.shared.metrics.static_responses.inc();
         let answer = static_files::serve_content(req, &file, rep)?;
         let mut header = answer.header;
         self.decorate(&mut header, ctx)?;
         match answer.body {
             Body::Empty => session.write_response_header(header, true).await?,
-            Body::Text(text) => {
+            Body::Text(bytes) | Body::Memory(bytes) => {
                 session.write_response_header(header, false).await?;
-                session.write_response_body(Some(text), true).await?;
+                session.write_response_body(Some(bytes), true).await?;
             }
             Body::File(mut chunks) => {
                 session.write_response_header(header, false).await?;
@@ -307,6 +311,26 @@ impl Edge {
             }
         }
         Ok(true)
+    }
+
+    /// The answer to a path that names no file but is the web root's: a refused path's 404, or
+    /// the redirect adding a directory's slash.
+    async fn not_a_file(&self, session: &mut Session, ctx: &mut Ctx, what: Lookup) -> Result<bool> {
+        ctx.kind = Kind::Static;
+        if what != Lookup::AddSlash {
+            return self.plain(session, ctx, 404, "Not Found\n", &[]).await;
+        }
+        let uri = &session.req_header().uri;
+        let q = uri.query().map(|q| format!("?{q}")).unwrap_or_default();
+        let location = format!("{}/{q}", uri.path());
+        self.plain(
+            session,
+            ctx,
+            308,
+            "Permanent Redirect\n",
+            &[("Location", location)],
+        )
+        .await
     }
 }
 
@@ -327,6 +351,11 @@ fn file_error(e: std::io::Error) -> Box<Error> {
 #[async_trait]
 impl ProxyHttp for Edge {
     type CTX = Ctx;
+
+    /// No downstream modules: pingora's default is its response-compression module, switched
+    /// off (level 0), which still cost a context and filter calls per request. The edge
+    /// compresses nothing (precompressed siblings are served as they are).
+    fn init_downstream_modules(&self, _modules: &mut HttpModules) {}
 
     fn new_ctx(&self) -> Ctx {
         let n = self.shared.next_id.fetch_add(1, Ordering::Relaxed);

@@ -72,6 +72,9 @@ pub fn run(path: &Path, upgrade: bool, daemon: bool) -> Result<(), EdgeError> {
         || std::thread::available_parallelism().map_or(1, |n| n.get()),
         |n| n.as_usize(),
     );
+    // One single-threaded runtime per worker thread, as nginx's workers: pingora's work stealing
+    // moved connections between threads for no gain and cost CPU per request (measured).
+    conf.work_stealing = false;
     conf.grace_period_seconds = Some(edge.upgrade.grace_period_secs.get());
     conf.graceful_shutdown_timeout_seconds = Some(edge.upgrade.shutdown_timeout_secs.get());
     conf.upgrade_sock = edge.state_dir.join("upgrade.sock").display().to_string();
@@ -102,8 +105,14 @@ pub fn run(path: &Path, upgrade: bool, daemon: bool) -> Result<(), EdgeError> {
     let upstreams = upstream_pool(&config)?;
     let upstream_task = upstreams.task();
 
+    let security_headers = if edge.headers.security_headers {
+        crate::proxy::SECURITY_HEADERS.to_vec()
+    } else {
+        Vec::new()
+    };
     let shared = Arc::new(Shared {
         web_root,
+        file_cache: crate::file_cache::FileCache::new(edge.web_root.get(), security_headers),
         upstreams: upstream_task,
         acme: acme_resolver,
         metrics: metrics.clone(),

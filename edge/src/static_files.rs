@@ -10,10 +10,13 @@
 //! canonical path (symlinks resolved) stays inside the canonical web root. Anything else is "no
 //! static file here" and the request goes to the app.
 
+use crate::file_cache::Cached;
 use bytes::Bytes;
 use pingora::Result;
 use pingora::http::{RequestHeader, ResponseHeader};
+use std::borrow::Cow;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::SystemTime;
 
 /// What a request path resolves to under the web root.
@@ -120,8 +123,8 @@ fn step(root: &Path, path: PathBuf) -> Step {
 /// renaming, is sent whole with its own validators rather than with the old one's length).
 #[derive(Debug)]
 pub struct Representation {
-    /// The open file to send.
-    pub file: std::fs::File,
+    /// Where its bytes come from.
+    pub source: Source,
     /// `Content-Encoding` to announce (`br`, `gzip`), if a sibling was picked.
     pub encoding: Option<&'static str>,
     /// Its length in bytes.
@@ -132,35 +135,53 @@ pub struct Representation {
     pub varies: bool,
 }
 
+/// Where the bytes of a [`Representation`] come from.
+#[derive(Debug)]
+pub enum Source {
+    /// An open file, read as it is sent.
+    File(std::fs::File),
+    /// A small file held in memory with its validators and prebuilt header
+    /// ([`crate::file_cache`]).
+    Cached(Arc<Cached>),
+}
+
+/// Whether `accept_encoding` (an `Accept-Encoding` value) accepts `coding` (not with `q=0`).
+pub fn accepts(accept_encoding: &str, coding: &str) -> bool {
+    accept_encoding.split(',').any(|part| {
+        let mut it = part.split(';');
+        let name = it.next().unwrap_or("").trim();
+        let q_zero = it.any(|p| {
+            let p = p.trim();
+            p.strip_prefix("q=")
+                .is_some_and(|q| q.trim().parse::<f32>().is_ok_and(|q| q == 0.0))
+        });
+        name.eq_ignore_ascii_case(coding) && !q_zero
+    })
+}
+
+/// The `.suffix` sibling of `file` (resolved by [`lookup`] under the canonical `root`) if it is
+/// a regular file that stays under the root: its canonical path.
+pub fn sibling(root: &Path, file: &Path, suffix: &str) -> Option<PathBuf> {
+    let mut sibling = file.as_os_str().to_owned();
+    sibling.push(".");
+    sibling.push(suffix);
+    match step(root, PathBuf::from(sibling)) {
+        Step::Found(real, meta) if meta.is_file() => Some(real),
+        _ => None,
+    }
+}
+
 /// Picks `file` or its `.br`/`.gz` sibling according to `accept_encoding`.
 pub fn representation(
     file: &Path,
     accept_encoding: &str,
     root: &Path,
 ) -> std::io::Result<Representation> {
-    let accepts = |coding: &str| {
-        accept_encoding.split(',').any(|part| {
-            let mut it = part.split(';');
-            let name = it.next().unwrap_or("").trim();
-            let q_zero = it.any(|p| {
-                let p = p.trim();
-                p.strip_prefix("q=")
-                    .is_some_and(|q| q.trim().parse::<f32>().is_ok_and(|q| q == 0.0))
-            });
-            name.eq_ignore_ascii_case(coding) && !q_zero
-        })
-    };
     let mut varies = false;
     for (suffix, coding) in [("br", "br"), ("gz", "gzip")] {
-        let mut sibling = file.as_os_str().to_owned();
-        sibling.push(".");
-        sibling.push(suffix);
-        let sibling = PathBuf::from(sibling);
-        if let Step::Found(real, meta) = step(root, sibling)
-            && meta.is_file()
-        {
+        if let Some(real) = sibling(root, file, suffix) {
             varies = true;
-            if accepts(coding) {
+            if accepts(accept_encoding, coding) {
                 return Representation::open(&real, Some(coding), true);
             }
         }
@@ -171,7 +192,11 @@ pub fn representation(
 impl Representation {
     /// Opens `path` (a symlink swapped in since it was resolved is not followed, nor does a
     /// FIFO swapped in block) and takes the length and modification time from the open file.
-    fn open(path: &Path, encoding: Option<&'static str>, varies: bool) -> std::io::Result<Self> {
+    pub(crate) fn open(
+        path: &Path,
+        encoding: Option<&'static str>,
+        varies: bool,
+    ) -> std::io::Result<Self> {
         use std::os::unix::fs::OpenOptionsExt;
         let file = std::fs::OpenOptions::new()
             .read(true)
@@ -184,7 +209,7 @@ impl Representation {
         Ok(Representation {
             len: meta.len(),
             modified: meta.modified()?,
-            file,
+            source: Source::File(file),
             encoding,
             varies,
         })
@@ -228,6 +253,8 @@ pub enum Body {
     Empty,
     /// A short text (the explanation of a `412` or `416`).
     Text(Bytes),
+    /// A cached file, or the requested range of it.
+    Memory(Bytes),
     /// A byte range of the open file, read in chunks.
     File(Chunks),
 }
@@ -244,7 +271,8 @@ pub struct Answer {
 
 /// Every HTTP rule of a static response in one place, as Go's `http.ServeContent` (which
 /// Caddy's file server hands each file to): the representation `rep` of `file` has been picked
-/// for `req` (a `GET` or `HEAD`); this decides the status, the headers and the body.
+/// for `req` (a `GET` or `HEAD`); this decides the status, the headers and the body. (`file`'s
+/// name gives the `Content-Type` of a representation read from disk; a cached one has its own.)
 ///
 /// Preconditions are evaluated in the order of RFC 9110 §13.2.2: `If-Match`, else
 /// `If-Unmodified-Since` (`412` when they fail); `If-None-Match`, else `If-Modified-Since`
@@ -257,13 +285,24 @@ pub fn serve_content(req: &RequestHeader, file: &Path, rep: Representation) -> R
     let header =
         |name: http::header::HeaderName| req.headers.get(name).and_then(|v| v.to_str().ok());
     let head = req.method == http::Method::HEAD;
-    let etag = rep.etag();
-    let last_modified = rep.last_modified();
+    // The validators as the cache holds them, or computed.
+    let cached = match &rep.source {
+        Source::Cached(c) => Some(c.clone()),
+        Source::File(_) => None,
+    };
+    let computed;
+    let (etag, last_modified) = match &cached {
+        Some(c) => (c.etag.as_str(), c.last_modified.as_str()),
+        None => {
+            computed = (rep.etag(), rep.last_modified());
+            (computed.0.as_str(), computed.1.as_str())
+        }
+    };
     let modified = rep.modified_secs();
     let date = |value: &str| httpdate::parse_http_date(value).ok().map(unix_secs);
 
     let failed = match header(http::header::IF_MATCH) {
-        Some(list) => !etag_matches(list, &etag, Compare::Strong),
+        Some(list) => !etag_matches(list, etag, Compare::Strong),
         None => header(http::header::IF_UNMODIFIED_SINCE)
             .and_then(date)
             .is_some_and(|since| modified > since),
@@ -272,15 +311,15 @@ pub fn serve_content(req: &RequestHeader, file: &Path, rep: Representation) -> R
         return short(412, "Precondition Failed\n", None, head);
     }
     let unchanged = match header(http::header::IF_NONE_MATCH) {
-        Some(list) => etag_matches(list, &etag, Compare::Weak),
+        Some(list) => etag_matches(list, etag, Compare::Weak),
         None => header(http::header::IF_MODIFIED_SINCE)
             .and_then(date)
             .is_some_and(|since| modified <= since),
     };
     if unchanged {
         let mut resp = ResponseHeader::build(304, Some(4))?;
-        resp.insert_header(http::header::ETAG, &etag)?;
-        resp.insert_header(http::header::LAST_MODIFIED, &last_modified)?;
+        resp.insert_header(http::header::ETAG, etag)?;
+        resp.insert_header(http::header::LAST_MODIFIED, last_modified)?;
         if rep.varies {
             resp.insert_header(http::header::VARY, "Accept-Encoding")?;
         }
@@ -294,7 +333,7 @@ pub fn serve_content(req: &RequestHeader, file: &Path, rep: Representation) -> R
     let still_current = match header(http::header::IF_RANGE) {
         None => true,
         Some(v) if v.trim_start().starts_with('"') || v.trim_start().starts_with("W/") => {
-            etag_matches(v, &etag, Compare::Strong)
+            etag_matches(v, etag, Compare::Strong)
         }
         Some(v) => date(v) == Some(modified),
     };
@@ -303,42 +342,76 @@ pub fn serve_content(req: &RequestHeader, file: &Path, rep: Representation) -> R
     } else {
         RangeAnswer::Full
     };
-    let mut resp = ResponseHeader::build(200, Some(9))?;
     let (start, len) = match wanted {
         RangeAnswer::Full => (0, rep.len),
-        RangeAnswer::Partial(first, last) => {
-            resp.set_status(206)?;
-            resp.insert_header(
-                http::header::CONTENT_RANGE,
-                format!("bytes {first}-{last}/{}", rep.len),
-            )?;
-            (first, last - first + 1)
-        }
+        RangeAnswer::Partial(first, last) => (first, last - first + 1),
         RangeAnswer::Unsatisfiable => {
             let unsatisfied = format!("bytes */{}", rep.len);
             return short(416, "Range Not Satisfiable\n", Some(unsatisfied), head);
         }
     };
-    resp.insert_header(http::header::CONTENT_TYPE, content_type(file))?;
-    resp.insert_header(http::header::CONTENT_LENGTH, len)?;
-    resp.insert_header(http::header::ETAG, &etag)?;
-    resp.insert_header(http::header::LAST_MODIFIED, &last_modified)?;
-    resp.insert_header(http::header::ACCEPT_RANGES, "bytes")?;
-    if let Some(encoding) = rep.encoding {
-        resp.insert_header(http::header::CONTENT_ENCODING, encoding)?;
-    }
-    if rep.varies {
-        resp.insert_header(http::header::VARY, "Accept-Encoding")?;
+    let mut resp = match (&cached, &wanted) {
+        (Some(c), RangeAnswer::Full) => c.ok_header.clone(),
+        _ => {
+            let content_type = match &cached {
+                Some(c) => Cow::Borrowed(c.content_type.as_str()),
+                None => Cow::Owned(content_type(file)),
+            };
+            let encoding = rep.encoding;
+            ok_header(
+                &content_type,
+                len,
+                etag,
+                last_modified,
+                encoding,
+                rep.varies,
+            )?
+        }
+    };
+    if let RangeAnswer::Partial(first, last) = wanted {
+        resp.set_status(206)?;
+        resp.insert_header(
+            http::header::CONTENT_RANGE,
+            format!("bytes {first}-{last}/{}", rep.len),
+        )?;
     }
     let body = if head || len == 0 {
         Body::Empty
     } else {
-        Body::File(Chunks::new(rep.file, start, len))
+        match rep.source {
+            Source::File(file) => Body::File(Chunks::new(file, start, len)),
+            Source::Cached(c) => Body::Memory(c.body.slice(start as usize..(start + len) as usize)),
+        }
     };
     Ok(Answer {
         header: Box::new(resp),
         body,
     })
+}
+
+/// The header of a successful static response of `len` bytes (before a `206`'s status and
+/// `Content-Range`): what [`serve_content`] sends and [`crate::file_cache`] prebuilds.
+pub fn ok_header(
+    content_type: &str,
+    len: u64,
+    etag: &str,
+    last_modified: &str,
+    encoding: Option<&'static str>,
+    varies: bool,
+) -> Result<ResponseHeader> {
+    let mut resp = ResponseHeader::build(200, Some(12))?;
+    resp.insert_header(http::header::CONTENT_TYPE, content_type)?;
+    resp.insert_header(http::header::CONTENT_LENGTH, len)?;
+    resp.insert_header(http::header::ETAG, etag)?;
+    resp.insert_header(http::header::LAST_MODIFIED, last_modified)?;
+    resp.insert_header(http::header::ACCEPT_RANGES, "bytes")?;
+    if let Some(encoding) = encoding {
+        resp.insert_header(http::header::CONTENT_ENCODING, encoding)?;
+    }
+    if varies {
+        resp.insert_header(http::header::VARY, "Accept-Encoding")?;
+    }
+    Ok(resp)
 }
 
 /// A plain-text error answer of a static request (`412`, `416`).
@@ -737,7 +810,10 @@ mod tests {
         let staged = root.join("page.html.new");
         std::fs::write(&staged, "the new page, longer").expect("w");
         std::fs::rename(&staged, &path).expect("rename");
-        let mut chunks = Chunks::new(rep.file, 0, rep.len);
+        let Source::File(file) = rep.source else {
+            unreachable!("representation opens the file")
+        };
+        let mut chunks = Chunks::new(file, 0, rep.len);
         let mut sent = Vec::new();
         while let Some((chunk, _)) = chunks.next_chunk().expect("read") {
             sent.extend_from_slice(&chunk);

@@ -1,0 +1,279 @@
+//! The small-file cache against the real binary and real files: a cached file is served from
+//! memory, and every change on disk (a file replaced, deleted, a sibling added, the web root
+//! switched by a publish, a symlink swapped to leave the root) is seen by the very next request.
+#![allow(clippy::unwrap_used, clippy::panic)]
+
+mod common;
+use common::*;
+use std::path::Path;
+use std::time::{Duration, SystemTime};
+
+/// An edge whose web root is `www -> releases/r1` (as `onebox publish` makes it).
+struct Published {
+    site: Site,
+    _upstream: Upstream,
+    _edge: Proc,
+}
+
+impl Published {
+    fn start(files: &[(&str, &str)]) -> Published {
+        let upstream = Upstream::start();
+        let site = Site::new(Ports::new(), upstream.port, "\n[edge.acme]\nca = \"off\"\n");
+        std::fs::remove_dir_all(site.www()).unwrap();
+        let r1 = site.path("releases/r1");
+        std::fs::create_dir_all(&r1).unwrap();
+        for (name, text) in files {
+            std::fs::write(r1.join(name), text).unwrap();
+        }
+        std::os::unix::fs::symlink("releases/r1", site.www()).unwrap();
+        let edge = site.start_edge("edge.log");
+        Published {
+            site,
+            _upstream: upstream,
+            _edge: edge,
+        }
+    }
+
+    /// The current release directory.
+    fn release(&self, name: &str) -> std::path::PathBuf {
+        self.site.path(&format!("releases/{name}"))
+    }
+
+    /// `curl -i` of `path` with `headers`: (status, head, body).
+    fn get(&self, path: &str, headers: &[&str]) -> (u16, String, String) {
+        let url = self.site.https(path);
+        let mut args = vec!["-k", "-i", url.as_str()];
+        for h in headers {
+            args.extend(["-H", h]);
+        }
+        let out = self.site.curl(&args);
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+        (status_of(&out), head.to_string(), body.to_string())
+    }
+
+    fn body(&self, path: &str) -> String {
+        self.get(path, &[]).2
+    }
+
+    fn hits(&self) -> f64 {
+        metric(&self.site.metrics(), "onebox_edge_static_cache_hits_total")
+    }
+}
+
+fn header<'a>(head: &'a str, name: &str) -> Option<&'a str> {
+    head.lines().find_map(|l| {
+        let (k, v) = l.split_once(':')?;
+        k.eq_ignore_ascii_case(name).then(|| v.trim())
+    })
+}
+
+/// Writes `text` to a new file and renames it over `path` (a new inode), keeping `mtime`.
+fn replace(path: &Path, text: &str, mtime: SystemTime) {
+    let staged = path.with_extension("staged");
+    std::fs::write(&staged, text).unwrap();
+    std::fs::File::options()
+        .write(true)
+        .open(&staged)
+        .unwrap()
+        .set_modified(mtime)
+        .unwrap();
+    std::fs::rename(&staged, path).unwrap();
+}
+
+#[test]
+fn a_small_file_is_served_from_the_cache() {
+    let p = Published::start(&[("page.html", "cached page\n")]);
+    assert_eq!(p.body("/page.html"), "cached page\n");
+    let before = p.hits();
+    for _ in 0..3 {
+        let (status, head, body) = p.get("/page.html", &[]);
+        assert_eq!((status, body.as_str()), (200, "cached page\n"));
+        assert_eq!(header(&head, "content-length"), Some("12"));
+        assert_eq!(
+            header(&head, "content-type"),
+            Some("text/html; charset=utf-8")
+        );
+        assert_eq!(header(&head, "x-content-type-options"), Some("nosniff"));
+        assert!(header(&head, "x-request-id").is_some());
+    }
+    assert_eq!(p.hits() - before, 3.0, "not answered from the cache");
+}
+
+#[test]
+fn a_file_replaced_with_the_same_size_and_time_is_seen_at_once() {
+    let p = Published::start(&[("page.html", "version one\n")]);
+    let path = p.release("r1").join("page.html");
+    assert_eq!(p.body("/page.html"), "version one\n");
+    assert_eq!(p.body("/page.html"), "version one\n");
+    let mtime = std::fs::metadata(&path).unwrap().modified().unwrap();
+    replace(&path, "version two\n", mtime);
+    assert_eq!(p.body("/page.html"), "version two\n");
+    // Rewritten in place, same size, the time set back: the change time still differs.
+    std::thread::sleep(Duration::from_millis(20));
+    std::fs::write(&path, "version 3!!\n").unwrap();
+    std::fs::File::options()
+        .write(true)
+        .open(&path)
+        .unwrap()
+        .set_modified(mtime)
+        .unwrap();
+    assert_eq!(p.body("/page.html"), "version 3!!\n");
+}
+
+#[test]
+fn a_deleted_file_goes_to_the_app_at_once() {
+    let p = Published::start(&[("page.html", "soon gone\n")]);
+    assert_eq!(p.body("/page.html"), "soon gone\n");
+    assert_eq!(p.body("/page.html"), "soon gone\n");
+    std::fs::remove_file(p.release("r1").join("page.html")).unwrap();
+    let body = p.body("/page.html");
+    assert!(
+        body.contains("GET /page.html HTTP/1.1"),
+        "not sent to the app: {body}"
+    );
+}
+
+#[test]
+fn a_sibling_added_after_it_was_remembered_absent_is_served() {
+    let p = Published::start(&[("app.js", "plain js\n")]);
+    let gzip = "Accept-Encoding: gzip";
+    let (_, head, body) = p.get("/app.js", &[gzip]);
+    assert_eq!(body, "plain js\n");
+    assert_eq!(header(&head, "vary"), None);
+    assert_eq!(p.get("/app.js", &[gzip]).2, "plain js\n");
+    std::fs::write(p.release("r1").join("app.js.gz"), "GZIPPED").unwrap();
+    let (status, head, body) = p.get("/app.js", &[gzip]);
+    assert_eq!((status, body.as_str()), (200, "GZIPPED"));
+    assert_eq!(header(&head, "content-encoding"), Some("gzip"));
+    assert_eq!(header(&head, "vary"), Some("Accept-Encoding"));
+    // And from the cache, with the identity for a client that takes no gzip.
+    let before = p.hits();
+    assert_eq!(p.get("/app.js", &[gzip]).2, "GZIPPED");
+    let (_, head, body) = p.get("/app.js", &[]);
+    assert_eq!(body, "plain js\n");
+    assert_eq!(header(&head, "vary"), Some("Accept-Encoding"));
+    assert_eq!(p.hits() - before, 2.0);
+    // The sibling removed: the identity again.
+    std::fs::remove_file(p.release("r1").join("app.js.gz")).unwrap();
+    assert_eq!(p.get("/app.js", &[gzip]).2, "plain js\n");
+}
+
+#[test]
+fn a_symlinked_file_sees_a_sibling_added_next_to_its_target() {
+    let p = Published::start(&[("real.js", "plain js\n")]);
+    let r1 = p.release("r1");
+    std::os::unix::fs::symlink("real.js", r1.join("link.js")).unwrap();
+    let gzip = "Accept-Encoding: gzip";
+    assert_eq!(p.get("/link.js", &[gzip]).2, "plain js\n");
+    assert_eq!(p.get("/link.js", &[gzip]).2, "plain js\n");
+    // The full path serves the target's sibling: so must the next request.
+    std::fs::write(r1.join("real.js.gz"), "GZIPPED").unwrap();
+    let (_, head, body) = p.get("/link.js", &[gzip]);
+    assert_eq!(body, "GZIPPED");
+    assert_eq!(header(&head, "content-encoding"), Some("gzip"));
+}
+
+#[test]
+fn a_publish_is_served_from_the_next_request() {
+    let p = Published::start(&[("page.html", "release one\n")]);
+    let r2 = p.release("r2");
+    std::fs::create_dir_all(&r2).unwrap();
+    std::fs::write(r2.join("page.html"), "release two\n").unwrap();
+    // The same size and modification time as the cached file.
+    let mtime = std::fs::metadata(p.release("r1").join("page.html"))
+        .unwrap()
+        .modified()
+        .unwrap();
+    replace(&r2.join("page.html"), "release two\n", mtime);
+    assert_eq!(p.body("/page.html"), "release one\n");
+    assert_eq!(p.body("/page.html"), "release one\n");
+    let swap = |to: &str| {
+        std::os::unix::fs::symlink(to, p.site.path("www.new")).unwrap();
+        std::fs::rename(p.site.path("www.new"), p.site.www()).unwrap();
+    };
+    swap("releases/r2");
+    assert_eq!(p.body("/page.html"), "release two\n");
+    assert_eq!(p.body("/page.html"), "release two\n");
+    swap("releases/r1");
+    assert_eq!(p.body("/page.html"), "release one\n");
+}
+
+#[test]
+fn a_symlink_swapped_to_leave_the_root_is_refused_after_its_target_was_cached() {
+    let p = Published::start(&[("real.txt", "inside file\n")]);
+    let r1 = p.release("r1");
+    std::os::unix::fs::symlink("real.txt", r1.join("link.txt")).unwrap();
+    // Outside the root: the same size and time as the file inside.
+    let outside = p.site.path("outside.txt");
+    let mtime = std::fs::metadata(r1.join("real.txt"))
+        .unwrap()
+        .modified()
+        .unwrap();
+    replace(&outside, "secret file\n", mtime);
+    assert_eq!(p.body("/link.txt"), "inside file\n");
+    assert_eq!(p.body("/link.txt"), "inside file\n");
+    std::os::unix::fs::symlink(&outside, r1.join("link.new")).unwrap();
+    std::fs::rename(r1.join("link.new"), r1.join("link.txt")).unwrap();
+    let (status, _, body) = p.get("/link.txt", &[]);
+    assert_eq!(
+        (status, body.as_str()),
+        (404, "Not Found\n"),
+        "served through a symlink leaving the root"
+    );
+}
+
+#[test]
+fn a_directory_swapped_for_a_symlink_leaving_the_root_is_refused_after_caching() {
+    let p = Published::start(&[]);
+    let sub = p.release("r1").join("sub");
+    std::fs::create_dir_all(&sub).unwrap();
+    std::fs::write(sub.join("page.txt"), "inside file\n").unwrap();
+    let outside = p.site.path("elsewhere");
+    std::fs::create_dir_all(&outside).unwrap();
+    let mtime = std::fs::metadata(sub.join("page.txt"))
+        .unwrap()
+        .modified()
+        .unwrap();
+    replace(&outside.join("page.txt"), "secret file\n", mtime);
+    assert_eq!(p.body("/sub/page.txt"), "inside file\n");
+    let before = p.hits();
+    assert_eq!(p.body("/sub/page.txt"), "inside file\n");
+    assert_eq!(p.hits() - before, 1.0, "not cached");
+    std::fs::rename(&sub, p.release("r1").join("sub.old")).unwrap();
+    std::os::unix::fs::symlink(&outside, &sub).unwrap();
+    let (status, _, body) = p.get("/sub/page.txt", &[]);
+    assert_eq!(
+        (status, body.as_str()),
+        (404, "Not Found\n"),
+        "served through a directory symlink leaving the root"
+    );
+}
+
+#[test]
+fn ranges_and_conditions_on_a_cached_file() {
+    let p = Published::start(&[("digits.txt", "0123456789")]);
+    let (_, head, _) = p.get("/digits.txt", &[]);
+    let etag = header(&head, "etag").unwrap().to_string();
+    let last_modified = header(&head, "last-modified").unwrap().to_string();
+    let before = p.hits();
+    let (status, head, body) = p.get("/digits.txt", &["Range: bytes=2-4"]);
+    assert_eq!((status, body.as_str()), (206, "234"));
+    assert_eq!(header(&head, "content-range"), Some("bytes 2-4/10"));
+    assert_eq!(header(&head, "content-length"), Some("3"));
+    let (status, _, body) = p.get("/digits.txt", &["Range: bytes=-3"]);
+    assert_eq!((status, body.as_str()), (206, "789"));
+    let (status, head, _) = p.get("/digits.txt", &["Range: bytes=20-"]);
+    assert_eq!(status, 416);
+    assert_eq!(header(&head, "content-range"), Some("bytes */10"));
+    let inm = format!("If-None-Match: {etag}");
+    let (status, head, body) = p.get("/digits.txt", &[&inm]);
+    assert_eq!((status, body.as_str()), (304, ""));
+    assert_eq!(header(&head, "etag"), Some(etag.as_str()));
+    assert_eq!(header(&head, "last-modified"), Some(last_modified.as_str()));
+    let (status, _, body) = p.get("/digits.txt", &["If-None-Match: \"other\""]);
+    assert_eq!((status, body.as_str()), (200, "0123456789"));
+    let (status, _, _) = p.get("/digits.txt", &["If-Match: \"other\""]);
+    assert_eq!(status, 412);
+    assert_eq!(p.hits() - before, 6.0, "not answered from the cache");
+}

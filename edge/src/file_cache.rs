@@ -28,7 +28,7 @@
 //!
 //! [`lookup`]: crate::static_files::lookup
 
-use crate::static_files::{self, Representation, Source};
+use crate::static_files::{self, CODINGS, Representation, Source, with_suffix};
 use bytes::Bytes;
 use pingora::http::ResponseHeader;
 use std::collections::HashMap;
@@ -45,9 +45,6 @@ pub const MAX_TOTAL: usize = 32 * 1024 * 1024;
 
 /// Bytes counted per entry on top of its bodies and key (paths, headers, the map's slot).
 const ENTRY_OVERHEAD: usize = 2048;
-
-/// The precompressed siblings, in the order they are preferred.
-const CODINGS: [(&str, &str); 2] = [("br", "br"), ("gz", "gzip")];
 
 /// What names one version of one file: a file replaced, rewritten or touched differs in one of
 /// these.
@@ -330,14 +327,6 @@ fn representation(cached: &Arc<Cached>, varies: bool) -> Representation {
         modified: cached.modified,
         varies,
     }
-}
-
-/// `path` with `.suffix` appended.
-fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
-    let mut s = path.as_os_str().to_owned();
-    s.push(".");
-    s.push(suffix);
-    PathBuf::from(s)
 }
 
 /// Reads the file at `path` (resolved, inside the root) whole if it is at most [`MAX_FILE`]

@@ -241,7 +241,17 @@ impl Edge {
             .path_and_query()
             .map_or("/", |p| p.as_str())
             .to_string();
-        let location = format!("https://{authority}{pq}");
+        self.redirect(session, ctx, format!("https://{authority}{pq}"))
+            .await
+    }
+
+    /// A `308 Permanent Redirect` to `location`.
+    async fn redirect(
+        &self,
+        session: &mut Session,
+        ctx: &mut Ctx,
+        location: String,
+    ) -> Result<bool> {
         self.plain(
             session,
             ctx,
@@ -323,14 +333,7 @@ impl Edge {
         let uri = &session.req_header().uri;
         let q = uri.query().map(|q| format!("?{q}")).unwrap_or_default();
         let location = format!("{}/{q}", uri.path());
-        self.plain(
-            session,
-            ctx,
-            308,
-            "Permanent Redirect\n",
-            &[("Location", location)],
-        )
-        .await
+        self.redirect(session, ctx, location).await
     }
 }
 

@@ -162,14 +162,23 @@ pub fn accepts(accept_encoding: &str, coding: &str) -> bool {
 /// The `.suffix` sibling of `file` (resolved by [`lookup`] under the canonical `root`) if it is
 /// a regular file that stays under the root: its canonical path.
 pub fn sibling(root: &Path, file: &Path, suffix: &str) -> Option<PathBuf> {
-    let mut sibling = file.as_os_str().to_owned();
-    sibling.push(".");
-    sibling.push(suffix);
-    match step(root, PathBuf::from(sibling)) {
+    match step(root, with_suffix(file, suffix)) {
         Step::Found(real, meta) if meta.is_file() => Some(real),
         _ => None,
     }
 }
+
+/// `path` with `.suffix` appended (a precompressed sibling's name).
+pub fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
+    let mut s = path.as_os_str().to_owned();
+    s.push(".");
+    s.push(suffix);
+    PathBuf::from(s)
+}
+
+/// The precompressed siblings (file suffix, `Content-Encoding`), in the order they are
+/// preferred.
+pub const CODINGS: [(&str, &str); 2] = [("br", "br"), ("gz", "gzip")];
 
 /// Picks `file` or its `.br`/`.gz` sibling according to `accept_encoding`.
 pub fn representation(
@@ -178,7 +187,7 @@ pub fn representation(
     root: &Path,
 ) -> std::io::Result<Representation> {
     let mut varies = false;
-    for (suffix, coding) in [("br", "br"), ("gz", "gzip")] {
+    for (suffix, coding) in CODINGS {
         if let Some(real) = sibling(root, file, suffix) {
             varies = true;
             if accepts(accept_encoding, coding) {

@@ -239,15 +239,8 @@ impl Entry {
         })
     }
 
-    /// The answer to `request` (a plain query with this entry's key): the cached response with
-    /// the request's ID and RD bit.
-    pub fn answer(&self, request: &[u8]) -> Vec<u8> {
-        let mut out = Vec::with_capacity(self.response.len());
-        self.answer_into(request, &mut out);
-        out
-    }
-
-    /// [`Entry::answer`] written into `out` (cleared first; its buffer reused).
+    /// The answer to `request` (a plain query with this entry's key), written into `out`
+    /// (cleared first; its buffer reused): the cached response with the request's ID and RD bit.
     pub fn answer_into(&self, request: &[u8], out: &mut Vec<u8>) {
         out.clear();
         out.extend_from_slice(&self.response);
@@ -256,14 +249,8 @@ impl Entry {
 
     /// The answer to `request` as rate limiting slips it (as [`crate::answer::truncate`] and
     /// [`crate::answer::encode`] make it): the header with TC and no records counted but the
-    /// OPT record, the question, the OPT record.
-    pub fn slipped(&self, request: &[u8]) -> Vec<u8> {
-        let mut out = Vec::with_capacity(self.question_end + OPT_LEN);
-        self.slipped_into(request, &mut out);
-        out
-    }
-
-    /// [`Entry::slipped`] written into `out` (cleared first; its buffer reused).
+    /// OPT record, the question, the OPT record; written into `out` (cleared first; its buffer
+    /// reused).
     pub fn slipped_into(&self, request: &[u8], out: &mut Vec<u8>) {
         out.clear();
         out.extend_from_slice(self.response.get(..self.question_end).unwrap_or_default());
@@ -569,11 +556,13 @@ mod tests {
         let mut again = q.clone();
         again[0] = 0xab;
         again[2] = 0;
-        let answer = entry.answer(&again);
+        let mut answer = Vec::new();
+        entry.answer_into(&again, &mut answer);
         assert_eq!(answer[..2], [0xab, 0x34]);
         assert_eq!(answer[2], 0x84);
         assert_eq!(answer[3..], response[3..]);
-        let slipped = entry.slipped(&again);
+        let mut slipped = vec![0xff; 3]; // what was there is cleared first
+        entry.slipped_into(&again, &mut slipped);
         assert_eq!(slipped[2], 0x86);
         assert_eq!(slipped[6..12], [0, 0, 0, 0, 0, 1]);
         assert_eq!(slipped[12..plain.question_end], q[12..plain.question_end]);

@@ -338,8 +338,8 @@ fn read(
     content_type: String,
 ) -> Option<Cached> {
     use std::os::unix::fs::FileExt;
-    let rep = Representation::open(path, encoding, false).ok()?;
-    let Source::File(file) = &rep.source else {
+    let rep = Representation::open(path, content_type, encoding, false).ok()?;
+    let Source::File { file, content_type } = &rep.source else {
         return None;
     };
     let before = Identity::of(&file.metadata().ok()?);
@@ -366,7 +366,7 @@ fn read(
         modified: rep.modified,
         body: Bytes::from(body),
         encoding,
-        content_type,
+        content_type: content_type.clone(),
         ok_header: ResponseHeader::build(200, None).ok()?,
     })
 }

@@ -22,7 +22,6 @@ use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::upstreams::peer::HttpPeer;
 use pingora::{Error, ErrorType, Result};
 use rustls_acme::ResolvesServerCertAcme;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -276,10 +275,10 @@ impl Edge {
             .and_then(|v| v.to_str().ok())
             .unwrap_or_default();
         let cache = &self.shared.file_cache;
-        let (rep, file) = match cache.get(raw_path, accept) {
+        let rep = match cache.get(raw_path, accept) {
             Some(rep) => {
                 self.shared.metrics.static_cache_hits.inc();
-                (rep, PathBuf::new())
+                rep
             }
             None => {
                 // One release for the whole request, even if a publish swaps the root meanwhile.
@@ -289,7 +288,7 @@ impl Edge {
                     Lookup::Missing => return Ok(false),
                     other => return self.not_a_file(session, ctx, other).await,
                 };
-                let rep = match cache.fill(raw_path, &web_root, &file, accept) {
+                match cache.fill(raw_path, &web_root, &file, accept) {
                     Some(rep) => rep,
                     None => match static_files::representation(&file, accept, &web_root) {
                         Ok(r) => r,
@@ -298,13 +297,12 @@ impl Edge {
                             return self.plain(session, ctx, 404, "Not Found\n", &[]).await;
                         }
                     },
-                };
-                (rep, file)
+                }
             }
         };
         ctx.kind = Kind::Static;
         self.shared.metrics.static_responses.inc();
-        let answer = static_files::serve_content(req, &file, rep)?;
+        let answer = static_files::serve_content(req, rep)?;
         let mut header = answer.header;
         self.decorate(&mut header, ctx)?;
         match answer.body {

@@ -14,7 +14,6 @@ use crate::file_cache::Cached;
 use bytes::Bytes;
 use pingora::Result;
 use pingora::http::{RequestHeader, ResponseHeader};
-use std::borrow::Cow;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -139,7 +138,12 @@ pub struct Representation {
 #[derive(Debug)]
 pub enum Source {
     /// An open file, read as it is sent.
-    File(std::fs::File),
+    File {
+        /// The file.
+        file: std::fs::File,
+        /// Its `Content-Type` (of the file asked for, also for a sibling).
+        content_type: String,
+    },
     /// A small file held in memory with its validators and prebuilt header
     /// ([`crate::file_cache`]).
     Cached(Arc<Cached>),
@@ -191,18 +195,20 @@ pub fn representation(
         if let Some(real) = sibling(root, file, suffix) {
             varies = true;
             if accepts(accept_encoding, coding) {
-                return Representation::open(&real, Some(coding), true);
+                return Representation::open(&real, content_type(file), Some(coding), true);
             }
         }
     }
-    Representation::open(file, None, varies)
+    Representation::open(file, content_type(file), None, varies)
 }
 
 impl Representation {
     /// Opens `path` (a symlink swapped in since it was resolved is not followed, nor does a
-    /// FIFO swapped in block) and takes the length and modification time from the open file.
+    /// FIFO swapped in block) and takes the length and modification time from the open file;
+    /// `content_type` is the one it is sent with.
     pub(crate) fn open(
         path: &Path,
+        content_type: String,
         encoding: Option<&'static str>,
         varies: bool,
     ) -> std::io::Result<Self> {
@@ -218,7 +224,7 @@ impl Representation {
         Ok(Representation {
             len: meta.len(),
             modified: meta.modified()?,
-            source: Source::File(file),
+            source: Source::File { file, content_type },
             encoding,
             varies,
         })
@@ -279,9 +285,8 @@ pub struct Answer {
 }
 
 /// Every HTTP rule of a static response in one place, as Go's `http.ServeContent` (which
-/// Caddy's file server hands each file to): the representation `rep` of `file` has been picked
-/// for `req` (a `GET` or `HEAD`); this decides the status, the headers and the body. (`file`'s
-/// name gives the `Content-Type` of a representation read from disk; a cached one has its own.)
+/// Caddy's file server hands each file to): the representation `rep` has been picked for `req`
+/// (a `GET` or `HEAD`); this decides the status, the headers and the body.
 ///
 /// Preconditions are evaluated in the order of RFC 9110 §13.2.2: `If-Match`, else
 /// `If-Unmodified-Since` (`412` when they fail); `If-None-Match`, else `If-Modified-Since`
@@ -290,14 +295,14 @@ pub struct Answer {
 /// units and `HEAD` get the whole representation (`200`). Every success carries
 /// `Content-Type`, `Content-Length`, `ETag`, `Last-Modified`, `Accept-Ranges` and, for a
 /// precompressed sibling, `Content-Encoding`; `Vary: Accept-Encoding` whenever siblings exist.
-pub fn serve_content(req: &RequestHeader, file: &Path, rep: Representation) -> Result<Answer> {
+pub fn serve_content(req: &RequestHeader, rep: Representation) -> Result<Answer> {
     let header =
         |name: http::header::HeaderName| req.headers.get(name).and_then(|v| v.to_str().ok());
     let head = req.method == http::Method::HEAD;
     // The validators as the cache holds them, or computed.
     let cached = match &rep.source {
         Source::Cached(c) => Some(c.clone()),
-        Source::File(_) => None,
+        Source::File { .. } => None,
     };
     let computed;
     let (etag, last_modified) = match &cached {
@@ -362,19 +367,12 @@ pub fn serve_content(req: &RequestHeader, file: &Path, rep: Representation) -> R
     let mut resp = match (&cached, &wanted) {
         (Some(c), RangeAnswer::Full) => c.ok_header.clone(),
         _ => {
-            let content_type = match &cached {
-                Some(c) => Cow::Borrowed(c.content_type.as_str()),
-                None => Cow::Owned(content_type(file)),
+            let content_type = match &rep.source {
+                Source::File { content_type, .. } => content_type,
+                Source::Cached(c) => &c.content_type,
             };
             let encoding = rep.encoding;
-            ok_header(
-                &content_type,
-                len,
-                etag,
-                last_modified,
-                encoding,
-                rep.varies,
-            )?
+            ok_header(content_type, len, etag, last_modified, encoding, rep.varies)?
         }
     };
     if let RangeAnswer::Partial(first, last) = wanted {
@@ -388,7 +386,7 @@ pub fn serve_content(req: &RequestHeader, file: &Path, rep: Representation) -> R
         Body::Empty
     } else {
         match rep.source {
-            Source::File(file) => Body::File(Chunks::new(file, start, len)),
+            Source::File { file, .. } => Body::File(Chunks::new(file, start, len)),
             Source::Cached(c) => Body::Memory(c.body.slice(start as usize..(start + len) as usize)),
         }
     };
@@ -677,7 +675,7 @@ mod tests {
             for (k, v) in headers {
                 req.append_header(k.to_string(), *v).expect("hdr");
             }
-            serve_content(&req, &self.path, self.rep()).expect("answer")
+            serve_content(&req, self.rep()).expect("answer")
         }
     }
 
@@ -819,7 +817,7 @@ mod tests {
         let staged = root.join("page.html.new");
         std::fs::write(&staged, "the new page, longer").expect("w");
         std::fs::rename(&staged, &path).expect("rename");
-        let Source::File(file) = rep.source else {
+        let Source::File { file, .. } = rep.source else {
             unreachable!("representation opens the file")
         };
         let mut chunks = Chunks::new(file, 0, rep.len);

@@ -335,8 +335,13 @@ fn renews_the_cached_certificate_at_two_thirds_of_its_lifetime_without_restart()
     );
     assert_eq!(served(&site).not_after, na);
     // Just before the renewal point: still the old certificate (which pebble's root does not
-    // verify), still no order.
-    std::thread::sleep(Duration::from_secs((due - 1 - now()).max(0) as u64));
+    // verify), still no order. Woken 2 s before it to the sub-second (`now()` counts whole
+    // seconds: sleeping `due - 1 - now()` seconds woke up to a second late, and the two
+    // handshakes below then sometimes ran past the renewal point).
+    let before_due = std::time::UNIX_EPOCH + Duration::from_secs((due - 2) as u64);
+    if let Ok(wait) = before_due.duration_since(std::time::SystemTime::now()) {
+        std::thread::sleep(wait);
+    }
     assert_eq!(served(&site).issuer, TEST_CA);
     assert!(!verifies(&site, &root));
     assert_eq!(

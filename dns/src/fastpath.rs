@@ -10,13 +10,21 @@
 //! and on the request's bytes — but on its ID and RD bit only in that it echoes them in the
 //! response's header, and not at all on a COOKIE option (today's path neither checks nor
 //! returns cookies: its OPT record carries no option). So the cache's key is the request's
-//! bytes with the ID zeroed, RD cleared and the COOKIE option left out (the question's name exactly as spelled: hickory's name compression compares label
-//! bytes case-sensitively, so a question spelled with other capitals can encode its answer's
-//! other names differently, and is a separate entry), and the value is the response today's
-//! path encoded. A TCP request's key has the QR bit set as well (no plain request has it): its
-//! answer, never cut to a UDP payload size, is an entry of its own. A hit copies it and patches in the request's ID and RD bit: byte-identical to
-//! what today's path would send (the test `fastpath` in dns/tests proves it for every query of
-//! the differential suite, unsigned and signed).
+//! bytes with the ID zeroed, RD cleared, the question's name in lower case and the COOKIE
+//! option left out, and the value is the response today's path encoded for the request with
+//! its question's name in lower case. A TCP request's key has the QR bit set as well (no plain
+//! request has it): its answer, never cut to a UDP payload size, is an entry of its own. A hit
+//! copies it and patches in the request's ID, RD bit and the question's name as the request
+//! spells it (a query with mixed case, as resolvers send for DNS 0x20, is a hit of the entry
+//! of its lower-case spelling; the answer's names that are compression pointers into the
+//! question echo the request's capitals, as Knot's and NSD's do). For a request spelled in
+//! lower case (nearly every query) the hit is byte-identical to what today's path would send;
+//! for one with capitals, equal once parsed, names compared case-insensitively (today's path,
+//! hickory's name compression comparing label bytes case-sensitively, can compress its other
+//! names differently). On a miss, a request with capitals is answered by today's path as if
+//! spelled in lower case, and its question then spelled as asked (so that what is cached is
+//! what a hit sends). The test `fastpath` in dns/tests proves both for every query of the
+//! differential suite, unsigned and signed.
 //!
 //! Only whole answers are kept: NOERROR (positive, NODATA, referral) and NXDOMAIN, not
 //! truncated, sent as built (not slipped by rate limiting), to a request that was not logged.
@@ -148,8 +156,9 @@ pub fn parse(request: &[u8]) -> Option<Plain> {
 }
 
 /// The cache key of a plain `request` that came over `transport`: its bytes with the ID zeroed
-/// and RD cleared (and QR set for TCP), its COOKIE option left out (the OPT record's RDLENGTH
-/// 0), written into `buf`. `None` if it is longer than [`MAX_REQUEST`].
+/// and RD cleared (and QR set for TCP), the question's name in lower case, its COOKIE option
+/// left out (the OPT record's RDLENGTH 0), written into `buf`. `None` if it is longer than
+/// [`MAX_REQUEST`].
 pub fn key<'b>(
     request: &[u8],
     plain: Plain,
@@ -165,6 +174,9 @@ pub fn key<'b>(
     }
     if let Some(id) = key.get_mut(..2) {
         id.fill(0);
+    }
+    if let Some(name) = key.get_mut(12..plain.question_end.saturating_sub(4)) {
+        name.make_ascii_lowercase(); // a length byte (at most 63) is never a capital
     }
     if let Some(flags) = key.get_mut(2) {
         *flags &= !0x01;
@@ -244,7 +256,7 @@ impl Entry {
     pub fn answer_into(&self, request: &[u8], out: &mut Vec<u8>) {
         out.clear();
         out.extend_from_slice(&self.response);
-        patch(out, request);
+        patch(out, request, self.question_end);
     }
 
     /// The answer to `request` as rate limiting slips it (as [`crate::answer::truncate`] and
@@ -261,7 +273,7 @@ impl Entry {
         {
             out.extend_from_slice(opt);
         }
-        patch(out, request);
+        patch(out, request, self.question_end);
         if let Some(flags) = out.get_mut(2) {
             *flags |= 0x02;
         }
@@ -276,14 +288,47 @@ impl Entry {
     }
 }
 
-/// Puts `request`'s ID and RD bit into the response `out`.
-fn patch(out: &mut [u8], request: &[u8]) {
+/// Puts `request`'s ID and RD bit, and its question's name as spelled, into the response
+/// `out`, whose question (ending at `question_end`) is `request`'s but for capitals.
+fn patch(out: &mut [u8], request: &[u8], question_end: usize) {
+    spell(out, request, question_end);
     if let (Some(id), Some(asked)) = (out.get_mut(..2), request.get(..2)) {
         id.copy_from_slice(asked);
     }
     if let (Some(flags), Some(asked)) = (out.get_mut(2), request.get(2)) {
         *flags = (*flags & !0x01) | (asked & 0x01);
     }
+}
+
+/// Writes the question's name as `request` spells it into `out` (a message whose question, ending
+/// at `question_end`, is `request`'s but for capitals): the names of the answer that are
+/// compression pointers into the question then echo the request's capitals too, as Knot and
+/// NSD echo them. Nothing is written unless both names are the same but for capitals.
+pub fn spell(out: &mut [u8], request: &[u8], question_end: usize) {
+    let name = 12..question_end.saturating_sub(4);
+    if let (Some(to), Some(from)) = (out.get_mut(name.clone()), request.get(name))
+        && to.eq_ignore_ascii_case(from)
+    {
+        to.copy_from_slice(from);
+    }
+}
+
+/// `request`'s question name in lower case, into `lowered` (cleared first): `false`, and
+/// nothing written, when it has no capital letter.
+pub fn lowered(request: &[u8], plain: Plain, lowered: &mut Vec<u8>) -> bool {
+    let name = 12..plain.question_end.saturating_sub(4);
+    if !request
+        .get(name.clone())
+        .is_some_and(|n| n.iter().any(u8::is_ascii_uppercase))
+    {
+        return false;
+    }
+    lowered.clear();
+    lowered.extend_from_slice(request);
+    if let Some(n) = lowered.get_mut(name) {
+        n.make_ascii_lowercase();
+    }
+    true
 }
 
 /// One shard: the entries, and their keys by position for random replacement.

@@ -241,12 +241,23 @@ impl Engine {
             self.metrics.query(transport, Some(entry.rcode));
             return None;
         }
-        let outcome = self.respond_with(request, transport, client, catalog);
+        // A question with capitals is answered as if asked in lower case (the entry serves
+        // every spelling), then spelled as asked.
+        let mut lowered = Vec::new();
+        let asked = if fastpath::lowered(request, plain, &mut lowered) {
+            &lowered[..]
+        } else {
+            request
+        };
+        let mut outcome = self.respond_with(asked, transport, client, catalog);
         if let (Reply::One(bytes), Action::Send, Some((class, name))) =
             (&outcome.reply, outcome.action, outcome.flow)
-            && let Some(entry) = fastpath::Entry::new(request, plain, bytes, class, name)
+            && let Some(entry) = fastpath::Entry::new(asked, plain, bytes, class, name)
         {
             cache.insert(catalog, key, entry);
+        }
+        if let Reply::One(bytes) = &mut outcome.reply {
+            fastpath::spell(bytes, request, plain.question_end);
         }
         Some(outcome.reply)
     }

@@ -75,6 +75,12 @@ lint:
 bench what="all": deps build
     bench/run {{what}}
 
+# Fuzz the DNS request path and answer cache (dns/fuzz) for SECONDS; needs nightly and cargo-fuzz; not part of `just test`
+[group('test')]
+fuzz-dns seconds="600":
+    @command -v cargo-fuzz >/dev/null || { echo "fuzz-dns: cargo-fuzz is missing: cargo +nightly install cargo-fuzz --locked" >&2; exit 1; }
+    cd dns/fuzz && cargo +nightly fuzz run -O request -- -max_total_time={{seconds}} -max_len=1024
+
 # What CI runs: every test from a clean clone
 [group('ci')]
 ci: test

@@ -1,10 +1,16 @@
 //! Fuzzes the request path: any bytes, as a UDP datagram and as a TCP message, against the
 //! integration tests' zones, with response rate limiting on at a rate the fuzzer exceeds (so
 //! answers sent whole, empty with TC, and dropped are all exercised). The reply must be a
-//! decodable response echoing the ID, and a UDP reply must fit the client's size. The answer
-//! cache (dns/src/fastpath.rs) is on; and to a plain query two engines without rate limiting,
-//! one with the cache and one without, must give the same UDP reply, asked twice (the second
-//! may be a hit).
+//! decodable response echoing the ID, and a UDP reply must fit the client's size.
+//!
+//! The answer cache (dns/src/fastpath.rs) is on; two engines without rate limiting, one with
+//! the cache and one without, must agree, on every input (asked twice: the second may be a
+//! hit): the cached engine's answer is byte for byte the other's (for a plain query with
+//! capitals, the other's answer to the question in lower case, spelled back as asked). Both of
+//! the cached engine's reused-buffer entry points are checked: `respond_into` (UDP) into a
+//! buffer holding stale bytes, and `respond_buffered` (TCP) over the input read as a TCP stream
+//! of length-prefixed messages (pipelined, the last perhaps cut short, one buffer reused for
+//! them all, as dns/src/server.rs does).
 #![no_main]
 
 use hickory_proto::op::Message;
@@ -54,16 +60,56 @@ struct Zones {
     zone: Vec<onebox_dns::config::ZoneConfig>,
 }
 
+/// The answer without the cache to `request`, as the cache should give it: for a plain query
+/// with capitals, the answer to the question in lower case with the question spelled as asked.
+fn reference(engine: &Engine, request: &[u8], transport: Transport) -> Reply {
+    let client = "127.0.0.1:5300".parse().expect("addr");
+    let Some(plain) = onebox_dns::fastpath::parse(request) else {
+        return engine.respond(request, transport, client);
+    };
+    let mut lowered = Vec::new();
+    if !onebox_dns::fastpath::lowered(request, plain, &mut lowered) {
+        return engine.respond(request, transport, client);
+    }
+    let mut reply = engine.respond(&lowered, transport, client);
+    if let Reply::One(bytes) = &mut reply {
+        onebox_dns::fastpath::spell(bytes, request, plain.question_end);
+    }
+    reply
+}
+
+/// What `respond_into` / `respond_buffered` gave, as a [`Reply`].
+fn written(reply: Option<Reply>, out: &[u8]) -> Reply {
+    reply.unwrap_or_else(|| Reply::One(out.to_vec()))
+}
+
 fuzz_target!(|data: &[u8]| {
     let client = "127.0.0.1:5300".parse().expect("addr");
-    if onebox_dns::fastpath::parse(data).is_some() {
-        // A plain query: the cache's domain (anything else takes today's path in both).
-        let (cached, plain) = pair();
+    let (cached, uncached) = pair();
+    // UDP: respond_into, a buffer with stale bytes, twice (the second may be a hit).
+    let mut out = vec![0xa5; 3];
+    for _ in 0..2 {
+        let sent = cached.respond_into(data, Transport::Udp, client, &mut out);
+        match reference(uncached, data, Transport::Udp) {
+            Reply::One(want) => assert!(sent && out == want, "udp: {out:?} != {want:?}"),
+            _ => assert!(!sent),
+        }
+    }
+    // TCP: the input as a stream of length-prefixed messages, one buffer reused for all.
+    let mut buffered = vec![0x5a; 5];
+    let mut at = 0usize;
+    while let Some(&[hi, lo]) = data.get(at..at + 2) {
+        let end = at + 2 + usize::from(u16::from_be_bytes([hi, lo]));
+        let Some(request) = data.get(at + 2..end) else {
+            break; // cut short: the start of a message not yet read
+        };
+        at = end;
         for _ in 0..2 {
-            assert_eq!(
-                cached.respond(data, Transport::Udp, client),
-                plain.respond(data, Transport::Udp, client)
+            let got = written(
+                cached.respond_buffered(request, Transport::Tcp, client, &mut buffered),
+                &buffered,
             );
+            assert_eq!(got, reference(uncached, request, Transport::Tcp));
         }
     }
     for transport in [Transport::Udp, Transport::Tcp] {

@@ -588,6 +588,55 @@ mod tests {
     }
 
     #[test]
+    fn other_capitals_share_an_entry_and_hits_are_spelled_as_asked() {
+        let lower = query(&["www", "example", "com"], 1, true);
+        let mixed = query(&["wWw", "ExAmPlE", "COM"], 1, true);
+        let (mut a, mut b) = ([0u8; MAX_REQUEST], [0u8; MAX_REQUEST]);
+        let plain = parse(&mixed).unwrap();
+        assert_eq!(
+            key(&lower, parse(&lower).unwrap(), Transport::Udp, &mut a),
+            key(&mixed, plain, Transport::Udp, &mut b)
+        );
+        // The type is not a name: HTTPS (65, an 'A' byte) stays as it is in the key.
+        let https = query(&["www", "example", "com"], 65, true);
+        let https_key = key(&https, parse(&https).unwrap(), Transport::Udp, &mut a).unwrap();
+        assert_eq!(https_key[12 + 17..12 + 19], [0, 65]);
+        let mut lowered_buf = vec![1, 2, 3];
+        assert!(!lowered(&lower, plain, &mut lowered_buf));
+        assert_eq!(lowered_buf, [1, 2, 3], "nothing written without capitals");
+        assert!(lowered(&mixed, plain, &mut lowered_buf));
+        assert_eq!(lowered_buf, lower);
+        // An entry built from the lower-case question; a hit for the mixed-case one: the
+        // question as asked, the answer's owner (a pointer to it) so echoing it.
+        let mut response = lower.clone();
+        response[2] = 0x85;
+        response[7] = 1;
+        let opt = response.split_off(plain.question_end);
+        response.extend_from_slice(&[0xc0, 12, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4, 192, 0, 2, 1]);
+        response.extend_from_slice(&opt);
+        let entry = Entry::new(&lower, plain, &response, Class::Positive, None).unwrap();
+        let mut answer = Vec::new();
+        entry.answer_into(&mixed, &mut answer);
+        assert_eq!(
+            answer[12..plain.question_end],
+            mixed[12..plain.question_end]
+        );
+        assert_eq!(answer[plain.question_end..], response[plain.question_end..]);
+        entry.slipped_into(&mixed, &mut answer);
+        assert_eq!(
+            answer[12..plain.question_end],
+            mixed[12..plain.question_end]
+        );
+        // Another name is never written over the question.
+        let other = query(&["xxx", "example", "com"], 1, true);
+        entry.answer_into(&other, &mut answer);
+        assert_eq!(
+            answer[12..plain.question_end],
+            lower[12..plain.question_end]
+        );
+    }
+
+    #[test]
     fn hits_patch_the_id_and_rd_and_slips_keep_question_and_opt() {
         let q = query(&["www", "example", "com"], 1, true);
         let plain = parse(&q).unwrap();

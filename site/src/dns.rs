@@ -18,9 +18,10 @@ pub struct DnsConfig {
     pub zones: PathBuf,
     /// Log every query (client, name, type, response code) at INFO. Default: false.
     pub query_log: bool,
-    /// Keep the encoded answers of plain queries (UDP and TCP) and answer the same query again
-    /// with a copy (its ID and RD bit patched in); emptied whenever the zones served change. Bounded
-    /// at 65,536 answers and 64 MiB. Off while `query_log` is on. Default: true.
+    /// Keep the encoded answers of plain queries (UDP and TCP) and answer the same query again,
+    /// in any mix of capitals (DNS 0x20), with a copy (its ID, RD bit and the question's spelling
+    /// patched in); emptied whenever the zones served change. Bounded at 65,536 answers and
+    /// 64 MiB. Off while `query_log` is on. Default: true.
     pub answer_cache: bool,
     /// Most TCP connections open at once; more are closed on accept. Default: 256.
     pub tcp_max_connections: Bounded<1, 1_000_000>,

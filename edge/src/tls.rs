@@ -173,11 +173,26 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for TlsApp<A> {
 /// (The edge does TLS itself rather than through pingora's `rustls` feature, whose
 /// pingora-rustls crate pins rustls to the ring provider and the unmaintained
 /// rustls-pemfile.)
+///
+/// On HTTP/1 it holds back writes until the next flush while they fit one TLS record
+/// ([`COALESCE_MAX`]): pingora writes a response's header and its body separately, and each
+/// write is its own record, and — the body's record being larger than the TCP stream's write
+/// buffer (1460 bytes) — its own `send`. Held together, a header and a body of up to 16 KiB
+/// are one record and one `send`, as nginx sends them (its `ssl_buffer_size` is 16k). The
+/// buffer is allocated per response and freed when it is flushed, so an idle connection
+/// holds none. (HTTP/2 frames are buffered by the h2 layer itself.)
 #[derive(Debug)]
 pub struct TlsStream {
     inner: tokio_rustls::server::TlsStream<L4Stream>,
     alpn: Option<ALPN>,
+    /// Whether small writes are held back (HTTP/1).
+    coalesce: bool,
+    /// Written but not yet handed to TLS; empty with no capacity between responses.
+    pending: Vec<u8>,
 }
+
+/// The most plaintext held back: one TLS record's worth.
+pub const COALESCE_MAX: usize = 16 * 1024;
 
 impl TlsStream {
     fn new(inner: tokio_rustls::server::TlsStream<L4Stream>) -> Self {
@@ -187,7 +202,31 @@ impl TlsStream {
             Some(other) => Some(ALPN::Custom(CustomALPN::new(other.to_vec()))),
             None => None,
         };
-        TlsStream { inner, alpn }
+        let coalesce = !matches!(alpn, Some(ALPN::H2));
+        TlsStream {
+            inner,
+            alpn,
+            coalesce,
+            pending: Vec::new(),
+        }
+    }
+
+    /// Hands what is held back to TLS; frees the buffer once it is all written.
+    fn poll_drain(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        while !self.pending.is_empty() {
+            match Pin::new(&mut self.inner).poll_write(cx, &self.pending) {
+                Poll::Ready(Ok(0)) => {
+                    return Poll::Ready(Err(std::io::ErrorKind::WriteZero.into()));
+                }
+                Poll::Ready(Ok(n)) if n == self.pending.len() => self.pending = Vec::new(),
+                Poll::Ready(Ok(n)) => {
+                    self.pending.drain(..n);
+                }
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+        Poll::Ready(Ok(()))
     }
 
     /// The key exchange group the handshake used (`X25519MLKEM768`, `X25519` …).
@@ -220,12 +259,28 @@ impl AsyncWrite for TlsStream {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, buf)
+        let this = &mut *self;
+        if !this.coalesce {
+            return Pin::new(&mut this.inner).poll_write(cx, buf);
+        }
+        if !this.pending.is_empty() && this.pending.len() + buf.len() > COALESCE_MAX {
+            std::task::ready!(this.poll_drain(cx))?;
+        }
+        if this.pending.is_empty() && buf.len() >= COALESCE_MAX {
+            return Pin::new(&mut this.inner).poll_write(cx, buf);
+        }
+        if this.pending.capacity() == 0 {
+            this.pending.reserve_exact(COALESCE_MAX);
+        }
+        this.pending.extend_from_slice(buf);
+        Poll::Ready(Ok(buf.len()))
     }
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        std::task::ready!(self.poll_drain(cx))?;
         Pin::new(&mut self.inner).poll_flush(cx)
     }
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        std::task::ready!(self.poll_drain(cx))?;
         Pin::new(&mut self.inner).poll_shutdown(cx)
     }
     fn poll_write_vectored(
@@ -233,6 +288,7 @@ impl AsyncWrite for TlsStream {
         cx: &mut Context<'_>,
         bufs: &[std::io::IoSlice<'_>],
     ) -> Poll<std::io::Result<usize>> {
+        std::task::ready!(self.poll_drain(cx))?;
         Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
     }
     fn is_write_vectored(&self) -> bool {
@@ -243,8 +299,8 @@ impl AsyncWrite for TlsStream {
 #[async_trait]
 impl Shutdown for TlsStream {
     async fn shutdown(&mut self) {
-        // close_notify, then the TCP write side.
-        if let Err(e) = tokio::io::AsyncWriteExt::shutdown(&mut self.inner).await {
+        // What is held back, close_notify, then the TCP write side.
+        if let Err(e) = tokio::io::AsyncWriteExt::shutdown(self).await {
             tracing::debug!("TLS shutdown: {e}");
         }
     }

@@ -214,8 +214,8 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for TlsApp<A> {
 /// write is its own record, and — the body's record being larger than the TCP stream's write
 /// buffer (1460 bytes) — its own `send`. Held together, a header and a body of up to 16 KiB
 /// are one record and one `send`, as nginx sends them (its `ssl_buffer_size` is 16k). The
-/// buffer is allocated per response and freed when it is flushed, so an idle connection
-/// holds none. (HTTP/2 frames are buffered by the h2 layer itself.)
+/// buffer grows per response to what it holds and is freed when it is flushed, so an idle
+/// connection holds none. (HTTP/2 frames are buffered by the h2 layer itself.)
 #[derive(Debug)]
 pub struct TlsStream {
     inner: tokio_rustls::server::TlsStream<L4Stream>,
@@ -253,7 +253,6 @@ impl TlsStream {
                 Poll::Ready(Ok(0)) => {
                     return Poll::Ready(Err(std::io::ErrorKind::WriteZero.into()));
                 }
-                Poll::Ready(Ok(n)) if n == self.pending.len() => self.pending = Vec::new(),
                 Poll::Ready(Ok(n)) => {
                     self.pending.drain(..n);
                 }
@@ -261,6 +260,8 @@ impl TlsStream {
                 Poll::Pending => return Poll::Pending,
             }
         }
+        // Freed: an idle connection holds no buffer.
+        self.pending = Vec::new();
         Poll::Ready(Ok(()))
     }
 
@@ -304,9 +305,8 @@ impl AsyncWrite for TlsStream {
         if this.pending.is_empty() && buf.len() >= COALESCE_MAX {
             return Pin::new(&mut this.inner).poll_write(cx, buf);
         }
-        if this.pending.capacity() == 0 {
-            this.pending.reserve_exact(COALESCE_MAX);
-        }
+        // Grown to what is held, not COALESCE_MAX at once: most responses are a few hundred
+        // bytes (a 304, a proxied API answer).
         this.pending.extend_from_slice(buf);
         Poll::Ready(Ok(buf.len()))
     }

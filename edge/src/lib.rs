@@ -6,7 +6,8 @@
 //! [`file_cache`] (small static files in memory), [`limits`] (per request), [`connections`]
 //! (per connection), [`header_deadline`] (slowloris and oversized HTTP/1 headers), [`tls`] (the
 //! HTTPS listener and certificate choice), [`acme`] (ordering and storing certificates),
-//! [`page_cache`] (the app's pages in pingora's cache), [`metrics`].
+//! [`page_cache`] (the app's pages in pingora's cache) and [`page_store`] (its storage),
+//! [`metrics`].
 
 pub mod acme;
 pub mod acme_account;
@@ -18,6 +19,7 @@ pub mod header_deadline;
 pub mod limits;
 pub mod metrics;
 pub mod page_cache;
+pub mod page_store;
 pub mod proxy;
 pub mod server;
 pub mod static_files;

@@ -19,8 +19,9 @@
 //! from the cached `200` by pingora; upstream, on a miss, they are sent without their `If-*` and
 //! `Range` headers so that the full answer is what is stored.
 //!
-//! **Bounds.** Bodies in memory ([`MemCache`]), at most `max_bytes` of them in all and one page
-//! per KiB of it, the least recently used dropped first ([`simple_lru::Manager`]); a per-key
+//! **Bounds.** Bodies in memory ([`PageStore`]: parsed headers, bodies handed out without a
+//! copy), at most `max_bytes` of them in all and one page per KiB of it, the least recently used
+//! dropped first ([`simple_lru::Manager`]); a per-key
 //! cache lock, so a burst of misses for one page sends one request to the app and the others
 //! wait for its answer.
 //!
@@ -39,12 +40,13 @@
 //! (e.g. the edge that sees it forwards a `PURGE` to its peers on a private listener, or the
 //! generation lives in the shared database and the edges poll it) — not built.
 
+use crate::page_store::PageStore;
 use pingora::cache::cache_control::CacheControl;
 use pingora::cache::eviction::simple_lru;
 use pingora::cache::filters::resp_cacheable;
 use pingora::cache::lock::{CacheKeyLockImpl, CacheLock};
 use pingora::cache::{
-    CacheKey, CacheMetaDefaults, CacheOptionOverrides, MemCache, NoCacheReason, RespCacheable,
+    CacheKey, CacheMetaDefaults, CacheOptionOverrides, NoCacheReason, RespCacheable,
 };
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::proxy::Session;
@@ -63,9 +65,9 @@ const DEFAULTS: CacheMetaDefaults = CacheMetaDefaults::new(|_| None, 0, 0);
 /// waiting request waits before going to the app itself.
 const LOCK_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// The cache: pingora's in-memory storage, its LRU, its lock, and the purge generation.
+/// The cache: its in-memory storage, pingora's LRU and lock, and the purge generation.
 pub struct PageCache {
-    storage: &'static MemCache,
+    storage: &'static PageStore,
     eviction: &'static simple_lru::Manager,
     lock: &'static CacheKeyLockImpl,
     max_object_bytes: usize,
@@ -81,7 +83,7 @@ impl PageCache {
         }
         let lock: Box<CacheKeyLockImpl> = CacheLock::new_boxed(LOCK_TIMEOUT);
         Some(PageCache {
-            storage: Box::leak(Box::new(MemCache::new())),
+            storage: Box::leak(Box::new(PageStore::new(config.max_object_bytes.as_usize()))),
             eviction: Box::leak(Box::new(simple_lru::Manager::new_with_watermark(
                 config.max_bytes.as_usize(),
                 Some(max_pages(config.max_bytes.as_usize())),

@@ -572,6 +572,22 @@ impl ProxyHttp for Edge {
         self.decorate(upstream, ctx)
     }
 
+    /// A `HEAD` that missed the page cache is fetched upstream as a `GET` (to store the whole
+    /// page): its body is stored, never sent (over HTTP/2 a body on a `HEAD` stream is a
+    /// protocol error; pingora's HTTP/1 writer drops it itself).
+    fn response_body_filter(
+        &self,
+        session: &mut Session,
+        body: &mut Option<Bytes>,
+        _end_of_stream: bool,
+        _ctx: &mut Ctx,
+    ) -> Result<Option<Duration>> {
+        if body.is_some() && session.req_header().method == http::Method::HEAD {
+            *body = None;
+        }
+        Ok(None)
+    }
+
     async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut Ctx) -> FailToProxy {
         let code = match e.etype() {
             ErrorType::HTTPStatus(code) => *code,

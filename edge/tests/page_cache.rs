@@ -62,6 +62,10 @@ fn serve(mut conn: TcpStream, seen: Seen) {
             *n += 1;
             *n
         };
+        if path == "/slow" {
+            // A page that takes a while: a burst of requests arrives while it is being filled.
+            std::thread::sleep(Duration::from_secs(1));
+        }
         if path == "/healthz" {
             let _ = conn.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nok\n");
             continue;
@@ -75,6 +79,7 @@ fn serve(mut conn: TcpStream, seen: Seen) {
             "/private" => "Cache-Control: private, max-age=60\r\n".into(),
             "/no-cache-control" => String::new(),
             "/not-found" => public.into(),
+            "/etag" => format!("{public}ETag: \"v1\"\r\n"),
             _ => public.into(),
         };
         let status = if path == "/not-found" {
@@ -92,6 +97,8 @@ fn serve(mut conn: TcpStream, seen: Seen) {
         } else {
             let body = if path == "/big" {
                 format!("{body}{}", "x".repeat(2048))
+            } else if path == "/kb" {
+                format!("{body}{}", "k".repeat(900))
             } else {
                 body
             };
@@ -114,11 +121,18 @@ fn serve(mut conn: TcpStream, seen: Seen) {
 /// An edge (self-signed, no ACME) in front of the scripted app, caching objects of at most
 /// 1 KiB.
 fn edge() -> (Site, App, Proc) {
+    edge_with("")
+}
+
+/// [`edge`] with more `[edge.page_cache]` settings.
+fn edge_with(page_cache: &str) -> (Site, App, Proc) {
     let app = App::start();
     let site = Site::new(
         Ports::new(),
         app.port,
-        "\n[edge.acme]\nca = \"off\"\n\n[edge.page_cache]\nmax_object_bytes = 1024\n",
+        &format!(
+            "\n[edge.acme]\nca = \"off\"\n\n[edge.page_cache]\nmax_object_bytes = 1024\n{page_cache}"
+        ),
     );
     let edge = site.start_edge("edge.log");
     (site, app, edge)
@@ -269,10 +283,82 @@ fn head_shares_the_get_entry_and_has_no_body() {
 
     // A HEAD miss fetches (and stores) the whole page: the GET after it has the body.
     let head = get(&site, "/other", &["-I"]);
-    assert_eq!(head.cache(), "MISS");
+    assert_eq!(head.cache(), "MISS", "{}", head.head);
     assert_eq!(head.body, "");
     let body = get(&site, "/other", &[]);
     assert_eq!(body.cache(), "HIT", "{}", body.head);
     assert_eq!(body.body, "GET /other #1\n");
     assert_eq!(app.count("HEAD", "/other"), 0);
+}
+
+#[test]
+fn conditional_and_range_requests_are_answered_from_the_cached_page() {
+    let (site, app, _edge) = edge();
+    let full = get(&site, "/etag", &[]);
+    assert_eq!(full.cache(), "MISS");
+    assert_eq!(full.body, "GET /etag #1\n");
+    // The client's If-None-Match and Range never reach the app: the cached 200 answers them.
+    let not_modified = get(&site, "/etag", &["-H", "If-None-Match: \"v1\""]);
+    assert!(
+        not_modified.head.starts_with("HTTP/2 304"),
+        "{}",
+        not_modified.head
+    );
+    assert_eq!(not_modified.cache(), "HIT");
+    assert_eq!(not_modified.body, "");
+    let changed = get(&site, "/etag", &["-H", "If-None-Match: \"v0\""]);
+    assert!(changed.head.starts_with("HTTP/2 200"), "{}", changed.head);
+    assert_eq!(changed.body, full.body);
+    let part = get(&site, "/etag", &["-H", "Range: bytes=4-8"]);
+    assert!(part.head.starts_with("HTTP/2 206"), "{}", part.head);
+    assert_eq!(part.cache(), "HIT");
+    assert_eq!(part.body, "/etag");
+    assert_eq!(part.header("content-range"), Some("bytes 4-8/13"));
+    let tail = get(&site, "/etag", &["-H", "Range: bytes=-3"]);
+    assert_eq!(tail.body, "#1\n", "{}", tail.head);
+    let outside = get(&site, "/etag", &["-H", "Range: bytes=100-200"]);
+    assert!(outside.head.starts_with("HTTP/2 416"), "{}", outside.head);
+    assert_eq!(app.count("GET", "/etag"), 1);
+}
+
+#[test]
+fn the_byte_bound_drops_the_least_recently_used_page() {
+    // Room for two pages of ~915 body bytes, not three.
+    let (site, app, _edge) = edge_with("max_bytes = 2500\n");
+    for q in ["a", "b"] {
+        assert_eq!(get(&site, &format!("/kb?{q}"), &[]).cache(), "MISS");
+    }
+    assert_eq!(
+        get(&site, "/kb?a", &[]).cache(),
+        "HIT",
+        "a is now the newest"
+    );
+    assert_eq!(get(&site, "/kb?c", &[]).cache(), "MISS");
+    // Storing c passed the bound: b, the least recently used, was dropped; a and c stay.
+    let b = get(&site, "/kb?b", &[]);
+    assert_eq!(b.cache(), "MISS", "{}", b.head);
+    assert!(b.body.starts_with("GET /kb?b #4\n"), "{}", b.body);
+    // (Storing b again dropped the least recently used of a and c: a.)
+    assert_eq!(get(&site, "/kb?c", &[]).cache(), "HIT");
+    assert_eq!(app.count("GET", "/kb"), 4);
+}
+
+#[test]
+fn a_burst_of_misses_for_one_page_sends_one_request_to_the_app() {
+    let (site, app, _edge) = edge();
+    let site = Arc::new(site);
+    let burst: Vec<_> = (0..6)
+        .map(|_| {
+            let site = site.clone();
+            std::thread::spawn(move || get(&site, "/slow", &[]).body)
+        })
+        .collect();
+    for answer in burst {
+        assert_eq!(answer.join().unwrap(), "GET /slow #1\n");
+    }
+    assert_eq!(
+        app.count("GET", "/slow"),
+        1,
+        "the others waited for the fill"
+    );
 }

@@ -36,7 +36,8 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 /// CPU's SHA instructions, where the SHA-384 of `TLS_AES_256_GCM_SHA384` runs in generic code on
 /// AMD processors (aws-lc uses its vector SHA-512 on Intel only): the key schedule of a full
 /// handshake was a fifth of its CPU time. Clients that offer only AES-256 or ChaCha20 still get
-/// it.
+/// it, and a client that lists ChaCha20-Poly1305 before AES-GCM (a phone without AES
+/// instructions) gets its own choice ([`TlsApp`], the rule Go's TLS stack and so Caddy follow).
 pub fn provider() -> Arc<CryptoProvider> {
     let mut provider = rustls::crypto::aws_lc_rs::default_provider();
     provider.cipher_suites.sort_by_key(|s| {
@@ -117,15 +118,24 @@ pub fn server_config(resolver: Arc<EdgeResolver>) -> Result<Arc<rustls::ServerCo
         .with_cert_resolver(resolver);
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec(), b"acme-tls/1".to_vec()];
     // The server's order of cipher suites (see `provider`), as nginx's
-    // `ssl_prefer_server_ciphers on`.
+    // `ssl_prefer_server_ciphers on`; [`TlsApp`] hands clients that prefer ChaCha20 a copy
+    // that follows theirs.
     config.ignore_client_order = true;
     Ok(Arc::new(config))
 }
 
 /// The HTTPS application: TLS handshake (tokio-rustls), then the HTTP application `A`
 /// (pingora's proxy) over the decrypted stream.
+///
+/// The handshake reads the client's hello first: a client whose first AES-GCM or
+/// ChaCha20-Poly1305 suite is ChaCha20 most likely has no AES instructions, and it gets the
+/// configuration that follows the client's order ([`prefers_chacha20`]); every other client
+/// gets the server's order, AES-128-GCM first ([`provider`]).
 pub struct TlsApp<A> {
-    acceptor: tokio_rustls::TlsAcceptor,
+    /// The server's order of cipher suites.
+    server_order: Arc<rustls::ServerConfig>,
+    /// The same configuration, following the client's order.
+    client_order: Arc<rustls::ServerConfig>,
     http: Arc<A>,
     handshake_timeout: std::time::Duration,
     max_header_bytes: usize,
@@ -141,8 +151,11 @@ impl<A> TlsApp<A> {
         handshake_timeout: std::time::Duration,
         max_header_bytes: usize,
     ) -> Self {
+        let mut client_order = (*config).clone();
+        client_order.ignore_client_order = false;
         TlsApp {
-            acceptor: tokio_rustls::TlsAcceptor::from(config),
+            server_order: config,
+            client_order: Arc::new(client_order),
             http: Arc::new(http),
             handshake_timeout,
             max_header_bytes,
@@ -162,18 +175,28 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for TlsApp<A> {
             tracing::error!("HTTPS listener got a stream that is not TCP");
             return None;
         };
-        let tls =
-            match tokio::time::timeout(self.handshake_timeout, self.acceptor.accept(*l4)).await {
-                Ok(Ok(tls)) => TlsStream::new(tls),
-                Ok(Err(e)) => {
-                    tracing::debug!("TLS handshake failed: {e}");
-                    return None;
-                }
-                Err(_) => {
-                    tracing::debug!("TLS handshake timed out");
-                    return None;
-                }
+        let handshake = async {
+            let start =
+                tokio_rustls::LazyConfigAcceptor::new(rustls::server::Acceptor::default(), *l4)
+                    .await?;
+            let config = if prefers_chacha20(start.client_hello().cipher_suites()) {
+                &self.client_order
+            } else {
+                &self.server_order
             };
+            start.into_stream(config.clone()).await
+        };
+        let tls = match tokio::time::timeout(self.handshake_timeout, handshake).await {
+            Ok(Ok(tls)) => TlsStream::new(tls),
+            Ok(Err(e)) => {
+                tracing::debug!("TLS handshake failed: {e}");
+                return None;
+            }
+            Err(_) => {
+                tracing::debug!("TLS handshake timed out");
+                return None;
+            }
+        };
         let per_request = match &tls.alpn {
             Some(ALPN::H2) => false,
             Some(ALPN::H1) | None => true,
@@ -201,6 +224,28 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for TlsApp<A> {
     async fn cleanup(&self) {
         self.http.cleanup().await;
     }
+}
+
+/// Whether the first AES-GCM or ChaCha20-Poly1305 suite a client offers is ChaCha20-Poly1305:
+/// clients list it first when they have no AES instructions, where AES-GCM is slow (Go's
+/// `aesgcmPreferred`, inverted).
+pub fn prefers_chacha20(offered: &[rustls::CipherSuite]) -> bool {
+    use rustls::CipherSuite as C;
+    offered
+        .iter()
+        .find_map(|suite| match suite {
+            C::TLS13_CHACHA20_POLY1305_SHA256
+            | C::TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256
+            | C::TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256 => Some(true),
+            C::TLS13_AES_128_GCM_SHA256
+            | C::TLS13_AES_256_GCM_SHA384
+            | C::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256
+            | C::TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384
+            | C::TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256
+            | C::TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384 => Some(false),
+            _ => None,
+        })
+        .unwrap_or(false)
 }
 
 /// A TLS connection as pingora's HTTP layer takes it: tokio-rustls' server stream over the
@@ -418,8 +463,10 @@ mod tests {
         Err(rustls::Error::General("handshake did not finish".into()))
     }
 
-    /// A client that prefers AES-256-GCM (OpenSSL's order: curl, wrk) gets AES-128-GCM, as
-    /// browsers choose it; one that offers AES-256-GCM alone gets that.
+    /// With the server's order, a client that prefers AES-256-GCM (OpenSSL's order: curl, wrk)
+    /// gets AES-128-GCM, as browsers choose it; one that offers AES-256-GCM alone gets that.
+    /// (Clients preferring ChaCha20 get the client's order: `connections.rs` checks it
+    /// through the edge.)
     #[test]
     fn the_server_picks_aes_128_gcm_whatever_the_client_prefers() {
         use rustls::CipherSuite as C;
@@ -457,16 +504,30 @@ mod tests {
             C::TLS13_AES_128_GCM_SHA256
         );
         assert_eq!(
-            chosen(&[
-                C::TLS13_CHACHA20_POLY1305_SHA256,
-                C::TLS13_AES_128_GCM_SHA256
-            ]),
-            C::TLS13_AES_128_GCM_SHA256
-        );
-        assert_eq!(
             chosen(&[C::TLS13_AES_256_GCM_SHA384]),
             C::TLS13_AES_256_GCM_SHA384
         );
+    }
+
+    /// ChaCha20 is preferred when it comes before every AES-GCM suite the client lists;
+    /// suites of neither kind do not count.
+    #[test]
+    fn chacha20_is_preferred_only_when_listed_before_aes_gcm() {
+        use rustls::CipherSuite as C;
+        let chacha = C::TLS13_CHACHA20_POLY1305_SHA256;
+        let aes = C::TLS13_AES_128_GCM_SHA256;
+        let other = C::TLS_EMPTY_RENEGOTIATION_INFO_SCSV;
+        assert!(prefers_chacha20(&[other, chacha, aes]));
+        assert!(!prefers_chacha20(&[other, aes, chacha]));
+        assert!(!prefers_chacha20(&[
+            C::TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,
+            chacha
+        ]));
+        assert!(prefers_chacha20(&[
+            C::TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256
+        ]));
+        assert!(!prefers_chacha20(&[other]));
+        assert!(!prefers_chacha20(&[]));
     }
 
     /// The cached certificate is served from the first handshake, before the ACME background

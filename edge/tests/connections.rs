@@ -436,6 +436,56 @@ fn post_quantum_key_exchange_is_offered() {
     }
 }
 
+/// The edge picks AES-128-GCM over a client's preferred AES-256-GCM (its own order), but a
+/// client that lists ChaCha20-Poly1305 before AES-GCM (one without AES instructions) gets
+/// ChaCha20; one offering AES-256-GCM alone gets that.
+#[test]
+fn cipher_suites_follow_the_server_unless_the_client_prefers_chacha20() {
+    use rustls::CipherSuite as C;
+    let (site, _up, _edge) = edge("");
+    for (offer, want) in [
+        (
+            [C::TLS13_AES_256_GCM_SHA384, C::TLS13_AES_128_GCM_SHA256].as_slice(),
+            C::TLS13_AES_128_GCM_SHA256,
+        ),
+        (
+            &[
+                C::TLS13_CHACHA20_POLY1305_SHA256,
+                C::TLS13_AES_128_GCM_SHA256,
+            ],
+            C::TLS13_CHACHA20_POLY1305_SHA256,
+        ),
+        (&[C::TLS13_AES_256_GCM_SHA384], C::TLS13_AES_256_GCM_SHA384),
+    ] {
+        let mut provider = rustls::crypto::aws_lc_rs::default_provider();
+        let all = provider.cipher_suites.clone();
+        provider.cipher_suites = offer
+            .iter()
+            .map(|c| *all.iter().find(|s| s.suite() == *c).unwrap())
+            .collect();
+        let provider = Arc::new(provider);
+        let config = rustls::ClientConfig::builder_with_provider(provider.clone())
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .unwrap()
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(AcceptAny(provider)))
+            .with_no_client_auth();
+        let mut tls = tls_connect(&site, Arc::new(config));
+        assert_eq!(
+            tls.conn.negotiated_cipher_suite().map(|s| s.suite()),
+            Some(want),
+            "{offer:?}"
+        );
+        tls.write_all(
+            b"GET /hello.txt HTTP/1.1\r\nHost: www.foobar.com\r\nConnection: close\r\n\r\n",
+        )
+        .unwrap();
+        let mut answer = String::new();
+        let _ = tls.read_to_string(&mut answer);
+        assert!(answer.starts_with("HTTP/1.1 200"), "{offer:?}: {answer}");
+    }
+}
+
 /// The resident memory of process `pid`, in KiB.
 fn rss_kib(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))

@@ -411,6 +411,15 @@ fn ipv6_and_ipv4_clients_on_one_listener() {
     }
 }
 
+/// The answer to `GET /hello.txt` over `tls`, read until the edge closes the connection.
+fn get_hello(tls: &mut rustls::StreamOwned<rustls::ClientConnection, TcpStream>) -> String {
+    tls.write_all(b"GET /hello.txt HTTP/1.1\r\nHost: www.foobar.com\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut answer = String::new();
+    let _ = tls.read_to_string(&mut answer);
+    answer
+}
+
 /// A client offering only the post-quantum hybrid X25519MLKEM768 gets it; one offering only
 /// X25519 still connects.
 #[test]
@@ -426,12 +435,7 @@ fn post_quantum_key_exchange_is_offered() {
             tls.conn.negotiated_key_exchange_group().map(|g| g.name()),
             Some(name)
         );
-        tls.write_all(
-            b"GET /hello.txt HTTP/1.1\r\nHost: www.foobar.com\r\nConnection: close\r\n\r\n",
-        )
-        .unwrap();
-        let mut answer = String::new();
-        let _ = tls.read_to_string(&mut answer);
+        let answer = get_hello(&mut tls);
         assert!(answer.starts_with("HTTP/1.1 200"), "{name:?}: {answer}");
     }
 }
@@ -476,12 +480,7 @@ fn cipher_suites_follow_the_server_unless_the_client_prefers_chacha20() {
             Some(want),
             "{offer:?}"
         );
-        tls.write_all(
-            b"GET /hello.txt HTTP/1.1\r\nHost: www.foobar.com\r\nConnection: close\r\n\r\n",
-        )
-        .unwrap();
-        let mut answer = String::new();
-        let _ = tls.read_to_string(&mut answer);
+        let answer = get_hello(&mut tls);
         assert!(answer.starts_with("HTTP/1.1 200"), "{offer:?}: {answer}");
     }
 }

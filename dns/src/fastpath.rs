@@ -26,8 +26,7 @@
 //! what a hit sends). The test `fastpath` in dns/tests proves both for every query of the
 //! differential suite, unsigned and signed.
 //!
-//! Only whole answers are kept: NOERROR (positive, NODATA, referral) and NXDOMAIN, not
-//! truncated, sent as built (not slipped by rate limiting), to a request that was not logged.
+//! Only whole answers are kept: NOERROR (positive, NODATA, referral), not truncated, sent as built (not slipped by rate limiting), to a request that was not logged.
 //! Each entry remembers its answer's rate-limiting flow so that a hit is accounted exactly as
 //! today's path accounts it; a hit that rate limiting slips is sent as today's path slips it
 //! (header with TC, the question, the OPT record), one it drops is not sent.
@@ -38,8 +37,20 @@
 //! secondary zone has no copy to serve (answered SERVFAIL), the fast path stands aside.
 //!
 //! Bounded: [`MAX_ENTRIES`] answers and [`MAX_BYTES`] bytes in all, in [`SHARDS`] shards. A full
-//! shard replaces a random entry with a new answer, except an NXDOMAIN: random names asked for
-//! never displace what is there.
+//! shard replaces a random entry with a new answer.
+//!
+//! NXDOMAIN answers are never entries: names that do not exist are mostly asked once (random
+//! names, typos), and would only evict useful answers. For a name of a zone that does not exist
+//! ([`crate::zone::Zone::nxdomain_encloser`]: no node, no zone cut above it, no wildcard at its
+//! closest encloser) the answer has the zone's SOA and nothing that depends on the name unless
+//! it carries NSEC proofs (DO on a signed zone: the NSEC covering the name depends on where it
+//! sorts, so those answers take today's path every time). So the first such answer for a zone's
+//! closest encloser and shape of request (type, flags, EDNS: the key without the labels that do
+//! not exist) becomes a [`Denial`], a template that answers every other name under that
+//! encloser: the request's question is copied in as spelled and the compression pointers after
+//! it moved by the difference in length, no allocation. [`MAX_DENIALS`] at most per catalog.
+//! The test `fastpath` asks every request of the differential suite with random labels in front
+//! of its name and compares, byte for byte.
 
 use crate::answer::Transport;
 use crate::catalog::Catalog;
@@ -288,16 +299,351 @@ impl Entry {
     }
 }
 
-/// Puts `request`'s ID and RD bit, and its question's name as spelled, into the response
-/// `out`, whose question (ending at `question_end`) is `request`'s but for capitals.
-fn patch(out: &mut [u8], request: &[u8], question_end: usize) {
-    spell(out, request, question_end);
+/// The most NXDOMAIN templates kept per catalog (one per zone and shape of request: type,
+/// flags, EDNS; so a handful per zone in practice).
+pub const MAX_DENIALS: usize = 4096;
+
+/// The key of the NXDOMAIN template for a plain request whose answer-cache key is `key` and
+/// whose question's name has its closest encloser at `encloser_at` (the labels before are the
+/// ones that do not exist): `key` without those labels, written into `buf`. `None` if there are
+/// none.
+pub fn denial_key<'b>(
+    key: &[u8],
+    plain: Plain,
+    encloser_at: usize,
+    buf: &'b mut [u8; MAX_REQUEST],
+) -> Option<&'b [u8]> {
+    if !(13..plain.question_end.saturating_sub(4)).contains(&encloser_at) {
+        return None;
+    }
+    let head = key.get(..12)?;
+    let rest = key.get(encloser_at..)?;
+    let out = buf.get_mut(..head.len() + rest.len())?;
+    let (a, b) = out.split_at_mut(head.len());
+    a.copy_from_slice(head);
+    b.copy_from_slice(rest);
+    Some(out)
+}
+
+/// The length of `name` in wire form (labels with their length bytes, and the root's).
+pub fn wire_len(name: &Name) -> usize {
+    name.iter().map(|label| label.len() + 1).sum::<usize>() + 1
+}
+
+/// The most bytes an answer to the plain `request` may take over `transport`, as
+/// [`crate::edns::size_limit`] says: 64 KiB over TCP; over UDP the EDNS payload size, at least
+/// 512 and at most [`crate::edns::EDNS_PAYLOAD`], or 512 without EDNS.
+pub fn size_limit(request: &[u8], plain: Plain, transport: Transport) -> usize {
+    if transport == Transport::Tcp {
+        return usize::from(u16::MAX);
+    }
+    if !plain.edns {
+        return 512;
+    }
+    let at = plain.question_end + 3; // the OPT record's CLASS: the payload size
+    request.get(at..at + 2).map_or(512, |b| {
+        usize::from(u16::from_be_bytes([b[0], b[1]]).clamp(512, crate::edns::EDNS_PAYLOAD))
+    })
+}
+
+/// An NXDOMAIN answer that serves the names of a zone that do not exist
+/// ([`crate::zone::Zone::nxdomain_encloser`]) under one closest encloser, asked with one shape of
+/// request: the answer's records (the zone's SOA; no NSEC: a signed zone's proofs depend on the
+/// name) do not depend on the name, only the question and the compression pointers into it do.
+/// Built from today's answer to one such name; the answer to another is its header (ID and RD
+/// the request's), the request's question as spelled, and its records with every compression
+/// pointer moved by the difference in the names' lengths. Today's path would compress the SOA's
+/// names into the labels that do not exist only if one of them ended with those labels: such a
+/// name is left to it ([`Denial::serves`]).
+#[derive(Debug)]
+pub struct Denial {
+    /// Today's answer to the name it was built from (in lower case).
+    response: Box<[u8]>,
+    /// Where that answer's question ends.
+    question_end: usize,
+    /// Where the compression pointers after the question are.
+    pointers: Box<[usize]>,
+    /// The SOA's MNAME and RNAME cut to one label more than the closest encloser (wire form;
+    /// empty when shorter).
+    next_closers: [Box<[u8]>; 2],
+    /// Its rate-limiting class.
+    pub class: Class,
+    /// The name its rate-limiting flow is keyed by (the apex).
+    pub name: Option<Name>,
+    /// Whether it ends with an OPT record.
+    edns: bool,
+}
+
+/// Why [`Denial::new`] made no template.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NoTemplate {
+    /// No name of this shape of request can have one (not NXDOMAIN, records other than the
+    /// SOA: a signed zone's proofs, truncated, ...).
+    Never,
+    /// This name's answer compresses into the labels that do not exist; another's may not.
+    NotThisName,
+}
+
+/// A name at `at` in `message`: where it ends, and the compression pointer's position if it
+/// ends with one. `None` if it runs off the message.
+fn walk_name(message: &[u8], mut at: usize) -> Option<(usize, Option<usize>)> {
+    loop {
+        let len = *message.get(at)?;
+        match len {
+            0 => return Some((at + 1, None)),
+            1..=63 => at += 1 + usize::from(len),
+            0xc0..=0xff => {
+                message.get(at + 1)?;
+                return Some((at + 2, Some(at)));
+            }
+            _ => return None,
+        }
+    }
+}
+
+/// The name at `at` in `message`, its compression pointers followed (at most 127), in wire form.
+fn decompress(message: &[u8], mut at: usize) -> Option<Vec<u8>> {
+    let mut out = Vec::new();
+    for _ in 0..128 {
+        let len = *message.get(at)?;
+        match len {
+            0 => {
+                out.push(0);
+                return (out.len() <= 255).then_some(out);
+            }
+            1..=63 => {
+                out.extend_from_slice(message.get(at..at + 1 + usize::from(len))?);
+                at += 1 + usize::from(len);
+            }
+            0xc0..=0xff => {
+                at = usize::from(u16::from_be_bytes([len, *message.get(at + 1)?]) & 0x3fff);
+            }
+            _ => return None,
+        }
+    }
+    None
+}
+
+/// The last `labels` labels of `name` (wire form), with the root; empty if it has fewer.
+fn last_labels(name: &[u8], labels: usize) -> Box<[u8]> {
+    let mut starts = Vec::new();
+    let mut at = 0usize;
+    while let Some(&len) = name.get(at) {
+        if len == 0 {
+            break;
+        }
+        starts.push(at);
+        at += 1 + usize::from(len);
+    }
+    match starts.len().checked_sub(labels).and_then(|i| starts.get(i)) {
+        Some(&start) => name.get(start..).unwrap_or_default().into(),
+        None => Box::default(),
+    }
+}
+
+/// The number of labels of the name at `at` in `message` (no pointers), the root left out.
+fn count_labels(message: &[u8], mut at: usize) -> usize {
+    let mut labels = 0;
+    while let Some(&len) = message.get(at) {
+        if len == 0 || len > 63 {
+            break;
+        }
+        labels += 1;
+        at += 1 + usize::from(len);
+    }
+    labels
+}
+
+impl Denial {
+    /// The template for `response`, today's answer to the plain `request` (its question in lower
+    /// case) whose name's labels that do not exist start at `labels.0` (the next closer name)
+    /// and end at `labels.1` (the closest encloser), if it is one: NXDOMAIN, not truncated, its
+    /// ID, RD bit and question the request's, nothing but the SOA in the authority section and
+    /// the OPT record (no option) in the additional, no compression pointer into the labels
+    /// that do not exist.
+    pub fn new(
+        request: &[u8],
+        plain: Plain,
+        response: &[u8],
+        labels: (usize, usize),
+        class: Class,
+        name: Option<Name>,
+    ) -> Result<Denial, NoTemplate> {
+        Denial::build(request, plain, response, labels, class, name)
+            .unwrap_or(Err(NoTemplate::Never))
+    }
+
+    fn build(
+        request: &[u8],
+        plain: Plain,
+        response: &[u8],
+        (next_closer_at, encloser_at): (usize, usize),
+        class: Class,
+        name: Option<Name>,
+    ) -> Option<Result<Denial, NoTemplate>> {
+        let Some(entry) = Entry::new(request, plain, response, class, name) else {
+            return Some(Err(NoTemplate::Never));
+        };
+        let head = response.get(..12)?;
+        let edns = u8::from(plain.edns);
+        if entry.rcode != ResponseCode::NXDomain || head.get(6..12)? != [0, 0, 0, 1, 0, edns] {
+            return Some(Err(NoTemplate::Never));
+        }
+        let q = plain.question_end;
+        let mut pointers = Vec::new();
+        let mut into_labels = false;
+        let mut note = |pointer: Option<usize>| -> Option<()> {
+            if let Some(at) = pointer {
+                let target = usize::from(u16::from_be_bytes([
+                    *response.get(at)?,
+                    *response.get(at + 1)?,
+                ])) & 0x3fff;
+                if (12..encloser_at).contains(&target) {
+                    into_labels = true; // into the labels that do not exist
+                } else if !((encloser_at..q - 4).contains(&target) || (q..at).contains(&target)) {
+                    return None;
+                }
+                pointers.push(at);
+            }
+            Some(())
+        };
+        // The SOA: owner, TYPE, CLASS, TTL, RDLENGTH, then MNAME, RNAME and five numbers.
+        let (at, pointer) = walk_name(response, q)?;
+        note(pointer)?;
+        if response.get(at..at + 2)? != [0, 6] {
+            return Some(Err(NoTemplate::Never));
+        }
+        let rdlength = usize::from(u16::from_be_bytes([
+            *response.get(at + 8)?,
+            *response.get(at + 9)?,
+        ]));
+        let rdata = at + 10;
+        let (mname_end, pointer) = walk_name(response, rdata)?;
+        note(pointer)?;
+        let (rname_end, pointer) = walk_name(response, mname_end)?;
+        note(pointer)?;
+        let end = rname_end + 20;
+        if end != rdata + rdlength || end + if plain.edns { OPT_LEN } else { 0 } != response.len() {
+            return Some(Err(NoTemplate::Never));
+        }
+        if into_labels {
+            return Some(Err(NoTemplate::NotThisName));
+        }
+        let labels = count_labels(request, encloser_at) + 1;
+        let next_closers = [
+            last_labels(&decompress(response, rdata)?, labels),
+            last_labels(&decompress(response, mname_end)?, labels),
+        ];
+        if next_closers
+            .iter()
+            .any(|n| n.eq_ignore_ascii_case(request.get(next_closer_at..q - 4).unwrap_or_default()))
+        {
+            return Some(Err(NoTemplate::NotThisName));
+        }
+        Some(Ok(Denial {
+            response: entry.response,
+            question_end: q,
+            pointers: pointers.into(),
+            next_closers,
+            class: entry.class,
+            name: entry.name,
+            edns: plain.edns,
+        }))
+    }
+
+    /// Whether this template serves `request` (a plain query with this template's key) whose
+    /// next closer name starts at `next_closer_at`: unless the SOA's MNAME or RNAME ends with
+    /// that name (today's path would compress them into it).
+    pub fn serves(&self, request: &[u8], next_closer_at: usize) -> bool {
+        let Some(next_closer) = request.get(next_closer_at..) else {
+            return false;
+        };
+        !self.next_closers.iter().any(|n| {
+            next_closer
+                .get(..n.len())
+                .is_some_and(|asked| !n.is_empty() && asked.eq_ignore_ascii_case(n))
+        })
+    }
+
+    /// The answer's length for a request whose question ends at `question_end`.
+    pub fn len_for(&self, question_end: usize) -> usize {
+        self.response.len() + question_end - self.question_end
+    }
+
+    /// The answer to `request` (a plain query, its question ending at `question_end`, with
+    /// this template's key), written into `out` (cleared first; its buffer reused). `false`,
+    /// with `out` cleared, if a pointer would leave the reach of compression (not on any name
+    /// a request can hold).
+    pub fn answer_into(&self, request: &[u8], question_end: usize, out: &mut Vec<u8>) -> bool {
+        out.clear();
+        let (Some(head), Some(question), Some(records)) = (
+            self.response.get(..12),
+            request.get(12..question_end),
+            self.response.get(self.question_end..),
+        ) else {
+            return false;
+        };
+        out.extend_from_slice(head);
+        out.extend_from_slice(question);
+        out.extend_from_slice(records);
+        for &at in &self.pointers {
+            let moved = (at + question_end).checked_sub(self.question_end);
+            let Some(pointer) = moved.and_then(|m| out.get_mut(m..m + 2)) else {
+                out.clear();
+                return false;
+            };
+            let target = (usize::from(u16::from_be_bytes([pointer[0], pointer[1]]) & 0x3fff)
+                + question_end)
+                .checked_sub(self.question_end)
+                .filter(|&t| t <= 0x3fff)
+                .and_then(|t| u16::try_from(t).ok());
+            let Some(target) = target else {
+                out.clear();
+                return false;
+            };
+            pointer.copy_from_slice(&(target | 0xc000).to_be_bytes());
+        }
+        patch_header(out, request);
+        true
+    }
+
+    /// The answer to `request` as rate limiting slips it (see [`Entry::slipped_into`]).
+    pub fn slipped_into(&self, request: &[u8], question_end: usize, out: &mut Vec<u8>) {
+        out.clear();
+        out.extend_from_slice(self.response.get(..12).unwrap_or_default());
+        out.extend_from_slice(request.get(12..question_end).unwrap_or_default());
+        if self.edns
+            && let Some(opt) = self
+                .response
+                .get(self.response.len().saturating_sub(OPT_LEN)..)
+        {
+            out.extend_from_slice(opt);
+        }
+        patch_header(out, request);
+        if let Some(flags) = out.get_mut(2) {
+            *flags |= 0x02;
+        }
+        if let Some(counts) = out.get_mut(6..12) {
+            counts.copy_from_slice(&[0, 0, 0, 0, 0, u8::from(self.edns)]);
+        }
+    }
+}
+
+/// Puts `request`'s ID and RD bit into the response `out`.
+fn patch_header(out: &mut [u8], request: &[u8]) {
     if let (Some(id), Some(asked)) = (out.get_mut(..2), request.get(..2)) {
         id.copy_from_slice(asked);
     }
     if let (Some(flags), Some(asked)) = (out.get_mut(2), request.get(2)) {
         *flags = (*flags & !0x01) | (asked & 0x01);
     }
+}
+
+/// Puts `request`'s ID and RD bit, and its question's name as spelled, into the response
+/// `out`, whose question (ending at `question_end`) is `request`'s but for capitals.
+fn patch(out: &mut [u8], request: &[u8], question_end: usize) {
+    spell(out, request, question_end);
+    patch_header(out, request);
 }
 
 /// Writes the question's name as `request` spells it into `out` (a message whose question, ending
@@ -339,12 +685,18 @@ struct Shard {
     bytes: usize,
 }
 
+/// NXDOMAIN templates by key (`None`: no template serves that key).
+type Denials = HashMap<Box<[u8]>, Option<Arc<Denial>>>;
+
 /// The answers cached for one catalog.
 #[derive(Debug)]
 struct Generation {
     catalog: Arc<Catalog>,
     shards: Box<[Mutex<Shard>]>,
     hasher: std::hash::RandomState,
+    /// The NXDOMAIN answers by [`denial_key`] (`None`: that answer is not one a template can
+    /// serve), at most [`MAX_DENIALS`].
+    denials: Mutex<Denials>,
 }
 
 impl Generation {
@@ -353,6 +705,7 @@ impl Generation {
             catalog,
             shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
             hasher: std::hash::RandomState::new(),
+            denials: Mutex::default(),
         }
     }
 
@@ -367,12 +720,15 @@ impl Generation {
 #[derive(Debug)]
 pub struct AnswerCache {
     current: arc_swap::ArcSwap<Generation>,
+    /// Answers written from an NXDOMAIN template, ever.
+    denial_hits: std::sync::atomic::AtomicU64,
 }
 
 impl Default for AnswerCache {
     fn default() -> Self {
         AnswerCache {
             current: arc_swap::ArcSwap::from_pointee(Generation::new(Arc::default())),
+            denial_hits: std::sync::atomic::AtomicU64::new(0),
         }
     }
 }
@@ -408,6 +764,9 @@ impl AnswerCache {
         let Some(shard) = generation.shard(key) else {
             return;
         };
+        if entry.rcode == ResponseCode::NXDomain {
+            return; // names that do not exist are answered from a Denial, or not cached
+        }
         let mut shard = shard.lock().unwrap_or_else(PoisonError::into_inner);
         if shard.index.contains_key(key) {
             return;
@@ -421,8 +780,8 @@ impl AnswerCache {
             shard.bytes += cost;
             return;
         }
-        if entry.rcode == ResponseCode::NXDomain || shard.slots.is_empty() {
-            return; // random names never displace what is there
+        if shard.slots.is_empty() {
+            return;
         }
         let at = fastrand::usize(..shard.slots.len());
         let Some((old_key, old)) = shard.slots.get(at) else {
@@ -439,6 +798,59 @@ impl AnswerCache {
         }
         shard.index.insert(key.into(), at);
         shard.bytes = shard.bytes - old_cost + cost;
+    }
+
+    /// The NXDOMAIN template kept under `key` (a [`denial_key`]) for `catalog`: `Some(None)`
+    /// when that answer was found to be one no template serves.
+    pub fn denial(&self, catalog: &Arc<Catalog>, key: &[u8]) -> Option<Option<Arc<Denial>>> {
+        let generation = self.generation(catalog);
+        let denials = generation
+            .denials
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        denials.get(key).cloned()
+    }
+
+    /// Keeps `denial` (or `None`: no template serves this answer) under `key` for `catalog`,
+    /// unless [`MAX_DENIALS`] are kept already.
+    pub fn insert_denial(&self, catalog: &Arc<Catalog>, key: &[u8], denial: Option<Denial>) {
+        let generation = self.generation(catalog);
+        let mut denials = generation
+            .denials
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if denials.len() < MAX_DENIALS {
+            denials
+                .entry(key.into())
+                .or_insert_with(|| denial.map(Arc::new));
+        }
+    }
+
+    /// Counts an answer written from an NXDOMAIN template.
+    pub fn denial_hit(&self) {
+        self.denial_hits
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// How many answers were written from NXDOMAIN templates, ever.
+    pub fn denial_hits(&self) -> u64 {
+        self.denial_hits.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// How many NXDOMAIN templates are kept for `catalog` (shapes of request found to need
+    /// today's path left out).
+    pub fn denials(&self, catalog: &Arc<Catalog>) -> usize {
+        let generation = self.current.load_full();
+        if !Arc::ptr_eq(&generation.catalog, catalog) {
+            return 0;
+        }
+        generation
+            .denials
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .values()
+            .filter(|d| d.is_some())
+            .count()
     }
 
     /// How many answers are cached for `catalog`.
@@ -670,7 +1082,7 @@ mod tests {
     }
 
     #[test]
-    fn the_cache_is_bounded_and_nxdomain_never_displaces() {
+    fn the_cache_is_bounded_and_never_holds_nxdomain() {
         let cache = AnswerCache::default();
         let catalog = Arc::new(Catalog::default());
         let q = query(&["x", "example", "com"], 1, false);
@@ -682,21 +1094,28 @@ mod tests {
             r[3] = rcode;
             Entry::new(&q, plain, &r, Class::NxDomain, None).unwrap()
         };
-        for i in 0..(MAX_ENTRIES + 10_000) as u32 {
+        for i in 0..10_000u32 {
             cache.insert(&catalog, &i.to_be_bytes(), entry(3));
+        }
+        assert!(cache.is_empty(&catalog), "no NXDOMAIN is cached");
+        for i in 0..(MAX_ENTRIES + 10_000) as u32 {
+            cache.insert(&catalog, &i.to_be_bytes(), entry(0));
         }
         let full = cache.len(&catalog);
         assert!(full <= MAX_ENTRIES && full > MAX_ENTRIES / 2, "{full}");
-        let positive = (u32::MAX - 999).to_be_bytes();
+        let last = (u32::MAX - 999).to_be_bytes();
         for i in 0..1000u32 {
             cache.insert(&catalog, &(u32::MAX - i).to_be_bytes(), entry(0));
         }
         assert!(cache.len(&catalog) <= MAX_ENTRIES);
-        assert!(cache.get(&catalog, &positive).is_some());
+        assert!(
+            cache.get(&catalog, &last).is_some(),
+            "a full shard takes new answers"
+        );
         // Another catalog: nothing cached.
         let other = Arc::new(Catalog::default());
-        assert!(cache.get(&other, &positive).is_none());
+        assert!(cache.get(&other, &last).is_none());
         assert!(cache.is_empty(&other));
-        assert!(cache.get(&catalog, &positive).is_none());
+        assert!(cache.get(&catalog, &last).is_none());
     }
 }

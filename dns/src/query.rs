@@ -18,6 +18,7 @@ use crate::xfr::{self, ZoneSettings, tsig};
 use arc_swap::ArcSwap;
 use hickory_proto::op::{Message, MessageType, OpCode, ResponseCode};
 use hickory_proto::rr::{DNSClass, Name, RecordType};
+use hickory_proto::serialize::binary::{BinDecodable, BinDecoder};
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -87,6 +88,19 @@ impl Engine {
         self.cache
             .as_ref()
             .map_or(0, |c| c.len(&self.catalog.load_full()))
+    }
+
+    /// How many NXDOMAIN templates the answer cache holds for the catalog served now
+    /// ([`fastpath::Denial`]; 0 when it is off).
+    pub fn denial_templates(&self) -> usize {
+        self.cache
+            .as_ref()
+            .map_or(0, |c| c.denials(&self.catalog.load_full()))
+    }
+
+    /// How many answers the answer cache wrote from NXDOMAIN templates (0 when it is off).
+    pub fn denial_hits(&self) -> u64 {
+        self.cache.as_ref().map_or(0, AnswerCache::denial_hits)
     }
 
     /// Allows `limit` zone transfers out at once (more are REFUSED).
@@ -180,7 +194,7 @@ impl Engine {
 
     /// Answers one request as [`Engine::respond`] answers it: `None` when the answer was
     /// written into `out` (a cached answer: `out`'s buffer is reused, nothing is allocated),
-    /// else the reply built (`out` is then left as it was).
+    /// else the reply built (`out` then holds nothing to send: it may have been cleared).
     pub fn respond_buffered(
         &self,
         request: &[u8],
@@ -249,12 +263,64 @@ impl Engine {
         } else {
             request
         };
+        // A name that does not exist: its zone's NXDOMAIN template, or one built from this
+        // answer (never an entry of the answer cache: such names are mostly asked once).
+        let mut denial_buf = [0u8; fastpath::MAX_REQUEST];
+        let mut build = None;
+        if let Some((encloser_at, next_closer_at)) = nxdomain(catalog, asked, plain)
+            && let Some(denial_key) = fastpath::denial_key(key, plain, encloser_at, &mut denial_buf)
+        {
+            match cache.denial(catalog, denial_key) {
+                Some(Some(denial))
+                    if denial.serves(asked, next_closer_at)
+                        && denial.len_for(plain.question_end)
+                            <= fastpath::size_limit(request, plain, transport)
+                        && denial.answer_into(request, plain.question_end, out) =>
+                {
+                    let flow = Flow {
+                        class: denial.class,
+                        name: denial.name.as_ref(),
+                    };
+                    match self.limit(transport, client, flow) {
+                        Action::Drop => {
+                            out.clear();
+                            self.metrics.query(transport, None);
+                            return Some(Reply::Drop);
+                        }
+                        Action::Slip => denial.slipped_into(request, plain.question_end, out),
+                        Action::Send => {}
+                    }
+                    self.metrics.query(transport, Some(ResponseCode::NXDomain));
+                    cache.denial_hit();
+                    return None;
+                }
+                Some(_) => {}
+                None => build = Some((encloser_at, next_closer_at, denial_key)),
+            }
+        }
         let mut outcome = self.respond_with(asked, transport, client, catalog);
         if let (Reply::One(bytes), Action::Send, Some((class, name))) =
             (&outcome.reply, outcome.action, outcome.flow)
-            && let Some(entry) = fastpath::Entry::new(asked, plain, bytes, class, name)
         {
-            cache.insert(catalog, key, entry);
+            if let Some((encloser_at, next_closer_at, denial_key)) = build {
+                match fastpath::Denial::new(
+                    asked,
+                    plain,
+                    bytes,
+                    (next_closer_at, encloser_at),
+                    class,
+                    name.clone(),
+                ) {
+                    Ok(denial) => cache.insert_denial(catalog, denial_key, Some(denial)),
+                    Err(fastpath::NoTemplate::Never) => {
+                        cache.insert_denial(catalog, denial_key, None);
+                    }
+                    Err(fastpath::NoTemplate::NotThisName) => {}
+                }
+            }
+            if let Some(entry) = fastpath::Entry::new(asked, plain, bytes, class, name) {
+                cache.insert(catalog, key, entry);
+            }
         }
         if let Reply::One(bytes) = &mut outcome.reply {
             fastpath::spell(bytes, request, plain.question_end);
@@ -641,6 +707,24 @@ impl Engine {
         }
         action
     }
+}
+
+/// Whether the question of the plain `request` (in lower case) is a name of a zone of `catalog`
+/// that does not exist ([`crate::zone::Zone::nxdomain_encloser`]): where its name's labels
+/// above the closest encloser end and where the last of them starts.
+fn nxdomain(catalog: &Catalog, request: &[u8], plain: fastpath::Plain) -> Option<(usize, usize)> {
+    let wire = request.get(12..plain.question_end.checked_sub(4)?)?;
+    let name = Name::read(&mut BinDecoder::new(wire)).ok()?;
+    let zone = catalog.find(&name)?;
+    let encloser = zone.nxdomain_encloser(&name)?;
+    let above = crate::zone::label_count(&name).checked_sub(encloser)?;
+    // Label by label from the question's start: the `above` labels above the encloser.
+    let (mut at, mut last) = (12usize, 12usize);
+    for _ in 0..above {
+        last = at;
+        at += 1 + usize::from(*request.get(at)?);
+    }
+    Some((at, last))
 }
 
 /// Puts `bytes` into `out`: copied into its buffer if it has room (kept for the next answer),

@@ -297,6 +297,36 @@ impl Zone {
             .is_some_and(|n| n.get(RecordType::A).is_some() || n.get(RecordType::AAAA).is_some())
     }
 
+    /// Whether `name` (at or below the apex) is a name [`crate::lookup::lookup`] answers
+    /// NXDOMAIN for, whatever the type asked: no zone cut at or above it below the apex, no node
+    /// of its own, no wildcard at its closest encloser. Returns the closest encloser's number of
+    /// labels. The walk goes down from the apex: every empty non-terminal is a node, so the first
+    /// name missing on the way down is where the closest encloser ends, as
+    /// [`Zone::delegation`] and [`Zone::closest_encloser`] find it.
+    pub fn nxdomain_encloser(&self, name: &Name) -> Option<usize> {
+        let apex_labels = label_count(&self.origin);
+        let total = label_count(name);
+        if total <= apex_labels || !self.contains(name) {
+            return None;
+        }
+        let mut encloser = self.origin.clone();
+        for labels in apex_labels + 1..=total {
+            let ancestor = name.trim_to(labels);
+            let Some(node) = self.nodes.get(&LowerName::new(&ancestor)) else {
+                let wildcard =
+                    Name::from_labels(std::iter::once(&b"*"[..]).chain(encloser.iter())).ok();
+                let matched =
+                    wildcard.is_some_and(|w| self.nodes.contains_key(&LowerName::new(&w)));
+                return (!matched).then_some(labels - 1);
+            };
+            if node.get(RecordType::NS).is_some() {
+                return None; // a zone cut: a referral
+            }
+            encloser = ancestor;
+        }
+        None // the name has a node
+    }
+
     /// The topmost zone cut strictly below the apex at or above `name`: the name and its NS
     /// RRset. With `exclude_name`, a cut exactly at `name` does not count (a DS query is
     /// answered by the parent side).

@@ -441,3 +441,156 @@ fn a_new_catalog_empties_the_cache() {
         "the new generation holds the new answer"
     );
 }
+
+/// `request` (a plain query) with `labels` put in front of its question's name.
+fn prefixed(request: &[u8], labels: &[Vec<u8>]) -> Option<Vec<u8>> {
+    let plain = onebox_dns::fastpath::parse(request)?;
+    let mut out = request[..12].to_vec();
+    for label in labels {
+        out.push(label.len() as u8);
+        out.extend_from_slice(label);
+    }
+    out.extend_from_slice(&request[12..]);
+    (plain.question_end - 16 + labels.iter().map(|l| l.len() + 1).sum::<usize>() <= 255)
+        .then_some(out)
+}
+
+/// `request` (a plain query) with its DO bit cleared, if it had it.
+fn without_do(request: &[u8]) -> Option<Vec<u8>> {
+    let plain = onebox_dns::fastpath::parse(request)?;
+    let at = plain.question_end + 7; // the OPT record's flags
+    let mut out = request.to_vec();
+    (plain.edns && out[at] & 0x80 != 0).then(|| {
+        out[at] &= 0x7f;
+        out
+    })
+}
+
+/// A random label of 1 to 30 letters (either case), digits and hyphens.
+fn random_label(rng: &mut fastrand::Rng) -> Vec<u8> {
+    const CHARS: &[u8] = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-";
+    (0..rng.usize(1..=30))
+        .map(|_| CHARS[rng.usize(..CHARS.len())])
+        .collect()
+}
+
+/// The NXDOMAIN templates (dns/src/fastpath.rs `Denial`): every request of the differential
+/// suite whose answer is NXDOMAIN, and every request at all with random labels put in front of
+/// its name (names that mostly do not exist, of every length, in either case), over UDP and
+/// TCP, with and without DO, unsigned and signed: the cached engine answers each as the engine
+/// without the cache answers the question in lower case (spelled as asked), byte for byte, and
+/// as the engine without the cache answers the request itself (equal once parsed). The random
+/// names fill neither the answer cache nor the templates: a few templates serve them all.
+fn compare_random_names(catalog: Catalog, cases: &[diff::queries::Case], what: &str) {
+    let client: SocketAddr = CLIENT.parse().unwrap();
+    let (m_on, m_off) = (Arc::new(Metrics::default()), Arc::new(Metrics::default()));
+    let on = Engine::new(catalog.clone())
+        .with_answer_cache(true)
+        .with_metrics(m_on.clone());
+    let reference = Engine::new(catalog.clone()).with_answer_cache(false);
+    let off = Engine::new(catalog)
+        .with_answer_cache(false)
+        .with_metrics(m_off.clone());
+    let mut rng = fastrand::Rng::with_seed(0x0b0c5);
+    let (mut nxdomain, mut asked, mut others, mut soa_only) = (0usize, 0usize, 0usize, 0usize);
+    let requests = requests(cases);
+    for request in &requests {
+        if onebox_dns::fastpath::parse(request).is_none() {
+            continue;
+        }
+        for transport in [Transport::Udp, Transport::Tcp] {
+            // The request itself (and without DO, if it has it), then 6 random names under it
+            // (1 to 3 labels in front).
+            let mut asks = vec![request.clone()];
+            asks.extend(without_do(request));
+            for base in asks.clone() {
+                for _ in 0..6 {
+                    let labels: Vec<Vec<u8>> = (0..rng.usize(1..=3))
+                        .map(|_| random_label(&mut rng))
+                        .collect();
+                    asks.extend(prefixed(&other_id(&base, rng.u16(..)), &labels));
+                }
+                // A name that may be the SOA's RNAME (today's path then compresses the SOA into
+                // the question: no template serves it).
+                asks.extend(prefixed(
+                    &other_id(&base, rng.u16(..)),
+                    &[b"hostmaster".to_vec()],
+                ));
+            }
+            for r in &asks {
+                asked += 1;
+                let a = on.respond(r, transport, client);
+                let b = off.respond(r, transport, client);
+                let mut want = reference.respond(&lowercased(r), transport, client);
+                if let (Reply::One(bytes), Some(plain)) =
+                    (&mut want, onebox_dns::fastpath::parse(r))
+                {
+                    onebox_dns::fastpath::spell(bytes, r, plain.question_end);
+                }
+                assert_eq!(
+                    a, want,
+                    "{what}: {r:?} over {transport:?}: not today's answer in lower case"
+                );
+                assert!(
+                    same_but_for_case(&a, &b, r),
+                    "{what}: {r:?} over {transport:?}: the cached engine answers otherwise:\n{a:?}\n{b:?}"
+                );
+                if let Reply::One(bytes) = &a
+                    && bytes[3] & 0x0f == 3
+                {
+                    nxdomain += 1;
+                    // The SOA alone (no NSEC proofs): what a template can serve.
+                    if bytes[6..10] == [0, 0, 0, 1] {
+                        soa_only += 1;
+                    }
+                } else if r != request {
+                    // A wildcard's answer, a referral, an error: cached (or not) as before.
+                    others += 1;
+                }
+            }
+        }
+    }
+    assert_eq!(
+        metrics_text(&on, &m_on),
+        metrics_text(&off, &m_off),
+        "{what}: the metrics count the same"
+    );
+    let (cached, templates, from_templates) =
+        (on.cached_answers(), on.denial_templates(), on.denial_hits());
+    println!(
+        "{what}: {asked} requests, {nxdomain} NXDOMAIN; {cached} answers cached, {templates} \
+         NXDOMAIN templates, which wrote {from_templates} answers"
+    );
+    assert!(
+        nxdomain > asked / 3,
+        "{what}: {nxdomain} of {asked} NXDOMAIN"
+    );
+    // The answer cache holds at most the suite's own requests (with and without DO, over UDP
+    // and TCP) and the random names that are not NXDOMAIN; a template serves many names.
+    assert!(
+        cached <= 4 * requests.len() + others,
+        "{what}: {cached} answers cached for {} requests and {others} other answers",
+        requests.len()
+    );
+    assert!(
+        templates > 0 && templates * 5 < nxdomain,
+        "{what}: {templates} templates for {nxdomain} NXDOMAIN answers"
+    );
+    assert!(
+        from_templates as usize > soa_only / 2,
+        "{what}: {from_templates} of {soa_only} NXDOMAIN answers without proofs from a template"
+    );
+}
+
+#[test]
+fn random_names_are_answered_from_nxdomain_templates_unsigned() {
+    let dir = tempfile::tempdir().unwrap();
+    compare_random_names(load_zones(dir.path()), &diff::queries::all(), "unsigned");
+}
+
+#[test]
+fn random_names_are_answered_from_nxdomain_templates_signed() {
+    let (dir, state) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let catalog = signed_zones(dir.path(), state.path());
+    compare_random_names(catalog, &diff::queries::signed(), "signed");
+}

@@ -10,7 +10,10 @@
 //! the cached engine's reused-buffer entry points are checked: `respond_into` (UDP) into a
 //! buffer holding stale bytes, and `respond_buffered` (TCP) over the input read as a TCP stream
 //! of length-prefixed messages (pipelined, the last perhaps cut short, one buffer reused for
-//! them all, as dns/src/server.rs does).
+//! them all, as dns/src/server.rs does). A plain query is asked once more with a label put in
+//! front of its name, over UDP and TCP: when the name does not exist, the cached engine answers
+//! it from the NXDOMAIN template built from the first answer (its compression pointers moved by
+//! the label's length), and must again answer as the engine without the cache.
 #![no_main]
 
 use hickory_proto::op::Message;
@@ -78,6 +81,20 @@ fn reference(engine: &Engine, request: &[u8], transport: Transport) -> Reply {
     reply
 }
 
+/// `request` (a plain query) with a label of `len` bytes (taken from the request, lower-case
+/// letters) put in front of its question's name, if the name stays within 255 bytes.
+fn prefixed(request: &[u8], len: usize) -> Option<Vec<u8>> {
+    let plain = onebox_dns::fastpath::parse(request)?;
+    if plain.question_end - 16 + len + 1 > 255 {
+        return None;
+    }
+    let mut out = request.get(..12)?.to_vec();
+    out.push(u8::try_from(len).ok()?);
+    out.extend((0..len).map(|i| b'a' + request.get(i).map_or(0, |b| b % 26)));
+    out.extend_from_slice(request.get(12..)?);
+    Some(out)
+}
+
 /// What `respond_into` / `respond_buffered` gave, as a [`Reply`].
 fn written(reply: Option<Reply>, out: &[u8]) -> Reply {
     reply.unwrap_or_else(|| Reply::One(out.to_vec()))
@@ -93,6 +110,18 @@ fuzz_target!(|data: &[u8]| {
         match reference(uncached, data, Transport::Udp) {
             Reply::One(want) => assert!(sent && out == want, "udp: {out:?} != {want:?}"),
             _ => assert!(!sent),
+        }
+    }
+    // The name one label longer (1 to 63 bytes): an NXDOMAIN template's answer, if it does not
+    // exist.
+    let len = 1 + usize::from(data.first().copied().unwrap_or(0)) % 63;
+    if let Some(longer) = prefixed(data, len) {
+        for transport in [Transport::Udp, Transport::Tcp] {
+            let got = written(
+                cached.respond_buffered(&longer, transport, client, &mut out),
+                &out,
+            );
+            assert_eq!(got, reference(uncached, &longer, transport), "{transport:?}");
         }
     }
     // TCP: the input as a stream of length-prefixed messages, one buffer reused for all.

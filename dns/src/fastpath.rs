@@ -299,6 +299,10 @@ impl Entry {
     }
 }
 
+/// The most names hickory's encoder keeps as compression candidates in one message (its
+/// `COMPRESSION_CANDIDATE_LIMIT`): every label written out is one, the question's first.
+const COMPRESSION_CANDIDATES: usize = 64;
+
 /// The most NXDOMAIN templates kept per catalog (one per zone and shape of request: type,
 /// flags, EDNS; so a handful per zone in practice).
 pub const MAX_DENIALS: usize = 4096;
@@ -366,6 +370,8 @@ pub struct Denial {
     /// The SOA's MNAME and RNAME cut to one label more than the closest encloser (wire form;
     /// empty when shorter).
     next_closers: [Box<[u8]>; 2],
+    /// The labels its records write out (not compressed).
+    literal_labels: usize,
     /// Its rate-limiting class.
     pub class: Class,
     /// The name its rate-limiting flow is keyed by (the apex).
@@ -385,13 +391,17 @@ pub enum NoTemplate {
 }
 
 /// A name at `at` in `message`: where it ends, and the compression pointer's position if it
-/// ends with one. `None` if it runs off the message.
-fn walk_name(message: &[u8], mut at: usize) -> Option<(usize, Option<usize>)> {
+/// ends with one; counts its labels written out into `labels`. `None` if it runs off the
+/// message.
+fn walk_name(message: &[u8], mut at: usize, labels: &mut usize) -> Option<(usize, Option<usize>)> {
     loop {
         let len = *message.get(at)?;
         match len {
             0 => return Some((at + 1, None)),
-            1..=63 => at += 1 + usize::from(len),
+            1..=63 => {
+                at += 1 + usize::from(len);
+                *labels += 1;
+            }
             0xc0..=0xff => {
                 message.get(at + 1)?;
                 return Some((at + 2, Some(at)));
@@ -508,7 +518,8 @@ impl Denial {
             Some(())
         };
         // The SOA: owner, TYPE, CLASS, TTL, RDLENGTH, then MNAME, RNAME and five numbers.
-        let (at, pointer) = walk_name(response, q)?;
+        let mut literal = 0usize;
+        let (at, pointer) = walk_name(response, q, &mut literal)?;
         note(pointer)?;
         if response.get(at..at + 2)? != [0, 6] {
             return Some(Err(NoTemplate::Never));
@@ -518,15 +529,17 @@ impl Denial {
             *response.get(at + 9)?,
         ]));
         let rdata = at + 10;
-        let (mname_end, pointer) = walk_name(response, rdata)?;
+        let (mname_end, pointer) = walk_name(response, rdata, &mut literal)?;
         note(pointer)?;
-        let (rname_end, pointer) = walk_name(response, mname_end)?;
+        let (rname_end, pointer) = walk_name(response, mname_end, &mut literal)?;
         note(pointer)?;
         let end = rname_end + 20;
         if end != rdata + rdlength || end + if plain.edns { OPT_LEN } else { 0 } != response.len() {
             return Some(Err(NoTemplate::Never));
         }
-        if into_labels {
+        // Every label written is a compression candidate; hickory keeps the first
+        // COMPRESSION_CANDIDATES only: past that, today's path compresses less.
+        if into_labels || count_labels(request, 12) + literal >= COMPRESSION_CANDIDATES {
             return Some(Err(NoTemplate::NotThisName));
         }
         let labels = count_labels(request, encloser_at) + 1;
@@ -545,6 +558,7 @@ impl Denial {
             question_end: q,
             pointers: pointers.into(),
             next_closers,
+            literal_labels: literal,
             class: entry.class,
             name: entry.name,
             edns: plain.edns,
@@ -553,11 +567,15 @@ impl Denial {
 
     /// Whether this template serves `request` (a plain query with this template's key) whose
     /// next closer name starts at `next_closer_at`: unless the SOA's MNAME or RNAME ends with
-    /// that name (today's path would compress them into it).
+    /// that name (today's path would compress them into it), or the name has so many labels that
+    /// today's path would run out of compression candidates (and compress less).
     pub fn serves(&self, request: &[u8], next_closer_at: usize) -> bool {
         let Some(next_closer) = request.get(next_closer_at..) else {
             return false;
         };
+        if count_labels(request, 12) + self.literal_labels >= COMPRESSION_CANDIDATES {
+            return false;
+        }
         !self.next_closers.iter().any(|n| {
             next_closer
                 .get(..n.len())

@@ -121,7 +121,11 @@ fuzz_target!(|data: &[u8]| {
                 cached.respond_buffered(&longer, transport, client, &mut out),
                 &out,
             );
-            assert_eq!(got, reference(uncached, &longer, transport), "{transport:?}");
+            assert_eq!(
+                got,
+                reference(uncached, &longer, transport),
+                "{transport:?}"
+            );
         }
     }
     // TCP: the input as a stream of length-prefixed messages, one buffer reused for all.

@@ -156,7 +156,13 @@ pub fn run(path: &Path, upgrade: bool, daemon: bool) -> Result<(), EdgeError> {
     let mut https = Service::new(
         "https".to_string(),
         Limited::new(
-            TlsApp::new(tls_config, https_proxy, header_limit, max_header_bytes),
+            TlsApp::new(
+                tls_config,
+                https_proxy,
+                header_limit,
+                max_header_bytes,
+                server.configuration.threads,
+            ),
             connections,
         ),
     );

@@ -1,14 +1,15 @@
 //! Hostile and idle connections against the real binary: the per-client connection limit, idle
 //! HTTP/2 and HTTP/1 connections closed, oversized headers answered 431 while they arrive (HTTP/1
 //! and HTTP/2), both address families on one default listener, the post-quantum key
-//! exchange, and each connection polled by the thread that serves it.
+//! exchange, each connection polled by the thread that serves it, and app connections reused
+//! after a burst.
 #![allow(clippy::unwrap_used, clippy::panic)]
 
 mod common;
 use common::*;
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// An edge (self-signed certificate, no ACME) with `hello.txt` and a live upstream.
@@ -596,6 +597,115 @@ fn https_connections_are_polled_by_the_thread_that_serves_them() {
         2,
         "the connections' epoll instances (one means all are polled by the accepting thread): {watchers:?}"
     );
+}
+
+/// An app that holds every `GET /hold` until `want` of them have arrived in all (at most 20 s),
+/// counting the connections that carried one.
+struct HoldingApp {
+    port: u16,
+    arrived: Arc<std::sync::atomic::AtomicUsize>,
+    want: Arc<std::sync::atomic::AtomicUsize>,
+    conns: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl HoldingApp {
+    fn start() -> HoldingApp {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let app = HoldingApp {
+            port,
+            arrived: Arc::new(AtomicUsize::new(0)),
+            want: Arc::new(AtomicUsize::new(0)),
+            conns: Arc::new(AtomicUsize::new(0)),
+        };
+        let (arrived, want, conns) = (app.arrived.clone(), app.want.clone(), app.conns.clone());
+        std::thread::spawn(move || {
+            for conn in listener.incoming().flatten() {
+                let (arrived, want, conns) = (arrived.clone(), want.clone(), conns.clone());
+                std::thread::spawn(move || {
+                    let mut conn = conn;
+                    let mut buf = Vec::new();
+                    let mut counted = false;
+                    while let Some(head) = read_request(&mut conn, &mut buf) {
+                        if head.starts_with("GET /hold ") {
+                            if !counted {
+                                counted = true;
+                                conns.fetch_add(1, Ordering::SeqCst);
+                            }
+                            arrived.fetch_add(1, Ordering::SeqCst);
+                            let deadline = Instant::now() + Duration::from_secs(20);
+                            while arrived.load(Ordering::SeqCst) < want.load(Ordering::SeqCst)
+                                && Instant::now() < deadline
+                            {
+                                std::thread::sleep(Duration::from_millis(5));
+                            }
+                        }
+                        let answer = b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nok\n";
+                        if conn.write_all(answer).is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        app
+    }
+}
+
+/// The edge keeps up to `UPSTREAM_POOL_SIZE` (1024) idle app connections, not pingora's 128: a
+/// burst of 200 concurrent requests that all reach the app at once (it holds each until all
+/// have arrived) needs 200 app connections, and a second such burst reuses every one of them
+/// (with pingora's 128 kept, 85 were new).
+#[test]
+fn a_burst_of_proxied_requests_reuses_every_app_connection() {
+    use std::sync::atomic::Ordering;
+    raise_open_files();
+    let app = HoldingApp::start();
+    let site = Site::new(
+        Ports::new(),
+        app.port,
+        "\n[edge.limits]\nmax_connections_per_client = 1000\n[edge.acme]\nca = \"off\"\n",
+    );
+    let _edge = site.start_edge("edge.log");
+    let config = client_config(b"http/1.1", &[]);
+    const BURST: usize = 200;
+    let conns: Vec<_> = (0..BURST)
+        .map(|_| tls_connect(&site, config.clone()))
+        .collect();
+    let conns = Arc::new(conns.into_iter().map(Mutex::new).collect::<Vec<_>>());
+    for round in 1..=2 {
+        app.want.store(round * BURST, Ordering::SeqCst);
+        let threads: Vec<_> = (0..BURST)
+            .map(|i| {
+                let conns = conns.clone();
+                std::thread::spawn(move || {
+                    let mut tls = conns[i].lock().unwrap();
+                    // A cookie: not a request the page cache would take.
+                    tls.write_all(
+                        b"GET /hold HTTP/1.1\r\nHost: www.foobar.com\r\nCookie: a=b\r\n\r\n",
+                    )
+                    .unwrap();
+                    let mut buf = [0u8; 4096];
+                    let n = tls.read(&mut buf).unwrap();
+                    String::from_utf8_lossy(&buf[..n]).into_owned()
+                })
+            })
+            .collect();
+        for t in threads {
+            let answer = t.join().unwrap();
+            assert!(
+                answer.starts_with("HTTP/1.1 200"),
+                "round {round}: {answer}"
+            );
+        }
+        assert_eq!(app.arrived.load(Ordering::SeqCst), round * BURST);
+        assert_eq!(
+            app.conns.load(Ordering::SeqCst),
+            BURST,
+            "round {round}: app connections that carried a request"
+        );
+    }
 }
 
 /// The resident memory of process `pid`, in KiB.

@@ -45,6 +45,7 @@ use pingora::cache::cache_control::CacheControl;
 use pingora::cache::eviction::simple_lru;
 use pingora::cache::filters::resp_cacheable;
 use pingora::cache::lock::{CacheKeyLockImpl, CacheLock};
+use pingora::cache::predictor::Predictor;
 use pingora::cache::{
     CacheKey, CacheMetaDefaults, CacheOptionOverrides, NoCacheReason, RespCacheable,
 };
@@ -65,11 +66,29 @@ const DEFAULTS: CacheMetaDefaults = CacheMetaDefaults::new(|_| None, 0, 0);
 /// waiting request waits before going to the app itself.
 const LOCK_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// The cache: its in-memory storage, pingora's LRU and lock, and the purge generation.
+/// How many keys the predictor remembers as uncacheable, per shard ([`PREDICTOR_SHARDS`]): an
+/// LRU of 16-byte key hashes, so 16 × 1024 keys in well under a MiB, whatever the URLs asked.
+const PREDICTOR_SHARD_KEYS: usize = 1024;
+/// The predictor's shards (each its own lock).
+const PREDICTOR_SHARDS: usize = 16;
+
+/// The cache: its in-memory storage, pingora's LRU, lock and cacheability predictor, and the
+/// purge generation.
 pub struct PageCache {
     storage: &'static PageStore,
     eviction: &'static simple_lru::Manager,
     lock: &'static CacheKeyLockImpl,
+    /// The keys whose last answer the app did not let a shared cache keep (`no-store`, no
+    /// `Cache-Control`, a `Set-Cookie` …, pingora's `OriginNotCache`) or that were too large:
+    /// requests for them bypass the lookup and the cache lock and go to the app at once. Without
+    /// it every request for an uncacheable URL (an API call, a page with a session) took the
+    /// key's lock, and the requests for it that came meanwhile waited for its answer before
+    /// going to the app themselves: requests for one uncacheable URL went up in convoys, each
+    /// waiting for the app's answer to the one before (a slow API call made every concurrent
+    /// caller wait twice as long). A bypassed request whose answer may be stored again is
+    /// stored, and its key forgotten here (pingora's `response_became_cacheable`), so a page
+    /// that turns cacheable is cached from its next answer on.
+    predictor: &'static Predictor<PREDICTOR_SHARDS>,
     max_object_bytes: usize,
     generation: AtomicU64,
 }
@@ -89,6 +108,7 @@ impl PageCache {
                 Some(max_pages(config.max_bytes.as_usize())),
             ))),
             lock: Box::leak(lock),
+            predictor: Box::leak(Box::new(Predictor::new(PREDICTOR_SHARD_KEYS, None))),
             max_object_bytes: config.max_object_bytes.as_usize(),
             generation: AtomicU64::new(0),
         })
@@ -101,7 +121,7 @@ impl PageCache {
         session.cache.enable(
             self.storage,
             Some(self.eviction),
-            None,
+            Some(self.predictor),
             Some(self.lock),
             Some(overrides),
         );

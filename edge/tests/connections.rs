@@ -1,14 +1,15 @@
 //! Hostile and idle connections against the real binary: the per-client connection limit, idle
 //! HTTP/2 and HTTP/1 connections closed, oversized headers answered 431 while they arrive (HTTP/1
-//! and HTTP/2), both address families on one default listener, and the post-quantum key
-//! exchange.
+//! and HTTP/2), both address families on one default listener, the post-quantum key
+//! exchange, each connection polled by the thread that serves it, and app connections reused
+//! after a burst.
 #![allow(clippy::unwrap_used, clippy::panic)]
 
 mod common;
 use common::*;
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// An edge (self-signed certificate, no ACME) with `hello.txt` and a live upstream.
@@ -482,6 +483,228 @@ fn cipher_suites_follow_the_server_unless_the_client_prefers_chacha20() {
         );
         let answer = get_hello(&mut tls);
         assert!(answer.starts_with("HTTP/1.1 200"), "{offer:?}: {answer}");
+    }
+}
+
+/// The descriptors of process `pid` that are TCP connections accepted on local `port`
+/// (`/proc/net/tcp` names the port and socket inode, `/proc/PID/fd` the inode's descriptor).
+fn accepted_fds(pid: u32, port: u16) -> Vec<u32> {
+    let tcp = std::fs::read_to_string("/proc/net/tcp").unwrap();
+    let local = format!(":{port:04X}");
+    let inodes: Vec<String> = tcp
+        .lines()
+        .skip(1)
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            // Established (01) on the listener's port: the edge's end of a client connection.
+            (f.get(1)?.ends_with(&local) && f.get(3) == Some(&"01"))
+                .then(|| f.get(9).map(|i| format!("socket:[{i}]")))?
+        })
+        .collect();
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .filter_map(|e| {
+            let e = e.ok()?;
+            let target = std::fs::read_link(e.path()).ok()?;
+            inodes
+                .contains(&target.display().to_string())
+                .then(|| e.file_name().to_str()?.parse().ok())?
+        })
+        .collect()
+}
+
+/// For each epoll descriptor of process `pid`, the descriptors it watches (`tfd:` lines of
+/// `/proc/PID/fdinfo`).
+fn epoll_targets(pid: u32) -> Vec<(u32, Vec<u32>)> {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .filter_map(|e| {
+            let e = e.ok()?;
+            let target = std::fs::read_link(e.path()).ok()?;
+            if target.display().to_string() != "anon_inode:[eventpoll]" {
+                return None;
+            }
+            let fd: u32 = e.file_name().to_str()?.parse().ok()?;
+            let info = std::fs::read_to_string(format!("/proc/{pid}/fdinfo/{fd}")).ok()?;
+            let watched = info
+                .lines()
+                .filter_map(|l| {
+                    l.strip_prefix("tfd:")?
+                        .split_whitespace()
+                        .next()?
+                        .parse()
+                        .ok()
+                })
+                .collect();
+            Some((fd, watched))
+        })
+        .collect()
+}
+
+/// With two worker threads, HTTPS connections are polled by the thread that serves each, not
+/// all by the one that accepted them: pingora accepts on one thread and spawns each
+/// connection's task on a random one, and the edge moves the socket to that thread's epoll
+/// (`tls::on_this_thread`). Seen from outside: the connections are spread over the epoll
+/// instances of both threads (all 24 on one would have a chance of 2^-23 with random spawns).
+#[test]
+fn https_connections_are_polled_by_the_thread_that_serves_them() {
+    let upstream = Upstream::start();
+    let site = Site::new(Ports::new(), upstream.port, "\n[edge.acme]\nca = \"off\"\n");
+    let toml = std::fs::read_to_string(site.config()).unwrap();
+    std::fs::write(
+        site.config(),
+        toml.replace("threads = 1\n", "threads = 2\n"),
+    )
+    .unwrap();
+    std::fs::write(site.www().join("hello.txt"), "hello world\n").unwrap();
+    let edge = site.start_edge("edge.log");
+    let config = client_config(b"http/1.1", &[]);
+    let mut conns: Vec<_> = (0..24)
+        .map(|_| tls_connect(&site, config.clone()))
+        .collect();
+    for tls in &mut conns {
+        // One keep-alive request each: the edge has served it, so its task is running.
+        tls.write_all(b"GET /hello.txt HTTP/1.1\r\nHost: www.foobar.com\r\n\r\n")
+            .unwrap();
+        let mut buf = [0u8; 4096];
+        let n = tls.read(&mut buf).unwrap();
+        assert!(buf[..n].starts_with(b"HTTP/1.1 200"), "{:?}", &buf[..n]);
+    }
+    let fds = accepted_fds(edge.pid(), site.ports.https);
+    assert_eq!(fds.len(), conns.len(), "the edge's ends of the connections");
+    let epolls = epoll_targets(edge.pid());
+    // Each connection's set of watching epoll descriptors (a runtime's epoll may be watched
+    // through two descriptors: mio's registry is a duplicate).
+    let mut watchers: Vec<Vec<u32>> = fds
+        .iter()
+        .map(|fd| {
+            let w: Vec<u32> = epolls
+                .iter()
+                .filter(|(_, t)| t.contains(fd))
+                .map(|(e, _)| *e)
+                .collect();
+            assert!(
+                !w.is_empty(),
+                "connection fd {fd} is in no epoll: {epolls:?}"
+            );
+            w
+        })
+        .collect();
+    watchers.sort();
+    watchers.dedup();
+    assert_eq!(
+        watchers.len(),
+        2,
+        "the connections' epoll instances (one means all are polled by the accepting thread): {watchers:?}"
+    );
+}
+
+/// An app that holds every `GET /hold` until `want` of them have arrived in all (at most 20 s),
+/// counting the connections that carried one.
+struct HoldingApp {
+    port: u16,
+    arrived: Arc<std::sync::atomic::AtomicUsize>,
+    want: Arc<std::sync::atomic::AtomicUsize>,
+    conns: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl HoldingApp {
+    fn start() -> HoldingApp {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let app = HoldingApp {
+            port,
+            arrived: Arc::new(AtomicUsize::new(0)),
+            want: Arc::new(AtomicUsize::new(0)),
+            conns: Arc::new(AtomicUsize::new(0)),
+        };
+        let (arrived, want, conns) = (app.arrived.clone(), app.want.clone(), app.conns.clone());
+        std::thread::spawn(move || {
+            for conn in listener.incoming().flatten() {
+                let (arrived, want, conns) = (arrived.clone(), want.clone(), conns.clone());
+                std::thread::spawn(move || {
+                    let mut conn = conn;
+                    let mut buf = Vec::new();
+                    let mut counted = false;
+                    while let Some(head) = read_request(&mut conn, &mut buf) {
+                        if head.starts_with("GET /hold ") {
+                            if !counted {
+                                counted = true;
+                                conns.fetch_add(1, Ordering::SeqCst);
+                            }
+                            arrived.fetch_add(1, Ordering::SeqCst);
+                            let deadline = Instant::now() + Duration::from_secs(20);
+                            while arrived.load(Ordering::SeqCst) < want.load(Ordering::SeqCst)
+                                && Instant::now() < deadline
+                            {
+                                std::thread::sleep(Duration::from_millis(5));
+                            }
+                        }
+                        let answer = b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nok\n";
+                        if conn.write_all(answer).is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        app
+    }
+}
+
+/// The edge keeps up to `UPSTREAM_POOL_SIZE` (1024) idle app connections, not pingora's 128: a
+/// burst of 200 concurrent requests that all reach the app at once (it holds each until all
+/// have arrived) needs 200 app connections, and a second such burst reuses every one of them
+/// (with pingora's 128 kept, 85 were new).
+#[test]
+fn a_burst_of_proxied_requests_reuses_every_app_connection() {
+    use std::sync::atomic::Ordering;
+    raise_open_files();
+    let app = HoldingApp::start();
+    let site = Site::new(
+        Ports::new(),
+        app.port,
+        "\n[edge.limits]\nmax_connections_per_client = 1000\n[edge.acme]\nca = \"off\"\n",
+    );
+    let _edge = site.start_edge("edge.log");
+    let config = client_config(b"http/1.1", &[]);
+    const BURST: usize = 200;
+    let conns: Vec<_> = (0..BURST)
+        .map(|_| tls_connect(&site, config.clone()))
+        .collect();
+    let conns = Arc::new(conns.into_iter().map(Mutex::new).collect::<Vec<_>>());
+    for round in 1..=2 {
+        app.want.store(round * BURST, Ordering::SeqCst);
+        let threads: Vec<_> = (0..BURST)
+            .map(|i| {
+                let conns = conns.clone();
+                std::thread::spawn(move || {
+                    let mut tls = conns[i].lock().unwrap();
+                    // A cookie: not a request the page cache would take.
+                    tls.write_all(
+                        b"GET /hold HTTP/1.1\r\nHost: www.foobar.com\r\nCookie: a=b\r\n\r\n",
+                    )
+                    .unwrap();
+                    let mut buf = [0u8; 4096];
+                    let n = tls.read(&mut buf).unwrap();
+                    String::from_utf8_lossy(&buf[..n]).into_owned()
+                })
+            })
+            .collect();
+        for t in threads {
+            let answer = t.join().unwrap();
+            assert!(
+                answer.starts_with("HTTP/1.1 200"),
+                "round {round}: {answer}"
+            );
+        }
+        assert_eq!(app.arrived.load(Ordering::SeqCst), round * BURST);
+        assert_eq!(
+            app.conns.load(Ordering::SeqCst),
+            BURST,
+            "round {round}: app connections that carried a request"
+        );
     }
 }
 

@@ -1,7 +1,7 @@
 //! The page cache against the real binary and a scripted app that counts what reaches it: what
 //! is cached and served again without the app, what never is (cookies, `Authorization`,
-//! `Set-Cookie`, `no-store`, `private`, streamed or large answers), `HEAD` after `GET`, and the
-//! app's purge header.
+//! `Set-Cookie`, `no-store`, `private`, streamed or large answers), `HEAD` after `GET`, the
+//! app's purge header, and requests for an uncacheable page not held behind each other.
 #![allow(clippy::unwrap_used, clippy::panic)]
 
 mod common;
@@ -9,8 +9,9 @@ use common::*;
 use std::collections::HashMap;
 use std::io::Write;
 use std::net::{TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Requests that reached the app, by "METHOD /path".
 type Seen = Arc<Mutex<HashMap<String, usize>>>;
@@ -62,6 +63,19 @@ fn serve(mut conn: TcpStream, seen: Seen) {
             *n += 1;
             *n
         };
+        if path == "/together" && n > 1 {
+            // After its first answer: waits (at most 3 s) until another request for it is in
+            // the app too, and says whether one was.
+            let body = if together() { "together\n" } else { "alone\n" };
+            let answer = format!(
+                "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\r\n{body}",
+                body.len()
+            );
+            if conn.write_all(answer.as_bytes()).is_err() {
+                return;
+            }
+            continue;
+        }
         if path == "/slow" {
             // A page that takes a while: a burst of requests arrives while it is being filled.
             std::thread::sleep(Duration::from_secs(1));
@@ -77,7 +91,7 @@ fn serve(mut conn: TcpStream, seen: Seen) {
             "/cookie" => format!("{public}Set-Cookie: onebox_session=new; HttpOnly\r\n"),
             "/no-store" => "Cache-Control: no-store\r\n".into(),
             "/private" => "Cache-Control: private, max-age=60\r\n".into(),
-            "/no-cache-control" => String::new(),
+            "/no-cache-control" | "/together" => String::new(),
             "/not-found" => public.into(),
             "/etag" => format!("{public}ETag: \"v1\"\r\n"),
             _ => public.into(),
@@ -116,6 +130,24 @@ fn serve(mut conn: TcpStream, seen: Seen) {
             return;
         }
     }
+}
+
+/// Requests for `/together` in the app now, and whether two ever were at once.
+static TOGETHER_NOW: AtomicUsize = AtomicUsize::new(0);
+static TOGETHER_SEEN: AtomicBool = AtomicBool::new(false);
+
+/// For one request for `/together` in the app: whether another one was in the app with it
+/// (waiting at most 3 s for one).
+fn together() -> bool {
+    if TOGETHER_NOW.fetch_add(1, Ordering::SeqCst) + 1 >= 2 {
+        TOGETHER_SEEN.store(true, Ordering::SeqCst);
+    }
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while !TOGETHER_SEEN.load(Ordering::SeqCst) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    TOGETHER_NOW.fetch_sub(1, Ordering::SeqCst);
+    TOGETHER_SEEN.load(Ordering::SeqCst)
 }
 
 /// An edge (self-signed, no ACME) in front of the scripted app, caching objects of at most
@@ -361,4 +393,28 @@ fn a_burst_of_misses_for_one_page_sends_one_request_to_the_app() {
         1,
         "the others waited for the fill"
     );
+}
+
+/// Once the app has answered a URL with an answer a shared cache may not keep (here: no
+/// `Cache-Control`), requests for it go to the app side by side (pingora's cacheability
+/// predictor, `page_cache::PageCache`). Without it each took the URL's cache lock, and the
+/// next one waited for its answer before going to the app itself: the app would see the two
+/// requests one after the other ("alone").
+#[test]
+fn requests_for_an_uncacheable_page_go_to_the_app_side_by_side() {
+    let (site, app, _edge) = edge();
+    let first = get(&site, "/together", &[]);
+    assert_eq!(first.body, "GET /together #1\n");
+    assert_ne!(first.cache(), "HIT");
+    let site = Arc::new(site);
+    let pair: Vec<_> = (0..2)
+        .map(|_| {
+            let site = site.clone();
+            std::thread::spawn(move || get(&site, "/together", &[]).body)
+        })
+        .collect();
+    for answer in pair {
+        assert_eq!(answer.join().unwrap(), "together\n");
+    }
+    assert_eq!(app.count("GET", "/together"), 3);
 }

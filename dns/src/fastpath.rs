@@ -186,7 +186,7 @@ pub fn key<'b>(
     if let Some(id) = key.get_mut(..2) {
         id.fill(0);
     }
-    if let Some(name) = key.get_mut(12..plain.question_end.saturating_sub(4)) {
+    if let Some(name) = key.get_mut(question_name(plain.question_end)) {
         name.make_ascii_lowercase(); // a length byte (at most 63) is never a capital
     }
     if let Some(flags) = key.get_mut(2) {
@@ -664,12 +664,18 @@ fn patch(out: &mut [u8], request: &[u8], question_end: usize) {
     patch_header(out, request);
 }
 
+/// Where the question's name lies in a message whose question ends at `question_end`: from the
+/// end of the 12-byte header to its QTYPE and QCLASS (4 bytes).
+fn question_name(question_end: usize) -> std::ops::Range<usize> {
+    12..question_end.saturating_sub(4)
+}
+
 /// Writes the question's name as `request` spells it into `out` (a message whose question, ending
 /// at `question_end`, is `request`'s but for capitals): the names of the answer that are
 /// compression pointers into the question then echo the request's capitals too, as Knot and
 /// NSD echo them. Nothing is written unless both names are the same but for capitals.
 pub fn spell(out: &mut [u8], request: &[u8], question_end: usize) {
-    let name = 12..question_end.saturating_sub(4);
+    let name = question_name(question_end);
     if let (Some(to), Some(from)) = (out.get_mut(name.clone()), request.get(name))
         && to.eq_ignore_ascii_case(from)
     {
@@ -680,7 +686,7 @@ pub fn spell(out: &mut [u8], request: &[u8], question_end: usize) {
 /// `request`'s question name in lower case, into `lowered` (cleared first): `false`, and
 /// nothing written, when it has no capital letter.
 pub fn lowered(request: &[u8], plain: Plain, lowered: &mut Vec<u8>) -> bool {
-    let name = 12..plain.question_end.saturating_sub(4);
+    let name = question_name(plain.question_end);
     if !request
         .get(name.clone())
         .is_some_and(|n| n.iter().any(u8::is_ascii_uppercase))

@@ -255,6 +255,7 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for TlsApp<A> {
 /// no L4 buffers (TLS reads into rustls' own buffer, and [`TlsStream`] coalesces writes) and
 /// keeps the client's address. If the descriptor cannot be duplicated (out of descriptors),
 /// the stream is served as it came.
+// One of the workspace's two unsafe blocks (the other is testkit's `die_with_this_process`).
 #[allow(unsafe_code)] // One `BorrowedFd::borrow_raw`, see SAFETY below.
 pub fn on_this_thread(stream: L4Stream) -> L4Stream {
     use std::os::fd::{AsRawFd, BorrowedFd};

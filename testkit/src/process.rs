@@ -304,7 +304,8 @@ pub fn try_wait_until(
 
 /// Makes the kernel SIGKILL the child when the thread that forks it ends; see the module docs
 /// for why that thread is the process-long spawner thread.
-#[allow(unsafe_code)] // The only unsafe code of the workspace: `pre_exec`, see SAFETY below.
+// One of the workspace's two unsafe blocks (the other is the edge's `tls::on_this_thread`).
+#[allow(unsafe_code)] // `pre_exec`, see SAFETY below.
 fn die_with_this_process(cmd: &mut Command) {
     let parent = rustix::process::getpid();
     // SAFETY: the closure runs in the forked child before exec, where only async-signal-safe

@@ -504,8 +504,11 @@ EOF
       else echo "restarted, new kernel past init"; fi
     }
     rebooted() {
-      local boot log at t0 stage
+      local boot up log at t0 stage
       boot=$(vm_ssh cat /proc/sys/kernel/random/boot_id) || return 1
+      # The guest's uptime now: against the kernel's timestamps on the console, how long its
+      # shutdown took.
+      up=$(vm_ssh cat /proc/uptime) && up=${up%% *}
       # The console from here on is this reboot's: the shutdown transcript, then the new boot.
       log=$(readlink -f .onebox/vm/serial.log) && at=$(stat -c %s "$log") || return 1
       t0=$SECONDS
@@ -515,7 +518,8 @@ EOF
         # On the suite's own output (a check shows only the last lines of its own): the console of
         # this reboot, the evidence; the whole of it stays in $log.
         {
-          echo "     reboot: no new boot within 180 s ($stage); console since \`systemctl reboot\` ($log):"
+          echo "     reboot: no new boot within 180 s ($stage); guest uptime at \`systemctl reboot\`: ${up:-?} s;"
+          echo "     the console since then ($log):"
           console_since "$log" "$at" | tail -n 150 | sed 's/^/       | /'
         } >&"$vm_out"
         # QEMU under TCG now and then never leaves the firmware after the guest's warm reset (seen

@@ -770,6 +770,12 @@ impl AnswerCache {
         fresh
     }
 
+    /// The current generation, if it holds `catalog`'s answers (none once the catalog changed).
+    fn current_for(&self, catalog: &Arc<Catalog>) -> Option<Arc<Generation>> {
+        let current = self.current.load_full();
+        Arc::ptr_eq(&current.catalog, catalog).then_some(current)
+    }
+
     /// The answer cached under `key` for `catalog`.
     pub fn get(&self, catalog: &Arc<Catalog>, key: &[u8]) -> Option<Arc<Entry>> {
         let generation = self.generation(catalog);
@@ -864,10 +870,9 @@ impl AnswerCache {
     /// How many NXDOMAIN templates are kept for `catalog` (shapes of request found to need
     /// today's path left out).
     pub fn denials(&self, catalog: &Arc<Catalog>) -> usize {
-        let generation = self.current.load_full();
-        if !Arc::ptr_eq(&generation.catalog, catalog) {
+        let Some(generation) = self.current_for(catalog) else {
             return 0;
-        }
+        };
         generation
             .denials
             .lock()
@@ -879,10 +884,9 @@ impl AnswerCache {
 
     /// How many answers are cached for `catalog`.
     pub fn len(&self, catalog: &Arc<Catalog>) -> usize {
-        let generation = self.current.load_full();
-        if !Arc::ptr_eq(&generation.catalog, catalog) {
+        let Some(generation) = self.current_for(catalog) else {
             return 0;
-        }
+        };
         generation
             .shards
             .iter()

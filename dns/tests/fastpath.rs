@@ -200,6 +200,32 @@ fn metrics_text(engine: &Engine, metrics: &Metrics) -> Vec<String> {
     lines
 }
 
+/// The engines the equality tests compare: `on` with the answer cache, `off` without it (each
+/// with its metrics), and `reference`, without the cache and uncounted, which answers the
+/// questions in lower case.
+struct Engines {
+    on: Engine,
+    m_on: Arc<Metrics>,
+    off: Engine,
+    m_off: Arc<Metrics>,
+    reference: Engine,
+}
+
+fn engines(catalog: Catalog) -> Engines {
+    let (m_on, m_off) = (Arc::new(Metrics::default()), Arc::new(Metrics::default()));
+    Engines {
+        on: Engine::new(catalog.clone())
+            .with_answer_cache(true)
+            .with_metrics(m_on.clone()),
+        reference: Engine::new(catalog.clone()).with_answer_cache(false),
+        off: Engine::new(catalog)
+            .with_answer_cache(false)
+            .with_metrics(m_off.clone()),
+        m_on,
+        m_off,
+    }
+}
+
 /// Both engines' answers to every request of `cases`, in four rounds; returns how many requests
 /// there were and how many were cached the first time (and so answered from the cache in the
 /// second and fourth rounds).
@@ -207,15 +233,13 @@ fn compare(catalog: Catalog, cases: &[diff::queries::Case], what: &str) -> (usiz
     let mut cookie_hits = 0;
     let mut recased_differ = 0;
     let client: SocketAddr = CLIENT.parse().unwrap();
-    let (m_on, m_off) = (Arc::new(Metrics::default()), Arc::new(Metrics::default()));
-    let on = Engine::new(catalog.clone())
-        .with_answer_cache(true)
-        .with_metrics(m_on.clone());
-    // Answers to the questions in lower case, counted apart.
-    let reference = Engine::new(catalog.clone()).with_answer_cache(false);
-    let off = Engine::new(catalog)
-        .with_answer_cache(false)
-        .with_metrics(m_off.clone());
+    let Engines {
+        on,
+        m_on,
+        off,
+        m_off,
+        reference,
+    } = engines(catalog);
     let requests = requests(cases);
     let mut hits = 0;
     for (n, request) in requests.iter().enumerate() {
@@ -484,14 +508,13 @@ fn random_label(rng: &mut fastrand::Rng) -> Vec<u8> {
 /// names fill neither the answer cache nor the templates: a few templates serve them all.
 fn compare_random_names(catalog: Catalog, cases: &[diff::queries::Case], what: &str) {
     let client: SocketAddr = CLIENT.parse().unwrap();
-    let (m_on, m_off) = (Arc::new(Metrics::default()), Arc::new(Metrics::default()));
-    let on = Engine::new(catalog.clone())
-        .with_answer_cache(true)
-        .with_metrics(m_on.clone());
-    let reference = Engine::new(catalog.clone()).with_answer_cache(false);
-    let off = Engine::new(catalog)
-        .with_answer_cache(false)
-        .with_metrics(m_off.clone());
+    let Engines {
+        on,
+        m_on,
+        off,
+        m_off,
+        reference,
+    } = engines(catalog);
     let mut rng = fastrand::Rng::with_seed(0x0b0c5);
     let (mut nxdomain, mut asked, mut others, mut soa_only) = (0usize, 0usize, 0usize, 0usize);
     let requests = requests(cases);

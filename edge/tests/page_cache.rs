@@ -188,6 +188,18 @@ impl Answer {
     }
 }
 
+/// The bodies of `n` GETs of `path` sent at once, each from its own thread.
+fn at_once(site: Site, n: usize, path: &'static str) -> Vec<String> {
+    let site = Arc::new(site);
+    let threads: Vec<_> = (0..n)
+        .map(|_| {
+            let site = site.clone();
+            std::thread::spawn(move || get(&site, path, &[]).body)
+        })
+        .collect();
+    threads.into_iter().map(|t| t.join().unwrap()).collect()
+}
+
 /// A request through the edge's HTTPS listener with curl's `args` before the URL.
 fn get(site: &Site, path: &str, args: &[&str]) -> Answer {
     let url = site.https(path);
@@ -378,15 +390,8 @@ fn the_byte_bound_drops_the_least_recently_used_page() {
 #[test]
 fn a_burst_of_misses_for_one_page_sends_one_request_to_the_app() {
     let (site, app, _edge) = edge();
-    let site = Arc::new(site);
-    let burst: Vec<_> = (0..6)
-        .map(|_| {
-            let site = site.clone();
-            std::thread::spawn(move || get(&site, "/slow", &[]).body)
-        })
-        .collect();
-    for answer in burst {
-        assert_eq!(answer.join().unwrap(), "GET /slow #1\n");
+    for answer in at_once(site, 6, "/slow") {
+        assert_eq!(answer, "GET /slow #1\n");
     }
     assert_eq!(
         app.count("GET", "/slow"),
@@ -406,15 +411,8 @@ fn requests_for_an_uncacheable_page_go_to_the_app_side_by_side() {
     let first = get(&site, "/together", &[]);
     assert_eq!(first.body, "GET /together #1\n");
     assert_ne!(first.cache(), "HIT");
-    let site = Arc::new(site);
-    let pair: Vec<_> = (0..2)
-        .map(|_| {
-            let site = site.clone();
-            std::thread::spawn(move || get(&site, "/together", &[]).body)
-        })
-        .collect();
-    for answer in pair {
-        assert_eq!(answer.join().unwrap(), "together\n");
+    for answer in at_once(site, 2, "/together") {
+        assert_eq!(answer, "together\n");
     }
     assert_eq!(app.count("GET", "/together"), 3);
 }

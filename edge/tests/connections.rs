@@ -612,7 +612,15 @@ struct HoldingApp {
 impl HoldingApp {
     fn start() -> HoldingApp {
         use std::sync::atomic::{AtomicUsize, Ordering};
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        // A backlog for the whole burst: std's listeners keep 128 connections waiting for
+        // accept, and a connection past those waits for a SYN resent after the edge's 1 s
+        // connect timeout (a 502 on CI's loaded machine).
+        let socket =
+            socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+        let any: std::net::SocketAddr = "127.0.0.1:0".parse().unwrap();
+        socket.bind(&any.into()).unwrap();
+        socket.listen(1024).unwrap();
+        let listener = std::net::TcpListener::from(socket);
         let port = listener.local_addr().unwrap().port();
         let app = HoldingApp {
             port,

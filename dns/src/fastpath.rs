@@ -329,11 +329,6 @@ pub fn denial_key<'b>(
     Some(out)
 }
 
-/// The length of `name` in wire form (labels with their length bytes, and the root's).
-pub fn wire_len(name: &Name) -> usize {
-    name.iter().map(|label| label.len() + 1).sum::<usize>() + 1
-}
-
 /// The most bytes an answer to the plain `request` may take over `transport`, as
 /// [`crate::edns::size_limit`] says: 64 KiB over TCP; over UDP the EDNS payload size, at least
 /// 512 and at most [`crate::edns::EDNS_PAYLOAD`], or 512 without EDNS.

@@ -41,7 +41,7 @@
 //!
 //! NXDOMAIN answers are never entries: names that do not exist are mostly asked once (random
 //! names, typos), and would only evict useful answers. For a name of a zone that does not exist
-//! ([`crate::zone::Zone::nxdomain_encloser`]: no node, no zone cut above it, no wildcard at its
+//! ([`crate::zone::Walk::nxdomain`]: no node, no zone cut above it, no wildcard at its
 //! closest encloser) the answer has the zone's SOA and nothing that depends on the name unless
 //! it carries NSEC proofs (DO on a signed zone: the NSEC covering the name depends on where it
 //! sorts, so those answers take today's path every time). So the first such answer for a zone's
@@ -346,7 +346,7 @@ pub fn size_limit(request: &[u8], plain: Plain, transport: Transport) -> usize {
 }
 
 /// An NXDOMAIN answer that serves the names of a zone that do not exist
-/// ([`crate::zone::Zone::nxdomain_encloser`]) under one closest encloser, asked with one shape of
+/// ([`crate::zone::Walk::nxdomain`]) under one closest encloser, asked with one shape of
 /// request: the answer's records (the zone's SOA; no NSEC: a signed zone's proofs depend on the
 /// name) do not depend on the name, only the question and the compression pointers into it do.
 /// Built from today's answer to one such name; the answer to another is its header (ID and RD

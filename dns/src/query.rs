@@ -18,7 +18,6 @@ use crate::xfr::{self, ZoneSettings, tsig};
 use arc_swap::ArcSwap;
 use hickory_proto::op::{Message, MessageType, OpCode, ResponseCode};
 use hickory_proto::rr::{DNSClass, Name, RecordType};
-use hickory_proto::serialize::binary::{BinDecodable, BinDecoder};
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -710,21 +709,23 @@ impl Engine {
 }
 
 /// Whether the question of the plain `request` (in lower case) is a name of a zone of `catalog`
-/// that does not exist ([`crate::zone::Zone::nxdomain_encloser`]): where its name's labels
-/// above the closest encloser end and where the last of them starts.
+/// that does not exist ([`crate::zone::Walk::nxdomain`]): where its name's labels above the
+/// closest encloser end and where the last of them starts. Found on the request's bytes
+/// ([`Catalog::walk_wire`]): nothing decoded, nothing allocated.
 fn nxdomain(catalog: &Catalog, request: &[u8], plain: fastpath::Plain) -> Option<(usize, usize)> {
     let wire = request.get(12..plain.question_end.checked_sub(4)?)?;
-    let name = Name::read(&mut BinDecoder::new(wire)).ok()?;
-    let zone = catalog.find(&name)?;
-    let encloser = zone.nxdomain_encloser(&name)?;
-    let above = crate::zone::label_count(&name).checked_sub(encloser)?;
-    // Label by label from the question's start: the `above` labels above the encloser.
-    let (mut at, mut last) = (12usize, 12usize);
-    for _ in 0..above {
-        last = at;
-        at += 1 + usize::from(*request.get(at)?);
+    let mut starts = [0usize; crate::zone::MAX_LABELS];
+    let (_, walk) = catalog.walk_wire(wire, &mut starts)?;
+    if !walk.nxdomain() {
+        return None;
     }
-    Some((at, last))
+    let above = walk.labels.checked_sub(walk.encloser)?;
+    let encloser_at = match starts.get(above) {
+        Some(&at) if above < walk.labels => at,
+        _ => wire.len().checked_sub(1)?, // the root
+    };
+    let next_closer_at = *starts.get(above.checked_sub(1)?)?;
+    Some((12 + encloser_at, 12 + next_closer_at))
 }
 
 /// Puts `bytes` into `out`: copied into its buffer if it has room (kept for the next answer),

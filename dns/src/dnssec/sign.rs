@@ -210,6 +210,7 @@ pub fn sign(
         signatures,
         keys: key_info,
         source: source.clone(),
+        nxdomain_parts: std::sync::OnceLock::new(),
     }));
     Ok(zone)
 }

@@ -41,16 +41,21 @@
 //!
 //! NXDOMAIN answers are never entries: names that do not exist are mostly asked once (random
 //! names, typos), and would only evict useful answers. For a name of a zone that does not exist
-//! ([`crate::zone::Walk::nxdomain`]: no node, no zone cut above it, no wildcard at its
-//! closest encloser) the answer has the zone's SOA and nothing that depends on the name unless
-//! it carries NSEC proofs (DO on a signed zone: the NSEC covering the name depends on where it
-//! sorts, so those answers take today's path every time). So the first such answer for a zone's
-//! closest encloser and shape of request (type, flags, EDNS: the key without the labels that do
-//! not exist) becomes a [`Denial`], a template that answers every other name under that
-//! encloser: the request's question is copied in as spelled and the compression pointers after
-//! it moved by the difference in length, no allocation. [`MAX_DENIALS`] at most per catalog.
-//! The test `fastpath` asks every request of the differential suite with random labels in front
-//! of its name and compares, byte for byte.
+//! ([`crate::zone::Walk::nxdomain`]: no node, no zone cut above it, no wildcard at its closest
+//! encloser; found on the request's bytes, [`crate::catalog::Catalog::walk_wire`]) the answer
+//! has the zone's SOA and nothing that depends on the name unless it carries NSEC proofs. So the
+//! first such answer for a zone's closest encloser and shape of request (type, flags, EDNS: the
+//! key without the labels that do not exist) becomes a [`Denial`], a template that answers every
+//! other name under that encloser: the request's question is copied in as spelled and the
+//! compression pointers after it moved by the difference in length, no allocation; byte for
+//! byte today's answer. With NSEC proofs (DO on a signed zone) the template is
+//! [`Denial::signed`]: the answer is assembled from the zone's [`NsecParts`] (the SOA and its
+//! RRSIG, the NSEC covering the name found by a binary search of the chain, the one covering
+//! the wildcard): equal to today's answer once parsed, not byte for byte (today's path
+//! compresses the NSEC owners and the SOA's names; the parts are written out). [`MAX_DENIALS`]
+//! templates at most per catalog. The test `fastpath` asks every request of the differential
+//! suite with random labels in front of its name and compares: byte for byte, or once parsed for
+//! an answer with NSEC proofs.
 
 use crate::answer::Transport;
 use crate::catalog::Catalog;
@@ -355,8 +360,8 @@ pub fn dnssec_ok(request: &[u8], plain: Plain) -> bool {
 
 /// An NXDOMAIN answer that serves the names of a zone that do not exist
 /// ([`crate::zone::Walk::nxdomain`]) under one closest encloser, asked with one shape of
-/// request: the answer's records (the zone's SOA; no NSEC: a signed zone's proofs depend on the
-/// name) do not depend on the name, only the question and the compression pointers into it do.
+/// request: the answer's records (the zone's SOA) do not depend on the name, only the question
+/// and the compression pointers into it do (with NSEC proofs, see [`Denial::signed`]).
 /// Built from today's answer to one such name; the answer to another is its header (ID and RD
 /// the request's), the request's question as spelled, and its records with every compression
 /// pointer moved by the difference in the names' lengths. Today's path would compress the SOA's

@@ -20,7 +20,9 @@
 //! name with the DNSSEC OK bit set (when the input has an OPT record) over UDP and TCP. An
 //! NXDOMAIN with NSEC proofs, which the cache assembles from the zone's wire parts
 //! (`fastpath::NsecParts`), must equal the other's once parsed (today's path compresses its
-//! names, the assembly does not); every other answer byte for byte.
+//! names, the assembly does not); every other answer byte for byte. So that those answers are
+//! reached (the fuzzer cannot guess a zone's name: names are looked up by hash), each input is
+//! also made into a query of a name in a zone ([`in_zone`]) asked of both pairs.
 #![no_main]
 
 use hickory_proto::op::Message;
@@ -108,6 +110,46 @@ fn agrees(got: &Reply, want: &Reply) -> bool {
         }
         _ => got == want,
     }
+}
+
+/// A query made from `data`: 1 to 3 labels of its bytes (letters, digits, `-`, `*`, either
+/// case) in front of example.test, foobar.com or a name of theirs, the type and the DO bit, RD
+/// and EDNS from its bytes too.
+fn in_zone(data: &[u8]) -> Option<Vec<u8>> {
+    const CHARS: &[u8] = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-*_";
+    const BASES: [&[&str]; 6] = [
+        &["example", "test"],
+        &["foobar", "com"],
+        &["www", "example", "test"],
+        &["www", "foobar", "com"],
+        &["sub", "example", "test"],
+        &["ns1", "example", "test"],
+    ];
+    let (&[t0, t1, flags, shape], rest) = data.split_first_chunk::<4>()? else {
+        return None;
+    };
+    let mut q = vec![0x12, 0x34, flags & 0x01, 0, 0, 1, 0, 0, 0, 0, 0, 0];
+    let labels = usize::from(shape % 4);
+    let mut bytes = rest.iter();
+    for _ in 0..labels {
+        let len = 1 + usize::from(*bytes.next()? % 20);
+        q.push(u8::try_from(len).ok()?);
+        for _ in 0..len {
+            q.push(CHARS[usize::from(*bytes.next()?) % CHARS.len()]);
+        }
+    }
+    for label in BASES[usize::from(shape / 4) % BASES.len()] {
+        q.push(u8::try_from(label.len()).ok()?);
+        q.extend_from_slice(label.as_bytes());
+    }
+    q.push(0);
+    q.extend_from_slice(&[t0 % 2 * t0, t1, 0, 1]); // mostly types below 256
+    if flags & 0x02 == 0 {
+        q[11] = 1;
+        let dnssec = if flags & 0x04 == 0 { 0x80 } else { 0 };
+        q.extend_from_slice(&[0, 0, 41, 4, 0xd0, 0, 0, dnssec, 0, 0, 0]);
+    }
+    Some(q)
 }
 
 /// `request` (a plain query with an OPT record) with the DNSSEC OK bit set; else as it is.
@@ -211,6 +253,25 @@ fuzz_target!(|data: &[u8]| {
                     &out,
                 );
                 let want = reference(signed_uncached, &longer, transport);
+                assert!(agrees(&got, &want), "signed {transport:?}: {got:?} != {want:?}");
+            }
+        }
+    }
+    // A name in a zone, made from the input: unsigned and signed, twice each (the second may be
+    // a hit, or a template's).
+    if let Some(query) = in_zone(data) {
+        for transport in [Transport::Udp, Transport::Tcp] {
+            for _ in 0..2 {
+                let got = written(
+                    cached.respond_buffered(&query, transport, client, &mut out),
+                    &out,
+                );
+                assert_eq!(got, reference(uncached, &query, transport), "{transport:?}");
+                let got = written(
+                    signed_cached.respond_buffered(&query, transport, client, &mut out),
+                    &out,
+                );
+                let want = reference(signed_uncached, &query, transport);
                 assert!(agrees(&got, &want), "signed {transport:?}: {got:?} != {want:?}");
             }
         }

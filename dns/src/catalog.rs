@@ -12,6 +12,8 @@ use std::sync::Arc;
 #[derive(Debug, Clone, Default)]
 pub struct Catalog {
     zones: HashMap<LowerName, Arc<Zone>>,
+    /// The same zones by apex in lower-case wire form ([`Catalog::walk_wire`]).
+    wire: HashMap<Box<[u8]>, Arc<Zone>>,
     /// The deepest apex, in labels: longest-match lookups start no deeper than this.
     max_labels: usize,
 }
@@ -39,7 +41,15 @@ impl Catalog {
             .map(|z| crate::zone::label_count(z.origin()))
             .max()
             .unwrap_or(0);
-        Catalog { zones, max_labels }
+        let wire = zones
+            .values()
+            .map(|z| (crate::zone::wire_name(z.origin()).into(), z.clone()))
+            .collect();
+        Catalog {
+            zones,
+            wire,
+            max_labels,
+        }
     }
 
     /// The zone with the longest apex that `name` is at or below, if any.
@@ -54,6 +64,28 @@ impl Catalog {
                 return None;
             }
             labels -= 1;
+        }
+    }
+
+    /// The zone with the longest apex that the name `wire` (lower-case wire form, no compression
+    /// pointer) is at or below, and the walk down it towards the name ([`Zone::walk_wire`]);
+    /// with the name's label starts, for the caller to cut it. No allocation.
+    pub fn walk_wire(
+        &self,
+        wire: &[u8],
+        starts: &mut [usize; crate::zone::MAX_LABELS],
+    ) -> Option<(&Arc<Zone>, crate::zone::Walk)> {
+        let labels = crate::zone::label_starts(wire, starts)?;
+        let mut n = labels.min(self.max_labels);
+        loop {
+            let at = match labels.checked_sub(n).and_then(|i| starts.get(i)) {
+                Some(&at) if n > 0 => at,
+                _ => wire.len().checked_sub(1)?,
+            };
+            if let Some(zone) = self.wire.get(wire.get(at..)?) {
+                return Some((zone, zone.walk_wire(wire, starts, labels)));
+            }
+            n = n.checked_sub(1)?;
         }
     }
 

@@ -41,16 +41,21 @@
 //!
 //! NXDOMAIN answers are never entries: names that do not exist are mostly asked once (random
 //! names, typos), and would only evict useful answers. For a name of a zone that does not exist
-//! ([`crate::zone::Zone::nxdomain_encloser`]: no node, no zone cut above it, no wildcard at its
-//! closest encloser) the answer has the zone's SOA and nothing that depends on the name unless
-//! it carries NSEC proofs (DO on a signed zone: the NSEC covering the name depends on where it
-//! sorts, so those answers take today's path every time). So the first such answer for a zone's
-//! closest encloser and shape of request (type, flags, EDNS: the key without the labels that do
-//! not exist) becomes a [`Denial`], a template that answers every other name under that
-//! encloser: the request's question is copied in as spelled and the compression pointers after
-//! it moved by the difference in length, no allocation. [`MAX_DENIALS`] at most per catalog.
-//! The test `fastpath` asks every request of the differential suite with random labels in front
-//! of its name and compares, byte for byte.
+//! ([`crate::zone::Walk::nxdomain`]: no node, no zone cut above it, no wildcard at its closest
+//! encloser; found on the request's bytes, [`crate::catalog::Catalog::walk_wire`]) the answer
+//! has the zone's SOA and nothing that depends on the name unless it carries NSEC proofs. So the
+//! first such answer for a zone's closest encloser and shape of request (type, flags, EDNS: the
+//! key without the labels that do not exist) becomes a [`Denial`], a template that answers every
+//! other name under that encloser: the request's question is copied in as spelled and the
+//! compression pointers after it moved by the difference in length, no allocation; byte for
+//! byte today's answer. With NSEC proofs (DO on a signed zone) the template is
+//! [`Denial::signed`]: the answer is assembled from the zone's [`NsecParts`] (the SOA and its
+//! RRSIG, the NSEC covering the name found by a binary search of the chain, the one covering
+//! the wildcard): equal to today's answer once parsed, not byte for byte (today's path
+//! compresses the NSEC owners and the SOA's names; the parts are written out). [`MAX_DENIALS`]
+//! templates at most per catalog. The test `fastpath` asks every request of the differential
+//! suite with random labels in front of its name and compares: byte for byte, or once parsed for
+//! an answer with NSEC proofs.
 
 use crate::answer::Transport;
 use crate::catalog::Catalog;
@@ -345,10 +350,18 @@ pub fn size_limit(request: &[u8], plain: Plain, transport: Transport) -> usize {
     })
 }
 
+/// Whether the plain `request` has the DNSSEC OK bit (RFC 3225) in its OPT record.
+pub fn dnssec_ok(request: &[u8], plain: Plain) -> bool {
+    plain.edns
+        && request
+            .get(plain.question_end + 7) // the OPT record's TTL: extended RCODE, version, flags
+            .is_some_and(|flags| flags & 0x80 != 0)
+}
+
 /// An NXDOMAIN answer that serves the names of a zone that do not exist
-/// ([`crate::zone::Zone::nxdomain_encloser`]) under one closest encloser, asked with one shape of
-/// request: the answer's records (the zone's SOA; no NSEC: a signed zone's proofs depend on the
-/// name) do not depend on the name, only the question and the compression pointers into it do.
+/// ([`crate::zone::Walk::nxdomain`]) under one closest encloser, asked with one shape of
+/// request: the answer's records (the zone's SOA) do not depend on the name, only the question
+/// and the compression pointers into it do (with NSEC proofs, see [`Denial::signed`]).
 /// Built from today's answer to one such name; the answer to another is its header (ID and RD
 /// the request's), the request's question as spelled, and its records with every compression
 /// pointer moved by the difference in the names' lengths. Today's path would compress the SOA's
@@ -373,13 +386,145 @@ pub struct Denial {
     pub name: Option<Name>,
     /// Whether it ends with an OPT record.
     edns: bool,
+    /// For a signed zone's answer with NSEC proofs: its parts ([`Denial::signed`]).
+    nsec: Option<Nsec>,
 }
 
-/// Why [`Denial::new`] made no template.
+/// What a signed NXDOMAIN template assembles its authority section from.
+#[derive(Debug)]
+struct Nsec {
+    /// The zone's parts.
+    parts: Arc<NsecParts>,
+    /// The NSEC (in `parts.chain`) covering the wildcard at the closest encloser.
+    wildcard: usize,
+    /// The apex's number of labels.
+    apex_labels: usize,
+}
+
+/// A signed zone's NXDOMAIN answers in wire parts (RFC 4035 §3.1.3.2), built once per signed
+/// zone: the SOA with the negative-caching TTL and its RRSIGs, each without its owner (a
+/// compression pointer to the apex in the question goes in front); and, for each NSEC owner in
+/// canonical order, its NSEC record and RRSIGs in wire form, nothing compressed. What
+/// [`crate::lookup::lookup`] puts in the authority section of such an answer, as today's path
+/// encodes it but for name compression: today's path (hickory's encoder) also compresses the
+/// NSEC owners and the SOA's MNAME and RNAME, so an answer assembled from these parts is equal to
+/// today's once parsed, not byte for byte, and never shorter (the question has fewer than 64
+/// labels: each of its names is a compression candidate of today's path).
+#[derive(Debug)]
+pub struct NsecParts {
+    /// The SOA and its RRSIGs, each a 2-byte placeholder for its owner (at `soa_owners`) and the
+    /// rest of the record.
+    soa: Box<[u8]>,
+    /// Where the owner placeholders are in `soa`.
+    soa_owners: Box<[usize]>,
+    /// The NSEC owners (lower-case wire form, canonical order) and their NSEC records and
+    /// RRSIGs (wire form, owners written out) with their number.
+    chain: Box<[Proof]>,
+}
+
+/// One NSEC owner of [`NsecParts`]: its name (lower-case wire form), its NSEC record and RRSIGs
+/// (wire form), their number.
+type Proof = (Box<[u8]>, Box<[u8]>, u16);
+
+/// `record` in wire form, no name compressed.
+fn uncompressed(record: &hickory_proto::rr::Record) -> Option<Vec<u8>> {
+    use hickory_proto::serialize::binary::{BinEncodable, BinEncoder, NameEncoding};
+    let mut buf = Vec::new();
+    let mut encoder = BinEncoder::new(&mut buf);
+    encoder.set_name_encoding(NameEncoding::Uncompressed);
+    record.emit(&mut encoder).ok()?;
+    Some(buf)
+}
+
+/// The canonical order of two names in lower-case wire form (RFC 4034 §6.1: label by label from
+/// the root, each label's bytes, a shorter label first; then fewer labels first), as
+/// `LowerName`'s order sorts the NSEC chain.
+fn canonical_cmp(a: &[u8], b: &[u8]) -> std::cmp::Ordering {
+    let (mut sa, mut sb) = (
+        [0usize; crate::zone::MAX_LABELS],
+        [0usize; crate::zone::MAX_LABELS],
+    );
+    let na = crate::zone::label_starts(a, &mut sa).unwrap_or(0);
+    let nb = crate::zone::label_starts(b, &mut sb).unwrap_or(0);
+    for (&x, &y) in sa[..na].iter().rev().zip(sb[..nb].iter().rev()) {
+        match wire_label(a, x).cmp(wire_label(b, y)) {
+            std::cmp::Ordering::Equal => {}
+            other => return other,
+        }
+    }
+    na.cmp(&nb)
+}
+
+/// The label at `at` of the wire-form name `wire` (without its length byte).
+fn wire_label(wire: &[u8], at: usize) -> &[u8] {
+    let len = usize::from(wire.get(at).copied().unwrap_or(0));
+    wire.get(at + 1..at + 1 + len).unwrap_or_default()
+}
+
+impl NsecParts {
+    /// The parts of `zone`, if it is signed (built on first use, then kept with the zone).
+    pub fn of(zone: &crate::zone::Zone) -> Option<Arc<NsecParts>> {
+        let sec = zone.dnssec.as_ref()?;
+        sec.nxdomain_parts
+            .get_or_init(|| NsecParts::build(zone).map(Arc::new))
+            .clone()
+    }
+
+    fn build(zone: &crate::zone::Zone) -> Option<NsecParts> {
+        use hickory_proto::rr::{LowerName, RecordType};
+        let sec = zone.dnssec()?;
+        let soa = zone.negative_soa();
+        let ttl = soa.ttl;
+        let sigs = zone
+            .node(&LowerName::new(zone.origin()))
+            .and_then(|n| n.get(RecordType::SOA))
+            .map(|set| set.rrsigs.clone())
+            .unwrap_or_default();
+        let (mut bytes, mut owners) = (Vec::new(), Vec::new());
+        for mut record in std::iter::once(soa).chain(sigs) {
+            record.ttl = ttl;
+            record.name = Name::root();
+            let wire = uncompressed(&record)?;
+            owners.push(bytes.len());
+            bytes.extend_from_slice(&[0xc0, 0]);
+            bytes.extend_from_slice(wire.get(1..)?); // the root's byte left out
+        }
+        let mut chain = Vec::with_capacity(sec.nsec_owners.len());
+        for owner in &sec.nsec_owners {
+            let mut records = Vec::new();
+            let mut count = 0u16;
+            if let Some(set) = zone.node(owner).and_then(|n| n.get(RecordType::NSEC)) {
+                for record in set.records.iter().chain(&set.rrsigs) {
+                    records.extend_from_slice(&uncompressed(record)?);
+                    count = count.checked_add(1)?;
+                }
+            }
+            let name = crate::zone::wire_name(&Name::from(owner.clone()));
+            chain.push((name.into(), records.into(), count));
+        }
+        Some(NsecParts {
+            soa: bytes.into(),
+            soa_owners: owners.into(),
+            chain: chain.into(),
+        })
+    }
+
+    /// Where in the chain the NSEC covering `name` (lower-case wire form, no NSEC of its own) is:
+    /// the last owner before it in canonical order, or the last of all
+    /// ([`crate::dnssec::ZoneDnssec::covering`]).
+    fn covering(&self, name: &[u8]) -> Option<usize> {
+        let i = self
+            .chain
+            .partition_point(|(owner, _, _)| canonical_cmp(owner, name).is_lt());
+        i.checked_sub(1).or_else(|| self.chain.len().checked_sub(1))
+    }
+}
+
+/// Why [`Denial::new`] or [`Denial::signed`] made no template.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum NoTemplate {
     /// No name of this shape of request can have one (not NXDOMAIN, records other than the
-    /// SOA: a signed zone's proofs, truncated, ...).
+    /// SOA without DO on a signed zone, truncated, ...).
     Never,
     /// This name's answer compresses into the labels that do not exist; another's may not.
     NotThisName,
@@ -557,7 +702,76 @@ impl Denial {
             class: entry.class,
             name: entry.name,
             edns: plain.edns,
+            nsec: None,
         }))
+    }
+
+    /// The template for `response`, today's answer with NSEC proofs (DO, a signed zone) to the
+    /// plain `request` (its question in lower case, fewer than 64 labels) for a name of `zone`
+    /// that does not exist, whose closest encloser starts at `encloser_at`: if it is one this
+    /// template assembles from `zone`'s [`NsecParts`], equal once parsed (checked here, on this
+    /// very request). Its answers are assembled, not patched: the NSEC covering each name is
+    /// found in the chain.
+    #[allow(clippy::too_many_arguments)]
+    pub fn signed(
+        request: &[u8],
+        plain: Plain,
+        response: &[u8],
+        zone: &crate::zone::Zone,
+        encloser_at: usize,
+        class: Class,
+        name: Option<Name>,
+    ) -> Result<Denial, NoTemplate> {
+        let Some(entry) = Entry::new(request, plain, response, class, name) else {
+            return Err(NoTemplate::Never);
+        };
+        let q = plain.question_end;
+        let wildcard_name = match request.get(encloser_at..q - 4) {
+            Some(encloser) if encloser.len() + 2 <= 255 => {
+                let mut w = vec![1, b'*'];
+                w.extend_from_slice(encloser);
+                w
+            }
+            _ => return Err(NoTemplate::Never),
+        };
+        let (Some(parts), Some(head)) = (NsecParts::of(zone), response.get(..12)) else {
+            return Err(NoTemplate::Never);
+        };
+        let Some(wildcard) = parts.covering(&wildcard_name) else {
+            return Err(NoTemplate::Never);
+        };
+        if entry.rcode != ResponseCode::NXDomain
+            || head.get(6..8) != Some(&[0, 0][..])
+            || head.get(10..12) != Some(&[0, u8::from(plain.edns)][..])
+        {
+            return Err(NoTemplate::Never);
+        }
+        let denial = Denial {
+            response: entry.response,
+            question_end: q,
+            pointers: Box::default(),
+            next_closers: [Box::default(), Box::default()],
+            literal_labels: 0,
+            class: entry.class,
+            name: entry.name,
+            edns: plain.edns,
+            nsec: Some(Nsec {
+                parts,
+                wildcard,
+                apex_labels: crate::zone::label_count(zone.origin()),
+            }),
+        };
+        // The proof: this template's answer to the request it was built from is today's once
+        // parsed.
+        let mut out = Vec::new();
+        if !denial.answer_into(request, request, q, usize::from(u16::MAX), &mut out) {
+            return Err(NoTemplate::NotThisName);
+        }
+        let parsed = |b: &[u8]| hickory_proto::op::Message::from_vec(b).ok();
+        match (parsed(&out), parsed(response)) {
+            (Some(a), Some(b)) if a == b => Ok(denial),
+            _ => Err(NoTemplate::Never),
+        }
     }
 
     /// Whether this template serves `request` (a plain query with this template's key) whose
@@ -571,6 +785,9 @@ impl Denial {
         if count_labels(request, 12) + self.literal_labels >= COMPRESSION_CANDIDATES {
             return false;
         }
+        if self.nsec.is_some() {
+            return true; // assembled: equal once parsed, whatever the name
+        }
         !self.next_closers.iter().any(|n| {
             next_closer
                 .get(..n.len())
@@ -578,16 +795,107 @@ impl Denial {
         })
     }
 
-    /// The answer's length for a request whose question ends at `question_end`.
-    pub fn len_for(&self, question_end: usize) -> usize {
-        self.response.len() + question_end - self.question_end
+    /// The answer to `request` (a plain query, its question ending at `question_end`, with
+    /// this template's key; `lowered` the same with its question in lower case), written into
+    /// `out` (cleared first; its buffer reused) if it takes at most `limit` bytes. `false`, with
+    /// `out` cleared, if it does not fit (today's path then answers), or a pointer would leave
+    /// the reach of compression (not on any name a request can hold).
+    pub fn answer_into(
+        &self,
+        request: &[u8],
+        lowered: &[u8],
+        question_end: usize,
+        limit: usize,
+        out: &mut Vec<u8>,
+    ) -> bool {
+        if let Some(nsec) = &self.nsec {
+            let done = self.assemble(nsec, request, lowered, question_end, out);
+            if !done || out.len() > limit {
+                out.clear();
+                return false;
+            }
+            return true;
+        }
+        if self.response.len() + question_end - self.question_end > limit {
+            out.clear();
+            return false;
+        }
+        self.patch_into(request, question_end, out)
     }
 
-    /// The answer to `request` (a plain query, its question ending at `question_end`, with
-    /// this template's key), written into `out` (cleared first; its buffer reused). `false`,
-    /// with `out` cleared, if a pointer would leave the reach of compression (not on any name
-    /// a request can hold).
-    pub fn answer_into(&self, request: &[u8], question_end: usize, out: &mut Vec<u8>) -> bool {
+    /// A signed template's answer (see [`Denial::signed`]): the header, the question, the SOA
+    /// and its RRSIGs (owners pointing at the apex in the question), the NSEC covering the name
+    /// and the one covering the wildcard (once if the same), the OPT record.
+    fn assemble(
+        &self,
+        nsec: &Nsec,
+        request: &[u8],
+        lowered: &[u8],
+        question_end: usize,
+        out: &mut Vec<u8>,
+    ) -> bool {
+        out.clear();
+        let (Some(head), Some(question), Some(name)) = (
+            self.response.get(..12),
+            request.get(12..question_end),
+            lowered.get(12..question_end.saturating_sub(4)),
+        ) else {
+            return false;
+        };
+        let mut starts = [0usize; crate::zone::MAX_LABELS];
+        let Some(labels) = crate::zone::label_starts(name, &mut starts) else {
+            return false;
+        };
+        let apex_at = match labels.checked_sub(nsec.apex_labels) {
+            Some(i) if i < labels => starts.get(i).copied(),
+            Some(_) => name.len().checked_sub(1),
+            None => None,
+        };
+        let (Some(apex_at), Some(covering)) = (apex_at, nsec.parts.covering(name)) else {
+            return false;
+        };
+        let Ok(pointer) = u16::try_from(12 + apex_at) else {
+            return false;
+        };
+        out.extend_from_slice(head);
+        out.extend_from_slice(question);
+        let soa_at = out.len();
+        out.extend_from_slice(&nsec.parts.soa);
+        for &at in &nsec.parts.soa_owners {
+            if let Some(owner) = out.get_mut(soa_at + at..soa_at + at + 2) {
+                owner.copy_from_slice(&(pointer | 0xc000).to_be_bytes());
+            }
+        }
+        let mut count = nsec.parts.soa_owners.len();
+        for (i, proof) in [covering, nsec.wildcard].into_iter().enumerate() {
+            if i == 1 && proof == covering {
+                break;
+            }
+            let Some((_, records, n)) = nsec.parts.chain.get(proof) else {
+                return false;
+            };
+            out.extend_from_slice(records);
+            count += usize::from(*n);
+        }
+        if self.edns
+            && let Some(opt) = self
+                .response
+                .get(self.response.len().saturating_sub(OPT_LEN)..)
+        {
+            out.extend_from_slice(opt);
+        }
+        let Ok(count) = u16::try_from(count) else {
+            return false;
+        };
+        if let Some(ns) = out.get_mut(8..10) {
+            ns.copy_from_slice(&count.to_be_bytes());
+        }
+        patch_header(out, request);
+        true
+    }
+
+    /// An unsigned template's answer: see [`Denial::answer_into`].
+    fn patch_into(&self, request: &[u8], question_end: usize, out: &mut Vec<u8>) -> bool {
         out.clear();
         let (Some(head), Some(question), Some(records)) = (
             self.response.get(..12),

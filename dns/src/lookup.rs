@@ -48,7 +48,8 @@ pub fn lookup(zone: &Zone, query: &Query, dnssec: bool) -> Sections {
     let mut seen: Vec<LowerName> = Vec::new();
     loop {
         let exclude_cut = qtype == RecordType::DS && seen.is_empty();
-        if let Some((cut, ns)) = zone.delegation(&name, exclude_cut) {
+        let walk = zone.walk(&name);
+        if let Some((cut, ns)) = zone.cut_of(&name, &walk, exclude_cut) {
             // A referral: the child's name servers in authority, glue in additional. Not
             // authoritative, unless we got here through a CNAME we answer for.
             out.authoritative = !out.answers.is_empty();
@@ -70,7 +71,7 @@ pub fn lookup(zone: &Zone, query: &Query, dnssec: bool) -> Sections {
         let node = match zone.node(&lower) {
             Some(node) => node,
             None => {
-                let encloser = zone.closest_encloser(&name);
+                let encloser = zone.encloser_of(&name, &walk);
                 let wildcard = wildcard_of(&encloser);
                 match wildcard
                     .as_ref()

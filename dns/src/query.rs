@@ -18,7 +18,6 @@ use crate::xfr::{self, ZoneSettings, tsig};
 use arc_swap::ArcSwap;
 use hickory_proto::op::{Message, MessageType, OpCode, ResponseCode};
 use hickory_proto::rr::{DNSClass, Name, RecordType};
-use hickory_proto::serialize::binary::{BinDecodable, BinDecoder};
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -267,15 +266,19 @@ impl Engine {
         // answer (never an entry of the answer cache: such names are mostly asked once).
         let mut denial_buf = [0u8; fastpath::MAX_REQUEST];
         let mut build = None;
-        if let Some((encloser_at, next_closer_at)) = nxdomain(catalog, asked, plain)
+        if let Some((encloser_at, next_closer_at, zone)) = nxdomain(catalog, asked, plain)
             && let Some(denial_key) = fastpath::denial_key(key, plain, encloser_at, &mut denial_buf)
         {
             match cache.denial(catalog, denial_key) {
                 Some(Some(denial))
                     if denial.serves(asked, next_closer_at)
-                        && denial.len_for(plain.question_end)
-                            <= fastpath::size_limit(request, plain, transport)
-                        && denial.answer_into(request, plain.question_end, out) =>
+                        && denial.answer_into(
+                            request,
+                            asked,
+                            plain.question_end,
+                            fastpath::size_limit(request, plain, transport),
+                            out,
+                        ) =>
                 {
                     let flow = Flow {
                         class: denial.class,
@@ -295,22 +298,37 @@ impl Engine {
                     return None;
                 }
                 Some(_) => {}
-                None => build = Some((encloser_at, next_closer_at, denial_key)),
+                None => build = Some((encloser_at, next_closer_at, denial_key, zone)),
             }
         }
         let mut outcome = self.respond_with(asked, transport, client, catalog);
         if let (Reply::One(bytes), Action::Send, Some((class, name))) =
             (&outcome.reply, outcome.action, outcome.flow)
         {
-            if let Some((encloser_at, next_closer_at, denial_key)) = build {
-                match fastpath::Denial::new(
-                    asked,
-                    plain,
-                    bytes,
-                    (next_closer_at, encloser_at),
-                    class,
-                    name.clone(),
-                ) {
+            if let Some((encloser_at, next_closer_at, denial_key, zone)) = build {
+                // DO on a signed zone: NSEC proofs, assembled ([`fastpath::NsecParts`]).
+                let proofs = zone.dnssec().is_some() && fastpath::dnssec_ok(asked, plain);
+                let denial = if proofs {
+                    fastpath::Denial::signed(
+                        asked,
+                        plain,
+                        bytes,
+                        zone,
+                        encloser_at,
+                        class,
+                        name.clone(),
+                    )
+                } else {
+                    fastpath::Denial::new(
+                        asked,
+                        plain,
+                        bytes,
+                        (next_closer_at, encloser_at),
+                        class,
+                        name.clone(),
+                    )
+                };
+                match denial {
                     Ok(denial) => cache.insert_denial(catalog, denial_key, Some(denial)),
                     Err(fastpath::NoTemplate::Never) => {
                         cache.insert_denial(catalog, denial_key, None);
@@ -710,21 +728,27 @@ impl Engine {
 }
 
 /// Whether the question of the plain `request` (in lower case) is a name of a zone of `catalog`
-/// that does not exist ([`crate::zone::Zone::nxdomain_encloser`]): where its name's labels
-/// above the closest encloser end and where the last of them starts.
-fn nxdomain(catalog: &Catalog, request: &[u8], plain: fastpath::Plain) -> Option<(usize, usize)> {
+/// that does not exist ([`crate::zone::Walk::nxdomain`]): where its name's labels above the
+/// closest encloser end and where the last of them starts, and the zone. Found on the request's
+/// bytes ([`Catalog::walk_wire`]): nothing decoded, nothing allocated.
+fn nxdomain<'c>(
+    catalog: &'c Catalog,
+    request: &[u8],
+    plain: fastpath::Plain,
+) -> Option<(usize, usize, &'c Arc<crate::zone::Zone>)> {
     let wire = request.get(12..plain.question_end.checked_sub(4)?)?;
-    let name = Name::read(&mut BinDecoder::new(wire)).ok()?;
-    let zone = catalog.find(&name)?;
-    let encloser = zone.nxdomain_encloser(&name)?;
-    let above = crate::zone::label_count(&name).checked_sub(encloser)?;
-    // Label by label from the question's start: the `above` labels above the encloser.
-    let (mut at, mut last) = (12usize, 12usize);
-    for _ in 0..above {
-        last = at;
-        at += 1 + usize::from(*request.get(at)?);
+    let mut starts = [0usize; crate::zone::MAX_LABELS];
+    let (zone, walk) = catalog.walk_wire(wire, &mut starts)?;
+    if !walk.nxdomain() {
+        return None;
     }
-    Some((at, last))
+    let above = walk.labels.checked_sub(walk.encloser)?;
+    let encloser_at = match starts.get(above) {
+        Some(&at) if above < walk.labels => at,
+        _ => wire.len().checked_sub(1)?, // the root
+    };
+    let next_closer_at = *starts.get(above.checked_sub(1)?)?;
+    Some((12 + encloser_at, 12 + next_closer_at, zone))
 }
 
 /// Puts `bytes` into `out`: copied into its buffer if it has room (kept for the next answer),

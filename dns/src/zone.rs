@@ -52,6 +52,89 @@ pub struct Zone {
     pub(crate) warnings: Vec<ZoneError>,
     /// What a signed zone has beyond its records (see [`crate::dnssec`]); `None` unsigned.
     pub(crate) dnssec: Option<Arc<crate::dnssec::ZoneDnssec>>,
+    /// Every node's name in lower-case wire form, with what [`Zone::walk_wire`] needs to know
+    /// of it ([`CUT`], [`WILDCARD`]): built with `nodes` by [`index`].
+    pub(crate) wire: HashMap<Box<[u8]>, u8>,
+}
+
+/// A [`Zone::wire`] flag: the node is a zone cut (NS records, not the apex).
+const CUT: u8 = 1;
+/// A [`Zone::wire`] flag: the node has a wildcard child (`*.` + its name is a node).
+const WILDCARD: u8 = 2;
+
+/// The most labels a name has (255 bytes, each label at least 2 bytes, and the root).
+pub const MAX_LABELS: usize = 128;
+
+/// The [`Zone::wire`] index of `nodes`, a zone at `origin`.
+pub(crate) fn index(nodes: &HashMap<LowerName, Node>, origin: &Name) -> HashMap<Box<[u8]>, u8> {
+    let apex = LowerName::new(origin);
+    let mut wire: HashMap<Box<[u8]>, u8> = HashMap::with_capacity(nodes.len());
+    for (name, node) in nodes {
+        let bytes = wire_name(&Name::from(name.clone()));
+        let cut = *name != apex && node.get(RecordType::NS).is_some();
+        *wire.entry(bytes.clone().into()).or_default() |= if cut { CUT } else { 0 };
+        if bytes.get(..2) == Some(&[1, b'*'][..])
+            && let Some(parent) = bytes.get(2..)
+        {
+            *wire.entry(parent.into()).or_default() |= WILDCARD;
+        }
+    }
+    wire
+}
+
+/// `name` in lower-case wire form (no compression, the root's zero byte last).
+pub fn wire_name(name: &Name) -> Vec<u8> {
+    let mut out = Vec::with_capacity(name.len() + 1);
+    for label in name.iter() {
+        out.push(u8::try_from(label.len()).unwrap_or(u8::MAX));
+        out.extend(label.iter().map(u8::to_ascii_lowercase));
+    }
+    out.push(0);
+    out
+}
+
+/// Where the labels of the wire-form name `wire` (no compression pointer) start, into `starts`:
+/// their number (the root not counted), or `None` if it is not such a name.
+pub fn label_starts(wire: &[u8], starts: &mut [usize; MAX_LABELS]) -> Option<usize> {
+    let mut at = 0usize;
+    let mut count = 0usize;
+    loop {
+        let len = usize::from(*wire.get(at)?);
+        if len == 0 {
+            return (at + 1 == wire.len()).then_some(count);
+        }
+        if len > 63 {
+            return None;
+        }
+        *starts.get_mut(count)? = at;
+        count += 1;
+        at += 1 + len;
+    }
+}
+
+/// What one walk down a zone from its apex towards a name finds ([`Zone::walk`]): the one
+/// owner of the questions of delegation, existence, closest encloser and wildcard.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Walk {
+    /// The name's number of labels.
+    pub labels: usize,
+    /// The topmost zone cut strictly below the apex at or above the name, in labels.
+    pub cut: Option<usize>,
+    /// The deepest node at or above the name, in labels: the name's own when it exists, else
+    /// its closest encloser (every empty non-terminal is a node, so the first name missing on
+    /// the way down is where it ends).
+    pub encloser: usize,
+    /// Whether the wildcard at the closest encloser (`*.` + encloser) is a node.
+    pub wildcard: bool,
+}
+
+impl Walk {
+    /// Whether the name is one [`crate::lookup::lookup`] answers NXDOMAIN for, whatever the
+    /// type asked: no zone cut at or above it, no node of its own, no wildcard at its closest
+    /// encloser.
+    pub fn nxdomain(&self) -> bool {
+        self.cut.is_none() && self.encloser < self.labels && !self.wildcard
+    }
 }
 
 impl Zone {
@@ -193,6 +276,7 @@ impl Zone {
             }
         }
 
+        let wire = index(&nodes, &origin);
         let mut zone = Zone {
             origin,
             soa,
@@ -201,6 +285,7 @@ impl Zone {
             record_count,
             warnings: Vec::new(),
             dnssec: None,
+            wire,
         };
         let mut warnings = Vec::new();
 
@@ -297,68 +382,77 @@ impl Zone {
             .is_some_and(|n| n.get(RecordType::A).is_some() || n.get(RecordType::AAAA).is_some())
     }
 
-    /// Whether `name` (at or below the apex) is a name [`crate::lookup::lookup`] answers
-    /// NXDOMAIN for, whatever the type asked: no zone cut at or above it below the apex, no node
-    /// of its own, no wildcard at its closest encloser. Returns the closest encloser's number of
-    /// labels. The walk goes down from the apex: every empty non-terminal is a node, so the first
-    /// name missing on the way down is where the closest encloser ends, as
-    /// [`Zone::delegation`] and [`Zone::closest_encloser`] find it.
-    pub fn nxdomain_encloser(&self, name: &Name) -> Option<usize> {
-        let apex_labels = label_count(&self.origin);
-        let total = label_count(name);
-        if total <= apex_labels || !self.contains(name) {
-            return None;
-        }
-        let mut encloser = self.origin.clone();
-        for labels in apex_labels + 1..=total {
-            let ancestor = name.trim_to(labels);
-            let Some(node) = self.nodes.get(&LowerName::new(&ancestor)) else {
-                let wildcard =
-                    Name::from_labels(std::iter::once(&b"*"[..]).chain(encloser.iter())).ok();
-                let matched =
-                    wildcard.is_some_and(|w| self.nodes.contains_key(&LowerName::new(&w)));
-                return (!matched).then_some(labels - 1);
-            };
-            if node.get(RecordType::NS).is_some() {
-                return None; // a zone cut: a referral
+    /// The walk down from the apex towards `name` (at or below the apex): see [`Walk`].
+    pub fn walk(&self, name: &Name) -> Walk {
+        let wire = wire_name(name);
+        let mut starts = [0usize; MAX_LABELS];
+        let labels = label_starts(&wire, &mut starts).unwrap_or(0);
+        self.walk_wire(&wire, &starts, labels)
+    }
+
+    /// [`Zone::walk`] for a name in lower-case wire form, `wire`, whose `labels` labels start at
+    /// `starts` ([`label_starts`]): no allocation, each ancestor a slice of `wire`.
+    pub fn walk_wire(&self, wire: &[u8], starts: &[usize; MAX_LABELS], labels: usize) -> Walk {
+        let apex = label_count(&self.origin);
+        let suffix = |n: usize| -> &[u8] {
+            match labels.checked_sub(n).and_then(|i| starts.get(i)) {
+                Some(&at) if n > 0 => wire.get(at..).unwrap_or_default(),
+                _ => wire.get(wire.len().saturating_sub(1)..).unwrap_or_default(),
             }
-            encloser = ancestor;
+        };
+        let mut walk = Walk {
+            labels,
+            cut: None,
+            encloser: apex.min(labels),
+            wildcard: false,
+        };
+        let mut flags = self.wire.get(suffix(apex)).copied().unwrap_or(0);
+        for n in apex + 1..=labels {
+            let Some(&found) = self.wire.get(suffix(n)) else {
+                break;
+            };
+            if found & CUT != 0 && walk.cut.is_none() {
+                walk.cut = Some(n);
+            }
+            walk.encloser = n;
+            flags = found;
         }
-        None // the name has a node
+        walk.wildcard = walk.encloser < labels && flags & WILDCARD != 0;
+        walk
     }
 
     /// The topmost zone cut strictly below the apex at or above `name`: the name and its NS
     /// RRset. With `exclude_name`, a cut exactly at `name` does not count (a DS query is
     /// answered by the parent side).
     pub fn delegation(&self, name: &Name, exclude_name: bool) -> Option<(Name, &RrSet)> {
-        let apex_labels = label_count(&self.origin);
-        let total = label_count(name);
-        let last = if exclude_name {
-            total.saturating_sub(1)
-        } else {
-            total
-        };
-        for labels in apex_labels + 1..=last {
-            let ancestor = name.trim_to(labels);
-            let node = self.nodes.get(&LowerName::new(&ancestor))?;
-            if let Some(ns) = node.get(RecordType::NS) {
-                return Some((ancestor, ns));
-            }
-        }
-        None
+        self.cut_of(name, &self.walk(name), exclude_name)
+    }
+
+    /// [`Zone::delegation`] from the walk towards `name`.
+    pub fn cut_of(&self, name: &Name, walk: &Walk, exclude_name: bool) -> Option<(Name, &RrSet)> {
+        let cut = walk
+            .cut
+            .filter(|&cut| !(exclude_name && cut == walk.labels))?;
+        let ancestor = name.trim_to(cut);
+        let ns = self
+            .nodes
+            .get(&LowerName::new(&ancestor))?
+            .get(RecordType::NS)?;
+        Some((ancestor, ns))
     }
 
     /// The closest encloser of a name that does not exist: its deepest existing ancestor.
     pub fn closest_encloser(&self, name: &Name) -> Name {
-        let mut labels = label_count(name);
-        while labels > label_count(&self.origin) {
-            labels -= 1;
-            let ancestor = name.trim_to(labels);
-            if self.nodes.contains_key(&LowerName::new(&ancestor)) {
-                return ancestor;
-            }
+        self.encloser_of(name, &self.walk(name))
+    }
+
+    /// [`Zone::closest_encloser`] from the walk towards `name`.
+    pub fn encloser_of(&self, name: &Name, walk: &Walk) -> Name {
+        let apex = label_count(&self.origin);
+        if walk.labels <= apex {
+            return self.origin.clone();
         }
-        self.origin.clone()
+        name.trim_to(walk.encloser.min(walk.labels - 1).max(apex))
     }
 
     /// Every record of the zone (RRSIGs included), the SOA first, in an order suitable for a

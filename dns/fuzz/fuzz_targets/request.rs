@@ -14,6 +14,15 @@
 //! front of its name, over UDP and TCP: when the name does not exist, the cached engine answers
 //! it from the NXDOMAIN template built from the first answer (its compression pointers moved by
 //! the label's length), and must again answer as the engine without the cache.
+//!
+//! The same zones signed (DNSSEC, NSEC; keys in a fresh directory under the temporary
+//! directory) are served by a second pair, cached and not: the input over UDP, and the longer
+//! name with the DNSSEC OK bit set (when the input has an OPT record) over UDP and TCP. An
+//! NXDOMAIN with NSEC proofs, which the cache assembles from the zone's wire parts
+//! (`fastpath::NsecParts`), must equal the other's once parsed (today's path compresses its
+//! names, the assembly does not); every other answer byte for byte. So that those answers are
+//! reached (the fuzzer cannot guess a zone's name: names are looked up by hash), each input is
+//! also made into a query of a name in a zone ([`in_zone`]) asked of both pairs.
 #![no_main]
 
 use hickory_proto::op::Message;
@@ -56,6 +65,103 @@ fn pair() -> &'static (Engine, Engine) {
             Engine::new(catalog).with_answer_cache(false),
         )
     })
+}
+
+/// The same zones signed: with the answer cache, and without.
+fn signed_pair() -> &'static (Engine, Engine) {
+    static PAIR: OnceLock<(Engine, Engine)> = OnceLock::new();
+    PAIR.get_or_init(|| {
+        let zones: Vec<onebox_dns::config::ZoneConfig> = toml::from_str::<Zones>(
+            "[[zone]]\nname = \"example.test\"\ndnssec = true\n\
+             [[zone]]\nname = \"foobar.com\"\ndnssec = true\n",
+        )
+        .expect("zones")
+        .zone;
+        let state = std::env::temp_dir().join(format!("onebox-dns-fuzz-{}", std::process::id()));
+        let signer = onebox_dns::dnssec::Signer::new(
+            state,
+            onebox_dns::dnssec::Policy::default(),
+            &zones,
+        );
+        let catalog = engine().catalog().load_full().as_ref().clone();
+        let signed = signer.sign_catalog(catalog, None, onebox_dns::dnssec::now());
+        assert_eq!(signed.zones().filter(|z| z.dnssec().is_some()).count(), 2);
+        (
+            Engine::new(signed.clone()).with_answer_cache(true),
+            Engine::new(signed).with_answer_cache(false),
+        )
+    })
+}
+
+/// Whether `got`, the cached engine's reply, agrees with `want`, the reference: byte for
+/// byte, or, for an NXDOMAIN with NSEC proofs (more than the SOA and its RRSIG in the authority
+/// section), once parsed with the question spelled alike.
+fn agrees(got: &Reply, want: &Reply) -> bool {
+    match (got, want) {
+        (Reply::One(a), Reply::One(b)) if a != b => {
+            let proofs = a.len() > 12 && a[3] & 0x0f == 3 && u16::from_be_bytes([a[8], a[9]]) > 2;
+            let question = onebox_dns::fastpath::parse(a).map_or(12, |p| p.question_end);
+            proofs
+                && a.get(12..question) == b.get(12..question)
+                && matches!(
+                    (Message::from_vec(a), Message::from_vec(b)),
+                    (Ok(x), Ok(y)) if x == y
+                )
+        }
+        _ => got == want,
+    }
+}
+
+/// A query made from `data`: 1 to 3 labels of its bytes (letters, digits, `-`, `*`, either
+/// case) in front of example.test, foobar.com or a name of theirs, the type and the DO bit, RD
+/// and EDNS from its bytes too.
+fn in_zone(data: &[u8]) -> Option<Vec<u8>> {
+    const CHARS: &[u8] = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-*_";
+    const BASES: [&[&str]; 6] = [
+        &["example", "test"],
+        &["foobar", "com"],
+        &["www", "example", "test"],
+        &["www", "foobar", "com"],
+        &["sub", "example", "test"],
+        &["ns1", "example", "test"],
+    ];
+    let (&[t0, t1, flags, shape], rest) = data.split_first_chunk::<4>()? else {
+        return None;
+    };
+    let mut q = vec![0x12, 0x34, flags & 0x01, 0, 0, 1, 0, 0, 0, 0, 0, 0];
+    let labels = usize::from(shape % 4);
+    let mut bytes = rest.iter();
+    for _ in 0..labels {
+        let len = 1 + usize::from(*bytes.next()? % 20);
+        q.push(u8::try_from(len).ok()?);
+        for _ in 0..len {
+            q.push(CHARS[usize::from(*bytes.next()?) % CHARS.len()]);
+        }
+    }
+    for label in BASES[usize::from(shape / 4) % BASES.len()] {
+        q.push(u8::try_from(label.len()).ok()?);
+        q.extend_from_slice(label.as_bytes());
+    }
+    q.push(0);
+    q.extend_from_slice(&[t0 % 2 * t0, t1, 0, 1]); // mostly types below 256
+    if flags & 0x02 == 0 {
+        q[11] = 1;
+        let dnssec = if flags & 0x04 == 0 { 0x80 } else { 0 };
+        q.extend_from_slice(&[0, 0, 41, 4, 0xd0, 0, 0, dnssec, 0, 0, 0]);
+    }
+    Some(q)
+}
+
+/// `request` (a plain query with an OPT record) with the DNSSEC OK bit set; else as it is.
+fn with_do(request: &[u8]) -> Vec<u8> {
+    let mut out = request.to_vec();
+    if let Some(plain) = onebox_dns::fastpath::parse(request)
+        && plain.edns
+        && let Some(flags) = out.get_mut(plain.question_end + 7)
+    {
+        *flags |= 0x80;
+    }
+    out
 }
 
 #[derive(serde::Deserialize)]
@@ -126,6 +232,48 @@ fuzz_target!(|data: &[u8]| {
                 reference(uncached, &longer, transport),
                 "{transport:?}"
             );
+        }
+    }
+    // Signed zones: the input, then the longer name with DO.
+    let (signed_cached, signed_uncached) = signed_pair();
+    for _ in 0..2 {
+        let got = written(
+            signed_cached.respond_buffered(data, Transport::Udp, client, &mut out),
+            &out,
+        );
+        let want = reference(signed_uncached, data, Transport::Udp);
+        assert!(agrees(&got, &want), "signed udp: {got:?} != {want:?}");
+    }
+    if let Some(longer) = prefixed(data, len) {
+        let longer = with_do(&longer);
+        for transport in [Transport::Udp, Transport::Tcp] {
+            for _ in 0..2 {
+                let got = written(
+                    signed_cached.respond_buffered(&longer, transport, client, &mut out),
+                    &out,
+                );
+                let want = reference(signed_uncached, &longer, transport);
+                assert!(agrees(&got, &want), "signed {transport:?}: {got:?} != {want:?}");
+            }
+        }
+    }
+    // A name in a zone, made from the input: unsigned and signed, twice each (the second may be
+    // a hit, or a template's).
+    if let Some(query) = in_zone(data) {
+        for transport in [Transport::Udp, Transport::Tcp] {
+            for _ in 0..2 {
+                let got = written(
+                    cached.respond_buffered(&query, transport, client, &mut out),
+                    &out,
+                );
+                assert_eq!(got, reference(uncached, &query, transport), "{transport:?}");
+                let got = written(
+                    signed_cached.respond_buffered(&query, transport, client, &mut out),
+                    &out,
+                );
+                let want = reference(signed_uncached, &query, transport);
+                assert!(agrees(&got, &want), "signed {transport:?}: {got:?} != {want:?}");
+            }
         }
     }
     // TCP: the input as a stream of length-prefixed messages, one buffer reused for all.

@@ -87,6 +87,9 @@ pub struct ZoneDnssec {
     pub keys: Vec<KeyInfo>,
     /// The zone as its file gave it, before signing.
     pub(crate) source: Arc<Zone>,
+    /// The wire parts of its signed NXDOMAIN answers, built on first use
+    /// ([`crate::fastpath::NsecParts`]).
+    pub(crate) nxdomain_parts: std::sync::OnceLock<Option<Arc<crate::fastpath::NsecParts>>>,
 }
 
 impl ZoneDnssec {

@@ -102,6 +102,7 @@ pub fn sign(
         }
     }
 
+    let wire = crate::zone::index(&nodes, &apex);
     let mut zone = Zone {
         origin: apex.clone(),
         soa,
@@ -110,6 +111,7 @@ pub fn sign(
         record_count: 0,
         warnings: source.warnings.clone(),
         dnssec: None,
+        wire,
     };
 
     // Which names are authoritative: not below a zone cut. A cut itself owns an NSEC and its
@@ -208,6 +210,7 @@ pub fn sign(
         signatures,
         keys: key_info,
         source: source.clone(),
+        nxdomain_parts: std::sync::OnceLock::new(),
     }));
     Ok(zone)
 }

@@ -49,6 +49,27 @@ pub struct Args {
     /// Write the files only: no database, no admin password.
     #[arg(long)]
     pub no_database: bool,
+    /// Everything but the first admin password, which a later run with --admin-password-only
+    /// sets. Its Argon2 hash is seconds of CPU on a small server: so the services can start
+    /// before it is made (the image's first boot). Until then the site has no admin account,
+    /// so nobody can log in as admin.
+    #[arg(long, conflicts_with_all = ["admin_password_only", "no_database"])]
+    pub no_admin_password: bool,
+    /// Only the first admin password (see --no-admin-password): nothing else is written; the
+    /// database must exist. Checks the user-data as every run does.
+    #[arg(long, conflicts_with = "no_database")]
+    pub admin_password_only: bool,
+}
+
+/// Which parts of provisioning a run does: see [`Args::no_admin_password`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Parts {
+    /// Everything (the default).
+    All,
+    /// Everything but the first admin password.
+    AllButAdminPassword,
+    /// The first admin password only.
+    AdminPasswordOnly,
 }
 
 /// What provisioning will do, all of it checked.
@@ -80,6 +101,8 @@ pub struct Plan {
     pub state_dir: PathBuf,
     /// Restore the site from this repository instead of making it (when no site file exists).
     pub restore: Option<userdata::RestoreFrom>,
+    /// Which parts this run does.
+    pub parts: Parts,
 }
 
 /// Checks everything and returns the plan; an [`Invalid`] error names the key.
@@ -120,6 +143,13 @@ pub fn plan(args: &Args) -> anyhow::Result<Plan> {
     if args.no_database {
         plan.database = None;
     }
+    plan.parts = if args.no_admin_password {
+        Parts::AllButAdminPassword
+    } else if args.admin_password_only {
+        Parts::AdminPasswordOnly
+    } else {
+        Parts::All
+    };
     Ok(plan)
 }
 
@@ -727,6 +757,7 @@ fn from_site(
         backup_password: backup_dir.join("password"),
         state_dir: server_path(root, rooted, &site.backup.state_dir),
         restore,
+        parts: Parts::All,
     })
 }
 
@@ -829,6 +860,12 @@ pub async fn apply(plan: &Plan) -> anyhow::Result<()> {
     std::fs::create_dir_all(&plan.root)
         .with_context(|| format!("creating {}", plan.root.display()))?;
     let root = Root::open(&plan.root)?;
+    if plan.parts == Parts::AdminPasswordOnly {
+        if let Some(db) = &plan.database {
+            crate::admin::first_password(plan, &root, db).await?;
+        }
+        return Ok(());
+    }
     let say = |outcome: Outcome, path: &Path| {
         let shown = root.host_path(path.strip_prefix("/").unwrap_or(path));
         match outcome {
@@ -931,7 +968,13 @@ pub async fn apply(plan: &Plan) -> anyhow::Result<()> {
     root.ensure_dir(&plan.web_root, dir)?;
     if let Some(db) = &plan.database {
         database::create(db).await?;
-        crate::admin::first_password(plan, &root, db).await?;
+        if plan.parts == Parts::AllButAdminPassword {
+            println!(
+                "the first admin password is left to `onebox provision --admin-password-only`"
+            );
+        } else {
+            crate::admin::first_password(plan, &root, db).await?;
+        }
     }
     Ok(())
 }

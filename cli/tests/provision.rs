@@ -352,6 +352,118 @@ fn provisioned_site_serves_and_status_sees_it() {
     );
 }
 
+/// The image's first boot: `--no-admin-password` provisions everything but the first admin
+/// password (the app serves, and nobody can log in as admin); `--admin-password-only`, run once
+/// the app serves, sets it and writes nothing else; the admin then logs in with it.
+#[test]
+fn the_admin_password_can_come_after_the_services_start() {
+    let mariadb = MariaDb::start().expect("MariaDB");
+    let dir = onebox_testkit::temp_dir("provision-later");
+    let root = dir.path().join("root");
+    let app = free_port();
+    let ud = dir.path().join("user-data.yaml");
+    std::fs::write(
+        &ud,
+        format!(
+            "#cloud-config\nonebox:\n  domain: example.test\n  public_ipv4: 192.0.2.10\n  settings:\n    app:\n      listen: 127.0.0.1:{app}\n"
+        ),
+    )
+    .expect("user-data");
+    std::fs::create_dir_all(root.join("run/mysqld")).expect("mkdir");
+    std::os::unix::fs::symlink(mariadb.socket(), root.join("run/mysqld/mysqld.sock"))
+        .expect("socket link");
+    let provision = |flag: &str| {
+        run(onebox()
+            .args(["provision", flag, "--user-data"])
+            .arg(&ud)
+            .arg("--root")
+            .arg(&root)
+            .arg("--app-bin")
+            .arg(bin("onebox-app")))
+    };
+    let password_file = root.join("root/onebox-admin-password");
+
+    let out = provision("--no-admin-password");
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("--admin-password-only"),
+        "{}",
+        text(&out)
+    );
+    assert!(!password_file.exists(), "no admin password yet");
+    let before = tree(&root);
+
+    let site = root.join("etc/onebox/site.toml");
+    let mut cmd = Command::new(bin("onebox-app"));
+    cmd.arg("--config").arg(&site);
+    let _app = ChildGuard::spawn(cmd, dir.path().join("onebox-app.log")).expect("spawn");
+    let login = |password: &str| {
+        let out = Command::new("curl")
+            .args([
+                "-s",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code}",
+                "--max-time",
+                "10",
+            ])
+            .args(["-H", "Content-Type: application/json", "-d"])
+            .arg(serde_json::json!({"username": "admin", "password": password}).to_string())
+            .arg(format!("http://127.0.0.1:{app}/api/login"))
+            .output()
+            .expect("curl");
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    // The app serves (its migrations applied) without an admin account: no login.
+    wait_until(30, "the app answers a login", || {
+        matches!(login("not-the-password").as_str(), "401" | "403")
+    });
+
+    let out = provision("--admin-password-only");
+    assert!(out.status.success(), "{}", text(&out));
+    let password = std::fs::read_to_string(&password_file).expect("password file");
+    let password = password.trim();
+    assert!(password.len() >= 12, "a generated password");
+    assert!(
+        !text(&out).contains(password),
+        "the password is not printed"
+    );
+    assert_eq!(
+        std::fs::metadata(&password_file)
+            .expect("stat")
+            .permissions()
+            .mode()
+            & 0o777,
+        0o600
+    );
+    // Nothing else was written: the tree is the same but for the password file and its directory.
+    let after: Vec<_> = tree(&root)
+        .into_iter()
+        .filter(|(p, _, _)| p != &password_file && p != &root.join("root"))
+        .collect();
+    let before: Vec<_> = before
+        .into_iter()
+        .filter(|(p, _, _)| p != &root.join("root"))
+        .collect();
+    assert_eq!(after, before);
+    assert_eq!(
+        login(password),
+        "200",
+        "the admin logs in with the first password"
+    );
+
+    // Run again: the admin account is kept, and so is its password.
+    let out = provision("--admin-password-only");
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(
+        std::fs::read_to_string(&password_file)
+            .expect("password")
+            .trim(),
+        password
+    );
+}
+
 /// Secondaries from the user-data are sent NOTIFY and may transfer the generated zone, with
 /// their TSIG key when they name one; a key no [[dns.tsig]] defines is an error naming it; zone
 /// files the user gives are not signed unless the user-data says so.

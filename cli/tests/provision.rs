@@ -13,6 +13,18 @@ fn run(cmd: &mut Command) -> Output {
     cmd.output().expect("run onebox")
 }
 
+/// The first admin password provisioning generated into `file`: long enough, root-only (0600),
+/// and not in `printed` (what the run printed).
+fn generated_password(file: &Path, printed: &str) -> String {
+    let password = std::fs::read_to_string(file).expect("password file");
+    let password = password.trim().to_string();
+    assert!(password.len() >= 12, "a generated password");
+    assert!(!printed.contains(&password), "the password is not printed");
+    let mode = std::fs::metadata(file).expect("stat").permissions().mode();
+    assert_eq!(mode & 0o777, 0o600, "{} is root-only", file.display());
+    password
+}
+
 /// Every file under `dir` with its bytes and mode, for before/after comparisons.
 fn tree(dir: &Path) -> Vec<(PathBuf, Vec<u8>, u32)> {
     let mut out = Vec::new();
@@ -221,18 +233,8 @@ fn provisioned_site_serves_and_status_sees_it() {
         stdout.contains(&password_file.display().to_string()),
         "{stdout}"
     );
-    let password = std::fs::read_to_string(&password_file).expect("password file");
-    let password = password.trim();
-    assert!(password.len() >= 12, "a generated password");
-    assert!(!stdout.contains(password) && !String::from_utf8_lossy(&out.stderr).contains(password));
-    assert_eq!(
-        std::fs::metadata(&password_file)
-            .expect("stat")
-            .permissions()
-            .mode()
-            & 0o777,
-        0o600
-    );
+    let password = generated_password(&password_file, &text(&out));
+    let password = password.as_str();
 
     let site = root.join("etc/onebox/site.toml");
     let logs = dir.path().join("logs");
@@ -422,21 +424,8 @@ fn the_admin_password_can_come_after_the_services_start() {
 
     let out = provision("--admin-password-only");
     assert!(out.status.success(), "{}", text(&out));
-    let password = std::fs::read_to_string(&password_file).expect("password file");
-    let password = password.trim();
-    assert!(password.len() >= 12, "a generated password");
-    assert!(
-        !text(&out).contains(password),
-        "the password is not printed"
-    );
-    assert_eq!(
-        std::fs::metadata(&password_file)
-            .expect("stat")
-            .permissions()
-            .mode()
-            & 0o777,
-        0o600
-    );
+    let password = generated_password(&password_file, &text(&out));
+    let password = password.as_str();
     // Nothing else was written: the tree is the same but for the password file and its directory.
     let after: Vec<_> = tree(&root)
         .into_iter()

@@ -78,10 +78,7 @@ impl Catalog {
         let labels = crate::zone::label_starts(wire, starts)?;
         let mut n = labels.min(self.max_labels);
         loop {
-            let at = match labels.checked_sub(n).and_then(|i| starts.get(i)) {
-                Some(&at) if n > 0 => at,
-                _ => wire.len().checked_sub(1)?,
-            };
+            let at = crate::zone::suffix_at(wire, starts, labels, n)?;
             if let Some(zone) = self.wire.get(wire.get(at..)?) {
                 return Some((zone, zone.walk_wire(wire, starts, labels)));
             }

@@ -743,10 +743,7 @@ fn nxdomain<'c>(
         return None;
     }
     let above = walk.labels.checked_sub(walk.encloser)?;
-    let encloser_at = match starts.get(above) {
-        Some(&at) if above < walk.labels => at,
-        _ => wire.len().checked_sub(1)?, // the root
-    };
+    let encloser_at = crate::zone::suffix_at(wire, &starts, walk.labels, walk.encloser)?;
     let next_closer_at = *starts.get(above.checked_sub(1)?)?;
     Some((12 + encloser_at, 12 + next_closer_at, zone))
 }

@@ -112,6 +112,21 @@ pub fn label_starts(wire: &[u8], starts: &mut [usize; MAX_LABELS]) -> Option<usi
     }
 }
 
+/// Where the name made of the last `n` of the `labels` labels of the wire-form name `wire`
+/// (label starts in `starts`, [`label_starts`]) begins in `wire`: the root's zero byte for
+/// `n` = 0 (or more labels than the name has); `None` only for an empty `wire`.
+pub fn suffix_at(
+    wire: &[u8],
+    starts: &[usize; MAX_LABELS],
+    labels: usize,
+    n: usize,
+) -> Option<usize> {
+    match labels.checked_sub(n).and_then(|i| starts.get(i)) {
+        Some(&at) if n > 0 => Some(at),
+        _ => wire.len().checked_sub(1),
+    }
+}
+
 /// What one walk down a zone from its apex towards a name finds ([`Zone::walk`]): the one
 /// owner of the questions of delegation, existence, closest encloser and wildcard.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -395,10 +410,9 @@ impl Zone {
     pub fn walk_wire(&self, wire: &[u8], starts: &[usize; MAX_LABELS], labels: usize) -> Walk {
         let apex = label_count(&self.origin);
         let suffix = |n: usize| -> &[u8] {
-            match labels.checked_sub(n).and_then(|i| starts.get(i)) {
-                Some(&at) if n > 0 => wire.get(at..).unwrap_or_default(),
-                _ => wire.get(wire.len().saturating_sub(1)..).unwrap_or_default(),
-            }
+            suffix_at(wire, starts, labels, n)
+                .and_then(|at| wire.get(at..))
+                .unwrap_or_default()
         };
         let mut walk = Walk {
             labels,
@@ -441,12 +455,8 @@ impl Zone {
         Some((ancestor, ns))
     }
 
-    /// The closest encloser of a name that does not exist: its deepest existing ancestor.
-    pub fn closest_encloser(&self, name: &Name) -> Name {
-        self.encloser_of(name, &self.walk(name))
-    }
-
-    /// [`Zone::closest_encloser`] from the walk towards `name`.
+    /// The closest encloser of `name`, a name that does not exist, from the walk towards it: its
+    /// deepest existing ancestor.
     pub fn encloser_of(&self, name: &Name, walk: &Walk) -> Name {
         let apex = label_count(&self.origin);
         if walk.labels <= apex {

@@ -846,11 +846,9 @@ impl Denial {
         let Some(labels) = crate::zone::label_starts(name, &mut starts) else {
             return false;
         };
-        let apex_at = match labels.checked_sub(nsec.apex_labels) {
-            Some(i) if i < labels => starts.get(i).copied(),
-            Some(_) => name.len().checked_sub(1),
-            None => None,
-        };
+        let apex_at = (nsec.apex_labels <= labels)
+            .then(|| crate::zone::suffix_at(name, &starts, labels, nsec.apex_labels))
+            .flatten();
         let (Some(apex_at), Some(covering)) = (apex_at, nsec.parts.covering(name)) else {
             return false;
         };

@@ -1,5 +1,5 @@
 //! The small-file cache of the static path: files of at most [`MAX_FILE`] bytes kept in memory
-//! with their validators and a prebuilt `200` header, so that a request for one costs a single
+//! with their validators and prebuilt `200` and `304` headers, so that a request for one costs a single
 //! `statx` instead of the resolution, sibling probes, `open`, `fstat`, `pread` and `close` of
 //! [`crate::static_files`].
 //!
@@ -42,6 +42,16 @@ pub const MAX_FILE: u64 = 64 * 1024;
 
 /// The most bytes all entries together may take.
 pub const MAX_TOTAL: usize = 32 * 1024 * 1024;
+
+/// The headers of every response whose values are only known when it is sent, with the
+/// placeholders a prebuilt header holds for them: the request id (set by the edge's
+/// `decorate`), and `Date` and `Connection`, which pingora sets on every HTTP/1 response (`Date`
+/// also on HTTP/2, where it removes `Connection`).
+pub const PER_RESPONSE: [(&str, &str); 3] = [
+    ("X-Request-Id", "-"),
+    ("Date", "Thu, 01 Jan 1970 00:00:00 GMT"),
+    ("Connection", "keep-alive"),
+];
 
 /// Bytes counted per entry on top of its bodies and key (paths, headers, the map's slot).
 const ENTRY_OVERHEAD: usize = 2048;
@@ -95,6 +105,8 @@ pub struct Cached {
     pub content_type: String,
     /// The complete `200` header of a `GET` for all of it.
     pub ok_header: ResponseHeader,
+    /// The complete `304` header of a conditional request it satisfies.
+    pub not_modified: ResponseHeader,
 }
 
 /// A sibling as the entry remembers it.
@@ -229,6 +241,7 @@ impl FileCache {
         let load = |path: &Path, stat_path: PathBuf, encoding| -> Option<Arc<Cached>> {
             let mut cached = read(path, stat_path, encoding, content_type.clone())?;
             cached.ok_header = self.ok_header(&cached, varies)?;
+            cached.not_modified = self.not_modified(&cached, varies)?;
             Some(Arc::new(cached))
         };
         let main = load(file, stat_path.clone(), None)?;
@@ -305,10 +318,26 @@ impl FileCache {
             varies,
         )
         .ok()?;
-        for (name, value) in &self.extra {
+        self.finish(&mut header)?;
+        Some(header)
+    }
+
+    /// The prebuilt `304` header of `cached`.
+    fn not_modified(&self, cached: &Cached, varies: bool) -> Option<ResponseHeader> {
+        let mut header =
+            static_files::not_modified_header(&cached.etag, &cached.last_modified, varies).ok()?;
+        self.finish(&mut header)?;
+        Some(header)
+    }
+
+    /// Completes a prebuilt header: the extra headers, and slots for the headers every
+    /// response gets (see [`PER_RESPONSE`]), so that filling them in replaces a value rather
+    /// than growing the header's maps, which a clone holds without spare room.
+    fn finish(&self, header: &mut ResponseHeader) -> Option<()> {
+        for (name, value) in self.extra.iter().chain(&PER_RESPONSE) {
             header.insert_header(*name, *value).ok()?;
         }
-        Some(header)
+        Some(())
     }
 
     /// How many entries the cache holds and how many bytes they count.
@@ -368,5 +397,6 @@ fn read(
         encoding,
         content_type: content_type.clone(),
         ok_header: ResponseHeader::build(200, None).ok()?,
+        not_modified: ResponseHeader::build(304, None).ok()?,
     })
 }

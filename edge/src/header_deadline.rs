@@ -46,6 +46,11 @@ const DRAIN_MAX: usize = 1024 * 1024;
 pub struct HeaderDeadline<S> {
     inner: S,
     limit: Duration,
+    /// Whether a header is arriving (and timed): from the connection's start, and on HTTP/1
+    /// from a request's first byte, until its blank line.
+    in_header: bool,
+    /// When the arriving header's time is up. Made only once a read leaves a header
+    /// incomplete: a header read whole in one read (nearly all of them) costs no timer.
     deadline: Option<Pin<Box<tokio::time::Sleep>>>,
     /// Whether later requests on the connection are timed too, and header sizes limited
     /// (HTTP/1).
@@ -80,6 +85,7 @@ impl<S> HeaderDeadline<S> {
         HeaderDeadline {
             inner,
             limit,
+            in_header: true,
             deadline: Some(Box::pin(tokio::time::sleep(limit))),
             per_request,
             between_requests: false,
@@ -99,21 +105,27 @@ impl<S> HeaderDeadline<S> {
         }
         if self.between_requests {
             self.between_requests = false;
-            self.deadline = Some(Box::pin(tokio::time::sleep(self.limit)));
+            self.in_header = true;
+            self.deadline = None;
             self.tail = [0; 3];
             self.header_bytes = 0;
         }
-        if self.deadline.is_none() {
+        if !self.in_header {
             return false;
         }
         match header_end(&self.tail, data) {
             Some(n) => {
                 // Complete: its size is for limits::check to judge, with a full answer.
+                self.in_header = false;
                 self.deadline = None;
                 self.header_bytes += n;
                 return false;
             }
             None => self.header_bytes += data.len(),
+        }
+        if self.deadline.is_none() {
+            // The header's first bytes came in this read: its time starts now.
+            self.deadline = Some(Box::pin(tokio::time::sleep(self.limit)));
         }
         if data.len() >= 3 {
             self.tail.copy_from_slice(&data[data.len() - 3..]);
@@ -127,7 +139,7 @@ impl<S> HeaderDeadline<S> {
 
     /// Notes bytes written: a response (not an interim `1xx`) ends the current request.
     fn wrote(&mut self, data: &[u8]) {
-        if self.per_request && self.deadline.is_none() && !is_interim_response(data) {
+        if self.per_request && !self.in_header && !is_interim_response(data) {
             self.between_requests = true;
         }
     }

@@ -108,6 +108,20 @@ pub const SECURITY_HEADERS: [(&str, &str); 3] = [
     ("Referrer-Policy", "strict-origin-when-cross-origin"),
 ];
 
+/// A request id: the process's prefix and the request's number, each as 8 lowercase hex digits
+/// (what `format!("{prefix:08x}{n:08x}")` gives, without the formatting machinery).
+pub fn request_id(prefix: u32, n: u64) -> String {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let n_digits = (16 - n.leading_zeros() as usize / 4).max(8);
+    let mut out = String::with_capacity(8 + n_digits);
+    for (value, digits) in [(u64::from(prefix), 8), (n, n_digits)] {
+        for shift in (0..digits).rev() {
+            out.push(HEX[((value >> (shift * 4)) & 0xf) as usize] as char);
+        }
+    }
+    out
+}
+
 const ACME_PREFIX: &str = "/.well-known/acme-challenge/";
 
 impl Edge {
@@ -130,7 +144,8 @@ impl Edge {
         no_port.trim_end_matches('.').to_ascii_lowercase()
     }
 
-    /// Adds the request id, and on HTTPS the security headers and HSTS.
+    /// Adds the request id, and on HTTPS the security headers and HSTS. (A prebuilt header of
+    /// [`crate::file_cache`] holds the request id's slot already: inserting replaces its value.)
     fn decorate(&self, resp: &mut ResponseHeader, ctx: &Ctx) -> Result<()> {
         resp.insert_header("X-Request-Id", &ctx.id)?;
         if !self.tls {
@@ -144,8 +159,14 @@ impl Edge {
             )?;
         }
         if headers.security_headers {
-            for (name, value) in SECURITY_HEADERS {
-                if resp.headers.get(name).is_none() {
+            // Looked up by their standard names, which need no parsing.
+            let keys = [
+                http::header::X_CONTENT_TYPE_OPTIONS,
+                http::header::X_FRAME_OPTIONS,
+                http::header::REFERRER_POLICY,
+            ];
+            for ((name, value), key) in SECURITY_HEADERS.into_iter().zip(keys) {
+                if !resp.headers.contains_key(key) {
                     resp.insert_header(name, value)?;
                 }
             }
@@ -361,7 +382,7 @@ impl ProxyHttp for Edge {
     fn new_ctx(&self) -> Ctx {
         let n = self.shared.next_id.fetch_add(1, Ordering::Relaxed);
         Ctx {
-            id: format!("{:08x}{n:08x}", self.shared.id_prefix),
+            id: request_id(self.shared.id_prefix, n),
             start: Instant::now(),
             host: String::new(),
             kind: Kind::Proxy,
@@ -659,5 +680,27 @@ impl ProxyHttp for Edge {
             ),
         };
         println!("{line}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_ids_are_the_formatted_prefix_and_number() {
+        for prefix in [0, 1, 0xdead_beef, u32::MAX] {
+            for n in [
+                0,
+                9,
+                0xabc,
+                0xffff_ffff,
+                0x1_0000_0000,
+                0x1234_5678_9abc,
+                u64::MAX,
+            ] {
+                assert_eq!(request_id(prefix, n), format!("{prefix:08x}{n:08x}"));
+            }
+        }
     }
 }

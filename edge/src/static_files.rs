@@ -331,12 +331,10 @@ pub fn serve_content(req: &RequestHeader, rep: Representation) -> Result<Answer>
             .is_some_and(|since| modified <= since),
     };
     if unchanged {
-        let mut resp = ResponseHeader::build(304, Some(4))?;
-        resp.insert_header(http::header::ETAG, etag)?;
-        resp.insert_header(http::header::LAST_MODIFIED, last_modified)?;
-        if rep.varies {
-            resp.insert_header(http::header::VARY, "Accept-Encoding")?;
-        }
+        let resp = match &cached {
+            Some(c) => c.not_modified.clone(),
+            None => not_modified_header(etag, last_modified, rep.varies)?,
+        };
         return Ok(Answer {
             header: Box::new(resp),
             body: Body::Empty,
@@ -415,6 +413,22 @@ pub fn ok_header(
     if let Some(encoding) = encoding {
         resp.insert_header(http::header::CONTENT_ENCODING, encoding)?;
     }
+    if varies {
+        resp.insert_header(http::header::VARY, "Accept-Encoding")?;
+    }
+    Ok(resp)
+}
+
+/// The header of a `304 Not Modified`: the validators, and `Vary` when siblings exist; what
+/// [`serve_content`] sends and [`crate::file_cache`] prebuilds.
+pub fn not_modified_header(
+    etag: &str,
+    last_modified: &str,
+    varies: bool,
+) -> Result<ResponseHeader> {
+    let mut resp = ResponseHeader::build(304, Some(4))?;
+    resp.insert_header(http::header::ETAG, etag)?;
+    resp.insert_header(http::header::LAST_MODIFIED, last_modified)?;
     if varies {
         resp.insert_header(http::header::VARY, "Accept-Encoding")?;
     }

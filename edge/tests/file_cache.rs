@@ -277,3 +277,82 @@ fn ranges_and_conditions_on_a_cached_file() {
     assert_eq!(status, 412);
     assert_eq!(p.hits() - before, 6.0, "not answered from the cache");
 }
+
+/// Every line of `head` named `name` (case-insensitive), trimmed.
+fn all_headers<'a>(head: &'a str, name: &str) -> Vec<&'a str> {
+    head.lines()
+        .filter_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.eq_ignore_ascii_case(name).then(|| v.trim())
+        })
+        .collect()
+}
+
+#[test]
+fn prebuilt_headers_get_this_response_s_request_id_date_and_connection() {
+    let p = Published::start(&[("page.html", "cached page\n")]);
+    let modified = std::fs::metadata(p.release("r1").join("page.html"))
+        .unwrap()
+        .modified()
+        .unwrap();
+    let (_, head, _) = p.get("/page.html", &[]);
+    let etag = header(&head, "etag").unwrap().to_string();
+    let inm = format!("If-None-Match: {etag}");
+    let before = p.hits();
+    let mut ids = Vec::new();
+    // A 200 and a 304 from the cache's prebuilt headers, twice each, over HTTP/1.1 and HTTP/2.
+    for (version, conditional) in [
+        ("--http1.1", false),
+        ("--http1.1", true),
+        ("--http2", false),
+        ("--http2", true),
+        ("--http1.1", false),
+        ("--http2", true),
+    ] {
+        let headers: Vec<&str> = if conditional { vec![&inm] } else { vec![] };
+        let mut args = vec![version];
+        for h in &headers {
+            args.extend(["-H", h]);
+        }
+        let url = p.site.https("/page.html");
+        args.extend(["-k", "-i", url.as_str()]);
+        let out = p.site.curl(&args);
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+        let expected = if conditional {
+            (304, "")
+        } else {
+            (200, "cached page\n")
+        };
+        assert_eq!((status_of(&out), body), expected, "{version}: {head}");
+        let id = all_headers(head, "x-request-id");
+        assert_eq!(id.len(), 1, "one request id: {head}");
+        assert_ne!(id[0], "-", "the placeholder request id was sent: {head}");
+        ids.push(id[0].to_string());
+        let date = all_headers(head, "date");
+        assert_eq!(date.len(), 1, "one Date: {head}");
+        let date = httpdate::parse_http_date(date[0]).unwrap();
+        assert!(
+            date >= modified - Duration::from_secs(1),
+            "a Date before the file was written (the placeholder?): {head}"
+        );
+        let connection = all_headers(head, "connection");
+        if version == "--http2" {
+            assert!(connection.is_empty(), "Connection on HTTP/2: {head}");
+        } else {
+            assert_eq!(connection, ["keep-alive"], "{head}");
+        }
+        for name in [
+            "x-content-type-options",
+            "x-frame-options",
+            "referrer-policy",
+        ] {
+            assert_eq!(all_headers(head, name).len(), 1, "{name}: {head}");
+        }
+        assert_eq!(all_headers(head, "etag"), [etag.as_str()], "{head}");
+    }
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), 6, "request ids repeat");
+    assert_eq!(p.hits() - before, 6.0, "not answered from the cache");
+}

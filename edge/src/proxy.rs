@@ -302,6 +302,12 @@ impl Edge {
                 rep
             }
             None => {
+                // Most requests for the app name nothing in the web root from their first
+                // segment on: one `lstat`, no `readlink` of the root.
+                if static_files::first_segment_missing(self.shared.web_root.configured(), raw_path)
+                {
+                    return Ok(false);
+                }
                 // One release for the whole request, even if a publish swaps the root meanwhile.
                 let web_root = self.shared.web_root.current();
                 let file = match static_files::lookup(&web_root, raw_path) {

@@ -31,28 +31,56 @@ pub enum Lookup {
     Refused,
 }
 
-/// Resolves the raw (still percent-encoded) request path `raw` under `root` (canonical).
-pub fn lookup(root: &Path, raw: &str) -> Lookup {
+/// The decoded path of the raw request path `raw`, or `None` for one [`lookup`] refuses for its
+/// text: not absolute, encoded slashes, backslashes or NULs, or a segment starting with a dot
+/// (`..`, `.`, and dotfiles: `.git`, `.env`, `.htpasswd` …).
+fn decoded_path(raw: &str) -> Option<std::borrow::Cow<'_, str>> {
     let path = raw.split('?').next().unwrap_or("");
     if !path.starts_with('/') {
-        return Lookup::Refused;
+        return None;
     }
     // Encoded slashes and backslashes never name a file here.
     let lower = path.to_ascii_lowercase();
     if lower.contains("%2f") || lower.contains("%5c") || lower.contains("%00") {
-        return Lookup::Refused;
+        return None;
     }
-    let Ok(decoded) = percent_encoding::percent_decode_str(path).decode_utf8() else {
+    let decoded = percent_encoding::percent_decode_str(path)
+        .decode_utf8()
+        .ok()?;
+    if decoded.contains('\\') || decoded.contains('\0') {
+        return None;
+    }
+    if decoded.split('/').any(|seg| seg.starts_with('.')) {
+        return None;
+    }
+    Some(decoded)
+}
+
+/// Whether the first segment of the raw request path `raw` names nothing in the web root as
+/// configured (`configured`: the symlink a publish swaps, followed by the kernel as it is now):
+/// then [`lookup`] in the release it names would answer [`Lookup::Missing`] at its first step,
+/// and the request goes to the app, known with one `lstat` and without resolving the root
+/// ([`crate::web_root::WebRoot::current`]'s `readlink`). `false` (decide with [`lookup`]) for a
+/// path it refuses, for `/`, and when the segment exists or cannot be checked.
+pub fn first_segment_missing(configured: &Path, raw: &str) -> bool {
+    let Some(decoded) = decoded_path(raw) else {
+        return false;
+    };
+    let Some(first) = decoded.split('/').find(|s| !s.is_empty()) else {
+        return false;
+    };
+    matches!(
+        std::fs::symlink_metadata(configured.join(first)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound
+    )
+}
+
+/// Resolves the raw (still percent-encoded) request path `raw` under `root` (canonical).
+pub fn lookup(root: &Path, raw: &str) -> Lookup {
+    let Some(decoded) = decoded_path(raw) else {
         return Lookup::Refused;
     };
-    if decoded.contains('\\') || decoded.contains('\0') {
-        return Lookup::Refused;
-    }
     let segments: Vec<&str> = decoded.split('/').filter(|s| !s.is_empty()).collect();
-    if segments.iter().any(|seg| seg.starts_with('.')) {
-        // `..`, `.`, and dotfiles (`.git`, `.env`, `.htpasswd` …).
-        return Lookup::Refused;
-    }
     let mut real = root.to_path_buf();
     let mut meta = None;
     for seg in segments {

@@ -27,6 +27,11 @@ impl WebRoot {
         })
     }
 
+    /// The web root as configured (the symlink a publish swaps, when it is one).
+    pub fn configured(&self) -> &Path {
+        &self.configured
+    }
+
     /// The canonical web root for one request: the release the symlink names now. When the
     /// symlink cannot be resolved (a publish is in the middle of nothing: the rename is atomic,
     /// so only a removed root does this), the last resolution is kept.

@@ -36,3 +36,55 @@ fn a_swapped_web_root_symlink_is_served_from_the_next_request() {
     std::fs::rename(site.path("www.new"), &www).unwrap();
     assert_eq!(page(), "old site\n");
 }
+
+#[test]
+fn a_path_only_the_new_release_has_is_served_at_once_and_proxied_again_after_a_rollback() {
+    let upstream = Upstream::start();
+    let site = Site::new(Ports::new(), upstream.port, "\n[edge.acme]\nca = \"off\"\n");
+    let www = site.www();
+    std::fs::remove_dir_all(&www).unwrap();
+    std::fs::create_dir_all(site.path("releases/r1")).unwrap();
+    let r2 = site.path("releases/r2");
+    std::fs::create_dir_all(r2.join("docs")).unwrap();
+    std::fs::write(r2.join("new.html"), "only in r2\n").unwrap();
+    std::fs::write(r2.join("docs/a.txt"), "a doc of r2\n").unwrap();
+    std::os::unix::fs::symlink("releases/r1", &www).unwrap();
+    let _edge = site.start_edge("edge.log");
+    let get = |path: &str| {
+        let out = site.curl(&["-k", &site.https(path)]);
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let swap = |to: &str| {
+        std::os::unix::fs::symlink(to, site.path("www.new")).unwrap();
+        std::fs::rename(site.path("www.new"), &www).unwrap();
+    };
+    // Not in r1: the app answers (the test upstream echoes the request).
+    for path in ["/new.html", "/docs/a.txt"] {
+        assert!(get(path).starts_with("upstream saw:"), "{path} not proxied");
+    }
+    swap("releases/r2");
+    assert_eq!(get("/new.html"), "only in r2\n");
+    assert_eq!(get("/docs/a.txt"), "a doc of r2\n");
+    swap("releases/r1");
+    for path in ["/new.html", "/docs/a.txt"] {
+        let got = get(path);
+        assert!(
+            got.starts_with("upstream saw:"),
+            "{path} not proxied after the rollback: {got}"
+        );
+    }
+    // A dotfile or an escape is refused, never proxied, whatever the first segment.
+    for path in ["/.env", "/missing/../new.html", "/missing/%2e%2e/x"] {
+        let out = site.curl(&[
+            "-k",
+            "--path-as-is",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            &site.https(path),
+        ]);
+        let status = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(status == "404" || status == "400", "{path}: {status}");
+    }
+}

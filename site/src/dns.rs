@@ -34,10 +34,10 @@ pub struct DnsConfig {
     pub udp_sockets: Option<Bounded<1, 64>>,
     /// Microseconds a UDP thread waits, after a batch of fewer than 16 datagrams, before it
     /// reads again, so that the next batch is larger: fewer wake-ups and system calls per
-    /// answer at moderate rates (about half the CPU per answer at 20,000 queries per second),
-    /// for up to this much latency added to a query that arrives during the wait. A query to an
-    /// idle server is answered at once, and a thread with 16 or more datagrams waiting never
-    /// waits. 0: never waits. Default: 0.
+    /// answer at moderate rates (250: 0.6× the CPU per answer at 20,000 queries per second),
+    /// for up to this much latency (and the timer's slack, 50 µs) added to a query that arrives
+    /// during the wait. A query to an idle server is answered at once, and a thread that took
+    /// 16 or more datagrams never waits. 0: never waits. Default: 0.
     pub udp_batch_wait_us: Bounded<0, 10_000>,
     /// Most TCP connections open at once from one client (an IPv4 address, or an IPv6 /64);
     /// more are closed on accept. Default: 16.

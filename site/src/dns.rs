@@ -37,8 +37,11 @@ pub struct DnsConfig {
     /// answer at moderate rates (250: 0.6× the CPU per answer at 20,000 queries per second),
     /// for up to this much latency (and the timer's slack, 50 µs) added to a query that arrives
     /// during the wait. A query to an idle server is answered at once, and a thread that took
-    /// 16 or more datagrams never waits. 0: never waits. Default: 0.
-    pub udp_batch_wait_us: Bounded<0, 10_000>,
+    /// 16 or more datagrams never waits. What arrives during a wait queues in the socket's
+    /// receive buffer (`net.core.rmem_default`, 208 KiB: about 200 small queries); keep the
+    /// peak rate per socket times the wait well below that, or queries are dropped. 0: never
+    /// waits. Default: 0.
+    pub udp_batch_wait_us: Bounded<0, 1000>,
     /// Most TCP connections open at once from one client (an IPv4 address, or an IPv6 /64);
     /// more are closed on accept. Default: 16.
     pub tcp_max_connections_per_client: Bounded<1, 1_000_000>,

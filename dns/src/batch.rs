@@ -2,7 +2,9 @@
 //! (the SO_REUSEPORT sockets of [`crate::server`]), no async runtime on this path. Each thread
 //! blocks in `recvmmsg` (`MSG_WAITFORONE`: it returns as soon as one datagram is there, with
 //! up to [`BATCH`] of those waiting), answers each request with [`Engine::respond_into`] in
-//! the order received, and sends the answers with one `sendmmsg` call.
+//! the order received, and sends the answers with one `sendmmsg` call. With `[dns]
+//! udp_batch_wait_us`, a thread that took a small batch sleeps that long before it reads
+//! again (see [`wait_after`]).
 //!
 //! Everything a batch needs is allocated once per thread and reused: the request buffers, the
 //! message headers and address slots of both calls, and one reply buffer per datagram (a
@@ -23,6 +25,7 @@ use std::io::{IoSlice, IoSliceMut};
 use std::net::{SocketAddr, UdpSocket};
 use std::os::fd::AsRawFd;
 use std::sync::Arc;
+use std::time::Duration;
 
 /// Datagrams taken per `recvmmsg` call.
 pub const BATCH: usize = 32;
@@ -40,13 +43,27 @@ fn to_std(addr: &SockaddrStorage) -> Option<SocketAddr> {
 }
 
 /// Starts the thread that serves `socket` (made blocking here) until the process ends; it is
-/// named `name`.
-pub fn spawn_udp(socket: UdpSocket, engine: Arc<Engine>, name: String) -> std::io::Result<()> {
+/// named `name`, and `wait` is its `udp_batch_wait_us`.
+pub fn spawn_udp(
+    socket: UdpSocket,
+    engine: Arc<Engine>,
+    name: String,
+    wait: Duration,
+) -> std::io::Result<()> {
     socket.set_nonblocking(false)?;
     std::thread::Builder::new()
         .name(name)
-        .spawn(move || serve_udp(&socket, &engine))?;
+        .spawn(move || serve_udp(&socket, &engine, wait))?;
     Ok(())
+}
+
+/// How long to sleep after a batch of `taken` datagrams before reading again: `wait` after a
+/// batch under half of [`BATCH`] (datagrams that arrive meanwhile make the next batch larger:
+/// one wake-up, one `recvmmsg` and one `sendmmsg` for more answers), none after a larger one (a
+/// busy socket is read again at once, so waiting never limits throughput). The wait follows an
+/// answer, never precedes it: a query to an idle thread is answered at once.
+pub fn wait_after(taken: usize, wait: Duration) -> Option<Duration> {
+    (!wait.is_zero() && taken < BATCH / 2).then_some(wait)
 }
 
 /// What one thread reuses from batch to batch.
@@ -66,7 +83,7 @@ struct Batch {
 }
 
 /// Serves `socket` (blocking) until the process ends.
-fn serve_udp(socket: &UdpSocket, engine: &Engine) {
+fn serve_udp(socket: &UdpSocket, engine: &Engine, wait: Duration) {
     let mut batch = Batch {
         bufs: Box::new(std::array::from_fn(|_| vec![0u8; BUF])),
         recv_headers: MultiHeaders::preallocate(BATCH, None),
@@ -96,6 +113,9 @@ fn serve_udp(socket: &UdpSocket, engine: &Engine) {
         }
         if replies > 0 {
             send(socket, &mut batch, replies);
+        }
+        if let Some(pause) = wait_after(batch.got.len(), wait) {
+            std::thread::sleep(pause);
         }
     }
 }
@@ -167,6 +187,42 @@ fn send(socket: &UdpSocket, batch: &mut Batch, replies: usize) {
         };
         if let Err(e) = socket.send_to(bytes, client) {
             tracing::debug!("udp send to {client} failed: {e}");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    /// `udp_batch_wait_us` reaches the UDP threads, and they wait only after a batch under half
+    /// full: never when it is 0 (the default), never when the socket is busy.
+    #[test]
+    fn udp_batch_wait_follows_small_batches_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let settings = |line: &str| {
+            let config = dir.path().join("site.toml");
+            std::fs::write(
+                &config,
+                format!("[site]\ndomain = \"example.test\"\n\n[dns]\n{line}"),
+            )
+            .unwrap();
+            crate::config::Settings::from_args(&crate::cli::ServeArgs {
+                listen: Vec::new(),
+                zones: None,
+                config: Some(config),
+                query_log: false,
+            })
+            .unwrap()
+        };
+        let off = settings("").udp_batch_wait;
+        let on = settings("udp_batch_wait_us = 250").udp_batch_wait;
+        assert_eq!(on, Duration::from_micros(250));
+        for taken in 0..=BATCH {
+            assert_eq!(wait_after(taken, off), None, "default, {taken} taken");
+            let want = (taken < BATCH / 2).then_some(on);
+            assert_eq!(wait_after(taken, on), want, "250 us, {taken} taken");
         }
     }
 }

@@ -52,13 +52,13 @@ pub enum Command {
 /// Options for serving.
 #[derive(Debug, Clone, Args)]
 pub struct ServeArgs {
-    /// Address to serve on, UDP and TCP (repeatable). Default: [::]:53 and 0.0.0.0:53.
+    /// Address to serve on, UDP and TCP (repeatable). Default: `[::]:53` and `0.0.0.0:53`.
     #[arg(long, value_name = "ADDR:PORT")]
     pub listen: Vec<SocketAddr>,
     /// Directory of zone files, one NAME.zone per zone. Default: /etc/onebox/zones.
     #[arg(long, value_name = "DIR")]
     pub zones: Option<PathBuf>,
-    /// The site TOML file; its [dns] section gives the same settings (the command line wins).
+    /// The site TOML file; its `[dns]` section gives the same settings (the command line wins).
     #[arg(long, value_name = "FILE", global = true)]
     pub config: Option<PathBuf>,
     /// Log every query at INFO (off by default: it costs throughput).

@@ -32,6 +32,8 @@ pub struct Settings {
     pub tcp_max_connection_time: std::time::Duration,
     /// UDP sockets per listen address.
     pub udp_sockets: usize,
+    /// How long a UDP thread waits after a small batch before it reads again.
+    pub udp_batch_wait: std::time::Duration,
     /// Response rate limiting (off when its rate is 0).
     pub rrl: RrlConfig,
     /// Where to serve metrics, if anywhere (a loopback address).
@@ -98,6 +100,7 @@ impl Settings {
             tcp_idle_timeout: dns.tcp_idle_timeout_secs.secs(),
             tcp_max_connection_time: dns.tcp_max_connection_secs.secs(),
             udp_sockets: dns.udp_sockets.map_or(cpus.clamp(1, 64), |n| n.as_usize()),
+            udp_batch_wait: std::time::Duration::from_micros(dns.udp_batch_wait_us.get()),
             rrl: RrlConfig {
                 responses_per_sec: dns.rrl_responses_per_sec.as_u32(),
                 slip: dns.rrl_slip.as_u32(),

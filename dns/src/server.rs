@@ -137,7 +137,7 @@ pub fn spawn(
         let (udp, tcp) = sockets;
         for socket in udp {
             let name = format!("dns-udp-{udp_threads}");
-            crate::batch::spawn_udp(socket, engine.clone(), name)
+            crate::batch::spawn_udp(socket, engine.clone(), name, settings.udp_batch_wait)
                 .map_err(|cause| ServeError::UdpThread { addr, cause })?;
             udp_threads += 1;
         }

@@ -24,7 +24,9 @@ mod throttle;
 use clap::Parser;
 use std::process::ExitCode;
 
-fn main() -> ExitCode {
+/// The `onebox-app` command: parses the arguments and runs it (the `onebox-app` binary, and the
+/// `onebox` binary when started under that name).
+pub fn main() -> ExitCode {
     let cli = cli::Cli::parse();
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)

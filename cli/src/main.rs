@@ -6,6 +6,9 @@
 //! - `onebox backup` / `onebox restore`: restic snapshots of the whole site, and back.
 //! - `onebox publish`: the static site replaced atomically, or rolled back.
 //! - `onebox doctor`: every check, with its fix; `--alert` sends problems and fixes.
+//!
+//! Started under the name `onebox-dns`, `onebox-edge` or `onebox-app` (the image's hard links
+//! of this binary), it is that program instead: the image carries one binary for the four.
 
 mod admin;
 mod alerts;
@@ -71,7 +74,25 @@ enum Command {
 #[error("{0}")]
 pub struct Invalid(pub String);
 
+// mimalloc, the edge's allocator (edge/src/main.rs): this binary runs the edge too.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// The program a binary started as `name` (argv[0], a path or not) runs: another onebox program
+/// under its own name, the `onebox` command otherwise.
+fn program(name: &std::ffi::OsStr) -> Option<fn() -> ExitCode> {
+    match std::path::Path::new(name).file_name()?.to_str()? {
+        "onebox-dns" => Some(onebox_dns::main),
+        "onebox-edge" => Some(onebox_edge::main),
+        "onebox-app" => Some(onebox_app::main),
+        _ => None,
+    }
+}
+
 fn main() -> ExitCode {
+    if let Some(run) = std::env::args_os().next().as_deref().and_then(program) {
+        return run();
+    }
     let cli = Cli::parse();
     let runtime = || {
         tokio::runtime::Builder::new_current_thread()

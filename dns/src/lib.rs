@@ -34,6 +34,50 @@ use config::Settings;
 use query::Engine;
 use std::sync::Arc;
 
+/// The `onebox-dns` command: parses the arguments, then serves or runs the subcommand (the
+/// `onebox-dns` binary, and the `onebox` binary when started under that name).
+pub fn main() -> std::process::ExitCode {
+    use clap::Parser;
+    use cli::{Cli, Command};
+    use std::process::ExitCode;
+
+    let cli = Cli::parse();
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+    let serving_options =
+        !cli.serve.listen.is_empty() || cli.serve.zones.is_some() || cli.serve.query_log;
+    if cli.command.is_some() && serving_options {
+        eprintln!(
+            "onebox-dns: --listen, --zones and --query-log are for serving, not for a subcommand"
+        );
+        return ExitCode::from(2);
+    }
+    let result = match cli.command {
+        Some(Command::Check { path }) => crate::check::run(&path),
+        Some(Command::Ds { zone }) => crate::dnssec::cli::ds(&cli.serve, &zone),
+        Some(Command::KskRollover { zone }) => {
+            crate::dnssec::cli::control(&cli.serve, &format!("ksk-rollover {zone}"))
+        }
+        Some(Command::KskSubmitted { zone, ds_ttl }) => {
+            crate::dnssec::cli::control(&cli.serve, &format!("ksk-submitted {zone} {ds_ttl}"))
+        }
+        None => crate::config::Settings::from_args(&cli.serve)
+            .map_err(anyhow::Error::from)
+            .and_then(|settings| tokio::runtime::Runtime::new()?.block_on(crate::serve(settings))),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("onebox-dns: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 /// Serves until the process is killed: loads the zones, binds (and the metrics endpoint), and
 /// reloads on SIGHUP.
 pub async fn serve(settings: Settings) -> anyhow::Result<()> {

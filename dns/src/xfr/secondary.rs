@@ -128,13 +128,23 @@ impl Registry {
         all
     }
 
+    /// Marks `apex` as having a copy to serve or not. Each secondary zone's task calls this
+    /// for its own apex, several at once: `rcu` retries the change on the list another task
+    /// stored meanwhile, so that no zone's mark is lost (a plain load and store lost one: a
+    /// zone with no copy was then answered REFUSED instead of SERVFAIL).
     fn set_unavailable(&self, apex: &Name, unavailable: bool) {
-        let mut list: Vec<Name> = self.unavailable.load().as_ref().clone();
-        list.retain(|n| LowerName::new(n) != LowerName::new(apex));
-        if unavailable {
-            list.push(apex.clone());
-        }
-        self.unavailable.store(Arc::new(list));
+        let key = LowerName::new(apex);
+        self.unavailable.rcu(|current| {
+            let mut list: Vec<Name> = current
+                .iter()
+                .filter(|n| LowerName::new(n) != key)
+                .cloned()
+                .collect();
+            if unavailable {
+                list.push(apex.clone());
+            }
+            list
+        });
     }
 
     fn set_timers(&self, apex: &Name, timers: Timers) {
@@ -649,5 +659,46 @@ impl prometheus_client::collector::Collector for TimersCollector {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::Registry;
+    use hickory_proto::rr::Name;
+
+    /// Zones' tasks mark their apexes at once: every mark must hold (each zone's task runs on
+    /// the runtime's threads, and a lost mark answered REFUSED for a zone with no copy).
+    #[test]
+    fn marks_made_at_once_by_several_zones_are_all_kept() {
+        const THREADS: usize = 4;
+        const ZONES: usize = 400;
+        let registry = Registry::default();
+        std::thread::scope(|scope| {
+            for t in 0..THREADS {
+                let registry = &registry;
+                scope.spawn(move || {
+                    for z in 0..ZONES {
+                        let apex = Name::from_ascii(format!("z{z}.t{t}.test.")).unwrap();
+                        registry.set_unavailable(&apex, true);
+                    }
+                });
+            }
+        });
+        let root = Name::root();
+        for t in 0..THREADS {
+            for z in 0..ZONES {
+                let name = Name::from_ascii(format!("www.z{z}.t{t}.test.")).unwrap();
+                assert!(
+                    registry.unavailable(&name, Some(&root)),
+                    "{name} lost its mark"
+                );
+            }
+        }
+        // And a zone that gets its copy is taken off, the others kept.
+        registry.set_unavailable(&Name::from_ascii("z0.t0.test.").unwrap(), false);
+        assert!(!registry.unavailable(&Name::from_ascii("a.z0.t0.test.").unwrap(), None));
+        assert!(registry.unavailable(&Name::from_ascii("a.z1.t0.test.").unwrap(), None));
     }
 }

@@ -79,6 +79,54 @@ pub fn start_services() {
     systemctl("start");
 }
 
+/// How long a first boot's restore waits for its repository to answer: a fresh server's network
+/// may come up after provisioning starts, and a repository host may be briefly unreachable.
+pub const FIRST_BOOT_WAIT: Duration = Duration::from_secs(15 * 60);
+
+/// Waits until `restic` opens the repository (`restic cat config`), trying again after 1, 2, 4
+/// … 30 s while it fails, for at most `within`; every failed try is printed with restic's words.
+/// A wrong password is not waited out: it fails at once.
+pub fn wait_for_repository(restic: &Restic, within: Duration) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let mut pause = Duration::from_secs(1);
+    let mut tries = 0u32;
+    loop {
+        tries += 1;
+        match restic.run(&["cat", "config"], None) {
+            Ok(_) => {
+                if tries > 1 {
+                    println!(
+                        "the repository {} answered after {tries} tries ({:.0} s)",
+                        restic.repository,
+                        started.elapsed().as_secs_f64()
+                    );
+                }
+                return Ok(());
+            }
+            Err(e @ crate::restic::ResticError::WrongPassword { .. }) => {
+                return Err(anyhow::anyhow!("{e}"));
+            }
+            Err(e) => {
+                let waited = started.elapsed();
+                if waited + pause > within {
+                    anyhow::bail!(
+                        "the repository {} did not answer within {} s ({tries} tries); the last error: {e}",
+                        restic.repository,
+                        within.as_secs()
+                    );
+                }
+                println!(
+                    "waiting for the repository {} (try {tries}, again in {} s): {e}",
+                    restic.repository,
+                    pause.as_secs()
+                );
+                std::thread::sleep(pause);
+                pause = (pause * 2).min(Duration::from_secs(30));
+            }
+        }
+    }
+}
+
 /// The staging directory of a restore, from the root.
 fn staging(state: &Path) -> PathBuf {
     state.join("restore")

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// Every file under `dir` (relative path → bytes), symlinks as their target.
 fn files(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
@@ -266,8 +266,25 @@ fn a_fresh_box_restores_the_same_site() {
             repo_password.trim()
         ),
     );
+    // The repository is out of reach when provisioning starts (a first boot's network may come
+    // up later): the restore waits for it instead of failing.
+    let away = site.dir.path().join("repository-away");
+    std::fs::rename(site.repository(), &away).expect("move the repository away");
+    let back = {
+        let (away, repo) = (away.clone(), site.repository());
+        std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_secs(3));
+            std::fs::rename(away, repo).expect("put the repository back");
+        })
+    };
     let started = Instant::now();
     let out = site.provision(&restore_ud);
+    back.join().expect("the repository back");
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("waiting for the repository"),
+        "{}",
+        text(&out)
+    );
     println!(
         "restore at provision: {:.1} s: {}",
         started.elapsed().as_secs_f64(),

@@ -2,9 +2,10 @@
 //! (the SO_REUSEPORT sockets of [`crate::server`]), no async runtime on this path. Each thread
 //! blocks in `recvmmsg` (`MSG_WAITFORONE`: it returns as soon as one datagram is there, with
 //! up to [`BATCH`] of those waiting), answers each request with [`Engine::respond_into`] in
-//! the order received, and sends the answers with one `sendmmsg` call. With `[dns]
-//! udp_batch_wait_us`, a thread that took a small batch sleeps that long before it reads
-//! again (see [`wait_after`]).
+//! the order received, and sends the answers with one `sendmmsg` call. Then, when its recent
+//! arrival rate says a short wait will gather several datagrams, it sleeps before it reads
+//! again, at most `[dns] udp_batch_wait_us` (adaptive batching, as a NIC moderates its
+//! interrupts: see [`Pacer`]); at low rates it never waits.
 //!
 //! Everything a batch needs is allocated once per thread and reused: the request buffers, the
 //! message headers and address slots of both calls, and one reply buffer per datagram (a
@@ -25,7 +26,7 @@ use std::io::{IoSlice, IoSliceMut};
 use std::net::{SocketAddr, UdpSocket};
 use std::os::fd::AsRawFd;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Datagrams taken per `recvmmsg` call.
 pub const BATCH: usize = 32;
@@ -43,27 +44,157 @@ fn to_std(addr: &SockaddrStorage) -> Option<SocketAddr> {
 }
 
 /// Starts the thread that serves `socket` (made blocking here) until the process ends; it is
-/// named `name`, and `wait` is its `udp_batch_wait_us`.
+/// named `name`, and `cap` is its `udp_batch_wait_us` (the longest wait of its [`Pacer`]).
 pub fn spawn_udp(
     socket: UdpSocket,
     engine: Arc<Engine>,
     name: String,
-    wait: Duration,
+    cap: Duration,
 ) -> std::io::Result<()> {
     socket.set_nonblocking(false)?;
     std::thread::Builder::new()
         .name(name)
-        .spawn(move || serve_udp(&socket, &engine, wait))?;
+        .spawn(move || serve_udp(&socket, &engine, cap))?;
     Ok(())
 }
 
-/// How long to sleep after a batch of `taken` datagrams before reading again: `wait` after a
-/// batch under half of [`BATCH`] (datagrams that arrive meanwhile make the next batch larger:
-/// one wake-up, one `recvmmsg` and one `sendmmsg` for more answers), none after a larger one (a
-/// busy socket is read again at once, so waiting never limits throughput). The wait follows an
-/// answer, never precedes it: a query to an idle thread is answered at once.
-pub fn wait_after(taken: usize, wait: Duration) -> Option<Duration> {
-    (!wait.is_zero() && taken < BATCH / 2).then_some(wait)
+/// The time constant of the arrival rate's estimate: datagrams older than this count less and
+/// less (e^-1 at this age, e^-6 at six times it), so the rate is that of the last few dozen
+/// milliseconds and an idle spell clears it.
+const RATE_WINDOW: Duration = Duration::from_millis(16);
+
+/// The batch a wait aims for: it lasts until this many datagrams are expected since the last
+/// read (at most the cap).
+const GATHER: f64 = (BATCH / 2) as f64;
+
+/// The fewest datagrams a wait of the whole cap must be expected to gather: below this rate
+/// (4 per `udp_batch_wait_us`; 16,000 per second per socket at 250 µs) a thread never waits.
+const MIN_GATHER: f64 = 4.0;
+
+/// A wait shorter than this is not taken (not worth a timer).
+const MIN_WAIT: Duration = Duration::from_micros(10);
+
+/// Reads without a wait after the first time waits are found useless, doubling (up to
+/// [`MAX_BACKOFF`]) each time they are found useless again.
+const MIN_BACKOFF: u32 = 32;
+
+/// The longest pause of the waits, in reads.
+const MAX_BACKOFF: u32 = 4096;
+
+/// Useless waits in a row that pause the waits.
+const USELESS_IN_A_ROW: u32 = 2;
+
+/// Decides, for one UDP thread, whether to wait after a batch before reading again, and how
+/// long: adaptive batching.
+///
+/// It keeps an estimate of the socket's arrival rate: an exponentially decaying count of the
+/// datagrams read (time constant [`RATE_WINDOW`]), so a steady rate is estimated as itself, a
+/// burst of N datagrams counts as N per `RATE_WINDOW`, and an idle spell takes it to nothing.
+/// After a batch it waits only if
+///
+/// - waits are on (`cap` above 0) and the batch did not fill [`BATCH`] (the socket may hold
+///   more: it is read again at once);
+/// - the rate would bring at least [`MIN_GATHER`] datagrams in `cap` (a lightly loaded or
+///   idle thread answers every query at once);
+/// - the time to gather [`GATHER`] datagrams since the last read, at that rate, has not passed
+///   yet: the wait is what is left of it, at most `cap` (a thread whose answering took that
+///   long reads again at once; a busier socket waits less), and at least [`MIN_WAIT`];
+/// - waits have not been found useless lately: a wait is useless when the read after it takes
+///   fewer than 2 datagrams, or under half the datagrams the rate promised (a client that sends
+///   its next query only after its answer, whose rate a wait only lowers). After
+///   [`USELESS_IN_A_ROW`] useless waits in a row the thread reads without waiting for
+///   [`MIN_BACKOFF`] reads, twice as many each time it happens again (up to [`MAX_BACKOFF`]);
+///   a useful wait resets that.
+///
+/// What arrives during a wait queues in the socket: at most about [`GATHER`] datagrams at the
+/// estimated rate, or `cap` times a rate that jumped meanwhile.
+#[derive(Debug, Clone)]
+pub struct Pacer {
+    /// The longest wait (`udp_batch_wait_us`); zero: never waits.
+    cap: Duration,
+    /// Datagrams per second, as of `last_read`.
+    rate: f64,
+    /// When the last read returned datagrams.
+    last_read: Option<Instant>,
+    /// The datagrams the last wait was expected to gather (since the read before it), if the
+    /// last batch was followed by a wait.
+    promised: Option<f64>,
+    /// Useless waits in a row.
+    useless: u32,
+    /// Reads left before waits resume.
+    paused: u32,
+    /// The next pause, in reads.
+    backoff: u32,
+}
+
+impl Pacer {
+    /// A thread's pacer, with `cap` its longest wait (zero: it never waits).
+    pub fn new(cap: Duration) -> Pacer {
+        Pacer {
+            cap,
+            rate: 0.0,
+            last_read: None,
+            promised: None,
+            useless: 0,
+            paused: 0,
+            backoff: MIN_BACKOFF,
+        }
+    }
+
+    /// The estimated arrival rate, datagrams per second, as of the last read.
+    pub fn rate(&self) -> f64 {
+        self.rate
+    }
+
+    /// Records a read at `at` that took `taken` datagrams (a read that took none is ignored).
+    pub fn read(&mut self, at: Instant, taken: usize) {
+        if taken == 0 {
+            return;
+        }
+        let window = RATE_WINDOW.as_secs_f64();
+        let decay = self.last_read.map_or(0.0, |last| {
+            (-(at.saturating_duration_since(last).as_secs_f64()) / window).exp()
+        });
+        self.rate = self.rate * decay + taken as f64 / window;
+        self.last_read = Some(at);
+        if let Some(promised) = self.promised.take() {
+            let got = taken as f64;
+            if got < 2.0 || got < promised / 2.0 {
+                self.useless += 1;
+                if self.useless >= USELESS_IN_A_ROW {
+                    self.useless = 0;
+                    self.paused = self.backoff;
+                    self.backoff = (self.backoff * 2).min(MAX_BACKOFF);
+                }
+            } else {
+                self.useless = 0;
+                self.backoff = MIN_BACKOFF;
+            }
+        } else {
+            self.paused = self.paused.saturating_sub(1);
+        }
+    }
+
+    /// How long to sleep at `now`, after the batch of `taken` datagrams last read, before
+    /// reading again; `None`: read at once.
+    pub fn wait(&mut self, now: Instant, taken: usize) -> Option<Duration> {
+        let last = self.last_read?;
+        if self.cap.is_zero()
+            || taken >= BATCH
+            || self.paused > 0
+            || self.rate * self.cap.as_secs_f64() < MIN_GATHER
+        {
+            return None;
+        }
+        let since = now.saturating_duration_since(last);
+        let gather = Duration::try_from_secs_f64(GATHER / self.rate).ok()?;
+        let wait = gather.saturating_sub(since).min(self.cap);
+        if wait < MIN_WAIT {
+            return None;
+        }
+        self.promised = Some(self.rate * (since + wait).as_secs_f64());
+        Some(wait)
+    }
 }
 
 /// What one thread reuses from batch to batch.
@@ -83,7 +214,9 @@ struct Batch {
 }
 
 /// Serves `socket` (blocking) until the process ends.
-fn serve_udp(socket: &UdpSocket, engine: &Engine, wait: Duration) {
+fn serve_udp(socket: &UdpSocket, engine: &Engine, cap: Duration) {
+    let mut pacer = Pacer::new(cap);
+    let metrics = engine.metrics().clone();
     let mut batch = Batch {
         bufs: Box::new(std::array::from_fn(|_| vec![0u8; BUF])),
         recv_headers: MultiHeaders::preallocate(BATCH, None),
@@ -94,6 +227,11 @@ fn serve_udp(socket: &UdpSocket, engine: &Engine, wait: Duration) {
     };
     loop {
         receive(socket, &mut batch);
+        let taken = batch.got.len();
+        if taken > 0 {
+            pacer.read(Instant::now(), taken);
+            metrics.udp_read();
+        }
         let mut replies = 0;
         for &(i, len, addr) in &batch.got {
             let (Some(request), Some(client)) =
@@ -114,7 +252,8 @@ fn serve_udp(socket: &UdpSocket, engine: &Engine, wait: Duration) {
         if replies > 0 {
             send(socket, &mut batch, replies);
         }
-        if let Some(pause) = wait_after(batch.got.len(), wait) {
+        if let Some(pause) = pacer.wait(Instant::now(), taken) {
+            metrics.udp_wait();
             std::thread::sleep(pause);
         }
     }
@@ -196,33 +335,180 @@ mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
 
-    /// `udp_batch_wait_us` reaches the UDP threads, and they wait only after a batch under half
-    /// full: never when it is 0 (the default), never when the socket is busy.
-    #[test]
-    fn udp_batch_wait_follows_small_batches_only() {
+    const CAP: Duration = Duration::from_micros(250);
+
+    /// The settings of a site file whose `[dns]` section is `line`.
+    fn settings(line: &str) -> Result<crate::config::Settings, String> {
         let dir = tempfile::tempdir().unwrap();
-        let settings = |line: &str| {
-            let config = dir.path().join("site.toml");
-            std::fs::write(
-                &config,
-                format!("[site]\ndomain = \"example.test\"\n\n[dns]\n{line}"),
-            )
-            .unwrap();
-            crate::config::Settings::from_args(&crate::cli::ServeArgs {
-                listen: Vec::new(),
-                zones: None,
-                config: Some(config),
-                query_log: false,
-            })
-            .unwrap()
-        };
-        let off = settings("").udp_batch_wait;
-        let on = settings("udp_batch_wait_us = 250").udp_batch_wait;
-        assert_eq!(on, Duration::from_micros(250));
-        for taken in 0..=BATCH {
-            assert_eq!(wait_after(taken, off), None, "default, {taken} taken");
-            let want = (taken < BATCH / 2).then_some(on);
-            assert_eq!(wait_after(taken, on), want, "250 us, {taken} taken");
+        let config = dir.path().join("site.toml");
+        std::fs::write(
+            &config,
+            format!("[site]\ndomain = \"example.test\"\n\n[dns]\n{line}\n"),
+        )
+        .unwrap();
+        crate::config::Settings::from_args(&crate::cli::ServeArgs {
+            listen: Vec::new(),
+            zones: None,
+            config: Some(config),
+            query_log: false,
+        })
+        .map_err(|e| e.to_string())
+    }
+
+    /// A pacer fed `reads` reads of `per_read` datagrams at `rate` per second, evenly spaced
+    /// from `start`; returns it and the time of its last read.
+    fn steady(cap: Duration, rate: f64, per_read: usize, reads: u32) -> (Pacer, Instant) {
+        let mut pacer = Pacer::new(cap);
+        let gap = Duration::from_secs_f64(per_read as f64 / rate);
+        let mut at = Instant::now();
+        for _ in 0..reads {
+            at += gap;
+            pacer.read(at, per_read);
         }
+        (pacer, at)
+    }
+
+    /// `udp_batch_wait_us` is the cap: 250 µs by default, 0 turns waits off, above 1000 is
+    /// refused with the key named.
+    #[test]
+    fn udp_batch_wait_us_is_the_cap_250_us_by_default_bounded() {
+        assert_eq!(settings("").unwrap().udp_batch_wait, CAP);
+        assert_eq!(
+            settings("udp_batch_wait_us = 1000").unwrap().udp_batch_wait,
+            Duration::from_micros(1000)
+        );
+        assert!(
+            settings("udp_batch_wait_us = 0")
+                .unwrap()
+                .udp_batch_wait
+                .is_zero()
+        );
+        let err = settings("udp_batch_wait_us = 1001").unwrap_err();
+        assert!(err.contains("udp_batch_wait_us"), "{err}");
+    }
+
+    /// The estimate of a steady rate is that rate; an idle spell takes it to nothing.
+    #[test]
+    fn the_rate_follows_arrivals_and_decays_when_idle() {
+        for (rate, per_read) in [(1_000.0, 1), (20_000.0, 4), (200_000.0, 16)] {
+            let (pacer, _) = steady(CAP, rate, per_read, 2000);
+            let err = (pacer.rate() - rate).abs() / rate;
+            assert!(err < 0.2, "{rate}/s estimated {}", pacer.rate());
+        }
+        let (mut pacer, at) = steady(CAP, 20_000.0, 4, 2000);
+        pacer.read(at + Duration::from_millis(200), 1);
+        assert!(pacer.rate() < 100.0, "{}", pacer.rate());
+    }
+
+    /// Rates to waits: none below 4 datagrams per cap (16,000/s at 250 µs), the cap up to
+    /// where 16 datagrams arrive within it, shorter above, none when answering takes as long
+    /// or the batch was full; never longer than the cap; never with a cap of 0.
+    #[test]
+    fn waits_follow_the_rate_within_the_cap() {
+        let after = Duration::from_micros(5);
+        let cases: [(f64, usize, Option<Duration>); 8] = [
+            (100.0, 1, None),
+            (1_000.0, 1, None),
+            (10_000.0, 1, None),
+            (14_000.0, 2, None),
+            (20_000.0, 4, Some(CAP)),
+            (50_000.0, 8, Some(CAP)),
+            // 16 / 200,000 per s = 80 µs, 5 of which have passed.
+            (200_000.0, 16, Some(Duration::from_micros(75))),
+            // 16 arrive within 8 µs: the answering gathers the batch.
+            (2_000_000.0, 16, None),
+        ];
+        for (rate, per_read, want) in cases {
+            let (mut pacer, at) = steady(CAP, rate, per_read, 4000);
+            let got = pacer.wait(at + after, per_read);
+            match (got, want) {
+                (Some(g), Some(w)) => {
+                    let d = g.abs_diff(w);
+                    assert!(d <= w / 10, "{rate}/s: waits {g:?}, want about {w:?}");
+                }
+                (g, w) => assert_eq!(g, w, "{rate}/s"),
+            }
+            let (mut off, at) = steady(Duration::ZERO, rate, per_read, 4000);
+            assert_eq!(off.wait(at + after, per_read), None, "cap 0, {rate}/s");
+        }
+        let (mut full, at) = steady(CAP, 50_000.0, BATCH, 4000);
+        assert_eq!(full.wait(at + after, BATCH), None, "a full batch");
+        let mut rate = 500.0;
+        while rate < 5_000_000.0 {
+            for cap in [1u64, 50, 250, 1000] {
+                let cap = Duration::from_micros(cap);
+                let (mut pacer, at) = steady(cap, rate, 1, 4000);
+                if let Some(wait) = pacer.wait(at + after, 1) {
+                    assert!(wait <= cap, "{rate}/s, cap {cap:?}: {wait:?}");
+                    assert!(rate * cap.as_secs_f64() >= 3.0, "{rate}/s, cap {cap:?}");
+                }
+            }
+            rate *= 1.5;
+        }
+    }
+
+    /// A burst of 500 datagrams within a millisecond makes the next small batch wait; the
+    /// first query after an idle spell is not followed by one.
+    #[test]
+    fn a_burst_waits_an_idle_thread_does_not() {
+        let mut pacer = Pacer::new(CAP);
+        let mut at = Instant::now();
+        for taken in [
+            32, 32, 32, 32, 32, 32, 32, 32, 32, 32, 32, 32, 32, 32, 32, 20,
+        ] {
+            at += Duration::from_micros(60);
+            pacer.read(at, taken);
+        }
+        assert!(pacer.wait(at, 20).is_some());
+        let mut pacer = Pacer::new(CAP);
+        pacer.read(at, 1);
+        assert_eq!(pacer.wait(at, 1), None, "the first query");
+        pacer.read(at + Duration::from_millis(100), 1);
+        assert_eq!(pacer.wait(at + Duration::from_millis(100), 1), None);
+    }
+
+    /// A client that waits for each answer before its next query (30 µs a round trip without
+    /// waits, 33,000 per second) makes every wait useless: after two, the thread stops waiting
+    /// for longer and longer; an open-loop client at 20,000 per second keeps them.
+    #[test]
+    fn useless_waits_back_off_useful_ones_go_on() {
+        let rtt = Duration::from_micros(30);
+        let mut pacer = Pacer::new(CAP);
+        let mut at = Instant::now();
+        let mut waits = 0;
+        for _ in 0..4000 {
+            at += rtt;
+            pacer.read(at, 1);
+            if let Some(wait) = pacer.wait(at, 1) {
+                waits += 1;
+                at += wait;
+            }
+        }
+        assert!(
+            (1..=16).contains(&waits),
+            "{waits} waits in 4000 round trips"
+        );
+        // Open loop: a datagram every 50 µs whatever the server does.
+        let arrival = Duration::from_micros(50);
+        let mut pacer = Pacer::new(CAP);
+        let start = Instant::now();
+        let (mut at, mut next, mut waits, mut reads) = (start, start, 0, 0);
+        while reads < 4000 {
+            // Blocked in the read until the next arrival, or after a wait: all that came.
+            at = at.max(next);
+            let mut taken = 0;
+            while next <= at && taken < BATCH {
+                taken += 1;
+                next += arrival;
+            }
+            pacer.read(at, taken);
+            reads += 1;
+            at += Duration::from_micros(2) * u32::try_from(taken).unwrap();
+            if let Some(wait) = pacer.wait(at, taken) {
+                waits += 1;
+                at += wait;
+            }
+        }
+        assert!(waits > 3000, "{waits} waits in 4000 reads at 20,000/s");
     }
 }

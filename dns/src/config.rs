@@ -32,7 +32,8 @@ pub struct Settings {
     pub tcp_max_connection_time: std::time::Duration,
     /// UDP sockets per listen address.
     pub udp_sockets: usize,
-    /// How long a UDP thread waits after a small batch before it reads again.
+    /// The longest a UDP thread waits after a batch before it reads again (its waits are
+    /// adaptive: [`crate::batch::Pacer`]); zero: never.
     pub udp_batch_wait: std::time::Duration,
     /// Response rate limiting (off when its rate is 0).
     pub rrl: RrlConfig,

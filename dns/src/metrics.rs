@@ -11,6 +11,9 @@
 //! - `onebox_dns_tcp_connections_total{outcome}`: TCP connections accepted, or refused because
 //!   the server or that client was at its limit; `onebox_dns_tcp_connections_open`;
 //!   `onebox_dns_tcp_connections_expired_total`: closed at their lifetime's end;
+//! - `onebox_dns_udp_reads_total`: reads of a UDP socket (`recvmmsg`) that returned datagrams
+//!   (the mean batch is the UDP queries over this); `onebox_dns_udp_waits_total`: waits a UDP
+//!   thread took after a batch to gather the next (`udp_batch_wait_us`, [`crate::batch::Pacer`]);
 //! - `onebox_dns_reloads_total{result}`: SIGHUP reloads, `ok` or `failed` (a file kept its
 //!   previous version, or the site file was refused);
 //! - `onebox_dns_zones`, `onebox_dns_zone_serial{zone}`: what is being served;
@@ -65,6 +68,8 @@ pub struct Metrics {
     tcp_open: Gauge,
     tcp_expired: Counter,
     reloads: Family<Labels1, Counter>,
+    udp_reads: Counter,
+    udp_waits: Counter,
     notify_sent: Counter,
     notify: Family<Labels1, Counter>,
     notify_received: Family<Labels1, Counter>,
@@ -146,6 +151,16 @@ impl Metrics {
         if expired {
             self.tcp_expired.inc();
         }
+    }
+
+    /// Counts a read of a UDP socket that returned datagrams.
+    pub fn udp_read(&self) {
+        self.udp_reads.inc();
+    }
+
+    /// Counts a wait of a UDP thread before its next read.
+    pub fn udp_wait(&self) {
+        self.udp_waits.inc();
     }
 
     /// Counts a reload.
@@ -260,6 +275,16 @@ pub fn registry(metrics: &Metrics, catalog: Arc<ArcSwap<Catalog>>) -> Registry {
         "tcp_connections_expired",
         "TCP connections closed at the end of their lifetime (tcp_max_connection_secs)",
         metrics.tcp_expired.clone(),
+    );
+    registry.register(
+        "udp_reads",
+        "Reads of a UDP socket (recvmmsg) that returned datagrams: UDP queries / this = mean batch",
+        metrics.udp_reads.clone(),
+    );
+    registry.register(
+        "udp_waits",
+        "Waits a UDP thread took after a batch to gather the next (udp_batch_wait_us)",
+        metrics.udp_waits.clone(),
     );
     registry.register(
         "reloads",

@@ -32,15 +32,19 @@ pub struct DnsConfig {
     /// (absent): the number of CPUs, at most 64.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub udp_sockets: Option<Bounded<1, 64>>,
-    /// Microseconds a UDP thread waits, after a batch of fewer than 16 datagrams, before it
-    /// reads again, so that the next batch is larger: fewer wake-ups and system calls per
-    /// answer at moderate rates (250: 0.6× the CPU per answer at 20,000 queries per second),
-    /// for up to this much latency (and the timer's slack, 50 µs) added to a query that arrives
-    /// during the wait. A query to an idle server is answered at once, and a thread that took
-    /// 16 or more datagrams never waits. What arrives during a wait queues in the socket's
-    /// receive buffer (`net.core.rmem_default`, 208 KiB: about 200 small queries); keep the
-    /// peak rate per socket times the wait well below that, or queries are dropped. 0: never
-    /// waits. Default: 0.
+    /// The longest a UDP thread waits, in microseconds, after answering a batch of datagrams
+    /// and before reading again, so that the next batch is larger: fewer wake-ups and system
+    /// calls per answer. The wait is adaptive: each thread estimates the arrival rate of its
+    /// socket over the last few tens of milliseconds and waits only when that rate brings at
+    /// least 4 datagrams within this time (at 250: from 16,000 queries per second per socket),
+    /// as long as 16 are expected to take (less at higher rates, none when answering the batch
+    /// took that long or it filled the 32 a read takes), and stops waiting for a while when
+    /// its waits do not gather (clients that each wait for their answer). So a lightly loaded
+    /// or idle server answers every query at once, and a busy one adds up to this much latency
+    /// (and the timer's slack, 50 µs) to answer about half the CPU per answer (at 20,000 queries
+    /// per second). What arrives during a wait queues in the socket's receive buffer
+    /// (`net.core.rmem_default`, 208 KiB: about 200 small queries): a wait gathers about 16. 0:
+    /// never waits. Default: 250.
     pub udp_batch_wait_us: Bounded<0, 1000>,
     /// Most TCP connections open at once from one client (an IPv4 address, or an IPv6 /64);
     /// more are closed on accept. Default: 16.
@@ -123,7 +127,7 @@ impl Default for DnsConfig {
             tcp_max_connections: Bounded::clamped(256),
             tcp_idle_timeout_secs: Bounded::clamped(10),
             udp_sockets: None,
-            udp_batch_wait_us: Bounded::clamped(0),
+            udp_batch_wait_us: Bounded::clamped(250),
             tcp_max_connections_per_client: Bounded::clamped(16),
             tcp_max_connection_secs: Bounded::clamped(120),
             rrl_responses_per_sec: Bounded::clamped(200),

@@ -1,5 +1,6 @@
-//! Hostile traffic: response rate limiting of a UDP burst, the TCP limits per client and per
-//! connection, the per-zone settings reread on SIGHUP, and the metrics that count all of it.
+//! Hostile and heavy traffic: response rate limiting of a UDP burst, the UDP threads' adaptive
+//! waits, the TCP limits per client and per connection, the per-zone settings reread on SIGHUP,
+//! and the metrics that count all of it.
 
 use super::support::{Server, data, free_port, query_bytes, temp_dir};
 use hickory_proto::op::{Message, ResponseCode};
@@ -393,4 +394,68 @@ fn metrics_are_served_on_loopback_only() {
     let mut text = String::new();
     stream.read_to_string(&mut text).unwrap();
     assert!(text.starts_with("HTTP/1.1 404"), "{text}");
+}
+
+/// The UDP threads' adaptive waits (`udp_batch_wait_us`, on by default), counted by
+/// `onebox_dns_udp_waits_total`: none at a trickle (a query every 2 ms, each answered), few for a
+/// client that sends each query only after its answer (its waits gather nothing: they pause,
+/// longer each time), some under bursts of 1,000 queries sent back to back.
+#[test]
+fn udp_threads_wait_under_bursts_not_at_a_trickle() {
+    let tmp = temp_dir("udp-waits");
+    // One UDP socket, so one thread sees all of it; no rate limiting of the bursts.
+    let (s, metrics) = start_with(tmp.path(), "udp_sockets = 1\nrrl_responses_per_sec = 0");
+    let waits = || sample(&scrape(metrics), "onebox_dns_udp_waits_total");
+    let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_secs(2)))
+        .unwrap();
+    let mut buf = [0u8; 1500];
+    let mut ask = |id: u16| {
+        socket
+            .send_to(&query_with_id("web.example.test.", id), s.addr())
+            .unwrap();
+        let len = socket.recv(&mut buf).expect("an answer");
+        let reply = Message::from_vec(&buf[..len]).unwrap();
+        assert_eq!(reply.metadata.id, id);
+    };
+    let start = waits();
+    for id in 0..100 {
+        ask(id);
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let trickle = waits() - start;
+    assert_eq!(trickle, 0, "waits at a trickle of 500 queries per second");
+    for id in 0..2000 {
+        ask(id);
+    }
+    let one_by_one = waits() - start;
+    println!("{one_by_one} waits in 2000 queries one after the other");
+    assert!(
+        one_by_one <= 20,
+        "{one_by_one} waits for a client that sends each query after the last answer"
+    );
+    socket
+        .set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
+    let mut reads = 0;
+    for round in 0..10u16 {
+        for i in 0..1000u16 {
+            let id = round.wrapping_mul(1000).wrapping_add(i);
+            socket
+                .send_to(&query_with_id("web.example.test.", id), s.addr())
+                .unwrap();
+        }
+        while socket.recv(&mut buf).is_ok() {
+            reads += 1;
+        }
+    }
+    let m = scrape(metrics);
+    let bursts = sample(&m, "onebox_dns_udp_waits_total") - start - one_by_one;
+    println!(
+        "{bursts} waits under 10 bursts of 1000 queries ({reads} answers read; {} reads of the \
+         socket in all)",
+        sample(&m, "onebox_dns_udp_reads_total")
+    );
+    assert!(bursts > 0, "no wait under bursts");
 }

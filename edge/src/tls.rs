@@ -318,19 +318,38 @@ pub fn prefers_chacha20(offered: &[rustls::CipherSuite]) -> bool {
 /// buffer (1460 bytes) — its own `send`. Held together, a header and a body of up to 16 KiB
 /// are one record and one `send`, as nginx sends them (its `ssl_buffer_size` is 16k). The
 /// buffer grows per response to what it holds and is freed when it is flushed, so an idle
-/// connection holds none. (HTTP/2 frames are buffered by the h2 layer itself.)
+/// connection holds none.
+///
+/// On HTTP/2 it cuts writes at TLS record boundaries ([`TlsStream::poll_write_aligned`]): the
+/// h2 layer writes each DATA frame as its 9-byte head and a payload of up to 16 KiB (the
+/// client's largest frame size), one write per frame, and rustls made each such write a full
+/// 16 KiB record and a second record of the 9 bytes left over: two records per 16 KiB of body,
+/// half of them tiny, each a separate seal on the edge and a separate decryption and read on
+/// the client. Held back and sent with the next write, the leftover bytes begin the next full
+/// record: one 16 KiB record per 16 KiB of body, as nginx sends it (`ssl_buffer_size` 16k).
 #[derive(Debug)]
 pub struct TlsStream {
     inner: tokio_rustls::server::TlsStream<L4Stream>,
     alpn: Option<ALPN>,
-    /// Whether small writes are held back (HTTP/1).
+    /// Whether small writes are held back (HTTP/1); otherwise writes are aligned to records
+    /// (HTTP/2).
     coalesce: bool,
-    /// Written but not yet handed to TLS; empty with no capacity between responses.
+    /// Written but not yet handed to TLS; empty with no capacity between flushes.
     pending: Vec<u8>,
+    /// HTTP/2: a flush left a record's leftover held back (see [`TlsStream::poll_flush`]).
+    flush_deferred: bool,
 }
 
 /// The most plaintext held back: one TLS record's worth.
 pub const COALESCE_MAX: usize = 16 * 1024;
+
+/// The plaintext of a full TLS record (rustls' largest fragment).
+pub const RECORD_PLAINTEXT: usize = 16 * 1024;
+
+/// The most an HTTP/2 write leaves held back past its last full record (copied, to begin the
+/// next record): a longer leftover is handed to TLS at once, as a short record, rather than
+/// copied.
+pub const ALIGN_TAIL_MAX: usize = 4 * 1024;
 
 impl TlsStream {
     fn new(inner: tokio_rustls::server::TlsStream<L4Stream>) -> Self {
@@ -346,6 +365,7 @@ impl TlsStream {
             alpn,
             coalesce,
             pending: Vec::new(),
+            flush_deferred: false,
         }
     }
 
@@ -366,6 +386,73 @@ impl TlsStream {
         // Freed: an idle connection holds no buffer.
         self.pending = Vec::new();
         Poll::Ready(Ok(()))
+    }
+
+    /// An HTTP/2 write: what is held back and `bufs` handed to TLS up to the last full
+    /// record's end, the rest (when at most [`ALIGN_TAIL_MAX`]) held back for the next write or
+    /// the flush; a write that does not complete a record is held back whole.
+    fn poll_write_aligned(
+        &mut self,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        let total: usize = bufs.iter().map(|b| b.len()).sum();
+        if total == 0 {
+            return Poll::Ready(Ok(0));
+        }
+        self.flush_deferred = false;
+        loop {
+            let held = self.pending.len();
+            let whole = (held + total) / RECORD_PLAINTEXT * RECORD_PLAINTEXT;
+            if whole == 0 {
+                for b in bufs {
+                    self.pending.extend_from_slice(b);
+                }
+                return Poll::Ready(Ok(total));
+            }
+            let hold_tail = held + total - whole <= ALIGN_TAIL_MAX;
+            let send = if hold_tail { whole } else { held + total };
+            // What is held, then `bufs`, cut at `send` bytes (h2 writes one or two slices).
+            let mut slices = [std::io::IoSlice::new(&[]); 8];
+            let mut n = 0;
+            let mut left = send;
+            if held > 0 {
+                slices[0] = std::io::IoSlice::new(&self.pending);
+                n = 1;
+                left -= held;
+            }
+            for b in bufs {
+                if left == 0 || n == slices.len() {
+                    break;
+                }
+                let take = b.len().min(left);
+                slices[n] = std::io::IoSlice::new(&b[..take]);
+                n += 1;
+                left -= take;
+            }
+            let offered = send - left;
+            let written =
+                std::task::ready!(Pin::new(&mut self.inner).poll_write_vectored(cx, &slices[..n]))?;
+            if written < held {
+                // TLS took only part of what was held: try again with the rest.
+                self.pending.drain(..written);
+                continue;
+            }
+            self.pending.clear();
+            let from_bufs = written - held;
+            if written == offered && send == whole && hold_tail {
+                let mut skip = from_bufs;
+                for b in bufs {
+                    let skipped = skip.min(b.len());
+                    self.pending.extend_from_slice(&b[skipped..]);
+                    skip -= skipped;
+                }
+                return Poll::Ready(Ok(total));
+            }
+            if from_bufs > 0 {
+                return Poll::Ready(Ok(from_bufs));
+            }
+        }
     }
 
     /// The key exchange group the handshake used (`X25519MLKEM768`, `X25519` …).
@@ -400,7 +487,7 @@ impl AsyncWrite for TlsStream {
     ) -> Poll<std::io::Result<usize>> {
         let this = &mut *self;
         if !this.coalesce {
-            return Pin::new(&mut this.inner).poll_write(cx, buf);
+            return this.poll_write_aligned(cx, &[std::io::IoSlice::new(buf)]);
         }
         if !this.pending.is_empty() && this.pending.len() + buf.len() > COALESCE_MAX {
             std::task::ready!(this.poll_drain(cx))?;
@@ -413,7 +500,22 @@ impl AsyncWrite for TlsStream {
         this.pending.extend_from_slice(buf);
         Poll::Ready(Ok(buf.len()))
     }
+    /// On HTTP/2 the h2 layer flushes after every DATA frame, so a record's leftover held back
+    /// at a flush would be the leftover of every frame: the first flush after a write keeps a
+    /// short leftover ([`ALIGN_TAIL_MAX`]) and wakes the connection's task, whose next poll
+    /// flushes again (h2 flushes on every poll of an open connection). If the task wrote the
+    /// next frame meanwhile, the leftover began its record; if not, this second flush sends it.
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        if !self.coalesce
+            && !self.flush_deferred
+            && !self.pending.is_empty()
+            && self.pending.len() <= ALIGN_TAIL_MAX
+        {
+            self.flush_deferred = true;
+            cx.waker().wake_by_ref();
+            return Pin::new(&mut self.inner).poll_flush(cx);
+        }
+        self.flush_deferred = false;
         std::task::ready!(self.poll_drain(cx))?;
         Pin::new(&mut self.inner).poll_flush(cx)
     }
@@ -426,6 +528,9 @@ impl AsyncWrite for TlsStream {
         cx: &mut Context<'_>,
         bufs: &[std::io::IoSlice<'_>],
     ) -> Poll<std::io::Result<usize>> {
+        if !self.coalesce {
+            return self.poll_write_aligned(cx, bufs);
+        }
         std::task::ready!(self.poll_drain(cx))?;
         Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
     }
@@ -638,5 +743,120 @@ mod tests {
         std::fs::write(&path, pem.replace("PRIVATE KEY", "RSA PRIVATE KEY")).expect("write");
         let (tls, _) = serve();
         handshake(tls, ca).expect_err("an unusable cache file: self-signed");
+    }
+
+    /// An HTTP/2 body written as h2 writes it (each DATA frame a 9-byte head and a 16 KiB
+    /// payload, one write and one flush per frame) goes out in full 16 KiB records, not a full
+    /// record and a 9-byte one per frame; the leftover held at a flush is sent by the next
+    /// flush (the connection's next poll), and the client reads every byte in order.
+    #[tokio::test]
+    async fn http2_writes_fill_whole_tls_records() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let cert = rcgen::generate_simple_self_signed(vec!["www.foobar.com".to_string()])
+            .expect("certificate");
+        let key = rustls::pki_types::PrivateKeyDer::Pkcs8(cert.key_pair.serialize_der().into());
+        let mut server_config = rustls::ServerConfig::builder_with_provider(provider())
+            .with_safe_default_protocol_versions()
+            .expect("versions")
+            .with_no_client_auth()
+            .with_single_cert(vec![cert.cert.der().clone()], key)
+            .expect("server config");
+        server_config.alpn_protocols = vec![b"h2".to_vec()];
+        // No tickets after the handshake: the client's records begin with the body's.
+        server_config.send_tls13_tickets = 0;
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(cert.cert.der().clone()).expect("root");
+        let mut client_config = rustls::ClientConfig::builder_with_provider(provider())
+            .with_safe_default_protocol_versions()
+            .expect("versions")
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        client_config.alpn_protocols = vec![b"h2".to_vec()];
+
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let client = tokio::spawn(async move {
+            let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
+            let name = rustls::pki_types::ServerName::try_from("www.foobar.com").expect("name");
+            let tls = tokio_rustls::TlsConnector::from(Arc::new(client_config))
+                .connect(name, tcp)
+                .await
+                .expect("client handshake");
+            let (mut tcp, mut conn) = tls.into_inner();
+            let mut raw = Vec::new();
+            tcp.read_to_end(&mut raw).await.expect("read");
+            // Each record fed to TLS alone: the plaintext size of every application-data one.
+            let (mut records, mut body) = (Vec::new(), Vec::new());
+            let mut at = 0;
+            while at + 5 <= raw.len() {
+                let end = at + 5 + usize::from(u16::from_be_bytes([raw[at + 3], raw[at + 4]]));
+                let mut record = &raw[at..end];
+                let mut plain = Vec::new();
+                while !record.is_empty() {
+                    conn.read_tls(&mut record).expect("read_tls");
+                    conn.process_new_packets().expect("record");
+                }
+                let _ = std::io::Read::read_to_end(&mut conn.reader(), &mut plain);
+                if !plain.is_empty() {
+                    records.push(plain.len());
+                    body.extend_from_slice(&plain);
+                }
+                at = end;
+            }
+            (records, body)
+        });
+
+        let (tcp, _) = listener.accept().await.expect("accept");
+        let tls = tokio_rustls::TlsAcceptor::from(Arc::new(server_config))
+            .accept(L4Stream::from(tcp))
+            .await
+            .expect("server handshake");
+        let mut stream = TlsStream::new(tls);
+        assert_eq!(stream.alpn, Some(ALPN::H2));
+        let mut sent = Vec::new();
+        for i in 0..64u8 {
+            let head = [i; 9];
+            let payload = vec![i.wrapping_mul(7); 16 * 1024];
+            let mut written = 0;
+            while written < head.len() + payload.len() {
+                let mut skip = written;
+                let rest: Vec<&[u8]> = [&head[..], &payload[..]]
+                    .into_iter()
+                    .map(|b| {
+                        let s = skip.min(b.len());
+                        skip -= s;
+                        &b[s..]
+                    })
+                    .collect();
+                let slices: Vec<_> = rest.iter().map(|b| std::io::IoSlice::new(b)).collect();
+                written += stream.write_vectored(&slices).await.expect("write");
+            }
+            stream.flush().await.expect("flush");
+            sent.extend_from_slice(&head);
+            sent.extend_from_slice(&payload);
+        }
+        // The connection's next poll flushes again, with nothing written since.
+        stream.flush().await.expect("second flush");
+        AsyncWriteExt::shutdown(&mut stream)
+            .await
+            .expect("shutdown");
+        drop(stream);
+
+        let (records, body) = client.await.expect("client");
+        assert!(
+            body == sent,
+            "the client read other bytes than were written"
+        );
+        let full = records.iter().filter(|&&n| n == RECORD_PLAINTEXT).count();
+        assert_eq!(
+            (records.len(), full),
+            (
+                sent.len().div_ceil(RECORD_PLAINTEXT),
+                sent.len() / RECORD_PLAINTEXT
+            ),
+            "plaintext per record: {records:?}"
+        );
     }
 }

@@ -75,6 +75,27 @@ if [[ $target == vm ]]; then
   }
   check "first boot: SSH host key and machine-id are new to this instance" per_instance
 
+  # image/boot's user-data is one plain #cloud-config document: cloud-init's local stage hands it
+  # over (/run/onebox/cloud-config.txt, image/overlay/usr/local/lib/onebox/cloud-init-local) and
+  # provisioning does not wait for cloud-init.service (the network stage) at all. The order is
+  # shown (journal, monotonic), not asserted: it is the path taken and the units' ordering that
+  # are checked. (The restore's fresh VM below gets a MIME multipart user-data: the fallback.)
+  provisioned_early() {
+    local local_log prov_log after
+    local_log=$(vm_ssh sudo journalctl -b -o cat -u cloud-init-local.service | grep '^onebox: ') || true
+    prov_log=$(vm_ssh sudo journalctl -b -o cat -u onebox-provision.service | grep '^onebox: ') || true
+    after=$(vm_ssh systemctl show -p After --value onebox-provision.service) || return 1
+    echo "cloud-init-local: ${local_log:-no onebox line}"; echo "onebox-provision: ${prov_log:-no onebox line}"
+    vm_ssh sudo journalctl -b -o short-monotonic --no-pager \
+      -u cloud-init-local.service -u cloud-init.service -u onebox-provision.service |
+      grep -E 'Started|Finished|onebox: ' | tail -n 8
+    grep -q 'user-data of NoCloud (instance onebox-[0-9]*) is in /run/onebox/cloud-config.txt' <<<"$local_log" &&
+      grep -qx "onebox: provisioning from the user-data of cloud-init's local stage (/run/onebox/cloud-config.txt)" <<<"$prov_log" &&
+      ! grep -qw 'cloud-init.service' <<<"$after" ||
+      { echo "onebox-provision After=: $after"; return 1; }
+  }
+  check "first boot: provisioned from cloud-init's local stage, not after cloud-init.service" provisioned_early
+
   database() { # the app's database and user, unix_socket auth, no TCP listener
     local grants listening
     grants=$(vm_ssh "sudo mariadb -N -e \"SHOW GRANTS FOR 'onebox-app'@'localhost'\"") || return 1
@@ -700,8 +721,15 @@ EOF
     local t0=$SECONDS
     image/boot start --"$vm_firmware" --restore || return 1
     echo "fresh VM serving after $((SECONDS - t0)) s (boot included)"
-    vm_ssh sudo journalctl -b -u onebox-provision --no-pager -o cat | grep -E 'restored|restore' | tail -n 8
-    vm_ssh sudo journalctl -b -u onebox-provision --no-pager -o cat | grep -q 'restored .* from sftp:'
+    local log
+    log=$(vm_ssh sudo journalctl -b -u onebox-provision --no-pager -o cat) || return 1
+    grep -E 'restored|restore|^onebox: ' <<<"$log" | tail -n 8
+    grep -q 'restored .* from sftp:' <<<"$log" || return 1
+    # Its user-data is a MIME multipart message (image/boot --restore): not handed over by
+    # cloud-init's local stage, so provisioning took the fallback, cloud-init.service's file.
+    grep -qx "onebox: no plain #cloud-config from cloud-init's local stage: waiting for cloud-init.service" <<<"$log" &&
+      vm_ssh sudo journalctl -b -u cloud-init-local --no-pager -o cat |
+      grep -q '^onebox: the user-data of NoCloud is not one plain #cloud-config document'
   }
   same_posts() { # every post acknowledged before the backup began; the same admin password
     local now missing pw
@@ -784,7 +812,7 @@ EOF
   if [[ $vm_firmware == "$ops_firmware" ]] && built edge && built app; then
     check "backup: onebox backup to the SFTP repository while a writer posts; status shows it ok" backed_up
     check "backup: a wrong repository password fails clearly, status shows it failed, the repository is intact" wrong_password
-    check "restore: the VM destroyed, a fresh VM with restore_from (SFTP) comes up restored" fresh_restore
+    check "restore: the VM destroyed, a fresh VM with restore_from (SFTP; MIME multipart user-data, provisioned after cloud-init.service) comes up restored" fresh_restore
     check "restore: every post acknowledged before the backup began, the same admin password" same_posts
     check "restore: the same certificate (fingerprint), no new ACME order" same_certificate
     check "restore: the same DNSKEYs and DS" same_keys

@@ -719,7 +719,11 @@ EOF
     echo "first VM: $(cat "$ops/fingerprint"), $(wc -l <"$ops/dnskey") DNSKEYs, $(wc -l <"$ops/titles") posts"
     image/boot kill
     local t0=$SECONDS
-    image/boot start --"$vm_firmware" --restore || return 1
+    if ! image/boot start --"$vm_firmware" --restore; then
+      echo "onebox-provision's journal on the fresh VM:"
+      vm_ssh sudo journalctl -b -u onebox-provision --no-pager -o cat | tail -n 20
+      return 1
+    fi
     echo "fresh VM serving after $((SECONDS - t0)) s (boot included)"
     local log
     log=$(vm_ssh sudo journalctl -b -u onebox-provision --no-pager -o cat) || return 1

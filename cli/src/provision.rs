@@ -836,10 +836,10 @@ async fn restore_at_first_boot(
         from.repository.as_str()
     );
     let started = std::time::Instant::now();
+    crate::restore::wait_for_repository(&restic, crate::restore::FIRST_BOOT_WAIT)?;
     // The services are not stopped: at first boot they have not started, their start jobs wait
     // for this unit (After=onebox-provision), and a `systemctl stop` would cancel those jobs, so
     // that the restored box came up with none of them running (seen in the VM suite).
-    crate::restore::wait_for_repository(&restic, crate::restore::FIRST_BOOT_WAIT)?;
     let manifest = crate::restore::restore_files(&plan.root, &restic, snapshot, &state, false)?;
     if plan.database.is_some() {
         let site = crate::backup::Site::load(&plan.root, None)?;

@@ -88,7 +88,7 @@ async fn answers_503_while_the_database_is_down_and_recovers_without_restart() {
 #[allow(clippy::await_holding_lock)] // Each test has a runtime (and a thread) of its own.
 async fn a_frozen_database_is_503_too_and_recovers() {
     let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
-    let server = PrivateMariadb::start();
+    let mut server = PrivateMariadb::start();
     let (_db, app) = app_with_admin_on(&server.url(), "database_wait_secs = 0").await;
     let c = admin_client(&app).await;
     create_post(&c, &app, "Thawed", "body", true).await;
@@ -97,11 +97,13 @@ async fn a_frozen_database_is_503_too_and_recovers() {
 
     // The server still accepts connections but answers nothing: requests must not hang (the
     // client gives up after 20 s, the app's own limit is 1 s per query).
-    server.signal("STOP");
+    // freeze() returns once every thread of mariadbd has stopped: right after `kill -STOP` a
+    // thread not yet stopped could still answer.
+    server.freeze().unwrap();
     let home = anon.get(app.url("/")).send().await;
     let health = anon.get(app.url("/healthz")).send().await;
     let api = anon.get(app.url("/api/posts")).send().await;
-    server.signal("CONT");
+    server.thaw().unwrap();
     assert_eq!(home.unwrap().status(), 503);
     assert_eq!(health.unwrap().status(), 503);
     assert_eq!(api.unwrap().status(), 503);

@@ -239,10 +239,25 @@ impl MariaDb {
     }
 
     /// Freezes the server (SIGSTOP): it keeps its connections and accepts new ones, but
-    /// answers nothing until [`thaw`](Self::thaw).
+    /// answers nothing until [`thaw`](Self::thaw). Returns once every thread of the server has
+    /// stopped: `kill` only marks the signal pending and wakes one thread, which stops the others
+    /// when it runs, so on a busy machine another thread can still answer a query for some
+    /// milliseconds after `kill` returns.
     pub fn freeze(&mut self) -> anyhow::Result<()> {
-        self.running_server()?.signal(Signal::STOP)?;
+        let server = self.running_server()?;
+        server.signal(Signal::STOP)?;
+        let pid = server.pid();
+        crate::process::try_wait_until(
+            Duration::from_secs(10),
+            "every thread of mariadbd to stop",
+            || all_threads_stopped(pid),
+        )?;
         Ok(())
+    }
+
+    /// Whether every thread of the server is stopped (after [`freeze`](Self::freeze)).
+    pub fn frozen(&self) -> bool {
+        self.pid().is_some_and(all_threads_stopped)
     }
 
     /// Lets a frozen server go on (SIGCONT).
@@ -557,4 +572,28 @@ pub fn current_user() -> anyhow::Result<String> {
     })
     .clone()
     .map_err(anyhow::Error::msg)
+}
+
+/// Whether every thread of process `pid` is stopped (state `T` in `/proc/PID/task/*/stat`);
+/// false when they cannot be read.
+fn all_threads_stopped(pid: u32) -> bool {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return false;
+    };
+    let mut any = false;
+    for task in tasks {
+        let Ok(task) = task else { return false };
+        let Ok(stat) = std::fs::read_to_string(task.path().join("stat")) else {
+            return false;
+        };
+        // "PID (COMM) STATE ...": COMM may hold spaces and parentheses; the state follows the last ')'.
+        let state = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().next());
+        if state != Some("T") {
+            return false;
+        }
+        any = true;
+    }
+    any
 }

@@ -155,10 +155,17 @@ fn mariadb_takes_queries_gives_each_test_a_database_and_survives_outages() {
 
     // Frozen: connections get no greeting; thawed: they do.
     server.freeze().unwrap();
+    // freeze() returns only once every thread has stopped (kill alone leaves a window in which a
+    // thread not yet stopped answers queries).
+    assert!(
+        server.frozen(),
+        "freeze() returned before every thread stopped"
+    );
     let socket = server.socket().to_path_buf();
     assert!(!greeting(&socket), "a frozen server greeted");
     server.thaw().unwrap();
     assert!(greeting(&socket));
+    assert!(!server.frozen());
 
     server.restart().unwrap();
     assert_eq!(db.sql("SELECT COUNT(*) FROM t").unwrap().trim(), "2");

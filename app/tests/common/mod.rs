@@ -362,12 +362,4 @@ impl PrivateMariadb {
             .resume()
             .unwrap_or_else(|e| panic!("the private mariadbd did not come back: {e:#}"));
     }
-
-    /// `STOP` freezes the server, `CONT` lets it go on.
-    pub fn signal(&self, signal: &str) {
-        let sig =
-            onebox_testkit::signal_named(signal).unwrap_or_else(|| panic!("no signal {signal}"));
-        let pid = self.0.pid().expect("running");
-        onebox_testkit::signal(pid, sig).unwrap_or_else(|e| panic!("kill -{signal} {pid}: {e}"));
-    }
 }

@@ -22,6 +22,7 @@ use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::upstreams::peer::HttpPeer;
 use pingora::{Error, ErrorType, Result};
 use rustls_acme::ResolvesServerCertAcme;
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -66,6 +67,11 @@ pub struct Ctx {
     host: String,
     kind: Kind,
     body_bytes: u64,
+    /// The URL for the page cache's memory of uncacheable URLs, when the request may use the
+    /// cache.
+    page_url: Option<page_cache::Url>,
+    /// Whether that memory sent the request to the app without the cache.
+    page_remembered: bool,
 }
 
 /// How a request was answered (the access log's `kind`).
@@ -371,6 +377,20 @@ fn client_ip(session: &Session) -> Option<std::net::IpAddr> {
         .map(|a| a.ip().to_canonical())
 }
 
+/// The `Host` the app sees, lower-case, for the page cache (upstream_request_filter adds
+/// `ctx_host` only when none came).
+fn cache_host<'a>(req: &'a pingora::http::RequestHeader, ctx_host: &'a str) -> Cow<'a, str> {
+    match req
+        .headers
+        .get(http::header::HOST)
+        .and_then(|h| h.to_str().ok())
+    {
+        Some(h) if h.bytes().any(|b| b.is_ascii_uppercase()) => Cow::Owned(h.to_ascii_lowercase()),
+        Some(h) => Cow::Borrowed(h),
+        None => Cow::Borrowed(ctx_host),
+    }
+}
+
 /// A static file read failure as a pingora error.
 fn file_error(e: std::io::Error) -> Box<Error> {
     Error::because(ErrorType::InternalError, "reading a static file", e)
@@ -393,6 +413,8 @@ impl ProxyHttp for Edge {
             host: String::new(),
             kind: Kind::Proxy,
             body_bytes: 0,
+            page_url: None,
+            page_remembered: false,
         }
     }
 
@@ -469,11 +491,22 @@ impl ProxyHttp for Edge {
         Ok(())
     }
 
-    fn request_cache_filter(&self, session: &mut Session, _ctx: &mut Ctx) -> Result<()> {
+    /// Enables the page cache for an anonymous `GET`/`HEAD` on HTTPS, unless its URL's last
+    /// answer may not be cached: then it goes to the app without the cache (no key, lookup,
+    /// lock or pingora predictor).
+    fn request_cache_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<()> {
         if let Some(cache) = self.shared.page_cache
             && self.tls
             && page_cache::request_cacheable(session.req_header())
         {
+            let req = session.req_header();
+            let url = cache.url(&cache_host(req, &ctx.host), req);
+            ctx.page_url = Some(url);
+            if cache.remembers_uncacheable(url, ctx.start) {
+                ctx.page_remembered = true;
+                self.shared.metrics.page_cache_remembered_uncacheable.inc();
+                return Ok(());
+            }
             cache.enable(session);
         }
         Ok(())
@@ -483,26 +516,29 @@ impl ProxyHttp for Edge {
         let Some(cache) = self.shared.page_cache else {
             return Error::e_explain(ErrorType::InternalError, "the page cache is off");
         };
-        // The Host the app sees (upstream_request_filter adds ctx.host only when none came).
         let req = session.req_header();
-        let host = req
-            .headers
-            .get(http::header::HOST)
-            .and_then(|h| h.to_str().ok())
-            .map_or_else(|| ctx.host.clone(), str::to_ascii_lowercase);
-        Ok(cache.key(&host, req))
+        Ok(cache.key(&cache_host(req, &ctx.host), req))
     }
 
+    /// Whether the answer may be stored; one that may not is remembered for its URL (by the
+    /// requests that went through the cache only: theirs are the answers the cache would
+    /// store, without the client's `If-*` or `Range`).
     fn response_cache_filter(
         &self,
         _session: &Session,
         resp: &ResponseHeader,
-        _ctx: &mut Ctx,
+        ctx: &mut Ctx,
     ) -> Result<RespCacheable> {
-        Ok(match self.shared.page_cache {
-            Some(cache) => cache.response_cacheable(resp),
-            None => RespCacheable::Uncacheable(NoCacheReason::NeverEnabled),
-        })
+        let Some(cache) = self.shared.page_cache else {
+            return Ok(RespCacheable::Uncacheable(NoCacheReason::NeverEnabled));
+        };
+        let answer = cache.response_cacheable(resp);
+        if !answer.is_cacheable()
+            && let Some(url) = ctx.page_url
+        {
+            cache.remember_uncacheable(url, Instant::now());
+        }
+        Ok(answer)
     }
 
     async fn upstream_peer(&self, _session: &mut Session, ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
@@ -571,6 +607,15 @@ impl ProxyHttp for Edge {
                 "request {}: the app changed its pages; page cache purged",
                 ctx.id
             );
+        }
+        // Sent to the app without the cache as a URL whose answers may not be cached: an
+        // answer that may be makes the cache forget that, and the next request fills it.
+        if ctx.page_remembered
+            && let Some(url) = ctx.page_url
+            && let Some(cache) = self.shared.page_cache
+            && cache.response_cacheable(upstream).is_cacheable()
+        {
+            cache.forget_uncacheable(url);
         }
         Ok(())
     }

@@ -21,7 +21,7 @@
 //!
 //! **Uncacheable URLs.** A URL whose answer the app did not let a shared cache keep is
 //! remembered for [`UNCACHEABLE_TTL_SECS`] in a fixed table ([`UNCACHEABLE_SLOTS`] slots of 8
-//! bytes: a tag of a keyed hash of the generation, `Host` and path, and an expiry), and requests
+//! bytes: a tag of a seeded hash of the generation, `Host` and path, and an expiry), and requests
 //! for it go to the app without the cache being enabled at all: no key string, no lookup, no
 //! cache lock, no pingora bookkeeping. The memory is written only by requests that went through
 //! the cache (their answers are the ones the cache would have stored: no `If-*`, no `Range`),
@@ -64,7 +64,7 @@ use pingora::cache::{
 };
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::proxy::Session;
-use std::hash::{BuildHasher, RandomState};
+use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -93,7 +93,7 @@ pub const UNCACHEABLE_TTL_SECS: u32 = 10;
 /// hashes meet in one pair of slots are both remembered).
 pub const UNCACHEABLE_SLOTS: usize = 4096;
 
-/// A URL as the memory of uncacheable URLs knows it: a keyed hash of the purge generation, the
+/// A URL as the memory of uncacheable URLs knows it: a seeded hash of the purge generation, the
 /// `Host` the app sees and the path with its query ([`PageCache::url`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Url(u64);
@@ -129,9 +129,9 @@ pub struct PageCache {
     uncacheable: Box<[AtomicU64]>,
     /// The start of the memory's clock.
     epoch: Instant,
-    /// The key of [`Url`]'s hash (per process: the URLs sharing slots cannot be chosen from
-    /// outside).
-    hasher: RandomState,
+    /// The seed of [`Url`]'s hash (per process: which URLs share slots cannot be worked out
+    /// from outside).
+    hasher: foldhash::quality::RandomState,
     max_object_bytes: usize,
     generation: AtomicU64,
 }
@@ -154,7 +154,7 @@ impl PageCache {
             predictor: Box::leak(Box::new(Predictor::new(PREDICTOR_SHARD_KEYS, None))),
             uncacheable: (0..UNCACHEABLE_SLOTS).map(|_| AtomicU64::new(0)).collect(),
             epoch: Instant::now(),
-            hasher: RandomState::new(),
+            hasher: foldhash::quality::RandomState::default(),
             max_object_bytes: config.max_object_bytes.as_usize(),
             generation: AtomicU64::new(0),
         })
@@ -246,7 +246,12 @@ impl PageCache {
     /// Whether `resp` may be stored, and for how long.
     pub fn response_cacheable(&self, resp: &ResponseHeader) -> RespCacheable {
         let refuse = RespCacheable::Uncacheable(NoCacheReason::OriginNotCache);
+        // Without Cache-Control and Expires there is no freshness (DEFAULTS gives none): asked
+        // first, as most of the app's uncacheable answers have neither; no parsing, and no copy
+        // of the header for pingora's `resp_cacheable`.
         if resp.status != http::StatusCode::OK
+            || !resp.headers.contains_key(http::header::CACHE_CONTROL)
+                && !resp.headers.contains_key(http::header::EXPIRES)
             || resp.headers.contains_key(http::header::SET_COOKIE)
             || resp.headers.contains_key(http::header::VARY)
         {
@@ -261,13 +266,6 @@ impl PageCache {
         // once it passed max_object_bytes.
         if length.is_none_or(|n| n > self.max_object_bytes) {
             return RespCacheable::Uncacheable(NoCacheReason::ResponseTooLarge);
-        }
-        // Without Cache-Control and Expires there is no freshness (DEFAULTS gives none): no
-        // parsing, and no copy of the header for pingora's `resp_cacheable`.
-        if !resp.headers.contains_key(http::header::CACHE_CONTROL)
-            && !resp.headers.contains_key(http::header::EXPIRES)
-        {
-            return refuse;
         }
         let cc = CacheControl::from_resp_headers(resp);
         // The header is copied into the stored meta only when it will be stored: `no-store`,
@@ -309,7 +307,11 @@ pub fn request_cacheable(req: &RequestHeader) -> bool {
 /// Strips the app's purge header from `resp`; true when it asked for a purge with a
 /// successful answer.
 pub fn take_purge(resp: &mut ResponseHeader) -> bool {
-    resp.remove_header(PURGE_HEADER).is_some()
+    // Looked up by a prebuilt name first: removing by `&str` parses the name every time, and
+    // nearly every answer has no such header.
+    static NAME: http::HeaderName = http::HeaderName::from_static(PURGE_HEADER);
+    resp.headers.contains_key(&NAME)
+        && resp.remove_header(&NAME).is_some()
         && (resp.status.is_success() || resp.status.is_redirection())
 }
 

@@ -72,6 +72,8 @@ pub struct Ctx {
     page_url: Option<page_cache::Url>,
     /// Whether that memory sent the request to the app without the cache.
     page_remembered: bool,
+    /// The page cache key, made with the URL (taken by `cache_key_callback`).
+    page_key: Option<CacheKey>,
 }
 
 /// How a request was answered (the access log's `kind`).
@@ -377,6 +379,28 @@ fn client_ip(session: &Session) -> Option<std::net::IpAddr> {
         .map(|a| a.ip().to_canonical())
 }
 
+/// An address as text, what `ip.to_string()` gives; an IPv4 one without the formatting
+/// machinery (~1.3k instructions per proxied request for `X-Forwarded-For`).
+pub fn ip_text(ip: std::net::IpAddr) -> String {
+    let std::net::IpAddr::V4(v4) = ip else {
+        return ip.to_string();
+    };
+    let mut out = String::with_capacity(15);
+    for (i, octet) in v4.octets().into_iter().enumerate() {
+        if i > 0 {
+            out.push('.');
+        }
+        if octet >= 100 {
+            out.push(char::from(b'0' + octet / 100));
+        }
+        if octet >= 10 {
+            out.push(char::from(b'0' + octet / 10 % 10));
+        }
+        out.push(char::from(b'0' + octet % 10));
+    }
+    out
+}
+
 /// The `Host` the app sees, lower-case, for the page cache (upstream_request_filter adds
 /// `ctx_host` only when none came).
 fn cache_host<'a>(req: &'a pingora::http::RequestHeader, ctx_host: &'a str) -> Cow<'a, str> {
@@ -415,6 +439,7 @@ impl ProxyHttp for Edge {
             body_bytes: 0,
             page_url: None,
             page_remembered: false,
+            page_key: None,
         }
     }
 
@@ -500,13 +525,15 @@ impl ProxyHttp for Edge {
             && page_cache::request_cacheable(session.req_header())
         {
             let req = session.req_header();
-            let url = cache.url(&cache_host(req, &ctx.host), req);
+            let host = cache_host(req, &ctx.host);
+            let url = cache.url(&host, req);
             ctx.page_url = Some(url);
             if cache.remembers_uncacheable(url, ctx.start) {
                 ctx.page_remembered = true;
                 self.shared.metrics.page_cache_remembered_uncacheable.inc();
                 return Ok(());
             }
+            ctx.page_key = Some(cache.key(&host, req));
             cache.enable(session);
         }
         Ok(())
@@ -516,6 +543,9 @@ impl ProxyHttp for Edge {
         let Some(cache) = self.shared.page_cache else {
             return Error::e_explain(ErrorType::InternalError, "the page cache is off");
         };
+        if let Some(key) = ctx.page_key.take() {
+            return Ok(key);
+        }
         let req = session.req_header();
         Ok(cache.key(&cache_host(req, &ctx.host), req))
     }
@@ -576,9 +606,7 @@ impl ProxyHttp for Edge {
         upstream: &mut pingora::http::RequestHeader,
         ctx: &mut Ctx,
     ) -> Result<()> {
-        let client = client_ip(session)
-            .map(|ip| ip.to_string())
-            .unwrap_or_default();
+        let client = client_ip(session).map(ip_text).unwrap_or_default();
         // The edge is the first hop: client-supplied forwarding headers are replaced, not trusted.
         upstream.insert_header("X-Forwarded-For", client)?;
         upstream.insert_header("X-Forwarded-Proto", if self.tls { "https" } else { "http" })?;
@@ -708,9 +736,7 @@ impl ProxyHttp for Edge {
             return;
         }
         let req = session.req_header();
-        let client = client_ip(session)
-            .map(|ip| ip.to_string())
-            .unwrap_or_default();
+        let client = client_ip(session).map(ip_text).unwrap_or_default();
         let ms = ctx.start.elapsed().as_secs_f64() * 1000.0;
         let version = format!("{:?}", req.version);
         let line = match format {
@@ -736,7 +762,26 @@ impl ProxyHttp for Edge {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
     use super::*;
+
+    #[test]
+    fn addresses_as_text_are_what_to_string_gives() {
+        for ip in [
+            "0.0.0.0",
+            "127.0.0.1",
+            "10.0.100.7",
+            "1.22.133.4",
+            "99.100.109.110",
+            "255.255.255.255",
+            "::1",
+            "2001:db8::8a2e:370:7334",
+            "::ffff:1.2.3.4",
+        ] {
+            let ip: std::net::IpAddr = ip.parse().unwrap();
+            assert_eq!(ip_text(ip), ip.to_string());
+        }
+    }
 
     #[test]
     fn request_ids_are_the_formatted_prefix_and_number() {

@@ -55,6 +55,9 @@ pub struct Metrics {
     pub page_cache_misses: Counter,
     /// Purges of the page cache the app asked for.
     pub page_cache_purges: Counter,
+    /// Cacheable-looking requests sent to the app without the page cache, because their URL's
+    /// last answer may not be cached ([`crate::page_cache::PageCache::remembers_uncacheable`]).
+    pub page_cache_remembered_uncacheable: Counter,
     /// Certificates obtained by this process.
     pub certs_issued: Counter,
     /// Certificates obtained by this process to replace one it was serving (renewals).
@@ -93,6 +96,7 @@ impl Default for Metrics {
             page_cache_hits: Counter::default(),
             page_cache_misses: Counter::default(),
             page_cache_purges: Counter::default(),
+            page_cache_remembered_uncacheable: Counter::default(),
             certs_issued: Counter::default(),
             renewals: Counter::default(),
             acme_errors: Counter::default(),
@@ -179,6 +183,11 @@ impl Metrics {
             "page_cache_purges",
             "Purges of the page cache the app asked for (X-Onebox-Purge)",
             self.page_cache_purges.clone(),
+        );
+        r.register(
+            "page_cache_remembered_uncacheable",
+            "Requests sent to the app without the page cache: their URL's last answer may not be cached",
+            self.page_cache_remembered_uncacheable.clone(),
         );
         r.register(
             "acme_certificates_issued",

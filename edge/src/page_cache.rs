@@ -19,6 +19,19 @@
 //! from the cached `200` by pingora; upstream, on a miss, they are sent without their `If-*` and
 //! `Range` headers so that the full answer is what is stored.
 //!
+//! **Uncacheable URLs.** A URL whose answer the app did not let a shared cache keep is
+//! remembered for [`UNCACHEABLE_TTL_SECS`] in a fixed table ([`UNCACHEABLE_SLOTS`] slots of 8
+//! bytes: a tag of a seeded hash of the generation, `Host` and path, and an expiry), and requests
+//! for it go to the app without the cache being enabled at all: no key string, no lookup, no
+//! cache lock, no pingora bookkeeping. The memory is written only by requests that went through
+//! the cache (their answers are the ones the cache would have stored: no `If-*`, no `Range`),
+//! so it expires [`UNCACHEABLE_TTL_SECS`] after the last such answer and the next request
+//! checks again. A remembered request whose answer may now be stored makes the memory forget
+//! the URL: the request after it is looked up and fills the cache. A purge changes every
+//! URL's hash, so it forgets them all. Behind it, for the requests that do enable the cache,
+//! pingora's cacheability predictor keeps the concurrent requests for an uncacheable URL from
+//! queueing behind its cache lock.
+//!
 //! **Bounds.** Bodies in memory ([`PageStore`]: parsed headers, bodies handed out without a
 //! copy), at most `max_bytes` of them in all and one page per KiB of it, the least recently used
 //! dropped first ([`simple_lru::Manager`]); a per-key
@@ -43,7 +56,7 @@
 use crate::page_store::PageStore;
 use pingora::cache::cache_control::CacheControl;
 use pingora::cache::eviction::simple_lru;
-use pingora::cache::filters::resp_cacheable;
+use pingora::cache::filters::{calculate_fresh_until, resp_cacheable};
 use pingora::cache::lock::{CacheKeyLockImpl, CacheLock};
 use pingora::cache::predictor::Predictor;
 use pingora::cache::{
@@ -51,8 +64,9 @@ use pingora::cache::{
 };
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::proxy::Session;
+use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 /// The response header by which the app asks the edge to purge its cache. The edge never
 /// passes it on.
@@ -72,6 +86,27 @@ const PREDICTOR_SHARD_KEYS: usize = 1024;
 /// The predictor's shards (each its own lock).
 const PREDICTOR_SHARDS: usize = 16;
 
+/// How long a URL whose answer may not be cached is sent to the app without the cache, after
+/// the last answer that said so ([`PageCache::remembers_uncacheable`]).
+pub const UNCACHEABLE_TTL_SECS: u32 = 10;
+/// Slots of the memory of uncacheable URLs (8 bytes each; two per hash, so two URLs whose
+/// hashes meet in one pair of slots are both remembered).
+pub const UNCACHEABLE_SLOTS: usize = 4096;
+
+/// A URL as the memory of uncacheable URLs knows it: a seeded hash of the purge generation, the
+/// `Host` the app sees and the path with its query ([`PageCache::url`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Url(u64);
+
+impl Url {
+    /// The first of the URL's two slots, and its tag: the hash's high 32 bits, never 0 (0 is an
+    /// empty slot).
+    fn slot_and_tag(self) -> (usize, u64) {
+        let slot = (self.0 as usize % (UNCACHEABLE_SLOTS / 2)) * 2;
+        (slot, (self.0 >> 32) | 1)
+    }
+}
+
 /// The cache: its in-memory storage, pingora's LRU, lock and cacheability predictor, and the
 /// purge generation.
 pub struct PageCache {
@@ -89,6 +124,14 @@ pub struct PageCache {
     /// stored, and its key forgotten here (pingora's `response_became_cacheable`), so a page
     /// that turns cacheable is cached from its next answer on.
     predictor: &'static Predictor<PREDICTOR_SHARDS>,
+    /// The memory of uncacheable URLs, consulted before the cache is enabled: each slot 0 or
+    /// a [`Url`]'s tag (high 32 bits) and the second since `epoch` until which it holds.
+    uncacheable: Box<[AtomicU64]>,
+    /// The start of the memory's clock.
+    epoch: Instant,
+    /// The seed of [`Url`]'s hash (per process: which URLs share slots cannot be worked out
+    /// from outside).
+    hasher: foldhash::quality::RandomState,
     max_object_bytes: usize,
     generation: AtomicU64,
 }
@@ -109,6 +152,9 @@ impl PageCache {
             ))),
             lock: Box::leak(lock),
             predictor: Box::leak(Box::new(Predictor::new(PREDICTOR_SHARD_KEYS, None))),
+            uncacheable: (0..UNCACHEABLE_SLOTS).map(|_| AtomicU64::new(0)).collect(),
+            epoch: Instant::now(),
+            hasher: foldhash::quality::RandomState::default(),
             max_object_bytes: config.max_object_bytes.as_usize(),
             generation: AtomicU64::new(0),
         })
@@ -135,10 +181,77 @@ impl PageCache {
         CacheKey::new(format!("{generation}\n{host}\n{path}"), "")
     }
 
+    /// The URL of a request to `host` (the `Host` the app sees, lower-case), under the current
+    /// purge generation, for the memory of uncacheable URLs.
+    pub fn url(&self, host: &str, req: &RequestHeader) -> Url {
+        let path = req.uri.path_and_query().map_or("/", |p| p.as_str());
+        let generation = self.generation.load(Ordering::Acquire);
+        Url(self.hasher.hash_one((generation, host, path)))
+    }
+
+    /// The memory's clock at `now`: whole seconds since it started.
+    fn second(&self, now: Instant) -> u64 {
+        now.saturating_duration_since(self.epoch).as_secs() & u64::from(u32::MAX)
+    }
+
+    /// Whether `url`'s last answer that went through the cache, less than
+    /// [`UNCACHEABLE_TTL_SECS`] before `now`, was one the cache may not keep: then the request
+    /// goes to the app without the cache.
+    pub fn remembers_uncacheable(&self, url: Url, now: Instant) -> bool {
+        let (slot, tag) = url.slot_and_tag();
+        let second = self.second(now);
+        self.uncacheable[slot..slot + 2].iter().any(|s| {
+            let v = s.load(Ordering::Relaxed);
+            v >> 32 == tag && v & u64::from(u32::MAX) > second
+        })
+    }
+
+    /// Remembers that `url`'s answer at `now` may not be cached, in the slot that holds it
+    /// already, else an empty or expired one, else the one that expires first.
+    pub fn remember_uncacheable(&self, url: Url, now: Instant) {
+        let (slot, tag) = url.slot_and_tag();
+        let second = self.second(now);
+        let until = (second + u64::from(UNCACHEABLE_TTL_SECS)) & u64::from(u32::MAX);
+        let pair = &self.uncacheable[slot..slot + 2];
+        let [a, b] = [0, 1].map(|i| pair[i].load(Ordering::Relaxed));
+        let live = |v: u64| v & u64::from(u32::MAX) > second;
+        let i = if a >> 32 == tag {
+            0
+        } else if b >> 32 == tag {
+            1
+        } else if !live(a) {
+            0
+        } else if !live(b) {
+            1
+        } else {
+            usize::from(b & u64::from(u32::MAX) < a & u64::from(u32::MAX))
+        };
+        // Racing writers may each win one slot or overwrite each other: at worst a URL is
+        // looked up once more than it had to be.
+        pair[i].store(tag << 32 | until, Ordering::Relaxed);
+    }
+
+    /// Forgets `url` (its answer may now be stored): the next request for it goes through
+    /// the cache.
+    pub fn forget_uncacheable(&self, url: Url) {
+        let (slot, tag) = url.slot_and_tag();
+        for s in &self.uncacheable[slot..slot + 2] {
+            let v = s.load(Ordering::Relaxed);
+            if v >> 32 == tag {
+                let _ = s.compare_exchange(v, 0, Ordering::Relaxed, Ordering::Relaxed);
+            }
+        }
+    }
+
     /// Whether `resp` may be stored, and for how long.
     pub fn response_cacheable(&self, resp: &ResponseHeader) -> RespCacheable {
         let refuse = RespCacheable::Uncacheable(NoCacheReason::OriginNotCache);
+        // Without Cache-Control and Expires there is no freshness (DEFAULTS gives none): asked
+        // first, as most of the app's uncacheable answers have neither; no parsing, and no copy
+        // of the header for pingora's `resp_cacheable`.
         if resp.status != http::StatusCode::OK
+            || !resp.headers.contains_key(http::header::CACHE_CONTROL)
+                && !resp.headers.contains_key(http::header::EXPIRES)
             || resp.headers.contains_key(http::header::SET_COOKIE)
             || resp.headers.contains_key(http::header::VARY)
         {
@@ -155,10 +268,16 @@ impl PageCache {
             return RespCacheable::Uncacheable(NoCacheReason::ResponseTooLarge);
         }
         let cc = CacheControl::from_resp_headers(resp);
+        // The header is copied into the stored meta only when it will be stored: `no-store`,
+        // `private`, `no-cache`, a lifetime of 0 are refused on the parsed Cache-Control alone.
+        let now = SystemTime::now();
+        if calculate_fresh_until(now, cc.as_ref(), resp, false, &DEFAULTS)
+            .is_none_or(|until| until < now)
+        {
+            return refuse;
+        }
         match resp_cacheable(cc.as_ref(), resp.clone(), false, &DEFAULTS) {
-            RespCacheable::Cacheable(meta) if meta.is_fresh(SystemTime::now()) => {
-                RespCacheable::Cacheable(meta)
-            }
+            RespCacheable::Cacheable(meta) if meta.is_fresh(now) => RespCacheable::Cacheable(meta),
             _ => refuse,
         }
     }
@@ -188,7 +307,11 @@ pub fn request_cacheable(req: &RequestHeader) -> bool {
 /// Strips the app's purge header from `resp`; true when it asked for a purge with a
 /// successful answer.
 pub fn take_purge(resp: &mut ResponseHeader) -> bool {
-    resp.remove_header(PURGE_HEADER).is_some()
+    // Looked up by a prebuilt name first: removing by `&str` parses the name every time, and
+    // nearly every answer has no such header.
+    static NAME: http::HeaderName = http::HeaderName::from_static(PURGE_HEADER);
+    resp.headers.contains_key(&NAME)
+        && resp.remove_header(&NAME).is_some()
         && (resp.status.is_success() || resp.status.is_redirection())
 }
 
@@ -239,6 +362,80 @@ mod tests {
             .insert_header("Content-Length", (2 * 1024 * 1024).to_string())
             .unwrap();
         assert!(!c.response_cacheable(&large).is_cacheable());
+    }
+
+    #[test]
+    fn expires_alone_gives_freshness_and_a_past_one_none() {
+        let c = cache();
+        let in_a_minute = httpdate::fmt_http_date(SystemTime::now() + Duration::from_secs(60));
+        let past = httpdate::fmt_http_date(SystemTime::now() - Duration::from_secs(60));
+        let ok = |h: &[(&'static str, &str)]| c.response_cacheable(&resp(200, h)).is_cacheable();
+        assert!(ok(&[("Expires", &in_a_minute)]));
+        assert!(!ok(&[("Expires", &past)]));
+        assert!(!ok(&[("Expires", "not a date")]));
+        assert!(!ok(&[
+            ("Cache-Control", "no-store"),
+            ("Expires", &in_a_minute)
+        ]));
+    }
+
+    #[test]
+    fn the_memory_of_uncacheable_urls_holds_for_its_ttl_and_forgets() {
+        let c = cache();
+        let req = RequestHeader::build("GET", b"/api/x", None).unwrap();
+        let url = c.url("foobar.com", &req);
+        let t0 = c.epoch + Duration::from_secs(100);
+        let at = |s: u64| t0 + Duration::from_secs(s);
+        assert!(!c.remembers_uncacheable(url, t0));
+        c.remember_uncacheable(url, t0);
+        assert!(c.remembers_uncacheable(url, t0));
+        assert!(c.remembers_uncacheable(url, at(u64::from(UNCACHEABLE_TTL_SECS) - 1)));
+        assert!(!c.remembers_uncacheable(url, at(u64::from(UNCACHEABLE_TTL_SECS))));
+        // Another host, path or query is another URL.
+        let other = RequestHeader::build("GET", b"/api/x?y", None).unwrap();
+        assert!(!c.remembers_uncacheable(c.url("foobar.com", &other), t0));
+        assert!(!c.remembers_uncacheable(c.url("www.foobar.com", &req), t0));
+        // Remembered again later: the expiry moves; forgotten when its answer may be kept.
+        c.remember_uncacheable(url, at(5));
+        assert!(c.remembers_uncacheable(url, at(u64::from(UNCACHEABLE_TTL_SECS) + 4)));
+        c.forget_uncacheable(url);
+        assert!(!c.remembers_uncacheable(url, at(5)));
+        // A purge forgets every URL.
+        c.remember_uncacheable(url, t0);
+        c.purge();
+        assert_ne!(c.url("foobar.com", &req), url);
+        assert!(!c.remembers_uncacheable(c.url("foobar.com", &req), t0));
+    }
+
+    #[test]
+    fn urls_sharing_slots_are_remembered_two_at_a_time() {
+        let c = cache();
+        let t0 = c.epoch + Duration::from_secs(1);
+        // Three URLs whose hashes fall on the same pair of slots.
+        let first = Url(7 << 32 | 12);
+        let second = Url(9 << 32 | 12);
+        let third = Url(11 << 32 | 12);
+        c.remember_uncacheable(first, t0);
+        c.remember_uncacheable(second, t0 + Duration::from_secs(1));
+        assert!(c.remembers_uncacheable(first, t0));
+        assert!(c.remembers_uncacheable(second, t0));
+        assert!(!c.remembers_uncacheable(third, t0));
+        // A third one takes the slot that expires first.
+        c.remember_uncacheable(third, t0 + Duration::from_secs(2));
+        assert!(!c.remembers_uncacheable(first, t0 + Duration::from_secs(2)));
+        assert!(c.remembers_uncacheable(second, t0 + Duration::from_secs(2)));
+        assert!(c.remembers_uncacheable(third, t0 + Duration::from_secs(2)));
+        // Forgetting one leaves the other.
+        c.forget_uncacheable(third);
+        assert!(!c.remembers_uncacheable(third, t0 + Duration::from_secs(2)));
+        assert!(c.remembers_uncacheable(second, t0 + Duration::from_secs(2)));
+        // The memory is bounded: the pair of slots is all the three ever took.
+        let taken = c
+            .uncacheable
+            .iter()
+            .filter(|s| s.load(Ordering::Relaxed) != 0)
+            .count();
+        assert_eq!(taken, 1);
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! The page cache against the real binary and a scripted app that counts what reaches it: what
 //! is cached and served again without the app, what never is (cookies, `Authorization`,
 //! `Set-Cookie`, `no-store`, `private`, streamed or large answers), `HEAD` after `GET`, the
-//! app's purge header, and requests for an uncacheable page not held behind each other.
+//! app's purge header, requests for an uncacheable page not held behind each other and sent
+//! without the cache once its answer is known, and a page cached again once its answer may be.
 #![allow(clippy::unwrap_used, clippy::panic)]
 
 mod common;
@@ -94,6 +95,8 @@ fn serve(mut conn: TcpStream, seen: Seen) {
             "/no-cache-control" | "/together" => String::new(),
             "/not-found" => public.into(),
             "/etag" => format!("{public}ETag: \"v1\"\r\n"),
+            // Not to be kept by a shared cache for its first three answers, then public.
+            "/turns" if n <= 3 => String::new(),
             _ => public.into(),
         };
         let status = if path == "/not-found" {
@@ -415,4 +418,74 @@ fn requests_for_an_uncacheable_page_go_to_the_app_side_by_side() {
         assert_eq!(answer, "together\n");
     }
     assert_eq!(app.count("GET", "/together"), 3);
+}
+
+/// Once a URL's answer that went through the cache may not be kept, the requests after it go to
+/// the app without the cache being enabled (`page_cache::PageCache::remembers_uncacheable`,
+/// counted by `onebox_edge_page_cache_remembered_uncacheable_total`); a purge forgets that, and
+/// the next request goes through the cache again.
+#[test]
+fn an_uncacheable_url_is_sent_to_the_app_without_the_cache() {
+    let (site, app, _edge) = edge();
+    let counted = |site: &Site| {
+        metric(
+            &site.metrics(),
+            "onebox_edge_page_cache_remembered_uncacheable_total",
+        )
+    };
+    // Looked up (nothing known yet), then not stored: X-Cache says BYPASS either way.
+    let first = get(&site, "/no-cache-control", &[]);
+    assert_eq!(first.cache(), "BYPASS");
+    assert_eq!(counted(&site), 0.0);
+    for n in 2..=4 {
+        let a = get(&site, "/no-cache-control", &[]);
+        assert_eq!(a.body, format!("GET /no-cache-control #{n}\n"));
+        assert_eq!(a.cache(), "BYPASS", "{}", a.head);
+    }
+    assert_eq!(counted(&site), 3.0, "three requests without the cache");
+    // HEAD is the same URL; a request with a cookie never uses the cache and is not counted.
+    assert_eq!(get(&site, "/no-cache-control", &["-I"]).cache(), "BYPASS");
+    get(&site, "/no-cache-control", &["-H", "Cookie: a=b"]);
+    assert_eq!(counted(&site), 4.0);
+    // Cacheable pages are not affected.
+    assert_eq!(get(&site, "/page", &[]).cache(), "MISS");
+    assert_eq!(get(&site, "/page", &[]).cache(), "HIT");
+    // A purge forgets every URL: the next request is looked up again, then remembered again.
+    get(&site, "/purge", &["-X", "POST", "-d", "x=1"]);
+    assert_eq!(get(&site, "/no-cache-control", &[]).cache(), "BYPASS");
+    assert_eq!(counted(&site), 4.0, "looked up again");
+    assert_eq!(get(&site, "/no-cache-control", &[]).cache(), "BYPASS");
+    assert_eq!(counted(&site), 5.0);
+    assert_eq!(app.count("GET", "/no-cache-control"), 7);
+}
+
+/// A URL whose answer turns cacheable is cached again at once: the first answer that may be
+/// kept makes the memory of uncacheable URLs forget it, the request after it fills the cache.
+#[test]
+fn a_page_whose_answer_turns_cacheable_is_cached_again() {
+    let (site, app, _edge) = edge();
+    for _ in 1..=3 {
+        assert_eq!(get(&site, "/turns", &[]).cache(), "BYPASS");
+    }
+    let counted = metric(
+        &site.metrics(),
+        "onebox_edge_page_cache_remembered_uncacheable_total",
+    );
+    assert_eq!(
+        counted, 2.0,
+        "the first was looked up, the next two were not"
+    );
+    // The fourth answer is public: sent to the client (not stored: it went without the cache).
+    let fourth = get(&site, "/turns", &[]);
+    assert_eq!(fourth.body, "GET /turns #4\n");
+    assert_eq!(fourth.cache(), "BYPASS");
+    let fifth = get(&site, "/turns", &[]);
+    assert_eq!(fifth.body, "GET /turns #5\n");
+    assert_eq!(fifth.cache(), "MISS", "{}", fifth.head);
+    let sixth = get(&site, "/turns", &[]);
+    assert_eq!(
+        (sixth.cache(), sixth.body.as_str()),
+        ("HIT", "GET /turns #5\n")
+    );
+    assert_eq!(app.count("GET", "/turns"), 5);
 }

@@ -113,13 +113,7 @@ impl Drop for Served {
 /// test that has not exited (the others are not the test's children; a pid reused by another
 /// process is not taken for one).
 fn proc_alive(pid: u32, config: &Path) -> bool {
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-        return false;
-    };
-    let state = stat
-        .rsplit_once(") ")
-        .and_then(|(_, rest)| rest.chars().next());
-    if matches!(state, Some('Z' | 'X') | None) {
+    if matches!(onebox_testkit::process_state(pid), Some('Z' | 'X') | None) {
         return false;
     }
     let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();

@@ -29,7 +29,8 @@ pub use pebble::{Pebble, PebblePorts};
 pub use pki::{Leaf, TestCa};
 pub use ports::{free_port, try_free_port};
 pub use process::{
-    ChildGuard, Signal, Stop, remove_at_exit, signal, signal_named, try_wait_until, wait_until,
+    ChildGuard, Signal, Stop, process_state, remove_at_exit, signal, signal_named, try_wait_until,
+    wait_until,
 };
 pub use tempfile;
 

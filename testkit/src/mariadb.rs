@@ -574,23 +574,18 @@ pub fn current_user() -> anyhow::Result<String> {
     .map_err(anyhow::Error::msg)
 }
 
-/// Whether every thread of process `pid` is stopped (state `T` in `/proc/PID/task/*/stat`);
-/// false when they cannot be read.
+/// Whether every thread of process `pid` (`/proc/PID/task`) is stopped (state `T`); false when
+/// they cannot be read.
 fn all_threads_stopped(pid: u32) -> bool {
     let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
         return false;
     };
     let mut any = false;
     for task in tasks {
-        let Ok(task) = task else { return false };
-        let Ok(stat) = std::fs::read_to_string(task.path().join("stat")) else {
-            return false;
-        };
-        // "PID (COMM) STATE ...": COMM may hold spaces and parentheses; the state follows the last ')'.
-        let state = stat
-            .rsplit_once(')')
-            .and_then(|(_, rest)| rest.split_whitespace().next());
-        if state != Some("T") {
+        let tid = task
+            .ok()
+            .and_then(|t| t.file_name().to_str()?.parse::<u32>().ok());
+        if tid.and_then(crate::process::process_state) != Some('T') {
             return false;
         }
         any = true;

@@ -247,6 +247,14 @@ fn pid_of(pid: u32) -> io::Result<Pid> {
         .ok_or_else(|| io::Error::other(format!("bad pid {pid}")))
 }
 
+/// The state letter of process or thread `pid` (`R`, `S`, `T` stopped, `Z` zombie ...), read
+/// from `/proc/PID/stat` (a thread's id works too); `None` when it cannot be read.
+pub fn process_state(pid: u32) -> Option<char> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // "PID (COMM) STATE ...": COMM may hold spaces and parentheses; the state follows the last ')'.
+    stat.rsplit_once(')')?.1.trim_start().chars().next()
+}
+
 /// Sends `sig` to process `pid`.
 pub fn signal(pid: u32, sig: Signal) -> io::Result<()> {
     Ok(kill_process(pid_of(pid)?, sig)?)

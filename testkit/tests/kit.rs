@@ -8,16 +8,12 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use onebox_testkit::{
-    ChildGuard, MariaDb, Pebble, Signal, TestCa, free_port, temp_dir, wait_until,
+    ChildGuard, MariaDb, Pebble, Signal, TestCa, free_port, process_state, temp_dir, wait_until,
 };
 
 /// Whether process `pid` exists (a zombie counts as gone).
 fn alive(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
-        stat.rsplit(')')
-            .next()
-            .is_some_and(|rest| !rest.trim_start().starts_with('Z'))
-    })
+    process_state(pid).is_some_and(|state| state != 'Z')
 }
 
 #[test]

@@ -50,6 +50,9 @@ pub struct Metrics {
     pub upstream_errors: Counter,
     /// Requests answered from the page cache.
     pub page_cache_hits: Counter,
+    /// Of those, the ones answered before pingora's cache was enabled
+    /// ([`crate::page_cache::PageCache::route`]).
+    pub page_cache_fast_hits: Counter,
     /// Cacheable requests the page cache did not hold (sent to the app, the answer stored if
     /// it may be).
     pub page_cache_misses: Counter,
@@ -94,6 +97,7 @@ impl Default for Metrics {
             proxied_requests: Counter::default(),
             upstream_errors: Counter::default(),
             page_cache_hits: Counter::default(),
+            page_cache_fast_hits: Counter::default(),
             page_cache_misses: Counter::default(),
             page_cache_purges: Counter::default(),
             page_cache_remembered_uncacheable: Counter::default(),
@@ -173,6 +177,11 @@ impl Metrics {
             "page_cache_hits",
             "Requests answered from the page cache",
             self.page_cache_hits.clone(),
+        );
+        r.register(
+            "page_cache_fast_hits",
+            "Of the page cache's hits, those answered from the stored page at once, without pingora's cache",
+            self.page_cache_fast_hits.clone(),
         );
         r.register(
             "page_cache_misses",

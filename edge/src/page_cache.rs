@@ -19,6 +19,19 @@
 //! from the cached `200` by pingora; upstream, on a miss, they are sent without their `If-*` and
 //! `Range` headers so that the full answer is what is stored.
 //!
+//! **Fresh hits.** A request the cache would answer from a fresh page is answered in the edge's
+//! first hook, before pingora's cache is enabled ([`PageCache::route`]): the same key (made
+//! once, and handed on to pingora on a miss), looked up in the same [`PageStore`] map, the same
+//! freshness test and LRU touch, and a header prebuilt when the page was stored (the edge fills
+//! in `Age`, `X-Request-Id`, and pingora `Date` and `Connection`). No cache phase machine, cache
+//! key callback, lock or meta rebuilt and converted per hit. Only a request pingora would answer
+//! with the whole stored page takes it: one with `Range`, `If-Range`, `If-None-Match`,
+//! `If-Modified-Since`, `If-Match` or `If-Unmodified-Since`, a stale page, a key the
+//! cacheability predictor or the memory of uncacheable URLs (below) sends past the cache, go the
+//! way they went before. A purge changes the key and a fill or revalidation replaces the map's
+//! entry, so both are seen by the next request. Counted apart as well
+//! (`onebox_edge_page_cache_fast_hits_total`, within `onebox_edge_page_cache_hits_total`).
+//!
 //! **Uncacheable URLs.** A URL whose answer the app did not let a shared cache keep is
 //! remembered for [`UNCACHEABLE_TTL_SECS`] in a fixed table ([`UNCACHEABLE_SLOTS`] slots of 8
 //! bytes: a tag of a seeded hash of the generation, `Host` and path, and an expiry), and requests
@@ -53,12 +66,13 @@
 //! (e.g. the edge that sees it forwards a `PURGE` to its peers on a private listener, or the
 //! generation lives in the shared database and the edges poll it) — not built.
 
-use crate::page_store::PageStore;
+use crate::page_store::{FreshHit, PageStore};
 use pingora::cache::cache_control::CacheControl;
 use pingora::cache::eviction::simple_lru;
 use pingora::cache::filters::{calculate_fresh_until, resp_cacheable};
+use pingora::cache::key::CacheHashKey;
 use pingora::cache::lock::{CacheKeyLockImpl, CacheLock};
-use pingora::cache::predictor::Predictor;
+use pingora::cache::predictor::{CacheablePredictor, Predictor};
 use pingora::cache::{
     CacheKey, CacheMetaDefaults, CacheOptionOverrides, NoCacheReason, RespCacheable,
 };
@@ -107,6 +121,19 @@ impl Url {
     }
 }
 
+/// What the page cache makes of a request ([`PageCache::route`]).
+pub enum Route {
+    /// Not one the cache may answer or fill ([`request_cacheable`]).
+    Bypass,
+    /// Its URL's last answer may not be cached: to the app without the cache.
+    Remembered(Url),
+    /// Through pingora's cache, with this key.
+    Lookup(Url, CacheKey),
+    /// A fresh page, to be sent as it is (its header still lacks `X-Request-Id`, and pingora's
+    /// `Date` and `Connection`).
+    Hit(FreshHit),
+}
+
 /// The cache: its in-memory storage, pingora's LRU, lock and cacheability predictor, and the
 /// purge generation.
 pub struct PageCache {
@@ -139,13 +166,21 @@ pub struct PageCache {
 impl PageCache {
     /// The cache `config` describes, or none when it is off. Its storage lives as long as the
     /// process (pingora's cache takes `'static` parts): build one per process.
-    pub fn new(config: &crate::config::PageCacheConfig) -> Option<PageCache> {
+    /// `extra` are the headers the edge adds to every answer unless it has its own (built into
+    /// the stored pages' hit headers).
+    pub fn new(
+        config: &crate::config::PageCacheConfig,
+        extra: Vec<(&'static str, &'static str)>,
+    ) -> Option<PageCache> {
         if !config.enabled {
             return None;
         }
         let lock: Box<CacheKeyLockImpl> = CacheLock::new_boxed(LOCK_TIMEOUT);
         Some(PageCache {
-            storage: Box::leak(Box::new(PageStore::new(config.max_object_bytes.as_usize()))),
+            storage: Box::leak(Box::new(PageStore::new(
+                config.max_object_bytes.as_usize(),
+                extra,
+            ))),
             eviction: Box::leak(Box::new(simple_lru::Manager::new_with_watermark(
                 config.max_bytes.as_usize(),
                 Some(max_pages(config.max_bytes.as_usize())),
@@ -158,6 +193,48 @@ impl PageCache {
             max_object_bytes: config.max_object_bytes.as_usize(),
             generation: AtomicU64::new(0),
         })
+    }
+
+    /// What becomes of a proxied request on the HTTPS listener to `host` (the `Host` the app
+    /// sees, lower-case), received at `now`: the decisions `request_cache_filter` and pingora's
+    /// cache lookup would make, in that order, up to a fresh hit (see the module doc).
+    pub fn route(&self, host: &str, req: &RequestHeader, now: Instant) -> Route {
+        if !request_cacheable(req) {
+            return Route::Bypass;
+        }
+        let url = self.url(host, req);
+        if self.remembers_uncacheable(url, now) {
+            return Route::Remembered(url);
+        }
+        let key = self.key(host, req);
+        match self.fresh_hit(&key, req) {
+            Some(hit) => Route::Hit(hit),
+            None => Route::Lookup(url, key),
+        }
+    }
+
+    /// The fresh page stored under `key`, when pingora's hit path would send `req` the whole of
+    /// it as it is stored.
+    fn fresh_hit(&self, key: &CacheKey, req: &RequestHeader) -> Option<FreshHit> {
+        use http::header::{
+            IF_MATCH, IF_MODIFIED_SINCE, IF_NONE_MATCH, IF_RANGE, IF_UNMODIFIED_SINCE, RANGE,
+        };
+        // One pass over the request's few header names rather than a hashed lookup for each.
+        if req.headers.keys().any(|h| {
+            h == RANGE
+                || h == IF_RANGE
+                || h == IF_NONE_MATCH
+                || h == IF_MODIFIED_SINCE
+                || h == IF_MATCH
+                || h == IF_UNMODIFIED_SINCE
+        }) || !self.predictor.cacheable_prediction(key)
+        {
+            return None;
+        }
+        // The key has no variance (the cache keeps no `Vary`): its storage key is its primary
+        // hash.
+        self.storage
+            .fresh_hit(key.primary_bin(), SystemTime::now(), self.eviction)
     }
 
     /// Turns pingora's cache on for this request (when [`request_cacheable`] said yes).
@@ -178,7 +255,12 @@ impl PageCache {
     pub fn key(&self, host: &str, req: &RequestHeader) -> CacheKey {
         let path = req.uri.path_and_query().map_or("/", |p| p.as_str());
         let generation = self.generation.load(Ordering::Acquire);
-        CacheKey::new(format!("{generation}\n{host}\n{path}"), "")
+        let mut key = CacheKey::new(format!("{generation}\n{host}\n{path}"), "");
+        // Hashed once here: the predictor, the store, the lock and the LRU each ask for it,
+        // and would hash the key again every time.
+        let hash = key.primary_bin();
+        key.set_primary_bin_override(hash);
+        key
     }
 
     /// The URL of a request to `host` (the `Host` the app sees, lower-case), under the current
@@ -321,7 +403,7 @@ mod tests {
     use super::*;
 
     fn cache() -> PageCache {
-        PageCache::new(&crate::config::PageCacheConfig::default()).unwrap()
+        PageCache::new(&crate::config::PageCacheConfig::default(), Vec::new()).unwrap()
     }
 
     fn resp(status: u16, headers: &[(&'static str, &str)]) -> ResponseHeader {

@@ -13,9 +13,17 @@
 //! arrived (no partial reads: requests waiting on the cache lock read the finished entry), and
 //! at most `max_object_bytes` of it are ever buffered — pingora stops a fill past that size, and
 //! the miss handler refuses more itself as well.
+//!
+//! Each entry also holds the header a fresh hit is answered with, built once when it is stored:
+//! the stored header as pingora's hit path sends it (`Age`, HTTP/1.1), with the edge's
+//! `X-Cache: HIT`, its security headers and slots for the per-response headers already in it
+//! ([`crate::file_cache::PER_RESPONSE`]), so that [`PageStore::fresh_hit`] answers from here
+//! without pingora's cache ([`crate::page_cache::PageCache::route`]).
 
 use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
+use pingora::cache::eviction::{CacheEntryKey, EvictionManager, simple_lru};
+use pingora::cache::key::CompactCacheKey;
 use pingora::cache::key::{CacheHashKey, CacheKey, HashBinary};
 use pingora::cache::storage::{
     HandleHit, HandleMiss, HitHandler, MissFinishType, MissHandler, PurgeOutcome, PurgeTarget,
@@ -39,12 +47,16 @@ struct Entry {
     stale_while_revalidate_sec: u32,
     stale_if_error_sec: u32,
     body: Bytes,
+    /// The header of a fresh hit answered by [`PageStore::fresh_hit`] (see the module doc); none
+    /// for a header pingora's hit path would change otherwise (no `Content-Length`, not a 200).
+    hit_header: Option<ResponseHeader>,
 }
 
 impl Entry {
-    fn new(meta: &CacheMeta, body: Bytes) -> Entry {
+    fn new(meta: &CacheMeta, body: Bytes, extra: &[(&'static str, &'static str)]) -> Entry {
         Entry {
             header: meta.response_header().clone(),
+            hit_header: hit_header(meta.response_header(), extra),
             fresh_until: meta.fresh_until(),
             updated: meta.epoch(),
             stale_while_revalidate_sec: meta.stale_while_revalidate_sec(),
@@ -65,6 +77,53 @@ impl Entry {
     }
 }
 
+/// The header a fresh hit on a page stored with `header` is answered with, but for the values
+/// of the per-response headers: what pingora's hit path makes of it (`cache_hit_header`: an
+/// `Age`, HTTP/1.1; `range_header_filter`: `Accept-Ranges: bytes`) and the edge's `response_filter` adds (`X-Cache: HIT`, the `extra` security
+/// headers the page lacks), and a slot for each of [`crate::file_cache::PER_RESPONSE`]. None
+/// when pingora would add `Transfer-Encoding` or not `Accept-Ranges` (no `Content-Length`, or
+/// one that is not a number) or the page is not a 200:
+/// such a page (never stored today) is answered by pingora.
+fn hit_header(
+    header: &ResponseHeader,
+    extra: &[(&'static str, &'static str)],
+) -> Option<ResponseHeader> {
+    let length = header.headers.get(http::header::CONTENT_LENGTH)?;
+    if header.status != http::StatusCode::OK
+        || std::str::from_utf8(length.as_bytes())
+            .ok()?
+            .parse::<usize>()
+            .is_err()
+    {
+        return None;
+    }
+    let mut hit = header.clone();
+    hit.set_version(http::Version::HTTP_11);
+    hit.insert_header(http::header::AGE, 0u64).ok()?;
+    // pingora's range filter, for a 200 with a length and no `Range` asked.
+    hit.insert_header(http::header::ACCEPT_RANGES, "bytes")
+        .ok()?;
+    hit.insert_header("X-Cache", "HIT").ok()?;
+    for (name, value) in extra {
+        if !hit.headers.contains_key(*name) {
+            hit.insert_header(*name, *value).ok()?;
+        }
+    }
+    for (name, value) in crate::file_cache::PER_RESPONSE {
+        hit.insert_header(name, value).ok()?;
+    }
+    Some(hit)
+}
+
+/// A fresh hit answered from the store: its header (the per-response values still to fill in
+/// but `Age`) and body.
+pub struct FreshHit {
+    /// The prebuilt header with its `Age`.
+    pub header: Box<ResponseHeader>,
+    /// The whole body.
+    pub body: Bytes,
+}
+
 /// The pages in memory (see the module doc). Lives as long as the process: pingora's cache
 /// takes `'static` storage.
 #[derive(Default)]
@@ -72,15 +131,53 @@ pub struct PageStore {
     entries: RwLock<HashMap<HashBinary, Arc<Entry>>>,
     /// The most body bytes one fill may buffer.
     max_object_bytes: usize,
+    /// Headers the edge adds to every answer unless it has its own (its security headers),
+    /// built into each entry's hit header.
+    extra: Vec<(&'static str, &'static str)>,
 }
 
 impl PageStore {
-    /// An empty store whose fills hold at most `max_object_bytes` of body each.
-    pub fn new(max_object_bytes: usize) -> PageStore {
+    /// An empty store whose fills hold at most `max_object_bytes` of body each, and whose hit
+    /// headers carry the `extra` headers (unless a page has its own).
+    pub fn new(max_object_bytes: usize, extra: Vec<(&'static str, &'static str)>) -> PageStore {
         PageStore {
             entries: RwLock::new(HashMap::new()),
             max_object_bytes,
+            extra,
         }
+    }
+
+    /// The page stored under `key` when it is fresh at `now` (what pingora's hit path calls
+    /// fresh: `fresh_until >= now`) and has a prebuilt hit header: that header with its `Age`
+    /// (whole seconds since the page was stored or revalidated, as `CacheMeta::age`) and the
+    /// body. Also touches the page in `eviction`, as pingora does on a hit, with the same entry
+    /// key and weight. The same map as every fill, update and purge: a page replaced or dropped
+    /// is seen by the next call.
+    pub fn fresh_hit(
+        &self,
+        key: HashBinary,
+        now: SystemTime,
+        eviction: &simple_lru::Manager,
+    ) -> Option<FreshHit> {
+        let entry = self.read().get(&key).cloned()?;
+        if entry.fresh_until < now {
+            return None;
+        }
+        let mut header = Box::new(entry.hit_header.clone()?);
+        let age = now.duration_since(entry.updated).unwrap_or_default();
+        header
+            .insert_header(http::header::AGE, age.as_secs())
+            .ok()?;
+        let compact = CacheEntryKey::key_only(CompactCacheKey {
+            primary: key,
+            variance: None,
+            user_tag: "".into(),
+        });
+        EvictionManager::access(eviction, &compact, entry.body.len(), entry.fresh_until);
+        Some(FreshHit {
+            header,
+            body: entry.body.clone(),
+        })
     }
 
     /// How many pages are stored.
@@ -230,7 +327,7 @@ impl Storage for PageStore {
         Ok(Box::new(Fill {
             store: self,
             key: key.combined_bin(),
-            meta: Entry::new(meta, Bytes::new()),
+            meta: Entry::new(meta, Bytes::new(), &self.extra),
             body: BytesMut::new(),
         }))
     }
@@ -263,7 +360,7 @@ impl Storage for PageStore {
         let Some(entry) = entries.get_mut(&key.combined_bin()) else {
             return Ok(false);
         };
-        *entry = Arc::new(Entry::new(meta, entry.body.clone()));
+        *entry = Arc::new(Entry::new(meta, entry.body.clone(), &self.extra));
         Ok(true)
     }
 

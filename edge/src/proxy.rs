@@ -356,6 +356,43 @@ impl Edge {
         Ok(true)
     }
 
+    /// On the HTTPS listener, for a request the web root did not answer: a fresh page-cache hit
+    /// is sent at once ([`PageCache::route`]); otherwise what the cache hooks are to do with it
+    /// is noted in `ctx`, and `Ok(false)` proxies it.
+    async fn page_cache_route(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
+        let Some(cache) = self.shared.page_cache else {
+            return Ok(false);
+        };
+        let req = session.req_header();
+        let head = req.method == http::Method::HEAD;
+        let hit = match cache.route(&cache_host(req, &ctx.host), req, ctx.start) {
+            page_cache::Route::Bypass => return Ok(false),
+            page_cache::Route::Remembered(url) => {
+                ctx.page_url = Some(url);
+                ctx.page_remembered = true;
+                self.shared.metrics.page_cache_remembered_uncacheable.inc();
+                return Ok(false);
+            }
+            page_cache::Route::Lookup(url, key) => {
+                ctx.page_url = Some(url);
+                ctx.page_key = Some(key);
+                return Ok(false);
+            }
+            page_cache::Route::Hit(hit) => hit,
+        };
+        ctx.kind = Kind::Cache;
+        self.shared.metrics.page_cache_hits.inc();
+        self.shared.metrics.page_cache_fast_hits.inc();
+        let mut header = hit.header;
+        self.decorate(&mut header, ctx)?;
+        let end = head || hit.body.is_empty();
+        session.write_response_header(header, end).await?;
+        if !end {
+            session.write_response_body(Some(hit.body), true).await?;
+        }
+        Ok(true)
+    }
+
     /// The answer to a path that names no file but is the web root's: a refused path's 404, or
     /// the redirect adding a directory's slash.
     async fn not_a_file(&self, session: &mut Session, ctx: &mut Ctx, what: Lookup) -> Result<bool> {
@@ -494,7 +531,10 @@ impl ProxyHttp for Edge {
         if !self.tls {
             return self.http_listener(session, ctx).await;
         }
-        self.static_file(session, ctx).await
+        if self.static_file(session, ctx).await? {
+            return Ok(true);
+        }
+        self.page_cache_route(session, ctx).await
     }
 
     async fn request_body_filter(
@@ -516,24 +556,13 @@ impl ProxyHttp for Edge {
         Ok(())
     }
 
-    /// Enables the page cache for an anonymous `GET`/`HEAD` on HTTPS, unless its URL's last
-    /// answer may not be cached: then it goes to the app without the cache (no key, lookup,
-    /// lock or pingora predictor).
+    /// Enables the page cache for the requests [`Edge::page_cache_route`] sent to pingora's
+    /// cache (an anonymous `GET`/`HEAD` on HTTPS whose URL is not remembered as uncacheable and
+    /// that was no fresh hit).
     fn request_cache_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<()> {
         if let Some(cache) = self.shared.page_cache
-            && self.tls
-            && page_cache::request_cacheable(session.req_header())
+            && ctx.page_key.is_some()
         {
-            let req = session.req_header();
-            let host = cache_host(req, &ctx.host);
-            let url = cache.url(&host, req);
-            ctx.page_url = Some(url);
-            if cache.remembers_uncacheable(url, ctx.start) {
-                ctx.page_remembered = true;
-                self.shared.metrics.page_cache_remembered_uncacheable.inc();
-                return Ok(());
-            }
-            ctx.page_key = Some(cache.key(&host, req));
             cache.enable(session);
         }
         Ok(())

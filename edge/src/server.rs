@@ -122,14 +122,17 @@ pub fn run(path: &Path, upgrade: bool, daemon: bool) -> Result<(), EdgeError> {
     };
     let shared = Arc::new(Shared {
         web_root,
-        file_cache: crate::file_cache::FileCache::new(edge.web_root.get(), security_headers),
+        file_cache: crate::file_cache::FileCache::new(
+            edge.web_root.get(),
+            security_headers.clone(),
+        ),
         upstreams: upstream_task,
         acme: acme_resolver,
         metrics: metrics.clone(),
         certificate: certificate.clone(),
         next_id: Default::default(),
         id_prefix: std::process::id() ^ (crate::metrics::unix_now() as u32).rotate_left(16),
-        page_cache: crate::page_cache::PageCache::new(&edge.page_cache)
+        page_cache: crate::page_cache::PageCache::new(&edge.page_cache, security_headers)
             .map(|c| &*Box::leak(Box::new(c))),
         config: config.clone(),
     });

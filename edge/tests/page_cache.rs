@@ -2,7 +2,8 @@
 //! is cached and served again without the app, what never is (cookies, `Authorization`,
 //! `Set-Cookie`, `no-store`, `private`, streamed or large answers), `HEAD` after `GET`, the
 //! app's purge header, requests for an uncacheable page not held behind each other and sent
-//! without the cache once its answer is known, and a page cached again once its answer may be.
+//! without the cache once its answer is known, a page cached again once its answer may be, and
+//! fresh hits answered before pingora's cache exactly as pingora's hit path answers them.
 #![allow(clippy::unwrap_used, clippy::panic)]
 
 mod common;
@@ -95,6 +96,8 @@ fn serve(mut conn: TcpStream, seen: Seen) {
             "/no-cache-control" | "/together" => String::new(),
             "/not-found" => public.into(),
             "/etag" => format!("{public}ETag: \"v1\"\r\n"),
+            // Fresh for a second only.
+            "/short" => "Cache-Control: public, s-maxage=1\r\n".into(),
             // Not to be kept by a shared cache for its first three answers, then public.
             "/turns" if n <= 3 => String::new(),
             _ => public.into(),
@@ -488,4 +491,170 @@ fn a_page_whose_answer_turns_cacheable_is_cached_again() {
         ("HIT", "GET /turns #5\n")
     );
     assert_eq!(app.count("GET", "/turns"), 5);
+}
+
+/// The page cache's hits: (all, answered before pingora's cache).
+fn hits(site: &Site) -> (f64, f64) {
+    let m = site.metrics();
+    (
+        metric(&m, "onebox_edge_page_cache_hits_total"),
+        metric(&m, "onebox_edge_page_cache_fast_hits_total"),
+    )
+}
+
+/// An answer's status line and headers, lower-case names, without the ones that differ per
+/// response (`Date`, `X-Request-Id`) and with `Age` only as present or not, sorted.
+fn comparable(a: &Answer) -> Vec<String> {
+    let mut lines = a.head.lines();
+    let status = lines.next().unwrap_or_default().trim().to_string();
+    let mut out: Vec<String> = lines
+        .filter_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            let k = k.trim().to_ascii_lowercase();
+            match k.as_str() {
+                "date" | "x-request-id" => None,
+                "age" => Some("age: present".to_string()),
+                _ => Some(format!("{k}: {}", v.trim())),
+            }
+        })
+        .collect();
+    out.sort();
+    out.insert(0, status);
+    out
+}
+
+/// A fresh hit is answered in the edge's first hook from the stored page (counted by
+/// `onebox_edge_page_cache_fast_hits_total`) with the status, headers and body pingora's hit
+/// path gives: compared here with a hit that goes through it (an `If-None-Match` that does not
+/// match), over HTTP/1.1 and HTTP/2, and for `HEAD`.
+#[test]
+fn a_fresh_hit_is_answered_at_once_as_pingoras_hit_path_answers_it() {
+    let (site, app, _edge) = edge();
+    for version in ["--http1.1", "--http2"] {
+        // Stored first (once per version: curl's HTTP/1.1 `Host` has the port, which is part of
+        // the key, and HTTP/2's `:authority` is the site's name without it).
+        let first = get(&site, "/etag", &[version]);
+        assert_eq!(first.cache(), "MISS", "{version}");
+        let before = hits(&site);
+        let fast = get(&site, "/etag", &[version]);
+        assert_eq!(hits(&site), (before.0 + 1.0, before.1 + 1.0), "{version}");
+        let slow = get(&site, "/etag", &[version, "-H", "If-None-Match: \"v0\""]);
+        assert_eq!(hits(&site), (before.0 + 2.0, before.1 + 1.0), "{version}");
+        assert_eq!(comparable(&fast), comparable(&slow), "{version}");
+        assert_eq!(fast.body, first.body);
+        assert_eq!(fast.body, slow.body);
+        for (name, value) in [
+            ("cache-control", "public, max-age=0, s-maxage=60"),
+            ("etag", "\"v1\""),
+            ("content-type", "text/html"),
+            ("content-length", "13"),
+            ("x-cache", "HIT"),
+            ("x-content-type-options", "nosniff"),
+        ] {
+            assert_eq!(fast.header(name), Some(value), "{version}: {}", fast.head);
+        }
+        let age: u64 = fast.header("age").unwrap().parse().unwrap();
+        assert!(age < 60, "{}", fast.head);
+        assert_ne!(fast.header("x-request-id"), slow.header("x-request-id"));
+        assert!(fast.header("date").is_some(), "{}", fast.head);
+    }
+    // HEAD: the same header, no body.
+    let before = hits(&site);
+    let head = get(&site, "/etag", &["-I"]);
+    assert_eq!(hits(&site), (before.0 + 1.0, before.1 + 1.0));
+    assert_eq!(head.body, "");
+    assert_eq!(head.header("content-length"), Some("13"), "{}", head.head);
+    assert_eq!(head.cache(), "HIT");
+    assert_eq!(app.count("GET", "/etag"), 2);
+}
+
+/// A purge, and a page stored again after it went stale, are seen by the very next request: the
+/// fast path reads the key the purge changed and the entry the new fill replaced.
+#[test]
+fn a_purge_or_a_new_fill_is_seen_by_the_next_hit() {
+    let (site, app, _edge) = edge();
+    assert_eq!(get(&site, "/page", &[]).cache(), "MISS");
+    let hit = get(&site, "/page", &[]);
+    assert_eq!((hit.cache(), hit.body.as_str()), ("HIT", "GET /page #1\n"));
+    assert_eq!(hits(&site), (1.0, 1.0));
+    get(&site, "/purge", &["-X", "POST", "-d", "x=1"]);
+    let after = get(&site, "/page", &[]);
+    assert_eq!(
+        (after.cache(), after.body.as_str()),
+        ("MISS", "GET /page #2\n")
+    );
+    let hit = get(&site, "/page", &[]);
+    assert_eq!((hit.cache(), hit.body.as_str()), ("HIT", "GET /page #2\n"));
+    assert_eq!(hits(&site), (2.0, 2.0));
+    assert_eq!(app.count("GET", "/page"), 2);
+
+    // A page fresh for a second: served at once while fresh, then fetched again and replaced.
+    assert_eq!(get(&site, "/short", &[]).cache(), "MISS");
+    let hit = get(&site, "/short", &[]);
+    assert_eq!((hit.cache(), hit.body.as_str()), ("HIT", "GET /short #1\n"));
+    assert_eq!(hits(&site), (3.0, 3.0));
+    std::thread::sleep(Duration::from_millis(2500));
+    let stale = get(&site, "/short", &[]);
+    assert_eq!(stale.body, "GET /short #2\n", "{}", stale.head);
+    assert_ne!(stale.cache(), "HIT");
+    let hit = get(&site, "/short", &[]);
+    assert_eq!((hit.cache(), hit.body.as_str()), ("HIT", "GET /short #2\n"));
+    assert_eq!(hits(&site), (4.0, 4.0));
+    assert_eq!(app.count("GET", "/short"), 2);
+}
+
+/// Requests pingora answers otherwise than with the whole stored page (ranges, conditionals)
+/// or the cache may not answer (cookies, credentials, other methods) are not fast hits and are
+/// answered as before.
+#[test]
+fn requests_the_fast_path_must_not_take_are_answered_as_before() {
+    let (site, app, _edge) = edge();
+    assert_eq!(get(&site, "/etag", &[]).cache(), "MISS");
+    let part = get(&site, "/etag", &["-H", "Range: bytes=4-8"]);
+    assert!(part.head.starts_with("HTTP/2 206"), "{}", part.head);
+    assert_eq!((part.cache(), part.body.as_str()), ("HIT", "/etag"));
+    let if_range = get(
+        &site,
+        "/etag",
+        &["-H", "Range: bytes=4-8", "-H", "If-Range: \"v1\""],
+    );
+    assert!(if_range.head.starts_with("HTTP/2 206"), "{}", if_range.head);
+    let not_modified = get(&site, "/etag", &["-H", "If-None-Match: \"v1\""]);
+    assert!(
+        not_modified.head.starts_with("HTTP/2 304"),
+        "{}",
+        not_modified.head
+    );
+    // The page has no Last-Modified: pingora answers the whole page.
+    let since = httpdate::fmt_http_date(std::time::SystemTime::now() + Duration::from_secs(60));
+    let whole = get(
+        &site,
+        "/etag",
+        &["-H", &format!("If-Modified-Since: {since}")],
+    );
+    assert!(whole.head.starts_with("HTTP/2 200"), "{}", whole.head);
+    assert_eq!(
+        (whole.cache(), whole.body.as_str()),
+        (
+            "HIT",
+            "GET /etag #1
+"
+        )
+    );
+    assert_eq!(hits(&site), (4.0, 0.0), "pingora's hits, none at once");
+    for args in [
+        &["-H", "Cookie: onebox_session=secret"][..],
+        &["-u", "a:b"][..],
+    ] {
+        let a = get(&site, "/etag", args);
+        assert_eq!(a.cache(), "BYPASS", "{args:?}");
+        assert!(a.body.starts_with("GET /etag #"), "{args:?}: {}", a.body);
+    }
+    let post = get(&site, "/etag", &["-X", "POST", "-d", "x=1"]);
+    assert_eq!(post.body, "POST /etag #1\n");
+    assert_eq!(hits(&site), (4.0, 0.0));
+    assert_eq!(app.count("GET", "/etag"), 3);
+    // The plain request after them is one.
+    assert_eq!(get(&site, "/etag", &[]).cache(), "HIT");
+    assert_eq!(hits(&site), (5.0, 1.0));
 }

@@ -96,6 +96,21 @@ if [[ $target == vm ]]; then
   }
   check "first boot: provisioned from cloud-init's local stage, not after cloud-init.service" provisioned_early
 
+  # The seed's network configuration (image/boot: DHCP on the first NIC, a static address on the
+  # relay's wire) is what networkd applies to both NICs, not the image's DHCP fallback
+  # (80-dhcp.network). The NICs are there before cloud-init's local stage runs because virtio_net
+  # is in the initramfs (image/overlay/etc/initramfs-tools/hooks/onebox). Without it, udev in the
+  # root filesystem loaded the driver tens of seconds after that stage had run, both NICs got the
+  # fallback, and a provider's static configuration would never have been applied.
+  nics_from_seed() {
+    local out n
+    out=$(vm_ssh 'networkctl status --no-pager $(ls /sys/class/net | grep -vx lo)') || return 1
+    grep -E '^[^ ]|Network File|Hardware Address|Address:' <<<"$out" | sed 's/^ *//'
+    n=$(grep -cE 'Network File: /etc/systemd/network/10-cloud-init-[^ ]+\.network$' <<<"$out")
+    [[ $n == 2 ]] || { echo "$n of 2 NICs configured from cloud-init's network configuration"; return 1; }
+  }
+  once "first boot: both NICs configured from the seed's network configuration" nics_from_seed
+
   database() { # the app's database and user, unix_socket auth, no TCP listener
     local grants listening
     grants=$(vm_ssh "sudo mariadb -N -e \"SHOW GRANTS FOR 'onebox-app'@'localhost'\"") || return 1

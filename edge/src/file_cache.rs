@@ -53,6 +53,26 @@ pub const PER_RESPONSE: [(&str, &str); 3] = [
     ("Connection", "keep-alive"),
 ];
 
+/// Completes a header prebuilt for answers sent from memory (the file cache's, the page cache's
+/// fresh hits): each of `extra` (the edge's security headers) the header does not have yet, and
+/// slots for the headers every response gets (see [`PER_RESPONSE`]), so that filling them in
+/// replaces a value rather than growing the header's maps, which a clone holds without spare
+/// room.
+pub fn finish_prebuilt(
+    header: &mut ResponseHeader,
+    extra: &[(&'static str, &'static str)],
+) -> Option<()> {
+    for (name, value) in extra {
+        if !header.headers.contains_key(*name) {
+            header.insert_header(*name, *value).ok()?;
+        }
+    }
+    for (name, value) in PER_RESPONSE {
+        header.insert_header(name, value).ok()?;
+    }
+    Some(())
+}
+
 /// Bytes counted per entry on top of its bodies and key (paths, headers, the map's slot).
 const ENTRY_OVERHEAD: usize = 2048;
 
@@ -330,14 +350,9 @@ impl FileCache {
         Some(header)
     }
 
-    /// Completes a prebuilt header: the extra headers, and slots for the headers every
-    /// response gets (see [`PER_RESPONSE`]), so that filling them in replaces a value rather
-    /// than growing the header's maps, which a clone holds without spare room.
+    /// Completes a prebuilt header ([`finish_prebuilt`] with the edge's extra headers).
     fn finish(&self, header: &mut ResponseHeader) -> Option<()> {
-        for (name, value) in self.extra.iter().chain(&PER_RESPONSE) {
-            header.insert_header(*name, *value).ok()?;
-        }
-        Some(())
+        finish_prebuilt(header, &self.extra)
     }
 
     /// How many entries the cache holds and how many bytes they count.

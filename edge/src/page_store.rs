@@ -79,11 +79,11 @@ impl Entry {
 
 /// The header a fresh hit on a page stored with `header` is answered with, but for the values
 /// of the per-response headers: what pingora's hit path makes of it (`cache_hit_header`: an
-/// `Age`, HTTP/1.1; `range_header_filter`: `Accept-Ranges: bytes`) and the edge's `response_filter` adds (`X-Cache: HIT`, the `extra` security
-/// headers the page lacks), and a slot for each of [`crate::file_cache::PER_RESPONSE`]. None
-/// when pingora would add `Transfer-Encoding` or not `Accept-Ranges` (no `Content-Length`, or
-/// one that is not a number) or the page is not a 200:
-/// such a page (never stored today) is answered by pingora.
+/// `Age`, HTTP/1.1; `range_header_filter`: `Accept-Ranges: bytes`) and the edge's
+/// `response_filter` adds (`X-Cache: HIT`), completed by [`crate::file_cache::finish_prebuilt`]
+/// (the `extra` security headers the page lacks, the per-response slots). None when pingora
+/// would add `Transfer-Encoding` or not `Accept-Ranges` (no `Content-Length`, or one that is not
+/// a number) or the page is not a 200: such a page (never stored today) is answered by pingora.
 fn hit_header(
     header: &ResponseHeader,
     extra: &[(&'static str, &'static str)],
@@ -104,14 +104,7 @@ fn hit_header(
     hit.insert_header(http::header::ACCEPT_RANGES, "bytes")
         .ok()?;
     hit.insert_header("X-Cache", "HIT").ok()?;
-    for (name, value) in extra {
-        if !hit.headers.contains_key(*name) {
-            hit.insert_header(*name, *value).ok()?;
-        }
-    }
-    for (name, value) in crate::file_cache::PER_RESPONSE {
-        hit.insert_header(name, value).ok()?;
-    }
+    crate::file_cache::finish_prebuilt(&mut hit, extra)?;
     Some(hit)
 }
 

@@ -111,6 +111,23 @@ if [[ $target == vm ]]; then
   }
   once "first boot: both NICs configured from the seed's network configuration" nics_from_seed
 
+  # cloud-init's stages are Python start-ups on the first boot's way to the site: `import
+  # cloudinit.cmd.main` loads about 320 modules, and under TCG that takes seconds even from the
+  # byte-code Debian's packages compile when they are configured (py3compile). Compiled from
+  # source at every start (a path-exclude or remove-files.txt line that drops __pycache__, a
+  # tree copied without mtimes, which makes every .pyc stale) it would cost more. Run as the
+  # login user, who cannot write a .pyc, so that the check leaves the image as it found it.
+  from_bytecode() {
+    local out pyc src
+    out=$(vm_ssh 'python3 -v -c "import cloudinit.cmd.main" 2>&1') || { tail -n 5 <<<"$out"; return 1; }
+    pyc=$(grep -c "^# code object from '.*\.pyc'\$" <<<"$out")
+    # Python prints a .pyc's path quoted, a source file's (compiled here) without quotes.
+    src=$(grep "^# code object from /" <<<"$out") || true
+    echo "$pyc modules from byte-code; compiled from source: ${src:-none}" | head -n 10
+    [[ -z $src ]] && ((pyc > 100))
+  }
+  once "cloud-init's Python modules load from byte-code, none compiled at start" from_bytecode
+
   database() { # the app's database and user, unix_socket auth, no TCP listener
     local grants listening
     grants=$(vm_ssh "sudo mariadb -N -e \"SHOW GRANTS FOR 'onebox-app'@'localhost'\"") || return 1

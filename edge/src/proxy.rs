@@ -37,6 +37,9 @@ pub struct Shared {
     pub file_cache: crate::file_cache::FileCache,
     /// The app pool, health-checked in the background.
     pub upstreams: Arc<LoadBalancer<RoundRobin>>,
+    /// The pool's only server and its peer, prebuilt, when it has exactly one (the usual
+    /// single-box case): see [`SingleUpstream`].
+    pub single_upstream: Option<SingleUpstream>,
     /// ACME state for HTTP-01 answers, when ACME is on.
     pub acme: Option<Arc<ResolvesServerCertAcme>>,
     /// Figures for `/metrics`.
@@ -60,9 +63,50 @@ pub struct Edge {
     pub tls: bool,
 }
 
+/// A pool of one app server: the request path asks the pool whether that server is up (what
+/// `LoadBalancer::select` finds for one backend: it, when its health check says it is ready;
+/// else none) and clones a peer built once with the configured timeouts, instead of running
+/// the round-robin selection (a set of the backends tried so far, the selector's snapshot) and
+/// building the peer and its options for every proxied request. The pool's servers come from
+/// the configuration (static discovery), so they never change while the edge runs.
+pub struct SingleUpstream {
+    backend: pingora::lb::Backend,
+    peer: HttpPeer,
+}
+
+impl SingleUpstream {
+    /// The pool's only server and its peer, if it has exactly one.
+    pub fn new(
+        pool: &LoadBalancer<RoundRobin>,
+        up: &onebox_site::edge::UpstreamConfig,
+    ) -> Option<SingleUpstream> {
+        let backends = pool.backends().get_backend();
+        let mut servers = backends.iter();
+        let (Some(backend), None) = (servers.next(), servers.next()) else {
+            return None;
+        };
+        Some(SingleUpstream {
+            backend: backend.clone(),
+            peer: app_peer(backend.clone(), up),
+        })
+    }
+}
+
+/// The peer for one of the app's servers, with the configured timeouts.
+fn app_peer(backend: pingora::lb::Backend, up: &onebox_site::edge::UpstreamConfig) -> HttpPeer {
+    let mut peer = HttpPeer::new(backend, false, String::new());
+    peer.options.connection_timeout = Some(up.connect_timeout_ms.millis());
+    peer.options.total_connection_timeout = Some(up.connect_timeout_ms.millis());
+    peer.options.read_timeout = Some(up.read_timeout_secs.secs());
+    peer.options.write_timeout = Some(up.read_timeout_secs.secs());
+    peer
+}
+
 /// Per-request state.
 pub struct Ctx {
-    id: String,
+    /// The request id, as the header value sent up to the app and back to the client (built
+    /// once; each header holds a reference to it, not a copy).
+    id: http::HeaderValue,
     start: Instant,
     host: String,
     kind: Kind,
@@ -74,6 +118,13 @@ pub struct Ctx {
     page_remembered: bool,
     /// The page cache key, made with the URL (taken by `cache_key_callback`).
     page_key: Option<CacheKey>,
+}
+
+impl Ctx {
+    /// The request id (hex digits).
+    fn id(&self) -> &str {
+        self.id.to_str().unwrap_or_default()
+    }
 }
 
 /// How a request was answered (the access log's `kind`).
@@ -155,7 +206,7 @@ impl Edge {
     /// Adds the request id, and on HTTPS the security headers and HSTS. (A prebuilt header of
     /// [`crate::file_cache`] holds the request id's slot already: inserting replaces its value.)
     fn decorate(&self, resp: &mut ResponseHeader, ctx: &Ctx) -> Result<()> {
-        resp.insert_header("X-Request-Id", &ctx.id)?;
+        resp.insert_header("X-Request-Id", ctx.id.clone())?;
         if !self.tls {
             return Ok(());
         }
@@ -175,7 +226,8 @@ impl Edge {
             ];
             for ((name, value), key) in SECURITY_HEADERS.into_iter().zip(keys) {
                 if !resp.headers.contains_key(key) {
-                    resp.insert_header(name, value)?;
+                    // A static value: no copy, no validation.
+                    resp.insert_header(name, http::HeaderValue::from_static(value))?;
                 }
             }
         }
@@ -469,7 +521,9 @@ impl ProxyHttp for Edge {
     fn new_ctx(&self) -> Ctx {
         let n = self.shared.next_id.fetch_add(1, Ordering::Relaxed);
         Ctx {
-            id: request_id(self.shared.id_prefix, n),
+            // Hex digits only: always a valid header value, taken without a copy.
+            id: http::HeaderValue::try_from(request_id(self.shared.id_prefix, n))
+                .unwrap_or(http::HeaderValue::from_static("-")),
             start: Instant::now(),
             host: String::new(),
             kind: Kind::Proxy,
@@ -603,17 +657,21 @@ impl ProxyHttp for Edge {
     async fn upstream_peer(&self, _session: &mut Session, ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
         ctx.kind = Kind::Proxy;
         self.shared.metrics.proxied_requests.inc();
+        if let Some(single) = &self.shared.single_upstream {
+            if self.shared.upstreams.backends().ready(&single.backend) {
+                return Ok(Box::new(single.peer.clone()));
+            }
+            self.shared.metrics.upstream_errors.inc();
+            return Error::e_explain(ErrorType::HTTPStatus(503), "no healthy app upstream");
+        }
         let Some(backend) = self.shared.upstreams.select(b"", 256) else {
             self.shared.metrics.upstream_errors.inc();
             return Error::e_explain(ErrorType::HTTPStatus(503), "no healthy app upstream");
         };
-        let up = &self.shared.config.edge.upstream;
-        let mut peer = HttpPeer::new(backend, false, String::new());
-        peer.options.connection_timeout = Some(up.connect_timeout_ms.millis());
-        peer.options.total_connection_timeout = Some(up.connect_timeout_ms.millis());
-        peer.options.read_timeout = Some(up.read_timeout_secs.secs());
-        peer.options.write_timeout = Some(up.read_timeout_secs.secs());
-        Ok(Box::new(peer))
+        Ok(Box::new(app_peer(
+            backend,
+            &self.shared.config.edge.upstream,
+        )))
     }
 
     fn fail_to_connect(
@@ -638,9 +696,12 @@ impl ProxyHttp for Edge {
         let client = client_ip(session).map(ip_text).unwrap_or_default();
         // The edge is the first hop: client-supplied forwarding headers are replaced, not trusted.
         upstream.insert_header("X-Forwarded-For", client)?;
-        upstream.insert_header("X-Forwarded-Proto", if self.tls { "https" } else { "http" })?;
+        upstream.insert_header(
+            "X-Forwarded-Proto",
+            http::HeaderValue::from_static(if self.tls { "https" } else { "http" }),
+        )?;
         upstream.insert_header("X-Forwarded-Host", &ctx.host)?;
-        upstream.insert_header("X-Request-Id", &ctx.id)?;
+        upstream.insert_header("X-Request-Id", ctx.id.clone())?;
         if upstream.headers.get(http::header::HOST).is_none() {
             upstream.insert_header("Host", &ctx.host)?;
         }
@@ -662,7 +723,7 @@ impl ProxyHttp for Edge {
             self.shared.metrics.page_cache_purges.inc();
             tracing::info!(
                 "request {}: the app changed its pages; page cache purged",
-                ctx.id
+                ctx.id()
             );
         }
         // Sent to the app without the cache as a URL whose answers may not be cached: an
@@ -696,7 +757,7 @@ impl ProxyHttp for Edge {
                 }
                 _ => "BYPASS",
             };
-            upstream.insert_header("X-Cache", status)?;
+            upstream.insert_header("X-Cache", http::HeaderValue::from_static(status))?;
         }
         self.decorate(upstream, ctx)
     }
@@ -758,7 +819,7 @@ impl ProxyHttp for Edge {
             && status >= 500
             && let Some(e) = e
         {
-            tracing::warn!("request {}: upstream failed: {e}", ctx.id);
+            tracing::warn!("request {}: upstream failed: {e}", ctx.id());
         }
         let format = self.shared.config.edge.access_log;
         if format == AccessLog::Off {
@@ -771,7 +832,7 @@ impl ProxyHttp for Edge {
         let line = match format {
             AccessLog::Json => serde_json::json!({
                 "time": httpdate::fmt_http_date(std::time::SystemTime::now()),
-                "id": ctx.id, "client": client, "host": ctx.host, "method": req.method.as_str(),
+                "id": ctx.id(), "client": client, "host": ctx.host, "method": req.method.as_str(),
                 "uri": req.uri.to_string(), "version": version, "status": status,
                 "ms": (ms * 1000.0).round() / 1000.0, "kind": ctx.kind.as_str(), "tls": self.tls,
             })
@@ -782,7 +843,7 @@ impl ProxyHttp for Edge {
                 req.method,
                 req.uri,
                 ctx.kind.as_str(),
-                ctx.id
+                ctx.id()
             ),
         };
         println!("{line}");

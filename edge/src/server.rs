@@ -126,6 +126,7 @@ pub fn run(path: &Path, upgrade: bool, daemon: bool) -> Result<(), EdgeError> {
             edge.web_root.get(),
             security_headers.clone(),
         ),
+        single_upstream: crate::proxy::SingleUpstream::new(&upstream_task, &edge.upstream),
         upstreams: upstream_task,
         acme: acme_resolver,
         metrics: metrics.clone(),

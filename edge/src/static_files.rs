@@ -39,9 +39,15 @@ fn decoded_path(raw: &str) -> Option<std::borrow::Cow<'_, str>> {
     if !path.starts_with('/') {
         return None;
     }
-    // Encoded slashes and backslashes never name a file here.
-    let lower = path.to_ascii_lowercase();
-    if lower.contains("%2f") || lower.contains("%5c") || lower.contains("%00") {
+    // Encoded slashes and backslashes never name a file here (either case of the hex digit;
+    // looked for in place: a lowercased copy of every request's path cost an allocation).
+    if path.as_bytes().windows(3).any(|w| {
+        w[0] == b'%'
+            && matches!(
+                [w[1], w[2].to_ascii_lowercase()],
+                [b'2', b'f'] | [b'5', b'c'] | [b'0', b'0']
+            )
+    }) {
         return None;
     }
     let decoded = percent_encoding::percent_decode_str(path)
@@ -689,6 +695,10 @@ mod tests {
             "/sub\\..\\outside",
             "/link",
             "/sub/%5c..%5coutside",
+            // An encoded slash, in either case: never a separator (it would name sub/index.html).
+            "/sub%2findex.html",
+            "/sub%2Findex.html",
+            "/sub%5Cindex.html",
         ] {
             assert_eq!(lookup(&root, bad), Lookup::Refused, "{bad}");
         }

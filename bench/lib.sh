@@ -222,6 +222,32 @@ bench_free_port() {
   done
 }
 
+# bench_edge_upstream DIR PORT: the edge benches' app upstream (bench/edge/run, bench/edge/callgrind),
+# started as server "upstream": nginx with one worker on 127.0.0.1:PORT answering a fixed body
+# on every path (/api, /healthz) and on /page DIR/page.html (the caller writes it), which a
+# shared cache may keep for a minute (the page-cache workload).
+bench_edge_upstream() {
+  local dir=$1 port=$2
+  cat >"$dir/nginx.conf" <<CONF
+worker_processes 1;
+pid $dir/nginx.pid;
+error_log $dir/error.log;
+daemon off;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  client_body_temp_path $dir; proxy_temp_path $dir; fastcgi_temp_path $dir; uwsgi_temp_path $dir; scgi_temp_path $dir;
+  keepalive_requests 1000000;
+  server {
+    listen 127.0.0.1:$port;
+    location / { default_type text/plain; return 200 "hello from the upstream app\n"; }
+    location = /page { default_type text/html; add_header Cache-Control "public, max-age=60"; alias $dir/page.html; }
+  }
+}
+CONF
+  bench_start upstream "$dir/out.log" nginx -p "$dir" -c "$dir/nginx.conf" -e "$dir/error.log"
+}
+
 # bench_cleanup: TERM to each session leader (servers reap their own children), KILL to what is
 # left of each session after 5 s; then no process of any session may remain. Runs from the EXIT
 # trap under set -e: nothing here may fail.

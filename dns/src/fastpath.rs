@@ -63,7 +63,6 @@ use crate::rrl::Class;
 use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::Name;
 use std::collections::HashMap;
-use std::hash::BuildHasher;
 use std::sync::{Arc, Mutex, PoisonError};
 
 /// The most answers kept at once, in all shards.
@@ -1002,23 +1001,28 @@ pub fn lowered(request: &[u8], plain: Plain, lowered: &mut Vec<u8>) -> bool {
     true
 }
 
+/// The answer cache's hasher: aHash with random keys drawn for each table (the names hashed
+/// are the clients', so they must not be able to pick colliding keys), cheaper per lookup than
+/// the standard library's SipHash.
+type KeyedHasher = ahash::RandomState;
+
 /// One shard: the entries, and their keys by position for random replacement.
 #[derive(Debug, Default)]
 struct Shard {
-    index: HashMap<Box<[u8]>, usize>,
+    index: HashMap<Box<[u8]>, usize, KeyedHasher>,
     slots: Vec<(Box<[u8]>, Arc<Entry>)>,
     bytes: usize,
 }
 
 /// NXDOMAIN templates by key (`None`: no template serves that key).
-type Denials = HashMap<Box<[u8]>, Option<Arc<Denial>>>;
+type Denials = HashMap<Box<[u8]>, Option<Arc<Denial>>, KeyedHasher>;
 
 /// The answers cached for one catalog.
 #[derive(Debug)]
 struct Generation {
     catalog: Arc<Catalog>,
     shards: Box<[Mutex<Shard>]>,
-    hasher: std::hash::RandomState,
+    hasher: KeyedHasher,
     /// The NXDOMAIN answers by [`denial_key`] (`None`: that answer is not one a template can
     /// serve), at most [`MAX_DENIALS`].
     denials: Mutex<Denials>,
@@ -1029,7 +1033,7 @@ impl Generation {
         Generation {
             catalog,
             shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
-            hasher: std::hash::RandomState::new(),
+            hasher: KeyedHasher::new(),
             denials: Mutex::default(),
         }
     }
@@ -1219,6 +1223,31 @@ mod tests {
             q.extend_from_slice(&[0, 0, 41, 4, 0xd0, 0, 0, 0x80, 0, 0, 0]);
         }
         q
+    }
+
+    /// The tables' keys come from clients: every table must hash with keys of its own, drawn
+    /// at random, so that no list of names collides in every server (a fixed-key hasher would).
+    #[test]
+    fn each_table_hashes_with_random_keys_of_its_own() {
+        let (a, b) = (
+            Generation::new(Arc::default()),
+            Generation::new(Arc::default()),
+        );
+        let key = query(&["www", "example", "com"], 1, true);
+        let mut hashes = vec![a.hasher.hash_one(&key), b.hasher.hash_one(&key)];
+        for g in [&a, &b] {
+            let shard = g.shards.first().unwrap().lock().unwrap();
+            hashes.push(shard.index.hasher().hash_one(&key));
+            hashes.push(g.denials.lock().unwrap().hasher().hash_one(&key));
+        }
+        let mut distinct = hashes.clone();
+        distinct.sort_unstable();
+        distinct.dedup();
+        assert_eq!(
+            distinct.len(),
+            hashes.len(),
+            "tables hashing alike: {hashes:x?}"
+        );
     }
 
     #[test]

@@ -363,7 +363,8 @@ impl Edge {
             }
             None => {
                 // Most requests for the app name nothing in the web root from their first
-                // segment on: one `lstat`, no `readlink` of the root.
+                // segment on (the home page `/`: no `index.html`): one `lstat`, no `readlink`
+                // of the root.
                 if static_files::first_segment_missing(self.shared.web_root.configured(), raw_path)
                 {
                     return Ok(false);

@@ -224,8 +224,9 @@ bench_free_port() {
 
 # bench_edge_upstream DIR PORT: the edge benches' app upstream (bench/edge/run, bench/edge/callgrind),
 # started as server "upstream": nginx with one worker on 127.0.0.1:PORT answering a fixed body
-# on every path (/api, /healthz) and on /page DIR/page.html (the caller writes it), which a
-# shared cache may keep for a minute (the page-cache workload).
+# on every path (/api, /healthz) and on /page and / DIR/page.html (the caller writes it), which a
+# shared cache may keep for a minute (the page-cache workload; / as the app's home page, which
+# the edge also looks for as the web root's index.html).
 bench_edge_upstream() {
   local dir=$1 port=$2
   cat >"$dir/nginx.conf" <<CONF
@@ -242,6 +243,7 @@ http {
     listen 127.0.0.1:$port;
     location / { default_type text/plain; return 200 "hello from the upstream app\n"; }
     location = /page { default_type text/html; add_header Cache-Control "public, max-age=60"; alias $dir/page.html; }
+    location = / { default_type text/html; add_header Cache-Control "public, max-age=60"; root $dir; try_files /page.html =404; }
   }
 }
 CONF

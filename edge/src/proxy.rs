@@ -363,7 +363,8 @@ impl Edge {
             }
             None => {
                 // Most requests for the app name nothing in the web root from their first
-                // segment on: one `lstat`, no `readlink` of the root.
+                // segment on (the home page `/`: no `index.html`): one `lstat`, no `readlink`
+                // of the root.
                 if static_files::first_segment_missing(self.shared.web_root.configured(), raw_path)
                 {
                     return Ok(false);
@@ -417,7 +418,7 @@ impl Edge {
         };
         let req = session.req_header();
         let head = req.method == http::Method::HEAD;
-        let hit = match cache.route(&cache_host(req, &ctx.host), req, ctx.start) {
+        let hit = match cache.route(&app_host(req, &ctx.host), req, ctx.start) {
             page_cache::Route::Bypass => return Ok(false),
             page_cache::Route::Remembered(url) => {
                 ctx.page_url = Some(url);
@@ -490,17 +491,24 @@ pub fn ip_text(ip: std::net::IpAddr) -> String {
     out
 }
 
-/// The `Host` the app sees, lower-case, for the page cache (upstream_request_filter adds
-/// `ctx_host` only when none came).
-fn cache_host<'a>(req: &'a pingora::http::RequestHeader, ctx_host: &'a str) -> Cow<'a, str> {
-    match req
+/// The `Host` the app sees, and the page cache's key has: the request's `Host`, or HTTP/2's
+/// `:authority` when it has none, lower-case and without the HTTPS default port (`:443`), so
+/// that `www.foobar.com:443`, `WWW.foobar.com` and an HTTP/2 `:authority: www.foobar.com` are
+/// one page; `ctx_host` only when the request names no host at all (HTTP/1.0).
+fn app_host<'a>(req: &'a pingora::http::RequestHeader, ctx_host: &'a str) -> Cow<'a, str> {
+    let Some(raw) = req
         .headers
         .get(http::header::HOST)
         .and_then(|h| h.to_str().ok())
-    {
-        Some(h) if h.bytes().any(|b| b.is_ascii_uppercase()) => Cow::Owned(h.to_ascii_lowercase()),
-        Some(h) => Cow::Borrowed(h),
-        None => Cow::Borrowed(ctx_host),
+        .or_else(|| req.uri.authority().map(|a| a.as_str()))
+    else {
+        return Cow::Borrowed(ctx_host);
+    };
+    let raw = raw.strip_suffix(":443").unwrap_or(raw);
+    if raw.bytes().any(|b| b.is_ascii_uppercase()) {
+        Cow::Owned(raw.to_ascii_lowercase())
+    } else {
+        Cow::Borrowed(raw)
     }
 }
 
@@ -630,7 +638,7 @@ impl ProxyHttp for Edge {
             return Ok(key);
         }
         let req = session.req_header();
-        Ok(cache.key(&cache_host(req, &ctx.host), req))
+        Ok(cache.key(&app_host(req, &ctx.host), req))
     }
 
     /// Whether the answer may be stored; one that may not is remembered for its URL (by the
@@ -702,8 +710,15 @@ impl ProxyHttp for Edge {
         )?;
         upstream.insert_header("X-Forwarded-Host", &ctx.host)?;
         upstream.insert_header("X-Request-Id", ctx.id.clone())?;
-        if upstream.headers.get(http::header::HOST).is_none() {
-            upstream.insert_header("Host", &ctx.host)?;
+        // The `Host` the page cache's key has (the same for HTTP/1.1 and HTTP/2): sent only when
+        // the request's differs (none, another case, the default port).
+        let host = app_host(session.req_header(), &ctx.host);
+        if upstream
+            .headers
+            .get(http::header::HOST)
+            .is_none_or(|h| h.as_bytes() != host.as_bytes())
+        {
+            upstream.insert_header("Host", host.as_ref())?;
         }
         // With the page cache on for this request, pingora has already made it the request for
         // the whole 200 to store: a HEAD goes up as a GET, without If-* or Range.

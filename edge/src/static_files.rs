@@ -66,14 +66,18 @@ fn decoded_path(raw: &str) -> Option<std::borrow::Cow<'_, str>> {
 /// configured (`configured`: the symlink a publish swaps, followed by the kernel as it is now):
 /// then [`lookup`] in the release it names would answer [`Lookup::Missing`] at its first step,
 /// and the request goes to the app, known with one `lstat` and without resolving the root
-/// ([`crate::web_root::WebRoot::current`]'s `readlink`). `false` (decide with [`lookup`]) for a
-/// path it refuses, for `/`, and when the segment exists or cannot be checked.
+/// ([`crate::web_root::WebRoot::current`]'s `readlink`). For `/` (no segment), the segment
+/// [`lookup`] looks for is the root's `index.html`: the app's home page is known the same way.
+/// `false` (decide with [`lookup`]) for a path it refuses, for an empty one, and when the segment
+/// exists or cannot be checked.
 pub fn first_segment_missing(configured: &Path, raw: &str) -> bool {
     let Some(decoded) = decoded_path(raw) else {
         return false;
     };
-    let Some(first) = decoded.split('/').find(|s| !s.is_empty()) else {
-        return false;
+    let first = match decoded.split('/').find(|s| !s.is_empty()) {
+        Some(first) => first,
+        None if decoded.ends_with('/') => "index.html",
+        None => return false,
     };
     matches!(
         std::fs::symlink_metadata(configured.join(first)),
@@ -702,6 +706,33 @@ mod tests {
         ] {
             assert_eq!(lookup(&root, bad), Lookup::Refused, "{bad}");
         }
+    }
+
+    /// `first_segment_missing` says "missing" only where `lookup` in the release the configured
+    /// root names would: for a first segment, and for `/`, whose segment is `index.html`.
+    #[test]
+    fn a_missing_first_segment_or_index_is_known_with_one_lstat() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let base = std::fs::canonicalize(dir.path()).expect("canon");
+        for r in ["r1", "r2"] {
+            std::fs::create_dir_all(base.join(r).join("sub")).expect("mkdir");
+        }
+        std::fs::write(base.join("r2/index.html"), "i").expect("w");
+        std::os::unix::fs::symlink("r1", base.join("www")).expect("ln");
+        let www = base.join("www");
+        for (raw, missing) in [("/", true), ("//", true), ("/nope", true), ("/sub/", false)] {
+            assert_eq!(first_segment_missing(&www, raw), missing, "{raw}");
+            let looked = lookup(&base.join("r1"), raw) == Lookup::Missing;
+            assert!(!missing || looked, "{raw}");
+        }
+        // A publish that brings an index: `/` is a file from the next request on.
+        std::os::unix::fs::symlink("r2", base.join("www.new")).expect("ln");
+        std::fs::rename(base.join("www.new"), &www).expect("swap");
+        assert!(!first_segment_missing(&www, "/"));
+        assert_eq!(
+            lookup(&base.join("r2"), "/"),
+            Lookup::File(base.join("r2/index.html"))
+        );
     }
 
     /// A web root with one file, `page.html`, and the answers the edge gives for it.

@@ -316,9 +316,12 @@ pub fn prefers_chacha20(offered: &[rustls::CipherSuite]) -> bool {
 /// ([`COALESCE_MAX`]): pingora writes a response's header and its body separately, and each
 /// write is its own record, and — the body's record being larger than the TCP stream's write
 /// buffer (1460 bytes) — its own `send`. Held together, a header and a body of up to 16 KiB
-/// are one record and one `send`, as nginx sends them (its `ssl_buffer_size` is 16k). The
-/// buffer grows per response to what it holds and is freed when it is flushed, so an idle
-/// connection holds none.
+/// are one record and one `send`, as nginx sends them (its `ssl_buffer_size` is 16k). A write
+/// of at least [`DIRECT_MIN`] bytes (a body) after held bytes (its header) that fits the record
+/// with them is handed to TLS at once with them, as two slices of one vectored write: the same
+/// one record and `send`, without copying the body into the buffer first (rustls copies it into
+/// its record in any case). The buffer grows per response to what it holds and is freed when it
+/// is flushed, so an idle connection holds none.
 ///
 /// On HTTP/2 it cuts writes at TLS record boundaries ([`TlsStream::poll_write_aligned`]): the
 /// h2 layer writes each DATA frame as its 9-byte head and a payload of up to 16 KiB (the
@@ -342,6 +345,11 @@ pub struct TlsStream {
 
 /// The most plaintext held back: one TLS record's worth.
 pub const COALESCE_MAX: usize = 16 * 1024;
+
+/// The smallest HTTP/1 write sent at once with what is held (rather than copied to it until the
+/// flush): a body after its header. Smaller writes are held, to share a record with what
+/// follows.
+pub const DIRECT_MIN: usize = 4 * 1024;
 
 /// The plaintext of a full TLS record (rustls' largest fragment).
 pub const RECORD_PLAINTEXT: usize = 16 * 1024;
@@ -494,6 +502,34 @@ impl AsyncWrite for TlsStream {
         }
         if this.pending.is_empty() && buf.len() >= COALESCE_MAX {
             return Pin::new(&mut this.inner).poll_write(cx, buf);
+        }
+        if !this.pending.is_empty() && buf.len() >= DIRECT_MIN {
+            // A body after a held header that fits one record with it: both handed to TLS in
+            // one vectored write, one record and one send as if held until the flush, without
+            // copying the body into the buffer first (rustls copies it into its record anyway).
+            loop {
+                let held = this.pending.len();
+                let slices = [
+                    std::io::IoSlice::new(&this.pending),
+                    std::io::IoSlice::new(buf),
+                ];
+                let n =
+                    std::task::ready!(Pin::new(&mut this.inner).poll_write_vectored(cx, &slices))?;
+                if n == 0 {
+                    return Poll::Ready(Err(std::io::ErrorKind::WriteZero.into()));
+                }
+                if n < held {
+                    this.pending.drain(..n);
+                    continue;
+                }
+                // Freed, as a flush frees it.
+                this.pending = Vec::new();
+                if n > held {
+                    return Poll::Ready(Ok(n - held));
+                }
+                // Only what was held went: `buf` is held below.
+                break;
+            }
         }
         // Grown to what is held, not COALESCE_MAX at once: most responses are a few hundred
         // bytes (a 304, a proxied API answer).
@@ -745,13 +781,11 @@ mod tests {
         handshake(tls, ca).expect_err("an unusable cache file: self-signed");
     }
 
-    /// An HTTP/2 body written as h2 writes it (each DATA frame a 9-byte head and a 16 KiB
-    /// payload, one write and one flush per frame) goes out in full 16 KiB records, not a full
-    /// record and a 9-byte one per frame; the leftover held at a flush is sent by the next
-    /// flush (the connection's next poll), and the client reads every byte in order.
-    #[tokio::test]
-    async fn http2_writes_fill_whole_tls_records() {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    /// A server [`TlsStream`] negotiated with `alpn`, and the client's task, which reads until
+    /// the server shuts down and returns the plaintext size of every application-data record
+    /// and the bytes received.
+    async fn tls_pair(alpn: &[u8]) -> (TlsStream, tokio::task::JoinHandle<(Vec<usize>, Vec<u8>)>) {
+        use tokio::io::AsyncReadExt;
         let cert = rcgen::generate_simple_self_signed(vec!["www.foobar.com".to_string()])
             .expect("certificate");
         let key = rustls::pki_types::PrivateKeyDer::Pkcs8(cert.key_pair.serialize_der().into());
@@ -761,7 +795,7 @@ mod tests {
             .with_no_client_auth()
             .with_single_cert(vec![cert.cert.der().clone()], key)
             .expect("server config");
-        server_config.alpn_protocols = vec![b"h2".to_vec()];
+        server_config.alpn_protocols = vec![alpn.to_vec()];
         // No tickets after the handshake: the client's records begin with the body's.
         server_config.send_tls13_tickets = 0;
         let mut roots = rustls::RootCertStore::empty();
@@ -771,7 +805,7 @@ mod tests {
             .expect("versions")
             .with_root_certificates(roots)
             .with_no_client_auth();
-        client_config.alpn_protocols = vec![b"h2".to_vec()];
+        client_config.alpn_protocols = vec![alpn.to_vec()];
 
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
@@ -813,7 +847,44 @@ mod tests {
             .accept(L4Stream::from(tcp))
             .await
             .expect("server handshake");
-        let mut stream = TlsStream::new(tls);
+        (TlsStream::new(tls), client)
+    }
+
+    /// On HTTP/1 a response's header and a body that fit one record with it go out as one
+    /// record (the body handed to TLS with the held header, not copied after it); a small body
+    /// is held with the header until the flush; a body past a record's worth sends the header
+    /// first, then full records.
+    #[tokio::test]
+    async fn http1_header_and_body_share_one_record() {
+        use tokio::io::AsyncWriteExt;
+        let (mut stream, client) = tls_pair(b"http/1.1").await;
+        assert_eq!(stream.alpn, Some(ALPN::H1));
+        let mut sent = Vec::new();
+        for (i, body_len) in [9959usize, 2000, 20000].into_iter().enumerate() {
+            let head = vec![b'h' + i as u8; 300];
+            let body = vec![b'a' + i as u8; body_len];
+            stream.write_all(&head).await.expect("head");
+            stream.write_all(&body).await.expect("body");
+            stream.flush().await.expect("flush");
+            sent.extend_from_slice(&head);
+            sent.extend_from_slice(&body);
+        }
+        AsyncWriteExt::shutdown(&mut stream)
+            .await
+            .expect("shutdown");
+        let (records, received) = client.await.expect("client");
+        assert_eq!(records, [10259, 2300, 300, 16384, 3616]);
+        assert!(received == sent, "the bytes arrive in order");
+    }
+
+    /// An HTTP/2 body written as h2 writes it (each DATA frame a 9-byte head and a 16 KiB
+    /// payload, one write and one flush per frame) goes out in full 16 KiB records, not a full
+    /// record and a 9-byte one per frame; the leftover held at a flush is sent by the next
+    /// flush (the connection's next poll), and the client reads every byte in order.
+    #[tokio::test]
+    async fn http2_writes_fill_whole_tls_records() {
+        use tokio::io::AsyncWriteExt;
+        let (mut stream, client) = tls_pair(b"h2").await;
         assert_eq!(stream.alpn, Some(ALPN::H2));
         let mut sent = Vec::new();
         for i in 0..64u8 {

@@ -143,8 +143,13 @@ BENCH_MOVED=()
 
 # bench_cpu_ticks NAME: utime + stime of every process of NAME's session, in clock ticks.
 bench_cpu_ticks() {
+  # shellcheck disable=SC2046 # a list of pids
+  bench_pid_ticks $(bench_pids "$1")
+}
+# bench_pid_ticks PID...: utime + stime of these processes, in clock ticks (a pid gone counts 0).
+bench_pid_ticks() {
   local pid line rest total=0 f
-  for pid in $(bench_pids "$1"); do
+  for pid in "$@"; do
     line=$(cat "/proc/$pid/stat" 2>/dev/null) || continue
     rest=${line##*) }
     read -ra f <<<"$rest"
@@ -160,8 +165,9 @@ export BENCH_TCK
 # the servers' CPUs were spent over the measured runs (/proc/stat): by what was measured, by
 # other processes (other servers idling, the edge's upstream, and anything else on the machine),
 # stolen by the hypervisor, idle. A large "other" or "stolen" share makes the figures noisy.
-bench_cpuset_ticks() { # "busy steal total" of the servers' CPUs, in clock ticks
-  awk -v want=" $(bench_expand "$BENCH_SERVER_CPUS") " '$1 ~ /^cpu[0-9]+$/ && index(want, " " substr($1, 4) " ") {
+# shellcheck disable=SC2120 # LIST is optional: the servers' CPUs by default
+bench_cpuset_ticks() { # [LIST]: "busy steal total" of the CPUs of LIST (the servers'), in clock ticks
+  awk -v want=" $(bench_expand "${1:-$BENCH_SERVER_CPUS}") " '$1 ~ /^cpu[0-9]+$/ && index(want, " " substr($1, 4) " ") {
       busy += $2 + $3 + $4 + $7 + $8; steal += $9; total += $2 + $3 + $4 + $5 + $6 + $7 + $8 + $9 }
     END { print busy + 0, steal + 0, total + 0 }' /proc/stat
 }

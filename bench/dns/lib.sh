@@ -103,17 +103,6 @@ dns_softirq_pids() {
   ps -e -o pid=,comm= | awk -v want="$want" '$2 ~ /^ksoftirqd\/[0-9]+$/ {
       n = substr($2, 11); if (index(want, " " n " ")) print $1 }' | tr '\n' ' '
 }
-# dns_pid_ticks PID...: utime + stime of these processes (clock ticks; a pid gone counts 0).
-dns_pid_ticks() {
-  local pid line rest total=0 f
-  for pid in "$@"; do
-    read -r line <"/proc/$pid/stat" 2>/dev/null || continue
-    rest=${line##*) }
-    read -ra f <<<"$rest"
-    total=$((total + f[11] + f[12]))
-  done
-  echo "$total"
-}
 # dns_children_ticks: "total user" CPU time of the children the calling (sub)shell has waited
 # for (cutime + cstime, and cutime: a command's process, all its threads, once it has ended), in
 # clock ticks.
@@ -123,10 +112,4 @@ dns_children_ticks() {
   rest=${line##*) }
   read -ra f <<<"$rest"
   echo $((f[13] + f[14])) "${f[13]}"
-}
-# dns_cpus_busy LIST: user + nice + system + irq + softirq ticks of the CPUs of LIST (/proc/stat):
-# everything those CPUs ran, whoever for (idle, iowait and steal left out).
-dns_cpus_busy() {
-  awk -v want=" $(bench_expand "$1") " '$1 ~ /^cpu[0-9]+$/ && index(want, " " substr($1, 4) " ") {
-      busy += $2 + $3 + $4 + $7 + $8 } END { print busy + 0 }' /proc/stat
 }

@@ -46,6 +46,8 @@ pub struct Shared {
     pub metrics: Arc<Metrics>,
     /// Which certificate is served (HSTS is sent only with the CA's).
     pub certificate: Arc<ServedCertificate>,
+    /// The `Strict-Transport-Security` value (`max-age=…`), made once ([`hsts_value`]).
+    pub hsts: http::HeaderValue,
     /// Source of request ids.
     pub next_id: AtomicU64,
     /// A per-process prefix of request ids.
@@ -181,6 +183,13 @@ pub fn request_id(prefix: u32, n: u64) -> String {
     out
 }
 
+/// The `Strict-Transport-Security` header's value for `max_age_secs`.
+pub fn hsts_value(max_age_secs: u64) -> http::HeaderValue {
+    // Digits and ASCII only: always a valid header value.
+    http::HeaderValue::from_maybe_shared(Bytes::from(format!("max-age={max_age_secs}")))
+        .unwrap_or(http::HeaderValue::from_static("max-age=0"))
+}
+
 const ACME_PREFIX: &str = "/.well-known/acme-challenge/";
 
 impl Edge {
@@ -212,10 +221,8 @@ impl Edge {
         }
         let headers = &self.shared.config.edge.headers;
         if headers.hsts == Hsts::WhenCaCertificate && self.shared.certificate.from_ca() {
-            resp.insert_header(
-                "Strict-Transport-Security",
-                format!("max-age={}", headers.hsts_max_age_secs),
-            )?;
+            // Made once: a clone shares its bytes.
+            resp.insert_header("Strict-Transport-Security", self.shared.hsts.clone())?;
         }
         if headers.security_headers {
             // Looked up by their standard names, which need no parsing.
@@ -903,5 +910,35 @@ mod tests {
                 assert_eq!(request_id(prefix, n), format!("{prefix:08x}{n:08x}"));
             }
         }
+    }
+
+    #[test]
+    fn the_hsts_value_is_its_max_age() {
+        assert_eq!(hsts_value(31_536_000), "max-age=31536000");
+        assert_eq!(hsts_value(0), "max-age=0");
+    }
+
+    /// The app's `Host`: the request's, else the URI's authority, lower-case and without
+    /// `:443`, else the listener's host; kept, it reads the same.
+    #[test]
+    fn the_app_host_is_the_requests_lower_case_without_the_default_port() {
+        let host = |host: Option<&str>, uri: &str| {
+            let mut req = pingora::http::RequestHeader::build("GET", b"/", None).unwrap();
+            req.set_uri(uri.parse().unwrap());
+            if let Some(h) = host {
+                req.insert_header("Host", h).unwrap();
+            }
+            app_host(&req, "ctx.example").to_string()
+        };
+        assert_eq!(host(Some("www.foobar.com"), "/"), "www.foobar.com");
+        assert_eq!(host(Some("www.foobar.com:443"), "/"), "www.foobar.com");
+        assert_eq!(host(Some("WWW.Foobar.com:443"), "/"), "www.foobar.com");
+        assert_eq!(
+            host(Some("www.foobar.com:8443"), "/"),
+            "www.foobar.com:8443"
+        );
+        assert_eq!(host(None, "https://Www.foobar.com:443/x"), "www.foobar.com");
+        assert_eq!(host(None, "https://foobar.com:443/x"), "foobar.com");
+        assert_eq!(host(None, "/"), "ctx.example");
     }
 }

@@ -131,6 +131,7 @@ pub fn run(path: &Path, upgrade: bool, daemon: bool) -> Result<(), EdgeError> {
         acme: acme_resolver,
         metrics: metrics.clone(),
         certificate: certificate.clone(),
+        hsts: crate::proxy::hsts_value(edge.headers.hsts_max_age_secs.get()),
         next_id: Default::default(),
         id_prefix: std::process::id() ^ (crate::metrics::unix_now() as u32).rotate_left(16),
         page_cache: crate::page_cache::PageCache::new(&edge.page_cache, security_headers)

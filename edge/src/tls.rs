@@ -396,71 +396,16 @@ impl TlsStream {
         Poll::Ready(Ok(()))
     }
 
-    /// An HTTP/2 write: what is held back and `bufs` handed to TLS up to the last full
-    /// record's end, the rest (when at most [`ALIGN_TAIL_MAX`]) held back for the next write or
-    /// the flush; a write that does not complete a record is held back whole.
+    /// An HTTP/2 write: see [`poll_write_aligned`].
     fn poll_write_aligned(
         &mut self,
         cx: &mut Context<'_>,
         bufs: &[std::io::IoSlice<'_>],
     ) -> Poll<std::io::Result<usize>> {
-        let total: usize = bufs.iter().map(|b| b.len()).sum();
-        if total == 0 {
-            return Poll::Ready(Ok(0));
+        if bufs.iter().any(|b| !b.is_empty()) {
+            self.flush_deferred = false;
         }
-        self.flush_deferred = false;
-        loop {
-            let held = self.pending.len();
-            let whole = (held + total) / RECORD_PLAINTEXT * RECORD_PLAINTEXT;
-            if whole == 0 {
-                for b in bufs {
-                    self.pending.extend_from_slice(b);
-                }
-                return Poll::Ready(Ok(total));
-            }
-            let hold_tail = held + total - whole <= ALIGN_TAIL_MAX;
-            let send = if hold_tail { whole } else { held + total };
-            // What is held, then `bufs`, cut at `send` bytes (h2 writes one or two slices).
-            let mut slices = [std::io::IoSlice::new(&[]); 8];
-            let mut n = 0;
-            let mut left = send;
-            if held > 0 {
-                slices[0] = std::io::IoSlice::new(&self.pending);
-                n = 1;
-                left -= held;
-            }
-            for b in bufs {
-                if left == 0 || n == slices.len() {
-                    break;
-                }
-                let take = b.len().min(left);
-                slices[n] = std::io::IoSlice::new(&b[..take]);
-                n += 1;
-                left -= take;
-            }
-            let offered = send - left;
-            let written =
-                std::task::ready!(Pin::new(&mut self.inner).poll_write_vectored(cx, &slices[..n]))?;
-            if written < held {
-                // TLS took only part of what was held: try again with the rest.
-                self.pending.drain(..written);
-                continue;
-            }
-            self.pending.clear();
-            let from_bufs = written - held;
-            if written == offered && send == whole && hold_tail {
-                let mut skip = from_bufs;
-                for b in bufs {
-                    let skipped = skip.min(b.len());
-                    self.pending.extend_from_slice(&b[skipped..]);
-                    skip -= skipped;
-                }
-                return Poll::Ready(Ok(total));
-            }
-            if from_bufs > 0 {
-                return Poll::Ready(Ok(from_bufs));
-            }
-        }
+        poll_write_aligned(Pin::new(&mut self.inner), cx, &mut self.pending, bufs)
     }
 
     /// The key exchange group the handshake used (`X25519MLKEM768`, `X25519` …).
@@ -474,6 +419,124 @@ impl TlsStream {
 
     fn tcp(&self) -> &L4Stream {
         self.inner.get_ref().0
+    }
+}
+
+/// The most slices of `bufs` handed to TLS with what is held (h2 writes one or two, HTTP/1's
+/// direct write one).
+const HELD_WRITE_SLICES: usize = 8;
+
+/// Writes what is held (`pending`), then `bufs` cut to their first `cut` bytes, to `w` as one
+/// vectored write. Ready with `Some((from_bufs, offered))` when all that was held went:
+/// `pending` is then empty (its capacity kept), `from_bufs` the bytes of `bufs` written (0 when
+/// only what was held went) and `offered` those handed over (`cut`, or less past
+/// [`HELD_WRITE_SLICES`] slices); with `None` when `w` took only part of what was held, which is
+/// drained from `pending`: the caller writes again. A write of 0 bytes is a
+/// [`std::io::ErrorKind::WriteZero`] error, so every `None` is progress: a stream that takes
+/// nothing would otherwise have its caller retry forever, spinning the task.
+fn poll_write_held<W: AsyncWrite + Unpin>(
+    w: Pin<&mut W>,
+    cx: &mut Context<'_>,
+    pending: &mut Vec<u8>,
+    bufs: &[std::io::IoSlice<'_>],
+    cut: usize,
+) -> Poll<std::io::Result<Option<(usize, usize)>>> {
+    let held = pending.len();
+    let mut slices = [std::io::IoSlice::new(&[]); HELD_WRITE_SLICES + 1];
+    let mut n = 0;
+    if held > 0 {
+        slices[0] = std::io::IoSlice::new(pending);
+        n = 1;
+    }
+    let mut left = cut;
+    for b in bufs.iter().take(HELD_WRITE_SLICES) {
+        if left == 0 {
+            break;
+        }
+        let take = b.len().min(left);
+        slices[n] = std::io::IoSlice::new(&b[..take]);
+        n += 1;
+        left -= take;
+    }
+    let offered = cut - left;
+    let written = std::task::ready!(w.poll_write_vectored(cx, &slices[..n]))?;
+    if written == 0 && held + offered > 0 {
+        return Poll::Ready(Err(std::io::ErrorKind::WriteZero.into()));
+    }
+    if written < held {
+        pending.drain(..written);
+        return Poll::Ready(Ok(None));
+    }
+    pending.clear();
+    Poll::Ready(Ok(Some((written - held, offered))))
+}
+
+/// An HTTP/2 write: what is held back and `bufs` handed to TLS up to the last full
+/// record's end, the rest (when at most [`ALIGN_TAIL_MAX`]) held back for the next write or
+/// the flush; a write that does not complete a record is held back whole. (`w` is the TLS
+/// stream, `pending` what [`TlsStream`] holds back.)
+fn poll_write_aligned<W: AsyncWrite + Unpin>(
+    mut w: Pin<&mut W>,
+    cx: &mut Context<'_>,
+    pending: &mut Vec<u8>,
+    bufs: &[std::io::IoSlice<'_>],
+) -> Poll<std::io::Result<usize>> {
+    let total: usize = bufs.iter().map(|b| b.len()).sum();
+    if total == 0 {
+        return Poll::Ready(Ok(0));
+    }
+    loop {
+        let held = pending.len();
+        let whole = (held + total) / RECORD_PLAINTEXT * RECORD_PLAINTEXT;
+        if whole == 0 {
+            for b in bufs {
+                pending.extend_from_slice(b);
+            }
+            return Poll::Ready(Ok(total));
+        }
+        let hold_tail = held + total - whole <= ALIGN_TAIL_MAX;
+        // `bufs` cut at the last full record's end when the tail is held back.
+        let cut = if hold_tail { whole - held } else { total };
+        let Some((from_bufs, offered)) =
+            std::task::ready!(poll_write_held(w.as_mut(), cx, pending, bufs, cut))?
+        else {
+            // TLS took only part of what was held: again with the rest.
+            continue;
+        };
+        if from_bufs == offered && hold_tail {
+            let mut skip = from_bufs;
+            for b in bufs {
+                let skipped = skip.min(b.len());
+                pending.extend_from_slice(&b[skipped..]);
+                skip -= skipped;
+            }
+            return Poll::Ready(Ok(total));
+        }
+        if from_bufs > 0 {
+            return Poll::Ready(Ok(from_bufs));
+        }
+        // Only what was held went: the records are counted again from `bufs`.
+    }
+}
+
+/// An HTTP/1 body written at once after what is held (its header): both handed to `w` in one
+/// vectored write, draining a partial write of what was held and writing again. Ready with
+/// `Some(n)`, the bytes of `buf` written, or `None` when only what was held went (the caller
+/// holds `buf`); `pending` is freed either way, as a flush frees it.
+fn poll_write_direct<W: AsyncWrite + Unpin>(
+    mut w: Pin<&mut W>,
+    cx: &mut Context<'_>,
+    pending: &mut Vec<u8>,
+    buf: &[u8],
+) -> Poll<std::io::Result<Option<usize>>> {
+    let bufs = [std::io::IoSlice::new(buf)];
+    loop {
+        if let Some((n, _)) =
+            std::task::ready!(poll_write_held(w.as_mut(), cx, pending, &bufs, buf.len()))?
+        {
+            *pending = Vec::new();
+            return Poll::Ready(Ok((n > 0).then_some(n)));
+        }
     }
 }
 
@@ -507,29 +570,15 @@ impl AsyncWrite for TlsStream {
             // A body after a held header that fits one record with it: both handed to TLS in
             // one vectored write, one record and one send as if held until the flush, without
             // copying the body into the buffer first (rustls copies it into its record anyway).
-            loop {
-                let held = this.pending.len();
-                let slices = [
-                    std::io::IoSlice::new(&this.pending),
-                    std::io::IoSlice::new(buf),
-                ];
-                let n =
-                    std::task::ready!(Pin::new(&mut this.inner).poll_write_vectored(cx, &slices))?;
-                if n == 0 {
-                    return Poll::Ready(Err(std::io::ErrorKind::WriteZero.into()));
-                }
-                if n < held {
-                    this.pending.drain(..n);
-                    continue;
-                }
-                // Freed, as a flush frees it.
-                this.pending = Vec::new();
-                if n > held {
-                    return Poll::Ready(Ok(n - held));
-                }
-                // Only what was held went: `buf` is held below.
-                break;
+            if let Some(n) = std::task::ready!(poll_write_direct(
+                Pin::new(&mut this.inner),
+                cx,
+                &mut this.pending,
+                buf
+            ))? {
+                return Poll::Ready(Ok(n));
             }
+            // Only what was held went: `buf` is held below.
         }
         // Grown to what is held, not COALESCE_MAX at once: most responses are a few hundred
         // bytes (a 304, a proxied API answer).
@@ -929,5 +978,130 @@ mod tests {
             ),
             "plaintext per record: {records:?}"
         );
+    }
+
+    /// A stream that takes at most `take` bytes a write (none when 0), keeps what it took, and
+    /// panics past 1000 writes: a caller that retried a 0-byte write forever fails rather than
+    /// hangs.
+    #[derive(Default)]
+    struct Takes {
+        take: usize,
+        writes: usize,
+        got: Vec<u8>,
+    }
+
+    impl AsyncWrite for Takes {
+        fn poll_write(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            buf: &[u8],
+        ) -> Poll<std::io::Result<usize>> {
+            self.writes += 1;
+            assert!(self.writes <= 1000, "written {} times: a spin", self.writes);
+            let n = buf.len().min(self.take);
+            self.got.extend_from_slice(&buf[..n]);
+            Poll::Ready(Ok(n))
+        }
+        fn poll_write_vectored(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+            bufs: &[std::io::IoSlice<'_>],
+        ) -> Poll<std::io::Result<usize>> {
+            let all: Vec<u8> = bufs.iter().flat_map(|b| b.iter().copied()).collect();
+            self.as_mut().poll_write(cx, &all)
+        }
+        fn is_write_vectored(&self) -> bool {
+            true
+        }
+        fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+        fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    /// A TLS stream that takes nothing (a write of 0 bytes) fails the HTTP/2 and the HTTP/1
+    /// write with what is held with `WriteZero`, with or without bytes held, rather than
+    /// retrying forever (one CPU spinning for as long as the connection lasts).
+    #[test]
+    fn a_stream_that_takes_nothing_is_a_write_zero_error_not_a_spin() {
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        let head = [1u8; 9];
+        let payload = vec![2u8; RECORD_PLAINTEXT];
+        let frame = [
+            std::io::IoSlice::new(&head),
+            std::io::IoSlice::new(&payload),
+        ];
+        for held in [0, 9, 300] {
+            let mut w = Takes::default();
+            let mut pending = vec![3u8; held];
+            let r = poll_write_aligned(Pin::new(&mut w), &mut cx, &mut pending, &frame);
+            assert!(
+                matches!(&r, Poll::Ready(Err(e)) if e.kind() == std::io::ErrorKind::WriteZero),
+                "HTTP/2, {held} bytes held: {r:?}"
+            );
+            assert_eq!(w.writes, 1, "HTTP/2, {held} bytes held");
+        }
+        let mut w = Takes::default();
+        let mut pending = vec![3u8; 300];
+        let r = poll_write_direct(Pin::new(&mut w), &mut cx, &mut pending, &payload[..5000]);
+        assert!(
+            matches!(&r, Poll::Ready(Err(e)) if e.kind() == std::io::ErrorKind::WriteZero),
+            "HTTP/1: {r:?}"
+        );
+        assert_eq!(w.writes, 1, "HTTP/1");
+    }
+
+    /// A TLS stream that takes a few bytes a write (its buffer full) gets what was held, then
+    /// the write, in order, from the HTTP/2 and the HTTP/1 write alike.
+    #[test]
+    fn partial_writes_of_what_is_held_keep_the_bytes_in_order() {
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        let head = [1u8; 9];
+        let payload: Vec<u8> = (0..2 * RECORD_PLAINTEXT).map(|i| i as u8).collect();
+        let held: Vec<u8> = (0..300).map(|i| (i * 7) as u8).collect();
+
+        let mut w = Takes {
+            take: 128,
+            ..Takes::default()
+        };
+        let mut pending = held.clone();
+        let mut written = 0;
+        let (mut sent, mut rest) = (vec![], vec![]);
+        while written < head.len() + payload.len() {
+            let mut skip = written;
+            for b in [&head[..], &payload[..]] {
+                let s = skip.min(b.len());
+                skip -= s;
+                rest.push(&b[s..]);
+            }
+            let slices: Vec<_> = rest.drain(..).map(std::io::IoSlice::new).collect();
+            let r = poll_write_aligned(Pin::new(&mut w), &mut cx, &mut pending, &slices);
+            assert!(matches!(r, Poll::Ready(Ok(n)) if n > 0), "HTTP/2: {r:?}");
+            if let Poll::Ready(Ok(n)) = r {
+                written += n;
+            }
+        }
+        sent.extend_from_slice(&held);
+        sent.extend_from_slice(&head);
+        sent.extend_from_slice(&payload);
+        w.got.extend_from_slice(&pending);
+        assert!(w.got == sent, "HTTP/2: other bytes, or out of order");
+
+        let mut w = Takes {
+            take: 128,
+            ..Takes::default()
+        };
+        let mut pending = held.clone();
+        let body = &payload[..5000];
+        let r = poll_write_direct(Pin::new(&mut w), &mut cx, &mut pending, body);
+        assert!(matches!(r, Poll::Ready(Ok(Some(_)))), "HTTP/1: {r:?}");
+        assert!(pending.is_empty() && pending.capacity() == 0);
+        let mut sent = held.clone();
+        if let Poll::Ready(Ok(Some(n))) = r {
+            sent.extend_from_slice(&body[..n]);
+        }
+        assert!(w.got == sent, "HTTP/1: other bytes, or out of order");
     }
 }

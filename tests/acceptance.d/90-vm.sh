@@ -111,20 +111,38 @@ if [[ $target == vm ]]; then
   }
   once "first boot: both NICs configured from the seed's network configuration" nics_from_seed
 
-  # cloud-init's final stage runs (after the services, at a low CPU weight): it is what makes
-  # `cloud-init status` say "done" — provisioning tools run `cloud-init status --wait` and hang
-  # for as long as it says "running" — and writes boot-finished, which scripts wait for too; its
-  # message (a basic template in 90-onebox.cfg: the image has no jinja2) renders without a warning.
+  # cloud-init's config and final stages run (after the services, at a low CPU weight): the final
+  # stage is what makes `cloud-init status` say "done" — provisioning tools run `cloud-init status
+  # --wait` and hang for as long as it says "running" — and writes boot-finished, which scripts
+  # wait for too; its message (a basic template in 90-onebox.cfg: the image has no jinja2) renders
+  # without a warning, and neither stage logs one (a module the image cannot run would).
   cloud_init_done() {
     local out
     out=$(vm_ssh 'timeout 600 sudo cloud-init status --wait >/dev/null; sudo cloud-init status --long
       test -s /var/lib/cloud/instance/boot-finished && echo boot-finished
-      sudo journalctl -u cloud-final.service -o cat | grep -E "WARNING|ERROR|finished at"') || true
+      sudo journalctl -b -u cloud-config.service -u cloud-final.service -o cat | grep -E "WARNING|ERROR|finished at"') || true
     echo "$out"
     grep -qx 'status: done' <<<"$out" && grep -qx 'boot-finished' <<<"$out" &&
       grep -q '^Cloud-init v\. .* finished at ' <<<"$out" && ! grep -qE 'WARNING|ERROR' <<<"$out"
   }
   check "first boot: cloud-init status --wait returns, status done, boot-finished written" cloud_init_done
+
+  # The seed's runcmd (image/boot): written by the config stage, run by the final stage's
+  # scripts-user, once cloud-init says done: the file holds this instance's id and a time.
+  # And keys-to-console: the SSH host key fingerprints on the serial console, as a cloud image's
+  # user checks them there before the first login.
+  runcmd_ran() {
+    local id out fp
+    id=$(sed -n 's/^instance-id: //p' .onebox/vm/seed/meta-data)
+    out=$(vm_ssh 'timeout 600 sudo cloud-init status --wait >/dev/null; sudo cat /root/onebox-runcmd') || true
+    echo "runcmd's file: ${out:-none} (instance $id)"
+    [[ $out =~ ^runcmd\ $id\ [0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9:]{8}Z$ ]] || return 1
+    fp=$(vm_ssh ssh-keygen -l -f /etc/ssh/ssh_host_ed25519_key.pub | awk '{print $2}') || return 1
+    echo "the host's Ed25519 key: $fp"
+    tr -d '\r' <.onebox/vm/serial.log | sed -n '/BEGIN SSH HOST KEY FINGERPRINTS/,/END SSH HOST KEY FINGERPRINTS/p' |
+      grep -qF " $fp " || { echo "not among the fingerprints on the serial console"; return 1; }
+  }
+  check "first boot: the seed's runcmd ran (config + final stage), host key fingerprints on the console" runcmd_ran
 
   # cloud-init's stages are Python start-ups on the first boot's way to the site: `import
   # cloudinit.cmd.main` loads about 320 modules, and under TCG that takes seconds even from the
@@ -810,6 +828,14 @@ EOF
       vm_ssh sudo journalctl -b -u cloud-init-local --no-pager -o cat |
       grep -q '^onebox: the user-data of NoCloud is not one plain #cloud-config document'
   }
+  user_script_ran() { # the restore's MIME user-data's text/x-shellscript part (image/boot --restore)
+    local id out
+    id=$(sed -n 's/^instance-id: //p' .onebox/vm/seed/meta-data)
+    out=$(vm_ssh 'timeout 600 sudo cloud-init status --wait; sudo cat /root/onebox-user-script') || true
+    echo "$out (instance $id)"
+    grep -qx 'status: done' <<<"$out" &&
+      grep -Eqx "user-script $id [0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9:]{8}Z" <<<"$out"
+  }
   same_posts() { # every post acknowledged before the backup began; the same admin password
     local now missing pw
     now=$(titles | sort) || return 1
@@ -892,6 +918,7 @@ EOF
     check "backup: onebox backup to the SFTP repository while a writer posts; status shows it ok" backed_up
     check "backup: a wrong repository password fails clearly, status shows it failed, the repository is intact" wrong_password
     check "restore: the VM destroyed, a fresh VM with restore_from (SFTP; MIME multipart user-data, provisioned after cloud-init.service) comes up restored" fresh_restore
+    check "restore: the MIME user-data's shell script part ran (cloud-init's final stage, scripts-user)" user_script_ran
     check "restore: every post acknowledged before the backup began, the same admin password" same_posts
     check "restore: the same certificate (fingerprint), no new ACME order" same_certificate
     check "restore: the same DNSKEYs and DS" same_keys

@@ -36,6 +36,9 @@ pub enum EdgeError {
     /// The upstream pool could not be built.
     #[error("the upstream pool cannot be built: {0}")]
     Upstreams(std::io::Error),
+    /// The daemon could not report itself ready (`--daemon`).
+    #[error(transparent)]
+    Daemon(#[from] crate::daemon::DaemonError),
     /// pingora refused to set up the server.
     #[error("the server cannot start: {0}")]
     Server(String),

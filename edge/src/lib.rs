@@ -13,6 +13,7 @@ pub mod acme;
 pub mod acme_account;
 pub mod config;
 pub mod connections;
+pub mod daemon;
 pub mod error;
 pub mod file_cache;
 pub mod header_deadline;
@@ -42,8 +43,9 @@ struct Cli {
     /// process with -u, then send SIGQUIT to the old one.
     #[arg(short = 'u', long)]
     upgrade: bool,
-    /// Fork into the background (systemd's Type=forking), after taking over the sockets when
-    /// upgrading; the daemon's pid goes to <state_dir>/edge.pid.
+    /// Fork into the background (systemd's Type=forking): this process exits 0 once the daemon
+    /// has loaded the site file, taken the sockets (over the upgrade socket when upgrading) and
+    /// written its pid to <state_dir>/edge.pid, or with the daemon's status if it failed.
     #[arg(short = 'd', long)]
     daemon: bool,
     #[command(subcommand)]
@@ -60,6 +62,18 @@ enum Command {
 /// `onebox-edge` binary, and the `onebox` binary when started under that name).
 pub fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
+    // Before anything starts a thread: see `daemon`.
+    let daemon = match (&cli.command, cli.daemon) {
+        (None, true) => match daemon::fork() {
+            Ok(daemon::Forked::Launcher(code)) => return code,
+            Ok(daemon::Forked::Daemon(ready)) => Some(ready),
+            Err(e) => {
+                eprintln!("onebox-edge: {e}");
+                return std::process::ExitCode::FAILURE;
+            }
+        },
+        _ => None,
+    };
     // Every TLS configuration names its provider; this default is for any library code that
     // asks for the process's (the test build links ring too, so none would be picked).
     let _ = rustls::crypto::CryptoProvider::install_default(
@@ -74,7 +88,7 @@ pub fn main() -> std::process::ExitCode {
         .init();
     let result = match cli.command {
         Some(Command::Check) => server::check(&cli.config),
-        None => server::run(&cli.config, cli.upgrade, cli.daemon),
+        None => server::run(&cli.config, cli.upgrade, daemon),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

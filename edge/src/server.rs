@@ -40,9 +40,14 @@ pub fn check(path: &Path) -> Result<(), EdgeError> {
 }
 
 /// Loads the site file and serves until SIGTERM (graceful stop) or SIGQUIT (hand the sockets
-/// to a new process started with `upgrade`, then stop). With `daemon`, forks into the
-/// background after taking the sockets (pid in `<state_dir>/edge.pid`).
-pub fn run(path: &Path, upgrade: bool, daemon: bool) -> Result<(), EdgeError> {
+/// to a new process started with `upgrade`, then stop). In a daemon (`--daemon`, already
+/// forked), writes `<state_dir>/edge.pid` and lets the launcher exit once the sockets are taken
+/// and the services are set up.
+pub fn run(
+    path: &Path,
+    upgrade: bool,
+    daemon: Option<crate::daemon::Ready>,
+) -> Result<(), EdgeError> {
     let config = config::load(path)?;
     let edge = &config.edge;
     std::fs::create_dir_all(&edge.state_dir)
@@ -88,10 +93,10 @@ pub fn run(path: &Path, upgrade: bool, daemon: bool) -> Result<(), EdgeError> {
     conf.grace_period_seconds = Some(edge.upgrade.grace_period_secs.get());
     conf.graceful_shutdown_timeout_seconds = Some(edge.upgrade.shutdown_timeout_secs.get());
     conf.upgrade_sock = edge.state_dir.join("upgrade.sock").display().to_string();
-    conf.pid_file = edge.state_dir.join("edge.pid").display().to_string();
+    // pingora's own daemon mode is not used (see `daemon`): it forks with its timer thread running.
     let opt = Opt {
         upgrade,
-        daemon,
+        daemon: false,
         ..Opt::default()
     };
     let mut server = Server::new_with_opt_and_conf(opt, conf);
@@ -203,6 +208,9 @@ pub fn run(path: &Path, upgrade: bool, daemon: bool) -> Result<(), EdgeError> {
         edge.web_root.get().display(),
         edge.upstream.servers
     );
+    if let Some(daemon) = daemon {
+        daemon.ready(&edge.state_dir.join("edge.pid"))?;
+    }
     server.run_forever()
 }
 

@@ -312,7 +312,8 @@ pub fn try_wait_until(
 
 /// Makes the kernel SIGKILL the child when the thread that forks it ends; see the module docs
 /// for why that thread is the process-long spawner thread.
-// One of the workspace's two unsafe blocks (the other is the edge's `tls::on_this_thread`).
+// One of the workspace's three unsafe blocks (the others: the edge's `tls::on_this_thread` and
+// its `daemon::fork`).
 #[allow(unsafe_code)] // `pre_exec`, see SAFETY below.
 fn die_with_this_process(cmd: &mut Command) {
     let parent = rustix::process::getpid();

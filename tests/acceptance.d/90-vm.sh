@@ -522,10 +522,27 @@ EOF
     echo "MainPID $before → $after, onebox-edge processes: $count"
     [[ $after != 0 && $after != "$before" ]] && gone "$before" && ((count == 1))
   }
+  # pingora's daemon mode once hung a start here (systemd saw no pid file; the daemon ignored
+  # SIGTERM) and a reload (the launcher never exited): the edge's own --daemon replaced it.
+  rounds() { # reload and restart, three times over: each returns, the pid file names MainPID
+    local round op start main pidfile
+    for round in 1 2 3; do
+      for op in reload restart; do
+        start=$SECONDS
+        vm_ssh sudo timeout 60 systemctl "$op" onebox-edge || {
+          echo "round $round: systemctl $op failed or hung ($((SECONDS - start)) s)"
+          vm_ssh sudo journalctl -u onebox-edge -n 20 --no-pager; return 1; }
+        main=$(edge_pid) pidfile=$(vm_ssh sudo cat /var/lib/onebox-edge/edge.pid)
+        echo "round $round: $op in $((SECONDS - start)) s, MainPID $main, pid file $pidfile"
+        [[ $main != 0 && $main == "$pidfile" ]] && within 30 home_200 >/dev/null || return 1
+      done
+    done
+  }
   if built edge && built app; then
     once "systemctl reload onebox-edge under load (new binary): 0 failed requests, new MainPID, old process gone" reloaded
     once "systemctl reload onebox-edge with a broken site file fails; the running edge keeps serving" bad_reload
     once "systemctl restart onebox-edge after a reload: the new main process stopped, one edge serving" restarted
+    once "systemctl reload and restart onebox-edge, three rounds: each returns, MainPID from the pid file, HTTPS 200" rounds
   else skip "systemctl reload onebox-edge" "onebox-edge and onebox-app"; fi
 
   # --- security updates ---------------------------------------------------------------------------

@@ -12,10 +12,12 @@ default:
 deps:
     scripts/deps
 
+# (The first build names --workspace so that its dependencies get the workspace's features and
+# the second reuses them: built for onebox-app alone, 90 crates were compiled twice.)
 # Build the release binaries (and the VM suite's onebox-app-expand-test: one more migration, never in the image)
 [group('setup')]
 build:
-    cargo build --release -p onebox-app --locked --features expand-test-migration
+    cargo build --release --workspace --locked --bin onebox-app --features onebox-app/expand-test-migration
     cp "${CARGO_TARGET_DIR:-target}/release/onebox-app" "${CARGO_TARGET_DIR:-target}/release/onebox-app-expand-test"
     cargo build --release --workspace --locked
 

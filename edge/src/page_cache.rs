@@ -256,9 +256,9 @@ impl PageCache {
         let path = req.uri.path_and_query().map_or("/", |p| p.as_str());
         let generation = self.generation.load(Ordering::Acquire);
         // `format!("{generation}\n{host}\n{path}")`, without the formatting machinery (~1k
-        // instructions per request).
+        // instructions per request; the number by `itoa`).
         let mut primary = Vec::with_capacity(20 + 2 + host.len() + path.len());
-        push_decimal(&mut primary, generation);
+        primary.extend_from_slice(itoa::Buffer::new().format(generation).as_bytes());
         primary.push(b'\n');
         primary.extend_from_slice(host.as_bytes());
         primary.push(b'\n');
@@ -405,21 +405,6 @@ pub fn take_purge(resp: &mut ResponseHeader) -> bool {
         && (resp.status.is_success() || resp.status.is_redirection())
 }
 
-/// Appends `n` in decimal digits, as `write!(out, "{n}")` would.
-fn push_decimal(out: &mut Vec<u8>, mut n: u64) {
-    let mut digits = [0u8; 20];
-    let mut at = digits.len();
-    loop {
-        at -= 1;
-        digits[at] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    out.extend_from_slice(&digits[at..]);
-}
-
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
@@ -558,23 +543,6 @@ mod tests {
         assert!(!req("GET", &[("Cookie", "onebox_session=abc")]));
         assert!(!req("GET", &[("Authorization", "Basic eDp5")]));
         assert!(!req("GET", &[("Upgrade", "websocket")]));
-    }
-
-    /// The key's generation is written as `format!` writes it, for every number of digits.
-    #[test]
-    fn generations_are_written_in_decimal() {
-        let mut n = 1u64;
-        for value in [0, 7, 10, 99, 100, 123_456_789, u64::MAX - 1, u64::MAX]
-            .into_iter()
-            .chain(std::iter::from_fn(|| {
-                n = n.checked_mul(10)?;
-                Some(n - 1)
-            }))
-        {
-            let mut out = b"x".to_vec();
-            push_decimal(&mut out, value);
-            assert_eq!(out, format!("x{value}").into_bytes(), "{value}");
-        }
     }
 
     #[test]

@@ -47,6 +47,9 @@ pub enum DaemonError {
         /// What the operating system said.
         source: std::io::Error,
     },
+    /// The daemon could not leave its working directory for `/`.
+    #[error("cannot change the working directory to /: {0}")]
+    Chdir(std::io::Error),
     /// The launcher went away before the daemon was ready.
     #[error("cannot tell the launcher that the edge is ready: {0}")]
     Notify(std::io::Error),
@@ -116,8 +119,12 @@ fn wait_for_daemon(reader: &mut std::io::PipeReader, pid: libc::pid_t) -> ExitCo
         let daemon = rustix::process::Pid::from_raw(pid);
         match rustix::process::waitpid(daemon, rustix::process::WaitOptions::empty()) {
             Ok(Some((_, status))) => break status,
-            Ok(None) => continue,
             Err(rustix::io::Errno::INTR) => continue,
+            // (`None` is WNOHANG's "still running": not asked for, so not retried either.)
+            Ok(None) => {
+                eprintln!("onebox-edge: waiting for the daemon (pid {pid}): no exit status");
+                return ExitCode::FAILURE;
+            }
             Err(e) => {
                 eprintln!("onebox-edge: waiting for the daemon (pid {pid}): {e}");
                 return ExitCode::FAILURE;
@@ -149,10 +156,7 @@ impl Ready {
         temporary.push(".new");
         std::fs::write(&temporary, format!("{}\n", std::process::id())).map_err(pid_error)?;
         std::fs::rename(&temporary, pid_file).map_err(pid_error)?;
-        std::env::set_current_dir("/").map_err(|e| DaemonError::Fork {
-            what: "chdir /",
-            source: e,
-        })?;
+        std::env::set_current_dir("/").map_err(DaemonError::Chdir)?;
         self.pipe.write_all(&[READY]).map_err(DaemonError::Notify)
     }
 }

@@ -127,6 +127,16 @@ if [[ $target == vm ]]; then
   }
   check "first boot: cloud-init status --wait returns, status done, boot-finished written" cloud_init_done
 
+  # Both stages yield the CPU while the machine boots (drop-ins on Debian's units:
+  # image/overlay/etc/systemd/system/cloud-{config,final}.service.d/onebox.conf).
+  cloud_init_weights() {
+    local out
+    out=$(vm_ssh 'systemctl show -p Id -p StartupCPUWeight cloud-config.service cloud-final.service') || return 1
+    echo "$out"
+    [[ $(grep -c '^StartupCPUWeight=20$' <<<"$out") == 2 ]]
+  }
+  check "first boot: cloud-init's config and final stages at startup CPU weight 20" cloud_init_weights
+
   # The seed's runcmd (image/boot): written by the config stage, run by the final stage's
   # scripts-user, once cloud-init says done: the file holds this instance's id and a time.
   # And keys-to-console: the SSH host key fingerprints on the serial console, as a cloud image's

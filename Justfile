@@ -65,12 +65,13 @@ test-image: build-image
 check: lint
     cargo test --release --workspace --locked --lib --bins
 
-# Check formatting, clippy lints and the shell scripts (shellcheck)
+# Check formatting, clippy lints, the shell scripts (shellcheck) and that tests build on the release build's crates
 [group('test')]
 lint:
     cargo fmt --all --check
     cargo clippy --release --workspace --locked --all-targets -- -D warnings
     scripts/shellcheck
+    scripts/check-features
 
 # Run benchmarks side by side with their peers: `just bench dns`
 [group('bench')]

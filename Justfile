@@ -41,9 +41,10 @@ build-image: deps build
 boot *args: build-image
     image/boot {{args}}
 
-# Run every test: lints, unit, integration, DNS differential, acceptance on the local stack and the image
+# Run every test: lints, the local stack's acceptance, then the Rust tests beside the image's build and VM suite
 [group('test')]
-test: deps build lint test-rust test-local test-image
+test: deps build lint test-local
+    scripts/alongside test-rust 'just --no-deps test-rust' just --no-deps build-image test-image
 
 # Rust unit and integration tests (they start the real binaries on free loopback ports)
 [group('test')]

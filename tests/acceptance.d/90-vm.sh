@@ -451,7 +451,7 @@ EOF
   # ANSWER"); a line is good when it matches the ERE $load_good (default: 200 and curl's exit 0; dns:
   # NOERROR with 8.8.8.8). Prints "LABEL: F failed / N total" and the failures by kind (the
   # figure also goes to .onebox/vm/under-load.log); sets load_failed and load_total; returns CMD's
-  # status.
+  # status, or 1 when the load ended before 20 answers after CMD.
   load_client() {
     local end=$((SECONDS + 300)) out rc
     while ((SECONDS < end)) && [[ ! -e $reload_log.stop ]]; do
@@ -481,14 +481,14 @@ EOF
     fi
     "$@" && rc=0 || rc=$?
     mark=$(wc -l <"$reload_log")
-    local tail=ok
-    within 60 served $((mark + 20)) >/dev/null || tail="$(($(wc -l <"$reload_log") - mark)) answers after it"
+    local past=ok
+    within 60 served $((mark + 20)) >/dev/null || past="$(($(wc -l <"$reload_log") - mark)) answers after it"
     touch "$reload_log.stop"; wait "${clients[@]}"
     load_total=$(wc -l <"$reload_log") load_failed=$(grep -cvE "$good" "$reload_log")
     echo "$label: $load_failed failed / $load_total total"
     echo "$vm_firmware: $label: $load_failed failed / $load_total total" >>.onebox/vm/under-load.log
     { grep -vE "$good" "$reload_log" || true; } | cut -d'|' -f1 | sort | uniq -c | sed 's/^/  /'
-    [[ $tail == ok ]] || { echo "$label: the load did not go on past the change ($tail, not 20)"; return 1; }
+    [[ $past == ok ]] || { echo "$label: the load did not go on past the change ($past, not 20)"; return 1; }
     return "$rc"
   }
   gone() { ! vm_ssh ps -p "$1" >/dev/null; }

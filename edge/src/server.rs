@@ -349,6 +349,8 @@ fn upstream_pool(
     );
     check.peer_template.options.connection_timeout = Some(up.connect_timeout_ms.millis());
     check.peer_template.options.read_timeout = Some(Duration::from_secs(2));
+    check.consecutive_failure = up.health_fall.as_usize();
+    check.consecutive_success = up.health_rise.as_usize();
     pool.set_health_check(Box::new(check));
     pool.health_check_frequency = Some(up.health_interval_secs.secs());
     Ok(background_service("app health check", pool))

@@ -303,6 +303,44 @@ fn proxy_forwards_with_headers_and_fails_fast_when_the_app_is_down() {
 }
 
 #[test]
+fn a_failed_health_check_or_two_do_not_take_the_app_out_of_the_pool() {
+    // health_fall defaults to 3: a busy app that misses one or two checks (an error, or no
+    // answer within 2 s) keeps getting requests; only the third failure in a row empties the
+    // pool (503), and the first passing check (health_rise = 1) refills it.
+    let (site, up, _edge) = edge_with_files("");
+    let get = || status_of(&site.curl(&["-k", "-i", &site.https("/posts/1")]));
+    assert_eq!(get(), 200);
+
+    // Two failed checks, then a passing one: every request in between reaches the app.
+    let start = up.health_checks_answered();
+    up.fail_health_checks(2);
+    let mut codes = Vec::new();
+    wait_until(30, "two failed health checks and a passing one", || {
+        codes.push(get());
+        up.health_checks_answered() >= start + 3
+    });
+    assert!(
+        codes.iter().all(|&c| c == 200),
+        "answers while the app missed two checks: {codes:?}"
+    );
+
+    // Failing for good: out of the pool after the third failure, not before.
+    let start = up.health_checks_answered();
+    up.fail_health_checks(usize::MAX);
+    wait_until(30, "503 once the app fails its checks", || {
+        let code = get();
+        let answered = up.health_checks_answered() - start;
+        assert!(
+            code == 200 || answered >= 3,
+            "{code} after only {answered} failed checks"
+        );
+        code == 503
+    });
+    up.fail_health_checks(0);
+    wait_until(30, "200 after one passing check", || get() == 200);
+}
+
+#[test]
 fn limits_unknown_host_and_smuggling() {
     let (site, _up, _edge) = edge_with_files(
         "\n[edge.limits]\nmax_headers = 20\nmax_header_bytes = 4096\nmax_body_bytes = 1000\n",

@@ -118,6 +118,12 @@ pub struct UpstreamConfig {
     pub health_path: UrlPath,
     /// Seconds between health checks. Default: 2.
     pub health_interval_secs: Bounded<1, 3600>,
+    /// Failed checks in a row (an error status, a refused connection or no answer within 2 s)
+    /// that take a healthy server out of the pool, like HAProxy's `fall`. One slow answer from
+    /// a busy app is not an outage. Default: 3.
+    pub health_fall: Bounded<1, 100>,
+    /// Passing checks in a row that bring a server back, like HAProxy's `rise`. Default: 1.
+    pub health_rise: Bounded<1, 100>,
     /// Milliseconds to wait for a TCP connection to an upstream. Default: 1000.
     pub connect_timeout_ms: Bounded<1, 600_000>,
     /// Seconds to wait for an upstream to answer (each read). Default: 60.
@@ -130,6 +136,8 @@ impl Default for UpstreamConfig {
             servers: NonEmpty::of(SocketAddr::from(([127, 0, 0, 1], 8000)), Vec::new()),
             health_path: UrlPath("/healthz".into()),
             health_interval_secs: Bounded::clamped(2),
+            health_fall: Bounded::clamped(3),
+            health_rise: Bounded::clamped(1),
             connect_timeout_ms: Bounded::clamped(1000),
             read_timeout_secs: Bounded::clamped(60),
         }

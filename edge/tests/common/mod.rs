@@ -8,7 +8,7 @@ use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 #[allow(unused_imports)]
@@ -168,13 +168,22 @@ pub fn status_of(out: &Output) -> u16 {
         .unwrap_or(0)
 }
 
-/// A tiny upstream HTTP/1.1 server on a free port: answers `/healthz` with 200 "ok", and every
-/// other request with 200 and a body echoing the request head, so tests can see the forwarded
-/// headers.
+/// A tiny upstream HTTP/1.1 server on a free port: answers `/healthz` with 200 "ok" (or 503
+/// when told to fail checks), and every other request with 200 and a body echoing the request
+/// head, so tests can see the forwarded headers.
 pub struct Upstream {
     pub port: u16,
     stop: Arc<AtomicBool>,
     conns: Arc<std::sync::Mutex<Vec<TcpStream>>>,
+    health: Arc<HealthChecks>,
+}
+
+/// What the upstream does with `/healthz`: how many of the next checks fail, and how many it
+/// has answered.
+#[derive(Default)]
+struct HealthChecks {
+    fail_next: AtomicUsize,
+    answered: AtomicUsize,
 }
 
 impl Upstream {
@@ -184,7 +193,8 @@ impl Upstream {
         listener.set_nonblocking(true).unwrap();
         let stop = Arc::new(AtomicBool::new(false));
         let conns = Arc::new(std::sync::Mutex::new(Vec::new()));
-        let (s, c) = (stop.clone(), conns.clone());
+        let health = Arc::new(HealthChecks::default());
+        let (s, c, h) = (stop.clone(), conns.clone(), health.clone());
         std::thread::spawn(move || {
             while !s.load(Ordering::Relaxed) {
                 match listener.accept() {
@@ -192,13 +202,29 @@ impl Upstream {
                         if let Ok(clone) = conn.try_clone() {
                             c.lock().unwrap().push(clone);
                         }
-                        std::thread::spawn(move || serve_upstream(conn));
+                        let h = h.clone();
+                        std::thread::spawn(move || serve_upstream(conn, &h));
                     }
                     Err(_) => std::thread::sleep(Duration::from_millis(5)),
                 }
             }
         });
-        Upstream { port, stop, conns }
+        Upstream {
+            port,
+            stop,
+            conns,
+            health,
+        }
+    }
+
+    /// The next `n` health checks are answered 503 (the rest 200 again).
+    pub fn fail_health_checks(&self, n: usize) {
+        self.health.fail_next.store(n, Ordering::SeqCst);
+    }
+
+    /// How many health checks this upstream has answered.
+    pub fn health_checks_answered(&self) -> usize {
+        self.health.answered.load(Ordering::SeqCst)
     }
 }
 
@@ -258,7 +284,7 @@ pub fn read_request(conn: &mut TcpStream, buf: &mut Vec<u8>) -> Option<String> {
     Some(head)
 }
 
-fn serve_upstream(mut conn: TcpStream) {
+fn serve_upstream(mut conn: TcpStream, health: &HealthChecks) {
     conn.set_nonblocking(false).unwrap();
     conn.set_read_timeout(Some(Duration::from_secs(30)))
         .unwrap();
@@ -267,15 +293,28 @@ fn serve_upstream(mut conn: TcpStream) {
         let Some(head) = read_request(&mut conn, &mut buf) else {
             return;
         };
-        let body = if head.starts_with("GET /healthz ") {
-            "ok\n".to_string()
+        let (status, body) = if head.starts_with("GET /healthz ") {
+            let fail = health
+                .fail_next
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                .is_ok();
+            if fail {
+                ("503 Service Unavailable", "down\n".to_string())
+            } else {
+                ("200 OK", "ok\n".to_string())
+            }
         } else {
-            format!("upstream saw:\n{head}")
+            ("200 OK", format!("upstream saw:\n{head}"))
         };
         let resp = format!(
-            "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\r\n{body}",
+            "HTTP/1.1 {status}\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\r\n{body}",
             body.len()
         );
+        // Counted before the answer leaves, so a test that sees the edge act on a check's
+        // answer always sees the check counted.
+        if head.starts_with("GET /healthz ") {
+            health.answered.fetch_add(1, Ordering::SeqCst);
+        }
         if conn.write_all(resp.as_bytes()).is_err() {
             return;
         }

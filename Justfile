@@ -41,9 +41,10 @@ build-image: deps build
 boot *args: build-image
     image/boot {{args}}
 
-# Run every test: lints, the local stack's acceptance, then the Rust tests beside the image's build and VM suite
+# Run every test: the build, lints and local stack's acceptance beside the image's base tree, then the Rust tests beside the image and its VM suite
 [group('test')]
-test: deps build lint test-local
+test: deps
+    scripts/alongside image-base 'image/build --base' just --no-deps build lint test-local
     scripts/alongside test-rust 'just --no-deps test-rust' just --no-deps build-image test-image
 
 # Rust unit and integration tests (they start the real binaries on free loopback ports)

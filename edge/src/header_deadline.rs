@@ -18,7 +18,7 @@
 //! client has not read yet).
 
 use async_trait::async_trait;
-use pingora::apps::ServerApp;
+use pingora::apps::{HttpServerApp, ServerApp};
 use pingora::protocols::l4::stream::Stream as L4Stream;
 use pingora::protocols::raw_connect::ProxyDigest;
 use pingora::protocols::tls::SslDigest;
@@ -49,9 +49,14 @@ pub struct HeaderDeadline<S> {
     /// Whether a header is arriving (and timed): from the connection's start, and on HTTP/1
     /// from a request's first byte, until its blank line.
     in_header: bool,
-    /// When the arriving header's time is up. Made only once a read leaves a header
-    /// incomplete: a header read whole in one read (nearly all of them) costs no timer.
+    /// When the arriving header's time is up. Made only once a read has to wait with a
+    /// header incomplete ([`HeaderDeadline::arm`]): a header whose reads never wait (nearly all
+    /// of them, also when the keep-alive loop reads its first byte alone:
+    /// [`crate::keepalive`]) costs no timer.
     deadline: Option<Pin<Box<tokio::time::Sleep>>>,
+    /// When the arriving header's first bytes came (HTTP/1, after the first request): its
+    /// deadline is `limit` later.
+    started: Option<tokio::time::Instant>,
     /// Whether later requests on the connection are timed too, and header sizes limited
     /// (HTTP/1).
     per_request: bool,
@@ -87,6 +92,7 @@ impl<S> HeaderDeadline<S> {
             limit,
             in_header: true,
             deadline: Some(Box::pin(tokio::time::sleep(limit))),
+            started: None,
             per_request,
             between_requests: false,
             tail: [0; 3],
@@ -107,6 +113,7 @@ impl<S> HeaderDeadline<S> {
             self.between_requests = false;
             self.in_header = true;
             self.deadline = None;
+            self.started = None;
             self.tail = [0; 3];
             self.header_bytes = 0;
         }
@@ -118,14 +125,15 @@ impl<S> HeaderDeadline<S> {
                 // Complete: its size is for limits::check to judge, with a full answer.
                 self.in_header = false;
                 self.deadline = None;
+                self.started = None;
                 self.header_bytes += n;
                 return false;
             }
             None => self.header_bytes += data.len(),
         }
-        if self.deadline.is_none() {
+        if self.deadline.is_none() && self.started.is_none() {
             // The header's first bytes came in this read: its time starts now.
-            self.deadline = Some(Box::pin(tokio::time::sleep(self.limit)));
+            self.started = Some(tokio::time::Instant::now());
         }
         if data.len() >= 3 {
             self.tail.copy_from_slice(&data[data.len() - 3..]);
@@ -135,6 +143,17 @@ impl<S> HeaderDeadline<S> {
             self.tail[keep..].copy_from_slice(data);
         }
         self.per_request && self.header_bytes > self.max_bytes
+    }
+
+    /// The deadline of the arriving header, made now if it has none yet (a read is about to
+    /// wait for more of it).
+    fn arm(&mut self) {
+        if self.deadline.is_none()
+            && self.in_header
+            && let Some(started) = self.started
+        {
+            self.deadline = Some(Box::pin(tokio::time::sleep_until(started + self.limit)));
+        }
     }
 
     /// Notes bytes written: a response (not an interim `1xx`) ends the current request.
@@ -187,6 +206,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> HeaderDeadline<S> {
                     Poll::Pending => return Poll::Pending,
                 },
                 Some(Refusal::Draining(drained)) if drained < DRAIN_MAX => {
+                    self.arm();
                     let expired = self
                         .deadline
                         .as_mut()
@@ -236,6 +256,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for HeaderDeadline<S> {
             }
             Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
             Poll::Pending => {
+                self.arm();
                 let expired = match self.deadline.as_mut() {
                     Some(d) => d.as_mut().poll(cx).is_ready(),
                     None => false,
@@ -342,21 +363,25 @@ pub struct Guarded<A> {
     app: Arc<A>,
     limit: Duration,
     max_bytes: usize,
+    keepalive: Duration,
 }
 
 impl<A> Guarded<A> {
-    /// Serves `app` (HTTP/1), each request header due within `limit` and at most `max_bytes`.
-    pub fn new(app: A, limit: Duration, max_bytes: usize) -> Self {
+    /// Serves `app` (HTTP/1, through [`crate::keepalive::serve_http1`]), each request header
+    /// due within `limit` and at most `max_bytes`, each next request's first byte within
+    /// `keepalive`.
+    pub fn new(app: A, limit: Duration, max_bytes: usize, keepalive: Duration) -> Self {
         Guarded {
             app: Arc::new(app),
             limit,
             max_bytes,
+            keepalive,
         }
     }
 }
 
 #[async_trait]
-impl<A: ServerApp + Send + Sync + 'static> ServerApp for Guarded<A> {
+impl<A: HttpServerApp + Send + Sync + 'static> ServerApp for Guarded<A> {
     async fn process_new(
         self: &Arc<Self>,
         stream: Stream,
@@ -366,12 +391,8 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for Guarded<A> {
             tracing::error!("plain listener got a stream that is not TCP");
             return None;
         };
-        self.app
-            .process_new(
-                Box::new(HeaderDeadline::new(*l4, self.limit, true, self.max_bytes)),
-                shutdown,
-            )
-            .await
+        let stream: Stream = Box::new(HeaderDeadline::new(*l4, self.limit, true, self.max_bytes));
+        crate::keepalive::serve_http1(&self.app, stream, shutdown, self.keepalive).await
     }
 
     async fn cleanup(&self) {

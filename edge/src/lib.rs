@@ -17,6 +17,7 @@ pub mod daemon;
 pub mod error;
 pub mod file_cache;
 pub mod header_deadline;
+pub mod keepalive;
 pub mod limits;
 pub mod metrics;
 pub mod page_cache;

@@ -163,11 +163,16 @@ pub fn run(
     let mut http = Service::new(
         "http".to_string(),
         Limited::new(
-            crate::header_deadline::Guarded::new(http_proxy, header_limit, max_header_bytes),
+            crate::header_deadline::Guarded::new(
+                http_proxy,
+                header_limit,
+                max_header_bytes,
+                limits.keepalive_secs.secs(),
+            ),
             connections.clone(),
         ),
     );
-    http.add_listener(listener(http_listen, 4 * 1024));
+    http.add_listener(listener(http_listen, DEFAULT_L4_WRITE_BUFFER_SIZE));
 
     let mut https_proxy =
         pingora::proxy::http_proxy(&server.configuration, Edge { shared, tls: true });
@@ -181,12 +186,13 @@ pub fn run(
                 https_proxy,
                 header_limit,
                 max_header_bytes,
+                limits.keepalive_secs.secs(),
                 server.configuration.threads,
             ),
             connections,
         ),
     );
-    https.add_listener(listener(https_listen, 16 * 1024));
+    https.add_listener(listener(https_listen, 0));
 
     server.add_service(http);
     server.add_service(https);
@@ -270,20 +276,24 @@ fn listen_address(configured: SocketAddr) -> SocketAddr {
 }
 
 /// A client listener on `addr`. `[::]` is one socket for IPv6 and IPv4 (IPv4 clients appear as
-/// `::ffff:a.b.c.d`, which the edge reads as the IPv4 address). Each connection's read buffer
-/// is `read_buffer` bytes (pingora's default, 64 KiB allocated at accept, was most of an idle
-/// connection's memory; one TLS record is 16 KiB).
-fn listener(addr: SocketAddr, read_buffer: usize) -> ListenerConfig {
+/// `::ffff:a.b.c.d`, which the edge reads as the IPv4 address). Its connections have no L4 read
+/// buffer (pingora's default, 64 KiB allocated at accept, was most of an idle connection's
+/// memory, and 16 KiB later still a third of it): TLS reads into rustls' own buffer, which it
+/// shrinks to 4 KiB while idle, and plain HTTP (redirects to HTTPS) reads into pingora's 4 KiB
+/// header buffer, a system call more per request (the first byte alone,
+/// [`crate::keepalive`]) rather than 4 KiB held by every connection. The L4 write buffer is
+/// `write_buffer` bytes: pingora's 1460 on the HTTP listener, where it joins a response's
+/// header and body into one `send`; none on HTTPS, where [`crate::tls::TlsStream`] joins them
+/// into one TLS record (as on the streams moved to their serving thread,
+/// [`crate::tls::on_this_thread`], which never had L4 buffers).
+fn listener(addr: SocketAddr, write_buffer: usize) -> ListenerConfig {
     let mut options = TcpSocketOptions::default();
     if addr.is_ipv6() {
         options.ipv6_only = Some(!addr.ip().is_unspecified());
     }
     ListenerConfig::tcp(addr.to_string())
         .tcp_socket_options(options)
-        .l4_buffer(L4BufferSettings::new(
-            read_buffer,
-            DEFAULT_L4_WRITE_BUFFER_SIZE,
-        ))
+        .l4_buffer(L4BufferSettings::new(0, write_buffer))
 }
 
 /// Binds `addr` as the listener will, and lets it go: a taken or forbidden address is a clear

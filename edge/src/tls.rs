@@ -6,7 +6,7 @@
 
 use crate::acme::AcmeCerts;
 use async_trait::async_trait;
-use pingora::apps::ServerApp;
+use pingora::apps::{HttpServerApp, ServerApp};
 use pingora::protocols::l4::stream::Stream as L4Stream;
 use pingora::protocols::raw_connect::ProxyDigest;
 use pingora::protocols::tls::CustomALPN;
@@ -125,7 +125,8 @@ pub fn server_config(resolver: Arc<EdgeResolver>) -> Result<Arc<rustls::ServerCo
 }
 
 /// The HTTPS application: TLS handshake (tokio-rustls), then the HTTP application `A`
-/// (pingora's proxy) over the decrypted stream.
+/// (pingora's proxy) over the decrypted stream: HTTP/2 as pingora serves it, HTTP/1 through
+/// [`crate::keepalive::serve_http1`].
 ///
 /// The handshake reads the client's hello first: a client whose first AES-GCM or
 /// ChaCha20-Poly1305 suite is ChaCha20 most likely has no AES instructions, and it gets the
@@ -139,6 +140,8 @@ pub struct TlsApp<A> {
     http: Arc<A>,
     handshake_timeout: std::time::Duration,
     max_header_bytes: usize,
+    /// How long a kept-alive HTTP/1 connection may wait for its next request.
+    keepalive: std::time::Duration,
     /// Whether connections move to the I/O driver of the thread serving them
     /// ([`on_this_thread`]): with more than one worker thread.
     move_to_serving_thread: bool,
@@ -147,13 +150,15 @@ pub struct TlsApp<A> {
 impl<A> TlsApp<A> {
     /// Serves `http` over TLS with `config`; a handshake slower than `handshake_timeout` is cut,
     /// and so is each HTTP/1 request header (see [`crate::header_deadline`]), which may have at
-    /// most `max_header_bytes`. With `threads` worker threads (more than one), each connection
+    /// most `max_header_bytes`; an HTTP/1 connection with no next request within `keepalive` is
+    /// closed. With `threads` worker threads (more than one), each connection
     /// is moved to the I/O driver of the thread that serves it ([`on_this_thread`]).
     pub fn new(
         config: Arc<rustls::ServerConfig>,
         http: A,
         handshake_timeout: std::time::Duration,
         max_header_bytes: usize,
+        keepalive: std::time::Duration,
         threads: usize,
     ) -> Self {
         let mut client_order = (*config).clone();
@@ -164,13 +169,14 @@ impl<A> TlsApp<A> {
             http: Arc::new(http),
             handshake_timeout,
             max_header_bytes,
+            keepalive,
             move_to_serving_thread: threads > 1,
         }
     }
 }
 
 #[async_trait]
-impl<A: ServerApp + Send + Sync + 'static> ServerApp for TlsApp<A> {
+impl<A: HttpServerApp + Send + Sync + 'static> ServerApp for TlsApp<A> {
     async fn process_new(
         self: &Arc<Self>,
         stream: Stream,
@@ -219,17 +225,17 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for TlsApp<A> {
             }
         };
         // HTTP/1 requests are each timed; on HTTP/2 only the preface is.
-        self.http
-            .process_new(
-                Box::new(crate::header_deadline::HeaderDeadline::new(
-                    tls,
-                    self.handshake_timeout,
-                    per_request,
-                    self.max_header_bytes,
-                )),
-                shutdown,
-            )
-            .await
+        let stream: Stream = Box::new(crate::header_deadline::HeaderDeadline::new(
+            tls,
+            self.handshake_timeout,
+            per_request,
+            self.max_header_bytes,
+        ));
+        if per_request {
+            crate::keepalive::serve_http1(&self.http, stream, shutdown, self.keepalive).await
+        } else {
+            self.http.process_new(stream, shutdown).await
+        }
     }
 
     async fn cleanup(&self) {

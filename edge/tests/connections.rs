@@ -190,15 +190,7 @@ fn idle_http2_and_http1_connections_are_closed_after_keepalive_secs() {
     let mut h1_conns = Vec::new();
     for _ in 0..10 {
         let mut tls = tls_connect(&site, h1.clone());
-        tls.write_all(b"GET /hello.txt HTTP/1.1\r\nHost: www.foobar.com\r\n\r\n")
-            .unwrap();
-        let mut got = Vec::new();
-        let mut buf = [0u8; 1024];
-        while !String::from_utf8_lossy(&got).ends_with("hello world\n") {
-            let n = tls.read(&mut buf).unwrap();
-            assert!(n > 0, "closed before the answer");
-            got.extend_from_slice(&buf[..n]);
-        }
+        keepalive_hello(&mut tls);
         h1_conns.push(tls);
     }
     let opened = Instant::now();

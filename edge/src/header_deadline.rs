@@ -54,8 +54,8 @@ pub struct HeaderDeadline<S> {
     /// of them, also when the keep-alive loop reads its first byte alone:
     /// [`crate::keepalive`]) costs no timer.
     deadline: Option<Pin<Box<tokio::time::Sleep>>>,
-    /// When the arriving header's first bytes came (HTTP/1, after the first request): its
-    /// deadline is `limit` later.
+    /// When the arriving header's time started (the connection's start for the first header,
+    /// its first byte for a later one): its deadline is `limit` later.
     started: Option<tokio::time::Instant>,
     /// Whether later requests on the connection are timed too, and header sizes limited
     /// (HTTP/1).
@@ -91,8 +91,8 @@ impl<S> HeaderDeadline<S> {
             inner,
             limit,
             in_header: true,
-            deadline: Some(Box::pin(tokio::time::sleep(limit))),
-            started: None,
+            deadline: None,
+            started: Some(tokio::time::Instant::now()),
             per_request,
             between_requests: false,
             tail: [0; 3],
@@ -131,7 +131,7 @@ impl<S> HeaderDeadline<S> {
             }
             None => self.header_bytes += data.len(),
         }
-        if self.deadline.is_none() && self.started.is_none() {
+        if self.started.is_none() {
             // The header's first bytes came in this read: its time starts now.
             self.started = Some(tokio::time::Instant::now());
         }

@@ -1,8 +1,8 @@
 //! Hostile and idle connections against the real binary: the per-client connection limit, idle
-//! HTTP/2 and HTTP/1 connections closed, the memory an idle kept-alive connection holds, oversized headers answered 431 while they arrive (HTTP/1
-//! and HTTP/2), both address families on one default listener, the post-quantum key
-//! exchange, each connection polled by the thread that serves it, and app connections reused
-//! after a burst.
+//! HTTP/2 and HTTP/1 connections closed, the memory an idle kept-alive connection holds,
+//! oversized headers answered 431 while they arrive (HTTP/1 and HTTP/2), both address families
+//! on one default listener, the post-quantum key exchange, each connection polled by the thread
+//! that serves it, and app connections reused after a burst.
 #![allow(clippy::unwrap_used, clippy::panic)]
 
 mod common;

@@ -90,8 +90,16 @@ fn program(name: &std::ffi::OsStr) -> Option<fn() -> ExitCode> {
 }
 
 fn main() -> ExitCode {
+    // No transparent huge pages for any program of this binary (inherited by what it starts):
+    // mimalloc asks for them on its arenas and Debian's kernel gives them to any large mapping,
+    // and 2 MiB pages for a few KiB in use each cost onebox-dns 11 MiB of its 26 (and the edge
+    // 16 KiB per idle HTTP/2 connection: onebox_edge::main, which says so when this fails).
+    let thp = rustix::thread::disable_transparent_huge_pages(true);
     if let Some(run) = std::env::args_os().next().as_deref().and_then(program) {
         return run();
+    }
+    if let Err(e) = thp {
+        eprintln!("onebox: transparent huge pages stay allowed (prctl PR_SET_THP_DISABLE: {e})");
     }
     let cli = Cli::parse();
     let runtime = || {

@@ -281,7 +281,8 @@ pub struct LimitsConfig {
     pub keepalive_requests: Bounded<1, 4_000_000_000>,
     /// Client connections open at once, on the HTTP and HTTPS listeners together; more are
     /// closed as they arrive. Each takes a file descriptor (see the unit's `LimitNOFILE`) and
-    /// 30–55 KiB while idle (4096 idle connections: about 200 MiB). Default: 4096.
+    /// 18 KiB (HTTP/1.1) to 40 KiB (HTTP/2) while idle (4096 idle HTTP/2 connections: about
+    /// 160 MiB). Default: 4096.
     pub max_connections: Bounded<1, 1_000_000>,
     /// Connections open at once from one client (an IPv4 address, an IPv6 /64); more are
     /// closed as they arrive, so one client cannot take `max_connections`. Default: 256.

@@ -282,19 +282,21 @@ if [[ $target == vm ]]; then
   else skip "onebox status" "onebox-edge and onebox-app"; fi
 
   # --- users, capabilities, SSH, firewall ---------------------------------------------------------
-  confined() { # confined SERVICE CAPEFF: runs as its own user with exactly CAPEFF
-    local pid user caps
+  confined() { # confined SERVICE CAPEFF: runs as its own user with exactly CAPEFF, and without
+    # transparent huge pages (Debian's kernel gives them to any large mapping: `always`)
+    local pid user caps thp
     pid=$(vm_ssh systemctl show -p MainPID --value "$1") || return 1
     [[ $pid != 0 ]] || { echo "$1 is not running"; vm_ssh systemctl status "$1" --no-pager; return 1; }
     user=$(vm_ssh ps -o user= -p "$pid") caps=$(vm_ssh grep CapEff /proc/"$pid"/status) || return 1
-    echo "$1: pid $pid user $user $caps"
-    [[ $user == "$1" && $caps == *"$2" ]]
+    thp=$(vm_ssh grep THP_enabled /proc/"$pid"/status) || return 1
+    echo "$1: pid $pid user $user $caps $thp; system: $(vm_ssh cat /sys/kernel/mm/transparent_hugepage/enabled)"
+    [[ $user == "$1" && $caps == *"$2" && ${thp##*[[:space:]]} == 0 ]]
   }
   for svc in dns edge app; do
     caps=0000000000000400 # CAP_NET_BIND_SERVICE
     [[ $svc == app ]] && caps=0000000000000000
     if built $svc; then
-      once "onebox-$svc runs as user onebox-$svc with CapEff $caps" confined onebox-$svc $caps
+      once "onebox-$svc runs as user onebox-$svc with CapEff $caps, without transparent huge pages" confined onebox-$svc $caps
     else skip "onebox-$svc user and capabilities" "onebox-$svc"; fi
   done
 

@@ -254,6 +254,29 @@ fn keepalive_hello(tls: &mut rustls::StreamOwned<rustls::ClientConnection, TcpSt
     String::from_utf8_lossy(&got).into_owned()
 }
 
+/// 1,000 connections from `open` (each returned idle after a request), and the edge's RSS
+/// growth per connection past the first, which holds what the process makes once (the
+/// certificate's signing key in use, the first buffers).
+fn idle_rss_each<C>(
+    site: &Site,
+    pid: u32,
+    what: &str,
+    mut open: impl FnMut() -> C,
+) -> (Vec<C>, f64) {
+    let mut conns = vec![open()];
+    let before = rss_kib(pid);
+    conns.extend((1..1000).map(|_| open()));
+    // Let the edge settle (a freed page returned, the last answers' buffers dropped).
+    std::thread::sleep(Duration::from_millis(500));
+    let after = rss_kib(pid);
+    let each = after.saturating_sub(before) as f64 / 999.0;
+    eprintln!(
+        "edge RSS {before} KiB -> {after} KiB with 1,000 idle {what} connections: {each:.1} KiB each"
+    );
+    assert_eq!(metric(&site.metrics(), "onebox_edge_connections"), 1000.0);
+    (conns, each)
+}
+
 /// 1,000 kept-alive HTTPS connections, each idle after one request, cost the edge little
 /// memory each: it holds their TLS state and stream, not a request's (pingora's next-request
 /// future, session and header buffer: 37 KiB a connection with them, and 53 with the 16 KiB
@@ -265,25 +288,12 @@ fn idle_kept_alive_connections_hold_little_memory() {
     let (site, _up, edge) =
         edge("max_connections = 2000\nmax_connections_per_client = 2000\nkeepalive_secs = 300\n");
     let config = client_config(b"http/1.1", &[]);
-    // One connection first, so that what every process makes once (the certificate's
-    // signing key in use, the first buffers) is in the baseline.
-    let mut conns = vec![tls_connect(&site, config.clone())];
-    keepalive_hello(&mut conns[0]);
-    let before = rss_kib(edge.pid());
-    for _ in 1..1000 {
+    let (mut conns, each) = idle_rss_each(&site, edge.pid(), "HTTP/1.1", || {
         let mut tls = tls_connect(&site, config.clone());
         let answer = keepalive_hello(&mut tls);
         assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
-        conns.push(tls);
-    }
-    // Let the edge settle (a freed page returned, the last answers' buffers dropped).
-    std::thread::sleep(Duration::from_millis(500));
-    let after = rss_kib(edge.pid());
-    let each = after.saturating_sub(before) as f64 / 999.0;
-    eprintln!(
-        "edge RSS {before} KiB -> {after} KiB with 1,000 idle connections: {each:.1} KiB each"
-    );
-    assert_eq!(metric(&site.metrics(), "onebox_edge_connections"), 1000.0);
+        tls
+    });
     assert!(
         each < 26.0,
         "an idle kept-alive connection holds {each:.1} KiB of the edge's memory"
@@ -360,22 +370,12 @@ fn idle_http2_connections_hold_no_huge_pages() {
         "the edge may get transparent huge pages:\n{status}"
     );
     let config = client_config(b"h2", &[]);
-    let mut conns = vec![tls_connect(&site, config.clone())];
-    h2_hello(&mut conns[0], 1);
-    let before = rss_kib(edge.pid());
-    for _ in 1..1000 {
+    let (mut conns, each) = idle_rss_each(&site, edge.pid(), "HTTP/2", || {
         let mut tls = tls_connect(&site, config.clone());
         let (status, body) = h2_hello(&mut tls, 1);
         assert_eq!((status, body.as_slice()), (0x88, &b"hello world\n"[..]));
-        conns.push(tls);
-    }
-    std::thread::sleep(Duration::from_millis(500));
-    let after = rss_kib(edge.pid());
-    let each = after.saturating_sub(before) as f64 / 999.0;
-    eprintln!(
-        "edge RSS {before} KiB -> {after} KiB with 1,000 idle HTTP/2 connections: {each:.1} KiB each"
-    );
-    assert_eq!(metric(&site.metrics(), "onebox_edge_connections"), 1000.0);
+        tls
+    });
     assert!(
         each < 48.0,
         "an idle HTTP/2 connection holds {each:.1} KiB of the edge's memory"

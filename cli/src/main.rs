@@ -78,13 +78,16 @@ pub struct Invalid(pub String);
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// Another onebox program: its name and its `main`.
+type Program = (&'static str, fn() -> ExitCode);
+
 /// The program a binary started as `name` (argv[0], a path or not) runs: another onebox program
 /// under its own name, the `onebox` command otherwise.
-fn program(name: &std::ffi::OsStr) -> Option<fn() -> ExitCode> {
+fn program(name: &std::ffi::OsStr) -> Option<Program> {
     match std::path::Path::new(name).file_name()?.to_str()? {
-        "onebox-dns" => Some(onebox_dns::main),
-        "onebox-edge" => Some(onebox_edge::main),
-        "onebox-app" => Some(onebox_app::main),
+        "onebox-dns" => Some(("onebox-dns", onebox_dns::main)),
+        "onebox-edge" => Some(("onebox-edge", onebox_edge::main)),
+        "onebox-app" => Some(("onebox-app", onebox_app::main)),
         _ => None,
     }
 }
@@ -95,11 +98,16 @@ fn main() -> ExitCode {
     // and 2 MiB pages for a few KiB in use each cost onebox-dns 11 MiB of its 26 (and the edge
     // 16 KiB per idle HTTP/2 connection: onebox_edge::main, which says so when this fails).
     let thp = rustix::thread::disable_transparent_huge_pages(true);
-    if let Some(run) = std::env::args_os().next().as_deref().and_then(program) {
-        return run();
+    let started_as = std::env::args_os().next().as_deref().and_then(program);
+    let name = started_as.map_or("onebox", |(name, _)| name);
+    // The edge says so itself, in its log's format.
+    if let Err(e) = thp
+        && name != "onebox-edge"
+    {
+        eprintln!("{name}: transparent huge pages stay allowed (prctl PR_SET_THP_DISABLE: {e})");
     }
-    if let Err(e) = thp {
-        eprintln!("onebox: transparent huge pages stay allowed (prctl PR_SET_THP_DISABLE: {e})");
+    if let Some((_, run)) = started_as {
+        return run();
     }
     let cli = Cli::parse();
     let runtime = || {

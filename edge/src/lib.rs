@@ -19,6 +19,7 @@ pub mod file_cache;
 pub mod header_deadline;
 pub mod keepalive;
 pub mod limits;
+pub mod memory;
 pub mod metrics;
 pub mod page_cache;
 pub mod page_store;

@@ -75,8 +75,15 @@ pub struct Metrics {
     pub connections_open: Gauge,
     /// Connections closed on arrival, by the limit they were over.
     connections_refused: Family<LimitLabel, Counter>,
-    /// The family's two counters: over `max_connections`, over `max_connections_per_client`.
-    refused_by_limit: [Counter; 2],
+    /// The family's three counters: over `max_connections`, over
+    /// `max_connections_per_client`, over the memory budget.
+    refused_by_limit: [Counter; 3],
+    /// The edge's anonymous resident memory at the memory guard's last look ([`crate::memory`]).
+    pub memory_bytes: Gauge,
+    /// The memory guard's budget (0: no guard).
+    pub memory_budget_bytes: Gauge,
+    /// Connections the memory guard closed.
+    pub memory_closed_connections: Counter,
 }
 
 impl Default for Metrics {
@@ -84,7 +91,7 @@ impl Default for Metrics {
         let responses = Family::<StatusClass, Counter>::default();
         let by_class = CLASSES.map(|class| responses.get_or_create(&StatusClass { class }).clone());
         let connections_refused = Family::<LimitLabel, Counter>::default();
-        let refused_by_limit = ["total", "per_client"].map(|limit| {
+        let refused_by_limit = ["total", "per_client", "memory"].map(|limit| {
             connections_refused
                 .get_or_create(&LimitLabel { limit })
                 .clone()
@@ -109,6 +116,9 @@ impl Default for Metrics {
             connections_open: Gauge::default(),
             connections_refused,
             refused_by_limit,
+            memory_bytes: Gauge::default(),
+            memory_budget_bytes: Gauge::default(),
+            memory_closed_connections: Counter::default(),
         }
     }
 }
@@ -126,6 +136,7 @@ impl Metrics {
         self.refused_by_limit[match limit {
             Refused::Total => 0,
             Refused::PerClient => 1,
+            Refused::Memory => 2,
         }]
         .inc();
     }
@@ -225,8 +236,23 @@ impl Metrics {
         );
         r.register(
             "connections_refused",
-            "Connections closed on arrival: over max_connections (total) or max_connections_per_client (per_client)",
+            "Connections closed on arrival: over max_connections (total), max_connections_per_client (per_client) or the memory budget (memory)",
             self.connections_refused.clone(),
+        );
+        r.register(
+            "memory_bytes",
+            "The edge's anonymous resident memory (RssAnon) at the memory guard's last look",
+            self.memory_bytes.clone(),
+        );
+        r.register(
+            "memory_budget_bytes",
+            "The memory guard's budget (max_memory_mib or the cgroup's limit; 0: no guard)",
+            self.memory_budget_bytes.clone(),
+        );
+        r.register(
+            "memory_closed_connections",
+            "Connections the memory guard closed (those of the client with the most, while over the budget)",
+            self.memory_closed_connections.clone(),
         );
         r.register_collector(Box::new(AcmeLastError(self.acme_last_error.clone())));
         r.register_collector(Box::new(CertificateFigures(served)));

@@ -189,16 +189,20 @@ pub fn run(
                 limits.keepalive_secs.secs(),
                 server.configuration.threads,
             ),
-            connections,
+            connections.clone(),
         ),
     );
     https.add_listener(listener(https_listen, 0));
+    let connections_for_guard = connections;
 
     server.add_service(http);
     server.add_service(https);
     server.add_service(upstreams);
     if let Some(acme) = acme_service {
         server.add_service(background_service("acme", acme));
+    }
+    if let Some(guard) = memory_guard(&config, connections_for_guard, metrics.clone()) {
+        server.add_service(background_service("memory guard", guard));
     }
     let mut metrics_service = Service::new(
         "metrics".to_string(),
@@ -218,6 +222,45 @@ pub fn run(
         daemon.ready(&edge.state_dir.join("edge.pid"))?;
     }
     server.run_forever()
+}
+
+/// The memory guard ([`crate::memory`]) with its budget, `None` without one (logged either
+/// way). A budget that leaves less than 32 MiB beside the caches' largest sizes is warned of:
+/// with full caches the guard would close connections all the time.
+fn memory_guard(
+    config: &Config,
+    connections: Arc<ConnectionLimits>,
+    metrics: Arc<Metrics>,
+) -> Option<crate::memory::MemoryGuard> {
+    let edge = &config.edge;
+    let Some((budget, source)) = crate::memory::budget(edge.limits.max_memory_mib.map(|m| m.get()))
+    else {
+        tracing::info!(
+            "memory guard off: no [edge.limits] max_memory_mib and no cgroup memory limit"
+        );
+        return None;
+    };
+    let mib = |b: u64| b / (1024 * 1024);
+    let caches = if edge.page_cache.enabled {
+        edge.page_cache.max_bytes.get()
+    } else {
+        0
+    } + crate::file_cache::MAX_TOTAL as u64;
+    if budget < caches + (32 << 20) {
+        tracing::warn!(
+            "memory budget {} MiB ({source}) leaves less than 32 MiB beside the caches' {} MiB \
+             ([edge.page_cache] max_bytes and the file cache's 32): lower max_bytes or raise \
+             [edge.limits] max_memory_mib",
+            mib(budget),
+            mib(caches)
+        );
+    }
+    tracing::info!("memory guard: budget {} MiB ({source})", mib(budget));
+    Some(crate::memory::MemoryGuard::new(
+        budget,
+        connections,
+        metrics,
+    ))
 }
 
 /// HTTP/1 keep-alive and HTTP/2 idle limits of both listeners.

@@ -878,69 +878,145 @@ fn rss_kib(pid: u32) -> u64 {
         .unwrap()
 }
 
-/// An HTTP/2 client that opens 100 streams for a 1 MiB file, with windows to take them all,
-/// and reads nothing: the edge buffers at most 64 KiB per stream in the h2 layer (about 20 MiB
-/// for the connection, with the chunk each stream holds; h2's default of 400 KiB made it 50).
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_http2_client_that_reads_nothing_holds_little_memory() {
-    let (site, _up, edge) = edge("");
+/// A 1 MiB `big.bin` in the web root (too large for the file cache: each answer reads it).
+fn write_big_file(site: &Site) {
     let big: Vec<u8> = (0..1024 * 1024u32).map(|i| (i % 251) as u8).collect();
     std::fs::write(site.www().join("big.bin"), big).unwrap();
-    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", site.ports.https))
-        .await
-        .unwrap();
-    let tls = tokio_rustls::TlsConnector::from(client_config(b"h2", &[]))
-        .connect(
-            rustls::pki_types::ServerName::try_from("www.foobar.com").unwrap(),
-            tcp,
-        )
-        .await
-        .unwrap();
-    let (client, connection) = h2::client::Builder::new()
-        .initial_window_size(16 * 1024 * 1024)
-        .initial_connection_window_size(1 << 30)
-        .handshake::<_, bytes::Bytes>(tls)
-        .await
-        .unwrap();
-    tokio::spawn(connection);
-    let before = rss_kib(edge.pid());
-    let mut responses = Vec::new();
-    for _ in 0..100 {
-        let req = http::Request::get(format!(
-            "https://www.foobar.com:{}/big.bin",
-            site.ports.https
-        ))
-        .body(())
-        .unwrap();
-        let (response, _) = client
-            .clone()
-            .ready()
-            .await
-            .unwrap()
-            .send_request(req, true)
-            .unwrap();
-        responses.push(response);
-    }
-    let mut answered = Vec::new();
-    for response in responses {
-        let response = response.await.unwrap();
-        assert_eq!(response.status(), 200);
-        answered.push(response); // its body is never read
-    }
-    // Wait until the edge's memory stops growing (it has filled what it will buffer).
-    let (mut last, mut still) = (rss_kib(edge.pid()), 0);
+}
+
+/// Waits until the resident memory of `pid` stops growing (at most 20 s); returns the most it
+/// reached, in KiB.
+async fn settled_rss(pid: u32) -> u64 {
+    let (mut last, mut still) = (rss_kib(pid), 0);
     let start = Instant::now();
     while still < 5 && start.elapsed() < Duration::from_secs(20) {
         tokio::time::sleep(Duration::from_millis(200)).await;
-        let now = rss_kib(edge.pid());
+        let now = rss_kib(pid);
         still = if now <= last + 256 { still + 1 } else { 0 };
         last = last.max(now);
     }
+    last
+}
+
+/// An HTTP/2 client that opens 100 streams for a 1 MiB file, with windows to take them all,
+/// and never reads from its socket: the edge buffers at most 64 KiB per stream in the h2 layer
+/// (with the chunk each stream holds, under 24 MiB for the connection; h2's default of 400 KiB
+/// made it over 40).
+#[test]
+fn an_http2_client_that_reads_nothing_holds_little_memory() {
+    let (site, _up, edge) = edge("");
+    write_big_file(&site);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let before = rt.block_on(settled_rss(edge.pid()));
+    let tls = stalled_http2(&site, client_config(b"h2", &[]), [127, 0, 0, 1].into())
+        .expect("the edge answers");
+    // Wait until the edge's memory stops growing (it has filled what it will buffer).
+    let last = rt.block_on(settled_rss(edge.pid()));
     let grown = last.saturating_sub(before);
     eprintln!("edge RSS {before} KiB -> {last} KiB with 100 unread 1 MiB streams");
     assert!(
-        grown < 32 * 1024,
+        grown < 24 * 1024,
         "the edge grew by {grown} KiB for one connection that reads nothing"
     );
-    drop(answered);
+    drop(tls);
+}
+
+/// An HTTP/2 connection from `from` that asks for `big.bin` on 100 streams, with flow-control
+/// windows to take them all, and then never reads from its socket: what the edge answers piles
+/// up in its buffers (64 KiB per stream in the h2 layer, and the chunk each stream read).
+/// `None` if the edge does not complete the TLS handshake (closed on arrival).
+fn stalled_http2(
+    site: &Site,
+    config: Arc<rustls::ClientConfig>,
+    from: std::net::IpAddr,
+) -> Option<rustls::StreamOwned<rustls::ClientConnection, TcpStream>> {
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    socket
+        .bind(&std::net::SocketAddr::from((from, 0)).into())
+        .unwrap();
+    let to = std::net::SocketAddr::from(([127, 0, 0, 1], site.ports.https));
+    socket.connect(&to.into()).ok()?;
+    let sock = TcpStream::from(socket);
+    sock.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let name = rustls::pki_types::ServerName::try_from("www.foobar.com").unwrap();
+    let conn = rustls::ClientConnection::new(config, name).unwrap();
+    let mut tls = rustls::StreamOwned::new(conn, sock);
+    while tls.conn.is_handshaking() {
+        tls.conn.complete_io(&mut tls.sock).ok()?;
+    }
+    let mut out = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+    // SETTINGS_INITIAL_WINDOW_SIZE 16 MiB, and the connection's window raised by 1 GiB.
+    let mut settings = vec![0, 4];
+    settings.extend_from_slice(&(16u32 << 20).to_be_bytes());
+    out.extend(h2_frame(4, 0, 0, &settings));
+    out.extend(h2_frame(8, 0, 0, &(1u32 << 30).to_be_bytes()));
+    for i in 0..100 {
+        let mut block = vec![0x82, 0x87, 4, 8];
+        block.extend_from_slice(b"/big.bin");
+        block.extend_from_slice(&[1, 14]);
+        block.extend_from_slice(b"www.foobar.com");
+        out.extend(h2_frame(1, 0x5, 2 * i + 1, &block)); // END_STREAM | END_HEADERS
+    }
+    tls.write_all(&out).ok()?;
+    tls.flush().ok()?;
+    Some(tls)
+}
+
+/// The memory guard: a client at 127.0.0.1 opens such connections one after another (each
+/// holds 16-20 MiB of the edge's memory, eight of them over 130 MiB) against a budget of 80
+/// MiB. Once the edge is over it, all of that client's connections are closed (new ones are
+/// closed on arrival until the memory is back under 72 MiB); the edge ends within its budget,
+/// with fewer of the eight open, and a client at 127.0.0.2 is served. Without the guard all
+/// eight stay open and the edge holds over 130 MiB.
+#[test]
+fn over_its_memory_budget_the_edge_closes_the_largest_clients_connections() {
+    let (site, _up, edge) = edge("max_memory_mib = 80");
+    write_big_file(&site);
+    let budget = 80.0 * 1024.0 * 1024.0;
+    let m = site.metrics();
+    assert_eq!(metric(&m, "onebox_edge_memory_budget_bytes"), budget);
+    let config = client_config(b"h2", &[]);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let mut held = Vec::new();
+    let mut peak = 0;
+    for _ in 0..8 {
+        held.extend(stalled_http2(&site, config.clone(), [127, 0, 0, 1].into()));
+        peak = peak.max(rt.block_on(settled_rss(edge.pid())));
+    }
+    let m = site.metrics();
+    let log = std::fs::read_to_string(site.path("edge.log")).unwrap();
+    let guard_lines: Vec<&str> = log.lines().filter(|l| l.contains("memory")).collect();
+    eprintln!(
+        "8 connections tried, {} open now; the edge's RSS at most {peak} KiB, now {} MiB \
+         anonymous; the guard:\n{}",
+        metric(&m, "onebox_edge_connections"),
+        metric(&m, "onebox_edge_memory_bytes") / 1048576.0,
+        guard_lines.join("\n")
+    );
+    assert!(
+        metric(&m, "onebox_edge_memory_closed_connections_total") >= 1.0,
+        "the guard closed no connection:\n{m}"
+    );
+    assert!(
+        metric(&m, "onebox_edge_connections") < 8.0,
+        "all eight connections are open:\n{m}"
+    );
+    assert!(
+        metric(&m, "onebox_edge_memory_bytes") <= budget,
+        "the edge ends over its budget:\n{m}"
+    );
+    // Another client is served (at once, or as soon as the memory is under 72 MiB).
+    let url = site.https("/hello.txt");
+    let start = Instant::now();
+    while status_of(&site.curl(&["-k", "--interface", "127.0.0.2", "-i", &url])) != 200 {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "127.0.0.2 is not served:\n{}",
+            site.metrics()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    drop(held);
 }

@@ -287,6 +287,16 @@ pub struct LimitsConfig {
     /// Connections open at once from one client (an IPv4 address, an IPv6 /64); more are
     /// closed as they arrive, so one client cannot take `max_connections`. Default: 256.
     pub max_connections_per_client: Bounded<1, 1_000_000>,
+    /// The edge's memory budget in MiB, against its anonymous resident memory (`RssAnon`, read
+    /// ten times a second): over it, new connections are closed as they arrive and the
+    /// connections of the client holding the most are closed, one client at a time, until the
+    /// memory is back under nine tenths of the budget (an HTTP/2 client that opens 100 streams
+    /// and reads none of them holds about 20 MiB per connection). Default (absent): the edge's
+    /// cgroup limit, `memory.high` (the unit's `MemoryHigh=`, 20% of the machine in the image)
+    /// or three quarters of `memory.max`, whichever is lower; outside a limited cgroup (`just
+    /// up`), none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_memory_mib: Option<Bounded<16, 1_048_576>>,
 }
 
 impl Default for LimitsConfig {
@@ -300,6 +310,7 @@ impl Default for LimitsConfig {
             keepalive_requests: Bounded::clamped(1000),
             max_connections: Bounded::clamped(4096),
             max_connections_per_client: Bounded::clamped(256),
+            max_memory_mib: None,
         }
     }
 }

@@ -300,6 +300,20 @@ if [[ $target == vm ]]; then
     else skip "onebox-$svc user and capabilities" "onebox-$svc"; fi
   done
 
+  memory_guard() { # the edge's memory budget is its unit's cgroup's: memory.high or 3/4 of memory.max
+    local cg high max want got
+    cg=$(vm_ssh systemctl show -p ControlGroup --value onebox-edge.service) || return 1
+    high=$(vm_ssh cat "/sys/fs/cgroup$cg/memory.high") max=$(vm_ssh cat "/sys/fs/cgroup$cg/memory.max") || return 1
+    want=$((max / 4 * 3))
+    [[ $high != max ]] && ((high < want)) && want=$high
+    got=$(vm_ssh curl -sS --max-time 5 http://127.0.0.1:9100/metrics | sed -n 's/^onebox_edge_memory_budget_bytes //p')
+    echo "cgroup $cg: memory.high $high, memory.max $max; the edge's budget ${got:-none} (expected $want)"
+    [[ $got == "$want" ]]
+  }
+  if built edge; then
+    once "onebox-edge's memory guard takes its budget from its unit's cgroup (MemoryHigh=, 3/4 of MemoryMax=)" memory_guard
+  else skip "onebox-edge's memory guard" onebox-edge; fi
+
   password_refused() {
     local out
     out=$(sshpass -p onebox ssh -p 2222 -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null \

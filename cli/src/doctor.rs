@@ -127,6 +127,7 @@ pub async fn checks(site: &Site, args: &Args) -> Vec<Check> {
     let mut out = Vec::new();
     out.extend(dns_checks(site, args));
     out.push(certificate(site));
+    out.push(edge_memory(site));
     out.push(backup(site));
     out.push(disk(site));
     out.push(clock());
@@ -696,6 +697,65 @@ fn certificate(site: &Site) -> Check {
     }
 }
 
+/// The edge's memory against its memory guard's budget (`edge/src/memory.rs`), from its
+/// metrics.
+fn edge_memory(site: &Site) -> Check {
+    match metrics(site.file.edge.metrics_listen.get()) {
+        Ok(text) => edge_memory_from(&text),
+        Err(e) => check(
+            "edge.memory",
+            Status::Unknown,
+            format!("the edge's metrics do not answer: {e}"),
+            None,
+        ),
+    }
+}
+
+/// The `edge.memory` check from the edge's metrics `text`: it fails while the edge is over its
+/// budget (new connections refused, the largest client's closed), warns over nine tenths of it
+/// or once the guard has closed connections since the edge started.
+fn edge_memory_from(text: &str) -> Check {
+    let mib = |name: &str| metric(text, name).map(|b| (b / 1_048_576.0).round() as u64);
+    let (Some(used), Some(budget)) = (
+        mib("onebox_edge_memory_bytes"),
+        mib("onebox_edge_memory_budget_bytes"),
+    ) else {
+        return check(
+            "edge.memory",
+            Status::Unknown,
+            "no memory figures in the edge's metrics",
+            None,
+        );
+    };
+    let closed = metric(text, "onebox_edge_memory_closed_connections_total").unwrap_or(0.0);
+    let fix = "read `journalctl -u onebox-edge` for the clients the memory guard closed; if the \
+               traffic is wanted, give the edge more (MemoryMax= of onebox-edge.service, or \
+               [edge.limits] max_memory_mib) or its page cache less ([edge.page_cache] max_bytes)";
+    if budget == 0 {
+        return check(
+            "edge.memory",
+            Status::Ok,
+            "no memory budget (no [edge.limits] max_memory_mib, no cgroup limit): the guard is off",
+            None,
+        );
+    }
+    let detail = format!(
+        "{used} MiB of its {budget} MiB budget; the guard closed {closed} connections since the edge started"
+    );
+    if used > budget {
+        check(
+            "edge.memory",
+            Status::Fail,
+            format!("{detail}: over it, new connections are refused"),
+            Some(fix),
+        )
+    } else if used * 10 > budget * 9 || closed > 0.0 {
+        check("edge.memory", Status::Warn, detail, Some(fix))
+    } else {
+        check("edge.memory", Status::Ok, detail, None)
+    }
+}
+
 fn backup(site: &Site) -> Check {
     let state = site
         .state_dir()
@@ -937,4 +997,40 @@ async fn services(site: &Site) -> Vec<Check> {
         ),
     });
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The edge's memory figures as its metrics give them.
+    fn figures(used_mib: u64, budget_mib: u64, closed: u64) -> String {
+        format!(
+            "# HELP onebox_edge_memory_bytes The edge's anonymous resident memory.\n\
+             # TYPE onebox_edge_memory_bytes gauge\n\
+             onebox_edge_memory_bytes {}\n\
+             onebox_edge_memory_budget_bytes {}\n\
+             onebox_edge_memory_closed_connections_total {closed}\n",
+            used_mib << 20,
+            budget_mib << 20
+        )
+    }
+
+    #[test]
+    fn edge_memory_fails_over_the_budget_and_warns_near_it_or_after_closing() {
+        let status = |text: &str| edge_memory_from(text).status;
+        assert_eq!(status(&figures(100, 0, 0)), Status::Ok, "no budget");
+        assert_eq!(status(&figures(50, 192, 0)), Status::Ok);
+        assert_eq!(status(&figures(180, 192, 0)), Status::Warn);
+        assert_eq!(status(&figures(50, 192, 12)), Status::Warn);
+        let over = edge_memory_from(&figures(200, 192, 12));
+        assert_eq!(over.status, Status::Fail);
+        assert!(
+            over.detail.contains("200 MiB of its 192 MiB"),
+            "{}",
+            over.detail
+        );
+        assert!(over.fix.is_some_and(|f| f.contains("max_memory_mib")));
+        assert_eq!(status("onebox_edge_connections 3\n"), Status::Unknown);
+    }
 }

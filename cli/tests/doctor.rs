@@ -241,6 +241,7 @@ fn doctor_sees_healthy_and_broken_and_alerts_once_per_problem_and_fix() {
         ("service.onebox-app", "ok"),
         ("service.database", "ok"),
         ("certificate", "warn"),
+        ("edge.memory", "ok"),
     ] {
         assert_eq!(status_of(&report, name), want, "{name}: {report:#}");
     }

@@ -126,6 +126,11 @@ impl ConnectionLimits {
         })
     }
 
+    /// Whether the edge is over its memory budget (new connections refused).
+    pub fn memory_over(&self) -> bool {
+        self.memory_over.load(Ordering::Relaxed)
+    }
+
     /// Sets whether the edge is over its memory budget (new connections refused); returns
     /// what it was.
     pub fn set_memory_over(&self, over: bool) -> bool {

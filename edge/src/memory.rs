@@ -153,7 +153,9 @@ impl MemoryGuard {
                 return last_close;
             }
         };
-        if used > self.budget / 10 * 9 {
+        // Over the budget, what the allocator holds free is given back before anything is
+        // closed; while new connections are refused, until the memory is back under 9/10.
+        if used > self.budget || self.limits.memory_over() {
             give_back_free_memory();
             used = rss_anon().unwrap_or(used);
         }

@@ -18,10 +18,12 @@ use pingora::apps::ServerApp;
 use pingora::protocols::Stream;
 use pingora::server::ShutdownWatch;
 use std::collections::HashMap;
+use std::future::Future;
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use tokio::sync::watch;
+use std::task::{Context, Poll, Waker};
 
 /// The limits and the connections they count.
 #[derive(Debug)]
@@ -31,6 +33,8 @@ pub struct ConnectionLimits {
     open: Mutex<Open>,
     /// Over the memory budget: every new connection is refused.
     memory_over: AtomicBool,
+    /// The next [`Ticket`]'s number.
+    next_id: AtomicU64,
     metrics: Arc<Metrics>,
 }
 
@@ -45,8 +49,32 @@ struct Open {
 #[derive(Debug)]
 struct Client {
     count: u32,
-    /// Set to `true` to close them all; each connection's [`Ticket`] watches it.
-    close: watch::Sender<bool>,
+    /// What closes them all.
+    closer: Arc<Closer>,
+}
+
+/// What closes one client's connections: a flag each connection's future reads when it is
+/// polled (one atomic load: nothing else is polled beside the connection), and the wakers of
+/// those futures, woken once when it is set.
+#[derive(Debug, Default)]
+struct Closer {
+    closed: AtomicBool,
+    /// By [`Ticket`] number.
+    wakers: Mutex<HashMap<u64, Waker>>,
+}
+
+impl Closer {
+    fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
+    }
+
+    fn close(&self) {
+        self.closed.store(true, Ordering::Release);
+        let wakers = std::mem::take(&mut *self.wakers.lock().unwrap_or_else(|e| e.into_inner()));
+        for waker in wakers.into_values() {
+            waker.wake();
+        }
+    }
 }
 
 /// Why a connection was not admitted.
@@ -65,16 +93,51 @@ pub enum Refused {
 pub struct Ticket {
     limits: Arc<ConnectionLimits>,
     client: IpAddr,
-    close: watch::Receiver<bool>,
+    id: u64,
+    closer: Arc<Closer>,
 }
 
 impl Ticket {
-    /// Resolves when the memory guard closes this client's connections.
-    pub async fn closed(&mut self) {
-        // An error: the client's entry is gone, which it never is while a ticket holds it.
-        if self.close.wait_for(|close| *close).await.is_err() {
-            std::future::pending::<()>().await;
+    /// `future` (the connection's serving), ended early with `None` when the memory guard
+    /// closes this client's connections.
+    pub fn until_closed<F: Future + Unpin>(&self, future: F) -> UntilClosed<'_, F> {
+        UntilClosed {
+            ticket: self,
+            future,
+            waker: None,
         }
+    }
+}
+
+/// The future of [`Ticket::until_closed`].
+#[derive(Debug)]
+pub struct UntilClosed<'a, F> {
+    ticket: &'a Ticket,
+    future: F,
+    /// The waker registered with the client's [`Closer`].
+    waker: Option<Waker>,
+}
+
+impl<F: Future + Unpin> Future for UntilClosed<'_, F> {
+    type Output = Option<F::Output>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = &mut *self;
+        let closer = &this.ticket.closer;
+        if !this.waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+            // Registered before the flag is read: a close in between wakes this waker.
+            let waker = cx.waker().clone();
+            closer
+                .wakers
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(this.ticket.id, waker.clone());
+            this.waker = Some(waker);
+        }
+        if closer.is_closed() {
+            return Poll::Ready(None);
+        }
+        Pin::new(&mut this.future).poll(cx).map(Some)
     }
 }
 
@@ -87,6 +150,7 @@ impl ConnectionLimits {
             max_per_client,
             open: Mutex::default(),
             memory_over: AtomicBool::new(false),
+            next_id: AtomicU64::new(0),
             metrics,
         })
     }
@@ -105,24 +169,25 @@ impl ConnectionLimits {
         }
         let entry = open.per_client.entry(client).or_insert_with(|| Client {
             count: 0,
-            close: watch::Sender::new(false),
+            closer: Arc::default(),
         });
         if entry.count >= self.max_per_client {
             self.metrics.refused_connection(Refused::PerClient);
             return Err(Refused::PerClient);
         }
-        if *entry.close.borrow() {
+        if entry.closer.is_closed() {
             // Its connections were closed, some are still ending: this one starts afresh.
-            entry.close = watch::Sender::new(false);
+            entry.closer = Arc::default();
         }
         entry.count += 1;
-        let close = entry.close.subscribe();
+        let closer = entry.closer.clone();
         open.total += 1;
         self.metrics.connections_open.inc();
         Ok(Ticket {
             limits: self.clone(),
             client,
-            close,
+            id: self.next_id.fetch_add(1, Ordering::Relaxed),
+            closer,
         })
     }
 
@@ -144,9 +209,9 @@ impl ConnectionLimits {
         let (client, entry) = open
             .per_client
             .iter()
-            .filter(|(_, c)| !*c.close.borrow())
+            .filter(|(_, c)| !c.closer.is_closed())
             .max_by_key(|(_, c)| c.count)?;
-        entry.close.send_replace(true);
+        entry.closer.close();
         Some((*client, entry.count))
     }
 
@@ -159,6 +224,11 @@ impl ConnectionLimits {
 
 impl Drop for Ticket {
     fn drop(&mut self) {
+        self.closer
+            .wakers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&self.id);
         let mut open = self.limits.open.lock().unwrap_or_else(|e| e.into_inner());
         open.total = open.total.saturating_sub(1);
         if let Some(entry) = open.per_client.get_mut(&self.client) {
@@ -209,7 +279,7 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for Limited<A> {
             tracing::error!("a connection without a peer address: closed");
             return None;
         };
-        let mut ticket = match self.limits.admit(peer) {
+        let ticket = match self.limits.admit(peer) {
             Ok(ticket) => ticket,
             Err(why) => {
                 tracing::debug!("connection from {peer} refused: {why:?}");
@@ -219,9 +289,12 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for Limited<A> {
         // The ticket is held for the connection's whole life: pingora's HTTP application
         // serves every request (and every HTTP/2 stream) of it within this call, and the
         // connection, its buffers and its HTTP/2 streams end when the call is dropped.
-        tokio::select! {
-            stream = self.app.process_new(stream, shutdown) => stream,
-            () = ticket.closed() => {
+        match ticket
+            .until_closed(self.app.process_new(stream, shutdown))
+            .await
+        {
+            Some(stream) => stream,
+            None => {
                 tracing::debug!("connection from {peer} closed by the memory guard");
                 None
             }
@@ -277,6 +350,13 @@ mod tests {
         assert_eq!(limits.open(), (0, 0));
     }
 
+    /// Whether `ticket`'s connection (a future that never ends by itself) is closed within
+    /// `wait`.
+    async fn closed_within(ticket: &Ticket, wait: std::time::Duration) -> bool {
+        let serving = ticket.until_closed(std::future::pending::<()>());
+        tokio::time::timeout(wait, serving).await == Ok(None)
+    }
+
     #[tokio::test]
     async fn the_memory_guard_refuses_new_connections_and_closes_the_largest_client() {
         let limits = ConnectionLimits::new(100, 10, Arc::new(Metrics::default()));
@@ -284,28 +364,47 @@ mod tests {
             "192.0.2.1".parse().expect("test value"),
             "192.0.2.2".parse().expect("test value"),
         );
-        let mut a_tickets: Vec<Ticket> = (0..3)
+        let a_tickets: Vec<Ticket> = (0..3)
             .map(|_| limits.admit(a).expect("test value"))
             .collect();
-        let mut b1 = limits.admit(b).expect("test value");
+        let b1 = limits.admit(b).expect("test value");
+        let short = std::time::Duration::from_millis(50);
+        // A connection being served when its client is closed ends (its waker is woken).
+        let a_serving = tokio::spawn({
+            let limits = limits.clone();
+            async move {
+                let ticket = limits.admit(a).expect("test value");
+                closed_within(&ticket, std::time::Duration::from_secs(5)).await
+            }
+        });
+        tokio::time::sleep(short).await;
         assert!(!limits.set_memory_over(true));
         assert_eq!(limits.admit(b).err(), Some(Refused::Memory));
-        assert_eq!(limits.close_largest_client(), Some((a, 3)));
-        for t in &mut a_tickets {
-            tokio::time::timeout(std::time::Duration::from_secs(5), t.closed())
-                .await
-                .expect("each of a's connections is told to close");
+        assert_eq!(limits.close_largest_client(), Some((a, 4)));
+        assert!(
+            a_serving.await.expect("test value"),
+            "a's served connection ends"
+        );
+        for t in &a_tickets {
+            assert!(
+                closed_within(t, short).await,
+                "each of a's connections is closed"
+            );
         }
-        let b_open = tokio::time::timeout(std::time::Duration::from_millis(50), b1.closed());
-        assert!(b_open.await.is_err(), "b's connection stays open");
+        assert!(
+            !closed_within(&b1, short).await,
+            "b's connection stays open"
+        );
         // a is being closed: the next largest is b.
         assert_eq!(limits.close_largest_client(), Some((b, 1)));
         assert_eq!(limits.close_largest_client(), None);
         assert!(limits.set_memory_over(false));
         // A connection of a client whose others are still closing starts afresh.
-        let mut a_new = limits.admit(a).expect("test value");
-        let a_open = tokio::time::timeout(std::time::Duration::from_millis(50), a_new.closed());
-        assert!(a_open.await.is_err(), "a's new connection stays open");
+        let a_new = limits.admit(a).expect("test value");
+        assert!(
+            !closed_within(&a_new, short).await,
+            "a's new connection stays open"
+        );
         drop((a_tickets, b1, a_new));
         assert_eq!(limits.open(), (0, 0));
     }

@@ -3,8 +3,8 @@
 //!
 //! Most of what a client can make the edge hold is bounded per connection (header sizes, 64
 //! KiB of answer per HTTP/2 stream, 100 streams), but not across connections: an HTTP/2 client
-//! that opens 100 streams for a large file and reads none of them holds about 20 MiB of the
-//! edge's memory per connection, and `max_connections_per_client` lets it open 256. Under a
+//! that opens 100 streams for a large file and never reads from its socket holds about 16 MiB
+//! of the edge's memory per connection, and `max_connections_per_client` lets it open 256. Under a
 //! systemd `MemoryMax=` that ends in the edge being killed, and every visitor's connection
 //! with it. So a background service reads the edge's anonymous resident memory (`RssAnon`,
 //! what cannot be reclaimed without swap: connections, buffers, the caches) ten times a second
@@ -15,6 +15,9 @@
 //! - the connections of the client holding the most are closed (all of them, at once), then,
 //!   if the memory is still over the budget half a second later, those of the next
 //!   ([`ConnectionLimits::close_largest_client`]; `onebox_edge_memory_closed_connections_total`).
+//!
+//! Before it counts the memory as over, and while it refuses connections, the allocator is
+//! told to give back what it holds free (mimalloc's `mi_collect`).
 //!
 //! The budget is `max_memory_mib`, else the edge's cgroup limit ([`cgroup_limit`]): on a
 //! systemd unit with `MemoryHigh=` or `MemoryMax=`, as in the image, that is what it is

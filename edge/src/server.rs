@@ -193,7 +193,6 @@ pub fn run(
         ),
     );
     https.add_listener(listener(https_listen, 0));
-    let connections_for_guard = connections;
 
     server.add_service(http);
     server.add_service(https);
@@ -201,7 +200,7 @@ pub fn run(
     if let Some(acme) = acme_service {
         server.add_service(background_service("acme", acme));
     }
-    if let Some(guard) = memory_guard(&config, connections_for_guard, metrics.clone()) {
+    if let Some(guard) = memory_guard(&config, connections, metrics.clone()) {
         server.add_service(background_service("memory guard", guard));
     }
     let mut metrics_service = Service::new(

@@ -61,16 +61,23 @@ fn tls_connect(
     site: &Site,
     config: Arc<rustls::ClientConfig>,
 ) -> rustls::StreamOwned<rustls::ClientConnection, TcpStream> {
+    let sock = TcpStream::connect(("127.0.0.1", site.ports.https)).unwrap();
+    tls_over(sock, config).unwrap()
+}
+
+/// TLS for www.foobar.com over `sock` (reads time out after 10 s), handshake done.
+fn tls_over(
+    sock: TcpStream,
+    config: Arc<rustls::ClientConfig>,
+) -> std::io::Result<rustls::StreamOwned<rustls::ClientConnection, TcpStream>> {
     let name = rustls::pki_types::ServerName::try_from("www.foobar.com").unwrap();
     let conn = rustls::ClientConnection::new(config, name).unwrap();
-    let sock = TcpStream::connect(("127.0.0.1", site.ports.https)).unwrap();
-    sock.set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(10)))?;
     let mut tls = rustls::StreamOwned::new(conn, sock);
     while tls.conn.is_handshaking() {
-        tls.conn.complete_io(&mut tls.sock).unwrap();
+        tls.conn.complete_io(&mut tls.sock)?;
     }
-    tls
+    Ok(tls)
 }
 
 /// Whether the edge has closed `stream` (a read ends or fails); waits at most `wait`. Bytes
@@ -313,6 +320,17 @@ fn h2_frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
     f
 }
 
+/// The HPACK block of `GET https://www.foobar.com{path}`: :method GET, :scheme https (static
+/// entries 2 and 7), then :path and :authority as literals without indexing on static names 4
+/// and 1.
+fn h2_get_block(path: &str) -> Vec<u8> {
+    let mut block = vec![0x82, 0x87, 4, u8::try_from(path.len()).unwrap()];
+    block.extend_from_slice(path.as_bytes());
+    block.extend_from_slice(&[1, 14]);
+    block.extend_from_slice(b"www.foobar.com");
+    block
+}
+
 /// `GET /hello.txt` on HTTP/2 stream `stream` of `tls` (the first opens the connection: preface
 /// and an empty SETTINGS); reads until the stream ends, acknowledging the edge's SETTINGS, and
 /// returns the `:status` byte (static table: 0x88 is 200) and the body.
@@ -325,13 +343,7 @@ fn h2_hello(
         out.extend_from_slice(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n");
         out.extend(h2_frame(4, 0, 0, &[]));
     }
-    // :method GET, :scheme https (static entries 2 and 7), then :path and :authority as
-    // literals without indexing on static names 4 and 1.
-    let mut block = vec![0x82, 0x87, 4, 10];
-    block.extend_from_slice(b"/hello.txt");
-    block.extend_from_slice(&[1, 14]);
-    block.extend_from_slice(b"www.foobar.com");
-    out.extend(h2_frame(1, 0x5, stream, &block)); // END_STREAM | END_HEADERS
+    out.extend(h2_frame(1, 0x5, stream, &h2_get_block("/hello.txt"))); // END_STREAM | END_HEADERS
     tls.write_all(&out).unwrap();
     let (mut status, mut body) = (0, Vec::new());
     loop {
@@ -886,11 +898,11 @@ fn write_big_file(site: &Site) {
 
 /// Waits until the resident memory of `pid` stops growing (at most 20 s); returns the most it
 /// reached, in KiB.
-async fn settled_rss(pid: u32) -> u64 {
+fn settled_rss(pid: u32) -> u64 {
     let (mut last, mut still) = (rss_kib(pid), 0);
     let start = Instant::now();
     while still < 5 && start.elapsed() < Duration::from_secs(20) {
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        std::thread::sleep(Duration::from_millis(200));
         let now = rss_kib(pid);
         still = if now <= last + 256 { still + 1 } else { 0 };
         last = last.max(now);
@@ -906,12 +918,11 @@ async fn settled_rss(pid: u32) -> u64 {
 fn an_http2_client_that_reads_nothing_holds_little_memory() {
     let (site, _up, edge) = edge("");
     write_big_file(&site);
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let before = rt.block_on(settled_rss(edge.pid()));
+    let before = settled_rss(edge.pid());
     let tls = stalled_http2(&site, client_config(b"h2", &[]), [127, 0, 0, 1].into())
         .expect("the edge answers");
     // Wait until the edge's memory stops growing (it has filled what it will buffer).
-    let last = rt.block_on(settled_rss(edge.pid()));
+    let last = settled_rss(edge.pid());
     let grown = last.saturating_sub(before);
     eprintln!("edge RSS {before} KiB -> {last} KiB with 100 unread 1 MiB streams");
     assert!(
@@ -937,26 +948,15 @@ fn stalled_http2(
         .unwrap();
     let to = std::net::SocketAddr::from(([127, 0, 0, 1], site.ports.https));
     socket.connect(&to.into()).ok()?;
-    let sock = TcpStream::from(socket);
-    sock.set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
-    let name = rustls::pki_types::ServerName::try_from("www.foobar.com").unwrap();
-    let conn = rustls::ClientConnection::new(config, name).unwrap();
-    let mut tls = rustls::StreamOwned::new(conn, sock);
-    while tls.conn.is_handshaking() {
-        tls.conn.complete_io(&mut tls.sock).ok()?;
-    }
+    let mut tls = tls_over(TcpStream::from(socket), config).ok()?;
     let mut out = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
     // SETTINGS_INITIAL_WINDOW_SIZE 16 MiB, and the connection's window raised by 1 GiB.
     let mut settings = vec![0, 4];
     settings.extend_from_slice(&(16u32 << 20).to_be_bytes());
     out.extend(h2_frame(4, 0, 0, &settings));
     out.extend(h2_frame(8, 0, 0, &(1u32 << 30).to_be_bytes()));
+    let block = h2_get_block("/big.bin");
     for i in 0..100 {
-        let mut block = vec![0x82, 0x87, 4, 8];
-        block.extend_from_slice(b"/big.bin");
-        block.extend_from_slice(&[1, 14]);
-        block.extend_from_slice(b"www.foobar.com");
         out.extend(h2_frame(1, 0x5, 2 * i + 1, &block)); // END_STREAM | END_HEADERS
     }
     tls.write_all(&out).ok()?;
@@ -978,12 +978,11 @@ fn over_its_memory_budget_the_edge_closes_the_largest_clients_connections() {
     let m = site.metrics();
     assert_eq!(metric(&m, "onebox_edge_memory_budget_bytes"), budget);
     let config = client_config(b"h2", &[]);
-    let rt = tokio::runtime::Runtime::new().unwrap();
     let mut held = Vec::new();
     let mut peak = 0;
     for _ in 0..8 {
         held.extend(stalled_http2(&site, config.clone(), [127, 0, 0, 1].into()));
-        peak = peak.max(rt.block_on(settled_rss(edge.pid())));
+        peak = peak.max(settled_rss(edge.pid()));
     }
     let m = site.metrics();
     let log = std::fs::read_to_string(site.path("edge.log")).unwrap();

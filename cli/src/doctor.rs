@@ -126,8 +126,9 @@ pub async fn run(args: &Args) -> anyhow::Result<bool> {
 pub async fn checks(site: &Site, args: &Args) -> Vec<Check> {
     let mut out = Vec::new();
     out.extend(dns_checks(site, args));
-    out.push(certificate(site));
-    out.push(edge_memory(site));
+    let edge_metrics = metrics(site.file.edge.metrics_listen.get());
+    out.push(certificate(site, &edge_metrics));
+    out.push(edge_memory(&edge_metrics));
     out.push(backup(site));
     out.push(disk(site));
     out.push(clock());
@@ -617,10 +618,11 @@ fn metric(text: &str, name: &str) -> Option<f64> {
     })
 }
 
-fn certificate(site: &Site) -> Check {
+/// The certificate check, from the edge's metrics (`edge_metrics`, as fetched).
+fn certificate(site: &Site, edge_metrics: &Result<String, String>) -> Check {
     let edge = &site.file.edge;
     let min_days = site.file.alerts.certificate_min_days.get();
-    let text = match metrics(edge.metrics_listen.get()) {
+    let text = match edge_metrics {
         Ok(t) => t,
         Err(e) => {
             return check(
@@ -636,9 +638,9 @@ fn certificate(site: &Site) -> Check {
     let now = time::OffsetDateTime::now_utc().unix_timestamp() as f64;
     // 0 when no CA's certificate is served yet (the self-signed one has no expiry to watch).
     let expiry =
-        metric(&text, "onebox_edge_certificate_expiry_timestamp_seconds").filter(|e| *e > 0.0);
-    let from_ca = metric(&text, "onebox_edge_certificate_from_ca").unwrap_or(0.0) >= 1.0;
-    let errors = metric(&text, "onebox_edge_acme_errors_total").unwrap_or(0.0);
+        metric(text, "onebox_edge_certificate_expiry_timestamp_seconds").filter(|e| *e > 0.0);
+    let from_ca = metric(text, "onebox_edge_certificate_from_ca").unwrap_or(0.0) >= 1.0;
+    let errors = metric(text, "onebox_edge_acme_errors_total").unwrap_or(0.0);
     let last_error = text
         .lines()
         .find(|l| l.starts_with("onebox_edge_acme_last_error_info"))
@@ -698,10 +700,10 @@ fn certificate(site: &Site) -> Check {
 }
 
 /// The edge's memory against its memory guard's budget (`edge/src/memory.rs`), from its
-/// metrics.
-fn edge_memory(site: &Site) -> Check {
-    match metrics(site.file.edge.metrics_listen.get()) {
-        Ok(text) => edge_memory_from(&text),
+/// metrics (`edge_metrics`, as fetched; the certificate check fails when they do not answer).
+fn edge_memory(edge_metrics: &Result<String, String>) -> Check {
+    match edge_metrics {
+        Ok(text) => edge_memory_from(text),
         Err(e) => check(
             "edge.memory",
             Status::Unknown,

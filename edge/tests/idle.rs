@@ -1,0 +1,61 @@
+//! An idle edge is idle: once its requests are answered, pingora's timer thread (the one that
+//! fires every read, write and idle timeout of its sessions) sleeps until a timer is due instead
+//! of waking every 10 ms for the rest of the process's life (the patched pingora-timeout in
+//! third_party/, PATCHES.md there).
+#![allow(clippy::unwrap_used, clippy::panic)]
+
+mod common;
+use common::*;
+use std::time::Duration;
+
+/// The thread ids of `pid` named `name` (`/proc/PID/task/TID/comm`).
+fn threads_named(pid: u32, name: &str) -> Vec<u32> {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+        .filter(|tid: &u32| {
+            std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/comm"))
+                .is_ok_and(|c| c.trim_end() == name)
+        })
+        .collect()
+}
+
+/// How many times thread `tid` of `pid` has been switched out (voluntarily or not): its wake-ups.
+fn switches(pid: u32, tid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/status")).unwrap();
+    status
+        .lines()
+        .filter(|l| l.contains("ctxt_switches:"))
+        .map(|l| l.split_whitespace().last().unwrap().parse::<u64>().unwrap())
+        .sum()
+}
+
+#[test]
+fn an_idle_edge_does_not_wake_every_10_ms() {
+    let upstream = Upstream::start();
+    let site = Site::new(Ports::new(), upstream.port, "\n[edge.acme]\nca = \"off\"\n");
+    std::fs::write(site.www().join("hello.txt"), "hello world\n").unwrap();
+    let edge = site.start_edge("edge.log");
+    // A static file and a request to the app, over HTTPS and HTTP: pingora's timeouts in use.
+    let get = |url: String| String::from_utf8_lossy(&site.curl(&["-sk", &url]).stdout).into_owned();
+    assert_eq!(get(site.https("/hello.txt")), "hello world\n");
+    get(site.https("/api/ping"));
+    get(site.http("/hello.txt"));
+    let timer = threads_named(edge.pid(), "Timer thread");
+    assert_eq!(timer.len(), 1, "pingora's timer thread: {timer:?}");
+    let timer = timer[0];
+
+    // Let the requests' short timers fire, then count for 2 s. The health check (every 2 s)
+    // times its connection and answer: a few wake-ups. Unpatched, the thread woke 200 times.
+    std::thread::sleep(Duration::from_millis(500));
+    let before = switches(edge.pid(), timer);
+    std::thread::sleep(Duration::from_secs(2));
+    let woke = switches(edge.pid(), timer) - before;
+    println!("pingora's timer thread woke {woke} times in 2 s of an idle edge");
+    assert!(
+        woke <= 20,
+        "pingora's timer thread woke {woke} times in 2 s of an idle edge"
+    );
+    // and the edge still serves
+    assert_eq!(get(site.https("/hello.txt")), "hello world\n");
+}

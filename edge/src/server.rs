@@ -255,11 +255,15 @@ fn memory_guard(
         );
     }
     tracing::info!("memory guard: budget {} MiB ({source})", mib(budget));
-    Some(crate::memory::MemoryGuard::new(
-        budget,
-        connections,
-        metrics,
-    ))
+    match crate::memory::MemoryGuard::new(budget, connections, metrics) {
+        Ok(guard) => Some(guard),
+        Err(e) => {
+            tracing::error!(
+                "memory guard off: cannot read the edge's memory (/proc/self/statm): {e}"
+            );
+            None
+        }
+    }
 }
 
 /// HTTP/1 keep-alive and HTTP/2 idle limits of both listeners.

@@ -13,19 +13,6 @@ use std::net::TcpStream;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-/// An edge (self-signed certificate, no ACME) with `hello.txt` and a live upstream.
-fn edge(limits: &str) -> (Site, Upstream, Proc) {
-    let upstream = Upstream::start();
-    let site = Site::new(
-        Ports::new(),
-        upstream.port,
-        &format!("\n[edge.limits]\n{limits}\n[edge.acme]\nca = \"off\"\n"),
-    );
-    std::fs::write(site.www().join("hello.txt"), "hello world\n").unwrap();
-    let edge = site.start_edge("edge.log");
-    (site, upstream, edge)
-}
-
 /// The sample of `name` with `label` (e.g. `limit="per_client"`) in the metrics text.
 fn labelled(text: &str, name: &str, label: &str) -> f64 {
     let prefix = format!("{name}{{{label}}} ");

@@ -32,10 +32,7 @@ fn switches(pid: u32, tid: u32) -> u64 {
 
 #[test]
 fn an_idle_edge_does_not_wake_every_10_ms() {
-    let upstream = Upstream::start();
-    let site = Site::new(Ports::new(), upstream.port, "\n[edge.acme]\nca = \"off\"\n");
-    std::fs::write(site.www().join("hello.txt"), "hello world\n").unwrap();
-    let edge = site.start_edge("edge.log");
+    let (site, _upstream, edge) = edge("");
     // A static file and a request to the app, over HTTPS and HTTP: pingora's timeouts in use.
     let get = |url: String| String::from_utf8_lossy(&site.curl(&["-sk", &url]).stdout).into_owned();
     assert_eq!(get(site.https("/hello.txt")), "hello world\n");

@@ -149,6 +149,20 @@ impl Site {
     }
 }
 
+/// An edge (self-signed certificate, no ACME) with `hello.txt` ("hello world\n"), `[edge.limits]`
+/// set to `limits`, and a live upstream.
+pub fn edge(limits: &str) -> (Site, Upstream, Proc) {
+    let upstream = Upstream::start();
+    let site = Site::new(
+        Ports::new(),
+        upstream.port,
+        &format!("\n[edge.limits]\n{limits}\n[edge.acme]\nca = \"off\"\n"),
+    );
+    std::fs::write(site.www().join("hello.txt"), "hello world\n").unwrap();
+    let edge = site.start_edge("edge.log");
+    (site, upstream, edge)
+}
+
 /// The value of metric `name` (first sample) in `text`.
 pub fn metric(text: &str, name: &str) -> f64 {
     text.lines()

@@ -35,6 +35,9 @@ pub struct ConnectionLimits {
     memory_over: AtomicBool,
     /// The next [`Ticket`]'s number.
     next_id: AtomicU64,
+    /// Notified when a connection is admitted while none is open: what the memory guard waits
+    /// for while the edge is idle.
+    first_opened: tokio::sync::Notify,
     metrics: Arc<Metrics>,
 }
 
@@ -151,6 +154,7 @@ impl ConnectionLimits {
             open: Mutex::default(),
             memory_over: AtomicBool::new(false),
             next_id: AtomicU64::new(0),
+            first_opened: tokio::sync::Notify::new(),
             metrics,
         })
     }
@@ -181,6 +185,10 @@ impl ConnectionLimits {
         }
         entry.count += 1;
         let closer = entry.closer.clone();
+        if open.total == 0 {
+            // A permit is kept if the guard is not waiting yet: it cannot miss this.
+            self.first_opened.notify_one();
+        }
         open.total += 1;
         self.metrics.connections_open.inc();
         Ok(Ticket {
@@ -213,6 +221,12 @@ impl ConnectionLimits {
             .max_by_key(|(_, c)| c.count)?;
         entry.closer.close();
         Some((*client, entry.count))
+    }
+
+    /// Waits until a connection is admitted while none is open (at once if one was since the
+    /// last wait ended).
+    pub async fn first_opened(&self) {
+        self.first_opened.notified().await;
     }
 
     /// Connections open now, and clients they come from.

@@ -8,7 +8,8 @@
 //! systemd `MemoryMax=` that ends in the edge being killed, and every visitor's connection
 //! with it. So a background service reads the edge's anonymous resident memory (`RssAnon`,
 //! what cannot be reclaimed without swap: connections, buffers, the caches) ten times a second
-//! and, over the budget:
+//! while a client connection is open (every ten seconds while none is: an idle edge stays
+//! idle; the first connection wakes the guard at once) and, over the budget:
 //!
 //! - new connections are closed as they arrive (`onebox_edge_connections_refused_total
 //!   {limit="memory"}`), until the memory is back under nine tenths of the budget;
@@ -32,8 +33,14 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// How often the memory is read.
+/// How often the memory is read while a client connection is open (or the edge is over its
+/// budget).
 const PERIOD: Duration = Duration::from_millis(100);
+
+/// How often it is read while no client connection is open and the edge is within its budget:
+/// no client can make it grow then (the caches fill only through requests), so the guard
+/// waits for the first connection, and looks this often only to keep its gauge current.
+const IDLE_PERIOD: Duration = Duration::from_secs(10);
 
 /// How long after closing a client's connections the guard waits before it closes another's:
 /// what their tasks held takes a moment to be freed and given back to the kernel.
@@ -251,13 +258,25 @@ impl BackgroundService for MemoryGuard {
     async fn start(&self, mut shutdown: ShutdownWatch) {
         let mut tick = tokio::time::interval(PERIOD);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tick.reset(); // the first look is made at once, below
         let mut last_close = None;
         loop {
-            tokio::select! {
-                _ = shutdown.changed() => return,
-                _ = tick.tick() => {}
-            }
             last_close = self.check(Instant::now(), last_close);
+            let idle = self.limits.open().0 == 0 && !self.limits.memory_over();
+            if idle {
+                // A connection admitted after the count above leaves a permit: no miss.
+                tokio::select! {
+                    _ = shutdown.changed() => return,
+                    () = self.limits.first_opened() => {}
+                    () = tokio::time::sleep(IDLE_PERIOD) => {}
+                }
+                tick.reset();
+            } else {
+                tokio::select! {
+                    _ = shutdown.changed() => return,
+                    _ = tick.tick() => {}
+                }
+            }
         }
     }
 }

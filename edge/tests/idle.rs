@@ -1,7 +1,8 @@
 //! An idle edge is idle: once its requests are answered, pingora's timer thread (the one that
 //! fires every read, write and idle timeout of its sessions) sleeps until a timer is due instead
 //! of waking every 10 ms for the rest of the process's life (the patched pingora-timeout in
-//! third_party/, PATCHES.md there).
+//! third_party/, PATCHES.md there); and its memory guard, which reads the edge's memory ten
+//! times a second while a client connection is open, waits for one while none is.
 #![allow(clippy::unwrap_used, clippy::panic)]
 
 mod common;
@@ -54,5 +55,43 @@ fn an_idle_edge_does_not_wake_every_10_ms() {
         "pingora's timer thread woke {woke} times in 2 s of an idle edge"
     );
     // and the edge still serves
+    assert_eq!(get(site.https("/hello.txt")), "hello world\n");
+}
+
+#[test]
+fn the_memory_guard_of_an_idle_edge_waits_for_a_connection() {
+    let (site, _upstream, edge) = edge("max_memory_mib = 256");
+    let get = |url: String| String::from_utf8_lossy(&site.curl(&["-sk", &url]).stdout).into_owned();
+    assert_eq!(get(site.https("/hello.txt")), "hello world\n");
+    // pingora names a background service's thread "BG " and the service's name (15 bytes kept).
+    let guard = threads_named(edge.pid(), "BG memory guard");
+    assert_eq!(guard.len(), 1, "the memory guard's thread: {guard:?}");
+    let guard = guard[0];
+    let count = |secs: u64| {
+        let before = switches(edge.pid(), guard);
+        std::thread::sleep(Duration::from_secs(secs));
+        switches(edge.pid(), guard) - before
+    };
+
+    // curl's connection is closed: no client connection open. It looked ten times a second.
+    std::thread::sleep(Duration::from_millis(300));
+    let idle = count(2);
+    println!("the memory guard woke {idle} times in 2 s with no connection open");
+    assert!(
+        idle <= 4,
+        "the memory guard woke {idle} times in 2 s of an idle edge"
+    );
+
+    // A connection open (HTTP, nothing sent yet): it looks ten times a second again, at once.
+    let held = std::net::TcpStream::connect(("127.0.0.1", site.ports.http)).unwrap();
+    let busy = count(1);
+    println!("the memory guard woke {busy} times in 1 s with a connection open");
+    assert!(
+        busy >= 5,
+        "the memory guard woke {busy} times in 1 s with a connection open"
+    );
+    drop(held);
+    let m = site.metrics();
+    assert!(metric(&m, "onebox_edge_memory_bytes") > 0.0, "{m}");
     assert_eq!(get(site.https("/hello.txt")), "hello world\n");
 }

@@ -24,6 +24,7 @@ pub mod metrics;
 pub mod query;
 pub mod reload;
 pub mod rrl;
+pub mod served;
 pub mod server;
 pub mod transfer;
 pub mod xfr;

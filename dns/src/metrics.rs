@@ -35,7 +35,7 @@
 use crate::answer::Transport;
 use crate::catalog::Catalog;
 use crate::rrl::{Action, Class};
-use arc_swap::ArcSwap;
+use crate::served::Served;
 use hickory_proto::op::ResponseCode;
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
@@ -249,7 +249,7 @@ fn rcode_label(rcode: ResponseCode) -> &'static str {
 }
 
 /// The registry to serve: `metrics`' families, and the zones of `catalog` read at each scrape.
-pub fn registry(metrics: &Metrics, catalog: Arc<ArcSwap<Catalog>>) -> Registry {
+pub fn registry(metrics: &Metrics, catalog: Arc<Served<Catalog>>) -> Registry {
     let mut registry = Registry::with_prefix("onebox_dns");
     registry.register(
         "queries",
@@ -322,7 +322,7 @@ pub fn registry(metrics: &Metrics, catalog: Arc<ArcSwap<Catalog>>) -> Registry {
 
 /// Reads the zones being served at each scrape.
 #[derive(Debug)]
-struct Zones(Arc<ArcSwap<Catalog>>);
+struct Zones(Arc<Served<Catalog>>);
 
 impl Collector for Zones {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {

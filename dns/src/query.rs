@@ -13,9 +13,9 @@ use crate::fastpath::{self, AnswerCache};
 use crate::lookup::{self, Sections};
 use crate::metrics::Metrics;
 use crate::rrl::{Action, Class, Flow, RateLimiter};
+use crate::served::{Changes, Served};
 use crate::transfer::{self, Transfer};
 use crate::xfr::{self, ZoneSettings, tsig};
-use arc_swap::ArcSwap;
 use hickory_proto::op::{Message, MessageType, OpCode, ResponseCode};
 use hickory_proto::rr::{DNSClass, Name, RecordType};
 use std::net::SocketAddr;
@@ -25,9 +25,9 @@ use std::sync::Arc;
 #[derive(Debug)]
 pub struct Engine {
     /// The zones served; replaced whole on reload.
-    catalog: Arc<ArcSwap<Catalog>>,
+    catalog: Arc<Served<Catalog>>,
     /// The per-zone settings; replaced whole on reload.
-    zones: ArcSwap<ZoneSettings>,
+    zones: Served<ZoneSettings>,
     /// Whether each query is logged.
     query_log: bool,
     /// Response rate limiting of UDP answers, if on.
@@ -66,8 +66,8 @@ impl Engine {
     /// An engine over `catalog`, with no per-zone settings, no query log, no rate limiting.
     pub fn new(catalog: Catalog) -> Self {
         Engine {
-            catalog: Arc::new(ArcSwap::from_pointee(catalog)),
-            zones: ArcSwap::default(),
+            catalog: Arc::new(Served::new(catalog)),
+            zones: Served::default(),
             query_log: false,
             rrl: None,
             metrics: Arc::default(),
@@ -118,6 +118,11 @@ impl Engine {
         self.zones.load_full()
     }
 
+    /// The replacements of the per-zone settings from now on ([`Engine::set_zone_settings`]).
+    pub fn zone_settings_changes(&self) -> Changes {
+        self.zones.changes()
+    }
+
     /// Replaces the TSIG keys at once.
     pub fn set_tsig_keys(&self, keys: tsig::Keys) {
         self.xfr.keys.store(Arc::new(keys));
@@ -141,8 +146,8 @@ impl Engine {
         self
     }
 
-    /// The zones served; store a new catalog to reload.
-    pub fn catalog(&self) -> &Arc<ArcSwap<Catalog>> {
+    /// The zones served; store a new catalog to reload (its watchers are told).
+    pub fn catalog(&self) -> &Arc<Served<Catalog>> {
         &self.catalog
     }
 

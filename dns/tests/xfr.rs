@@ -342,9 +342,13 @@ fn onebox_follows_a_knot_primary_and_keeps_its_copy_across_a_restart() {
          state_dir = \"state\"\n\
          [[dns.tsig]]\nname = \"{KEY}\"\nsecret = \"{SECRET}\"\n\
          [[dns.tsig]]\nname = \"{BAD_KEY}\"\nsecret = \"{BAD_SECRET_ONEBOX}\"\n\
-         [[dns.zone]]\nname = \"sec.test\"\nprimary = \"127.0.0.1:{} key {KEY}\"\n\
-         [[dns.zone]]\nname = \"wrongsec.test\"\nprimary = \"127.0.0.1:{} key {BAD_KEY}\"\n",
-        knot.port, knot.port
+         [[dns.zone]]\nname = \"sec.test\"\nprimary = \"127.0.0.1:{} key {KEY}\"\n",
+        knot.port
+    );
+    // wrongsec.test comes with a reload, below.
+    let with_wrongsec = format!(
+        "{site}[[dns.zone]]\nname = \"wrongsec.test\"\nprimary = \"127.0.0.1:{} key {BAD_KEY}\"\n",
+        knot.port
     );
     std::fs::create_dir_all(dir.join("zones")).unwrap();
     let mut onebox = peers::onebox(dir, port, &site);
@@ -379,15 +383,36 @@ fn onebox_follows_a_knot_primary_and_keeps_its_copy_across_a_restart() {
         "{knot_log}"
     );
 
-    // The wrong key: Knot refuses our SOA query and transfer; nothing is served for the zone
-    // (SERVFAIL: a secondary zone with no copy).
-    assert_eq!(peers::status(port, "wrongsec.test SOA"), "SERVFAIL");
+    // A secondary zone added by a reload (the settings' change wakes the secondaries'
+    // supervisor), with the wrong key: Knot refuses our SOA query and transfer; nothing is
+    // served for the zone (SERVFAIL: a secondary zone with no copy).
+    assert_eq!(peers::status(port, "wrongsec.test SOA"), "REFUSED");
+    std::fs::write(dir.join("site.toml"), &with_wrongsec).unwrap();
+    onebox.hangup();
+    onebox.wait(10, "to take wrongsec.test as a secondary zone", || {
+        peers::status(port, "wrongsec.test SOA") == "SERVFAIL"
+    });
     assert!(
         eventually(10, || !lines_with(
             &onebox.log(),
             &["zone wrongsec.test.: refresh failed"]
         )
         .is_empty()),
+        "{}",
+        onebox.log()
+    );
+    // ... and taken out by the next.
+    std::fs::write(dir.join("site.toml"), &site).unwrap();
+    onebox.hangup();
+    onebox.wait(10, "to drop wrongsec.test", || {
+        peers::status(port, "wrongsec.test SOA") == "REFUSED"
+    });
+    assert!(
+        !lines_with(
+            &onebox.log(),
+            &["zone wrongsec.test.: no longer a secondary zone"]
+        )
+        .is_empty(),
         "{}",
         onebox.log()
     );

@@ -30,8 +30,6 @@ const MIN_INTERVAL: u64 = 2;
 const MAX_INTERVAL: u64 = 86_400;
 /// The least time between two refreshes (a primary sending NOTIFY after NOTIFY).
 const MIN_GAP: Duration = Duration::from_secs(1);
-/// How often the settings are looked at for secondary zones added or removed.
-const SETTINGS_POLL: Duration = Duration::from_millis(200);
 
 /// What the metrics say about a secondary zone.
 #[derive(Debug, Clone, Copy, Default)]
@@ -229,6 +227,7 @@ pub fn start(
     tokio::spawn(async move {
         let mut running: HashMap<LowerName, AbortHandle> = HashMap::new();
         let mut last: Option<Arc<ZoneSettings>> = None;
+        let mut changes = engine.zone_settings_changes();
         loop {
             let settings = engine.zone_settings();
             if last.as_ref().is_none_or(|l| !Arc::ptr_eq(l, &settings)) {
@@ -285,7 +284,7 @@ pub fn start(
                 }
                 last = Some(settings);
             }
-            tokio::time::sleep(SETTINGS_POLL).await;
+            changes.changed().await;
         }
     });
 }

@@ -1,6 +1,6 @@
 //! Notices every new catalog, whoever stored it — a reload, a re-signing, a transfer from our
-//! primary — by looking at the catalog a few times a second (comparing pointers costs
-//! nothing, and no writer has to remember to call anything). For each zone whose serial
+//! primary: every store is announced ([`crate::served`]), and between two it sleeps (no
+//! writer has to remember to call anything, and an idle server does not wake). For each zone whose serial
 //! changed it records the difference in the zone's journal (for IXFR) and sends the zone's
 //! NOTIFYs; at start, every zone with `notify` targets is announced once, as BIND and Knot do.
 
@@ -12,14 +12,11 @@ use crate::zone::Zone;
 use hickory_proto::rr::LowerName;
 use std::collections::HashMap;
 use std::sync::{Arc, PoisonError};
-use std::time::Duration;
-
-/// How often the catalog is looked at.
-const POLL: Duration = Duration::from_millis(200);
 
 /// Runs until the process ends.
 pub async fn run(engine: Arc<Engine>) {
     let notifier = Notifier::new(engine.clone());
+    let mut changes = engine.catalog().changes();
     let mut last: Option<Arc<Catalog>> = None;
     loop {
         let current = engine.catalog().load_full();
@@ -27,7 +24,7 @@ pub async fn run(engine: Arc<Engine>) {
             changed(&engine, &notifier, last.as_deref(), &current).await;
             last = Some(current);
         }
-        tokio::time::sleep(POLL).await;
+        changes.changed().await;
     }
 }
 

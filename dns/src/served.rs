@@ -2,7 +2,7 @@
 //! a re-signing, a transfer from a primary) and the per-zone settings (replaced whole by a
 //! reload). Every request reads the current value without a lock ([`ArcSwap`]); whoever must
 //! act on a change (the journal and NOTIFY side, the secondary zones' supervisor) waits for
-//! one ([`Served::changed`]) instead of looking again and again, so an idle server sleeps.
+//! one ([`Changes::changed`]) instead of looking again and again, so an idle server sleeps.
 //! Storing is the only way to replace the value and it always announces it: no writer has to
 //! remember to tell anyone.
 

@@ -1,8 +1,9 @@
 //! Notices every new catalog, whoever stored it — a reload, a re-signing, a transfer from our
-//! primary: every store is announced ([`crate::served`]), and between two it sleeps (no
-//! writer has to remember to call anything, and an idle server does not wake). For each zone whose serial
-//! changed it records the difference in the zone's journal (for IXFR) and sends the zone's
-//! NOTIFYs; at start, every zone with `notify` targets is announced once, as BIND and Knot do.
+//! primary: every store is announced ([`crate::served`]), and between two it sleeps (no writer
+//! has to remember to call anything, and an idle server does not wake). For each zone whose
+//! serial changed it records the difference in the zone's journal (for IXFR) and sends the
+//! zone's NOTIFYs; at start, every zone with `notify` targets is announced once, as BIND and
+//! Knot do.
 
 use crate::catalog::Catalog;
 use crate::query::Engine;

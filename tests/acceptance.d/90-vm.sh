@@ -463,9 +463,10 @@ EOF
   # 300 s; CMD runs once 10 answers came, and the load goes on for 20 answers after CMD returned
   # (CMD waits for what it changed, e.g. the old process gone): a load that ended before that
   # fails the check, as it did not cover the whole change. One line per request
-  # in $reload_log, "STATUS exit CODE: ERROR | FIRST LINE OF THE BODY" (dig: "dig exit CODE RCODE
+  # in $reload_log, "STATUS exit CODE: ERROR | START OF THE BODY'S TEXT" (dig: "dig exit CODE RCODE
   # ANSWER"); a line is good when it matches the ERE $load_good (default: 200 and curl's exit 0; dns:
-  # NOERROR with 8.8.8.8). Prints "LABEL: F failed / N total" and the failures by kind (the
+  # NOERROR with 8.8.8.8). Prints "LABEL: F failed / N total" and the failures by kind with their
+  # bodies, and when any failed the onebox units' and MariaDB's warnings since the load began (the
   # figure also goes to .onebox/vm/under-load.log); sets load_failed and load_total; returns CMD's
   # status, or 1 when the load ended before 20 answers after CMD.
   load_client() {
@@ -481,16 +482,19 @@ EOF
       else
         # With a Cookie: past the edge's page cache, so the app itself answers every request.
         out=$(https_ -H "$app_cookie" -w '\n%{http_code} exit %{exitcode}: %{errormsg}' "https://www.foobar.com:8443${load:-/}")
-        echo "$(tail -n 1 <<<"$out") | $(head -n 1 <<<"$out" | cut -c1-60)"
+        # The body's text without markup: an error page says whose it is (the edge's "the
+        # application is down", the app's "database is unavailable").
+        echo "$(tail -n 1 <<<"$out") | $(sed '$d' <<<"$out" | sed 's/<[^>]*>/ /g' | tr -s ' \n\t' ' ' | cut -c1-100)"
       fi >>"$reload_log"
     done
   }
   served() { (($(wc -l <"$reload_log") >= $1)); }
   under_load() {
-    local label=$1 good rc i mark clients=(); shift
+    local label=$1 good rc i mark since clients=(); shift
     good=${load_good:-'^200 exit 0: +\|'}
     [[ ${load:-/} == dns && -z ${load_good:-} ]] && good='^dig exit 0 NOERROR 8\.8\.8\.8$'
     rm -f "$reload_log" "$reload_log.stop"; : >"$reload_log"
+    since=$(vm_ssh date +%s) || return 1
     for ((i = 0; i < 4; i++)); do load_client & clients+=($!); done
     if ! within 60 served 10 >/dev/null; then
       touch "$reload_log.stop"; wait "${clients[@]}"; echo "$label: no load before the change"; return 1
@@ -503,7 +507,18 @@ EOF
     load_total=$(wc -l <"$reload_log") load_failed=$(grep -cvE "$good" "$reload_log")
     echo "$label: $load_failed failed / $load_total total"
     echo "$vm_firmware: $label: $load_failed failed / $load_total total" >>.onebox/vm/under-load.log
-    { grep -vE "$good" "$reload_log" || true; } | cut -d'|' -f1 | sort | uniq -c | sed 's/^/  /'
+    { grep -vE "$good" "$reload_log" || true; } | sort | uniq -c | sed 's/^/  /'
+    if ((load_failed > 0)); then
+      # By their text (the units log to stderr, which the journal files at priority info): the
+      # app pool's health changes, then the other warnings by kind, most frequent first.
+      local w
+      w=$(vm_ssh sudo journalctl -q --no-pager -o short-precise --since "@$since" -u 'onebox-*' -u mariadb |
+        grep -E ' (WARN|ERROR) |\[(Warning|ERROR)\]|becomes (un)?healthy')
+      echo "the units' warnings since the load began:"
+      grep -E 'becomes (un)?healthy' <<<"$w" | cut -c1-220
+      grep -vE 'becomes (un)?healthy' <<<"$w" | sed -E 's/^.*\]: //; s/^[0-9T:.-]+Z +//; s/request [0-9a-f]+/request …/' |
+        cut -c1-160 | sort | uniq -c | sort -rn | head -n 6
+    fi
     [[ $past == ok ]] || { echo "$label: the load did not go on past the change ($past, not 20)"; return 1; }
     return "$rc"
   }

@@ -443,15 +443,27 @@ async fn serve_metrics(
     Ok(())
 }
 
-/// `GET /healthz`: 200 `ok` when the database answers, 503 `database unavailable` otherwise;
-/// the reason goes to the log, never into the answer.
+/// `GET /healthz`: 200 `ok` when the database answers. When it does not, the answer is what a
+/// request would get: through the first `database_wait_secs` of the outage requests wait for the
+/// database, so the app is still up (200 `waiting for the database`: an edge's health check
+/// must not take it out of the pool during a MariaDB restart the requests ride out); past that,
+/// 503 `database unavailable`. The reason goes to the log, never into the answer.
 async fn healthz(State(state): State<AppState>) -> Response {
     match state.db.healthy().await {
         Ok(()) => (StatusCode::OK, "ok\n").into_response(),
-        Err(err) => {
-            tracing::warn!("health check: {err}");
-            (StatusCode::SERVICE_UNAVAILABLE, "database unavailable\n").into_response()
-        }
+        Err(err) => match state.db.wait_left() {
+            Some(left) => {
+                tracing::warn!(
+                    "health check: {err}; requests wait for it ({} s more)",
+                    left.as_secs_f32().ceil()
+                );
+                (StatusCode::OK, "waiting for the database\n").into_response()
+            }
+            None => {
+                tracing::warn!("health check: {err}");
+                (StatusCode::SERVICE_UNAVAILABLE, "database unavailable\n").into_response()
+            }
+        },
     }
 }
 

@@ -111,3 +111,86 @@ async fn a_frozen_database_is_503_too_and_recovers() {
     let home = first_200(&anon, &app, "/").await;
     assert!(home.text().await.unwrap().contains("Thawed"));
 }
+
+#[tokio::test]
+#[allow(clippy::await_holding_lock)] // Each test has a runtime (and a thread) of its own.
+async fn healthz_is_up_while_requests_wait_for_the_database_and_503_past_the_wait() {
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let mut server = PrivateMariadb::start();
+    let (_db, app) = app_with_admin_on(&server.url(), "database_wait_secs = 3").await;
+    let anon = client();
+    assert_eq!(text(anon.get(app.url("/healthz"))).await, "ok\n");
+
+    server.kill();
+    // The check's own failure starts the outage: requests would wait for the database now, so
+    // the app is up (an edge must not take it out of its pool for a restart).
+    let r = send(anon.get(app.url("/healthz"))).await;
+    let started = Instant::now();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.text().await.unwrap(), "waiting for the database\n");
+    let log = app.stderr();
+    assert!(log.contains("requests wait for it"), "{log}");
+
+    // Past database_wait_secs requests answer 503 at once, and so does the health check.
+    tokio::time::sleep(Duration::from_millis(3500).saturating_sub(started.elapsed())).await;
+    let r = send(anon.get(app.url("/healthz"))).await;
+    assert_eq!(r.status(), 503);
+    assert_eq!(r.text().await.unwrap(), "database unavailable\n");
+    assert_eq!(status(anon.get(app.url("/"))).await, 503);
+
+    server.resume();
+    let r = first_200(&anon, &app, "/healthz").await;
+    assert_eq!(r.text().await.unwrap(), "ok\n");
+}
+
+/// A database outage shorter than `database_wait_secs`, through the real onebox-edge, whose
+/// health check (every second; three failures in a row take the app out of its pool) sees all
+/// of it: a request every 250 ms, each on its own connection, none fails.
+#[tokio::test(flavor = "multi_thread")]
+#[allow(clippy::await_holding_lock)] // The lock only orders the tests with a private mariadbd.
+async fn through_the_edge_an_outage_the_requests_wait_out_fails_none() {
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let mut server = PrivateMariadb::start();
+    let (_db, app) = app_with_admin_on(&server.url(), "database_wait_secs = 30").await;
+    let edge = common::edge::Edge::start(&app);
+    // A cookie takes each request past the edge's page cache to the app; curl waits up to 60 s.
+    let args = ["--max-time", "60", "-H", "Cookie: onebox-test=uncached"];
+    let tick = Duration::from_millis(250);
+    let answers = std::thread::scope(|s| {
+        let mut requests = Vec::new();
+        let load_for = |how_long: Duration, requests: &mut Vec<_>| {
+            let until = Instant::now() + how_long;
+            while Instant::now() < until {
+                requests.push(s.spawn(|| edge.curl("/", &args)));
+                std::thread::sleep(tick);
+            }
+        };
+        load_for(Duration::from_secs(2), &mut requests);
+        server.kill();
+        load_for(Duration::from_secs(5), &mut requests);
+        server.resume();
+        load_for(Duration::from_secs(2), &mut requests);
+        requests
+            .into_iter()
+            .map(|r| r.join().unwrap())
+            .collect::<Vec<_>>()
+    });
+    let log = app.stderr();
+    // The edge's checks reached the app during the outage (five seconds: five checks or so).
+    assert!(
+        log.matches("health check: ").count() >= 3,
+        "the health checks did not see the outage:\n{log}"
+    );
+    let failed: Vec<_> = answers
+        .iter()
+        .filter(|a| a.status != 200)
+        .map(|a| format!("{} {}", a.status, a.body.lines().next().unwrap_or("")))
+        .collect();
+    assert!(
+        failed.is_empty(),
+        "{} of {} requests failed: {failed:?}\n{}\n{log}",
+        failed.len(),
+        answers.len(),
+        edge.log()
+    );
+}

@@ -3,6 +3,8 @@
 //! tests that take the database away (servers and processes from the test kit, onebox-testkit).
 #![allow(dead_code, clippy::unwrap_used, clippy::panic)]
 
+pub mod edge;
+
 use mysql_async::prelude::Queryable;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};

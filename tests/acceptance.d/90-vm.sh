@@ -484,7 +484,7 @@ EOF
         out=$(https_ -H "$app_cookie" -w '\n%{http_code} exit %{exitcode}: %{errormsg}' "https://www.foobar.com:8443${load:-/}")
         # The body's text without markup: an error page says whose it is (the edge's "the
         # application is down", the app's "database is unavailable").
-        echo "$(tail -n 1 <<<"$out") | $(sed '$d' <<<"$out" | sed 's/<[^>]*>/ /g' | tr -s ' \n\t' ' ' | cut -c1-100)"
+        echo "$(tail -n 1 <<<"$out") | $(sed '$d' <<<"$out" | sed 's/<[^>]*>/ /g' | tr -s ' \n\t' ' ' | sed 's/^ //; s/ $//' | cut -c1-100)"
       fi >>"$reload_log"
     done
   }
@@ -514,10 +514,14 @@ EOF
       local w
       w=$(vm_ssh sudo journalctl -q --no-pager -o short-precise --since "@$since" -u 'onebox-*' -u mariadb |
         grep -E ' (WARN|ERROR) |\[(Warning|ERROR)\]|becomes (un)?healthy')
-      echo "the units' warnings since the load began:"
-      grep -E 'becomes (un)?healthy' <<<"$w" | cut -c1-220
-      grep -vE 'becomes (un)?healthy' <<<"$w" | sed -E 's/^.*\]: //; s/^[0-9T:.-]+Z +//; s/request [0-9a-f]+/request …/' |
-        cut -c1-160 | sort | uniq -c | sort -rn | head -n 6
+      if [[ -z $w ]]; then
+        echo "the units' warnings since the load began: none"
+      else
+        echo "the units' warnings since the load began:"
+        grep -E 'becomes (un)?healthy' <<<"$w" | cut -c1-220
+        grep -vE 'becomes (un)?healthy' <<<"$w" | sed -E 's/^.*\]: //; s/^[0-9T:.-]+Z +//; s/request [0-9a-f]+/request …/' |
+          cut -c1-160 | sort | uniq -c | sort -rn | head -n 6
+      fi
     fi
     [[ $past == ok ]] || { echo "$label: the load did not go on past the change ($past, not 20)"; return 1; }
     return "$rc"
@@ -971,10 +975,13 @@ EOF
     ((load_failed == 0 && load_total >= 20)) && [[ $version == 5 ]] &&
       grep -q '^expand_test_note' <<<"$columns" && grep -qx 'expand_test' <<<"$columns" && app_200
   }
-  mariadb_restarted() { # the figure is reported, not asserted; the site is back afterwards
+  # The requests wait for the database through the restart ([app] database_wait_secs, 10 s), and
+  # /healthz says so meanwhile (200 "waiting for the database"): the edge's health check keeps the
+  # app in its pool. When it said 503, a restart longer than three checks cost 35 of 176 (503).
+  mariadb_restarted() {
     mariadb_restart() { vm_ssh sudo systemctl restart mariadb; }
     under_load "mariadb restart (systemctl restart mariadb)" mariadb_restart || return 1
-    within 60 app_200
+    ((load_failed == 0 && load_total >= 20)) && within 60 app_200
   }
 
   if [[ $vm_firmware == "$ops_firmware" ]] && built edge && built app; then
@@ -988,7 +995,7 @@ EOF
     check "maintenance: systemctl reload onebox-dns under a dig load (TCP): 0 failed" dns_reloaded
     check "maintenance: onebox publish and --rollback under load: 0 failed, each answer old or new" published
     check "maintenance: app reload with an expand-only migration under load: 0 failed, schema migrated" migrated
-    check "maintenance: systemctl restart mariadb under load: failed/total reported, site back" mariadb_restarted
+    check "maintenance: systemctl restart mariadb under load: 0 failed (the requests wait for it), site back" mariadb_restarted
   elif [[ $vm_firmware != "$ops_firmware" ]]; then
     echo "skip $target: backup, restore and maintenance checks run in the $ops_firmware boot only"
   else skip "backup, restore, maintenance" "onebox-edge and onebox-app"; fi

@@ -7,7 +7,7 @@
 //! (per connection), [`header_deadline`] (slowloris and oversized HTTP/1 headers), [`tls`] (the
 //! HTTPS listener and certificate choice), [`acme`] (ordering and storing certificates),
 //! [`page_cache`] (the app's pages in pingora's cache) and [`page_store`] (its storage),
-//! [`metrics`].
+//! [`metrics`], [`logging`].
 
 pub mod acme;
 pub mod acme_account;
@@ -19,6 +19,7 @@ pub mod file_cache;
 pub mod header_deadline;
 pub mod keepalive;
 pub mod limits;
+pub mod logging;
 pub mod memory;
 pub mod metrics;
 pub mod page_cache;
@@ -87,13 +88,7 @@ pub fn main() -> std::process::ExitCode {
     let _ = rustls::crypto::CryptoProvider::install_default(
         rustls::crypto::aws_lc_rs::default_provider(),
     );
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .init();
+    logging::init();
     if let Err(e) = thp {
         tracing::warn!(
             "transparent huge pages stay allowed for the edge (prctl PR_SET_THP_DISABLE: {e}): idle connections cost more memory"

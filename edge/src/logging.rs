@@ -2,7 +2,7 @@
 //! pingora's own `log` records bridged in — less the ones that report nothing wrong.
 
 use tracing::{Level, Metadata, Subscriber};
-use tracing_subscriber::filter::{EnvFilter, FilterExt, filter_fn};
+use tracing_subscriber::filter::{EnvFilter, FilterExt, LevelFilter, filter_fn};
 use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::prelude::*;
 
@@ -27,7 +27,13 @@ where
     let layer = tracing_subscriber::fmt::layer()
         .with_writer(writer)
         .with_ansi(ansi)
-        .with_filter(filter.and(filter_fn(|meta| !reports_nothing_wrong(meta))));
+        // The hint keeps `filter`'s maximum level the subscriber's (an `and` with no hint has
+        // none): below it, `tracing` callsites and `log` records (the `log` crate's maximum
+        // level is set from it) are skipped before any filter runs, as pingora's many `debug!`
+        // on the request path must be.
+        .with_filter(filter.and(
+            filter_fn(|meta| !reports_nothing_wrong(meta)).with_max_level_hint(LevelFilter::TRACE),
+        ));
     tracing_subscriber::registry().with(layer)
 }
 
@@ -74,6 +80,8 @@ mod tests {
         let _ = tracing_log::LogTracer::init();
         let buffer = Buffer::default();
         let subscriber = subscriber(buffer.clone(), false, EnvFilter::new("info"));
+        // What `init` sets the `log` crate's maximum level from: `info`, not "everything".
+        assert_eq!(subscriber.max_level_hint(), Some(LevelFilter::INFO));
         tracing::subscriber::with_default(subscriber, || {
             log::error!(target: "pingora_core::connectors", "failed to acquire reusable stream");
             log::warn!(target: "pingora_core::connectors", "Unexpected data read in idle connection");

@@ -26,13 +26,8 @@ pub struct Edge {
 }
 
 impl Edge {
-    /// The edge with its app pool's health checked every second.
+    /// The edge, its app pool's health checked every second; returns once it reaches the app.
     pub fn start(app: &App) -> Edge {
-        Edge::start_with(app, "health_interval_secs = 1")
-    }
-
-    /// The edge with `upstream_extra` lines in its `[edge.upstream]` section.
-    pub fn start_with(app: &App, upstream_extra: &str) -> Edge {
         let dir = TempDir::new("edge");
         let (http, https, metrics) = (
             onebox_testkit::free_port(),
@@ -48,7 +43,7 @@ impl Edge {
                 "[site]\ndomain = \"foobar.com\"\n\n[edge]\nhttp_listen = \"127.0.0.1:{http}\"\n\
                  https_listen = \"127.0.0.1:{https}\"\nmetrics_listen = \"127.0.0.1:{metrics}\"\n\
                  web_root = \"{}\"\nstate_dir = \"{}\"\nthreads = 1\n\n[edge.acme]\nca = \"off\"\n\n\
-                 [edge.upstream]\nservers = [\"{upstream}\"]\n{upstream_extra}\n",
+                 [edge.upstream]\nservers = [\"{upstream}\"]\nhealth_interval_secs = 1\n",
                 dir.0.join("www").display(),
                 dir.0.join("state").display()
             ),
@@ -115,6 +110,7 @@ impl Edge {
         self.curl(path, &all)
     }
 
+    /// The value of metric `name` on the edge's metrics listener (the test fails without it).
     pub fn metric(&self, name: &str) -> f64 {
         let out = Command::new("curl")
             .args(["-sS", "--max-time", "5"])

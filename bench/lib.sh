@@ -188,6 +188,64 @@ bench_contention() {
       cpus, 100 * own / total, 100 * other / total, 100 * steal / total, 100 * idle / total }'
 }
 
+# CPU caps, for runs that must be bound by the server rather than the load generator: each
+# server in a cgroup of its own (cgroup v2's cpu.max, or the v1 cpu controller's CFS quota) whose
+# CPU time can be capped for a run, to a share of the servers' CPUs over 10 ms periods.
+#   bench_cap_init              BENCH_CAP_OK=1, or 0 with the reason in BENCH_CAP_WHY
+#   bench_cap_add NAME          moves every process of NAME's session into NAME's cgroup
+#   bench_cap_set NAME PERCENT  caps NAME at PERCENT of the servers' CPUs; "max" lifts the cap
+# bench_cleanup removes the cgroups once their processes are gone.
+declare -gA BENCH_CAP=()
+BENCH_CAP_OK=0 BENCH_CAP_V="" BENCH_CAP_BASE="" BENCH_CAP_WHY=""
+BENCH_CAP_PERIOD=10000 # µs
+bench_cap_init() {
+  if [[ -f /sys/fs/cgroup/cgroup.controllers ]]; then
+    BENCH_CAP_V=2 BENCH_CAP_BASE=/sys/fs/cgroup
+    if ! grep -qw cpu "$BENCH_CAP_BASE/cgroup.controllers"; then
+      BENCH_CAP_WHY="cgroup v2 without the cpu controller"
+      return 0
+    fi
+    if ! grep -qw cpu "$BENCH_CAP_BASE/cgroup.subtree_control" &&
+      ! echo +cpu 2>/dev/null >"$BENCH_CAP_BASE/cgroup.subtree_control"; then
+      BENCH_CAP_WHY="cannot enable the cpu controller in $BENCH_CAP_BASE/cgroup.subtree_control"
+      return 0
+    fi
+  else
+    BENCH_CAP_V=1
+    # The v1 hierarchy whose options name the cpu controller (/proc/self/mountinfo: the fields
+    # after " - " are the type, the source and the options).
+    BENCH_CAP_BASE=$(awk '{ for (i = 1; i <= NF && $i != "-"; i++); if ($(i + 1) == "cgroup" && $(i + 3) ~ /(^|,)cpu(,|$)/) { print $5; exit } }' /proc/self/mountinfo)
+    if [[ -z $BENCH_CAP_BASE ]]; then
+      BENCH_CAP_WHY="no cgroup v2 and no v1 hierarchy with the cpu controller mounted"
+      return 0
+    fi
+  fi
+  local probe=$BENCH_CAP_BASE/onebox-bench.$$.probe
+  if ! mkdir "$probe" 2>/dev/null; then
+    BENCH_CAP_WHY="cannot create a cgroup in $BENCH_CAP_BASE (not root, or a read-only cgroup file system)"
+    return 0
+  fi
+  rmdir "$probe"
+  BENCH_CAP_OK=1
+}
+bench_cap_add() {
+  local dir=$BENCH_CAP_BASE/onebox-bench.$$.$1 pid
+  mkdir "$dir"
+  BENCH_CAP[$1]=$dir
+  for pid in $(bench_pids "$1"); do echo "$pid" >"$dir/cgroup.procs"; done
+}
+bench_cap_set() {
+  local dir=${BENCH_CAP[$1]} quota=max
+  [[ $2 == max ]] || quota=$((BENCH_CAP_PERIOD * BENCH_NSERVER * $2 / 100))
+  if [[ $BENCH_CAP_V == 2 ]]; then
+    echo "$quota $BENCH_CAP_PERIOD" >"$dir/cpu.max"
+  else
+    [[ $quota != max ]] || quota=-1
+    echo "$BENCH_CAP_PERIOD" >"$dir/cpu.cfs_period_us"
+    echo "$quota" >"$dir/cpu.cfs_quota_us"
+  fi
+}
+
 # bench_rss_kib NAME: the resident memory of every process of NAME's session, summed (KiB).
 bench_rss_kib() {
   local pid total=0 kib
@@ -275,5 +333,7 @@ bench_cleanup() {
   sleep 0.1
   for sid in "${BENCH_SIDS[@]}"; do left+=$(bench_sid_pids "$sid" | tr '\n' ' '); done
   [[ -z ${left// /} ]] || echo "bench: processes left running: $left" >&2
+  local dir
+  for dir in "${BENCH_CAP[@]}"; do rmdir "$dir" 2>/dev/null || echo "bench: cgroup $dir is left (processes in it)" >&2; done
   return 0
 }

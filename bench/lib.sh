@@ -198,6 +198,7 @@ bench_contention() {
 declare -gA BENCH_CAP=()
 BENCH_CAP_OK=0 BENCH_CAP_V="" BENCH_CAP_BASE="" BENCH_CAP_WHY=""
 BENCH_CAP_PERIOD=10000 # µs
+# shellcheck disable=SC2034 # BENCH_CAP_OK and BENCH_CAP_WHY are the caller's to read
 bench_cap_init() {
   if [[ -f /sys/fs/cgroup/cgroup.controllers ]]; then
     BENCH_CAP_V=2 BENCH_CAP_BASE=/sys/fs/cgroup

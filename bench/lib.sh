@@ -191,14 +191,17 @@ bench_contention() {
 # CPU caps, for runs that must be bound by the server rather than the load generator: each
 # server in a cgroup of its own (cgroup v2's cpu.max, or the v1 cpu controller's CFS quota) whose
 # CPU time can be capped for a run, to a share of the servers' CPUs over 10 ms periods.
-#   bench_cap_init              BENCH_CAP_OK=1, or 0 with the reason in BENCH_CAP_WHY
-#   bench_cap_add NAME          moves every process of NAME's session into NAME's cgroup
+#   bench_cap_start ME NAMED PERCENT SERVER...  a cgroup for each SERVER, uncapped, and a line
+#                 saying so; where cgroups cannot be made, exits if NAMED is 1 (WORKLOADS asked
+#                 for capped runs), else says the capped runs are skipped and returns 1
 #   bench_cap_set NAME PERCENT  caps NAME at PERCENT of the servers' CPUs; "max" lifts the cap
+#   bench_cap_used TICKS SECONDS PERCENT  the CPU time TICKS over SECONDS as a share (in percent)
+#                 of a cap of PERCENT: near 100 when the cap bound the server
+# (bench_cap_init and bench_cap_add are bench_cap_start's steps.)
 # bench_cleanup removes the cgroups once their processes are gone.
 declare -gA BENCH_CAP=()
 BENCH_CAP_OK=0 BENCH_CAP_V="" BENCH_CAP_BASE="" BENCH_CAP_WHY=""
 BENCH_CAP_PERIOD=10000 # µs
-# shellcheck disable=SC2034 # BENCH_CAP_OK and BENCH_CAP_WHY are the caller's to read
 bench_cap_init() {
   if [[ -f /sys/fs/cgroup/cgroup.controllers ]]; then
     BENCH_CAP_V=2 BENCH_CAP_BASE=/sys/fs/cgroup
@@ -234,6 +237,25 @@ bench_cap_add() {
   mkdir "$dir"
   BENCH_CAP[$1]=$dir
   for pid in $(bench_pids "$1"); do echo "$pid" >"$dir/cgroup.procs"; done
+}
+bench_cap_start() {
+  local me=$1 named=$2 percent=$3 s
+  shift 3
+  bench_cap_init
+  if ((BENCH_CAP_OK)); then
+    for s in "$@"; do bench_cap_add "$s"; done
+    echo "capped runs: each server in a cgroup of its own (cgroup v$BENCH_CAP_V under $BENCH_CAP_BASE), capped at $percent% of CPU(s) $BENCH_SERVER_CPUS for those runs only"
+    return 0
+  fi
+  if ((named)); then
+    echo "$me: WORKLOADS names capped runs, which need a cgroup: $BENCH_CAP_WHY" >&2
+    exit 1
+  fi
+  echo "capped runs skipped: they need a cgroup: $BENCH_CAP_WHY"
+  return 1
+}
+bench_cap_used() {
+  awk -v t="$1" -v hz="$BENCH_TCK" -v d="$2" -v n="$BENCH_NSERVER" -v c="$3" 'BEGIN { printf "%.0f", 100 * t / hz / (d * n * c / 100) }'
 }
 bench_cap_set() {
   local dir=${BENCH_CAP[$1]} quota=max

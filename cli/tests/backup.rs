@@ -6,7 +6,7 @@ mod common;
 use common::site::{Site, fastrand_name, ok};
 use common::{onebox, text};
 
-use onebox_testkit::{MariaDb, Pebble, free_port, wait_until};
+use onebox_testkit::{MariaDb, Pebble, free_port, try_wait_until, wait_until};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -149,11 +149,24 @@ fn a_fresh_box_restores_the_same_site() {
         !site.dig(&["+dnssec", "example.test", "DNSKEY"]).is_empty()
     });
     let dnskey = site.dig(&["example.test", "DNSKEY"]);
-    wait_until(60, "the certificate from pebble", || {
-        site.status()["certificate"]["ok"]["issuer"]
-            .as_str()
-            .is_some_and(|i| i.contains("Pebble"))
-    });
+    // Generous: on a 2-core CI machine a booted VM and the other tests share the CPUs.
+    let issued = try_wait_until(
+        Duration::from_secs(150),
+        "the certificate from pebble",
+        || {
+            site.status()["certificate"]["ok"]["issuer"]
+                .as_str()
+                .is_some_and(|i| i.contains("Pebble"))
+        },
+    );
+    if let Err(e) = issued {
+        panic!(
+            "{e}; status: {}\nedge log:\n{}\npebble log:\n{}",
+            site.status(),
+            edge.log_tail(),
+            pebble.log_text()
+        );
+    }
     let certificate = site.status()["certificate"]["ok"].clone();
     let mut api = None;
     wait_until(30, "the app", || {

@@ -39,15 +39,18 @@ fn issue_and_reuse(challenge: &str) {
     let root = pebble.root();
     // Before issuance the self-signed stand-in is served: HTTPS works, but does not verify.
     // (Issuance can be quick, so only the eventual state is asserted.)
-    wait_until(
-        90,
-        &format!(
-            "a pebble-issued certificate ({challenge}); edge log:\n{}\npebble log:\n{}",
-            edge.log_text(),
-            pebble.log_text()
-        ),
+    let issued = onebox_testkit::try_wait_until(
+        Duration::from_secs(90),
+        &format!("a pebble-issued certificate ({challenge})"),
         || verifies(&site, &root),
     );
+    if let Err(e) = issued {
+        panic!(
+            "{e}; edge log:\n{}\npebble log:\n{}",
+            edge.log_text(),
+            pebble.log_text()
+        );
+    }
     // The validation really went through the edge's own listener for this challenge type.
     let expected = if challenge == "http-01" {
         "answered an ACME HTTP-01 validation"

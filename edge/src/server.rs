@@ -287,14 +287,22 @@ pub fn h2_header_list_limit(max_header_bytes: usize, max_headers: usize) -> u32 
         .min(u32::MAX as usize) as u32
 }
 
+/// How long an HTTP/2 connection waits idle (no stream open) before the h2 layer gives its
+/// read and write buffers back (`third_party/h2`, PATCHES.md there): about 8 KiB of resident
+/// memory a connection. Not at once: a busy client's connection goes idle between its batches
+/// of requests, and making the buffers again for each batch cost more CPU than it saved.
+pub const H2_IDLE_BUFFERS_RELEASE: Duration = Duration::from_secs(1);
+
 /// HTTP/2 settings of the HTTPS listener: pingora's bounded defaults (100 streams) with the
-/// header-list limit, and at most 64 KiB of response buffered per stream (h2's default, 400
+/// header-list limit, at most 64 KiB of response buffered per stream (h2's default, 400
 /// KiB, let a client that opens 100 streams and reads nothing hold 40 MB of the edge's memory
-/// per connection).
+/// per connection), and the buffers of a connection idle for [`H2_IDLE_BUFFERS_RELEASE`]
+/// given back.
 fn h2_options(config: &Config) -> H2Options {
     let limits = &config.edge.limits;
     let mut options = default_h2_options();
     options.max_send_buffer_size(64 * 1024);
+    options.idle_buffers_release(H2_IDLE_BUFFERS_RELEASE);
     options.max_header_list_size(h2_header_list_limit(
         limits.max_header_bytes.as_usize(),
         limits.max_headers.as_usize(),

@@ -127,6 +127,11 @@ pub struct Cached {
     pub ok_header: ResponseHeader,
     /// The complete `304` header of a conditional request it satisfies.
     pub not_modified: ResponseHeader,
+    /// `ok_header` as an HTTP/1.1 response sends it, status line included, up to the
+    /// per-response headers ([`PER_RESPONSE`]), for [`crate::fast_path`].
+    pub ok_wire: Option<Bytes>,
+    /// `not_modified` the same way.
+    pub not_modified_wire: Option<Bytes>,
 }
 
 /// A sibling as the entry remembers it.
@@ -262,6 +267,8 @@ impl FileCache {
             let mut cached = read(path, stat_path, encoding, content_type.clone())?;
             cached.ok_header = self.ok_header(&cached, varies)?;
             cached.not_modified = self.not_modified(&cached, varies)?;
+            cached.ok_wire = h1_wire(&cached.ok_header);
+            cached.not_modified_wire = h1_wire(&cached.not_modified);
             Some(Arc::new(cached))
         };
         let main = load(file, stat_path.clone(), None)?;
@@ -413,5 +420,31 @@ fn read(
         content_type: content_type.clone(),
         ok_header: ResponseHeader::build(200, None).ok()?,
         not_modified: ResponseHeader::build(304, None).ok()?,
+        ok_wire: None,
+        not_modified_wire: None,
     })
+}
+
+/// A prebuilt header as pingora's HTTP/1.1 writer sends it (status line, then each header in
+/// order with its case), without the per-response headers at its end ([`PER_RESPONSE`]) and
+/// the blank line: what [`crate::fast_path`] sends before its own values of those. `None` if
+/// the header does not end with their placeholders.
+fn h1_wire(header: &ResponseHeader) -> Option<Bytes> {
+    let mut wire = bytes::BytesMut::with_capacity(512);
+    wire.extend_from_slice(b"HTTP/1.1 ");
+    wire.extend_from_slice(header.status.as_str().as_bytes());
+    wire.extend_from_slice(b" ");
+    wire.extend_from_slice(header.get_reason_phrase()?.as_bytes());
+    wire.extend_from_slice(b"\r\n");
+    header.header_to_h1_wire(&mut wire);
+    let mut suffix = Vec::new();
+    for (name, value) in PER_RESPONSE {
+        suffix.extend_from_slice(format!("{name}: {value}\r\n").as_bytes());
+    }
+    let keep = wire.len().checked_sub(suffix.len())?;
+    if wire[keep..] != suffix[..] || header.version != http::Version::HTTP_11 {
+        return None;
+    }
+    wire.truncate(keep);
+    Some(wire.freeze())
 }

@@ -392,7 +392,7 @@ impl<A: HttpServerApp + Send + Sync + 'static> ServerApp for Guarded<A> {
             return None;
         };
         let stream: Stream = Box::new(HeaderDeadline::new(*l4, self.limit, true, self.max_bytes));
-        crate::keepalive::serve_http1(&self.app, stream, shutdown, self.keepalive).await
+        crate::keepalive::serve_http1(&self.app, stream, shutdown, self.keepalive, None).await
     }
 
     async fn cleanup(&self) {

@@ -12,13 +12,23 @@
 //! does it make the session, and hands pingora that byte as the start of the request (the
 //! session's pipelined prefix, in a buffer of pingora's usual 4 KiB), which pingora parses as
 //! if it had read it.
+//!
+//! On the HTTPS listener the loop first adds what else the stream has at once (nearly always
+//! the rest of the request's head, which TLS decrypted with its first byte) and offers a
+//! complete head to the HTTP/1.1 fast path ([`crate::fast_path`]): a request it answers never
+//! becomes a pingora session; one it leaves goes to pingora with those bytes as its prefix.
+//! The loop counts the requests of the connection itself, so that pingora's limit of requests
+//! per connection (`keepalive_request_limit`) covers both.
 
+use crate::fast_path::{FastPath, Outcome};
 use bytes::{BufMut, BytesMut};
 use pingora::apps::{HttpPersistentSettings, HttpServerApp};
 use pingora::protocols::Stream;
 use pingora::protocols::http::ServerSession;
 use pingora::server::ShutdownWatch;
+use std::future::Future;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 use tokio::io::AsyncReadExt;
 
@@ -34,42 +44,77 @@ const HEADER_BUFFER: usize = 4096;
 /// What pingora's loop does to each session is done here in the same way: the first one is
 /// kept alive unless the server is shutting down and gets the app's request limit per
 /// connection (`keepalive_request_limit`), each later one the settings the previous one left
-/// (`HttpPersistentSettings`: keep-alive, requests left). The edge does not turn on HTTP/1
-/// pipelining, so those settings carry no bytes of a next request: what a client sends ahead
-/// stays in the stream (or in TLS) and is read here.
+/// (`HttpPersistentSettings`: keep-alive), and each the requests left by the count of
+/// requests served so far, fast path included. The edge does not turn on HTTP/1 pipelining,
+/// so those settings carry no bytes of a next request: what a client sends ahead stays in the
+/// stream (or in TLS) and is read here. With `fast` (HTTPS), a complete head is offered to it
+/// first; not on a connection's last allowed request, nor while shutting down.
 pub async fn serve_http1<A>(
     app: &Arc<A>,
     mut stream: Stream,
     shutdown: &ShutdownWatch,
     keepalive: Duration,
+    fast: Option<&FastPath>,
 ) -> Option<Stream>
 where
     A: HttpServerApp + Send + Sync + 'static,
 {
-    // `None` before the first request; then what the last one left, if anything.
-    let mut settings: Option<Option<HttpPersistentSettings>> = None;
+    let limit = app
+        .server_options()
+        .and_then(|options| options.keepalive_request_limit);
+    // What the last session pingora served left, if any (kept over requests the fast path
+    // answers, for the next session pingora serves).
+    let mut settings: Option<HttpPersistentSettings> = None;
+    // Requests served on this connection so far.
+    let mut served: u32 = 0;
     loop {
         let first = first_byte(&mut stream, keepalive, shutdown).await?;
-        let mut session = ServerSession::new_http1(stream);
-        match settings.take() {
-            None => {
-                session.set_keepalive(if *shutdown.borrow() { None } else { Some(60) });
-                session.set_keepalive_reuses_remaining(
-                    app.server_options()
-                        .and_then(|options| options.keepalive_request_limit),
-                );
-            }
-            Some(Some(left)) => left.apply_to_session(&mut session),
-            Some(None) => {}
-        }
         let mut prefix = BytesMut::with_capacity(HEADER_BUFFER);
         prefix.put_u8(first);
+        // As pingora counts them: the first session may be reused `limit` times, each later
+        // one a time less; one with none left is not kept alive.
+        let reuses_left = limit.map(|limit| limit.saturating_sub(served));
+        if let Some(fast) = fast {
+            read_available(&mut stream, &mut prefix).await?;
+            if prefix.ends_with(b"\r\n\r\n") {
+                let last = reuses_left == Some(0) || *shutdown.borrow();
+                match fast.answer(&mut stream, &prefix, last).await {
+                    Outcome::Answered => {
+                        served = served.saturating_add(1);
+                        continue;
+                    }
+                    Outcome::Failed => return None,
+                    Outcome::NotHandled => {}
+                }
+            }
+        }
+        let mut session = ServerSession::new_http1(stream);
+        match settings.take() {
+            Some(left) => left.apply_to_session(&mut session),
+            None => session.set_keepalive(if *shutdown.borrow() { None } else { Some(60) }),
+        }
+        session.set_keepalive_reuses_remaining(reuses_left);
         session.set_pipelined_prefix(prefix);
         let reused = app.process_new_http(session, shutdown).await?;
+        served = served.saturating_add(1);
         let (next, next_settings) = reused.consume();
         stream = next;
-        settings = Some(next_settings);
+        settings = next_settings;
     }
+}
+
+/// Adds to `buf` what the stream has at once (what TLS has already decrypted, or the socket
+/// holds), without waiting: the rest of a request whose first byte just came is nearly always
+/// there. `None` if the read failed (the connection is done: a header over its size limit has
+/// been answered by [`crate::header_deadline`]).
+async fn read_available(stream: &mut Stream, buf: &mut BytesMut) -> Option<()> {
+    let mut read = std::pin::pin!(stream.read_buf(buf));
+    let got = std::future::poll_fn(|cx| match read.as_mut().poll(cx) {
+        Poll::Ready(r) => Poll::Ready(r.map(|_| ())),
+        Poll::Pending => Poll::Ready(Ok(())),
+    })
+    .await;
+    got.ok()
 }
 
 /// The next request's first byte, or `None` if the client closed the connection, it failed,

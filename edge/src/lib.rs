@@ -15,6 +15,7 @@ pub mod config;
 pub mod connections;
 pub mod daemon;
 pub mod error;
+pub mod fast_path;
 pub mod file_cache;
 pub mod header_deadline;
 pub mod keepalive;

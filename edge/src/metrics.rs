@@ -44,6 +44,8 @@ pub struct Metrics {
     pub static_responses: Counter,
     /// Of those, the ones answered from the small-file cache ([`crate::file_cache`]).
     pub static_cache_hits: Counter,
+    /// Of those, the ones answered by the HTTP/1.1 fast path ([`crate::fast_path`]).
+    pub static_fast_path: Counter,
     /// Requests sent to the app upstream.
     pub proxied_requests: Counter,
     /// Requests that could not be proxied (no healthy upstream, connect or read failure).
@@ -101,6 +103,7 @@ impl Default for Metrics {
             by_class,
             static_responses: Counter::default(),
             static_cache_hits: Counter::default(),
+            static_fast_path: Counter::default(),
             proxied_requests: Counter::default(),
             upstream_errors: Counter::default(),
             page_cache_hits: Counter::default(),
@@ -173,6 +176,11 @@ impl Metrics {
             "static_cache_hits",
             "Static responses answered from the small-file cache",
             self.static_cache_hits.clone(),
+        );
+        r.register(
+            "static_fast_path",
+            "Of the small-file cache's answers, those sent by the HTTP/1.1 fast path, before pingora made a session",
+            self.static_fast_path.clone(),
         );
         r.register(
             "proxied_requests",

@@ -467,6 +467,54 @@ impl Edge {
     }
 }
 
+/// What the access log says of one request.
+pub struct AccessRecord<'a> {
+    /// The client's address.
+    pub client: Option<std::net::IpAddr>,
+    /// The site name it was for (empty before it was known).
+    pub host: &'a str,
+    /// Its method.
+    pub method: &'a str,
+    /// Its target as received.
+    pub uri: &'a str,
+    /// Its protocol version (`HTTP/1.1`).
+    pub version: &'a str,
+    /// The status sent (0: none).
+    pub status: u16,
+    /// Milliseconds from its start to its end.
+    pub ms: f64,
+    /// How it was answered.
+    pub kind: Kind,
+    /// Its request id.
+    pub id: &'a str,
+    /// Whether it came over HTTPS.
+    pub tls: bool,
+}
+
+/// One access log line in `format` (not [`AccessLog::Off`]), for the proxy's `logging` phase
+/// and [`crate::fast_path`] alike.
+pub fn access_log_line(format: AccessLog, r: &AccessRecord<'_>) -> String {
+    let client = r.client.map(ip_text).unwrap_or_default();
+    let (status, ms, version) = (r.status, r.ms, r.version);
+    match format {
+        AccessLog::Json => serde_json::json!({
+            "time": httpdate::fmt_http_date(std::time::SystemTime::now()),
+            "id": r.id, "client": client, "host": r.host, "method": r.method,
+            "uri": r.uri, "version": version, "status": status,
+            "ms": (ms * 1000.0).round() / 1000.0, "kind": r.kind.as_str(), "tls": r.tls,
+        })
+        .to_string(),
+        _ => format!(
+            "{client} {} \"{} {} {version}\" {status} {ms:.3}ms {} {}",
+            if r.host.is_empty() { "-" } else { r.host },
+            r.method,
+            r.uri,
+            r.kind.as_str(),
+            r.id
+        ),
+    }
+}
+
 /// The client's address: on the dual-stack `[::]` listener an IPv4 client's `::ffff:a.b.c.d`
 /// is its IPv4 address `a.b.c.d`.
 fn client_ip(session: &Session) -> Option<std::net::IpAddr> {
@@ -848,26 +896,23 @@ impl ProxyHttp for Edge {
             return;
         }
         let req = session.req_header();
-        let client = client_ip(session).map(ip_text).unwrap_or_default();
-        let ms = ctx.start.elapsed().as_secs_f64() * 1000.0;
+        let uri = req.uri.to_string();
         let version = format!("{:?}", req.version);
-        let line = match format {
-            AccessLog::Json => serde_json::json!({
-                "time": httpdate::fmt_http_date(std::time::SystemTime::now()),
-                "id": ctx.id(), "client": client, "host": ctx.host, "method": req.method.as_str(),
-                "uri": req.uri.to_string(), "version": version, "status": status,
-                "ms": (ms * 1000.0).round() / 1000.0, "kind": ctx.kind.as_str(), "tls": self.tls,
-            })
-            .to_string(),
-            _ => format!(
-                "{client} {} \"{} {} {version}\" {status} {ms:.3}ms {} {}",
-                if ctx.host.is_empty() { "-" } else { &ctx.host },
-                req.method,
-                req.uri,
-                ctx.kind.as_str(),
-                ctx.id()
-            ),
-        };
+        let line = access_log_line(
+            format,
+            &AccessRecord {
+                client: client_ip(session),
+                host: &ctx.host,
+                method: req.method.as_str(),
+                uri: &uri,
+                version: &version,
+                status,
+                ms: ctx.start.elapsed().as_secs_f64() * 1000.0,
+                kind: ctx.kind,
+                id: ctx.id(),
+                tls: self.tls,
+            },
+        );
         println!("{line}");
     }
 }

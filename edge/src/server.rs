@@ -174,6 +174,7 @@ pub fn run(
     );
     http.add_listener(listener(http_listen, DEFAULT_L4_WRITE_BUFFER_SIZE));
 
+    let fast_path = crate::fast_path::FastPath::new(shared.clone());
     let mut https_proxy =
         pingora::proxy::http_proxy(&server.configuration, Edge { shared, tls: true });
     https_proxy.server_options = Some(server_options(&config));
@@ -188,7 +189,8 @@ pub fn run(
                 max_header_bytes,
                 limits.keepalive_secs.secs(),
                 server.configuration.threads,
-            ),
+            )
+            .with_fast_path(fast_path),
             connections.clone(),
         ),
     );

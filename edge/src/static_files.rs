@@ -498,7 +498,7 @@ fn short(
 
 /// How two entity tags are compared (RFC 9110 §8.8.3.2).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Compare {
+pub enum Compare {
     /// Both strong and equal (`If-Match`, `If-Range`).
     Strong,
     /// Equal once any `W/` is dropped (`If-None-Match`).
@@ -507,7 +507,7 @@ enum Compare {
 
 /// Whether the `If-Match`/`If-None-Match`/`If-Range` value `list` (`*` or entity tags
 /// separated by commas) names `etag` (a strong tag of this server).
-fn etag_matches(list: &str, etag: &str, compare: Compare) -> bool {
+pub fn etag_matches(list: &str, etag: &str, compare: Compare) -> bool {
     let mut rest = list.trim();
     if rest == "*" {
         return true;

@@ -145,6 +145,8 @@ pub struct TlsApp<A> {
     /// Whether connections move to the I/O driver of the thread serving them
     /// ([`on_this_thread`]): with more than one worker thread.
     move_to_serving_thread: bool,
+    /// The HTTP/1.1 fast path for small files, if set ([`TlsApp::with_fast_path`]).
+    fast: Option<crate::fast_path::FastPath>,
 }
 
 impl<A> TlsApp<A> {
@@ -171,7 +173,15 @@ impl<A> TlsApp<A> {
             max_header_bytes,
             keepalive,
             move_to_serving_thread: threads > 1,
+            fast: None,
         }
+    }
+
+    /// Answers HTTP/1.1 requests for the small-file cache's files with `fast` first
+    /// ([`crate::fast_path`]).
+    pub fn with_fast_path(mut self, fast: crate::fast_path::FastPath) -> Self {
+        self.fast = Some(fast);
+        self
     }
 }
 
@@ -232,7 +242,8 @@ impl<A: HttpServerApp + Send + Sync + 'static> ServerApp for TlsApp<A> {
             self.max_header_bytes,
         ));
         if per_request {
-            crate::keepalive::serve_http1(&self.http, stream, shutdown, self.keepalive).await
+            let fast = self.fast.as_ref();
+            crate::keepalive::serve_http1(&self.http, stream, shutdown, self.keepalive, fast).await
         } else {
             self.http.process_new(stream, shutdown).await
         }

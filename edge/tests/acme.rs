@@ -88,6 +88,34 @@ fn issue_and_reuse(challenge: &str) {
         text.contains("strict-transport-security: max-age="),
         "{text}"
     );
+    // The same over HTTP/1.1 from the fast path (a cached file: asked twice) as from the full
+    // path (a header the fast path does not know), HSTS included (`src/fast_path.rs`).
+    let h1 = |extra: &[&str]| {
+        let url = site.https("/hello.txt");
+        let mut args = vec!["-i", "--http1.1", "--cacert", root.to_str().unwrap(), &url];
+        args.extend(extra);
+        let out = site.curl(&args);
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter(|l| {
+                let l = l.to_ascii_lowercase();
+                !l.starts_with("date:") && !l.starts_with("x-request-id:")
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    h1(&[]);
+    let fast_before = metric(&site.metrics(), "onebox_edge_static_fast_path_total");
+    let fast = h1(&[]);
+    assert_eq!(
+        metric(&site.metrics(), "onebox_edge_static_fast_path_total") - fast_before,
+        1.0
+    );
+    assert!(
+        fast.contains("Strict-Transport-Security: max-age="),
+        "{fast}"
+    );
+    assert_eq!(fast, h1(&["-H", "X-Full-Path: 1"]));
     // The account and certificate are private files.
     for entry in std::fs::read_dir(site.path("state/acme")).unwrap() {
         let meta = entry.unwrap().metadata().unwrap();

@@ -356,3 +356,189 @@ fn prebuilt_headers_get_this_response_s_request_id_date_and_connection() {
     assert_eq!(ids.len(), 6, "request ids repeat");
     assert_eq!(p.hits() - before, 6.0, "not answered from the cache");
 }
+
+/// `head` with the values of the headers that differ from response to response (`Date`, the
+/// request id) blanked.
+fn normalized(head: &str) -> String {
+    head.lines()
+        .map(|l| match l.split_once(':') {
+            Some((k, _))
+                if k.eq_ignore_ascii_case("date") || k.eq_ignore_ascii_case("x-request-id") =>
+            {
+                format!("{k}: ...")
+            }
+            _ => l.to_string(),
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// The access log line of the request with id `id`, its time and id blanked.
+fn log_line(log: &str, id: &str) -> String {
+    let line = log
+        .lines()
+        .find(|l| l.ends_with(&format!(" {id}")))
+        .unwrap_or_else(|| panic!("no access log line for request {id} in:\n{log}"));
+    line.split(' ')
+        .map(|w| {
+            if w == id {
+                "ID"
+            } else if w.ends_with("ms") && w[..w.len() - 2].parse::<f64>().is_ok() {
+                "MS"
+            } else {
+                w
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// The HTTP/1.1 fast path (`src/fast_path.rs`) answers a cached file's plain requests
+/// byte for byte as the full path does: each request is sent as it is (which the fast path
+/// answers, counted by its metric) and with one more header it does not know (which sends it
+/// the full way through pingora), and the two answers and their access log lines must be the
+/// same but for the date and the request id.
+#[test]
+fn the_fast_path_answers_as_the_full_path_does() {
+    let p = Published::start(&[
+        ("small.txt", "a small file\n"),
+        ("page.html", "<p>a page</p>\n"),
+        ("index.html", "home\n"),
+        ("empty.txt", ""),
+    ]);
+    std::fs::write(p.release("r1").join("page.html.gz"), "(the page, gzipped)").unwrap();
+    let etag = {
+        let (_, head, _) = p.get("/small.txt", &["X-Warm: 1"]);
+        header(&head, "etag").unwrap().to_string()
+    };
+    let if_none_match = format!("If-None-Match: W/\"x\", {etag}");
+    let cases: Vec<(&str, Vec<&str>)> = vec![
+        ("/small.txt", vec![]),
+        ("/small.txt?v=2&x=%20", vec![]),
+        ("/small.txt", vec![&if_none_match]),
+        ("/small.txt", vec!["If-None-Match: \"other\""]),
+        (
+            "/small.txt",
+            vec!["Accept-Encoding: gzip", "Connection: keep-alive"],
+        ),
+        (
+            "/small.txt",
+            vec![
+                "Host: WWW.FOOBAR.COM.",
+                "Accept-Language: en",
+                "Cookie: a=b",
+            ],
+        ),
+        ("/page.html", vec!["Accept-Encoding: gzip, br"]),
+        ("/page.html", vec![]),
+        ("/page.html", vec!["HEAD"]),
+        ("/", vec!["User-Agent: test", "Accept: */*"]),
+        ("/empty.txt", vec![]),
+    ];
+    let fast_count = || metric(&p.site.metrics(), "onebox_edge_static_fast_path_total");
+    for (path, headers) in &cases {
+        let request = |extra: Option<&str>| {
+            let url = p.site.https(path);
+            let mut args = vec!["-k", "-i", "--http1.1", url.as_str()];
+            for h in headers {
+                match *h {
+                    "HEAD" => args.push("-I"),
+                    h => args.extend(["-H", h]),
+                }
+            }
+            if let Some(extra) = extra {
+                args.extend(["-H", extra]);
+            }
+            let out = p.site.curl(&args);
+            assert!(out.status.success(), "curl {args:?}: {out:?}");
+            String::from_utf8_lossy(&out.stdout).into_owned()
+        };
+        // Filled by the full path first.
+        request(Some("X-Warm: 1"));
+        let before = fast_count();
+        let fast = request(None);
+        assert_eq!(
+            fast_count() - before,
+            1.0,
+            "{path} {headers:?}: not answered by the fast path"
+        );
+        let full = request(Some("X-Full-Path: 1"));
+        assert_eq!(
+            fast_count() - before,
+            1.0,
+            "{path} {headers:?}: the full path was not taken"
+        );
+        assert_eq!(
+            normalized(&fast),
+            normalized(&full),
+            "{path} {headers:?}: the fast path's answer differs from the full path's"
+        );
+        let log = std::fs::read_to_string(p.site.path("edge.log")).unwrap();
+        let id = |text: &str| {
+            header(text.split("\r\n\r\n").next().unwrap(), "x-request-id")
+                .unwrap()
+                .to_string()
+        };
+        assert_eq!(
+            log_line(&log, &id(&fast)),
+            log_line(&log, &id(&full)),
+            "{path} {headers:?}"
+        );
+    }
+    // Requests the fast path leaves to the full path: a body, a range, another precondition,
+    // an unknown host, HTTP/1.0, a file the cache does not hold.
+    let before = fast_count();
+    for args in [
+        vec!["-d", "x=1"],
+        vec!["-H", "Range: bytes=0-3"],
+        vec!["-H", "If-Modified-Since: Thu, 01 Jan 2099 00:00:00 GMT"],
+        vec!["-H", "Host: other.example"],
+        vec!["--http1.0"],
+    ] {
+        let url = p.site.https("/small.txt");
+        let mut all = vec!["-k", "-s", "-o", "/dev/null", "--http1.1", url.as_str()];
+        all.extend(args);
+        p.site.curl(&all);
+    }
+    assert_eq!(
+        fast_count() - before,
+        0.0,
+        "the fast path answered a request it must leave"
+    );
+}
+
+/// `keepalive_requests` holds for requests the fast path answers as for the others: with a limit
+/// of 3 reuses, 12 requests on one kept-alive connection take 3 connections either way.
+#[test]
+fn the_fast_path_keeps_the_request_limit_per_connection() {
+    let upstream = Upstream::start();
+    let site = Site::new(
+        Ports::new(),
+        upstream.port,
+        "\n[edge.acme]\nca = \"off\"\n[edge.limits]\nkeepalive_requests = 3\n",
+    );
+    std::fs::write(site.www().join("small.txt"), "small\n").unwrap();
+    let _edge = site.start_edge("edge.log");
+    let connects = |extra: &[&str]| -> u32 {
+        let url = site.https("/small.txt");
+        let mut args = vec!["-k", "--http1.1", "-w", "%{num_connects}\n"];
+        args.extend(extra);
+        for _ in 0..12 {
+            args.extend(["-o", "/dev/null", url.as_str()]);
+        }
+        let out = site.curl(&args);
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(|n| n.trim().parse::<u32>().unwrap())
+            .sum()
+    };
+    connects(&[]);
+    let fast = connects(&[]);
+    let full = connects(&["-H", "X-Full-Path: 1"]);
+    assert_eq!(
+        (fast, full),
+        (3, 3),
+        "connections for 12 requests, fast path and full path"
+    );
+    assert!(metric(&site.metrics(), "onebox_edge_static_fast_path_total") >= 12.0);
+}

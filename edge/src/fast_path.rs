@@ -1,0 +1,340 @@
+//! The HTTP/1.1 fast path: a plain `GET` or `HEAD` over HTTPS for a file the small-file cache
+//! holds ([`crate::file_cache`]) is answered from the cache's prebuilt response bytes, before
+//! pingora makes a session for it.
+//!
+//! pingora's path for such a request (its session, request and response header maps built and
+//! written header by header, the proxy's phases and their futures) cost about four times the
+//! user-space work of the answer itself (`bench/edge/callgrind`). Here the keep-alive loop
+//! ([`crate::keepalive`]) hands over a request's head when it is complete in what was read at
+//! once; [`FastPath::answer`] parses it (`httparse`) and answers it only when every rule of the
+//! full path is known to give the same bytes:
+//!
+//! - HTTP/1.1, `GET` or `HEAD`, an origin-form target of plain URL characters, nothing after the
+//!   head (no body, no pipelined request), within `limits.max_header_bytes` and `max_headers`;
+//! - one `Host` that is one of the site's names, at most one `Accept-Encoding` and one
+//!   `If-None-Match`, `Connection` only as `keep-alive`, and every other header one whose value
+//!   the full path ignores for a static file (`User-Agent`, `Accept`, `Cookie`, ... see
+//!   [`IGNORED`]), each value visible ASCII;
+//! - no other precondition and no range (`If-Match`, `If-Modified-Since`, `Range`, ...: the
+//!   full path's [`crate::static_files::serve_content`] owns those);
+//! - the cache holds the path and it is still current (the same `statx` check as the full path).
+//!
+//! Anything else, and a server shutting down or a connection at its last allowed request, goes
+//! the full way, with the bytes read so far handed to pingora as the start of the request. The
+//! answer is what the full path sends, byte for byte apart from the `Date` and the request id:
+//! the prebuilt header with the request id, `Date` (pingora's cached value) and `Connection`,
+//! HSTS when a CA's certificate is served, then the body; the same metrics and access log line.
+//! `tests/file_cache.rs` sends each request both ways (a header the fast path does not know
+//! sends it the full way) and compares the answers.
+
+use crate::file_cache::Cached;
+use crate::proxy::{AccessRecord, Kind, Shared, access_log_line, request_id};
+use crate::static_files::{self, Source};
+use onebox_site::edge::{AccessLog, Hsts};
+use pingora::protocols::Stream;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+use tokio::io::AsyncWriteExt;
+
+/// Headers whose values the full path ignores for a static file: a request with only these
+/// (besides `Host`, `Accept-Encoding`, `If-None-Match` and `Connection: keep-alive`) may be
+/// answered here. Lower case.
+pub const IGNORED: [&str; 17] = [
+    "user-agent",
+    "accept",
+    "accept-language",
+    "cache-control",
+    "pragma",
+    "referer",
+    "cookie",
+    "dnt",
+    "upgrade-insecure-requests",
+    "sec-fetch-dest",
+    "sec-fetch-mode",
+    "sec-fetch-site",
+    "sec-fetch-user",
+    "sec-ch-ua",
+    "sec-ch-ua-mobile",
+    "sec-ch-ua-platform",
+    "priority",
+];
+
+/// The most header fields a request answered here may have (more goes the full way).
+const MAX_FIELDS: usize = 32;
+
+/// What [`FastPath::answer`] did.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// The request was answered; the connection may serve the next one.
+    Answered,
+    /// The request is not one for the fast path: nothing was written.
+    NotHandled,
+    /// Writing the answer failed or timed out: the connection is done.
+    Failed,
+}
+
+/// The fast path of the HTTPS listener.
+pub struct FastPath {
+    shared: Arc<Shared>,
+}
+
+/// A request the fast path answers, as parsed.
+struct Request<'a> {
+    head: bool,
+    target: &'a str,
+    path: &'a str,
+    host: String,
+    accept_encoding: &'a str,
+    if_none_match: Option<&'a str>,
+}
+
+impl FastPath {
+    /// The fast path over the HTTPS listener's shared state.
+    pub fn new(shared: Arc<Shared>) -> FastPath {
+        FastPath { shared }
+    }
+
+    /// Answers the request whose head is exactly `head` (a complete head, nothing after it) on
+    /// `stream` if it is one for the fast path (see the module); `last` says the connection may
+    /// not be kept alive after it (its last allowed request, or the server is shutting down),
+    /// which the full path answers.
+    pub async fn answer(&self, stream: &mut Stream, head: &[u8], last: bool) -> Outcome {
+        let start = Instant::now();
+        if last {
+            return Outcome::NotHandled;
+        }
+        let mut fields = [httparse::EMPTY_HEADER; MAX_FIELDS];
+        let Some(req) = self.parse(head, &mut fields) else {
+            return Outcome::NotHandled;
+        };
+        let Some(rep) = self.shared.file_cache.get(req.path, req.accept_encoding) else {
+            return Outcome::NotHandled;
+        };
+        let Source::Cached(cached) = &rep.source else {
+            return Outcome::NotHandled;
+        };
+        let unchanged = req.if_none_match.is_some_and(|list| {
+            static_files::etag_matches(list, &cached.etag, static_files::Compare::Weak)
+        });
+        let Some(bytes) = self.response(cached, unchanged, req.head) else {
+            return Outcome::NotHandled;
+        };
+        let (status, id) = bytes.1;
+        let limits = &self.shared.config.edge.limits;
+        let write_timeout = Duration::from_secs(limits.client_timeout_secs.get().max(30));
+        let metrics = &self.shared.metrics;
+        metrics.static_cache_hits.inc();
+        metrics.static_responses.inc();
+        metrics.static_fast_path.inc();
+        let written = tokio::time::timeout(write_timeout, async {
+            stream.write_all(&bytes.0).await?;
+            stream.flush().await
+        })
+        .await;
+        let ok = matches!(written, Ok(Ok(())));
+        // As the full path's `logging` counts it: a response not written has no status.
+        let status = if ok { status } else { 0 };
+        metrics.count_response(status);
+        let format = self.shared.config.edge.access_log;
+        if format != AccessLog::Off {
+            let client = stream
+                .get_socket_digest()
+                .and_then(|d| d.peer_addr().cloned())
+                .and_then(|a| a.as_inet().map(|a| a.ip().to_canonical()));
+            let line = access_log_line(
+                format,
+                &AccessRecord {
+                    client,
+                    host: &req.host,
+                    method: if req.head { "HEAD" } else { "GET" },
+                    uri: req.target,
+                    version: "HTTP/1.1",
+                    status,
+                    ms: start.elapsed().as_secs_f64() * 1000.0,
+                    kind: Kind::Static,
+                    id: &id,
+                    tls: true,
+                },
+            );
+            println!("{line}");
+        }
+        if ok {
+            Outcome::Answered
+        } else {
+            Outcome::Failed
+        }
+    }
+
+    /// The request in `head` if it is one for the fast path.
+    fn parse<'h>(
+        &self,
+        head: &'h [u8],
+        fields: &'h mut [httparse::Header<'h>; MAX_FIELDS],
+    ) -> Option<Request<'h>> {
+        let limits = &self.shared.config.edge.limits;
+        if head.len() > limits.max_header_bytes.as_usize() {
+            return None;
+        }
+        let mut parsed = httparse::Request::new(fields);
+        match parsed.parse(head) {
+            Ok(httparse::Status::Complete(n)) if n == head.len() => {}
+            _ => return None,
+        }
+        if parsed.version != Some(1) || parsed.headers.len() > limits.max_headers.as_usize() {
+            return None;
+        }
+        let head_only = match parsed.method? {
+            "GET" => false,
+            "HEAD" => true,
+            _ => return None,
+        };
+        let target = parsed.path?;
+        if !plain_target(target) {
+            return None;
+        }
+        let path = target.split_once('?').map_or(target, |(p, _)| p);
+        let mut host = None;
+        let mut accept_encoding = None;
+        let mut if_none_match = None;
+        for field in parsed.headers.iter() {
+            let value = std::str::from_utf8(field.value).ok()?;
+            if !value
+                .bytes()
+                .all(|b| b == b' ' || b == b'\t' || b.is_ascii_graphic())
+            {
+                return None;
+            }
+            let name = field.name;
+            let slot = if name.eq_ignore_ascii_case("host") {
+                &mut host
+            } else if name.eq_ignore_ascii_case("accept-encoding") {
+                &mut accept_encoding
+            } else if name.eq_ignore_ascii_case("if-none-match") {
+                &mut if_none_match
+            } else if name.eq_ignore_ascii_case("connection") {
+                if !value.trim().eq_ignore_ascii_case("keep-alive") {
+                    return None;
+                }
+                continue;
+            } else if IGNORED.iter().any(|known| name.eq_ignore_ascii_case(known)) {
+                continue;
+            } else {
+                return None;
+            };
+            if slot.replace(value).is_some() {
+                return None;
+            }
+        }
+        let host = normal_host(host?)?;
+        if !self.shared.config.names.contains(&host) {
+            return None;
+        }
+        Some(Request {
+            head: head_only,
+            target,
+            path,
+            host,
+            accept_encoding: accept_encoding.unwrap_or_default(),
+            if_none_match,
+        })
+    }
+
+    /// The whole response (header and body) for `cached`, with its status and request id.
+    fn response(
+        &self,
+        cached: &Cached,
+        unchanged: bool,
+        head: bool,
+    ) -> Option<(Vec<u8>, (u16, String))> {
+        let (prebuilt, status, body) = if unchanged {
+            (cached.not_modified_wire.as_ref()?, 304, &[][..])
+        } else {
+            let body = if head { &[][..] } else { &cached.body[..] };
+            (cached.ok_wire.as_ref()?, 200, body)
+        };
+        let shared = &self.shared;
+        let id = request_id(
+            shared.id_prefix,
+            shared.next_id.fetch_add(1, Ordering::Relaxed),
+        );
+        let date = pingora::protocols::http::date::get_cached_date();
+        let hsts = shared.config.edge.headers.hsts == Hsts::WhenCaCertificate
+            && shared.certificate.from_ca();
+        let mut out = Vec::with_capacity(prebuilt.len() + 160 + body.len());
+        out.extend_from_slice(prebuilt);
+        for (name, value) in [
+            (&b"X-Request-Id: "[..], id.as_bytes()),
+            (b"Date: ", date.as_bytes()),
+            (b"Connection: ", b"keep-alive"),
+        ] {
+            out.extend_from_slice(name);
+            out.extend_from_slice(value);
+            out.extend_from_slice(b"\r\n");
+        }
+        if hsts {
+            out.extend_from_slice(b"Strict-Transport-Security: ");
+            out.extend_from_slice(shared.hsts.as_bytes());
+            out.extend_from_slice(b"\r\n");
+        }
+        out.extend_from_slice(b"\r\n");
+        out.extend_from_slice(body);
+        Some((out, (status, id)))
+    }
+}
+
+/// Whether `target` is an origin-form request target of unreserved, sub-delimiter, `%`, `:`,
+/// `@`, `/` and `?` characters only, with no empty path segment (`//`), which every URI parser
+/// reads alike.
+fn plain_target(target: &str) -> bool {
+    target.starts_with('/')
+        && !target.contains("//")
+        && target
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=:@/?%".contains(&b))
+}
+
+/// A `Host` value as the full path compares it with the site's names: without its port, a
+/// trailing dot or upper case; `None` for an IPv6 literal or an empty name (the full path
+/// answers those).
+fn normal_host(raw: &str) -> Option<String> {
+    let raw = raw.trim();
+    if raw.starts_with('[') {
+        return None;
+    }
+    let name = raw
+        .rsplit_once(':')
+        .map_or(raw, |(h, _)| h)
+        .trim_end_matches('.');
+    (!name.is_empty()).then(|| name.to_ascii_lowercase())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plain_targets() {
+        assert!(plain_target("/"));
+        assert!(plain_target("/a/b.txt?x=1&y=%20"));
+        assert!(!plain_target("http://example.com/"));
+        assert!(!plain_target("//a"));
+        assert!(!plain_target("/a b"));
+        assert!(!plain_target("/a#b"));
+        assert!(!plain_target("*"));
+    }
+
+    #[test]
+    fn hosts_as_the_full_path_compares_them() {
+        assert_eq!(
+            normal_host("WWW.Foobar.com.:8443").as_deref(),
+            Some("www.foobar.com")
+        );
+        assert_eq!(
+            normal_host("www.foobar.com").as_deref(),
+            Some("www.foobar.com")
+        );
+        assert_eq!(normal_host("[::1]:443"), None);
+        assert_eq!(normal_host(":443"), None);
+    }
+}

@@ -104,6 +104,11 @@ impl FastPath {
         if last {
             return Outcome::NotHandled;
         }
+        // Most requests that are not for a cached file (the app's) leave here, before the
+        // head is parsed.
+        if !request_path(head).is_some_and(|path| self.shared.file_cache.holds(path)) {
+            return Outcome::NotHandled;
+        }
         let mut fields = [httparse::EMPTY_HEADER; MAX_FIELDS];
         let Some(req) = self.parse(head, &mut fields) else {
             return Outcome::NotHandled;
@@ -283,6 +288,17 @@ impl FastPath {
     }
 }
 
+/// The path of the request line's target (up to a `?`), as the request line of `head` has it
+/// before anything is checked.
+fn request_path(head: &[u8]) -> Option<&str> {
+    let line = &head[..head.iter().position(|&b| b == b'\r')?];
+    let mut parts = line.splitn(3, |&b| b == b' ');
+    parts.next()?;
+    let target = parts.next()?;
+    let path = target.split(|&b| b == b'?').next()?;
+    std::str::from_utf8(path).ok()
+}
+
 /// Whether `target` is an origin-form request target of unreserved, sub-delimiter, `%`, `:`,
 /// `@`, `/` and `?` characters only, with no empty path segment (`//`), which every URI parser
 /// reads alike.
@@ -312,6 +328,13 @@ fn normal_host(raw: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn request_paths() {
+        assert_eq!(request_path(b"GET /a/b?c HTTP/1.1\r\n\r\n"), Some("/a/b"));
+        assert_eq!(request_path(b"GET / HTTP/1.1\r\n\r\n"), Some("/"));
+        assert_eq!(request_path(b"GET /\n\n"), None);
+    }
 
     #[test]
     fn plain_targets() {

@@ -1,37 +1,49 @@
 //! The HTTP/1.1 fast path: a plain `GET` or `HEAD` over HTTPS for a file the small-file cache
-//! holds ([`crate::file_cache`]) is answered from the cache's prebuilt response bytes, before
-//! pingora makes a session for it.
+//! holds ([`crate::file_cache`]), or for a page the page cache holds fresh
+//! ([`crate::page_cache`]), is answered before pingora makes a session for it.
 //!
 //! pingora's path for such a request (its session, request and response header maps built and
-//! written header by header, the proxy's phases and their futures) cost about four times the
-//! user-space work of the answer itself (`bench/edge/callgrind`). Here the keep-alive loop
-//! ([`crate::keepalive`]) hands over a request's head when it is complete in what was read at
-//! once; [`FastPath::answer`] parses it (`httparse`) and answers it only when every rule of the
-//! full path is known to give the same bytes:
+//! written header by header, the proxy's phases and their futures) cost about 35k of the 54k
+//! user-space instructions of a small file's answer and 23k of a cached page's 70k
+//! (`bench/edge/callgrind`). Here the keep-alive loop ([`crate::keepalive`]) hands over a
+//! request's head when it is complete in what was read at once; [`FastPath::answer`] parses
+//! it (`httparse`) and answers it only when every rule of the full path is known to give the
+//! same bytes:
 //!
 //! - HTTP/1.1, `GET` or `HEAD`, an origin-form target of plain URL characters, nothing after the
 //!   head (no body, no pipelined request), within `limits.max_header_bytes` and `max_headers`;
 //! - one `Host` that is one of the site's names, at most one `Accept-Encoding` and one
 //!   `If-None-Match`, `Connection` only as `keep-alive`, and every other header one whose value
-//!   the full path ignores for a static file (`User-Agent`, `Accept`, `Cookie`, ... see
-//!   [`IGNORED`]), each value visible ASCII;
+//!   the full path ignores here (`User-Agent`, `Accept`, `Cookie`, ... see [`IGNORED`]);
 //! - no other precondition and no range (`If-Match`, `If-Modified-Since`, `Range`, ...: the
-//!   full path's [`crate::static_files::serve_content`] owns those);
-//! - the cache holds the path and it is still current (the same `statx` check as the full path).
+//!   full path's [`crate::static_files::serve_content`] and pingora's cache own those);
+//! - a file: the small-file cache holds the path and it is still current (the same `statx`
+//!   check as the full path); the answer is the entry's prebuilt response bytes with the
+//!   request id, `Date` (pingora's cached value), `Connection` and, when a CA's certificate is
+//!   served, HSTS;
+//! - a page: no `Cookie`, and [`crate::page_cache::PageCache::route_path`] finds a fresh hit
+//!   (an `If-None-Match` goes through pingora's cache, as on the full path) for a path whose
+//!   first segment names nothing in the web root (the full path looks for a file first); the
+//!   answer is the stored header with what the full path adds, in its order ([`decorate`],
+//!   then pingora's `Date` and `Connection`), written as pingora writes it, then the body.
 //!
-//! Anything else, and a server shutting down or a connection at its last allowed request, goes
-//! the full way, with the bytes read so far handed to pingora as the start of the request. The
-//! answer is what the full path sends, byte for byte apart from the `Date` and the request id:
-//! the prebuilt header with the request id, `Date` (pingora's cached value) and `Connection`,
-//! HSTS when a CA's certificate is served, then the body; the same metrics and access log line.
-//! `tests/file_cache.rs` sends each request both ways (a header the fast path does not know
-//! sends it the full way) and compares the answers.
+//! Anything else, and a connection at its last allowed request or a server shutting down, goes
+//! the full way, with the bytes read so far handed to pingora as the start of the request; a
+//! path the small-file cache does not hold leaves before the head is parsed when there is no
+//! page cache. Answers count in the same metrics and get the same access log line as on the
+//! full path, and `onebox_edge_fast_path_responses_total` counts them. `tests/file_cache.rs`
+//! and `tests/page_cache.rs` send each request both ways (a header the fast path does not know
+//! sends it the full way) and compare the answers byte for byte.
 
 use crate::file_cache::Cached;
-use crate::proxy::{AccessRecord, Kind, Shared, access_log_line, request_id};
+use crate::page_cache::Route;
+use crate::proxy::{
+    AccessRecord, Kind, Shared, access_log_line, app_host_of, decorate, request_id,
+};
 use crate::static_files::{self, Source};
 use onebox_site::edge::{AccessLog, Hsts};
 use pingora::protocols::Stream;
+use pingora::protocols::http::date::get_cached_date;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -84,9 +96,25 @@ struct Request<'a> {
     head: bool,
     target: &'a str,
     path: &'a str,
-    host: String,
+    /// The `Host` value as received.
+    raw_host: &'a str,
+    /// Its name as the site's names are compared with it (but for its case).
+    host: &'a str,
+    /// Whether it has a `Cookie` (then the page cache does not answer it).
+    cookie: bool,
     accept_encoding: &'a str,
     if_none_match: Option<&'a str>,
+}
+
+/// An answer the fast path sends.
+struct Answer {
+    /// The whole response.
+    bytes: Vec<u8>,
+    status: u16,
+    /// Its request id.
+    id: String,
+    /// [`Kind::Static`] or [`Kind::Cache`].
+    kind: Kind,
 }
 
 impl FastPath {
@@ -104,44 +132,49 @@ impl FastPath {
         if last {
             return Outcome::NotHandled;
         }
-        // Most requests that are not for a cached file (the app's) leave here, before the
-        // head is parsed.
-        if !request_path(head).is_some_and(|path| self.shared.file_cache.holds(path)) {
+        let shared = &self.shared;
+        // A request for a file the small-file cache does not hold, with no page cache, leaves
+        // here before its head is parsed.
+        let Some(path) = request_path(head) else {
+            return Outcome::NotHandled;
+        };
+        let file = shared.file_cache.holds(path);
+        if !file && shared.page_cache.is_none() {
             return Outcome::NotHandled;
         }
         let mut fields = [httparse::EMPTY_HEADER; MAX_FIELDS];
         let Some(req) = self.parse(head, &mut fields) else {
             return Outcome::NotHandled;
         };
-        let Some(rep) = self.shared.file_cache.get(req.path, req.accept_encoding) else {
+        let answer = if file {
+            self.file(&req)
+        } else {
+            self.page(&req, start)
+        };
+        let Some(answer) = answer else {
             return Outcome::NotHandled;
         };
-        let Source::Cached(cached) = &rep.source else {
-            return Outcome::NotHandled;
-        };
-        let unchanged = req.if_none_match.is_some_and(|list| {
-            static_files::etag_matches(list, &cached.etag, static_files::Compare::Weak)
-        });
-        let Some(bytes) = self.response(cached, unchanged, req.head) else {
-            return Outcome::NotHandled;
-        };
-        let (status, id) = bytes.1;
-        let limits = &self.shared.config.edge.limits;
+        let metrics = &shared.metrics;
+        metrics.fast_path_responses.inc();
+        if answer.kind == Kind::Static {
+            metrics.static_cache_hits.inc();
+            metrics.static_responses.inc();
+        } else {
+            metrics.page_cache_hits.inc();
+            metrics.page_cache_fast_hits.inc();
+        }
+        let limits = &shared.config.edge.limits;
         let write_timeout = Duration::from_secs(limits.client_timeout_secs.get().max(30));
-        let metrics = &self.shared.metrics;
-        metrics.static_cache_hits.inc();
-        metrics.static_responses.inc();
-        metrics.static_fast_path.inc();
         let written = tokio::time::timeout(write_timeout, async {
-            stream.write_all(&bytes.0).await?;
+            stream.write_all(&answer.bytes).await?;
             stream.flush().await
         })
         .await;
         let ok = matches!(written, Ok(Ok(())));
         // As the full path's `logging` counts it: a response not written has no status.
-        let status = if ok { status } else { 0 };
+        let status = if ok { answer.status } else { 0 };
         metrics.count_response(status);
-        let format = self.shared.config.edge.access_log;
+        let format = shared.config.edge.access_log;
         if format != AccessLog::Off {
             let client = stream
                 .get_socket_digest()
@@ -151,14 +184,14 @@ impl FastPath {
                 format,
                 &AccessRecord {
                     client,
-                    host: &req.host,
+                    host: &req.host.to_ascii_lowercase(),
                     method: if req.head { "HEAD" } else { "GET" },
                     uri: req.target,
                     version: "HTTP/1.1",
                     status,
                     ms: start.elapsed().as_secs_f64() * 1000.0,
-                    kind: Kind::Static,
-                    id: &id,
+                    kind: answer.kind,
+                    id: &answer.id,
                     tls: true,
                 },
             );
@@ -169,6 +202,74 @@ impl FastPath {
         } else {
             Outcome::Failed
         }
+    }
+
+    /// The answer from the small-file cache, if it holds `req`'s file and it is current.
+    fn file(&self, req: &Request<'_>) -> Option<Answer> {
+        let rep = self.shared.file_cache.get(req.path, req.accept_encoding)?;
+        let Source::Cached(cached) = &rep.source else {
+            return None;
+        };
+        let unchanged = req.if_none_match.is_some_and(|list| {
+            static_files::etag_matches(list, &cached.etag, static_files::Compare::Weak)
+        });
+        self.response(cached, unchanged, req.head)
+    }
+
+    /// The answer from the page cache: a fresh hit of an anonymous request whose path names
+    /// nothing in the web root (the full path looks for a file first), as
+    /// [`PageCache::route`](crate::page_cache::PageCache::route) finds it.
+    fn page(&self, req: &Request<'_>, start: Instant) -> Option<Answer> {
+        let shared = &self.shared;
+        let cache = shared.page_cache?;
+        if req.cookie {
+            return None;
+        }
+        let host = app_host_of(req.raw_host);
+        let conditional = req.if_none_match.is_some();
+        let Route::Hit(hit) = cache.route_path(&host, req.target, conditional, start) else {
+            return None;
+        };
+        if !static_files::first_segment_missing(shared.web_root.configured(), req.path) {
+            return None;
+        }
+        let mut header = hit.header;
+        let id = self.next_id();
+        // What the full path does to a hit's header, in its order: the edge's headers, then
+        // pingora's `Date` and `Connection`.
+        let value = http::HeaderValue::from_str(&id).ok()?;
+        decorate(shared, true, &mut header, value).ok()?;
+        header
+            .insert_header(http::header::DATE, get_cached_date())
+            .ok()?;
+        header
+            .insert_header(http::header::CONNECTION, "keep-alive")
+            .ok()?;
+        let body = if req.head { &[][..] } else { &hit.body[..] };
+        let mut bytes = bytes::BytesMut::with_capacity(1024 + body.len());
+        bytes.extend_from_slice(b"HTTP/1.1 ");
+        bytes.extend_from_slice(header.status.as_str().as_bytes());
+        bytes.extend_from_slice(b" ");
+        bytes.extend_from_slice(header.get_reason_phrase().unwrap_or_default().as_bytes());
+        bytes.extend_from_slice(b"\r\n");
+        header.header_to_h1_wire(&mut bytes);
+        bytes.extend_from_slice(b"\r\n");
+        bytes.extend_from_slice(body);
+        Some(Answer {
+            bytes: bytes.to_vec(),
+            status: header.status.as_u16(),
+            id,
+            kind: Kind::Cache,
+        })
+    }
+
+    /// A new request id.
+    fn next_id(&self) -> String {
+        let shared = &self.shared;
+        request_id(
+            shared.id_prefix,
+            shared.next_id.fetch_add(1, Ordering::Relaxed),
+        )
     }
 
     /// The request in `head` if it is one for the fast path.
@@ -202,14 +303,9 @@ impl FastPath {
         let mut host = None;
         let mut accept_encoding = None;
         let mut if_none_match = None;
+        let mut cookie = false;
         for field in parsed.headers.iter() {
-            let value = std::str::from_utf8(field.value).ok()?;
-            if !value
-                .bytes()
-                .all(|b| b == b' ' || b == b'\t' || b.is_ascii_graphic())
-            {
-                return None;
-            }
+            // Only the values used here are checked: the full path ignores the others.
             let name = field.name;
             let slot = if name.eq_ignore_ascii_case("host") {
                 &mut host
@@ -218,40 +314,48 @@ impl FastPath {
             } else if name.eq_ignore_ascii_case("if-none-match") {
                 &mut if_none_match
             } else if name.eq_ignore_ascii_case("connection") {
-                if !value.trim().eq_ignore_ascii_case("keep-alive") {
+                if !visible(field.value)?
+                    .trim()
+                    .eq_ignore_ascii_case("keep-alive")
+                {
                     return None;
                 }
                 continue;
             } else if IGNORED.iter().any(|known| name.eq_ignore_ascii_case(known)) {
+                cookie |= name.eq_ignore_ascii_case("cookie");
                 continue;
             } else {
                 return None;
             };
-            if slot.replace(value).is_some() {
+            if slot.replace(visible(field.value)?).is_some() {
                 return None;
             }
         }
-        let host = normal_host(host?)?;
-        if !self.shared.config.names.contains(&host) {
+        let raw_host = host?;
+        let host = host_name(raw_host)?;
+        if !self
+            .shared
+            .config
+            .names
+            .iter()
+            .any(|name| name.eq_ignore_ascii_case(host))
+        {
             return None;
         }
         Some(Request {
             head: head_only,
             target,
             path,
+            raw_host,
             host,
+            cookie,
             accept_encoding: accept_encoding.unwrap_or_default(),
             if_none_match,
         })
     }
 
-    /// The whole response (header and body) for `cached`, with its status and request id.
-    fn response(
-        &self,
-        cached: &Cached,
-        unchanged: bool,
-        head: bool,
-    ) -> Option<(Vec<u8>, (u16, String))> {
+    /// The whole response (header and body) for `cached`.
+    fn response(&self, cached: &Cached, unchanged: bool, head: bool) -> Option<Answer> {
         let (prebuilt, status, body) = if unchanged {
             (cached.not_modified_wire.as_ref()?, 304, &[][..])
         } else {
@@ -259,11 +363,8 @@ impl FastPath {
             (cached.ok_wire.as_ref()?, 200, body)
         };
         let shared = &self.shared;
-        let id = request_id(
-            shared.id_prefix,
-            shared.next_id.fetch_add(1, Ordering::Relaxed),
-        );
-        let date = pingora::protocols::http::date::get_cached_date();
+        let id = self.next_id();
+        let date = get_cached_date();
         let hsts = shared.config.edge.headers.hsts == Hsts::WhenCaCertificate
             && shared.certificate.from_ca();
         let mut out = Vec::with_capacity(prebuilt.len() + 160 + body.len());
@@ -284,7 +385,12 @@ impl FastPath {
         }
         out.extend_from_slice(b"\r\n");
         out.extend_from_slice(body);
-        Some((out, (status, id)))
+        Some(Answer {
+            bytes: out,
+            status,
+            id,
+            kind: Kind::Static,
+        })
     }
 }
 
@@ -310,10 +416,22 @@ fn plain_target(target: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=:@/?%".contains(&b))
 }
 
-/// A `Host` value as the full path compares it with the site's names: without its port, a
-/// trailing dot or upper case; `None` for an IPv6 literal or an empty name (the full path
-/// answers those).
-fn normal_host(raw: &str) -> Option<String> {
+/// `value` as text if it is visible ASCII, spaces and tabs only (what `to_str` accepts).
+fn visible(value: &[u8]) -> Option<&str> {
+    if value
+        .iter()
+        .all(|&b| b == b' ' || b == b'\t' || b.is_ascii_graphic())
+    {
+        std::str::from_utf8(value).ok()
+    } else {
+        None
+    }
+}
+
+/// The name of a `Host` value as the full path compares it with the site's names (which
+/// it lowercases first): without its port and a trailing dot; `None` for an IPv6 literal or an
+/// empty name (the full path answers those).
+fn host_name(raw: &str) -> Option<&str> {
     let raw = raw.trim();
     if raw.starts_with('[') {
         return None;
@@ -322,7 +440,7 @@ fn normal_host(raw: &str) -> Option<String> {
         .rsplit_once(':')
         .map_or(raw, |(h, _)| h)
         .trim_end_matches('.');
-    (!name.is_empty()).then(|| name.to_ascii_lowercase())
+    (!name.is_empty()).then_some(name)
 }
 
 #[cfg(test)]
@@ -349,15 +467,9 @@ mod tests {
 
     #[test]
     fn hosts_as_the_full_path_compares_them() {
-        assert_eq!(
-            normal_host("WWW.Foobar.com.:8443").as_deref(),
-            Some("www.foobar.com")
-        );
-        assert_eq!(
-            normal_host("www.foobar.com").as_deref(),
-            Some("www.foobar.com")
-        );
-        assert_eq!(normal_host("[::1]:443"), None);
-        assert_eq!(normal_host(":443"), None);
+        assert_eq!(host_name("WWW.Foobar.com.:8443"), Some("WWW.Foobar.com"));
+        assert_eq!(host_name("www.foobar.com"), Some("www.foobar.com"));
+        assert_eq!(host_name("[::1]:443"), None);
+        assert_eq!(host_name(":443"), None);
     }
 }

@@ -44,8 +44,9 @@ pub struct Metrics {
     pub static_responses: Counter,
     /// Of those, the ones answered from the small-file cache ([`crate::file_cache`]).
     pub static_cache_hits: Counter,
-    /// Of those, the ones answered by the HTTP/1.1 fast path ([`crate::fast_path`]).
-    pub static_fast_path: Counter,
+    /// Responses sent by the HTTP/1.1 fast path ([`crate::fast_path`]): small-file cache and
+    /// page cache hits.
+    pub fast_path_responses: Counter,
     /// Requests sent to the app upstream.
     pub proxied_requests: Counter,
     /// Requests that could not be proxied (no healthy upstream, connect or read failure).
@@ -103,7 +104,7 @@ impl Default for Metrics {
             by_class,
             static_responses: Counter::default(),
             static_cache_hits: Counter::default(),
-            static_fast_path: Counter::default(),
+            fast_path_responses: Counter::default(),
             proxied_requests: Counter::default(),
             upstream_errors: Counter::default(),
             page_cache_hits: Counter::default(),
@@ -178,9 +179,9 @@ impl Metrics {
             self.static_cache_hits.clone(),
         );
         r.register(
-            "static_fast_path",
-            "Of the small-file cache's answers, those sent by the HTTP/1.1 fast path, before pingora made a session",
-            self.static_fast_path.clone(),
+            "fast_path_responses",
+            "Responses sent by the HTTP/1.1 fast path (small-file cache and page cache hits), before pingora made a session",
+            self.fast_path_responses.clone(),
         );
         r.register(
             "proxied_requests",

@@ -199,36 +199,43 @@ impl PageCache {
     /// sees, lower-case), received at `now`: the decisions `request_cache_filter` and pingora's
     /// cache lookup would make, in that order, up to a fresh hit (see the module doc).
     pub fn route(&self, host: &str, req: &RequestHeader, now: Instant) -> Route {
-        if !request_cacheable(req) {
-            return Route::Bypass;
-        }
-        let url = self.url(host, req);
-        if self.remembers_uncacheable(url, now) {
-            return Route::Remembered(url);
-        }
-        let key = self.key(host, req);
-        match self.fresh_hit(&key, req) {
-            Some(hit) => Route::Hit(hit),
-            None => Route::Lookup(url, key),
-        }
-    }
-
-    /// The fresh page stored under `key`, when pingora's hit path would send `req` the whole of
-    /// it as it is stored.
-    fn fresh_hit(&self, key: &CacheKey, req: &RequestHeader) -> Option<FreshHit> {
         use http::header::{
             IF_MATCH, IF_MODIFIED_SINCE, IF_NONE_MATCH, IF_RANGE, IF_UNMODIFIED_SINCE, RANGE,
         };
+        if !request_cacheable(req) {
+            return Route::Bypass;
+        }
         // One pass over the request's few header names rather than a hashed lookup for each.
-        if req.headers.keys().any(|h| {
+        let conditional = req.headers.keys().any(|h| {
             h == RANGE
                 || h == IF_RANGE
                 || h == IF_NONE_MATCH
                 || h == IF_MODIFIED_SINCE
                 || h == IF_MATCH
                 || h == IF_UNMODIFIED_SINCE
-        }) || !self.predictor.cacheable_prediction(key)
-        {
+        });
+        self.route_path(host, path_and_query(req), conditional, now)
+    }
+
+    /// [`PageCache::route`] of a request that [`request_cacheable`] accepts, for `path` (its
+    /// path and query as received) on `host`; `conditional` if it has a precondition or a range
+    /// (never answered as a fresh hit: pingora's cache path evaluates those).
+    pub fn route_path(&self, host: &str, path: &str, conditional: bool, now: Instant) -> Route {
+        let url = self.url_of(host, path);
+        if self.remembers_uncacheable(url, now) {
+            return Route::Remembered(url);
+        }
+        let key = self.key_of(host, path);
+        match self.fresh_hit(&key, conditional) {
+            Some(hit) => Route::Hit(hit),
+            None => Route::Lookup(url, key),
+        }
+    }
+
+    /// The fresh page stored under `key`, when pingora's hit path would send the request the
+    /// whole of it as it is stored (not `conditional`).
+    fn fresh_hit(&self, key: &CacheKey, conditional: bool) -> Option<FreshHit> {
+        if conditional || !self.predictor.cacheable_prediction(key) {
             return None;
         }
         // The key has no variance (the cache keeps no `Vary`): its storage key is its primary
@@ -253,7 +260,11 @@ impl PageCache {
 
     /// The key of a request to `host` (the `Host` the app sees).
     pub fn key(&self, host: &str, req: &RequestHeader) -> CacheKey {
-        let path = req.uri.path_and_query().map_or("/", |p| p.as_str());
+        self.key_of(host, path_and_query(req))
+    }
+
+    /// The key of `path` (path and query as received) on `host`.
+    fn key_of(&self, host: &str, path: &str) -> CacheKey {
         let generation = self.generation.load(Ordering::Acquire);
         // `format!("{generation}\n{host}\n{path}")`, without the formatting machinery (~1k
         // instructions per request; the number by `itoa`).
@@ -274,7 +285,11 @@ impl PageCache {
     /// The URL of a request to `host` (the `Host` the app sees, lower-case), under the current
     /// purge generation, for the memory of uncacheable URLs.
     pub fn url(&self, host: &str, req: &RequestHeader) -> Url {
-        let path = req.uri.path_and_query().map_or("/", |p| p.as_str());
+        self.url_of(host, path_and_query(req))
+    }
+
+    /// The URL of `path` (path and query as received) on `host`.
+    fn url_of(&self, host: &str, path: &str) -> Url {
         let generation = self.generation.load(Ordering::Acquire);
         Url(self.hasher.hash_one((generation, host, path)))
     }
@@ -383,6 +398,11 @@ impl PageCache {
 /// pages (one post under many query strings) cannot hold much more than twice `max_bytes`.
 fn max_pages(max_bytes: usize) -> usize {
     (max_bytes / 1024).max(16)
+}
+
+/// A request's path and query as the cache keys it.
+fn path_and_query(req: &RequestHeader) -> &str {
+    req.uri.path_and_query().map_or("/", |p| p.as_str())
 }
 
 /// Whether a request may be answered from the cache or fill it: `GET`/`HEAD`, anonymous (no

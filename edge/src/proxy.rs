@@ -212,33 +212,9 @@ impl Edge {
         no_port.trim_end_matches('.').to_ascii_lowercase()
     }
 
-    /// Adds the request id, and on HTTPS the security headers and HSTS. (A prebuilt header of
-    /// [`crate::file_cache`] holds the request id's slot already: inserting replaces its value.)
+    /// Adds the request id, and on HTTPS the security headers and HSTS ([`decorate`]).
     fn decorate(&self, resp: &mut ResponseHeader, ctx: &Ctx) -> Result<()> {
-        resp.insert_header("X-Request-Id", ctx.id.clone())?;
-        if !self.tls {
-            return Ok(());
-        }
-        let headers = &self.shared.config.edge.headers;
-        if headers.hsts == Hsts::WhenCaCertificate && self.shared.certificate.from_ca() {
-            // Made once: a clone shares its bytes.
-            resp.insert_header("Strict-Transport-Security", self.shared.hsts.clone())?;
-        }
-        if headers.security_headers {
-            // Looked up by their standard names, which need no parsing.
-            let keys = [
-                http::header::X_CONTENT_TYPE_OPTIONS,
-                http::header::X_FRAME_OPTIONS,
-                http::header::REFERRER_POLICY,
-            ];
-            for ((name, value), key) in SECURITY_HEADERS.into_iter().zip(keys) {
-                if !resp.headers.contains_key(key) {
-                    // A static value: no copy, no validation.
-                    resp.insert_header(name, http::HeaderValue::from_static(value))?;
-                }
-            }
-        }
-        Ok(())
+        decorate(&self.shared, self.tls, resp, ctx.id.clone())
     }
 
     /// Sends a short plain-text answer.
@@ -467,6 +443,42 @@ impl Edge {
     }
 }
 
+/// Adds the request id `id`, and on HTTPS (`tls`) the security headers and HSTS: what every
+/// answer of the edge gets, from the proxy's phases and [`crate::fast_path`] alike. (A prebuilt
+/// header of [`crate::file_cache`] or the page cache holds the request id's slot already:
+/// inserting replaces its value.)
+pub fn decorate(
+    shared: &Shared,
+    tls: bool,
+    resp: &mut ResponseHeader,
+    id: http::HeaderValue,
+) -> Result<()> {
+    resp.insert_header("X-Request-Id", id)?;
+    if !tls {
+        return Ok(());
+    }
+    let headers = &shared.config.edge.headers;
+    if headers.hsts == Hsts::WhenCaCertificate && shared.certificate.from_ca() {
+        // Made once: a clone shares its bytes.
+        resp.insert_header("Strict-Transport-Security", shared.hsts.clone())?;
+    }
+    if headers.security_headers {
+        // Looked up by their standard names, which need no parsing.
+        let keys = [
+            http::header::X_CONTENT_TYPE_OPTIONS,
+            http::header::X_FRAME_OPTIONS,
+            http::header::REFERRER_POLICY,
+        ];
+        for ((name, value), key) in SECURITY_HEADERS.into_iter().zip(keys) {
+            if !resp.headers.contains_key(key) {
+                // A static value: no copy, no validation.
+                resp.insert_header(name, http::HeaderValue::from_static(value))?;
+            }
+        }
+    }
+    Ok(())
+}
+
 /// What the access log says of one request.
 pub struct AccessRecord<'a> {
     /// The client's address.
@@ -551,14 +563,19 @@ pub fn ip_text(ip: std::net::IpAddr) -> String {
 /// that `www.foobar.com:443`, `WWW.foobar.com` and an HTTP/2 `:authority: www.foobar.com` are
 /// one page; `ctx_host` only when the request names no host at all (HTTP/1.0).
 fn app_host<'a>(req: &'a pingora::http::RequestHeader, ctx_host: &'a str) -> Cow<'a, str> {
-    let Some(raw) = req
+    match req
         .headers
         .get(http::header::HOST)
         .and_then(|h| h.to_str().ok())
         .or_else(|| req.uri.authority().map(|a| a.as_str()))
-    else {
-        return Cow::Borrowed(ctx_host);
-    };
+    {
+        Some(raw) => app_host_of(raw),
+        None => Cow::Borrowed(ctx_host),
+    }
+}
+
+/// The `Host` the app sees for a request's raw `Host` (see [`app_host`]).
+pub fn app_host_of(raw: &str) -> Cow<'_, str> {
     let raw = raw.strip_suffix(":443").unwrap_or(raw);
     if raw.bytes().any(|b| b.is_ascii_uppercase()) {
         Cow::Owned(raw.to_ascii_lowercase())

@@ -105,10 +105,10 @@ fn issue_and_reuse(challenge: &str) {
             .join("\n")
     };
     h1(&[]);
-    let fast_before = metric(&site.metrics(), "onebox_edge_static_fast_path_total");
+    let fast_before = metric(&site.metrics(), "onebox_edge_fast_path_responses_total");
     let fast = h1(&[]);
     assert_eq!(
-        metric(&site.metrics(), "onebox_edge_static_fast_path_total") - fast_before,
+        metric(&site.metrics(), "onebox_edge_fast_path_responses_total") - fast_before,
         1.0
     );
     assert!(

@@ -435,7 +435,7 @@ fn the_fast_path_answers_as_the_full_path_does() {
         ("/", vec!["User-Agent: test", "Accept: */*"]),
         ("/empty.txt", vec![]),
     ];
-    let fast_count = || metric(&p.site.metrics(), "onebox_edge_static_fast_path_total");
+    let fast_count = || metric(&p.site.metrics(), "onebox_edge_fast_path_responses_total");
     for (path, headers) in &cases {
         let request = |extra: Option<&str>| {
             let url = p.site.https(path);
@@ -540,5 +540,5 @@ fn the_fast_path_keeps_the_request_limit_per_connection() {
         (3, 3),
         "connections for 12 requests, fast path and full path"
     );
-    assert!(metric(&site.metrics(), "onebox_edge_static_fast_path_total") >= 12.0);
+    assert!(metric(&site.metrics(), "onebox_edge_fast_path_responses_total") >= 12.0);
 }

@@ -722,3 +722,99 @@ fn requests_the_fast_path_must_not_take_are_answered_as_before() {
     assert_eq!(get(&site, "/etag", &[]).cache(), "HIT");
     assert_eq!(hits(&site), (5.0, 1.0));
 }
+
+/// `text` (curl `-i` output) with the values that differ from response to response (`Date`,
+/// `Age`, the request id) blanked, in order.
+fn blanked(text: &str) -> String {
+    text.lines()
+        .map(|l| match l.split_once(':') {
+            Some((k, _))
+                if ["date", "age", "x-request-id"]
+                    .iter()
+                    .any(|n| k.eq_ignore_ascii_case(n)) =>
+            {
+                format!("{k}: ...")
+            }
+            _ => l.to_string(),
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// The HTTP/1.1 fast path (`src/fast_path.rs`) answers a fresh hit byte for byte as the edge's
+/// first hook does once pingora made a session (a header the fast path does not know sends the
+/// request there), with the same access log line; it leaves a request with a cookie to the
+/// full path, and a path that names a file in the web root (put there after the page was
+/// stored) is that file's, as on the full path.
+#[test]
+fn the_fast_path_answers_a_fresh_hit_as_the_full_path_does() {
+    let (site, app, _edge) = edge();
+    let fast_count = || metric(&site.metrics(), "onebox_edge_fast_path_responses_total");
+    let request = |path: &str, args: &[&str]| {
+        let url = site.https(path);
+        let mut all = vec!["-k", "-i", "--http1.1"];
+        all.extend_from_slice(args);
+        all.push(&url);
+        let out = site.curl(&all);
+        assert!(out.status.success(), "{all:?}: {out:?}");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    for (path, args) in [
+        ("/etag", vec![]),
+        ("/page?x=1", vec!["-H", "Accept-Encoding: gzip"]),
+        ("/etag", vec!["-I"]),
+        ("/etag", vec!["-H", "Host: WWW.foobar.com:443"]),
+    ] {
+        request(path, &[&args[..], &["-H", "X-Warm: 1"]].concat());
+        let before = fast_count();
+        let fast = request(path, &args);
+        assert_eq!(
+            fast_count() - before,
+            1.0,
+            "{path} {args:?}: not the fast path"
+        );
+        let full = request(path, &[&args[..], &["-H", "X-Full-Path: 1"]].concat());
+        assert_eq!(
+            fast_count() - before,
+            1.0,
+            "{path} {args:?}: not the full path"
+        );
+        assert!(fast.contains("X-Cache: HIT"), "{fast}");
+        assert_eq!(blanked(&fast), blanked(&full), "{path} {args:?}");
+        let log = std::fs::read_to_string(site.path("edge.log")).unwrap();
+        let line = |text: &str| {
+            let id = text
+                .lines()
+                .find_map(|l| l.strip_prefix("X-Request-Id: "))
+                .unwrap()
+                .trim()
+                .to_string();
+            let line = log
+                .lines()
+                .find(|l| l.ends_with(&format!(" {id}")))
+                .unwrap();
+            let words: Vec<&str> = line.split(' ').collect();
+            // The time (`…ms`) and the id differ.
+            format!(
+                "{} | {}",
+                words[..words.len() - 3].join(" "),
+                words[words.len() - 2]
+            )
+        };
+        assert_eq!(line(&fast), line(&full), "{path} {args:?}");
+        assert!(line(&fast).ends_with("| cache"), "{}", line(&fast));
+    }
+    // Stored twice: `www.foobar.com:443` is another key than `www.foobar.com:PORT`.
+    assert_eq!(app.count("GET", "/etag"), 2);
+    // A cookie: the full path (which sends it to the app without the cache).
+    let before = fast_count();
+    let with_cookie = request("/etag", &["-H", "Cookie: a=b"]);
+    assert_eq!(fast_count() - before, 0.0);
+    assert!(!with_cookie.contains("X-Cache: HIT"), "{with_cookie}");
+    assert_eq!(app.count("GET", "/etag"), 3);
+    // A file put in the web root under the page's path is served, not the stored page.
+    std::fs::write(site.www().join("etag"), "a file\n").unwrap();
+    let file = request("/etag", &[]);
+    assert!(file.ends_with("\r\n\r\na file\n"), "{file}");
+    assert_eq!(app.count("GET", "/etag"), 3);
+}

@@ -430,10 +430,11 @@ fn visible(value: &[u8]) -> Option<&str> {
 
 /// The name of a `Host` value as the full path compares it with the site's names (which
 /// it lowercases first): without its port and a trailing dot; `None` for an IPv6 literal or an
-/// empty name (the full path answers those).
+/// empty name, and for userinfo (`@`), which pingora refuses with `400` (the full path answers
+/// those).
 fn host_name(raw: &str) -> Option<&str> {
     let raw = raw.trim();
-    if raw.starts_with('[') {
+    if raw.starts_with('[') || raw.contains('@') {
         return None;
     }
     let name = raw
@@ -471,5 +472,6 @@ mod tests {
         assert_eq!(host_name("www.foobar.com"), Some("www.foobar.com"));
         assert_eq!(host_name("[::1]:443"), None);
         assert_eq!(host_name(":443"), None);
+        assert_eq!(host_name("www.foobar.com:1@evil.example"), None);
     }
 }

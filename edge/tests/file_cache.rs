@@ -486,13 +486,14 @@ fn the_fast_path_answers_as_the_full_path_does() {
         );
     }
     // Requests the fast path leaves to the full path: a body, a range, another precondition,
-    // an unknown host, HTTP/1.0, a file the cache does not hold.
+    // an unknown host, userinfo in the host (pingora's 400), HTTP/1.0.
     let before = fast_count();
     for args in [
         vec!["-d", "x=1"],
         vec!["-H", "Range: bytes=0-3"],
         vec!["-H", "If-Modified-Since: Thu, 01 Jan 2099 00:00:00 GMT"],
         vec!["-H", "Host: other.example"],
+        vec!["-H", "Host: www.foobar.com:1@other.example"],
         vec!["--http1.0"],
     ] {
         let url = p.site.https("/small.txt");

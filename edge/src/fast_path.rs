@@ -49,7 +49,8 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 use tokio::io::AsyncWriteExt;
 
-/// Headers whose values the full path ignores for a static file: a request with only these
+/// Headers whose values the full path ignores for a cached file or page (the page cache keeps
+/// no `Vary`; a `Cookie` only keeps a request from the page cache): a request with only these
 /// (besides `Host`, `Accept-Encoding`, `If-None-Match` and `Connection: keep-alive`) may be
 /// answered here. Lower case.
 pub const IGNORED: [&str; 17] = [
@@ -246,7 +247,7 @@ impl FastPath {
             .insert_header(http::header::CONNECTION, "keep-alive")
             .ok()?;
         let body = if req.head { &[][..] } else { &hit.body[..] };
-        let mut bytes = bytes::BytesMut::with_capacity(1024 + body.len());
+        let mut bytes = Vec::with_capacity(1024 + body.len());
         bytes.extend_from_slice(b"HTTP/1.1 ");
         bytes.extend_from_slice(header.status.as_str().as_bytes());
         bytes.extend_from_slice(b" ");
@@ -256,7 +257,7 @@ impl FastPath {
         bytes.extend_from_slice(b"\r\n");
         bytes.extend_from_slice(body);
         Some(Answer {
-            bytes: bytes.to_vec(),
+            bytes,
             status: header.status.as_u16(),
             id,
             kind: Kind::Cache,

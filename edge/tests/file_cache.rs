@@ -512,16 +512,9 @@ fn the_fast_path_answers_as_the_full_path_does() {
 /// of 3 reuses, 12 requests on one kept-alive connection take 3 connections either way.
 #[test]
 fn the_fast_path_keeps_the_request_limit_per_connection() {
-    let upstream = Upstream::start();
-    let site = Site::new(
-        Ports::new(),
-        upstream.port,
-        "\n[edge.acme]\nca = \"off\"\n[edge.limits]\nkeepalive_requests = 3\n",
-    );
-    std::fs::write(site.www().join("small.txt"), "small\n").unwrap();
-    let _edge = site.start_edge("edge.log");
+    let (site, _upstream, _edge) = edge("keepalive_requests = 3");
     let connects = |extra: &[&str]| -> u32 {
-        let url = site.https("/small.txt");
+        let url = site.https("/hello.txt");
         let mut args = vec!["-k", "--http1.1", "-w", "%{num_connects}\n"];
         args.extend(extra);
         for _ in 0..12 {

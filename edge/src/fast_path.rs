@@ -35,18 +35,19 @@
 //! and `tests/page_cache.rs` send each request both ways (a header the fast path does not know
 //! sends it the full way) and compare the answers byte for byte.
 
-use crate::file_cache::Cached;
+use crate::file_cache::{Cached, h1_head};
 use crate::page_cache::Route;
 use crate::proxy::{
-    AccessRecord, Kind, Shared, access_log_line, app_host_of, decorate, request_id,
+    AccessRecord, Kind, Shared, access_log_line, app_host_of, canonical_ip, client_write_timeout,
+    decorate, request_id,
 };
 use crate::static_files::{self, Source};
-use onebox_site::edge::{AccessLog, Hsts};
+use onebox_site::edge::AccessLog;
 use pingora::protocols::Stream;
 use pingora::protocols::http::date::get_cached_date;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 use tokio::io::AsyncWriteExt;
 
 /// Headers whose values the full path ignores for a cached file or page (the page cache keeps
@@ -164,8 +165,7 @@ impl FastPath {
             metrics.page_cache_hits.inc();
             metrics.page_cache_fast_hits.inc();
         }
-        let limits = &shared.config.edge.limits;
-        let write_timeout = Duration::from_secs(limits.client_timeout_secs.get().max(30));
+        let write_timeout = client_write_timeout(&shared.config.edge.limits);
         let written = tokio::time::timeout(write_timeout, async {
             stream.write_all(&answer.bytes).await?;
             stream.flush().await
@@ -177,17 +177,15 @@ impl FastPath {
         metrics.count_response(status);
         let format = shared.config.edge.access_log;
         if format != AccessLog::Off {
-            let client = stream
-                .get_socket_digest()
-                .and_then(|d| d.peer_addr().cloned())
-                .and_then(|a| a.as_inet().map(|a| a.ip().to_canonical()));
+            let digest = stream.get_socket_digest();
+            let client = canonical_ip(digest.as_ref().and_then(|d| d.peer_addr()));
             let line = access_log_line(
                 format,
                 &AccessRecord {
                     client,
                     host: &req.host.to_ascii_lowercase(),
                     method: if req.head { "HEAD" } else { "GET" },
-                    uri: req.target,
+                    uri: &req.target,
                     version: "HTTP/1.1",
                     status,
                     ms: start.elapsed().as_secs_f64() * 1000.0,
@@ -248,12 +246,7 @@ impl FastPath {
             .ok()?;
         let body = if req.head { &[][..] } else { &hit.body[..] };
         let mut bytes = Vec::with_capacity(1024 + body.len());
-        bytes.extend_from_slice(b"HTTP/1.1 ");
-        bytes.extend_from_slice(header.status.as_str().as_bytes());
-        bytes.extend_from_slice(b" ");
-        bytes.extend_from_slice(header.get_reason_phrase().unwrap_or_default().as_bytes());
-        bytes.extend_from_slice(b"\r\n");
-        header.header_to_h1_wire(&mut bytes);
+        h1_head(&header, &mut bytes);
         bytes.extend_from_slice(b"\r\n");
         bytes.extend_from_slice(body);
         Some(Answer {
@@ -366,8 +359,7 @@ impl FastPath {
         let shared = &self.shared;
         let id = self.next_id();
         let date = get_cached_date();
-        let hsts = shared.config.edge.headers.hsts == Hsts::WhenCaCertificate
-            && shared.certificate.from_ca();
+        let hsts = shared.sends_hsts();
         let mut out = Vec::with_capacity(prebuilt.len() + 160 + body.len());
         out.extend_from_slice(prebuilt);
         for (name, value) in [

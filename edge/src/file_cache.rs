@@ -431,18 +431,24 @@ fn read(
     })
 }
 
+/// `header`'s status line and header lines as pingora's HTTP/1.1 writer sends them (its
+/// `http_resp_header_to_buf`, without the blank line that ends them), appended to `out`.
+pub fn h1_head(header: &ResponseHeader, out: &mut impl bytes::BufMut) {
+    out.put_slice(b"HTTP/1.1 ");
+    out.put_slice(header.status.as_str().as_bytes());
+    out.put_slice(b" ");
+    out.put_slice(header.get_reason_phrase().unwrap_or_default().as_bytes());
+    out.put_slice(b"\r\n");
+    header.header_to_h1_wire(out);
+}
+
 /// A prebuilt header as pingora's HTTP/1.1 writer sends it (status line, then each header in
 /// order with its case), without the per-response headers at its end ([`PER_RESPONSE`]) and
 /// the blank line: what [`crate::fast_path`] sends before its own values of those. `None` if
 /// the header does not end with their placeholders.
 fn h1_wire(header: &ResponseHeader) -> Option<Bytes> {
     let mut wire = bytes::BytesMut::with_capacity(512);
-    wire.extend_from_slice(b"HTTP/1.1 ");
-    wire.extend_from_slice(header.status.as_str().as_bytes());
-    wire.extend_from_slice(b" ");
-    wire.extend_from_slice(header.get_reason_phrase()?.as_bytes());
-    wire.extend_from_slice(b"\r\n");
-    header.header_to_h1_wire(&mut wire);
+    h1_head(header, &mut wire);
     let mut suffix = Vec::new();
     for (name, value) in PER_RESPONSE {
         suffix.extend_from_slice(format!("{name}: {value}\r\n").as_bytes());

@@ -57,6 +57,20 @@ pub struct Shared {
     pub page_cache: Option<&'static PageCache>,
 }
 
+impl Shared {
+    /// Whether an HTTPS answer gets `Strict-Transport-Security` now: when configured so and a
+    /// CA's certificate is served.
+    pub fn sends_hsts(&self) -> bool {
+        self.config.edge.headers.hsts == Hsts::WhenCaCertificate && self.certificate.from_ca()
+    }
+}
+
+/// How long writing to the client may take (`limits.client_timeout_secs`, at least 30 s: a
+/// slow reader of a large answer is not cut at a short read timeout).
+pub fn client_write_timeout(limits: &onebox_site::edge::LimitsConfig) -> Duration {
+    Duration::from_secs(limits.client_timeout_secs.get().max(30))
+}
+
 /// The pingora proxy logic of one listener.
 pub struct Edge {
     /// Shared state.
@@ -458,7 +472,7 @@ pub fn decorate(
         return Ok(());
     }
     let headers = &shared.config.edge.headers;
-    if headers.hsts == Hsts::WhenCaCertificate && shared.certificate.from_ca() {
+    if shared.sends_hsts() {
         // Made once: a clone shares its bytes.
         resp.insert_header("Strict-Transport-Security", shared.hsts.clone())?;
     }
@@ -487,8 +501,9 @@ pub struct AccessRecord<'a> {
     pub host: &'a str,
     /// Its method.
     pub method: &'a str,
-    /// Its target as received.
-    pub uri: &'a str,
+    /// Its target as received (written as it is: the proxy's is the parsed URI, not copied to
+    /// a string for a text line).
+    pub uri: &'a dyn std::fmt::Display,
     /// Its protocol version (`HTTP/1.1`).
     pub version: &'a str,
     /// The status sent (0: none).
@@ -512,7 +527,7 @@ pub fn access_log_line(format: AccessLog, r: &AccessRecord<'_>) -> String {
         AccessLog::Json => serde_json::json!({
             "time": httpdate::fmt_http_date(std::time::SystemTime::now()),
             "id": r.id, "client": client, "host": r.host, "method": r.method,
-            "uri": r.uri, "version": version, "status": status,
+            "uri": r.uri.to_string(), "version": version, "status": status,
             "ms": (ms * 1000.0).round() / 1000.0, "kind": r.kind.as_str(), "tls": r.tls,
         })
         .to_string(),
@@ -530,9 +545,15 @@ pub fn access_log_line(format: AccessLog, r: &AccessRecord<'_>) -> String {
 /// The client's address: on the dual-stack `[::]` listener an IPv4 client's `::ffff:a.b.c.d`
 /// is its IPv4 address `a.b.c.d`.
 fn client_ip(session: &Session) -> Option<std::net::IpAddr> {
-    session
-        .client_addr()
-        .and_then(|a| a.as_inet())
+    canonical_ip(session.client_addr())
+}
+
+/// A peer address as [`client_ip`] reads it (`::ffff:a.b.c.d` as `a.b.c.d`), for a stream
+/// without a session ([`crate::fast_path`]).
+pub fn canonical_ip(
+    addr: Option<&pingora::protocols::l4::socket::SocketAddr>,
+) -> Option<std::net::IpAddr> {
+    addr.and_then(|a| a.as_inet())
         .map(|a| a.ip().to_canonical())
 }
 
@@ -618,9 +639,7 @@ impl ProxyHttp for Edge {
         let limits = &self.shared.config.edge.limits;
         let downstream = session.as_downstream_mut();
         downstream.set_read_timeout(Some(limits.client_timeout_secs.secs()));
-        downstream.set_write_timeout(Some(Duration::from_secs(
-            limits.client_timeout_secs.get().max(30),
-        )));
+        downstream.set_write_timeout(Some(client_write_timeout(limits)));
         downstream.set_keepalive(Some(limits.keepalive_secs.get()));
         ctx.host = Self::host(session);
 
@@ -913,7 +932,6 @@ impl ProxyHttp for Edge {
             return;
         }
         let req = session.req_header();
-        let uri = req.uri.to_string();
         let version = format!("{:?}", req.version);
         let line = access_log_line(
             format,
@@ -921,7 +939,7 @@ impl ProxyHttp for Edge {
                 client: client_ip(session),
                 host: &ctx.host,
                 method: req.method.as_str(),
-                uri: &uri,
+                uri: &req.uri,
                 version: &version,
                 status,
                 ms: ctx.start.elapsed().as_secs_f64() * 1000.0,

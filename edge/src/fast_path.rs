@@ -35,11 +35,12 @@
 //! and `tests/page_cache.rs` send each request both ways (a header the fast path does not know
 //! sends it the full way) and compare the answers byte for byte.
 
+use crate::fast_proxy::{AppRequest, FastProxy, Proxied};
 use crate::file_cache::{Cached, h1_head};
-use crate::page_cache::Route;
+use crate::page_cache::{Route, Url};
 use crate::proxy::{
     AccessRecord, Kind, Shared, access_log_line, app_host_of, canonical_ip, client_write_timeout,
-    decorate, request_id,
+    decorate, ip_text, request_id,
 };
 use crate::static_files::{self, Source};
 use onebox_site::edge::AccessLog;
@@ -84,18 +85,24 @@ pub enum Outcome {
     Answered,
     /// The request is not one for the fast path: nothing was written.
     NotHandled,
-    /// Writing the answer failed or timed out: the connection is done.
+    /// Writing the answer failed or timed out, or the answer ends the connection (the app's
+    /// answer was framed by closing it, or failed midway): the connection is done.
     Failed,
 }
 
 /// The fast path of the HTTPS listener.
 pub struct FastPath {
     shared: Arc<Shared>,
+    proxy: FastProxy,
 }
 
 /// A request the fast path answers, as parsed.
 struct Request<'a> {
     head: bool,
+    /// `GET` or `HEAD`.
+    method: &'a str,
+    /// The header fields as received.
+    fields: &'a [httparse::Header<'a>],
     target: &'a str,
     path: &'a str,
     /// The `Host` value as received.
@@ -106,6 +113,17 @@ struct Request<'a> {
     cookie: bool,
     accept_encoding: &'a str,
     if_none_match: Option<&'a str>,
+}
+
+/// Where a request that names no file the small-file cache holds goes.
+enum AppRoute {
+    /// A fresh hit of the page cache.
+    Page(Answer),
+    /// The app, without the page cache: a request the cache does not take (a `Cookie`), or
+    /// whose URL it remembers as uncacheable (`Some`), or any with the page cache off.
+    App(Option<Url>),
+    /// The full path.
+    Full,
 }
 
 /// An answer the fast path sends.
@@ -122,7 +140,10 @@ struct Answer {
 impl FastPath {
     /// The fast path over the HTTPS listener's shared state.
     pub fn new(shared: Arc<Shared>) -> FastPath {
-        FastPath { shared }
+        FastPath {
+            shared,
+            proxy: FastProxy::new(),
+        }
     }
 
     /// Answers the request whose head is exactly `head` (a complete head, nothing after it) on
@@ -135,15 +156,10 @@ impl FastPath {
             return Outcome::NotHandled;
         }
         let shared = &self.shared;
-        // A request for a file the small-file cache does not hold, with no page cache, leaves
-        // here before its head is parsed.
         let Some(path) = request_path(head) else {
             return Outcome::NotHandled;
         };
         let file = shared.file_cache.holds(path);
-        if !file && shared.page_cache.is_none() {
-            return Outcome::NotHandled;
-        }
         let mut fields = [httparse::EMPTY_HEADER; MAX_FIELDS];
         let Some(req) = self.parse(head, &mut fields) else {
             return Outcome::NotHandled;
@@ -151,7 +167,13 @@ impl FastPath {
         let answer = if file {
             self.file(&req)
         } else {
-            self.page(&req, start)
+            match self.app_route(&req, start) {
+                AppRoute::Page(answer) => Some(answer),
+                AppRoute::App(remembered) => {
+                    return self.to_app(stream, &req, remembered, start).await;
+                }
+                AppRoute::Full => None,
+            }
         };
         let Some(answer) = answer else {
             return Outcome::NotHandled;
@@ -174,29 +196,130 @@ impl FastPath {
         let ok = matches!(written, Ok(Ok(())));
         // As the full path's `logging` counts it: a response not written has no status.
         let status = if ok { answer.status } else { 0 };
-        metrics.count_response(status);
-        let format = shared.config.edge.access_log;
-        if format != AccessLog::Off {
-            let digest = stream.get_socket_digest();
-            let client = canonical_ip(digest.as_ref().and_then(|d| d.peer_addr()));
-            let line = access_log_line(
-                format,
-                &AccessRecord {
-                    client,
-                    host: &req.host.to_ascii_lowercase(),
-                    method: if req.head { "HEAD" } else { "GET" },
-                    uri: &req.target,
-                    version: "HTTP/1.1",
-                    status,
-                    ms: start.elapsed().as_secs_f64() * 1000.0,
-                    kind: answer.kind,
-                    id: &answer.id,
-                    tls: true,
-                },
-            );
-            println!("{line}");
-        }
+        self.log(stream, &req, status, answer.kind, &answer.id, start);
         if ok {
+            Outcome::Answered
+        } else {
+            Outcome::Failed
+        }
+    }
+
+    /// Counts an answer's status and writes its access log line, as the full path's `logging`
+    /// does.
+    fn log(
+        &self,
+        stream: &Stream,
+        req: &Request<'_>,
+        status: u16,
+        kind: Kind,
+        id: &str,
+        start: Instant,
+    ) {
+        let shared = &self.shared;
+        shared.metrics.count_response(status);
+        let format = shared.config.edge.access_log;
+        if format == AccessLog::Off {
+            return;
+        }
+        let line = access_log_line(
+            format,
+            &AccessRecord {
+                client: client_ip(stream),
+                host: &req.host.to_ascii_lowercase(),
+                method: req.method,
+                uri: &req.target,
+                version: "HTTP/1.1",
+                status,
+                ms: start.elapsed().as_secs_f64() * 1000.0,
+                kind,
+                id,
+                tls: true,
+            },
+        );
+        println!("{line}");
+    }
+
+    /// Where a request that names no file the small-file cache holds goes: a fresh page-cache
+    /// hit is answered here (see [`FastPath::page`]), a request the page cache would not take
+    /// or sends to the app without the cache goes to the app (see [`FastPath::to_app`]), when
+    /// its path's first segment names nothing in the web root (the full path looks for a file
+    /// first); anything else, the full path.
+    fn app_route(&self, req: &Request<'_>, start: Instant) -> AppRoute {
+        let shared = &self.shared;
+        let remembered = match shared.page_cache {
+            // The page cache takes no request with a `Cookie` (the only credentials the fast
+            // path lets through).
+            Some(_) if req.cookie => None,
+            Some(cache) => {
+                let host = app_host_of(req.raw_host);
+                let conditional = req.if_none_match.is_some();
+                match cache.route_path(&host, req.target, conditional, start) {
+                    Route::Hit(hit) => {
+                        return self.page(req, hit).map_or(AppRoute::Full, AppRoute::Page);
+                    }
+                    Route::Remembered(url) => Some(url),
+                    Route::Lookup(..) | Route::Bypass => return AppRoute::Full,
+                }
+            }
+            None => None,
+        };
+        if !static_files::first_segment_missing(shared.web_root.configured(), req.path) {
+            return AppRoute::Full;
+        }
+        AppRoute::App(remembered)
+    }
+
+    /// Sends a request to the app and its answer to the client ([`crate::fast_proxy`]) when
+    /// the app's pool is its one server and that server is ready (else the full path answers:
+    /// it chooses among several, or answers `503`).
+    async fn to_app(
+        &self,
+        stream: &mut Stream,
+        req: &Request<'_>,
+        remembered: Option<Url>,
+        start: Instant,
+    ) -> Outcome {
+        let shared = &self.shared;
+        let Some(peer) = shared
+            .single_upstream
+            .as_ref()
+            .and_then(|single| single.ready_peer(&shared.upstreams))
+        else {
+            return Outcome::NotHandled;
+        };
+        let id = self.next_id();
+        let Ok(id_value) = http::HeaderValue::from_str(&id) else {
+            return Outcome::NotHandled;
+        };
+        let client = client_ip(stream).map(ip_text).unwrap_or_default();
+        let app_host = app_host_of(req.raw_host);
+        let site_host = req.host.to_ascii_lowercase();
+        let app_req = AppRequest {
+            method: req.method,
+            target: req.target,
+            fields: req.fields,
+            app_host: &app_host,
+            site_host: &site_host,
+            client: &client,
+            id: &id_value,
+            remembered,
+        };
+        // Boxed: the connection's task (HTTP/2 and idle connections too) is sized by its
+        // largest state, and the proxy's (a client session, headers) would add kilobytes to
+        // every connection's memory.
+        let proxied = Box::pin(self.proxy.proxy(shared, peer, stream, &app_req)).await;
+        let (status, keep) = match proxied {
+            Proxied::NotSent => return Outcome::NotHandled,
+            Proxied::Answered { status, keep } => (status, keep),
+        };
+        let metrics = &shared.metrics;
+        metrics.fast_path_responses.inc();
+        metrics.proxied_requests.inc();
+        if remembered.is_some() {
+            metrics.page_cache_remembered_uncacheable.inc();
+        }
+        self.log(stream, req, status, Kind::Proxy, &id, start);
+        if keep {
             Outcome::Answered
         } else {
             Outcome::Failed
@@ -215,20 +338,11 @@ impl FastPath {
         self.response(cached, unchanged, req.head)
     }
 
-    /// The answer from the page cache: a fresh hit of an anonymous request whose path names
-    /// nothing in the web root (the full path looks for a file first), as
-    /// [`PageCache::route`](crate::page_cache::PageCache::route) finds it.
-    fn page(&self, req: &Request<'_>, start: Instant) -> Option<Answer> {
+    /// The answer from the page cache's fresh hit `hit` for an anonymous request, as
+    /// [`PageCache::route`](crate::page_cache::PageCache::route) finds it, when its path names
+    /// nothing in the web root (the full path looks for a file first).
+    fn page(&self, req: &Request<'_>, hit: crate::page_store::FreshHit) -> Option<Answer> {
         let shared = &self.shared;
-        let cache = shared.page_cache?;
-        if req.cookie {
-            return None;
-        }
-        let host = app_host_of(req.raw_host);
-        let conditional = req.if_none_match.is_some();
-        let Route::Hit(hit) = cache.route_path(&host, req.target, conditional, start) else {
-            return None;
-        };
         if !static_files::first_segment_missing(shared.web_root.configured(), req.path) {
             return None;
         }
@@ -284,7 +398,8 @@ impl FastPath {
         if parsed.version != Some(1) || parsed.headers.len() > limits.max_headers.as_usize() {
             return None;
         }
-        let head_only = match parsed.method? {
+        let method = parsed.method?;
+        let head_only = match method {
             "GET" => false,
             "HEAD" => true,
             _ => return None,
@@ -338,6 +453,8 @@ impl FastPath {
         }
         Some(Request {
             head: head_only,
+            method,
+            fields: parsed.headers,
             target,
             path,
             raw_host,
@@ -385,6 +502,13 @@ impl FastPath {
             kind: Kind::Static,
         })
     }
+}
+
+/// The client's address of `stream` as the full path's access log and `X-Forwarded-For` have
+/// it.
+fn client_ip(stream: &Stream) -> Option<std::net::IpAddr> {
+    let digest = stream.get_socket_digest();
+    canonical_ip(digest.as_ref().and_then(|d| d.peer_addr()))
 }
 
 /// The path of the request line's target (up to a `?`), as the request line of `head` has it

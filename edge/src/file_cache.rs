@@ -434,7 +434,12 @@ fn read(
 /// `header`'s status line and header lines as pingora's HTTP/1.1 writer sends them (its
 /// `http_resp_header_to_buf`, without the blank line that ends them), appended to `out`.
 pub fn h1_head(header: &ResponseHeader, out: &mut impl bytes::BufMut) {
-    out.put_slice(b"HTTP/1.1 ");
+    // pingora writes the header's version (an HTTP/1.0 app's answer stays one).
+    out.put_slice(match header.version {
+        http::Version::HTTP_09 => b"HTTP/0.9 ",
+        http::Version::HTTP_10 => b"HTTP/1.0 ",
+        _ => b"HTTP/1.1 ",
+    });
     out.put_slice(header.status.as_str().as_bytes());
     out.put_slice(b" ");
     out.put_slice(header.get_reason_phrase().unwrap_or_default().as_bytes());

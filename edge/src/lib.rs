@@ -16,6 +16,7 @@ pub mod connections;
 pub mod daemon;
 pub mod error;
 pub mod fast_path;
+pub mod fast_proxy;
 pub mod file_cache;
 pub mod header_deadline;
 pub mod keepalive;

@@ -91,6 +91,12 @@ pub struct SingleUpstream {
 }
 
 impl SingleUpstream {
+    /// The peer of the pool's only server if its health check says it is ready (what the
+    /// proxy's `upstream_peer` sends a request to), else `None` (the proxy answers `503`).
+    pub fn ready_peer(&self, pool: &LoadBalancer<RoundRobin>) -> Option<&HttpPeer> {
+        pool.backends().ready(&self.backend).then_some(&self.peer)
+    }
+
     /// The pool's only server and its peer, if it has exactly one.
     pub fn new(
         pool: &LoadBalancer<RoundRobin>,
@@ -493,6 +499,27 @@ pub fn decorate(
     Ok(())
 }
 
+/// The forwarding headers and the request id on a request to the app, from the proxy's
+/// `upstream_request_filter` and [`crate::fast_proxy`] alike: `X-Forwarded-For` (`client`),
+/// `X-Forwarded-Proto`, `X-Forwarded-Host` (the site name `host`), `X-Request-Id` (`id`). The
+/// edge is the first hop: a client's own forwarding headers are replaced, not trusted.
+pub fn forwarded(
+    upstream: &mut pingora::http::RequestHeader,
+    client: String,
+    tls: bool,
+    host: &str,
+    id: &http::HeaderValue,
+) -> Result<()> {
+    upstream.insert_header("X-Forwarded-For", client)?;
+    upstream.insert_header(
+        "X-Forwarded-Proto",
+        http::HeaderValue::from_static(if tls { "https" } else { "http" }),
+    )?;
+    upstream.insert_header("X-Forwarded-Host", host)?;
+    upstream.insert_header("X-Request-Id", id.clone())?;
+    Ok(())
+}
+
 /// What the access log says of one request.
 pub struct AccessRecord<'a> {
     /// The client's address.
@@ -757,8 +784,8 @@ impl ProxyHttp for Edge {
         ctx.kind = Kind::Proxy;
         self.shared.metrics.proxied_requests.inc();
         if let Some(single) = &self.shared.single_upstream {
-            if self.shared.upstreams.backends().ready(&single.backend) {
-                return Ok(Box::new(single.peer.clone()));
+            if let Some(peer) = single.ready_peer(&self.shared.upstreams) {
+                return Ok(Box::new(peer.clone()));
             }
             self.shared.metrics.upstream_errors.inc();
             return Error::e_explain(ErrorType::HTTPStatus(503), "no healthy app upstream");
@@ -793,14 +820,7 @@ impl ProxyHttp for Edge {
         ctx: &mut Ctx,
     ) -> Result<()> {
         let client = client_ip(session).map(ip_text).unwrap_or_default();
-        // The edge is the first hop: client-supplied forwarding headers are replaced, not trusted.
-        upstream.insert_header("X-Forwarded-For", client)?;
-        upstream.insert_header(
-            "X-Forwarded-Proto",
-            http::HeaderValue::from_static(if self.tls { "https" } else { "http" }),
-        )?;
-        upstream.insert_header("X-Forwarded-Host", &ctx.host)?;
-        upstream.insert_header("X-Request-Id", ctx.id.clone())?;
+        forwarded(upstream, client, self.tls, &ctx.host, &ctx.id)?;
         // The `Host` the page cache's key has (the same for HTTP/1.1 and HTTP/2): sent only when
         // the request's differs (none, another case, the default port).
         let host = app_host(session.req_header(), &ctx.host);

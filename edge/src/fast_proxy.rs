@@ -1,0 +1,638 @@
+//! The HTTP/1.1 fast path's proxy: a plain `GET` or `HEAD` for the app ([`crate::fast_path`]
+//! routes it here) is sent to the app's one server and its answer sent back, without a pingora
+//! session or the proxy's phases.
+//!
+//! pingora's path for a proxied request (its session, the proxy's phase futures moved by value,
+//! header maps built and written header by header, the upstream pool's release task and its
+//! `getpeername` check on every reuse) cost about 120k user-space instructions a request
+//! (`bench/edge/callgrind /api`). Here the parts that decide what goes up and what comes back
+//! are pingora's own: its HTTP/1 client session ([`HttpSession`]: the request written by its
+//! writer, the answer read, validated and framed by its reader, its keep-alive rules) over a
+//! connection made by pingora's connector with the peer's timeouts; and the edge's own rules,
+//! shared with the full path: the forwarding headers ([`forwarded`]), the page cache's purge
+//! header and its memory of uncacheable URLs, `X-Cache`, [`decorate`]. What pingora's proxy
+//! does to the answer on the way down for HTTP/1.1 is done as it does it: an answer with
+//! neither `Content-Length` nor `Transfer-Encoding` is sent chunked, `Date` and `Connection`
+//! are set, the body framed as the header says (chunked: a chunk per piece read, in pingora's
+//! format); informational answers (`103`) pass through.
+//!
+//! Idle connections to the app are kept per worker thread (the edge's runtimes do not steal
+//! work: a connection stays on the thread whose reactor holds it), the most recent first, at
+//! most [`IDLE_PER_THREAD`] of them and none idle longer than [`IDLE_FOR`]; nothing watches
+//! them. A request on a kept connection that the app has closed in the meantime fails before
+//! any answer came, and is sent again on a new connection (as pingora retries a reused
+//! connection's failure); a new connection that cannot be made leaves the request to the full
+//! path, which answers as it does when the app is down. After the request went up on a new
+//! connection, a failure before the answer's head (a timeout, a closed connection, an answer
+//! pingora's reader refuses) is answered with the full path's `502`; during the body, the
+//! connection to the client is closed (the head has been sent).
+
+use crate::file_cache::h1_head;
+use crate::page_cache::{self, PageCache};
+use crate::proxy::{Shared, decorate};
+use bytes::Bytes;
+use http::HeaderValue;
+use pingora::connectors::{ConnectorOptions, TransportConnector};
+use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::protocols::Stream;
+use pingora::protocols::http::date::get_cached_date;
+use pingora::protocols::http::v1::client::HttpSession;
+use pingora::upstreams::peer::HttpPeer;
+use std::cell::RefCell;
+use std::time::{Duration, Instant};
+use tokio::io::AsyncWriteExt;
+
+/// The most idle connections to the app one worker thread keeps.
+pub const IDLE_PER_THREAD: usize = 256;
+
+/// How long a connection to the app is kept idle (the app's HTTP server closes one idle for
+/// 30 s: hyper's `header_read_timeout`).
+pub const IDLE_FOR: Duration = Duration::from_secs(20);
+
+thread_local! {
+    /// This thread's idle connections to the app, the most recently used last, with the time
+    /// each became idle.
+    static IDLE: RefCell<Vec<(Stream, Instant)>> = const { RefCell::new(Vec::new()) };
+}
+
+/// A request for the app as the fast path parsed it.
+pub struct AppRequest<'a> {
+    /// `GET` or `HEAD`.
+    pub method: &'a str,
+    /// The request target as received.
+    pub target: &'a str,
+    /// The request's header fields in order, as received.
+    pub fields: &'a [httparse::Header<'a>],
+    /// The `Host` the app sees ([`crate::proxy::app_host_of`] of the request's).
+    pub app_host: &'a str,
+    /// The site name the request is for, lower case (`X-Forwarded-Host`).
+    pub site_host: &'a str,
+    /// The client's address as text (`X-Forwarded-For`).
+    pub client: &'a str,
+    /// The request id.
+    pub id: &'a HeaderValue,
+    /// The page cache's URL of it when the page cache sent it to the app as an URL it
+    /// remembers as uncacheable (an answer that may be cached makes it forget that).
+    pub remembered: Option<page_cache::Url>,
+}
+
+/// How a proxied request ended.
+pub enum Proxied {
+    /// The app could not be reached on a new connection: nothing was sent anywhere; the full
+    /// path is to answer the request.
+    NotSent,
+    /// An answer was sent (the app's, or the `502` for an app that did not answer); `keep`
+    /// says whether the connection to the client may serve another request.
+    Answered {
+        /// The status sent (0: the head could not be written).
+        status: u16,
+        /// Whether the client's connection may be kept alive.
+        keep: bool,
+    },
+}
+
+/// The fast path's connections to the app.
+pub struct FastProxy {
+    connector: std::sync::OnceLock<TransportConnector>,
+}
+
+impl Default for FastProxy {
+    fn default() -> Self {
+        FastProxy::new()
+    }
+}
+
+impl FastProxy {
+    /// A proxy with no connection yet (pingora's connector, its own pool unused).
+    pub fn new() -> FastProxy {
+        FastProxy {
+            connector: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// pingora's connector, made on first use.
+    fn connector(&self) -> &TransportConnector {
+        self.connector
+            .get_or_init(|| TransportConnector::new(Some(ConnectorOptions::new(1))))
+    }
+
+    /// Sends `req` to the app's server `peer` and its answer to `client` (see the module).
+    pub async fn proxy(
+        &self,
+        shared: &Shared,
+        peer: &HttpPeer,
+        client: &mut Stream,
+        req: &AppRequest<'_>,
+    ) -> Proxied {
+        let mut reused = true;
+        let mut up = loop {
+            let stream = match take_idle() {
+                Some(stream) => stream,
+                None => {
+                    reused = false;
+                    match self.connector().new_stream(peer).await {
+                        Ok(stream) => stream,
+                        Err(e) => {
+                            tracing::debug!("fast path: connecting to the app: {e}");
+                            return Proxied::NotSent;
+                        }
+                    }
+                }
+            };
+            let (mut stream, raw) = match raw_request(req) {
+                Some(bytes) => (stream, Some(bytes)),
+                None => (stream, None),
+            };
+            let raw_sent = match &raw {
+                Some(bytes) => write_up(&mut stream, bytes, peer.options.write_timeout).await,
+                None => Ok(()),
+            };
+            let mut up = HttpSession::new(stream);
+            up.read_timeout = peer.options.read_timeout;
+            up.write_timeout = peer.options.write_timeout;
+            let sent = match (raw_sent, raw) {
+                (Err(e), _) => Err(e),
+                (Ok(()), Some(_)) => Ok(0),
+                (Ok(()), None) => match upstream_request(req) {
+                    Ok(header) => up.write_request_header(Box::new(header)).await,
+                    Err(e) => Err(e),
+                },
+            };
+            let answered = match sent {
+                Ok(_) => up.read_response().await,
+                Err(e) => Err(e),
+            };
+            match answered {
+                Ok(_) => break up,
+                // A kept connection the app closed meanwhile: again on a new one.
+                Err(e) if reused && e.etype() != &pingora::ErrorType::ReadTimedout => {
+                    tracing::debug!("fast path: a kept connection to the app failed: {e}");
+                }
+                Err(e) => return self.bad_gateway(shared, client, req, &e).await,
+            }
+        };
+        let client_timeout = crate::proxy::client_write_timeout(&shared.config.edge.limits);
+        // Informational answers pass through; then the final one.
+        let (header, keep) = loop {
+            let Some(header) = up.resp_header() else {
+                let e = pingora::Error::explain(pingora::ErrorType::InvalidHTTPHeader, "no answer");
+                return self.bad_gateway(shared, client, req, &e).await;
+            };
+            let mut header = header.clone();
+            let informational = header.status.is_informational();
+            if header.status == http::StatusCode::SWITCHING_PROTOCOLS {
+                // Not asked for: pingora's proxy refuses it as well.
+                let e = pingora::Error::explain(
+                    pingora::ErrorType::InvalidHTTPHeader,
+                    "a 101 answer to a request that asked for no upgrade",
+                );
+                return self.bad_gateway(shared, client, req, &e).await;
+            }
+            let keep = downstream_head(shared, req, &mut header, up.is_body_done());
+            if !informational {
+                break (header, keep);
+            }
+            let mut bytes = Vec::with_capacity(256);
+            h1_head(&header, &mut bytes);
+            bytes.extend_from_slice(b"\r\n");
+            if write(client, &bytes, client_timeout).await.is_err() {
+                return Proxied::Answered {
+                    status: 0,
+                    keep: false,
+                };
+            }
+            if let Err(e) = up.read_response().await {
+                return self.bad_gateway(shared, client, req, &e).await;
+            }
+        };
+        let status = header.status.as_u16();
+        let framing = Framing::of(&header, req.method == "HEAD");
+        let keep = keep && framing != Framing::Close;
+        let mut head = Vec::with_capacity(1024);
+        h1_head(&header, &mut head);
+        head.extend_from_slice(b"\r\n");
+        drop(header);
+        // The head goes out with the first piece of the body (one write), unless the body is
+        // streamed (no length: sent at once, as pingora flushes it).
+        let mut pending = Some(head);
+        if framing != Framing::Length
+            && let Some(head) = pending.take()
+            && write(client, &head, client_timeout).await.is_err()
+        {
+            return Proxied::Answered {
+                status: 0,
+                keep: false,
+            };
+        }
+        let mut sent_head = pending.is_none();
+        loop {
+            let piece = if framing == Framing::None {
+                Ok(None)
+            } else {
+                up.read_body_bytes().await
+            };
+            let piece = match piece {
+                Ok(piece) => piece,
+                Err(e) => {
+                    tracing::warn!("request {}: upstream failed: {e}", id_text(req));
+                    return Proxied::Answered {
+                        status: if sent_head { status } else { 0 },
+                        keep: false,
+                    };
+                }
+            };
+            let end = piece.is_none();
+            let mut out = pending.take().unwrap_or_default();
+            framing.frame(piece.as_ref(), end, &mut out);
+            if !out.is_empty() && write(client, &out, client_timeout).await.is_err() {
+                return Proxied::Answered {
+                    status: if sent_head { status } else { 0 },
+                    keep: false,
+                };
+            }
+            sent_head = true;
+            if end {
+                break;
+            }
+        }
+        if client.flush().await.is_err() {
+            return Proxied::Answered {
+                status,
+                keep: false,
+            };
+        }
+        up.respect_keepalive();
+        if let Some(stream) = up.reuse().await {
+            put_idle(stream);
+        }
+        Proxied::Answered { status, keep }
+    }
+
+    /// The full path's answer to a request the app did not answer (`fail_to_proxy`'s `502`,
+    /// the connection closed after it), with its warning.
+    async fn bad_gateway(
+        &self,
+        shared: &Shared,
+        client: &mut Stream,
+        req: &AppRequest<'_>,
+        e: &pingora::Error,
+    ) -> Proxied {
+        tracing::warn!("request {}: upstream failed: {e}", id_text(req));
+        let body = "Bad Gateway: the application did not answer\n";
+        let Some(bytes) = plain(shared, req, 502, body) else {
+            return Proxied::Answered {
+                status: 0,
+                keep: false,
+            };
+        };
+        let timeout = crate::proxy::client_write_timeout(&shared.config.edge.limits);
+        let written = write(client, &bytes, timeout).await.is_ok() && client.flush().await.is_ok();
+        Proxied::Answered {
+            status: if written { 502 } else { 0 },
+            keep: false,
+        }
+    }
+}
+
+/// The request id as text.
+fn id_text<'a>(req: &'a AppRequest<'_>) -> &'a str {
+    req.id.to_str().unwrap_or_default()
+}
+
+/// Writes `bytes` to the client within `timeout`.
+async fn write(client: &mut Stream, bytes: &[u8], timeout: Duration) -> std::io::Result<()> {
+    match tokio::time::timeout(timeout, client.write_all(bytes)).await {
+        Ok(done) => done,
+        Err(_) => Err(std::io::ErrorKind::TimedOut.into()),
+    }
+}
+
+/// A short plain-text answer as the full path's `plain` writes it with the connection to be
+/// closed: status line, `Content-Type`, `Content-Length`, [`decorate`]'s headers, `Date`,
+/// `Connection: close`, the body (none for `HEAD`).
+fn plain(shared: &Shared, req: &AppRequest<'_>, status: u16, body: &str) -> Option<Vec<u8>> {
+    let mut header = ResponseHeader::build(status, Some(8)).ok()?;
+    header
+        .insert_header("Content-Type", "text/plain; charset=utf-8")
+        .ok()?;
+    header
+        .insert_header("Content-Length", body.len().to_string())
+        .ok()?;
+    decorate(shared, true, &mut header, req.id.clone()).ok()?;
+    header
+        .insert_header(http::header::DATE, get_cached_date())
+        .ok()?;
+    header
+        .insert_header(http::header::CONNECTION, "close")
+        .ok()?;
+    let mut bytes = Vec::with_capacity(512);
+    h1_head(&header, &mut bytes);
+    bytes.extend_from_slice(b"\r\n");
+    if req.method != "HEAD" {
+        bytes.extend_from_slice(body.as_bytes());
+    }
+    Some(bytes)
+}
+
+/// The request that goes up, as the full path makes it: the client's header without its
+/// hop-by-hop `Connection` (pingora's upstream request policy), then the forwarding headers
+/// and the request id ([`crate::proxy::forwarded`]), and the app's `Host` when the request's
+/// differs.
+fn upstream_request(req: &AppRequest<'_>) -> pingora::Result<RequestHeader> {
+    let mut header = RequestHeader::build(
+        req.method,
+        req.target.as_bytes(),
+        Some(req.fields.len() + 4),
+    )?;
+    let mut host = None;
+    for field in req.fields {
+        if field.name.eq_ignore_ascii_case("connection") {
+            continue;
+        }
+        if field.name.eq_ignore_ascii_case("host") {
+            host = Some(field.value);
+        }
+        let value = pingora::http::header_value_from_raw(Bytes::copy_from_slice(field.value));
+        header.append_header(field.name.to_string(), value)?;
+    }
+    crate::proxy::forwarded(
+        &mut header,
+        req.client.to_string(),
+        true,
+        req.site_host,
+        req.id,
+    )?;
+    if host.is_none_or(|h| h != req.app_host.as_bytes()) {
+        header.insert_header("Host", req.app_host)?;
+    }
+    Ok(header)
+}
+
+/// The bytes [`upstream_request`] makes pingora's writer send, written here without building
+/// the header map, for a `GET` whose header names are all different (pingora's map writes the
+/// values of one name together; `HEAD` needs the request in pingora's client session, for the
+/// answer's framing): the request line, the client's fields in order but `Connection` (with
+/// `Host` as the app gets it, under that name, where the request had it), then the
+/// forwarding headers and the request id.
+fn raw_request(req: &AppRequest<'_>) -> Option<Vec<u8>> {
+    if req.method != "GET" {
+        return None;
+    }
+    let fields = req.fields;
+    for (i, field) in fields.iter().enumerate() {
+        if fields[..i]
+            .iter()
+            .any(|other| other.name.eq_ignore_ascii_case(field.name))
+        {
+            return None;
+        }
+    }
+    let mut out = Vec::with_capacity(512);
+    out.extend_from_slice(b"GET ");
+    out.extend_from_slice(req.target.as_bytes());
+    out.extend_from_slice(b" HTTP/1.1\r\n");
+    let mut line = |name: &[u8], value: &[u8]| {
+        out.extend_from_slice(name);
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value);
+        out.extend_from_slice(b"\r\n");
+    };
+    for field in fields {
+        if field.name.eq_ignore_ascii_case("connection") {
+            continue;
+        }
+        if field.name.eq_ignore_ascii_case("host") && field.value != req.app_host.as_bytes() {
+            line(b"Host", req.app_host.as_bytes());
+            continue;
+        }
+        line(field.name.as_bytes(), field.value);
+    }
+    // As `forwarded` inserts them (new names: the fast path takes no request with its own).
+    line(b"X-Forwarded-For", req.client.as_bytes());
+    line(b"X-Forwarded-Proto", b"https");
+    line(b"X-Forwarded-Host", req.site_host.as_bytes());
+    line(b"X-Request-Id", req.id.as_bytes());
+    out.extend_from_slice(b"\r\n");
+    Some(out)
+}
+
+/// Writes a request's bytes to the app within `timeout`, as pingora's client writes a header.
+async fn write_up(
+    stream: &mut Stream,
+    bytes: &[u8],
+    timeout: Option<Duration>,
+) -> pingora::Result<()> {
+    use pingora::ErrorType::{WriteError, WriteTimedout};
+    let write = async {
+        stream.write_all(bytes).await?;
+        stream.flush().await
+    };
+    let done = match timeout {
+        Some(t) => match tokio::time::timeout(t, write).await {
+            Ok(done) => done,
+            Err(_) => return pingora::Error::e_explain(WriteTimedout, "writing the request"),
+        },
+        None => write.await,
+    };
+    done.map_err(|e| pingora::Error::because(WriteError, "writing the request", e))
+}
+
+/// What the full path does to an answer's head on its way to an HTTP/1.1 client, in its
+/// order: the page cache's purge header and its memory of uncacheable URLs (the edge's
+/// `upstream_response_filter`), an answer with a body of no stated length made chunked
+/// (pingora's proxy), `X-Cache` and [`decorate`] (the edge's `response_filter`), then `Date`
+/// and `Connection` (pingora's HTTP/1 writer; not on an informational answer). `body_done`: no
+/// body follows. Returns whether the connection to the client may be kept alive.
+fn downstream_head(
+    shared: &Shared,
+    req: &AppRequest<'_>,
+    header: &mut ResponseHeader,
+    body_done: bool,
+) -> bool {
+    let cache: Option<&PageCache> = shared.page_cache;
+    if page_cache::take_purge(header)
+        && let Some(cache) = cache
+    {
+        cache.purge();
+        shared.metrics.page_cache_purges.inc();
+        tracing::info!(
+            "request {}: the app changed its pages; page cache purged",
+            id_text(req)
+        );
+    }
+    if let Some(url) = req.remembered
+        && let Some(cache) = cache
+        && cache.response_cacheable(header).is_cacheable()
+    {
+        cache.forget_uncacheable(url);
+    }
+    let informational = header.status.is_informational();
+    let no_body = req.method == "HEAD" || matches!(header.status.as_u16(), 204 | 304);
+    if !no_body
+        && !informational
+        && !header.headers.contains_key(http::header::TRANSFER_ENCODING)
+        && !header.headers.contains_key(http::header::CONTENT_LENGTH)
+        && !body_done
+    {
+        header.set_version(http::Version::HTTP_11);
+        if header
+            .insert_header(http::header::TRANSFER_ENCODING, "chunked")
+            .is_err()
+        {
+            return false;
+        }
+    }
+    if cache.is_some()
+        && header
+            .insert_header("X-Cache", HeaderValue::from_static("BYPASS"))
+            .is_err()
+    {
+        return false;
+    }
+    if decorate(shared, true, header, req.id.clone()).is_err() {
+        return false;
+    }
+    if informational {
+        return true;
+    }
+    let keep = Framing::of(header, req.method == "HEAD") != Framing::Close;
+    let connection = if keep { "keep-alive" } else { "close" };
+    header
+        .insert_header(http::header::DATE, get_cached_date())
+        .is_ok()
+        && header
+            .insert_header(http::header::CONNECTION, connection)
+            .is_ok()
+        && keep
+}
+
+/// How the body of an answer is framed to the client (pingora's HTTP/1 body writer).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Framing {
+    /// No body (`HEAD`, `204`, `304`).
+    None,
+    /// `Content-Length`: the bytes as they are.
+    Length,
+    /// `Transfer-Encoding: chunked`: a chunk per piece, then the last chunk.
+    Chunked,
+    /// Until the connection closes (an encoding other than chunked last).
+    Close,
+}
+
+impl Framing {
+    /// The framing of `header`'s body as pingora's writer decides it.
+    fn of(header: &ResponseHeader, head: bool) -> Framing {
+        if head || matches!(header.status.as_u16(), 204 | 304) {
+            return Framing::None;
+        }
+        let headers = &header.headers;
+        if let Some(te) = headers.get(http::header::TRANSFER_ENCODING) {
+            let last = te
+                .as_bytes()
+                .rsplit(|&b| b == b',')
+                .next()
+                .unwrap_or_default();
+            return if last.trim_ascii().eq_ignore_ascii_case(b"chunked") {
+                Framing::Chunked
+            } else {
+                Framing::Close
+            };
+        }
+        if headers.contains_key(http::header::CONTENT_LENGTH) {
+            Framing::Length
+        } else {
+            Framing::Close
+        }
+    }
+
+    /// Appends `piece` to `out` as this framing sends it, and the end of the body at `end`.
+    fn frame(self, piece: Option<&Bytes>, end: bool, out: &mut Vec<u8>) {
+        match self {
+            Framing::None => {}
+            Framing::Length | Framing::Close => {
+                if let Some(piece) = piece {
+                    out.extend_from_slice(piece);
+                }
+            }
+            Framing::Chunked => {
+                if let Some(piece) = piece.filter(|p| !p.is_empty()) {
+                    out.extend_from_slice(format!("{:X}\r\n", piece.len()).as_bytes());
+                    out.extend_from_slice(piece);
+                    out.extend_from_slice(b"\r\n");
+                }
+                if end {
+                    out.extend_from_slice(b"0\r\n\r\n");
+                }
+            }
+        }
+    }
+}
+
+/// This thread's most recently idle connection to the app, if one has been idle for less than
+/// [`IDLE_FOR`] (older ones are closed).
+fn take_idle() -> Option<Stream> {
+    IDLE.with_borrow_mut(|idle| {
+        let (stream, since) = idle.pop()?;
+        if since.elapsed() < IDLE_FOR {
+            Some(stream)
+        } else {
+            // The rest is older still.
+            idle.clear();
+            None
+        }
+    })
+}
+
+/// Keeps an idle connection to the app (closed instead when the thread keeps
+/// [`IDLE_PER_THREAD`] already).
+fn put_idle(stream: Stream) {
+    IDLE.with_borrow_mut(|idle| {
+        if idle.len() < IDLE_PER_THREAD {
+            idle.push((stream, Instant::now()));
+        }
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn header(status: u16, fields: &[(&'static str, &'static str)]) -> ResponseHeader {
+        let mut h = ResponseHeader::build(status, None).unwrap();
+        for (k, v) in fields {
+            h.append_header(*k, *v).unwrap();
+        }
+        h
+    }
+
+    #[test]
+    fn framing_is_pingoras() {
+        let of = |status, fields: &[_], head| Framing::of(&header(status, fields), head);
+        assert_eq!(of(200, &[("Content-Length", "3")], false), Framing::Length);
+        assert_eq!(of(200, &[("Content-Length", "3")], true), Framing::None);
+        assert_eq!(of(204, &[], false), Framing::None);
+        assert_eq!(of(304, &[("ETag", "\"a\"")], false), Framing::None);
+        assert_eq!(
+            of(200, &[("Transfer-Encoding", "gzip, chunked")], false),
+            Framing::Chunked
+        );
+        assert_eq!(
+            of(200, &[("Transfer-Encoding", "gzip")], false),
+            Framing::Close
+        );
+        assert_eq!(of(200, &[], false), Framing::Close);
+    }
+
+    #[test]
+    fn chunks_are_written_as_pingora_writes_them() {
+        let mut out = Vec::new();
+        Framing::Chunked.frame(Some(&Bytes::from_static(&[b'a'; 26])), false, &mut out);
+        Framing::Chunked.frame(Some(&Bytes::new()), false, &mut out);
+        Framing::Chunked.frame(None, true, &mut out);
+        let mut want = b"1A\r\n".to_vec();
+        want.extend_from_slice(&[b'a'; 26]);
+        want.extend_from_slice(b"\r\n0\r\n\r\n");
+        assert_eq!(out, want);
+    }
+}

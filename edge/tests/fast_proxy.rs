@@ -1,0 +1,335 @@
+//! The HTTP/1.1 fast path's proxy (`src/fast_proxy.rs`) against the real binary and a scripted
+//! app: each kind of answer an app gives (a length, chunks, a body ended by closing, HTTP/1.0,
+//! no content, not modified, an informational `103` first, the purge header, `HEAD`) reaches
+//! the client as the full path sends it, with what the app saw of the request the same too;
+//! a kept connection the app closed is replaced without the client seeing it; an app that
+//! does not answer gets the full path's `502`.
+#![allow(clippy::unwrap_used, clippy::panic)]
+
+mod common;
+use common::*;
+use std::io::Write;
+use std::net::{TcpListener, TcpStream};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+/// The header a request sends to take the full path (the fast path knows no such header); the
+/// app leaves it out of what it echoes.
+const FULL: &str = "X-Full-Path: 1";
+
+/// A scripted app; `conns` counts the connections it accepted.
+struct App {
+    port: u16,
+    conns: Arc<AtomicUsize>,
+}
+
+impl App {
+    fn start() -> App {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let conns = Arc::new(AtomicUsize::new(0));
+        let c = conns.clone();
+        std::thread::spawn(move || {
+            for conn in listener.incoming().flatten() {
+                c.fetch_add(1, Ordering::SeqCst);
+                std::thread::spawn(move || serve(conn));
+            }
+        });
+        App { port, conns }
+    }
+}
+
+/// The request head as the app saw it, without the full path's marker and with the request
+/// id's value blanked (it differs per request).
+fn echo(head: &str) -> String {
+    head.split("\r\n")
+        .filter(|l| !l.eq_ignore_ascii_case(FULL))
+        .map(|l| match l.split_once(':') {
+            Some((k, _)) if k.eq_ignore_ascii_case("x-request-id") => format!("{k}: ..."),
+            _ => l.to_string(),
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+fn serve(mut conn: TcpStream) {
+    conn.set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let mut buf = Vec::new();
+    loop {
+        let Some(head) = read_request(&mut conn, &mut buf) else {
+            return;
+        };
+        let mut words = head.split_whitespace();
+        let method = words.next().unwrap_or_default().to_string();
+        let target = words.next().unwrap_or_default().to_string();
+        let path = target.split('?').next().unwrap_or_default().to_string();
+        let body = echo(&head);
+        let head_only = method == "HEAD";
+        let with_length = |status: &str, extra: &str| {
+            let mut a = format!(
+                "{status}\r\nContent-Type: text/plain\r\n{extra}Content-Length: {}\r\n\r\n",
+                body.len()
+            );
+            if !head_only {
+                a.push_str(&body);
+            }
+            a
+        };
+        let (answer, close) = match path.as_str() {
+            "/healthz" => (
+                "HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nok\n".to_string(),
+                false,
+            ),
+            "/length" => (
+                with_length(
+                    "HTTP/1.1 200 OK",
+                    "X-App: a\r\nSet-Cookie: a=1; HttpOnly\r\nSet-Cookie: b=2\r\n",
+                ),
+                false,
+            ),
+            "/chunks" => {
+                let (a, b) = body.split_at(body.len() / 2);
+                let mut out = "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n".to_string();
+                if !head_only {
+                    out.push_str(&format!(
+                        "{:x}\r\n{a}\r\n{:x}\r\n{b}\r\n0\r\n\r\n",
+                        a.len(),
+                        b.len()
+                    ));
+                }
+                (out, false)
+            }
+            // No length: the body ends when the connection does.
+            "/until-close" => {
+                let mut out = "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\n".to_string();
+                if !head_only {
+                    out.push_str(&body);
+                }
+                (out, true)
+            }
+            "/http10" => (with_length("HTTP/1.0 200 OK", ""), true),
+            "/no-content" => (
+                "HTTP/1.1 204 No Content\r\nX-App: b\r\n\r\n".to_string(),
+                false,
+            ),
+            "/etag" if head.contains("If-None-Match: \"v1\"") => (
+                "HTTP/1.1 304 Not Modified\r\nETag: \"v1\"\r\n\r\n".to_string(),
+                false,
+            ),
+            "/etag" => (with_length("HTTP/1.1 200 OK", "ETag: \"v1\"\r\n"), false),
+            "/early" => (
+                format!(
+                    "HTTP/1.1 103 Early Hints\r\nLink: </style.css>; rel=preload\r\n\r\n{}",
+                    with_length("HTTP/1.1 200 OK", "")
+                ),
+                false,
+            ),
+            "/purge" => (
+                with_length("HTTP/1.1 200 OK", "X-Onebox-Purge: all\r\n"),
+                false,
+            ),
+            // Answers, then closes the connection without saying so.
+            "/once" => (with_length("HTTP/1.1 200 OK", ""), true),
+            // Never answers (within the edge's read timeout).
+            "/hang" => {
+                std::thread::sleep(Duration::from_secs(3));
+                return;
+            }
+            _ => (with_length("HTTP/1.1 404 Not Found", ""), false),
+        };
+        if conn.write_all(answer.as_bytes()).is_err() || close {
+            return;
+        }
+    }
+}
+
+/// An edge (self-signed, no ACME) in front of the scripted app, with `[edge.page_cache]`
+/// `enabled = page_cache` and the app's answers due within a second.
+fn edge(page_cache: bool) -> (Site, App, Proc) {
+    let app = App::start();
+    let site = Site::new(
+        Ports::new(),
+        app.port,
+        &format!("\n[edge.acme]\nca = \"off\"\n\n[edge.page_cache]\nenabled = {page_cache}\n"),
+    );
+    site.append("read_timeout_secs = 1\n");
+    let edge = site.start_edge("edge.log");
+    (site, app, edge)
+}
+
+/// curl's `-i` output of an HTTP/1.1 request for `path` with `args`.
+fn request(site: &Site, path: &str, args: &[&str]) -> String {
+    let url = site.https(path);
+    let mut all = vec!["-k", "-i", "--http1.1"];
+    all.extend_from_slice(args);
+    all.push(&url);
+    let out = site.curl(&all);
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// `text` with the values that differ from response to response (`Date`, the request id)
+/// blanked, in order.
+fn blanked(text: &str) -> String {
+    text.lines()
+        .map(|l| match l.split_once(':') {
+            Some((k, _))
+                if ["date", "x-request-id"]
+                    .iter()
+                    .any(|n| k.eq_ignore_ascii_case(n)) =>
+            {
+                format!("{k}: ...")
+            }
+            _ => l.to_string(),
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+fn fast_count(site: &Site) -> f64 {
+    metric(&site.metrics(), "onebox_edge_fast_path_responses_total")
+}
+
+/// The access log line of the answer `text` (curl `-i` output), without its time and id.
+fn log_line(site: &Site, text: &str) -> String {
+    let id = text
+        .lines()
+        .find_map(|l| l.strip_prefix("X-Request-Id: "))
+        .unwrap_or_else(|| panic!("no request id: {text}"))
+        .trim()
+        .to_string();
+    // Written once the answer is: the client may have it a moment before.
+    let mut line = None;
+    for _ in 0..100 {
+        let log = std::fs::read_to_string(site.path("edge.log")).unwrap();
+        line = log
+            .lines()
+            .find(|l| l.ends_with(&format!(" {id}")))
+            .map(str::to_string);
+        if line.is_some() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let line = line.unwrap_or_else(|| panic!("no access log line for {id}"));
+    let words: Vec<&str> = line.split(' ').collect();
+    format!(
+        "{} | {}",
+        words[..words.len() - 3].join(" "),
+        words[words.len() - 2]
+    )
+}
+
+/// Every kind of answer, with the page cache on and off: the fast path's (counted by
+/// `onebox_edge_fast_path_responses_total`) is byte for byte the full path's but for `Date`
+/// and the request id, with the same access log line, and the app saw the same request
+/// (echoed in the body: `X-Forwarded-*`, the request id, the client's other headers, `Host`
+/// as the app gets it, no `Connection`).
+#[test]
+fn the_fast_path_proxies_every_kind_of_answer_as_the_full_path_does() {
+    for page_cache in [true, false] {
+        let (site, _app, _edge) = edge(page_cache);
+        for (path, args) in [
+            (
+                "/length?a=1&b=%20",
+                vec!["-H", "Cookie: s=1", "-H", "Accept-Language: en"],
+            ),
+            ("/length", vec!["-H", "Host: WWW.foobar.com:443"]),
+            // Two fields of one name: pingora's header map writes them together.
+            (
+                "/length",
+                vec![
+                    "-H",
+                    "Cookie: a=1",
+                    "-H",
+                    "Accept: */*",
+                    "-H",
+                    "Cookie: b=2",
+                ],
+            ),
+            ("/length", vec!["-I"]),
+            ("/chunks", vec![]),
+            ("/chunks", vec!["-I"]),
+            ("/until-close", vec![]),
+            ("/http10", vec![]),
+            ("/no-content", vec![]),
+            ("/etag", vec![]),
+            ("/etag", vec!["-H", "If-None-Match: \"v1\""]),
+            ("/early", vec![]),
+            // With a cookie: a purge also clears what the page cache remembers, so a request
+            // without one would go through the cache again.
+            ("/purge", vec!["-H", "Cookie: s=1"]),
+            ("/missing", vec!["-H", "Connection: keep-alive"]),
+        ] {
+            let what = format!("page cache {page_cache}: {path} {args:?}");
+            // The first request for a URL goes through the page cache, which learns that it
+            // may not keep its answers; the next ones go to the app without it.
+            request(&site, path, &[&args[..], &["-H", FULL]].concat());
+            let before = fast_count(&site);
+            let purges = metric(&site.metrics(), "onebox_edge_page_cache_purges_total");
+            let fast = request(&site, path, &args);
+            assert_eq!(fast_count(&site) - before, 1.0, "{what}: not the fast path");
+            if page_cache && path == "/purge" {
+                // The purge header was taken out (compared below) and acted on.
+                let now = metric(&site.metrics(), "onebox_edge_page_cache_purges_total");
+                assert_eq!(now - purges, 1.0, "{what}");
+            }
+            let full = request(&site, path, &[&args[..], &["-H", FULL]].concat());
+            assert_eq!(fast_count(&site) - before, 1.0, "{what}: not the full path");
+            assert!(fast.starts_with("HTTP/1."), "{what}: {fast}");
+            if path.starts_with("/length") && args.len() > 1 {
+                // What the app saw, as it echoed it.
+                for line in [
+                    "X-Forwarded-For: 127.0.0.1",
+                    "X-Forwarded-Proto: https",
+                    "X-Request-Id: ...",
+                ] {
+                    assert!(fast.contains(line), "{what}: {fast}");
+                }
+                assert!(!fast.contains("X-Forwarded-Host: WWW"), "{what}: {fast}");
+            }
+            assert_eq!(blanked(&fast), blanked(&full), "{what}");
+            assert_eq!(log_line(&site, &fast), log_line(&site, &full), "{what}");
+            assert!(log_line(&site, &fast).ends_with("| proxy"), "{what}");
+        }
+    }
+}
+
+/// The fast path keeps its connections to the app; one the app closed since (without saying
+/// so) fails before any answer and the request goes again on a new connection: the client
+/// sees every answer.
+#[test]
+fn a_kept_connection_the_app_closed_is_replaced_unseen() {
+    let (site, app, _edge) = edge(false);
+    let before = fast_count(&site);
+    let conns = app.conns.load(Ordering::SeqCst);
+    for i in 0..4 {
+        let a = request(&site, "/once", &[]);
+        assert!(a.starts_with("HTTP/1.1 200 OK"), "request {i}: {a}");
+    }
+    assert_eq!(fast_count(&site) - before, 4.0);
+    // A new connection each time (after the first, a kept one failed first).
+    assert!(app.conns.load(Ordering::SeqCst) - conns >= 4);
+    // A connection the app keeps is used again.
+    let conns = app.conns.load(Ordering::SeqCst);
+    for _ in 0..4 {
+        assert!(request(&site, "/length", &[]).starts_with("HTTP/1.1 200"));
+    }
+    assert!(app.conns.load(Ordering::SeqCst) - conns <= 1);
+}
+
+/// An app that does not answer within `read_timeout_secs`: the full path's `502`, the same
+/// from both paths, and the connection closed.
+#[test]
+fn an_app_that_does_not_answer_gets_the_full_paths_502() {
+    let (site, _app, _edge) = edge(false);
+    let before = fast_count(&site);
+    let fast = request(&site, "/hang", &[]);
+    assert_eq!(fast_count(&site) - before, 1.0);
+    let full = request(&site, "/hang", &["-H", FULL]);
+    assert!(fast.starts_with("HTTP/1.1 502"), "{fast}");
+    assert!(fast.contains("Connection: close"), "{fast}");
+    assert_eq!(blanked(&fast), blanked(&full));
+    assert_eq!(log_line(&site, &fast), log_line(&site, &full));
+}

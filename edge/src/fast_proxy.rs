@@ -173,11 +173,15 @@ impl FastProxy {
         };
         let client_timeout = crate::proxy::client_write_timeout(&shared.config.edge.limits);
         // Informational answers pass through; then the final one.
-        let (header, keep) = loop {
+        let (head, status, framing, keep) = loop {
+            let body_done = up.is_body_done();
             let Some(header) = up.resp_header() else {
                 let e = pingora::Error::explain(pingora::ErrorType::InvalidHTTPHeader, "no answer");
                 return self.bad_gateway(shared, client, req, &e).await;
             };
+            if let Some((head, framing, keep)) = wire_head(shared, req, header, body_done) {
+                break (head, header.status.as_u16(), framing, keep);
+            }
             let mut header = header.clone();
             let informational = header.status.is_informational();
             if header.status == http::StatusCode::SWITCHING_PROTOCOLS {
@@ -188,9 +192,13 @@ impl FastProxy {
                 );
                 return self.bad_gateway(shared, client, req, &e).await;
             }
-            let keep = downstream_head(shared, req, &mut header, up.is_body_done());
+            let keep = downstream_head(shared, req, &mut header, body_done);
             if !informational {
-                break (header, keep);
+                let framing = Framing::of(&header, req.method == "HEAD");
+                let mut head = Vec::with_capacity(1024);
+                h1_head(&header, &mut head);
+                head.extend_from_slice(b"\r\n");
+                break (head, header.status.as_u16(), framing, keep);
             }
             let mut bytes = Vec::with_capacity(256);
             h1_head(&header, &mut bytes);
@@ -205,13 +213,7 @@ impl FastProxy {
                 return self.bad_gateway(shared, client, req, &e).await;
             }
         };
-        let status = header.status.as_u16();
-        let framing = Framing::of(&header, req.method == "HEAD");
         let keep = keep && framing != Framing::Close;
-        let mut head = Vec::with_capacity(1024);
-        h1_head(&header, &mut head);
-        head.extend_from_slice(b"\r\n");
-        drop(header);
         // The head goes out with the first piece of the body (one write), unless the body is
         // streamed (no length: sent at once, as pingora flushes it).
         let mut pending = Some(head);
@@ -504,6 +506,112 @@ fn downstream_head(
             .insert_header(http::header::CONNECTION, connection)
             .is_ok()
         && keep
+}
+
+/// The head [`downstream_head`] and pingora's writer make of the app's final answer `up`,
+/// written from it without copying its header map: each field of the app's in pingora's order
+/// (the values of one name together), a field the full path inserts written in the place of
+/// the app's own of that name (with the inserted name's case, one value), the others after
+/// them in the order the full path inserts them. With its framing and whether the connection
+/// to the client is kept. `None` for an answer this does not write ([`downstream_head`]'s
+/// copy does): an informational one, one with the page cache's purge header (removing a
+/// field reorders pingora's map), one read without its names' case.
+fn wire_head(
+    shared: &Shared,
+    req: &AppRequest<'_>,
+    up: &ResponseHeader,
+    body_done: bool,
+) -> Option<(Vec<u8>, Framing, bool)> {
+    use http::header::{CONTENT_LENGTH, TRANSFER_ENCODING};
+    static PURGE: http::HeaderName = http::HeaderName::from_static(page_cache::PURGE_HEADER);
+    if up.status.is_informational() || !up.has_case() || up.headers.contains_key(&PURGE) {
+        return None;
+    }
+    let cache: Option<&PageCache> = shared.page_cache;
+    if let Some(url) = req.remembered
+        && let Some(cache) = cache
+        && cache.response_cacheable(up).is_cacheable()
+    {
+        cache.forget_uncacheable(url);
+    }
+    let head = req.method == "HEAD";
+    let no_body = head || matches!(up.status.as_u16(), 204 | 304);
+    let chunked = !no_body
+        && !up.headers.contains_key(TRANSFER_ENCODING)
+        && !up.headers.contains_key(CONTENT_LENGTH)
+        && !body_done;
+    let framing = if chunked {
+        Framing::Chunked
+    } else {
+        Framing::of(up, head)
+    };
+    let keep = framing != Framing::Close;
+    // What the full path inserts, in its order: (name as compared, name as written, value).
+    let date = get_cached_date();
+    let mut inserts: Vec<(&str, &str, &[u8])> = Vec::with_capacity(9);
+    if chunked {
+        inserts.push(("transfer-encoding", "Transfer-Encoding", b"chunked"));
+    }
+    if cache.is_some() {
+        inserts.push(("x-cache", "X-Cache", b"BYPASS"));
+    }
+    inserts.push(("x-request-id", "X-Request-Id", req.id.as_bytes()));
+    if shared.sends_hsts() {
+        inserts.push((
+            "strict-transport-security",
+            "Strict-Transport-Security",
+            shared.hsts.as_bytes(),
+        ));
+    }
+    if shared.config.edge.headers.security_headers {
+        for (name, value) in crate::proxy::SECURITY_HEADERS {
+            // Added only when the answer has none of its own.
+            if !up.headers.contains_key(name) {
+                inserts.push((name, name, value.as_bytes()));
+            }
+        }
+    }
+    inserts.push(("date", "Date", date.as_bytes()));
+    let connection: &[u8] = if keep { b"keep-alive" } else { b"close" };
+    inserts.push(("connection", "Connection", connection));
+    let mut written = [false; 9];
+    let mut out = Vec::with_capacity(1024);
+    let version = if chunked {
+        http::Version::HTTP_11
+    } else {
+        up.version
+    };
+    crate::file_cache::status_line(version, up, &mut out);
+    for (name, value) in up.case_header_iter() {
+        let name = name.as_slice();
+        if let Some(i) = inserts
+            .iter()
+            .position(|(lower, _, _)| name.eq_ignore_ascii_case(lower.as_bytes()))
+        {
+            if !written[i] {
+                written[i] = true;
+                let (_, name, value) = inserts[i];
+                field(&mut out, name.as_bytes(), value);
+            }
+            continue;
+        }
+        field(&mut out, name, value.as_bytes());
+    }
+    for (i, (_, name, value)) in inserts.iter().enumerate() {
+        if !written[i] {
+            field(&mut out, name.as_bytes(), value);
+        }
+    }
+    out.extend_from_slice(b"\r\n");
+    Some((out, framing, keep))
+}
+
+/// Appends a header field `name: value` and its line end.
+fn field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+    out.extend_from_slice(name);
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value);
+    out.extend_from_slice(b"\r\n");
 }
 
 /// How the body of an answer is framed to the client (pingora's HTTP/1 body writer).

@@ -434,8 +434,14 @@ fn read(
 /// `header`'s status line and header lines as pingora's HTTP/1.1 writer sends them (its
 /// `http_resp_header_to_buf`, without the blank line that ends them), appended to `out`.
 pub fn h1_head(header: &ResponseHeader, out: &mut impl bytes::BufMut) {
-    // pingora writes the header's version (an HTTP/1.0 app's answer stays one).
-    out.put_slice(match header.version {
+    status_line(header.version, header, out);
+    header.header_to_h1_wire(out);
+}
+
+/// `header`'s status line as pingora's HTTP/1 writer sends it with `version` (the header's
+/// own: an HTTP/1.0 app's answer stays one).
+pub fn status_line(version: http::Version, header: &ResponseHeader, out: &mut impl bytes::BufMut) {
+    out.put_slice(match version {
         http::Version::HTTP_09 => b"HTTP/0.9 ",
         http::Version::HTTP_10 => b"HTTP/1.0 ",
         _ => b"HTTP/1.1 ",
@@ -444,7 +450,6 @@ pub fn h1_head(header: &ResponseHeader, out: &mut impl bytes::BufMut) {
     out.put_slice(b" ");
     out.put_slice(header.get_reason_phrase().unwrap_or_default().as_bytes());
     out.put_slice(b"\r\n");
-    header.header_to_h1_wire(out);
 }
 
 /// A prebuilt header as pingora's HTTP/1.1 writer sends it (status line, then each header in

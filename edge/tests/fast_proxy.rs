@@ -126,6 +126,15 @@ fn serve(mut conn: TcpStream) {
                 ),
                 false,
             ),
+            // Fields the edge sets too (lower case, as hyper writes them), and one name twice
+            // with another between.
+            "/own" => (
+                with_length(
+                    "HTTP/1.1 200 OK",
+                    "date: Mon, 01 Jan 2024 00:00:00 GMT\r\nset-cookie: a=1\r\nX-Request-Id: app\r\nx-cache: app\r\nConnection: keep-alive\r\nset-cookie: b=2\r\nX-Frame-Options: DENY\r\n",
+                ),
+                false,
+            ),
             "/purge" => (
                 with_length("HTTP/1.1 200 OK", "X-Onebox-Purge: all\r\n"),
                 false,
@@ -257,6 +266,7 @@ fn the_fast_path_proxies_every_kind_of_answer_as_the_full_path_does() {
             ("/etag", vec![]),
             ("/etag", vec!["-H", "If-None-Match: \"v1\""]),
             ("/early", vec![]),
+            ("/own", vec![]),
             // With a cookie: a purge also clears what the page cache remembers, so a request
             // without one would go through the cache again.
             ("/purge", vec!["-H", "Cookie: s=1"]),

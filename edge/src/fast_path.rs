@@ -1,6 +1,7 @@
 //! The HTTP/1.1 fast path: a plain `GET` or `HEAD` over HTTPS for a file the small-file cache
 //! holds ([`crate::file_cache`]), or for a page the page cache holds fresh
-//! ([`crate::page_cache`]), is answered before pingora makes a session for it.
+//! ([`crate::page_cache`]), is answered before pingora makes a session for it; one for the app
+//! that the page cache does not take is sent to the app by [`crate::fast_proxy`].
 //!
 //! pingora's path for such a request (its session, request and response header maps built and
 //! written header by header, the proxy's phases and their futures) cost about 35k of the 54k
@@ -25,15 +26,19 @@
 //!   (an `If-None-Match` goes through pingora's cache, as on the full path) for a path whose
 //!   first segment names nothing in the web root (the full path looks for a file first); the
 //!   answer is the stored header with what the full path adds, in its order ([`decorate`],
-//!   then pingora's `Date` and `Connection`), written as pingora writes it, then the body.
+//!   then pingora's `Date` and `Connection`), written as pingora writes it, then the body;
+//! - the app: a request the page cache does not take (a `Cookie`), or whose URL it remembers as
+//!   uncacheable, or any with the page cache off, for a path whose first segment names nothing
+//!   in the web root, when the app's pool is its one server and that server is ready (the full
+//!   path chooses among several, and answers `503`): [`crate::fast_proxy`] sends it and the
+//!   answer, as the full path would.
 //!
 //! Anything else, and a connection at its last allowed request or a server shutting down, goes
-//! the full way, with the bytes read so far handed to pingora as the start of the request; a
-//! path the small-file cache does not hold leaves before the head is parsed when there is no
-//! page cache. Answers count in the same metrics and get the same access log line as on the
-//! full path, and `onebox_edge_fast_path_responses_total` counts them. `tests/file_cache.rs`
-//! and `tests/page_cache.rs` send each request both ways (a header the fast path does not know
-//! sends it the full way) and compare the answers byte for byte.
+//! the full way, with the bytes read so far handed to pingora as the start of the request.
+//! Answers count in the same metrics and get the same access log line as on the full path, and
+//! `onebox_edge_fast_path_responses_total` counts them. `tests/file_cache.rs`,
+//! `tests/page_cache.rs` and `tests/fast_proxy.rs` send each request both ways (a header the
+//! fast path does not know sends it the full way) and compare the answers byte for byte.
 
 use crate::fast_proxy::{AppRequest, FastProxy, Proxied};
 use crate::file_cache::{Cached, h1_head};
@@ -320,10 +325,15 @@ impl FastPath {
         }
         self.log(stream, req, status, Kind::Proxy, &id, start);
         if keep {
-            Outcome::Answered
-        } else {
-            Outcome::Failed
+            return Outcome::Answered;
         }
+        if status != 0 {
+            // Answered, and the connection ends: closed as pingora closes it (TLS's
+            // close_notify, then the socket's end).
+            let limit = client_write_timeout(&shared.config.edge.limits);
+            let _ = tokio::time::timeout(limit, stream.shutdown()).await;
+        }
+        Outcome::Failed
     }
 
     /// The answer from the small-file cache, if it holds `req`'s file and it is current.

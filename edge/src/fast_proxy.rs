@@ -9,7 +9,7 @@
 //! are pingora's own: its HTTP/1 client session ([`HttpSession`]: the request written by its
 //! writer, the answer read, validated and framed by its reader, its keep-alive rules) over a
 //! connection made by pingora's connector with the peer's timeouts; and the edge's own rules,
-//! shared with the full path: the forwarding headers ([`forwarded`]), the page cache's purge
+//! shared with the full path: the forwarding headers ([`crate::proxy::forwarded`]), the page cache's purge
 //! header and its memory of uncacheable URLs, `X-Cache`, [`decorate`]. What pingora's proxy
 //! does to the answer on the way down for HTTP/1.1 is done as it does it: an answer with
 //! neither `Content-Length` nor `Transfer-Encoding` is sent chunked, `Date` and `Connection`

@@ -7,6 +7,8 @@
 //! (per connection), [`header_deadline`] (slowloris and oversized HTTP/1 headers), [`tls`] (the
 //! HTTPS listener and certificate choice), [`acme`] (ordering and storing certificates),
 //! [`page_cache`] (the app's pages in pingora's cache) and [`page_store`] (its storage),
+//! [`keepalive`] (HTTP/1 connections between requests), [`fast_path`] (plain HTTP/1.1 requests
+//! answered without a pingora session) and [`fast_proxy`] (its requests for the app),
 //! [`metrics`], [`logging`].
 
 pub mod acme;

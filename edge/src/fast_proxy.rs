@@ -18,8 +18,8 @@
 //!
 //! Idle connections to the app are kept per worker thread (the edge's runtimes do not steal
 //! work: a connection stays on the thread whose reactor holds it), the most recent first, at
-//! most [`IDLE_PER_THREAD`] of them and none idle longer than [`IDLE_FOR`]; nothing watches
-//! them. A request on a kept connection that the app has closed in the meantime fails before
+//! most [`IDLE_PER_THREAD`] of them, and closed once idle for [`IDLE_FOR`] (a sweep every
+//! [`IDLE_FOR`] while the thread keeps any); nothing watches them meanwhile. A request on a kept connection that the app has closed in the meantime fails before
 //! any answer came, and is sent again on a new connection (as pingora retries a reused
 //! connection's failure); a new connection that cannot be made leaves the request to the full
 //! path, which answers as it does when the app is down. After the request went up on a new
@@ -692,13 +692,39 @@ fn take_idle() -> Option<Stream> {
 }
 
 /// Keeps an idle connection to the app (closed instead when the thread keeps
-/// [`IDLE_PER_THREAD`] already).
+/// [`IDLE_PER_THREAD`] already), and starts this thread's sweeper if it is not running.
 fn put_idle(stream: Stream) {
     IDLE.with_borrow_mut(|idle| {
         if idle.len() < IDLE_PER_THREAD {
             idle.push((stream, Instant::now()));
         }
     });
+    if !SWEEPING.replace(true) {
+        // On this thread's runtime (a current-thread one: the task stays on this thread).
+        tokio::spawn(sweep());
+    }
+}
+
+thread_local! {
+    /// Whether this thread's sweeper ([`sweep`]) runs.
+    static SWEEPING: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Closes this thread's connections idle for [`IDLE_FOR`] (a connection the app closed is held
+/// until then, not until the next request), every [`IDLE_FOR`] while it keeps any; ends when
+/// it keeps none (the next kept one starts it again), so an idle edge sets no timer for it.
+async fn sweep() {
+    loop {
+        tokio::time::sleep(IDLE_FOR).await;
+        let left = IDLE.with_borrow_mut(|idle| {
+            idle.retain(|(_, since)| since.elapsed() < IDLE_FOR);
+            idle.len()
+        });
+        if left == 0 {
+            SWEEPING.set(false);
+            return;
+        }
+    }
 }
 
 #[cfg(test)]

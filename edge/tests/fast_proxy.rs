@@ -18,10 +18,12 @@ use std::time::Duration;
 /// app leaves it out of what it echoes.
 const FULL: &str = "X-Full-Path: 1";
 
-/// A scripted app; `conns` counts the connections it accepted.
+/// A scripted app; `conns` counts the connections it accepted, `ended` the connections that
+/// served a request for `/length` and were then closed by the edge.
 struct App {
     port: u16,
     conns: Arc<AtomicUsize>,
+    ended: Arc<AtomicUsize>,
 }
 
 impl App {
@@ -29,14 +31,16 @@ impl App {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
         let conns = Arc::new(AtomicUsize::new(0));
-        let c = conns.clone();
+        let ended = Arc::new(AtomicUsize::new(0));
+        let (c, e) = (conns.clone(), ended.clone());
         std::thread::spawn(move || {
             for conn in listener.incoming().flatten() {
                 c.fetch_add(1, Ordering::SeqCst);
-                std::thread::spawn(move || serve(conn));
+                let e = e.clone();
+                std::thread::spawn(move || serve(conn, &e));
             }
         });
-        App { port, conns }
+        App { port, conns, ended }
     }
 }
 
@@ -53,14 +57,19 @@ fn echo(head: &str) -> String {
         .join("\n")
 }
 
-fn serve(mut conn: TcpStream) {
-    conn.set_read_timeout(Some(Duration::from_secs(30)))
+fn serve(mut conn: TcpStream, ended: &AtomicUsize) {
+    conn.set_read_timeout(Some(Duration::from_secs(90)))
         .unwrap();
     let mut buf = Vec::new();
+    let mut length = false;
     loop {
         let Some(head) = read_request(&mut conn, &mut buf) else {
+            if length {
+                ended.fetch_add(1, Ordering::SeqCst);
+            }
             return;
         };
+        length |= head.starts_with("GET /length ");
         let mut words = head.split_whitespace();
         let method = words.next().unwrap_or_default().to_string();
         let target = words.next().unwrap_or_default().to_string();
@@ -342,4 +351,21 @@ fn an_app_that_does_not_answer_gets_the_full_paths_502() {
     assert!(fast.contains("Connection: close"), "{fast}");
     assert_eq!(blanked(&fast), blanked(&full));
     assert_eq!(log_line(&site, &fast), log_line(&site, &full));
+}
+
+/// A connection to the app the fast path keeps is closed once idle for 20 s (`IDLE_FOR`), even
+/// with no request after it (one the app closed is not held until the next request).
+#[test]
+fn kept_connections_to_the_app_are_closed_once_idle() {
+    let (site, app, _edge) = edge(false);
+    let before = fast_count(&site);
+    assert!(request(&site, "/length", &[]).starts_with("HTTP/1.1 200"));
+    assert_eq!(fast_count(&site) - before, 1.0);
+    std::thread::sleep(Duration::from_secs(10));
+    assert_eq!(app.ended.load(Ordering::SeqCst), 0, "closed before 20 s");
+    let deadline = std::time::Instant::now() + Duration::from_secs(35);
+    while app.ended.load(Ordering::SeqCst) == 0 && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(app.ended.load(Ordering::SeqCst), 1, "still kept after 45 s");
 }

@@ -203,7 +203,8 @@ impl FastProxy {
             let mut bytes = Vec::with_capacity(256);
             h1_head(&header, &mut bytes);
             bytes.extend_from_slice(b"\r\n");
-            if write(client, &bytes, client_timeout).await.is_err() {
+            // Sent at once, as pingora flushes an informational head.
+            if write(client, &bytes, client_timeout, true).await.is_err() {
                 return Proxied::Answered {
                     status: 0,
                     keep: false,
@@ -215,11 +216,13 @@ impl FastProxy {
         };
         let keep = keep && framing != Framing::Close;
         // The head goes out with the first piece of the body (one write), unless the body is
-        // streamed (no length: sent at once, as pingora flushes it).
+        // streamed (no length): then the head and each piece are sent at once (flushed, as
+        // pingora's writer flushes them: the HTTPS stream holds small writes until a flush).
+        let streamed = framing != Framing::Length;
         let mut pending = Some(head);
-        if framing != Framing::Length
+        if streamed
             && let Some(head) = pending.take()
-            && write(client, &head, client_timeout).await.is_err()
+            && write(client, &head, client_timeout, true).await.is_err()
         {
             return Proxied::Answered {
                 status: 0,
@@ -246,7 +249,7 @@ impl FastProxy {
             let end = piece.is_none();
             let mut out = pending.take().unwrap_or_default();
             framing.frame(piece.as_ref(), end, &mut out);
-            if !out.is_empty() && write(client, &out, client_timeout).await.is_err() {
+            if !out.is_empty() && write(client, &out, client_timeout, streamed).await.is_err() {
                 return Proxied::Answered {
                     status: if sent_head { status } else { 0 },
                     keep: false,
@@ -288,7 +291,7 @@ impl FastProxy {
             };
         };
         let timeout = crate::proxy::client_write_timeout(&shared.config.edge.limits);
-        let written = write(client, &bytes, timeout).await.is_ok() && client.flush().await.is_ok();
+        let written = write(client, &bytes, timeout, true).await.is_ok();
         Proxied::Answered {
             status: if written { 502 } else { 0 },
             keep: false,
@@ -301,9 +304,21 @@ fn id_text<'a>(req: &'a AppRequest<'_>) -> &'a str {
     req.id.to_str().unwrap_or_default()
 }
 
-/// Writes `bytes` to the client within `timeout`.
-async fn write(client: &mut Stream, bytes: &[u8], timeout: Duration) -> std::io::Result<()> {
-    match tokio::time::timeout(timeout, client.write_all(bytes)).await {
+/// Writes `bytes` to the client within `timeout`, and sends them at once if `flush`.
+async fn write(
+    client: &mut Stream,
+    bytes: &[u8],
+    timeout: Duration,
+    flush: bool,
+) -> std::io::Result<()> {
+    let write = async {
+        client.write_all(bytes).await?;
+        if flush {
+            client.flush().await?;
+        }
+        Ok(())
+    };
+    match tokio::time::timeout(timeout, write).await {
         Ok(done) => done,
         Err(_) => Err(std::io::ErrorKind::TimedOut.into()),
     }

@@ -150,6 +150,16 @@ fn serve(mut conn: TcpStream, ended: &AtomicUsize) {
             ),
             // Answers, then closes the connection without saying so.
             "/once" => (with_length("HTTP/1.1 200 OK", ""), true),
+            // A first chunk at once, the end 3 s later.
+            "/slowly" => {
+                let first =
+                    "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nc\r\nfirst piece\n\r\n";
+                if conn.write_all(first.as_bytes()).is_err() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_secs(3));
+                ("0\r\n\r\n".to_string(), false)
+            }
             // Never answers (within the edge's read timeout).
             "/hang" => {
                 std::thread::sleep(Duration::from_secs(3));
@@ -166,13 +176,18 @@ fn serve(mut conn: TcpStream, ended: &AtomicUsize) {
 /// An edge (self-signed, no ACME) in front of the scripted app, with `[edge.page_cache]`
 /// `enabled = page_cache` and the app's answers due within a second.
 fn edge(page_cache: bool) -> (Site, App, Proc) {
+    edge_with(page_cache, 1)
+}
+
+/// [`edge`] with the app's answers (each read of them) due within `read_timeout_secs`.
+fn edge_with(page_cache: bool, read_timeout_secs: u64) -> (Site, App, Proc) {
     let app = App::start();
     let site = Site::new(
         Ports::new(),
         app.port,
         &format!("\n[edge.acme]\nca = \"off\"\n\n[edge.page_cache]\nenabled = {page_cache}\n"),
     );
-    site.append("read_timeout_secs = 1\n");
+    site.append(&format!("read_timeout_secs = {read_timeout_secs}\n"));
     let edge = site.start_edge("edge.log");
     (site, app, edge)
 }
@@ -368,4 +383,22 @@ fn kept_connections_to_the_app_are_closed_once_idle() {
         std::thread::sleep(Duration::from_millis(200));
     }
     assert_eq!(app.ended.load(Ordering::SeqCst), 1, "still kept after 45 s");
+}
+
+/// A streamed answer's pieces reach the client as they come (the HTTPS stream holds small
+/// writes until a flush): its first chunk is there long before its end.
+#[test]
+fn a_streamed_answer_is_sent_as_it_comes() {
+    let (site, _app, _edge) = edge_with(false, 10);
+    let before = fast_count(&site);
+    let url = site.https("/slowly");
+    let out = site.curl(&["-k", "-N", "--http1.1", "--max-time", "2", &url]);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "first piece\n",
+        "{out:?}"
+    );
+    // Counted once answered, 3 s later.
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(fast_count(&site) - before, 1.0);
 }

@@ -358,20 +358,10 @@ impl FastPath {
         }
         let mut header = hit.header;
         let id = self.next_id();
-        // What the full path does to a hit's header, in its order: the edge's headers, then
-        // pingora's `Date` and `Connection`.
         let value = http::HeaderValue::from_str(&id).ok()?;
-        decorate(shared, true, &mut header, value).ok()?;
-        header
-            .insert_header(http::header::DATE, get_cached_date())
-            .ok()?;
-        header
-            .insert_header(http::header::CONNECTION, "keep-alive")
-            .ok()?;
         let body = if req.head { &[][..] } else { &hit.body[..] };
         let mut bytes = Vec::with_capacity(1024 + body.len());
-        h1_head(&header, &mut bytes);
-        bytes.extend_from_slice(b"\r\n");
+        finished_head(shared, &mut header, value, true, &mut bytes)?;
         bytes.extend_from_slice(body);
         Some(Answer {
             bytes,
@@ -512,6 +502,30 @@ impl FastPath {
             kind: Kind::Static,
         })
     }
+}
+
+/// Appends to `out` an HTTPS answer's head as the full path finishes and writes it: what it
+/// adds, in its order — the edge's headers ([`decorate`], request id `id`), then pingora's
+/// `Date` and `Connection` (`keep-alive` if `keep`, else `close`) — then the status line and the
+/// header as pingora's HTTP/1.1 writer sends them, and the blank line.
+pub fn finished_head(
+    shared: &Shared,
+    header: &mut pingora::http::ResponseHeader,
+    id: http::HeaderValue,
+    keep: bool,
+    out: &mut Vec<u8>,
+) -> Option<()> {
+    decorate(shared, true, header, id).ok()?;
+    header
+        .insert_header(http::header::DATE, get_cached_date())
+        .ok()?;
+    let connection = if keep { "keep-alive" } else { "close" };
+    header
+        .insert_header(http::header::CONNECTION, connection)
+        .ok()?;
+    h1_head(header, out);
+    out.extend_from_slice(b"\r\n");
+    Some(())
 }
 
 /// The client's address of `stream` as the full path's access log and `X-Forwarded-For` have

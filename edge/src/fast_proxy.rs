@@ -335,16 +335,8 @@ fn plain(shared: &Shared, req: &AppRequest<'_>, status: u16, body: &str) -> Opti
     header
         .insert_header("Content-Length", body.len().to_string())
         .ok()?;
-    decorate(shared, true, &mut header, req.id.clone()).ok()?;
-    header
-        .insert_header(http::header::DATE, get_cached_date())
-        .ok()?;
-    header
-        .insert_header(http::header::CONNECTION, "close")
-        .ok()?;
     let mut bytes = Vec::with_capacity(512);
-    h1_head(&header, &mut bytes);
-    bytes.extend_from_slice(b"\r\n");
+    crate::fast_path::finished_head(shared, &mut header, req.id.clone(), false, &mut bytes)?;
     if req.method != "HEAD" {
         bytes.extend_from_slice(body.as_bytes());
     }

@@ -723,24 +723,6 @@ fn requests_the_fast_path_must_not_take_are_answered_as_before() {
     assert_eq!(hits(&site), (5.0, 1.0));
 }
 
-/// `text` (curl `-i` output) with the values that differ from response to response (`Date`,
-/// `Age`, the request id) blanked, in order.
-fn blanked(text: &str) -> String {
-    text.lines()
-        .map(|l| match l.split_once(':') {
-            Some((k, _))
-                if ["date", "age", "x-request-id"]
-                    .iter()
-                    .any(|n| k.eq_ignore_ascii_case(n)) =>
-            {
-                format!("{k}: ...")
-            }
-            _ => l.to_string(),
-        })
-        .collect::<Vec<_>>()
-        .join("\n")
-}
-
 /// The HTTP/1.1 fast path (`src/fast_path.rs`) answers a fresh hit byte for byte as the edge's
 /// first hook does once pingora made a session (a header the fast path does not know sends the
 /// request there), with the same access log line; a request with a cookie goes to the app
@@ -781,28 +763,9 @@ fn the_fast_path_answers_a_fresh_hit_as_the_full_path_does() {
         );
         assert!(fast.contains("X-Cache: HIT"), "{fast}");
         assert_eq!(blanked(&fast), blanked(&full), "{path} {args:?}");
-        let log = std::fs::read_to_string(site.path("edge.log")).unwrap();
-        let line = |text: &str| {
-            let id = text
-                .lines()
-                .find_map(|l| l.strip_prefix("X-Request-Id: "))
-                .unwrap()
-                .trim()
-                .to_string();
-            let line = log
-                .lines()
-                .find(|l| l.ends_with(&format!(" {id}")))
-                .unwrap();
-            let words: Vec<&str> = line.split(' ').collect();
-            // The time (`…ms`) and the id differ.
-            format!(
-                "{} | {}",
-                words[..words.len() - 3].join(" "),
-                words[words.len() - 2]
-            )
-        };
+        let line = |text: &str| access_log_line(&site, text);
         assert_eq!(line(&fast), line(&full), "{path} {args:?}");
-        assert!(line(&fast).ends_with("| cache"), "{}", line(&fast));
+        assert!(line(&fast).ends_with(" cache ID"), "{}", line(&fast));
     }
     // Stored twice: `www.foobar.com:443` is another key than `www.foobar.com:PORT`.
     assert_eq!(app.count("GET", "/etag"), 2);

@@ -481,3 +481,62 @@ impl rustls::client::danger::ServerCertVerifier for AcceptAny {
         self.0.signature_verification_algorithms.supported_schemes()
     }
 }
+
+/// An answer (curl `-i` output or raw bytes as text) with the values that differ from response
+/// to response (`Date`, `Age`, the request id) blanked, in order, for comparing the fast path's
+/// answers with the full path's.
+pub fn blanked(text: &str) -> String {
+    text.lines()
+        .map(|l| match l.split_once(':') {
+            Some((k, _))
+                if ["date", "age", "x-request-id"]
+                    .iter()
+                    .any(|n| k.trim().eq_ignore_ascii_case(n)) =>
+            {
+                format!("{k}: ...")
+            }
+            _ => l.to_string(),
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// The access log line (in `site`'s `edge.log`) of the answer `text` (curl `-i` output, or
+/// raw bytes as text), found by its `X-Request-Id`, with its time (`…ms`) and id blanked. The
+/// line is written once the answer is: the client may have it a moment before, so this waits
+/// for it (5 s at most).
+pub fn access_log_line(site: &Site, text: &str) -> String {
+    let id = text
+        .lines()
+        .find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.eq_ignore_ascii_case("x-request-id")
+                .then(|| v.trim().to_string())
+        })
+        .unwrap_or_else(|| panic!("no request id in: {text}"));
+    let mut line = None;
+    for _ in 0..100 {
+        let log = std::fs::read_to_string(site.path("edge.log")).unwrap();
+        line = log
+            .lines()
+            .find(|l| l.ends_with(&format!(" {id}")))
+            .map(str::to_string);
+        if line.is_some() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let line = line.unwrap_or_else(|| panic!("no access log line for request {id}"));
+    line.split(' ')
+        .map(|w| {
+            if w == id {
+                "ID"
+            } else if w.ends_with("ms") && w[..w.len() - 2].parse::<f64>().is_ok() {
+                "MS"
+            } else {
+                w
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}

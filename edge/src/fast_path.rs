@@ -161,16 +161,14 @@ impl FastPath {
             return Outcome::NotHandled;
         }
         let shared = &self.shared;
-        let Some(path) = request_path(head) else {
-            return Outcome::NotHandled;
-        };
-        let file = shared.file_cache.holds(path);
         let mut fields = [httparse::EMPTY_HEADER; MAX_FIELDS];
         let Some(req) = self.parse(head, &mut fields) else {
             return Outcome::NotHandled;
         };
-        let answer = if file {
-            self.file(&req)
+        // The small-file cache's current entry (the same lookup and `statx` as the full path's;
+        // a stale entry leaves the cache there, and the full path fills it again).
+        let answer = if let Some(rep) = shared.file_cache.get(req.path, req.accept_encoding) {
+            self.file(&req, &rep)
         } else {
             match self.app_route(&req, start) {
                 AppRoute::Page(answer) => Some(answer),
@@ -337,8 +335,7 @@ impl FastPath {
     }
 
     /// The answer from the small-file cache, if it holds `req`'s file and it is current.
-    fn file(&self, req: &Request<'_>) -> Option<Answer> {
-        let rep = self.shared.file_cache.get(req.path, req.accept_encoding)?;
+    fn file(&self, req: &Request<'_>, rep: &static_files::Representation) -> Option<Answer> {
         let Source::Cached(cached) = &rep.source else {
             return None;
         };
@@ -535,17 +532,6 @@ fn client_ip(stream: &Stream) -> Option<std::net::IpAddr> {
     canonical_ip(digest.as_ref().and_then(|d| d.peer_addr()))
 }
 
-/// The path of the request line's target (up to a `?`), as the request line of `head` has it
-/// before anything is checked.
-fn request_path(head: &[u8]) -> Option<&str> {
-    let line = &head[..head.iter().position(|&b| b == b'\r')?];
-    let mut parts = line.splitn(3, |&b| b == b' ');
-    parts.next()?;
-    let target = parts.next()?;
-    let path = target.split(|&b| b == b'?').next()?;
-    std::str::from_utf8(path).ok()
-}
-
 /// Whether `target` is an origin-form request target of unreserved, sub-delimiter, `%`, `:`,
 /// `@`, `/` and `?` characters only, with no empty path segment (`//`), which every URI parser
 /// reads alike.
@@ -588,13 +574,6 @@ fn host_name(raw: &str) -> Option<&str> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn request_paths() {
-        assert_eq!(request_path(b"GET /a/b?c HTTP/1.1\r\n\r\n"), Some("/a/b"));
-        assert_eq!(request_path(b"GET / HTTP/1.1\r\n\r\n"), Some("/"));
-        assert_eq!(request_path(b"GET /\n\n"), None);
-    }
 
     #[test]
     fn plain_targets() {

@@ -205,12 +205,6 @@ impl FileCache {
         picked
     }
 
-    /// Whether the cache has an entry for `raw` (current or not): a quick test before a request
-    /// is parsed for [`FileCache::get`].
-    pub fn holds(&self, raw: &str) -> bool {
-        self.map().entries.contains_key(raw)
-    }
-
     /// Revalidates `entry` for this request and picks its representation.
     fn pick(&self, entry: &Entry, accept_encoding: &str) -> Option<Representation> {
         if !entry.file.id.current(&entry.file.stat_path) {

@@ -45,8 +45,8 @@ use tokio::io::AsyncWriteExt;
 /// The most idle connections to the app one worker thread keeps.
 pub const IDLE_PER_THREAD: usize = 256;
 
-/// How long a connection to the app is kept idle (the app's HTTP server closes one idle for
-/// 30 s: hyper's `header_read_timeout`).
+/// How long a connection to the app is kept idle (shorter than the idle timeouts app servers
+/// commonly have; one the app closes sooner is replaced, see the module).
 pub const IDLE_FOR: Duration = Duration::from_secs(20);
 
 thread_local! {
@@ -139,10 +139,8 @@ impl FastProxy {
                     }
                 }
             };
-            let (mut stream, raw) = match raw_request(req) {
-                Some(bytes) => (stream, Some(bytes)),
-                None => (stream, None),
-            };
+            let mut stream = stream;
+            let raw = raw_request(req);
             let raw_sent = match &raw {
                 Some(bytes) => write_up(&mut stream, bytes, peer.options.write_timeout).await,
                 None => Ok(()),
@@ -400,27 +398,21 @@ fn raw_request(req: &AppRequest<'_>) -> Option<Vec<u8>> {
     out.extend_from_slice(b"GET ");
     out.extend_from_slice(req.target.as_bytes());
     out.extend_from_slice(b" HTTP/1.1\r\n");
-    let mut line = |name: &[u8], value: &[u8]| {
-        out.extend_from_slice(name);
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(value);
-        out.extend_from_slice(b"\r\n");
-    };
-    for field in fields {
-        if field.name.eq_ignore_ascii_case("connection") {
+    for f in fields {
+        if f.name.eq_ignore_ascii_case("connection") {
             continue;
         }
-        if field.name.eq_ignore_ascii_case("host") && field.value != req.app_host.as_bytes() {
-            line(b"Host", req.app_host.as_bytes());
+        if f.name.eq_ignore_ascii_case("host") && f.value != req.app_host.as_bytes() {
+            field(&mut out, b"Host", req.app_host.as_bytes());
             continue;
         }
-        line(field.name.as_bytes(), field.value);
+        field(&mut out, f.name.as_bytes(), f.value);
     }
     // As `forwarded` inserts them (new names: the fast path takes no request with its own).
-    line(b"X-Forwarded-For", req.client.as_bytes());
-    line(b"X-Forwarded-Proto", b"https");
-    line(b"X-Forwarded-Host", req.site_host.as_bytes());
-    line(b"X-Request-Id", req.id.as_bytes());
+    field(&mut out, b"X-Forwarded-For", req.client.as_bytes());
+    field(&mut out, b"X-Forwarded-Proto", b"https");
+    field(&mut out, b"X-Forwarded-Host", req.site_host.as_bytes());
+    field(&mut out, b"X-Request-Id", req.id.as_bytes());
     out.extend_from_slice(b"\r\n");
     Some(out)
 }

@@ -191,12 +191,9 @@ impl FastPath {
             metrics.page_cache_fast_hits.inc();
         }
         let write_timeout = client_write_timeout(&shared.config.edge.limits);
-        let written = tokio::time::timeout(write_timeout, async {
-            stream.write_all(&answer.bytes).await?;
-            stream.flush().await
-        })
-        .await;
-        let ok = matches!(written, Ok(Ok(())));
+        let ok = crate::fast_proxy::write(stream, &answer.bytes, write_timeout, true)
+            .await
+            .is_ok();
         // As the full path's `logging` counts it: a response not written has no status.
         let status = if ok { answer.status } else { 0 };
         self.log(stream, &req, status, answer.kind, &answer.id, start);

@@ -124,9 +124,11 @@ impl FastProxy {
         client: &mut Stream,
         req: &AppRequest<'_>,
     ) -> Proxied {
+        // The request's bytes when written directly (made once, for a retry too).
+        let raw = raw_request(req);
         let mut reused = true;
         let mut up = loop {
-            let stream = match take_idle() {
+            let mut stream = match take_idle() {
                 Some(stream) => stream,
                 None => {
                     reused = false;
@@ -139,8 +141,6 @@ impl FastProxy {
                     }
                 }
             };
-            let mut stream = stream;
-            let raw = raw_request(req);
             let raw_sent = match &raw {
                 Some(bytes) => write_up(&mut stream, bytes, peer.options.write_timeout).await,
                 None => Ok(()),
@@ -148,16 +148,15 @@ impl FastProxy {
             let mut up = HttpSession::new(stream);
             up.read_timeout = peer.options.read_timeout;
             up.write_timeout = peer.options.write_timeout;
-            let sent = match (raw_sent, raw) {
-                (Err(e), _) => Err(e),
-                (Ok(()), Some(_)) => Ok(0),
-                (Ok(()), None) => match upstream_request(req) {
-                    Ok(header) => up.write_request_header(Box::new(header)).await,
+            let sent = match raw_sent {
+                Ok(()) if raw.is_none() => match upstream_request(req) {
+                    Ok(header) => up.write_request_header(Box::new(header)).await.map(drop),
                     Err(e) => Err(e),
                 },
+                other => other,
             };
             let answered = match sent {
-                Ok(_) => up.read_response().await,
+                Ok(()) => up.read_response().await,
                 Err(e) => Err(e),
             };
             match answered {
@@ -302,8 +301,9 @@ fn id_text<'a>(req: &'a AppRequest<'_>) -> &'a str {
     req.id.to_str().unwrap_or_default()
 }
 
-/// Writes `bytes` to the client within `timeout`, and sends them at once if `flush`.
-async fn write(
+/// Writes `bytes` to the client within `timeout`, and sends them at once if `flush` (the
+/// fast path's answers too).
+pub async fn write(
     client: &mut Stream,
     bytes: &[u8],
     timeout: Duration,
@@ -461,20 +461,9 @@ fn downstream_head(
             id_text(req)
         );
     }
-    if let Some(url) = req.remembered
-        && let Some(cache) = cache
-        && cache.response_cacheable(header).is_cacheable()
-    {
-        cache.forget_uncacheable(url);
-    }
+    forget_if_cacheable(shared, req, header);
     let informational = header.status.is_informational();
-    let no_body = req.method == "HEAD" || matches!(header.status.as_u16(), 204 | 304);
-    if !no_body
-        && !informational
-        && !header.headers.contains_key(http::header::TRANSFER_ENCODING)
-        && !header.headers.contains_key(http::header::CONTENT_LENGTH)
-        && !body_done
-    {
+    if made_chunked(req, header, body_done) {
         header.set_version(http::Version::HTTP_11);
         if header
             .insert_header(http::header::TRANSFER_ENCODING, "chunked")
@@ -521,28 +510,17 @@ fn wire_head(
     up: &ResponseHeader,
     body_done: bool,
 ) -> Option<(Vec<u8>, Framing, bool)> {
-    use http::header::{CONTENT_LENGTH, TRANSFER_ENCODING};
     static PURGE: http::HeaderName = http::HeaderName::from_static(page_cache::PURGE_HEADER);
     if up.status.is_informational() || !up.has_case() || up.headers.contains_key(&PURGE) {
         return None;
     }
     let cache: Option<&PageCache> = shared.page_cache;
-    if let Some(url) = req.remembered
-        && let Some(cache) = cache
-        && cache.response_cacheable(up).is_cacheable()
-    {
-        cache.forget_uncacheable(url);
-    }
-    let head = req.method == "HEAD";
-    let no_body = head || matches!(up.status.as_u16(), 204 | 304);
-    let chunked = !no_body
-        && !up.headers.contains_key(TRANSFER_ENCODING)
-        && !up.headers.contains_key(CONTENT_LENGTH)
-        && !body_done;
+    forget_if_cacheable(shared, req, up);
+    let chunked = made_chunked(req, up, body_done);
     let framing = if chunked {
         Framing::Chunked
     } else {
-        Framing::of(up, head)
+        Framing::of(up, req.method == "HEAD")
     };
     let keep = framing != Framing::Close;
     // What the full path inserts, in its order: (name as compared, name as written, value).
@@ -603,6 +581,30 @@ fn wire_head(
     }
     out.extend_from_slice(b"\r\n");
     Some((out, framing, keep))
+}
+
+/// The edge's `upstream_response_filter` rule: a request the page cache sent to the app as an
+/// URL it remembers as uncacheable, answered with an answer that may be cached, makes it forget
+/// the URL (the next request fills the cache).
+fn forget_if_cacheable(shared: &Shared, req: &AppRequest<'_>, answer: &ResponseHeader) {
+    if let Some(url) = req.remembered
+        && let Some(cache) = shared.page_cache
+        && cache.response_cacheable(answer).is_cacheable()
+    {
+        cache.forget_uncacheable(url);
+    }
+}
+
+/// pingora's proxy rule for an HTTP/1 client: an answer that has a body (not to `HEAD`, not
+/// `204`/`304`, not informational), neither `Transfer-Encoding` nor `Content-Length`, and more
+/// to come than read with its head (`body_done`) is sent chunked, as HTTP/1.1.
+fn made_chunked(req: &AppRequest<'_>, answer: &ResponseHeader, body_done: bool) -> bool {
+    let no_body = req.method == "HEAD" || matches!(answer.status.as_u16(), 204 | 304);
+    !no_body
+        && !answer.status.is_informational()
+        && !answer.headers.contains_key(http::header::TRANSFER_ENCODING)
+        && !answer.headers.contains_key(http::header::CONTENT_LENGTH)
+        && !body_done
 }
 
 /// Appends a header field `name: value` and its line end.

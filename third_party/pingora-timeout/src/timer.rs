@@ -56,8 +56,13 @@ impl From<u128> for Time {
 }
 
 impl From<Duration> for Time {
+    // onebox: whole milliseconds rounded up, not truncated: the published crate's `as_millis()`
+    // let a deadline in a slot's first millisecond fire up to 1 ms before it was due.
     fn from(d: Duration) -> Self {
-        Time(round_to(d.as_millis(), RESOLUTION_MS as u128))
+        Time(round_to(
+            d.as_micros().div_ceil(1000),
+            RESOLUTION_MS as u128,
+        ))
     }
 }
 
@@ -335,6 +340,17 @@ mod tests {
         assert!(!t.not_after(129));
         assert!(t.not_after(130));
         assert!(t.not_after(131));
+    }
+
+    // onebox: a deadline never rounds down, even by less than a millisecond: 130.001 ms is due
+    // in the 140 ms slot (the published crate put it in the 130 ms slot, a timer that fired early).
+    #[test]
+    fn test_time_never_early() {
+        let t: Time = Duration::from_micros(130_001).into();
+        assert_eq!(t, Time(140));
+        assert!(!t.not_after(130));
+        let exact: Time = Duration::from_micros(130_000).into();
+        assert_eq!(exact, Time(130));
     }
 
     #[tokio::test]

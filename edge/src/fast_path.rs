@@ -40,7 +40,7 @@
 //! `tests/page_cache.rs` and `tests/fast_proxy.rs` send each request both ways (a header the
 //! fast path does not know sends it the full way) and compare the answers byte for byte.
 
-use crate::fast_proxy::{AppRequest, FastProxy, Proxied};
+use crate::fast_proxy::{AppRequest, Proxied};
 use crate::file_cache::{Cached, h1_head};
 use crate::page_cache::{Route, Url};
 use crate::proxy::{
@@ -98,7 +98,6 @@ pub enum Outcome {
 /// The fast path of the HTTPS listener.
 pub struct FastPath {
     shared: Arc<Shared>,
-    proxy: FastProxy,
 }
 
 /// A request the fast path answers, as parsed.
@@ -145,10 +144,7 @@ struct Answer {
 impl FastPath {
     /// The fast path over the HTTPS listener's shared state.
     pub fn new(shared: Arc<Shared>) -> FastPath {
-        FastPath {
-            shared,
-            proxy: FastProxy::new(),
-        }
+        FastPath { shared }
     }
 
     /// Answers the request whose head is exactly `head` (a complete head, nothing after it) on
@@ -307,7 +303,7 @@ impl FastPath {
         // Boxed: the connection's task (HTTP/2 and idle connections too) is sized by its
         // largest state, and the proxy's (a client session, headers) would add kilobytes to
         // every connection's memory.
-        let proxied = Box::pin(self.proxy.proxy(shared, peer, stream, &app_req)).await;
+        let proxied = Box::pin(shared.app_client.proxy(shared, peer, stream, &app_req)).await;
         let (status, keep) = match proxied {
             Proxied::NotSent => return Outcome::NotHandled,
             Proxied::Answered { status, keep } => (status, keep),
@@ -315,6 +311,7 @@ impl FastPath {
         let metrics = &shared.metrics;
         metrics.fast_path_responses.inc();
         metrics.proxied_requests.inc();
+        metrics.proxied_directly.inc();
         if remembered.is_some() {
             metrics.page_cache_remembered_uncacheable.inc();
         }

@@ -1,6 +1,10 @@
-//! The HTTP/1.1 fast path's proxy: a plain `GET` or `HEAD` for the app ([`crate::fast_path`]
-//! routes it here) is sent to the app's one server and its answer sent back, without a pingora
-//! session or the proxy's phases.
+//! The edge's own client for plain requests for the app: the HTTP/1.1 fast path's `GET` or
+//! `HEAD` ([`crate::fast_path`] routes it here) is sent to the app's one server and its answer
+//! sent back, without a pingora session or the proxy's phases ([`FastProxy::proxy`]); an
+//! HTTP/2 `GET` or `HEAD` that pingora's proxy would send up as it came goes the same way from
+//! the proxy's `request_filter`, its answer written through pingora's HTTP/2 session
+//! ([`FastProxy::proxy_h2`]; what it takes: [`crate::proxy`]'s `h2_to_app`). Both share the
+//! connections to the app, their sending and the rules for the answer's head.
 //!
 //! pingora's path for a proxied request (its session, the proxy's phase futures moved by value,
 //! header maps built and written header by header, the upstream pool's release task and its
@@ -35,8 +39,10 @@ use http::HeaderValue;
 use pingora::connectors::{ConnectorOptions, TransportConnector};
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::protocols::Stream;
+use pingora::protocols::http::HttpTask;
 use pingora::protocols::http::date::get_cached_date;
 use pingora::protocols::http::v1::client::HttpSession;
+use pingora::proxy::Session;
 use pingora::upstreams::peer::HttpPeer;
 use std::cell::RefCell;
 use std::time::{Duration, Instant};
@@ -74,6 +80,53 @@ pub struct AppRequest<'a> {
     /// The page cache's URL of it when the page cache sent it to the app as an URL it
     /// remembers as uncacheable (an answer that may be cached makes it forget that).
     pub remembered: Option<page_cache::Url>,
+}
+
+impl AppRequest<'_> {
+    /// What the answer's treatment takes from the request.
+    fn asked(&self) -> Asked<'_> {
+        Asked {
+            head: self.method == "HEAD",
+            id: self.id,
+            remembered: self.remembered,
+        }
+    }
+}
+
+/// What the edge's treatment of the app's answer takes from the request, for either HTTP
+/// version.
+#[derive(Clone, Copy)]
+pub struct Asked<'a> {
+    /// Whether the request is a `HEAD` (the answer has no body).
+    pub head: bool,
+    /// The request id.
+    pub id: &'a HeaderValue,
+    /// The page cache's URL of the request when the page cache sent it to the app as an URL it
+    /// remembers as uncacheable.
+    pub remembered: Option<page_cache::Url>,
+}
+
+/// The request as it goes to the app.
+#[derive(Clone, Copy)]
+enum UpRequest<'a> {
+    /// Its bytes, made by [`raw_request`].
+    Raw(&'a [u8]),
+    /// Its header, written by pingora's client session.
+    Header(&'a RequestHeader),
+}
+
+/// How sending a request to the app ended, before anything went to the client. (Returned once
+/// a request and matched at once: the client session is not boxed, which would cost an
+/// allocation a request.)
+#[allow(clippy::large_enum_variant)]
+enum Exchanged {
+    /// The app could not be reached on a new connection: nothing was sent.
+    NotSent,
+    /// Sent on a new connection, but no answer's head came back (or pingora's reader refused
+    /// it): the full path's `502` is due.
+    Failed(Box<pingora::Error>),
+    /// The app's answer's head was read.
+    Answered(HttpSession),
 }
 
 /// How a proxied request ended.
@@ -116,18 +169,12 @@ impl FastProxy {
             .get_or_init(|| TransportConnector::new(Some(ConnectorOptions::new(1))))
     }
 
-    /// Sends `req` to the app's server `peer` and its answer to `client` (see the module).
-    pub async fn proxy(
-        &self,
-        shared: &Shared,
-        peer: &HttpPeer,
-        client: &mut Stream,
-        req: &AppRequest<'_>,
-    ) -> Proxied {
-        // The request's bytes when written directly (made once, for a retry too).
-        let raw = raw_request(req);
+    /// Sends `request` to the app's server `peer` and reads its answer's head: on a kept
+    /// connection first, and again on a new one if the kept one fails before any answer (a
+    /// connection the app closed meanwhile), as pingora retries a reused connection's failure.
+    async fn exchange(&self, peer: &HttpPeer, request: UpRequest<'_>) -> Exchanged {
         let mut reused = true;
-        let mut up = loop {
+        loop {
             let mut stream = match take_idle() {
                 Some(stream) => stream,
                 None => {
@@ -136,37 +183,68 @@ impl FastProxy {
                         Ok(stream) => stream,
                         Err(e) => {
                             tracing::debug!("fast path: connecting to the app: {e}");
-                            return Proxied::NotSent;
+                            return Exchanged::NotSent;
                         }
                     }
                 }
             };
-            let raw_sent = match &raw {
-                Some(bytes) => write_up(&mut stream, bytes, peer.options.write_timeout).await,
-                None => Ok(()),
+            let raw_sent = match request {
+                UpRequest::Raw(bytes) => {
+                    write_up(&mut stream, bytes, peer.options.write_timeout).await
+                }
+                UpRequest::Header(_) => Ok(()),
             };
             let mut up = HttpSession::new(stream);
             up.read_timeout = peer.options.read_timeout;
             up.write_timeout = peer.options.write_timeout;
-            let sent = match raw_sent {
-                Ok(()) if raw.is_none() => match upstream_request(req) {
-                    Ok(header) => up.write_request_header(Box::new(header)).await.map(drop),
-                    Err(e) => Err(e),
-                },
-                other => other,
+            let sent = match (raw_sent, request) {
+                (Ok(()), UpRequest::Header(header)) => up
+                    .write_request_header(Box::new(header.clone()))
+                    .await
+                    .map(drop),
+                (other, _) => other,
             };
             let answered = match sent {
                 Ok(()) => up.read_response().await,
                 Err(e) => Err(e),
             };
             match answered {
-                Ok(_) => break up,
+                Ok(_) => return Exchanged::Answered(up),
                 // A kept connection the app closed meanwhile: again on a new one.
                 Err(e) if reused && e.etype() != &pingora::ErrorType::ReadTimedout => {
                     tracing::debug!("fast path: a kept connection to the app failed: {e}");
                 }
-                Err(e) => return self.bad_gateway(shared, client, req, &e).await,
+                Err(e) => return Exchanged::Failed(e),
             }
+        }
+    }
+
+    /// Sends `req` to the app's server `peer` and its answer to `client` (see the module).
+    pub async fn proxy(
+        &self,
+        shared: &Shared,
+        peer: &HttpPeer,
+        client: &mut Stream,
+        req: &AppRequest<'_>,
+    ) -> Proxied {
+        // The request's bytes when written directly, else its header (made once, for a retry
+        // too).
+        let raw = raw_request(req);
+        let header;
+        let request = match &raw {
+            Some(bytes) => UpRequest::Raw(bytes),
+            None => match upstream_request(req) {
+                Ok(h) => {
+                    header = h;
+                    UpRequest::Header(&header)
+                }
+                Err(e) => return self.bad_gateway(shared, client, req, &e).await,
+            },
+        };
+        let mut up = match self.exchange(peer, request).await {
+            Exchanged::NotSent => return Proxied::NotSent,
+            Exchanged::Failed(e) => return self.bad_gateway(shared, client, req, &e).await,
+            Exchanged::Answered(up) => up,
         };
         let client_timeout = crate::proxy::client_write_timeout(&shared.config.edge.limits);
         // Informational answers pass through; then the final one.
@@ -189,7 +267,7 @@ impl FastProxy {
                 );
                 return self.bad_gateway(shared, client, req, &e).await;
             }
-            let keep = downstream_head(shared, req, &mut header, body_done);
+            let keep = downstream_head(shared, req.asked(), &mut header, body_done, true);
             if !informational {
                 let framing = Framing::of(&header, req.method == "HEAD");
                 let mut head = Vec::with_capacity(1024);
@@ -263,11 +341,77 @@ impl FastProxy {
                 keep: false,
             };
         }
-        up.respect_keepalive();
-        if let Some(stream) = up.reuse().await {
-            put_idle(stream);
-        }
+        keep_for_next(up).await;
         Proxied::Answered { status, keep }
+    }
+
+    /// Sends an HTTP/2 request for the app, as `request` (the request pingora's proxy would
+    /// send up, see [`crate::proxy`]'s `h2_to_app`), to the app's server `peer` and its answer
+    /// to the client through pingora's HTTP/2 session, without the proxy's phases: the head
+    /// treated as the full path treats it ([`downstream_head`]) and written, like each piece of
+    /// the body, as pingora's proxy writes them (its response tasks, through the session's
+    /// modules and its HTTP/2 writer, which adds `Date` and drops the fields HTTP/2 has no
+    /// place for). `Ok(false)`: the app could not be reached on a new connection, nothing was
+    /// sent, the full path is to answer. An error is the full path's too: pingora's proxy
+    /// answers it with the edge's `fail_to_proxy` (`502` for the app's failure before the head).
+    pub async fn proxy_h2(
+        &self,
+        shared: &Shared,
+        peer: &HttpPeer,
+        session: &mut Session,
+        asked: Asked<'_>,
+        request: &RequestHeader,
+    ) -> pingora::Result<bool> {
+        use pingora::ErrorType::{InternalError, InvalidHTTPHeader};
+        let mut up = match self.exchange(peer, UpRequest::Header(request)).await {
+            Exchanged::NotSent => return Ok(false),
+            Exchanged::Failed(e) => return Err(e.into_up()),
+            Exchanged::Answered(up) => up,
+        };
+        // Informational answers are written as the full path writes them (pingora's HTTP/2
+        // writer leaves them out); then the final one.
+        loop {
+            let body_done = up.is_body_done();
+            let Some(answer) = up.resp_header() else {
+                return Err(pingora::Error::explain(InvalidHTTPHeader, "no answer").into_up());
+            };
+            if answer.status == http::StatusCode::SWITCHING_PROTOCOLS {
+                let why = "a 101 answer to a request that asked for no upgrade";
+                return Err(pingora::Error::explain(InvalidHTTPHeader, why).into_up());
+            }
+            let mut header = Box::new(answer.clone());
+            let informational = header.status.is_informational();
+            if !downstream_head(shared, asked, &mut header, body_done, false) {
+                return pingora::Error::e_explain(InternalError, "the answer's head");
+            }
+            session
+                .write_response_tasks(vec![HttpTask::Header(header, body_done)])
+                .await
+                .map_err(|e| e.into_down())?;
+            if !informational {
+                if body_done {
+                    keep_for_next(up).await;
+                    return Ok(true);
+                }
+                break;
+            }
+            up.read_response().await.map_err(|e| e.into_up())?;
+        }
+        loop {
+            let piece = up.read_body_bytes().await.map_err(|e| e.into_up())?;
+            let end = piece.is_none() || up.is_body_done();
+            // No body for a HEAD (the edge's `response_body_filter`).
+            let piece = piece.filter(|_| !asked.head);
+            session
+                .write_response_tasks(vec![HttpTask::Body(piece, end)])
+                .await
+                .map_err(|e| e.into_down())?;
+            if end {
+                break;
+            }
+        }
+        keep_for_next(up).await;
+        Ok(true)
     }
 
     /// The full path's answer to a request the app did not answer (`fail_to_proxy`'s `502`,
@@ -438,17 +582,20 @@ async fn write_up(
     done.map_err(|e| pingora::Error::because(WriteError, "writing the request", e))
 }
 
-/// What the full path does to an answer's head on its way to an HTTP/1.1 client, in its
-/// order: the page cache's purge header and its memory of uncacheable URLs (the edge's
+/// What the full path does to an answer's head on its way to the client, in its order: the
+/// page cache's purge header and its memory of uncacheable URLs (the edge's
 /// `upstream_response_filter`), an answer with a body of no stated length made chunked
-/// (pingora's proxy), `X-Cache` and [`decorate`] (the edge's `response_filter`), then `Date`
-/// and `Connection` (pingora's HTTP/1 writer; not on an informational answer). `body_done`: no
-/// body follows. Returns whether the connection to the client may be kept alive.
+/// (pingora's proxy, for either HTTP version), `X-Cache` and [`decorate`] (the edge's
+/// `response_filter`); then, for an HTTP/1.1 client (`h1`), `Date` and `Connection` (pingora's
+/// HTTP/1 writer; not on an informational answer; pingora's HTTP/2 writer does its own).
+/// `body_done`: no body follows. Returns whether the connection to the client may be kept
+/// alive (false: the head could not be made).
 fn downstream_head(
     shared: &Shared,
-    req: &AppRequest<'_>,
+    req: Asked<'_>,
     header: &mut ResponseHeader,
     body_done: bool,
+    h1: bool,
 ) -> bool {
     let cache: Option<&PageCache> = shared.page_cache;
     if page_cache::take_purge(header)
@@ -458,7 +605,7 @@ fn downstream_head(
         shared.metrics.page_cache_purges.inc();
         tracing::info!(
             "request {}: the app changed its pages; page cache purged",
-            id_text(req)
+            req.id.to_str().unwrap_or_default()
         );
     }
     forget_if_cacheable(shared, req, header);
@@ -482,10 +629,10 @@ fn downstream_head(
     if decorate(shared, true, header, req.id.clone()).is_err() {
         return false;
     }
-    if informational {
+    if informational || !h1 {
         return true;
     }
-    let keep = Framing::of(header, req.method == "HEAD") != Framing::Close;
+    let keep = Framing::of(header, req.head) != Framing::Close;
     let connection = if keep { "keep-alive" } else { "close" };
     header
         .insert_header(http::header::DATE, get_cached_date())
@@ -515,8 +662,8 @@ fn wire_head(
         return None;
     }
     let cache: Option<&PageCache> = shared.page_cache;
-    forget_if_cacheable(shared, req, up);
-    let chunked = made_chunked(req, up, body_done);
+    forget_if_cacheable(shared, req.asked(), up);
+    let chunked = made_chunked(req.asked(), up, body_done);
     let framing = if chunked {
         Framing::Chunked
     } else {
@@ -586,7 +733,7 @@ fn wire_head(
 /// The edge's `upstream_response_filter` rule: a request the page cache sent to the app as an
 /// URL it remembers as uncacheable, answered with an answer that may be cached, makes it forget
 /// the URL (the next request fills the cache).
-fn forget_if_cacheable(shared: &Shared, req: &AppRequest<'_>, answer: &ResponseHeader) {
+fn forget_if_cacheable(shared: &Shared, req: Asked<'_>, answer: &ResponseHeader) {
     if let Some(url) = req.remembered
         && let Some(cache) = shared.page_cache
         && cache.response_cacheable(answer).is_cacheable()
@@ -598,8 +745,8 @@ fn forget_if_cacheable(shared: &Shared, req: &AppRequest<'_>, answer: &ResponseH
 /// pingora's proxy rule for an HTTP/1 client: an answer that has a body (not to `HEAD`, not
 /// `204`/`304`, not informational), neither `Transfer-Encoding` nor `Content-Length`, and more
 /// to come than read with its head (`body_done`) is sent chunked, as HTTP/1.1.
-fn made_chunked(req: &AppRequest<'_>, answer: &ResponseHeader, body_done: bool) -> bool {
-    let no_body = req.method == "HEAD" || matches!(answer.status.as_u16(), 204 | 304);
+fn made_chunked(req: Asked<'_>, answer: &ResponseHeader, body_done: bool) -> bool {
+    let no_body = req.head || matches!(answer.status.as_u16(), 204 | 304);
     !no_body
         && !answer.status.is_informational()
         && !answer.headers.contains_key(http::header::TRANSFER_ENCODING)
@@ -674,6 +821,15 @@ impl Framing {
                 }
             }
         }
+    }
+}
+
+/// Keeps the connection of an answered request for the next one, if pingora's client session
+/// says it may be (the answer read to its end, keep-alive on both sides).
+async fn keep_for_next(mut up: HttpSession) {
+    up.respect_keepalive();
+    if let Some(stream) = up.reuse().await {
+        put_idle(stream);
     }
 }
 

@@ -8,7 +8,8 @@
 //! HTTPS listener and certificate choice), [`acme`] (ordering and storing certificates),
 //! [`page_cache`] (the app's pages in pingora's cache) and [`page_store`] (its storage),
 //! [`keepalive`] (HTTP/1 connections between requests), [`fast_path`] (plain HTTP/1.1 requests
-//! answered without a pingora session) and [`fast_proxy`] (its requests for the app),
+//! answered without a pingora session) and [`fast_proxy`] (the edge's own client for plain
+//! requests for the app: the fast path's, and HTTP/2's from the proxy's `request_filter`),
 //! [`metrics`], [`logging`].
 
 pub mod acme;

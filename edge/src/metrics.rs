@@ -49,6 +49,9 @@ pub struct Metrics {
     pub fast_path_responses: Counter,
     /// Requests sent to the app upstream.
     pub proxied_requests: Counter,
+    /// Of those, the ones sent by the edge's own client ([`crate::fast_proxy`]: the HTTP/1.1
+    /// fast path's and HTTP/2's plain `GET`/`HEAD`), not by pingora's proxy.
+    pub proxied_directly: Counter,
     /// Requests that could not be proxied (no healthy upstream, connect or read failure).
     pub upstream_errors: Counter,
     /// Requests answered from the page cache.
@@ -106,6 +109,7 @@ impl Default for Metrics {
             static_cache_hits: Counter::default(),
             fast_path_responses: Counter::default(),
             proxied_requests: Counter::default(),
+            proxied_directly: Counter::default(),
             upstream_errors: Counter::default(),
             page_cache_hits: Counter::default(),
             page_cache_fast_hits: Counter::default(),
@@ -187,6 +191,11 @@ impl Metrics {
             "proxied_requests",
             "Requests proxied to the app",
             self.proxied_requests.clone(),
+        );
+        r.register(
+            "proxied_directly",
+            "Of the requests proxied to the app, those sent by the edge's own client (HTTP/1.1 fast path and HTTP/2 plain GET/HEAD), not pingora's proxy",
+            self.proxied_directly.clone(),
         );
         r.register(
             "upstream_errors",

@@ -55,6 +55,9 @@ pub struct Shared {
     /// The cache of the app's pages, unless `[edge.page_cache] enabled = false`. Static: pingora's
     /// cache takes `'static` parts.
     pub page_cache: Option<&'static PageCache>,
+    /// The edge's own client for plain requests for the app ([`crate::fast_proxy`]), with its
+    /// per-thread kept connections: the HTTP/1.1 fast path's and [`Edge::h2_to_app`]'s.
+    pub app_client: crate::fast_proxy::FastProxy,
 }
 
 impl Shared {
@@ -412,6 +415,105 @@ impl Edge {
         Ok(true)
     }
 
+    /// What the edge adds to a request for the app (pingora's `upstream_request_filter`, and
+    /// [`Edge::h2_to_app`]'s request): the forwarding headers ([`forwarded`]) and the `Host` the
+    /// page cache's key has (the same for HTTP/1.1 and HTTP/2), sent only when the request's
+    /// differs (none, another case, the default port).
+    fn app_request(
+        &self,
+        session: &Session,
+        upstream: &mut pingora::http::RequestHeader,
+        ctx: &Ctx,
+    ) -> Result<()> {
+        let client = client_ip(session).map(ip_text).unwrap_or_default();
+        forwarded(upstream, client, self.tls, &ctx.host, &ctx.id)?;
+        let host = app_host(session.req_header(), &ctx.host);
+        if upstream
+            .headers
+            .get(http::header::HOST)
+            .is_none_or(|h| h.as_bytes() != host.as_bytes())
+        {
+            upstream.insert_header("Host", host.as_ref())?;
+        }
+        // With the page cache on for this request, pingora has already made it the request for
+        // the whole 200 to store: a HEAD goes up as a GET, without If-* or Range.
+        Ok(())
+    }
+
+    /// An HTTP/2 request for the app that pingora's proxy would send up as it came — a `GET` or
+    /// `HEAD` with no body, no field HTTP/1.1 treats as hop-by-hop, no `Host` but the
+    /// `:authority` — that the page cache does not store (`Cookie`, a URL it remembers as
+    /// uncacheable, or the page cache off), when the app's pool is its one server and that
+    /// server is ready, is sent by the edge's own client ([`crate::fast_proxy::FastProxy::proxy_h2`])
+    /// instead of pingora's proxy phases. The request that goes up is made as pingora's proxy
+    /// makes it for an HTTP/1.1 server: the client's header as HTTP/1.1, `Host` from the
+    /// authority (pingora's rule, which it does not export), then [`Edge::app_request`]; what
+    /// pingora's later checks of it would change (a `Host` the filter replaced, matched to the
+    /// URI) does not change the bytes sent. `Ok(false)`: the full path proxies it.
+    async fn h2_to_app(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
+        const HOP_BY_HOP: [&str; 10] = [
+            "connection",
+            "keep-alive",
+            "proxy-connection",
+            "proxy-authenticate",
+            "proxy-authorization",
+            "te",
+            "trailer",
+            "transfer-encoding",
+            "upgrade",
+            "http2-settings",
+        ];
+        let shared = &self.shared;
+        if !self.tls || !session.as_downstream().is_http2() || ctx.page_key.is_some() {
+            return Ok(false);
+        }
+        let Some(peer) = shared
+            .single_upstream
+            .as_ref()
+            .and_then(|single| single.ready_peer(&shared.upstreams))
+        else {
+            return Ok(false);
+        };
+        let no_body = session.is_body_empty();
+        let req = session.req_header();
+        let head = req.method == http::Method::HEAD;
+        let plain = (head || req.method == http::Method::GET)
+            && no_body
+            && !req.headers.contains_key(http::header::HOST)
+            && !HOP_BY_HOP
+                .iter()
+                .any(|name| req.headers.contains_key(*name));
+        let Some(authority) = req.uri.authority().filter(|a| !a.as_str().contains('@')) else {
+            return Ok(false);
+        };
+        if !plain {
+            return Ok(false);
+        }
+        let mut up = req.clone();
+        up.set_version(http::Version::HTTP_11);
+        up.insert_header(http::header::HOST, authority.as_str())?;
+        self.app_request(session, &mut up, ctx)?;
+        let asked = crate::fast_proxy::Asked {
+            head,
+            id: &ctx.id,
+            remembered: ctx.page_url.filter(|_| ctx.page_remembered),
+        };
+        // Boxed, as the HTTP/1.1 fast path's: a stream's task is sized by its largest state.
+        let sent = Box::pin(
+            shared
+                .app_client
+                .proxy_h2(shared, peer, session, asked, &up),
+        )
+        .await;
+        if matches!(sent, Ok(false)) {
+            return Ok(false);
+        }
+        ctx.kind = Kind::Proxy;
+        shared.metrics.proxied_requests.inc();
+        shared.metrics.proxied_directly.inc();
+        sent
+    }
+
     /// On the HTTPS listener, for a request the web root did not answer: a fresh page-cache hit
     /// is sent at once ([`PageCache::route`]); otherwise what the cache hooks are to do with it
     /// is noted in `ctx`, and `Ok(false)` proxies it.
@@ -711,10 +813,10 @@ impl ProxyHttp for Edge {
         if !self.tls {
             return self.http_listener(session, ctx).await;
         }
-        if self.static_file(session, ctx).await? {
+        if self.static_file(session, ctx).await? || self.page_cache_route(session, ctx).await? {
             return Ok(true);
         }
-        self.page_cache_route(session, ctx).await
+        self.h2_to_app(session, ctx).await
     }
 
     async fn request_body_filter(
@@ -819,21 +921,7 @@ impl ProxyHttp for Edge {
         upstream: &mut pingora::http::RequestHeader,
         ctx: &mut Ctx,
     ) -> Result<()> {
-        let client = client_ip(session).map(ip_text).unwrap_or_default();
-        forwarded(upstream, client, self.tls, &ctx.host, &ctx.id)?;
-        // The `Host` the page cache's key has (the same for HTTP/1.1 and HTTP/2): sent only when
-        // the request's differs (none, another case, the default port).
-        let host = app_host(session.req_header(), &ctx.host);
-        if upstream
-            .headers
-            .get(http::header::HOST)
-            .is_none_or(|h| h.as_bytes() != host.as_bytes())
-        {
-            upstream.insert_header("Host", host.as_ref())?;
-        }
-        // With the page cache on for this request, pingora has already made it the request for
-        // the whole 200 to store: a HEAD goes up as a GET, without If-* or Range.
-        Ok(())
+        self.app_request(session, upstream, ctx)
     }
 
     async fn upstream_response_filter(

@@ -142,6 +142,7 @@ pub fn run(
         page_cache: crate::page_cache::PageCache::new(&edge.page_cache, security_headers)
             .map(|c| &*Box::leak(Box::new(c))),
         config: config.clone(),
+        app_client: crate::fast_proxy::FastProxy::new(),
     });
 
     let limits = &edge.limits;

@@ -289,6 +289,118 @@ fn the_fast_path_proxies_every_kind_of_answer_as_the_full_path_does() {
     }
 }
 
+/// curl's `-i` output of an HTTP/2 request for `path` with `args`.
+fn request_h2(site: &Site, path: &str, args: &[&str]) -> String {
+    let url = site.https(path);
+    let mut all = vec!["-k", "-i", "--http2"];
+    all.extend_from_slice(args);
+    all.push(&url);
+    let out = site.curl(&all);
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn direct_count(site: &Site) -> f64 {
+    metric(&site.metrics(), "onebox_edge_proxied_directly_total")
+}
+
+/// The header that sends an HTTP/2 request the full way: `TE` is hop-by-hop in HTTP/1.1, so
+/// pingora's proxy would take it out, and the edge's own client leaves such requests to it.
+const FULL_H2: &str = "TE: trailers";
+
+/// HTTP/2 requests for the app go by the edge's own client too (`Edge::h2_to_app`, counted by
+/// `onebox_edge_proxied_directly_total`): every kind of answer, with the page cache on and
+/// off, reaches the client as pingora's proxy sends it (but for `date` and the request id),
+/// the app saw the same request, and the access log line is the same.
+#[test]
+fn http2_requests_for_the_app_are_proxied_as_the_full_path_does() {
+    for page_cache in [true, false] {
+        let (site, _app, _edge) = edge(page_cache);
+        for (path, args) in [
+            (
+                "/length?a=1&b=%20",
+                vec!["-H", "Cookie: s=1", "-H", "Accept-Language: en"],
+            ),
+            ("/length", vec!["-H", "Host: WWW.foobar.com:443"]),
+            (
+                "/length",
+                vec![
+                    "-H",
+                    "Cookie: a=1",
+                    "-H",
+                    "Accept: */*",
+                    "-H",
+                    "Cookie: b=2",
+                ],
+            ),
+            ("/length", vec!["-I"]),
+            ("/chunks", vec![]),
+            ("/chunks", vec!["-I"]),
+            ("/until-close", vec![]),
+            ("/http10", vec![]),
+            ("/no-content", vec![]),
+            ("/etag", vec![]),
+            ("/etag", vec!["-H", "If-None-Match: \"v1\""]),
+            ("/early", vec![]),
+            ("/own", vec![]),
+            ("/purge", vec!["-H", "Cookie: s=1"]),
+            ("/missing", vec![]),
+        ] {
+            let what = format!("HTTP/2, page cache {page_cache}: {path} {args:?}");
+            // The first request for a URL goes through the page cache, which learns that it
+            // may not keep its answers; the next ones go to the app without it.
+            request_h2(&site, path, &[&args[..], &["-H", FULL_H2]].concat());
+            let before = direct_count(&site);
+            let purges = metric(&site.metrics(), "onebox_edge_page_cache_purges_total");
+            let direct = request_h2(&site, path, &args);
+            assert_eq!(direct_count(&site) - before, 1.0, "{what}: not direct");
+            if page_cache && path == "/purge" {
+                let now = metric(&site.metrics(), "onebox_edge_page_cache_purges_total");
+                assert_eq!(now - purges, 1.0, "{what}");
+            }
+            let full = request_h2(&site, path, &[&args[..], &["-H", FULL_H2]].concat());
+            assert_eq!(
+                direct_count(&site) - before,
+                1.0,
+                "{what}: not the full path"
+            );
+            assert!(direct.starts_with("HTTP/2 "), "{what}: {direct}");
+            if path.starts_with("/length") && args.len() > 1 {
+                // What the app saw, as it echoed it (HTTP/2's names are lower case).
+                for line in [
+                    "x-forwarded-for: 127.0.0.1",
+                    "x-forwarded-proto: https",
+                    "x-forwarded-host: www.foobar.com",
+                    "x-request-id: ...",
+                ] {
+                    assert!(direct.contains(line), "{what}: {direct}");
+                }
+            }
+            assert_eq!(blanked(&direct), blanked(&full), "{what}");
+            assert_eq!(
+                access_log_line(&site, &direct),
+                access_log_line(&site, &full),
+                "{what}"
+            );
+        }
+    }
+}
+
+/// An HTTP/2 request the app does not answer gets the full path's `502`, with its log line.
+#[test]
+fn an_http2_request_the_app_does_not_answer_gets_the_full_paths_502() {
+    let (site, _app, _edge) = edge(false);
+    let before = direct_count(&site);
+    let direct = request_h2(&site, "/hang", &[]);
+    assert_eq!(direct_count(&site) - before, 1.0, "not direct");
+    let full = request_h2(&site, "/hang", &["-H", FULL_H2]);
+    assert!(direct.starts_with("HTTP/2 502"), "{direct}");
+    assert_eq!(blanked(&direct), blanked(&full));
+    assert_eq!(
+        access_log_line(&site, &direct),
+        access_log_line(&site, &full)
+    );
+}
+
 /// The fast path keeps its connections to the app; one the app closed since (without saying
 /// so) fails before any answer and the request goes again on a new connection: the client
 /// sees every answer.

@@ -363,7 +363,15 @@ impl FastProxy {
         request: &RequestHeader,
     ) -> pingora::Result<bool> {
         use pingora::ErrorType::{InternalError, InvalidHTTPHeader};
-        let mut up = match self.exchange(peer, UpRequest::Header(request)).await {
+        // Each wait for the app also watches the client's stream, as pingora's proxy does: a
+        // stream the client resets (or a connection it closes) ends the exchange at once, so
+        // streams opened and reset in a loop do not hold the app's connections.
+        let exchanged = tokio::select! {
+            biased;
+            e = stream_closed(session) => return Err(e),
+            exchanged = self.exchange(peer, UpRequest::Header(request)) => exchanged,
+        };
+        let mut up = match exchanged {
             Exchanged::NotSent => return Ok(false),
             Exchanged::Failed(e) => return Err(e.into_up()),
             Exchanged::Answered(up) => up,
@@ -395,10 +403,18 @@ impl FastProxy {
                 }
                 break;
             }
-            up.read_response().await.map_err(|e| e.into_up())?;
+            tokio::select! {
+                biased;
+                e = stream_closed(session) => return Err(e),
+                read = up.read_response() => read.map_err(|e| e.into_up())?,
+            };
         }
         loop {
-            let piece = up.read_body_bytes().await.map_err(|e| e.into_up())?;
+            let piece = tokio::select! {
+                biased;
+                e = stream_closed(session) => return Err(e),
+                piece = up.read_body_bytes() => piece.map_err(|e| e.into_up())?,
+            };
             let end = piece.is_none() || up.is_body_done();
             // No body for a HEAD (the edge's `response_body_filter`).
             let piece = piece.filter(|_| !asked.head);
@@ -821,6 +837,16 @@ impl Framing {
                 }
             }
         }
+    }
+}
+
+/// Waits until the client resets the HTTP/2 stream of `session`'s request (which has no body)
+/// or its connection ends, and says so as a client's error.
+async fn stream_closed(session: &mut Session) -> Box<pingora::Error> {
+    match session.as_downstream_mut().read_body_or_idle(true).await {
+        Err(e) => e.into_down(),
+        Ok(_) => pingora::Error::explain(pingora::ErrorType::H2Error, "the client's stream ended")
+            .into_down(),
     }
 }
 

@@ -19,11 +19,13 @@ use std::time::Duration;
 const FULL: &str = "X-Full-Path: 1";
 
 /// A scripted app; `conns` counts the connections it accepted, `ended` the connections that
-/// served a request for `/length` and were then closed by the edge.
+/// served a request for `/length` and were then closed by the edge, `dropped` the requests for
+/// `/wait` whose connection the edge closed within 5 s, before any answer.
 struct App {
     port: u16,
     conns: Arc<AtomicUsize>,
     ended: Arc<AtomicUsize>,
+    dropped: Arc<AtomicUsize>,
 }
 
 impl App {
@@ -32,15 +34,21 @@ impl App {
         let port = listener.local_addr().unwrap().port();
         let conns = Arc::new(AtomicUsize::new(0));
         let ended = Arc::new(AtomicUsize::new(0));
-        let (c, e) = (conns.clone(), ended.clone());
+        let dropped = Arc::new(AtomicUsize::new(0));
+        let (c, e, d) = (conns.clone(), ended.clone(), dropped.clone());
         std::thread::spawn(move || {
             for conn in listener.incoming().flatten() {
                 c.fetch_add(1, Ordering::SeqCst);
-                let e = e.clone();
-                std::thread::spawn(move || serve(conn, &e));
+                let (e, d) = (e.clone(), d.clone());
+                std::thread::spawn(move || serve(conn, &e, &d));
             }
         });
-        App { port, conns, ended }
+        App {
+            port,
+            conns,
+            ended,
+            dropped,
+        }
     }
 }
 
@@ -57,7 +65,7 @@ fn echo(head: &str) -> String {
         .join("\n")
 }
 
-fn serve(mut conn: TcpStream, ended: &AtomicUsize) {
+fn serve(mut conn: TcpStream, ended: &AtomicUsize, dropped: &AtomicUsize) {
     conn.set_read_timeout(Some(Duration::from_secs(90)))
         .unwrap();
     let mut buf = Vec::new();
@@ -159,6 +167,14 @@ fn serve(mut conn: TcpStream, ended: &AtomicUsize) {
                 }
                 std::thread::sleep(Duration::from_secs(3));
                 ("0\r\n\r\n".to_string(), false)
+            }
+            // No answer; counts the edge closing the connection within 5 s.
+            "/wait" => {
+                conn.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+                if matches!(std::io::Read::read(&mut conn, &mut [0; 1]), Ok(0)) {
+                    dropped.fetch_add(1, Ordering::SeqCst);
+                }
+                return;
             }
             // Never answers (within the edge's read timeout).
             "/hang" => {
@@ -399,6 +415,29 @@ fn an_http2_request_the_app_does_not_answer_gets_the_full_paths_502() {
         access_log_line(&site, &direct),
         access_log_line(&site, &full)
     );
+}
+
+/// An HTTP/2 client that gives up on a request (curl's `--max-time 1`: it closes the
+/// connection) while the app has not answered: the edge closes its connection to the app then,
+/// not when the app's answer is due (10 s here), by either path — streams opened and reset in
+/// a loop do not hold the app's connections.
+#[test]
+fn an_http2_request_the_client_gives_up_on_is_dropped_at_the_app() {
+    let (site, app, _edge) = edge_with(false, 10);
+    for (how, extra) in [("direct", vec![]), ("full", vec!["-H", FULL_H2])] {
+        let before = app.dropped.load(Ordering::SeqCst);
+        let direct = direct_count(&site);
+        request_h2(&site, "/wait", &[&["--max-time", "1"][..], &extra].concat());
+        // The app's 5 s wait ends at the edge's close, or after it without one.
+        std::thread::sleep(Duration::from_secs(6));
+        assert_eq!(
+            app.dropped.load(Ordering::SeqCst) - before,
+            1,
+            "{how}: the edge kept the app's connection after the client left"
+        );
+        let direct_now = direct_count(&site) - direct;
+        assert_eq!(direct_now, f64::from(u8::from(how == "direct")), "{how}");
+    }
 }
 
 /// The fast path keeps its connections to the app; one the app closed since (without saying

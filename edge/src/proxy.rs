@@ -451,17 +451,19 @@ impl Edge {
     /// pingora's later checks of it would change (a `Host` the filter replaced, matched to the
     /// URI) does not change the bytes sent. `Ok(false)`: the full path proxies it.
     async fn h2_to_app(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
-        const HOP_BY_HOP: [&str; 10] = [
-            "connection",
-            "keep-alive",
-            "proxy-connection",
-            "proxy-authenticate",
-            "proxy-authorization",
-            "te",
-            "trailer",
-            "transfer-encoding",
-            "upgrade",
-            "http2-settings",
+        // Names, not text: a lookup by text parses the name first.
+        use http::header::{self as h, HeaderName};
+        static HOP_BY_HOP: [HeaderName; 10] = [
+            h::CONNECTION,
+            HeaderName::from_static("keep-alive"),
+            HeaderName::from_static("proxy-connection"),
+            h::PROXY_AUTHENTICATE,
+            h::PROXY_AUTHORIZATION,
+            h::TE,
+            h::TRAILER,
+            h::TRANSFER_ENCODING,
+            h::UPGRADE,
+            HeaderName::from_static("http2-settings"),
         ];
         let shared = &self.shared;
         if !self.tls || !session.as_downstream().is_http2() || ctx.page_key.is_some() {
@@ -480,9 +482,7 @@ impl Edge {
         let plain = (head || req.method == http::Method::GET)
             && no_body
             && !req.headers.contains_key(http::header::HOST)
-            && !HOP_BY_HOP
-                .iter()
-                .any(|name| req.headers.contains_key(*name));
+            && !HOP_BY_HOP.iter().any(|name| req.headers.contains_key(name));
         let Some(authority) = req.uri.authority().filter(|a| !a.as_str().contains('@')) else {
             return Ok(false);
         };

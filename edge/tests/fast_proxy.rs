@@ -222,6 +222,24 @@ fn fast_count(site: &Site) -> f64 {
     metric(&site.metrics(), "onebox_edge_fast_path_responses_total")
 }
 
+/// curl's `-i` output of an HTTP/2 request for `path` with `args`.
+fn request_h2(site: &Site, path: &str, args: &[&str]) -> String {
+    let url = site.https(path);
+    let mut all = vec!["-k", "-i", "--http2"];
+    all.extend_from_slice(args);
+    all.push(&url);
+    let out = site.curl(&all);
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn direct_count(site: &Site) -> f64 {
+    metric(&site.metrics(), "onebox_edge_proxied_directly_total")
+}
+
+/// The header that sends an HTTP/2 request the full way: `TE` is hop-by-hop in HTTP/1.1, so
+/// pingora's proxy would take it out, and the edge's own client leaves such requests to it.
+const FULL_H2: &str = "TE: trailers";
+
 /// Every kind of answer, with the page cache on and off: the fast path's (counted by
 /// `onebox_edge_fast_path_responses_total`) is byte for byte the full path's but for `Date`
 /// and the request id, with the same access log line, and the app saw the same request
@@ -229,6 +247,25 @@ fn fast_count(site: &Site) -> f64 {
 /// as the app gets it, no `Connection`).
 #[test]
 fn the_fast_path_proxies_every_kind_of_answer_as_the_full_path_does() {
+    every_kind_of_answer_as_the_full_path(false);
+}
+
+/// HTTP/2 requests for the app go by the edge's own client too (`Edge::h2_to_app`, counted by
+/// `onebox_edge_proxied_directly_total`): every kind of answer, with the page cache on and
+/// off, reaches the client as pingora's proxy sends it (but for `date` and the request id),
+/// the app saw the same request, and the access log line is the same.
+#[test]
+fn http2_requests_for_the_app_are_proxied_as_the_full_path_does() {
+    every_kind_of_answer_as_the_full_path(true);
+}
+
+/// The check of the two tests above, over HTTP/1.1 or HTTP/2 (`h2`).
+fn every_kind_of_answer_as_the_full_path(h2: bool) {
+    let (ask, full, count): (fn(&Site, &str, &[&str]) -> String, _, fn(&Site) -> f64) = if h2 {
+        (request_h2, FULL_H2, direct_count)
+    } else {
+        (request, FULL, fast_count)
+    };
     for page_cache in [true, false] {
         let (site, _app, _edge) = edge(page_cache);
         for (path, args) in [
@@ -262,32 +299,36 @@ fn the_fast_path_proxies_every_kind_of_answer_as_the_full_path_does() {
             // With a cookie: a purge also clears what the page cache remembers, so a request
             // without one would go through the cache again.
             ("/purge", vec!["-H", "Cookie: s=1"]),
+            // (curl leaves `Connection` out of an HTTP/2 request.)
             ("/missing", vec!["-H", "Connection: keep-alive"]),
         ] {
-            let what = format!("page cache {page_cache}: {path} {args:?}");
+            let what = format!("HTTP/2 {h2}, page cache {page_cache}: {path} {args:?}");
             // The first request for a URL goes through the page cache, which learns that it
             // may not keep its answers; the next ones go to the app without it.
-            request(&site, path, &[&args[..], &["-H", FULL]].concat());
-            let before = fast_count(&site);
+            ask(&site, path, &[&args[..], &["-H", full]].concat());
+            let before = count(&site);
             let purges = metric(&site.metrics(), "onebox_edge_page_cache_purges_total");
-            let fast = request(&site, path, &args);
-            assert_eq!(fast_count(&site) - before, 1.0, "{what}: not the fast path");
+            let fast = ask(&site, path, &args);
+            assert_eq!(count(&site) - before, 1.0, "{what}: not the fast path");
             if page_cache && path == "/purge" {
                 // The purge header was taken out (compared below) and acted on.
                 let now = metric(&site.metrics(), "onebox_edge_page_cache_purges_total");
                 assert_eq!(now - purges, 1.0, "{what}");
             }
-            let full = request(&site, path, &[&args[..], &["-H", FULL]].concat());
-            assert_eq!(fast_count(&site) - before, 1.0, "{what}: not the full path");
-            assert!(fast.starts_with("HTTP/1."), "{what}: {fast}");
+            let full = ask(&site, path, &[&args[..], &["-H", full]].concat());
+            assert_eq!(count(&site) - before, 1.0, "{what}: not the full path");
+            let version = if h2 { "HTTP/2 " } else { "HTTP/1." };
+            assert!(fast.starts_with(version), "{what}: {fast}");
             if path.starts_with("/length") && args.len() > 1 {
-                // What the app saw, as it echoed it.
+                // What the app saw, as it echoed it (HTTP/2's names are lower case).
+                let echo = fast.to_ascii_lowercase();
                 for line in [
-                    "X-Forwarded-For: 127.0.0.1",
-                    "X-Forwarded-Proto: https",
-                    "X-Request-Id: ...",
+                    "x-forwarded-for: 127.0.0.1",
+                    "x-forwarded-proto: https",
+                    "x-forwarded-host: www.foobar.com",
+                    "x-request-id: ...",
                 ] {
-                    assert!(fast.contains(line), "{what}: {fast}");
+                    assert!(echo.contains(line), "{what}: {fast}");
                 }
                 assert!(!fast.contains("X-Forwarded-Host: WWW"), "{what}: {fast}");
             }
@@ -299,102 +340,6 @@ fn the_fast_path_proxies_every_kind_of_answer_as_the_full_path_does() {
             );
             assert!(
                 access_log_line(&site, &fast).ends_with(" proxy ID"),
-                "{what}"
-            );
-        }
-    }
-}
-
-/// curl's `-i` output of an HTTP/2 request for `path` with `args`.
-fn request_h2(site: &Site, path: &str, args: &[&str]) -> String {
-    let url = site.https(path);
-    let mut all = vec!["-k", "-i", "--http2"];
-    all.extend_from_slice(args);
-    all.push(&url);
-    let out = site.curl(&all);
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn direct_count(site: &Site) -> f64 {
-    metric(&site.metrics(), "onebox_edge_proxied_directly_total")
-}
-
-/// The header that sends an HTTP/2 request the full way: `TE` is hop-by-hop in HTTP/1.1, so
-/// pingora's proxy would take it out, and the edge's own client leaves such requests to it.
-const FULL_H2: &str = "TE: trailers";
-
-/// HTTP/2 requests for the app go by the edge's own client too (`Edge::h2_to_app`, counted by
-/// `onebox_edge_proxied_directly_total`): every kind of answer, with the page cache on and
-/// off, reaches the client as pingora's proxy sends it (but for `date` and the request id),
-/// the app saw the same request, and the access log line is the same.
-#[test]
-fn http2_requests_for_the_app_are_proxied_as_the_full_path_does() {
-    for page_cache in [true, false] {
-        let (site, _app, _edge) = edge(page_cache);
-        for (path, args) in [
-            (
-                "/length?a=1&b=%20",
-                vec!["-H", "Cookie: s=1", "-H", "Accept-Language: en"],
-            ),
-            ("/length", vec!["-H", "Host: WWW.foobar.com:443"]),
-            (
-                "/length",
-                vec![
-                    "-H",
-                    "Cookie: a=1",
-                    "-H",
-                    "Accept: */*",
-                    "-H",
-                    "Cookie: b=2",
-                ],
-            ),
-            ("/length", vec!["-I"]),
-            ("/chunks", vec![]),
-            ("/chunks", vec!["-I"]),
-            ("/until-close", vec![]),
-            ("/http10", vec![]),
-            ("/no-content", vec![]),
-            ("/etag", vec![]),
-            ("/etag", vec!["-H", "If-None-Match: \"v1\""]),
-            ("/early", vec![]),
-            ("/own", vec![]),
-            ("/purge", vec!["-H", "Cookie: s=1"]),
-            ("/missing", vec![]),
-        ] {
-            let what = format!("HTTP/2, page cache {page_cache}: {path} {args:?}");
-            // The first request for a URL goes through the page cache, which learns that it
-            // may not keep its answers; the next ones go to the app without it.
-            request_h2(&site, path, &[&args[..], &["-H", FULL_H2]].concat());
-            let before = direct_count(&site);
-            let purges = metric(&site.metrics(), "onebox_edge_page_cache_purges_total");
-            let direct = request_h2(&site, path, &args);
-            assert_eq!(direct_count(&site) - before, 1.0, "{what}: not direct");
-            if page_cache && path == "/purge" {
-                let now = metric(&site.metrics(), "onebox_edge_page_cache_purges_total");
-                assert_eq!(now - purges, 1.0, "{what}");
-            }
-            let full = request_h2(&site, path, &[&args[..], &["-H", FULL_H2]].concat());
-            assert_eq!(
-                direct_count(&site) - before,
-                1.0,
-                "{what}: not the full path"
-            );
-            assert!(direct.starts_with("HTTP/2 "), "{what}: {direct}");
-            if path.starts_with("/length") && args.len() > 1 {
-                // What the app saw, as it echoed it (HTTP/2's names are lower case).
-                for line in [
-                    "x-forwarded-for: 127.0.0.1",
-                    "x-forwarded-proto: https",
-                    "x-forwarded-host: www.foobar.com",
-                    "x-request-id: ...",
-                ] {
-                    assert!(direct.contains(line), "{what}: {direct}");
-                }
-            }
-            assert_eq!(blanked(&direct), blanked(&full), "{what}");
-            assert_eq!(
-                access_log_line(&site, &direct),
-                access_log_line(&site, &full),
                 "{what}"
             );
         }

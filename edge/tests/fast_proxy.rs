@@ -261,7 +261,9 @@ fn http2_requests_for_the_app_are_proxied_as_the_full_path_does() {
 
 /// The check of the two tests above, over HTTP/1.1 or HTTP/2 (`h2`).
 fn every_kind_of_answer_as_the_full_path(h2: bool) {
-    let (ask, full, count): (fn(&Site, &str, &[&str]) -> String, _, fn(&Site) -> f64) = if h2 {
+    type Ask = fn(&Site, &str, &[&str]) -> String;
+    type Count = fn(&Site) -> f64;
+    let (ask, full, count): (Ask, _, Count) = if h2 {
         (request_h2, FULL_H2, direct_count)
     } else {
         (request, FULL, fast_count)

@@ -208,14 +208,20 @@ fn edge_with(page_cache: bool, read_timeout_secs: u64) -> (Site, App, Proc) {
     (site, app, edge)
 }
 
-/// curl's `-i` output of an HTTP/1.1 request for `path` with `args`.
-fn request(site: &Site, path: &str, args: &[&str]) -> String {
+/// curl's `-i` output of a request for `path` with `args`, in the HTTP version curl's
+/// `version` flag asks for.
+fn curl_i(site: &Site, version: &str, path: &str, args: &[&str]) -> String {
     let url = site.https(path);
-    let mut all = vec!["-k", "-i", "--http1.1"];
+    let mut all = vec!["-k", "-i", version];
     all.extend_from_slice(args);
     all.push(&url);
     let out = site.curl(&all);
     String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// curl's `-i` output of an HTTP/1.1 request for `path` with `args`.
+fn request(site: &Site, path: &str, args: &[&str]) -> String {
+    curl_i(site, "--http1.1", path, args)
 }
 
 fn fast_count(site: &Site) -> f64 {
@@ -224,12 +230,7 @@ fn fast_count(site: &Site) -> f64 {
 
 /// curl's `-i` output of an HTTP/2 request for `path` with `args`.
 fn request_h2(site: &Site, path: &str, args: &[&str]) -> String {
-    let url = site.https(path);
-    let mut all = vec!["-k", "-i", "--http2"];
-    all.extend_from_slice(args);
-    all.push(&url);
-    let out = site.curl(&all);
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    curl_i(site, "--http2", path, args)
 }
 
 fn direct_count(site: &Site) -> f64 {

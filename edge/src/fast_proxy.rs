@@ -29,7 +29,10 @@
 //! path, which answers as it does when the app is down. After the request went up on a new
 //! connection, a failure before the answer's head (a timeout, a closed connection, an answer
 //! pingora's reader refuses) is answered with the full path's `502`; during the body, the
-//! connection to the client is closed (the head has been sent).
+//! connection to the client is closed (the head has been sent). Each wait for the app also
+//! watches the client, as pingora's proxy does: a connection (HTTP/2: a stream) the client
+//! ends drops the connection to the app at once, and bytes an HTTP/1.1 client sends meanwhile
+//! (another request) end the exchange with the full path's `400`.
 
 use crate::file_cache::h1_head;
 use crate::page_cache::{self, PageCache};
@@ -46,7 +49,7 @@ use pingora::proxy::Session;
 use pingora::upstreams::peer::HttpPeer;
 use std::cell::RefCell;
 use std::time::{Duration, Instant};
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// The most idle connections to the app one worker thread keeps.
 pub const IDLE_PER_THREAD: usize = 256;
@@ -229,6 +232,7 @@ impl FastProxy {
     ) -> Proxied {
         // The request's bytes when written directly, else its header (made once, for a retry
         // too).
+        let asked = req.asked();
         let raw = raw_request(req);
         let header;
         let request = match &raw {
@@ -241,7 +245,12 @@ impl FastProxy {
                 Err(e) => return self.bad_gateway(shared, client, req, &e).await,
             },
         };
-        let mut up = match self.exchange(peer, request).await {
+        // Each wait for the app also watches the client's connection, as pingora's proxy does.
+        let exchanged = match watching(client, self.exchange(peer, request)).await {
+            Ok(exchanged) => exchanged,
+            Err(said) => return self.client_spoke(shared, client, req, said, None).await,
+        };
+        let mut up = match exchanged {
             Exchanged::NotSent => return Proxied::NotSent,
             Exchanged::Failed(e) => return self.bad_gateway(shared, client, req, &e).await,
             Exchanged::Answered(up) => up,
@@ -250,26 +259,18 @@ impl FastProxy {
         // Informational answers pass through; then the final one.
         let (head, status, framing, keep) = loop {
             let body_done = up.is_body_done();
-            let Some(header) = up.resp_header() else {
-                let e = pingora::Error::explain(pingora::ErrorType::InvalidHTTPHeader, "no answer");
-                return self.bad_gateway(shared, client, req, &e).await;
+            let header = match app_head(&up) {
+                Ok(header) => header,
+                Err(e) => return self.bad_gateway(shared, client, req, &e).await,
             };
-            if let Some((head, framing, keep)) = wire_head(shared, req, header, body_done) {
+            if let Some((head, framing, keep)) = wire_head(shared, asked, header, body_done) {
                 break (head, header.status.as_u16(), framing, keep);
             }
             let mut header = header.clone();
             let informational = header.status.is_informational();
-            if header.status == http::StatusCode::SWITCHING_PROTOCOLS {
-                // Not asked for: pingora's proxy refuses it as well.
-                let e = pingora::Error::explain(
-                    pingora::ErrorType::InvalidHTTPHeader,
-                    "a 101 answer to a request that asked for no upgrade",
-                );
-                return self.bad_gateway(shared, client, req, &e).await;
-            }
-            let keep = downstream_head(shared, req.asked(), &mut header, body_done, true);
+            let keep = downstream_head(shared, asked, &mut header, body_done, true);
             if !informational {
-                let framing = Framing::of(&header, req.method == "HEAD");
+                let framing = Framing::of(&header, asked.head);
                 let mut head = Vec::with_capacity(1024);
                 h1_head(&header, &mut head);
                 head.extend_from_slice(b"\r\n");
@@ -285,8 +286,10 @@ impl FastProxy {
                     keep: false,
                 };
             }
-            if let Err(e) = up.read_response().await {
-                return self.bad_gateway(shared, client, req, &e).await;
+            match watching(client, up.read_response()).await {
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => return self.bad_gateway(shared, client, req, &e).await,
+                Err(said) => return self.client_spoke(shared, client, req, said, None).await,
             }
         };
         let keep = keep && framing != Framing::Close;
@@ -309,12 +312,18 @@ impl FastProxy {
             let piece = if framing == Framing::None {
                 Ok(None)
             } else {
-                up.read_body_bytes().await
+                match watching(client, up.read_body_bytes()).await {
+                    Ok(piece) => piece,
+                    Err(said) => {
+                        let sent = sent_head.then_some(status);
+                        return self.client_spoke(shared, client, req, said, sent).await;
+                    }
+                }
             };
             let piece = match piece {
                 Ok(piece) => piece,
                 Err(e) => {
-                    tracing::warn!("request {}: upstream failed: {e}", id_text(req));
+                    tracing::warn!("request {}: upstream failed: {e}", id_text(req.id));
                     return Proxied::Answered {
                         status: if sent_head { status } else { 0 },
                         keep: false,
@@ -362,7 +371,7 @@ impl FastProxy {
         asked: Asked<'_>,
         request: &RequestHeader,
     ) -> pingora::Result<bool> {
-        use pingora::ErrorType::{InternalError, InvalidHTTPHeader};
+        use pingora::ErrorType::InternalError;
         // Each wait for the app also watches the client's stream, as pingora's proxy does: a
         // stream the client resets (or a connection it closes) ends the exchange at once, so
         // streams opened and reset in a loop do not hold the app's connections.
@@ -380,13 +389,7 @@ impl FastProxy {
         // writer leaves them out); then the final one.
         loop {
             let body_done = up.is_body_done();
-            let Some(answer) = up.resp_header() else {
-                return Err(pingora::Error::explain(InvalidHTTPHeader, "no answer").into_up());
-            };
-            if answer.status == http::StatusCode::SWITCHING_PROTOCOLS {
-                let why = "a 101 answer to a request that asked for no upgrade";
-                return Err(pingora::Error::explain(InvalidHTTPHeader, why).into_up());
-            }
+            let answer = app_head(&up).map_err(|e| e.into_up())?;
             let mut header = Box::new(answer.clone());
             let informational = header.status.is_informational();
             if !downstream_head(shared, asked, &mut header, body_done, false) {
@@ -439,9 +442,49 @@ impl FastProxy {
         req: &AppRequest<'_>,
         e: &pingora::Error,
     ) -> Proxied {
-        tracing::warn!("request {}: upstream failed: {e}", id_text(req));
+        tracing::warn!("request {}: upstream failed: {e}", id_text(req.id));
         let body = "Bad Gateway: the application did not answer\n";
-        let Some(bytes) = plain(shared, req, 502, body) else {
+        self.refuse(shared, client, req, 502, body).await
+    }
+
+    /// What the full path does when the client's connection says something while the app's
+    /// answer is awaited (pingora's `read_body_or_idle` then fails the request as the client's
+    /// error, and the edge's `fail_to_proxy` answers it): the connection's end ends the exchange,
+    /// with nothing more sent; bytes of a request sent after this one (pipelining, which
+    /// pingora's proxy does not take) get `400`, if no head has been `sent` yet. The
+    /// connection to the app is dropped, and the client's closed.
+    async fn client_spoke(
+        &self,
+        shared: &Shared,
+        client: &mut Stream,
+        req: &AppRequest<'_>,
+        said: Said,
+        sent: Option<u16>,
+    ) -> Proxied {
+        tracing::debug!(
+            "request {}: the client {said:?} before the answer's end",
+            id_text(req.id)
+        );
+        match (said, sent) {
+            (Said::More, None) => self.refuse(shared, client, req, 400, "Bad Request\n").await,
+            (_, sent) => Proxied::Answered {
+                status: sent.unwrap_or(0),
+                keep: false,
+            },
+        }
+    }
+
+    /// Sends the full path's plain answer `status` with `body` to `client` (the connection
+    /// closed after it).
+    async fn refuse(
+        &self,
+        shared: &Shared,
+        client: &mut Stream,
+        req: &AppRequest<'_>,
+        status: u16,
+        body: &str,
+    ) -> Proxied {
+        let Some(bytes) = plain(shared, req, status, body) else {
             return Proxied::Answered {
                 status: 0,
                 keep: false,
@@ -450,15 +493,15 @@ impl FastProxy {
         let timeout = crate::proxy::client_write_timeout(&shared.config.edge.limits);
         let written = write(client, &bytes, timeout, true).await.is_ok();
         Proxied::Answered {
-            status: if written { 502 } else { 0 },
+            status: if written { status } else { 0 },
             keep: false,
         }
     }
 }
 
-/// The request id as text.
-fn id_text<'a>(req: &'a AppRequest<'_>) -> &'a str {
-    req.id.to_str().unwrap_or_default()
+/// A request id as text.
+fn id_text(id: &HeaderValue) -> &str {
+    id.to_str().unwrap_or_default()
 }
 
 /// Writes `bytes` to the client within `timeout`, and sends them at once if `flush` (the
@@ -621,7 +664,7 @@ fn downstream_head(
         shared.metrics.page_cache_purges.inc();
         tracing::info!(
             "request {}: the app changed its pages; page cache purged",
-            req.id.to_str().unwrap_or_default()
+            id_text(req.id)
         );
     }
     forget_if_cacheable(shared, req, header);
@@ -669,7 +712,7 @@ fn downstream_head(
 /// field reorders pingora's map), one read without its names' case.
 fn wire_head(
     shared: &Shared,
-    req: &AppRequest<'_>,
+    req: Asked<'_>,
     up: &ResponseHeader,
     body_done: bool,
 ) -> Option<(Vec<u8>, Framing, bool)> {
@@ -678,12 +721,12 @@ fn wire_head(
         return None;
     }
     let cache: Option<&PageCache> = shared.page_cache;
-    forget_if_cacheable(shared, req.asked(), up);
-    let chunked = made_chunked(req.asked(), up, body_done);
+    forget_if_cacheable(shared, req, up);
+    let chunked = made_chunked(req, up, body_done);
     let framing = if chunked {
         Framing::Chunked
     } else {
-        Framing::of(up, req.method == "HEAD")
+        Framing::of(up, req.head)
     };
     let keep = framing != Framing::Close;
     // What the full path inserts, in its order: (name as compared, name as written, value).
@@ -758,9 +801,10 @@ fn forget_if_cacheable(shared: &Shared, req: Asked<'_>, answer: &ResponseHeader)
     }
 }
 
-/// pingora's proxy rule for an HTTP/1 client: an answer that has a body (not to `HEAD`, not
-/// `204`/`304`, not informational), neither `Transfer-Encoding` nor `Content-Length`, and more
-/// to come than read with its head (`body_done`) is sent chunked, as HTTP/1.1.
+/// pingora's proxy rule, whatever the client's HTTP version: an answer that has a body (not to
+/// `HEAD`, not `204`/`304`, not informational), neither `Transfer-Encoding` nor
+/// `Content-Length`, and more to come than read with its head (`body_done`) is made chunked,
+/// as HTTP/1.1.
 fn made_chunked(req: Asked<'_>, answer: &ResponseHeader, body_done: bool) -> bool {
     let no_body = req.head || matches!(answer.status.as_u16(), 204 | 304);
     !no_body
@@ -838,6 +882,45 @@ impl Framing {
             }
         }
     }
+}
+
+/// What an HTTP/1.1 client's connection said while its request was answered.
+#[derive(Debug, Clone, Copy)]
+enum Said {
+    /// It ended (or failed).
+    Closed,
+    /// It sent more bytes: the start of another request.
+    More,
+}
+
+/// `work`'s result, unless `client`'s connection says something first (the client's side of
+/// pingora's `read_body_or_idle` for a request without a body: one byte read at most).
+async fn watching<T>(client: &mut Stream, work: impl Future<Output = T>) -> Result<T, Said> {
+    tokio::select! {
+        biased;
+        said = async {
+            let mut probe = [0; 1];
+            match client.read(&mut probe).await {
+                Ok(0) | Err(_) => Said::Closed,
+                Ok(_) => Said::More,
+            }
+        } => Err(said),
+        done = work => Ok(done),
+    }
+}
+
+/// The head of the app's answer read by `up`, or the error for one the full path refuses too:
+/// none read, or a `101` (no request the edge sends asks for an upgrade).
+fn app_head(up: &HttpSession) -> pingora::Result<&ResponseHeader> {
+    use pingora::ErrorType::InvalidHTTPHeader;
+    let Some(header) = up.resp_header() else {
+        return pingora::Error::e_explain(InvalidHTTPHeader, "no answer");
+    };
+    if header.status == http::StatusCode::SWITCHING_PROTOCOLS {
+        let why = "a 101 answer to a request that asked for no upgrade";
+        return pingora::Error::e_explain(InvalidHTTPHeader, why);
+    }
+    Ok(header)
 }
 
 /// Waits until the client resets the HTTP/2 stream of `session`'s request (which has no body)

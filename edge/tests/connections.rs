@@ -22,51 +22,6 @@ fn labelled(text: &str, name: &str, label: &str) -> f64 {
         .unwrap_or_else(|| panic!("no {prefix} in:\n{text}"))
 }
 
-/// A TLS client configuration offering `alpn` and only the key exchange groups `groups` (all
-/// of aws-lc-rs's when empty).
-fn client_config(
-    alpn: &[u8],
-    groups: &[&'static dyn rustls::crypto::SupportedKxGroup],
-) -> Arc<rustls::ClientConfig> {
-    let mut provider = rustls::crypto::aws_lc_rs::default_provider();
-    if !groups.is_empty() {
-        provider.kx_groups = groups.to_vec();
-    }
-    let provider = Arc::new(provider);
-    let mut config = rustls::ClientConfig::builder_with_provider(provider.clone())
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .dangerous()
-        .with_custom_certificate_verifier(Arc::new(AcceptAny(provider)))
-        .with_no_client_auth();
-    config.alpn_protocols = vec![alpn.to_vec()];
-    Arc::new(config)
-}
-
-/// A blocking TLS connection to the edge's HTTPS port for www.foobar.com, handshake done.
-fn tls_connect(
-    site: &Site,
-    config: Arc<rustls::ClientConfig>,
-) -> rustls::StreamOwned<rustls::ClientConnection, TcpStream> {
-    let sock = TcpStream::connect(("127.0.0.1", site.ports.https)).unwrap();
-    tls_over(sock, config).unwrap()
-}
-
-/// TLS for www.foobar.com over `sock` (reads time out after 10 s), handshake done.
-fn tls_over(
-    sock: TcpStream,
-    config: Arc<rustls::ClientConfig>,
-) -> std::io::Result<rustls::StreamOwned<rustls::ClientConnection, TcpStream>> {
-    let name = rustls::pki_types::ServerName::try_from("www.foobar.com").unwrap();
-    let conn = rustls::ClientConnection::new(config, name).unwrap();
-    sock.set_read_timeout(Some(Duration::from_secs(10)))?;
-    let mut tls = rustls::StreamOwned::new(conn, sock);
-    while tls.conn.is_handshaking() {
-        tls.conn.complete_io(&mut tls.sock)?;
-    }
-    Ok(tls)
-}
-
 /// Whether the edge has closed `stream` (a read ends or fails); waits at most `wait`. Bytes
 /// the edge sends meanwhile (HTTP/2 SETTINGS, ACKs) are read and dropped.
 fn closed<S: Read>(stream: &mut S, set_timeout: impl Fn(Duration)) -> bool {

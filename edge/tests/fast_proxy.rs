@@ -8,7 +8,7 @@
 
 mod common;
 use common::*;
-use std::io::Write;
+use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -19,12 +19,14 @@ use std::time::Duration;
 const FULL: &str = "X-Full-Path: 1";
 
 /// A scripted app; `conns` counts the connections it accepted, `ended` the connections that
-/// served a request for `/length` and were then closed by the edge, `dropped` the requests for
-/// `/wait` whose connection the edge closed within 5 s, before any answer.
+/// served a request for `/length` and were then closed by the edge, `waiting` the requests for
+/// `/wait` it received, `dropped` those whose connection the edge closed within 5 s, before any
+/// answer.
 struct App {
     port: u16,
     conns: Arc<AtomicUsize>,
     ended: Arc<AtomicUsize>,
+    waiting: Arc<AtomicUsize>,
     dropped: Arc<AtomicUsize>,
 }
 
@@ -34,19 +36,26 @@ impl App {
         let port = listener.local_addr().unwrap().port();
         let conns = Arc::new(AtomicUsize::new(0));
         let ended = Arc::new(AtomicUsize::new(0));
+        let waiting = Arc::new(AtomicUsize::new(0));
         let dropped = Arc::new(AtomicUsize::new(0));
-        let (c, e, d) = (conns.clone(), ended.clone(), dropped.clone());
+        let (c, e, w, d) = (
+            conns.clone(),
+            ended.clone(),
+            waiting.clone(),
+            dropped.clone(),
+        );
         std::thread::spawn(move || {
             for conn in listener.incoming().flatten() {
                 c.fetch_add(1, Ordering::SeqCst);
-                let (e, d) = (e.clone(), d.clone());
-                std::thread::spawn(move || serve(conn, &e, &d));
+                let (e, w, d) = (e.clone(), w.clone(), d.clone());
+                std::thread::spawn(move || serve(conn, &e, &w, &d));
             }
         });
         App {
             port,
             conns,
             ended,
+            waiting,
             dropped,
         }
     }
@@ -65,7 +74,7 @@ fn echo(head: &str) -> String {
         .join("\n")
 }
 
-fn serve(mut conn: TcpStream, ended: &AtomicUsize, dropped: &AtomicUsize) {
+fn serve(mut conn: TcpStream, ended: &AtomicUsize, waiting: &AtomicUsize, dropped: &AtomicUsize) {
     conn.set_read_timeout(Some(Duration::from_secs(90)))
         .unwrap();
     let mut buf = Vec::new();
@@ -170,6 +179,7 @@ fn serve(mut conn: TcpStream, ended: &AtomicUsize, dropped: &AtomicUsize) {
             }
             // No answer; counts the edge closing the connection within 5 s.
             "/wait" => {
+                waiting.fetch_add(1, Ordering::SeqCst);
                 conn.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
                 if matches!(std::io::Read::read(&mut conn, &mut [0; 1]), Ok(0)) {
                     dropped.fetch_add(1, Ordering::SeqCst);
@@ -365,27 +375,76 @@ fn an_http2_request_the_app_does_not_answer_gets_the_full_paths_502() {
     );
 }
 
-/// An HTTP/2 client that gives up on a request (curl's `--max-time 1`: it closes the
-/// connection) while the app has not answered: the edge closes its connection to the app then,
-/// not when the app's answer is due (10 s here), by either path — streams opened and reset in
-/// a loop do not hold the app's connections.
+/// A client that gives up on a request (curl's `--max-time 1`: it closes the connection)
+/// while the app has not answered: the edge closes its connection to the app then, not when
+/// the app's answer is due (10 s here), by either path, over HTTP/1.1 and HTTP/2 — requests
+/// sent and given up in a loop do not hold the app's connections — and logs it alike.
 #[test]
-fn an_http2_request_the_client_gives_up_on_is_dropped_at_the_app() {
+fn a_request_the_client_gives_up_on_is_dropped_at_the_app() {
     let (site, app, _edge) = edge_with(false, 10);
-    for (how, extra) in [("direct", vec![]), ("full", vec!["-H", FULL_H2])] {
-        let before = app.dropped.load(Ordering::SeqCst);
-        let direct = direct_count(&site);
-        request_h2(&site, "/wait", &[&["--max-time", "1"][..], &extra].concat());
-        // The app's 5 s wait ends at the edge's close, or after it without one.
-        std::thread::sleep(Duration::from_secs(6));
-        assert_eq!(
-            app.dropped.load(Ordering::SeqCst) - before,
-            1,
-            "{how}: the edge kept the app's connection after the client left"
+    for (version, full) in [("--http1.1", FULL), ("--http2", FULL_H2)] {
+        let mut lines = vec![];
+        for (how, extra) in [("direct", vec![]), ("full", vec!["-H", full])] {
+            let before = app.dropped.load(Ordering::SeqCst);
+            let direct = direct_count(&site);
+            let args = [&["--max-time", "1"][..], &extra].concat();
+            curl_i(&site, version, "/wait", &args);
+            // The app's 5 s wait ends at the edge's close, or after it without one.
+            std::thread::sleep(Duration::from_secs(6));
+            assert_eq!(
+                app.dropped.load(Ordering::SeqCst) - before,
+                1,
+                "{version} {how}: the edge kept the app's connection after the client left"
+            );
+            let direct_now = direct_count(&site) - direct;
+            assert_eq!(
+                direct_now,
+                f64::from(u8::from(how == "direct")),
+                "{version} {how}"
+            );
+            lines.push(last_access_log_line(&site, " /wait "));
+        }
+        assert_eq!(lines[0], lines[1], "{version}: the access log lines");
+    }
+}
+
+/// An HTTP/1.1 client that sends more bytes (the start of a pipelined request, which pingora's
+/// proxy does not take) while the app has not answered: by either path the request gets the
+/// full path's `400`, the connection ends, the edge drops its connection to the app at once,
+/// and the access log lines are alike.
+#[test]
+fn bytes_sent_while_the_app_is_awaited_get_the_full_paths_400() {
+    let (site, app, _edge) = edge_with(false, 10);
+    let mut answers = vec![];
+    for (how, extra) in [("direct", String::new()), ("full", format!("{FULL}\r\n"))] {
+        let (waiting, dropped) = (&app.waiting, &app.dropped);
+        let (before, dropped_before) = (
+            waiting.load(Ordering::SeqCst),
+            dropped.load(Ordering::SeqCst),
         );
+        let direct = direct_count(&site);
+        let mut tls = tls_connect(&site, client_config(b"http/1.1", &[]));
+        let head = format!("GET /wait HTTP/1.1\r\nHost: www.foobar.com\r\n{extra}\r\n");
+        tls.write_all(head.as_bytes()).unwrap();
+        tls.flush().unwrap();
+        wait_until(5, "the app to get the request", || {
+            waiting.load(Ordering::SeqCst) > before
+        });
+        tls.write_all(b"GET /length HTTP/1.1\r\n").unwrap();
+        tls.flush().unwrap();
+        let mut out = Vec::new();
+        // The edge closes the connection after its answer (with or without `close_notify`).
+        let _ = tls.read_to_end(&mut out);
+        let answer = String::from_utf8_lossy(&out).into_owned();
+        assert!(answer.starts_with("HTTP/1.1 400 "), "{how}: {answer}");
+        wait_until(3, "the edge to drop the app's connection", || {
+            dropped.load(Ordering::SeqCst) > dropped_before
+        });
         let direct_now = direct_count(&site) - direct;
         assert_eq!(direct_now, f64::from(u8::from(how == "direct")), "{how}");
+        answers.push((blanked(&answer), access_log_line(&site, &answer)));
     }
+    assert_eq!(answers[0], answers[1]);
 }
 
 /// The fast path keeps its connections to the app; one the app closed since (without saying

@@ -482,6 +482,51 @@ impl rustls::client::danger::ServerCertVerifier for AcceptAny {
     }
 }
 
+/// A TLS client configuration offering `alpn` and only the key exchange groups `groups` (all
+/// of aws-lc-rs's when empty).
+pub fn client_config(
+    alpn: &[u8],
+    groups: &[&'static dyn rustls::crypto::SupportedKxGroup],
+) -> Arc<rustls::ClientConfig> {
+    let mut provider = rustls::crypto::aws_lc_rs::default_provider();
+    if !groups.is_empty() {
+        provider.kx_groups = groups.to_vec();
+    }
+    let provider = Arc::new(provider);
+    let mut config = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(AcceptAny(provider)))
+        .with_no_client_auth();
+    config.alpn_protocols = vec![alpn.to_vec()];
+    Arc::new(config)
+}
+
+/// A blocking TLS connection to the edge's HTTPS port for www.foobar.com, handshake done.
+pub fn tls_connect(
+    site: &Site,
+    config: Arc<rustls::ClientConfig>,
+) -> rustls::StreamOwned<rustls::ClientConnection, TcpStream> {
+    let sock = TcpStream::connect(("127.0.0.1", site.ports.https)).unwrap();
+    tls_over(sock, config).unwrap()
+}
+
+/// TLS for www.foobar.com over `sock` (reads time out after 10 s), handshake done.
+pub fn tls_over(
+    sock: TcpStream,
+    config: Arc<rustls::ClientConfig>,
+) -> std::io::Result<rustls::StreamOwned<rustls::ClientConnection, TcpStream>> {
+    let name = rustls::pki_types::ServerName::try_from("www.foobar.com").unwrap();
+    let conn = rustls::ClientConnection::new(config, name).unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(10)))?;
+    let mut tls = rustls::StreamOwned::new(conn, sock);
+    while tls.conn.is_handshaking() {
+        tls.conn.complete_io(&mut tls.sock)?;
+    }
+    Ok(tls)
+}
+
 /// An answer (curl `-i` output or raw bytes as text) with the values that differ from response
 /// to response (`Date`, `Age`, the request id) blanked, in order, for comparing the fast path's
 /// answers with the full path's.
@@ -527,9 +572,31 @@ pub fn access_log_line(site: &Site, text: &str) -> String {
         std::thread::sleep(Duration::from_millis(50));
     }
     let line = line.unwrap_or_else(|| panic!("no access log line for request {id}"));
-    line.split(' ')
-        .map(|w| {
-            if w == id {
+    blank_log_line(&line)
+}
+
+/// The last access log line (in `site`'s `edge.log`) that has `needle`, blanked as
+/// [`access_log_line`] blanks it, waiting for one (5 s at most) if none is there.
+pub fn last_access_log_line(site: &Site, needle: &str) -> String {
+    for _ in 0..100 {
+        let log = std::fs::read_to_string(site.path("edge.log")).unwrap();
+        if let Some(line) = log.lines().rev().find(|l| l.contains(needle)) {
+            return blank_log_line(line);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("no access log line with {needle:?}")
+}
+
+/// An access log line with its time (`…ms`) and its request id (the last word) blanked.
+fn blank_log_line(line: &str) -> String {
+    let words: Vec<&str> = line.split(' ').collect();
+    let last = words.len() - 1;
+    words
+        .iter()
+        .enumerate()
+        .map(|(i, &w)| {
+            if i == last {
                 "ID"
             } else if w.ends_with("ms") && w[..w.len() - 2].parse::<f64>().is_ok() {
                 "MS"

@@ -29,8 +29,8 @@
 //!   then pingora's `Date` and `Connection`), written as pingora writes it, then the body;
 //! - the app: a request the page cache does not take (a `Cookie`), or whose URL it remembers as
 //!   uncacheable, or any with the page cache off, for a path whose first segment names nothing
-//!   in the web root, when the app's pool is its one server and that server is ready (the full
-//!   path chooses among several, and answers `503`): [`crate::fast_proxy`] sends it and the
+//!   in the web root, when one of the app's servers is ready (the pool's next one,
+//!   [`crate::proxy::AppPool`]; none: the full path answers `503`): [`crate::fast_proxy`] sends it and the
 //!   answer, as the full path would.
 //!
 //! Anything else, and a connection at its last allowed request or a server shutting down, goes
@@ -266,8 +266,8 @@ impl FastPath {
     }
 
     /// Sends a request to the app and its answer to the client ([`crate::fast_proxy`]) when
-    /// the app's pool is its one server and that server is ready (else the full path answers:
-    /// it chooses among several, or answers `503`).
+    /// one of the app's servers is ready, the pool's next one (else the full path answers
+    /// `503`).
     async fn to_app(
         &self,
         stream: &mut Stream,
@@ -276,11 +276,7 @@ impl FastPath {
         start: Instant,
     ) -> Outcome {
         let shared = &self.shared;
-        let Some(peer) = shared
-            .single_upstream
-            .as_ref()
-            .and_then(|single| single.ready_peer(&shared.upstreams))
-        else {
+        let Some(server) = shared.app_pool.ready(&shared.upstreams) else {
             return Outcome::NotHandled;
         };
         let id = self.next_id();
@@ -303,7 +299,7 @@ impl FastPath {
         // Boxed: the connection's task (HTTP/2 and idle connections too) is sized by its
         // largest state, and the proxy's (a client session, headers) would add kilobytes to
         // every connection's memory.
-        let proxied = Box::pin(shared.app_client.proxy(shared, peer, stream, &app_req)).await;
+        let proxied = Box::pin(shared.app_client.proxy(shared, server, stream, &app_req)).await;
         let (status, keep) = match proxied {
             Proxied::NotSent => return Outcome::NotHandled,
             Proxied::Answered { status, keep } => (status, keep),

@@ -1,5 +1,5 @@
 //! The edge's own client for plain requests for the app: the HTTP/1.1 fast path's `GET` or
-//! `HEAD` ([`crate::fast_path`] routes it here) is sent to the app's one server and its answer
+//! `HEAD` ([`crate::fast_path`] routes it here) is sent to one of the app's servers and its answer
 //! sent back, without a pingora session or the proxy's phases ([`FastProxy::proxy`]); an
 //! HTTP/2 `GET` or `HEAD` that pingora's proxy would send up as it came goes the same way from
 //! the proxy's `request_filter`, its answer written through pingora's HTTP/2 session
@@ -36,7 +36,7 @@
 
 use crate::file_cache::h1_head;
 use crate::page_cache::{self, PageCache};
-use crate::proxy::{Shared, decorate};
+use crate::proxy::{AppServer, Shared, decorate};
 use bytes::Bytes;
 use http::HeaderValue;
 use pingora::connectors::{ConnectorOptions, TransportConnector};
@@ -46,7 +46,6 @@ use pingora::protocols::http::HttpTask;
 use pingora::protocols::http::date::get_cached_date;
 use pingora::protocols::http::v1::client::HttpSession;
 use pingora::proxy::Session;
-use pingora::upstreams::peer::HttpPeer;
 use std::cell::RefCell;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -59,9 +58,17 @@ pub const IDLE_PER_THREAD: usize = 256;
 pub const IDLE_FOR: Duration = Duration::from_secs(20);
 
 thread_local! {
-    /// This thread's idle connections to the app, the most recently used last, with the time
-    /// each became idle.
-    static IDLE: RefCell<Vec<(Stream, Instant)>> = const { RefCell::new(Vec::new()) };
+    /// This thread's idle connections to the app's servers, the most recently used last.
+    static IDLE: RefCell<Vec<Kept>> = const { RefCell::new(Vec::new()) };
+}
+
+/// An idle connection to one of the app's servers.
+struct Kept {
+    /// The server's index in the pool ([`AppServer::index`]).
+    server: usize,
+    stream: Stream,
+    /// When it became idle.
+    since: Instant,
 }
 
 /// A request for the app as the fast path parsed it.
@@ -172,13 +179,14 @@ impl FastProxy {
             .get_or_init(|| TransportConnector::new(Some(ConnectorOptions::new(1))))
     }
 
-    /// Sends `request` to the app's server `peer` and reads its answer's head: on a kept
+    /// Sends `request` to the app's server `server` and reads its answer's head: on a kept
     /// connection first, and again on a new one if the kept one fails before any answer (a
     /// connection the app closed meanwhile), as pingora retries a reused connection's failure.
-    async fn exchange(&self, peer: &HttpPeer, request: UpRequest<'_>) -> Exchanged {
+    async fn exchange(&self, server: &AppServer, request: UpRequest<'_>) -> Exchanged {
+        let peer = &server.peer;
         let mut reused = true;
         loop {
-            let mut stream = match take_idle() {
+            let mut stream = match take_idle(server.index) {
                 Some(stream) => stream,
                 None => {
                     reused = false;
@@ -222,11 +230,11 @@ impl FastProxy {
         }
     }
 
-    /// Sends `req` to the app's server `peer` and its answer to `client` (see the module).
+    /// Sends `req` to the app's server `server` and its answer to `client` (see the module).
     pub async fn proxy(
         &self,
         shared: &Shared,
-        peer: &HttpPeer,
+        server: &AppServer,
         client: &mut Stream,
         req: &AppRequest<'_>,
     ) -> Proxied {
@@ -246,7 +254,7 @@ impl FastProxy {
             },
         };
         // Each wait for the app also watches the client's connection, as pingora's proxy does.
-        let exchanged = match watching(client, self.exchange(peer, request)).await {
+        let exchanged = match watching(client, self.exchange(server, request)).await {
             Ok(exchanged) => exchanged,
             Err(said) => return self.client_spoke(shared, client, req, said, None).await,
         };
@@ -350,12 +358,12 @@ impl FastProxy {
                 keep: false,
             };
         }
-        keep_for_next(up).await;
+        keep_for_next(up, server.index).await;
         Proxied::Answered { status, keep }
     }
 
     /// Sends an HTTP/2 request for the app, as `request` (the request pingora's proxy would
-    /// send up, see [`crate::proxy`]'s `h2_to_app`), to the app's server `peer` and its answer
+    /// send up, see [`crate::proxy`]'s `h2_to_app`), to the app's server `server` and its answer
     /// to the client through pingora's HTTP/2 session, without the proxy's phases: the head
     /// treated as the full path treats it ([`downstream_head`]) and written, like each piece of
     /// the body, as pingora's proxy writes them (its response tasks, through the session's
@@ -366,7 +374,7 @@ impl FastProxy {
     pub async fn proxy_h2(
         &self,
         shared: &Shared,
-        peer: &HttpPeer,
+        server: &AppServer,
         session: &mut Session,
         asked: Asked<'_>,
         request: &RequestHeader,
@@ -378,7 +386,7 @@ impl FastProxy {
         let exchanged = tokio::select! {
             biased;
             e = stream_closed(session) => return Err(e),
-            exchanged = self.exchange(peer, UpRequest::Header(request)) => exchanged,
+            exchanged = self.exchange(server, UpRequest::Header(request)) => exchanged,
         };
         let mut up = match exchanged {
             Exchanged::NotSent => return Ok(false),
@@ -401,7 +409,7 @@ impl FastProxy {
                 .map_err(|e| e.into_down())?;
             if !informational {
                 if body_done {
-                    keep_for_next(up).await;
+                    keep_for_next(up, server.index).await;
                     return Ok(true);
                 }
                 break;
@@ -429,7 +437,7 @@ impl FastProxy {
                 break;
             }
         }
-        keep_for_next(up).await;
+        keep_for_next(up, server.index).await;
         Ok(true)
     }
 
@@ -933,36 +941,41 @@ async fn stream_closed(session: &mut Session) -> Box<pingora::Error> {
     }
 }
 
-/// Keeps the connection of an answered request for the next one, if pingora's client session
-/// says it may be (the answer read to its end, keep-alive on both sides).
-async fn keep_for_next(mut up: HttpSession) {
+/// Keeps the connection of an answered request to the app's server `server` (its index in the
+/// pool) for the next one, if pingora's client session says it may be (the answer read to its
+/// end, keep-alive on both sides).
+async fn keep_for_next(mut up: HttpSession, server: usize) {
     up.respect_keepalive();
     if let Some(stream) = up.reuse().await {
-        put_idle(stream);
+        put_idle(server, stream);
     }
 }
 
-/// This thread's most recently idle connection to the app, if one has been idle for less than
-/// [`IDLE_FOR`] (older ones are closed).
-fn take_idle() -> Option<Stream> {
+/// This thread's most recently idle connection to the app's server `server`, if one has been
+/// idle for less than [`IDLE_FOR`] (older ones, to any server, are closed).
+fn take_idle(server: usize) -> Option<Stream> {
     IDLE.with_borrow_mut(|idle| {
-        let (stream, since) = idle.pop()?;
-        if since.elapsed() < IDLE_FOR {
-            Some(stream)
+        let i = idle.iter().rposition(|kept| kept.server == server)?;
+        if idle[i].since.elapsed() < IDLE_FOR {
+            Some(idle.remove(i).stream)
         } else {
-            // The rest is older still.
-            idle.clear();
+            // Those kept before it are older still.
+            idle.drain(..=i);
             None
         }
     })
 }
 
-/// Keeps an idle connection to the app (closed instead when the thread keeps
+/// Keeps an idle connection to the app's server `server` (closed instead when the thread keeps
 /// [`IDLE_PER_THREAD`] already), and starts this thread's sweeper if it is not running.
-fn put_idle(stream: Stream) {
+fn put_idle(server: usize, stream: Stream) {
     IDLE.with_borrow_mut(|idle| {
         if idle.len() < IDLE_PER_THREAD {
-            idle.push((stream, Instant::now()));
+            idle.push(Kept {
+                server,
+                stream,
+                since: Instant::now(),
+            });
         }
     });
     if !SWEEPING.replace(true) {
@@ -983,7 +996,7 @@ async fn sweep() {
     loop {
         tokio::time::sleep(IDLE_FOR).await;
         let left = IDLE.with_borrow_mut(|idle| {
-            idle.retain(|(_, since)| since.elapsed() < IDLE_FOR);
+            idle.retain(|kept| kept.since.elapsed() < IDLE_FOR);
             idle.len()
         });
         if left == 0 {

@@ -24,7 +24,7 @@ use pingora::{Error, ErrorType, Result};
 use rustls_acme::ResolvesServerCertAcme;
 use std::borrow::Cow;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 /// What the HTTP and HTTPS listeners share.
@@ -35,11 +35,12 @@ pub struct Shared {
     pub web_root: crate::web_root::WebRoot,
     /// Small files of the web root in memory, revalidated on every request.
     pub file_cache: crate::file_cache::FileCache,
-    /// The app pool, health-checked in the background.
+    /// The app pool, health-checked in the background (pingora's load balancer: its health
+    /// checks only; [`AppPool`] chooses).
     pub upstreams: Arc<LoadBalancer<RoundRobin>>,
-    /// The pool's only server and its peer, prebuilt, when it has exactly one (the usual
-    /// single-box case): see [`SingleUpstream`].
-    pub single_upstream: Option<SingleUpstream>,
+    /// The pool's servers with their peers, prebuilt, and the choice among them: what every
+    /// path that sends a request to the app asks.
+    pub app_pool: AppPool,
     /// ACME state for HTTP-01 answers, when ACME is on.
     pub acme: Option<Arc<ResolvesServerCertAcme>>,
     /// Figures for `/metrics`.
@@ -82,38 +83,65 @@ pub struct Edge {
     pub tls: bool,
 }
 
-/// A pool of one app server: the request path asks the pool whether that server is up (what
-/// `LoadBalancer::select` finds for one backend: it, when its health check says it is ready;
-/// else none) and clones a peer built once with the configured timeouts, instead of running
-/// the round-robin selection (a set of the backends tried so far, the selector's snapshot) and
-/// building the peer and its options for every proxied request. The pool's servers come from
-/// the configuration (static discovery), so they never change while the edge runs.
-pub struct SingleUpstream {
-    backend: pingora::lb::Backend,
-    peer: HttpPeer,
+/// The app's servers, each with its peer built once with the configured timeouts, chosen
+/// round-robin among those whose health check says they are ready — what pingora's
+/// `LoadBalancer::select` does with `RoundRobin` (one turn of a shared counter per server
+/// tried), without building a set of the servers tried and the peer and its options for every
+/// request. Every path to the app asks it (the proxy's `upstream_peer`, the HTTP/1.1 fast
+/// path, HTTP/2's direct proxy), so a pool of several servers (a second and third box) is one
+/// rotation whichever path a request takes. The servers come from the configuration (static
+/// discovery), so they never change while the edge runs.
+pub struct AppPool {
+    servers: Box<[AppServer]>,
+    /// The round-robin counter.
+    next: AtomicUsize,
 }
 
-impl SingleUpstream {
-    /// The peer of the pool's only server if its health check says it is ready (what the
-    /// proxy's `upstream_peer` sends a request to), else `None` (the proxy answers `503`).
-    pub fn ready_peer(&self, pool: &LoadBalancer<RoundRobin>) -> Option<&HttpPeer> {
-        pool.backends().ready(&self.backend).then_some(&self.peer)
+/// One of the app's servers.
+pub struct AppServer {
+    backend: pingora::lb::Backend,
+    /// Its peer, with the configured timeouts.
+    pub peer: HttpPeer,
+    /// Its place in the pool (which of the servers a kept connection goes to).
+    pub index: usize,
+}
+
+impl AppPool {
+    /// The servers of `pool`, with the timeouts of `up`.
+    pub fn new(pool: &LoadBalancer<RoundRobin>, up: &onebox_site::edge::UpstreamConfig) -> AppPool {
+        let mut backends: Vec<_> = pool.backends().get_backend().iter().cloned().collect();
+        // In the configuration's order (the load balancer keeps a set).
+        backends.sort_by_key(|b| {
+            up.servers
+                .iter()
+                .position(|s| b.addr.as_inet() == Some(s))
+                .unwrap_or(usize::MAX)
+        });
+        let servers = backends
+            .into_iter()
+            .enumerate()
+            .map(|(index, backend)| AppServer {
+                peer: app_peer(backend.clone(), up),
+                backend,
+                index,
+            })
+            .collect();
+        AppPool {
+            servers,
+            next: AtomicUsize::new(0),
+        }
     }
 
-    /// The pool's only server and its peer, if it has exactly one.
-    pub fn new(
-        pool: &LoadBalancer<RoundRobin>,
-        up: &onebox_site::edge::UpstreamConfig,
-    ) -> Option<SingleUpstream> {
-        let backends = pool.backends().get_backend();
-        let mut servers = backends.iter();
-        let (Some(backend), None) = (servers.next(), servers.next()) else {
-            return None;
-        };
-        Some(SingleUpstream {
-            backend: backend.clone(),
-            peer: app_peer(backend.clone(), up),
-        })
+    /// The server the next request goes to: the next one round-robin whose health check says
+    /// it is ready; `None` when none is (the proxy answers `503`).
+    pub fn ready(&self, pool: &LoadBalancer<RoundRobin>) -> Option<&AppServer> {
+        let backends = pool.backends();
+        if let [only] = &self.servers[..] {
+            return backends.ready(&only.backend).then_some(only);
+        }
+        (0..self.servers.len())
+            .map(|_| &self.servers[self.next.fetch_add(1, Ordering::Relaxed) % self.servers.len()])
+            .find(|server| backends.ready(&server.backend))
     }
 }
 
@@ -443,8 +471,8 @@ impl Edge {
     /// An HTTP/2 request for the app that pingora's proxy would send up as it came — a `GET` or
     /// `HEAD` with no body, no field HTTP/1.1 treats as hop-by-hop, no `Host` but the
     /// `:authority` — that the page cache does not store (`Cookie`, a URL it remembers as
-    /// uncacheable, or the page cache off), when the app's pool is its one server and that
-    /// server is ready, is sent by the edge's own client ([`crate::fast_proxy::FastProxy::proxy_h2`])
+    /// uncacheable, or the page cache off), when one of the app's servers is ready (the pool's
+    /// next one), is sent by the edge's own client ([`crate::fast_proxy::FastProxy::proxy_h2`])
     /// instead of pingora's proxy phases. The request that goes up is made as pingora's proxy
     /// makes it for an HTTP/1.1 server: the client's header as HTTP/1.1, `Host` from the
     /// authority (pingora's rule, which it does not export), then [`Edge::app_request`]; what
@@ -469,13 +497,6 @@ impl Edge {
         if !self.tls || !session.as_downstream().is_http2() || ctx.page_key.is_some() {
             return Ok(false);
         }
-        let Some(peer) = shared
-            .single_upstream
-            .as_ref()
-            .and_then(|single| single.ready_peer(&shared.upstreams))
-        else {
-            return Ok(false);
-        };
         let no_body = session.is_body_empty();
         let req = session.req_header();
         let head = req.method == http::Method::HEAD;
@@ -489,6 +510,10 @@ impl Edge {
         if !plain {
             return Ok(false);
         }
+        // Chosen once the request is known to go this way (a turn of the rotation each).
+        let Some(server) = shared.app_pool.ready(&shared.upstreams) else {
+            return Ok(false);
+        };
         let mut up = req.clone();
         up.set_version(http::Version::HTTP_11);
         up.insert_header(http::header::HOST, authority.as_str())?;
@@ -502,7 +527,7 @@ impl Edge {
         let sent = Box::pin(
             shared
                 .app_client
-                .proxy_h2(shared, peer, session, asked, &up),
+                .proxy_h2(shared, server, session, asked, &up),
         )
         .await;
         if matches!(sent, Ok(false)) {
@@ -885,21 +910,11 @@ impl ProxyHttp for Edge {
     async fn upstream_peer(&self, _session: &mut Session, ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
         ctx.kind = Kind::Proxy;
         self.shared.metrics.proxied_requests.inc();
-        if let Some(single) = &self.shared.single_upstream {
-            if let Some(peer) = single.ready_peer(&self.shared.upstreams) {
-                return Ok(Box::new(peer.clone()));
-            }
-            self.shared.metrics.upstream_errors.inc();
-            return Error::e_explain(ErrorType::HTTPStatus(503), "no healthy app upstream");
-        }
-        let Some(backend) = self.shared.upstreams.select(b"", 256) else {
+        let Some(server) = self.shared.app_pool.ready(&self.shared.upstreams) else {
             self.shared.metrics.upstream_errors.inc();
             return Error::e_explain(ErrorType::HTTPStatus(503), "no healthy app upstream");
         };
-        Ok(Box::new(app_peer(
-            backend,
-            &self.shared.config.edge.upstream,
-        )))
+        Ok(Box::new(server.peer.clone()))
     }
 
     fn fail_to_connect(

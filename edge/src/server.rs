@@ -131,7 +131,7 @@ pub fn run(
             edge.web_root.get(),
             security_headers.clone(),
         ),
-        single_upstream: crate::proxy::SingleUpstream::new(&upstream_task, &edge.upstream),
+        app_pool: crate::proxy::AppPool::new(&upstream_task, &edge.upstream),
         upstreams: upstream_task,
         acme: acme_resolver,
         metrics: metrics.clone(),

@@ -11,53 +11,60 @@ use common::*;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 /// The header a request sends to take the full path (the fast path knows no such header); the
 /// app leaves it out of what it echoes.
 const FULL: &str = "X-Full-Path: 1";
 
-/// A scripted app; `conns` counts the connections it accepted, `ended` the connections that
-/// served a request for `/length` and were then closed by the edge, `waiting` the requests for
-/// `/wait` it received, `dropped` those whose connection the edge closed within 5 s, before any
-/// answer.
+/// A scripted app on its own port, with what it counts.
 struct App {
     port: u16,
-    conns: Arc<AtomicUsize>,
-    ended: Arc<AtomicUsize>,
-    waiting: Arc<AtomicUsize>,
-    dropped: Arc<AtomicUsize>,
+    counts: Arc<Counts>,
+}
+
+/// What a scripted [`App`] counts and how it answers its health checks.
+#[derive(Default)]
+struct Counts {
+    /// The connections it accepted.
+    conns: AtomicUsize,
+    /// The requests it answered, but health checks.
+    served: AtomicUsize,
+    /// The connections that served a request for `/length` and were then closed by the edge.
+    ended: AtomicUsize,
+    /// The requests for `/wait` it received.
+    waiting: AtomicUsize,
+    /// The requests for `/wait` whose connection the edge closed within 5 s, before any
+    /// answer.
+    dropped: AtomicUsize,
+    /// The health checks it answered.
+    checks: AtomicUsize,
+    /// Whether it answers its health checks `503`.
+    sick: AtomicBool,
+}
+
+impl std::ops::Deref for App {
+    type Target = Counts;
+    fn deref(&self) -> &Counts {
+        &self.counts
+    }
 }
 
 impl App {
     fn start() -> App {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
-        let conns = Arc::new(AtomicUsize::new(0));
-        let ended = Arc::new(AtomicUsize::new(0));
-        let waiting = Arc::new(AtomicUsize::new(0));
-        let dropped = Arc::new(AtomicUsize::new(0));
-        let (c, e, w, d) = (
-            conns.clone(),
-            ended.clone(),
-            waiting.clone(),
-            dropped.clone(),
-        );
+        let counts = Arc::new(Counts::default());
+        let c = counts.clone();
         std::thread::spawn(move || {
             for conn in listener.incoming().flatten() {
-                c.fetch_add(1, Ordering::SeqCst);
-                let (e, w, d) = (e.clone(), w.clone(), d.clone());
-                std::thread::spawn(move || serve(conn, &e, &w, &d));
+                c.conns.fetch_add(1, Ordering::SeqCst);
+                let c = c.clone();
+                std::thread::spawn(move || serve(conn, &c));
             }
         });
-        App {
-            port,
-            conns,
-            ended,
-            waiting,
-            dropped,
-        }
+        App { port, counts }
     }
 }
 
@@ -74,7 +81,7 @@ fn echo(head: &str) -> String {
         .join("\n")
 }
 
-fn serve(mut conn: TcpStream, ended: &AtomicUsize, waiting: &AtomicUsize, dropped: &AtomicUsize) {
+fn serve(mut conn: TcpStream, counts: &Counts) {
     conn.set_read_timeout(Some(Duration::from_secs(90)))
         .unwrap();
     let mut buf = Vec::new();
@@ -82,7 +89,7 @@ fn serve(mut conn: TcpStream, ended: &AtomicUsize, waiting: &AtomicUsize, droppe
     loop {
         let Some(head) = read_request(&mut conn, &mut buf) else {
             if length {
-                ended.fetch_add(1, Ordering::SeqCst);
+                counts.ended.fetch_add(1, Ordering::SeqCst);
             }
             return;
         };
@@ -91,6 +98,9 @@ fn serve(mut conn: TcpStream, ended: &AtomicUsize, waiting: &AtomicUsize, droppe
         let method = words.next().unwrap_or_default().to_string();
         let target = words.next().unwrap_or_default().to_string();
         let path = target.split('?').next().unwrap_or_default().to_string();
+        if path != "/healthz" {
+            counts.served.fetch_add(1, Ordering::SeqCst);
+        }
         let body = echo(&head);
         let head_only = method == "HEAD";
         let with_length = |status: &str, extra: &str| {
@@ -104,10 +114,16 @@ fn serve(mut conn: TcpStream, ended: &AtomicUsize, waiting: &AtomicUsize, droppe
             a
         };
         let (answer, close) = match path.as_str() {
-            "/healthz" => (
-                "HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nok\n".to_string(),
-                false,
-            ),
+            "/healthz" => {
+                counts.checks.fetch_add(1, Ordering::SeqCst);
+                let status = if counts.sick.load(Ordering::SeqCst) {
+                    "503 Service Unavailable"
+                } else {
+                    "200 OK"
+                };
+                let answer = format!("HTTP/1.1 {status}\r\nContent-Length: 3\r\n\r\nok\n");
+                (answer, false)
+            }
             "/length" => (
                 with_length(
                     "HTTP/1.1 200 OK",
@@ -179,10 +195,10 @@ fn serve(mut conn: TcpStream, ended: &AtomicUsize, waiting: &AtomicUsize, droppe
             }
             // No answer; counts the edge closing the connection within 5 s.
             "/wait" => {
-                waiting.fetch_add(1, Ordering::SeqCst);
+                counts.waiting.fetch_add(1, Ordering::SeqCst);
                 conn.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
                 if matches!(std::io::Read::read(&mut conn, &mut [0; 1]), Ok(0)) {
-                    dropped.fetch_add(1, Ordering::SeqCst);
+                    counts.dropped.fetch_add(1, Ordering::SeqCst);
                 }
                 return;
             }
@@ -445,6 +461,91 @@ fn bytes_sent_while_the_app_is_awaited_get_the_full_paths_400() {
         answers.push((blanked(&answer), access_log_line(&site, &answer)));
     }
     assert_eq!(answers[0], answers[1]);
+}
+
+/// A pool of two app servers: requests for the app take turns between them by every path —
+/// the HTTP/1.1 fast path, HTTP/2's direct proxy (both counted by
+/// `onebox_edge_proxied_directly_total`) and pingora's proxy — each server's kept connections
+/// serving its own turns; while one server's health checks fail every request goes to the
+/// other, none failing, and the pool takes it back once they pass.
+#[test]
+fn a_pool_of_two_servers_takes_turns_by_every_path() {
+    let apps = [App::start(), App::start()];
+    let site = Site::with_servers(
+        Ports::new(),
+        &[apps[0].port, apps[1].port],
+        "\n[edge.acme]\nca = \"off\"\n\n[edge.page_cache]\nenabled = false\n",
+    );
+    site.append("health_fall = 1\n");
+    let _edge = site.start_edge("edge.log");
+    let served = || apps.each_ref().map(|app| app.served.load(Ordering::SeqCst));
+    let paths: [(&str, &[&str], f64); 3] = [
+        ("--http1.1", &[], 1.0),
+        ("--http2", &[], 1.0),
+        ("--http1.1", &["-H", FULL], 0.0),
+    ];
+    for round in 0..2 {
+        for (version, args, direct) in paths {
+            let (before, direct_before) = (served(), direct_count(&site));
+            for _ in 0..4 {
+                let out = curl_i(&site, version, "/length", args);
+                assert!(
+                    out.starts_with(&format!("HTTP/{} 200", &version[6..])),
+                    "{out}"
+                );
+            }
+            let now = served();
+            let turns = [now[0] - before[0], now[1] - before[1]];
+            assert_eq!(
+                turns,
+                [2, 2],
+                "round {round}, {version} {args:?}: not in turn"
+            );
+            assert_eq!(
+                direct_count(&site) - direct_before,
+                4.0 * direct,
+                "{version} {args:?}"
+            );
+        }
+    }
+    // The second server's checks fail: every request goes to the first.
+    apps[1].sick.store(true, Ordering::SeqCst);
+    let checks = apps[1].checks.load(Ordering::SeqCst);
+    wait_until(10, "a failed health check", || {
+        apps[1].checks.load(Ordering::SeqCst) > checks
+    });
+    // Its answer is taken into account once read: a moment more.
+    std::thread::sleep(Duration::from_millis(300));
+    let before = served();
+    for (version, args, _) in paths {
+        for _ in 0..2 {
+            let out = curl_i(&site, version, "/length", args);
+            assert!(out.contains(" 200"), "{version} {args:?}: {out}");
+        }
+    }
+    let now = served();
+    assert_eq!(
+        [now[0] - before[0], now[1] - before[1]],
+        [6, 0],
+        "a sick server got requests"
+    );
+    // Passing again: back in turn.
+    apps[1].sick.store(false, Ordering::SeqCst);
+    let checks = apps[1].checks.load(Ordering::SeqCst);
+    wait_until(10, "a passing health check", || {
+        apps[1].checks.load(Ordering::SeqCst) > checks
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    let before = served();
+    for _ in 0..4 {
+        curl_i(&site, "--http1.1", "/length", &[]);
+    }
+    let now = served();
+    assert_eq!(
+        [now[0] - before[0], now[1] - before[1]],
+        [2, 2],
+        "not back in the pool"
+    );
 }
 
 /// The fast path keeps its connections to the app; one the app closed since (without saying

@@ -60,11 +60,21 @@ pub struct Site {
 impl Site {
     /// A site for foobar.com with `[edge]` extra lines (TOML, appended after the listeners).
     pub fn new(ports: Ports, upstream: u16, extra: &str) -> Site {
+        Site::with_servers(ports, &[upstream], extra)
+    }
+
+    /// [`Site::new`] with the app servers on loopback's `upstreams` ports.
+    pub fn with_servers(ports: Ports, upstreams: &[u16], extra: &str) -> Site {
+        let servers = upstreams
+            .iter()
+            .map(|port| format!("\"127.0.0.1:{port}\""))
+            .collect::<Vec<_>>()
+            .join(", ");
         let dir = tempfile::tempdir().unwrap();
         let www = dir.path().join("www");
         std::fs::create_dir_all(&www).unwrap();
         let toml = format!(
-            "[site]\ndomain = \"foobar.com\"\n\n[edge]\nhttp_listen = \"127.0.0.1:{}\"\nhttps_listen = \"127.0.0.1:{}\"\nmetrics_listen = \"127.0.0.1:{}\"\nweb_root = \"{}\"\nstate_dir = \"{}\"\nthreads = 1\n{extra}\n[edge.upstream]\nservers = [\"127.0.0.1:{upstream}\"]\nhealth_interval_secs = 1\n",
+            "[site]\ndomain = \"foobar.com\"\n\n[edge]\nhttp_listen = \"127.0.0.1:{}\"\nhttps_listen = \"127.0.0.1:{}\"\nmetrics_listen = \"127.0.0.1:{}\"\nweb_root = \"{}\"\nstate_dir = \"{}\"\nthreads = 1\n{extra}\n[edge.upstream]\nservers = [{servers}]\nhealth_interval_secs = 1\n",
             ports.http,
             ports.https,
             ports.metrics,

@@ -47,8 +47,10 @@ use pingora::protocols::http::date::get_cached_date;
 use pingora::protocols::http::v1::client::HttpSession;
 use pingora::proxy::Session;
 use std::cell::RefCell;
+use std::pin::{Pin, pin};
+use std::task::Poll;
 use std::time::{Duration, Instant};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWriteExt};
 
 /// The most idle connections to the app one worker thread keeps.
 pub const IDLE_PER_THREAD: usize = 256;
@@ -254,7 +256,7 @@ impl FastProxy {
             },
         };
         // Each wait for the app also watches the client's connection, as pingora's proxy does.
-        let exchanged = match watching(client, self.exchange(server, request)).await {
+        let exchanged = match watching(client, pin!(self.exchange(server, request))).await {
             Ok(exchanged) => exchanged,
             Err(said) => return self.client_spoke(shared, client, req, said, None).await,
         };
@@ -294,7 +296,7 @@ impl FastProxy {
                     keep: false,
                 };
             }
-            match watching(client, up.read_response()).await {
+            match watching(client, pin!(up.read_response())).await {
                 Ok(Ok(_)) => {}
                 Ok(Err(e)) => return self.bad_gateway(shared, client, req, &e).await,
                 Err(said) => return self.client_spoke(shared, client, req, said, None).await,
@@ -320,7 +322,7 @@ impl FastProxy {
             let piece = if framing == Framing::None {
                 Ok(None)
             } else {
-                match watching(client, up.read_body_bytes()).await {
+                match watching(client, pin!(up.read_body_bytes())).await {
                     Ok(piece) => piece,
                     Err(said) => {
                         let sent = sent_head.then_some(status);
@@ -902,19 +904,28 @@ enum Said {
 }
 
 /// `work`'s result, unless `client`'s connection says something first (the client's side of
-/// pingora's `read_body_or_idle` for a request without a body: one byte read at most).
-async fn watching<T>(client: &mut Stream, work: impl Future<Output = T>) -> Result<T, Said> {
-    tokio::select! {
-        biased;
-        said = async {
-            let mut probe = [0; 1];
-            match client.read(&mut probe).await {
-                Ok(0) | Err(_) => Said::Closed,
-                Ok(_) => Said::More,
-            }
-        } => Err(said),
-        done = work => Ok(done),
-    }
+/// pingora's `read_body_or_idle` for a request without a body: one byte read at most). `work`
+/// is polled first, and the client only while it waits: a piece of the answer already read
+/// costs no look at the client, and a wait costs one read (which finds nothing, and has the
+/// client's next bytes or end wake the task). `work` is pinned by the caller where it was
+/// made (the exchange's future holds a client session: it is not moved).
+async fn watching<F: Future>(
+    client: &mut Stream,
+    mut work: Pin<&mut F>,
+) -> Result<F::Output, Said> {
+    std::future::poll_fn(|cx| {
+        if let Poll::Ready(done) = work.as_mut().poll(cx) {
+            return Poll::Ready(Ok(done));
+        }
+        let mut probe = [0; 1];
+        let mut buf = tokio::io::ReadBuf::new(&mut probe);
+        match Pin::new(&mut *client).poll_read(cx, &mut buf) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(Ok(())) if !buf.filled().is_empty() => Poll::Ready(Err(Said::More)),
+            Poll::Ready(_) => Poll::Ready(Err(Said::Closed)),
+        }
+    })
+    .await
 }
 
 /// The head of the app's answer read by `up`, or the error for one the full path refuses too:

@@ -30,8 +30,8 @@
 //! - the app: a request the page cache does not take (a `Cookie`), or whose URL it remembers as
 //!   uncacheable, or any with the page cache off, for a path whose first segment names nothing
 //!   in the web root, when one of the app's servers is ready (the pool's next one,
-//!   [`crate::proxy::AppPool`]; none: the full path answers `503`): [`crate::fast_proxy`] sends it and the
-//!   answer, as the full path would.
+//!   [`crate::proxy::AppPool`]; none: the full path answers `503`): [`crate::fast_proxy`]
+//!   sends it and the answer, as the full path would.
 //!
 //! Anything else, and a connection at its last allowed request or a server shutting down, goes
 //! the full way, with the bytes read so far handed to pingora as the start of the request.

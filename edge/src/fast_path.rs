@@ -276,7 +276,7 @@ impl FastPath {
         start: Instant,
     ) -> Outcome {
         let shared = &self.shared;
-        let Some(server) = shared.app_pool.ready(&shared.upstreams) else {
+        let Some(server) = shared.app_pool.ready() else {
             return Outcome::NotHandled;
         };
         let id = self.next_id();

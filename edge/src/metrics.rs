@@ -6,6 +6,7 @@
 
 use crate::acme::ServedCertificate;
 use crate::connections::Refused;
+use crate::proxy::AppPool;
 use async_trait::async_trait;
 use pingora::apps::http_app::ServeHttp;
 use pingora::protocols::http::ServerSession;
@@ -22,6 +23,12 @@ use std::sync::{Arc, Mutex};
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct StatusClass {
     class: &'static str,
+}
+
+/// The label of the app servers' figures: the server's address.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ServerLabel {
+    server: String,
 }
 
 /// The label of `onebox_edge_connections_refused_total`: the limit a connection was over.
@@ -54,6 +61,9 @@ pub struct Metrics {
     pub proxied_directly: Counter,
     /// Requests that could not be proxied (no healthy upstream, connect or read failure).
     pub upstream_errors: Counter,
+    /// Requests given to each of the app's servers (`onebox_edge_app_server_requests_total
+    /// {server}`).
+    app_server_requests: Family<ServerLabel, Counter>,
     /// Requests answered from the page cache.
     pub page_cache_hits: Counter,
     /// Of those, the ones answered before pingora's cache was enabled
@@ -111,6 +121,7 @@ impl Default for Metrics {
             proxied_requests: Counter::default(),
             proxied_directly: Counter::default(),
             upstream_errors: Counter::default(),
+            app_server_requests: Family::default(),
             page_cache_hits: Counter::default(),
             page_cache_fast_hits: Counter::default(),
             page_cache_misses: Counter::default(),
@@ -163,9 +174,18 @@ impl Metrics {
         }
     }
 
-    /// Every figure, named `onebox_edge_*`, with the certificate's read from `served` at each
-    /// scrape.
-    pub fn registry(&self, served: Arc<ServedCertificate>) -> Registry {
+    /// The counter of the requests given to the app's server `server` (its address), made
+    /// once for it: counting one is an atomic add.
+    pub fn app_server_requests(&self, server: &str) -> Counter {
+        let label = ServerLabel {
+            server: server.to_string(),
+        };
+        self.app_server_requests.get_or_create(&label).clone()
+    }
+
+    /// Every figure, named `onebox_edge_*`, with the certificate's read from `served` and the
+    /// app servers' health from `app_pool` at each scrape.
+    pub fn registry(&self, served: Arc<ServedCertificate>, app_pool: Arc<AppPool>) -> Registry {
         let mut r = Registry::with_prefix("onebox_edge");
         r.register(
             "responses",
@@ -201,6 +221,11 @@ impl Metrics {
             "upstream_errors",
             "Requests the app upstream could not answer",
             self.upstream_errors.clone(),
+        );
+        r.register(
+            "app_server_requests",
+            "Requests given to each of the app's servers (round-robin among the ready ones)",
+            self.app_server_requests.clone(),
         );
         r.register(
             "page_cache_hits",
@@ -274,7 +299,33 @@ impl Metrics {
         );
         r.register_collector(Box::new(AcmeLastError(self.acme_last_error.clone())));
         r.register_collector(Box::new(CertificateFigures(served)));
+        r.register_collector(Box::new(AppServersUp(app_pool)));
         r
+    }
+}
+
+/// `onebox_edge_app_server_up{server}`: 1 while a server's health checks say it is ready, read
+/// from the pool at each scrape.
+#[derive(Debug)]
+struct AppServersUp(Arc<AppPool>);
+
+impl Collector for AppServersUp {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let help =
+            "1 while the app server's health checks say it is ready, 0 while it is out of the pool";
+        let mut family = encoder.encode_descriptor(
+            "app_server_up",
+            help,
+            None,
+            prometheus_client::metrics::MetricType::Gauge,
+        )?;
+        for (server, up) in self.0.health() {
+            let label = ServerLabel {
+                server: server.to_string(),
+            };
+            ConstGauge::new(i64::from(up)).encode(family.encode_family(&label)?)?;
+        }
+        Ok(())
     }
 }
 

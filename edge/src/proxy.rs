@@ -35,12 +35,9 @@ pub struct Shared {
     pub web_root: crate::web_root::WebRoot,
     /// Small files of the web root in memory, revalidated on every request.
     pub file_cache: crate::file_cache::FileCache,
-    /// The app pool, health-checked in the background (pingora's load balancer: its health
-    /// checks only; [`AppPool`] chooses).
-    pub upstreams: Arc<LoadBalancer<RoundRobin>>,
-    /// The pool's servers with their peers, prebuilt, and the choice among them: what every
-    /// path that sends a request to the app asks.
-    pub app_pool: AppPool,
+    /// The app's servers, their health and the choice among them: what every path that sends a
+    /// request to the app asks.
+    pub app_pool: Arc<AppPool>,
     /// ACME state for HTTP-01 answers, when ACME is on.
     pub acme: Option<Arc<ResolvesServerCertAcme>>,
     /// Figures for `/metrics`.
@@ -92,6 +89,9 @@ pub struct Edge {
 /// rotation whichever path a request takes. The servers come from the configuration (static
 /// discovery), so they never change while the edge runs.
 pub struct AppPool {
+    /// pingora's load balancer: the servers' health checks (its background service) and their
+    /// results.
+    health: Arc<LoadBalancer<RoundRobin>>,
     servers: Box<[AppServer]>,
     /// The round-robin counter.
     next: AtomicUsize,
@@ -104,11 +104,28 @@ pub struct AppServer {
     pub peer: HttpPeer,
     /// Its place in the pool (which of the servers a kept connection goes to).
     pub index: usize,
+    /// Its address as configured, for the metrics' label.
+    pub name: String,
+    /// `onebox_edge_app_server_requests_total` for it.
+    requests: prometheus_client::metrics::counter::Counter,
+}
+
+impl std::fmt::Debug for AppPool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let names: Vec<&str> = self.servers.iter().map(|s| s.name.as_str()).collect();
+        f.debug_struct("AppPool").field("servers", &names).finish()
+    }
 }
 
 impl AppPool {
-    /// The servers of `pool`, with the timeouts of `up`.
-    pub fn new(pool: &LoadBalancer<RoundRobin>, up: &onebox_site::edge::UpstreamConfig) -> AppPool {
+    /// The servers of `health`'s pool, with the timeouts of `up`, each counting its requests in
+    /// `metrics`.
+    pub fn new(
+        health: Arc<LoadBalancer<RoundRobin>>,
+        up: &onebox_site::edge::UpstreamConfig,
+        metrics: &crate::metrics::Metrics,
+    ) -> AppPool {
+        let pool = &health;
         let mut backends: Vec<_> = pool.backends().get_backend().iter().cloned().collect();
         // In the configuration's order (the load balancer keeps a set).
         backends.sort_by_key(|b| {
@@ -120,28 +137,49 @@ impl AppPool {
         let servers = backends
             .into_iter()
             .enumerate()
-            .map(|(index, backend)| AppServer {
-                peer: app_peer(backend.clone(), up),
-                backend,
-                index,
+            .map(|(index, backend)| {
+                let name = backend.addr.to_string();
+                AppServer {
+                    peer: app_peer(backend.clone(), up),
+                    requests: metrics.app_server_requests(&name),
+                    backend,
+                    index,
+                    name,
+                }
             })
             .collect();
         AppPool {
+            health,
             servers,
             next: AtomicUsize::new(0),
         }
     }
 
-    /// The server the next request goes to: the next one round-robin whose health check says
-    /// it is ready; `None` when none is (the proxy answers `503`).
-    pub fn ready(&self, pool: &LoadBalancer<RoundRobin>) -> Option<&AppServer> {
-        let backends = pool.backends();
-        if let [only] = &self.servers[..] {
-            return backends.ready(&only.backend).then_some(only);
-        }
-        (0..self.servers.len())
-            .map(|_| &self.servers[self.next.fetch_add(1, Ordering::Relaxed) % self.servers.len()])
-            .find(|server| backends.ready(&server.backend))
+    /// The server the next request goes to, counted in its
+    /// `onebox_edge_app_server_requests_total`: the next one round-robin whose health check
+    /// says it is ready; `None` when none is (the proxy answers `503`).
+    pub fn ready(&self) -> Option<&AppServer> {
+        let backends = self.health.backends();
+        let server = if let [only] = &self.servers[..] {
+            backends.ready(&only.backend).then_some(only)
+        } else {
+            (0..self.servers.len())
+                .map(|_| {
+                    &self.servers[self.next.fetch_add(1, Ordering::Relaxed) % self.servers.len()]
+                })
+                .find(|server| backends.ready(&server.backend))
+        }?;
+        server.requests.inc();
+        Some(server)
+    }
+
+    /// Each server's name and whether its health check says it is ready, in the
+    /// configuration's order.
+    pub fn health(&self) -> impl Iterator<Item = (&str, bool)> {
+        let backends = self.health.backends();
+        self.servers
+            .iter()
+            .map(move |s| (s.name.as_str(), backends.ready(&s.backend)))
     }
 }
 
@@ -511,7 +549,7 @@ impl Edge {
             return Ok(false);
         }
         // Chosen once the request is known to go this way (a turn of the rotation each).
-        let Some(server) = shared.app_pool.ready(&shared.upstreams) else {
+        let Some(server) = shared.app_pool.ready() else {
             return Ok(false);
         };
         let mut up = req.clone();
@@ -910,7 +948,7 @@ impl ProxyHttp for Edge {
     async fn upstream_peer(&self, _session: &mut Session, ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
         ctx.kind = Kind::Proxy;
         self.shared.metrics.proxied_requests.inc();
-        let Some(server) = self.shared.app_pool.ready(&self.shared.upstreams) else {
+        let Some(server) = self.shared.app_pool.ready() else {
             self.shared.metrics.upstream_errors.inc();
             return Error::e_explain(ErrorType::HTTPStatus(503), "no healthy app upstream");
         };

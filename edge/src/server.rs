@@ -118,7 +118,11 @@ pub fn run(
     let tls_config = crate::tls::server_config(resolver).map_err(EdgeError::Tls)?;
 
     let upstreams = upstream_pool(&config)?;
-    let upstream_task = upstreams.task();
+    let app_pool = Arc::new(crate::proxy::AppPool::new(
+        upstreams.task(),
+        &edge.upstream,
+        &metrics,
+    ));
 
     let security_headers = if edge.headers.security_headers {
         crate::proxy::SECURITY_HEADERS.to_vec()
@@ -131,8 +135,7 @@ pub fn run(
             edge.web_root.get(),
             security_headers.clone(),
         ),
-        app_pool: crate::proxy::AppPool::new(&upstream_task, &edge.upstream),
-        upstreams: upstream_task,
+        app_pool: app_pool.clone(),
         acme: acme_resolver,
         metrics: metrics.clone(),
         certificate: certificate.clone(),
@@ -208,7 +211,7 @@ pub fn run(
     }
     let mut metrics_service = Service::new(
         "metrics".to_string(),
-        MetricsApp::new(metrics.registry(certificate)),
+        MetricsApp::new(metrics.registry(certificate, app_pool)),
     );
     metrics_service.add_tcp(&edge.metrics_listen.get().to_string());
     server.add_service(metrics_service);

@@ -13,15 +13,6 @@ use std::net::TcpStream;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-/// The sample of `name` with `label` (e.g. `limit="per_client"`) in the metrics text.
-fn labelled(text: &str, name: &str, label: &str) -> f64 {
-    let prefix = format!("{name}{{{label}}} ");
-    text.lines()
-        .find_map(|l| l.strip_prefix(&prefix))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no {prefix} in:\n{text}"))
-}
-
 /// Whether the edge has closed `stream` (a read ends or fails); waits at most `wait`. Bytes
 /// the edge sends meanwhile (HTTP/2 SETTINGS, ACKs) are read and dropped.
 fn closed<S: Read>(stream: &mut S, set_timeout: impl Fn(Duration)) -> bool {

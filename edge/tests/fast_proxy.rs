@@ -467,7 +467,9 @@ fn bytes_sent_while_the_app_is_awaited_get_the_full_paths_400() {
 /// the HTTP/1.1 fast path, HTTP/2's direct proxy (both counted by
 /// `onebox_edge_proxied_directly_total`) and pingora's proxy — each server's kept connections
 /// serving its own turns; while one server's health checks fail every request goes to the
-/// other, none failing, and the pool takes it back once they pass.
+/// other, none failing, and the pool takes it back once they pass; the metrics say each
+/// server's state (`onebox_edge_app_server_up`) and count its requests
+/// (`onebox_edge_app_server_requests_total`).
 #[test]
 fn a_pool_of_two_servers_takes_turns_by_every_path() {
     let apps = [App::start(), App::start()];
@@ -518,8 +520,26 @@ fn a_pool_of_two_servers_takes_turns_by_every_path() {
             apps[1].checks.load(Ordering::SeqCst) > checks + 1
         });
     };
+    // What the metrics say of each server: whether it is up, and its requests (each one the
+    // app served).
+    let figures = || {
+        let text = site.metrics();
+        apps.each_ref().map(|app| {
+            let label = format!("server=\"127.0.0.1:{}\"", app.port);
+            (
+                labelled(&text, "onebox_edge_app_server_up", &label),
+                labelled(&text, "onebox_edge_app_server_requests_total", &label),
+            )
+        })
+    };
+    let counted = |up: [f64; 2]| {
+        let served = served();
+        [(up[0], served[0] as f64), (up[1], served[1] as f64)]
+    };
+    assert_eq!(figures(), counted([1.0, 1.0]));
     for (ill, expected) in [(true, [6, 0]), (false, [3, 3])] {
         sick(ill);
+        let up = [1.0, if ill { 0.0 } else { 1.0 }];
         let before = served();
         for (version, args, _) in paths {
             for _ in 0..2 {
@@ -530,6 +550,7 @@ fn a_pool_of_two_servers_takes_turns_by_every_path() {
         let now = served();
         let turns = [now[0] - before[0], now[1] - before[1]];
         assert_eq!(turns, expected, "the second server sick: {ill}");
+        assert_eq!(figures(), counted(up), "the second server sick: {ill}");
     }
 }
 

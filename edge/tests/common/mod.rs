@@ -173,6 +173,15 @@ pub fn edge(limits: &str) -> (Site, Upstream, Proc) {
     (site, upstream, edge)
 }
 
+/// The sample of `name` with `label` (e.g. `limit="per_client"`) in the metrics text.
+pub fn labelled(text: &str, name: &str, label: &str) -> f64 {
+    let prefix = format!("{name}{{{label}}} ");
+    text.lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {prefix} in:\n{text}"))
+}
+
 /// The value of metric `name` (first sample) in `text`.
 pub fn metric(text: &str, name: &str) -> f64 {
     text.lines()

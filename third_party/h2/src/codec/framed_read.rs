@@ -426,6 +426,7 @@ impl<T> FramedRead<T> {
         let buf = self.inner.read_buffer();
         if buf.is_empty() && buf.capacity() > 0 && self.decoder.partial.is_none() {
             *self.inner.read_buffer_mut() = BytesMut::new();
+            self.decoder.hpack.release_idle_buffer();
         }
     }
 }

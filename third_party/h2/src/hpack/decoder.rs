@@ -10,6 +10,10 @@ use std::cmp;
 use std::collections::VecDeque;
 use std::io::Cursor;
 use std::ops::ControlFlow;
+
+/// The size of the buffer Huffman-coded strings are decoded into (onebox: named, as it is made
+/// again after an idle connection gave it back).
+const DECODE_BUFFER_CAPACITY: usize = 4096;
 use std::str::Utf8Error;
 
 /// Decodes headers using HPACK
@@ -158,7 +162,16 @@ impl Decoder {
             max_size_update: None,
             last_max_update: size,
             table: Table::new(size),
-            buffer: BytesMut::with_capacity(4096),
+            buffer: BytesMut::with_capacity(DECODE_BUFFER_CAPACITY),
+        }
+    }
+
+    /// onebox: gives the buffer Huffman-coded strings are decoded into back (an idle
+    /// connection's: the strings decoded share its memory, and it kept the rest of it); made
+    /// again, at the same size, by the next such string.
+    pub fn release_idle_buffer(&mut self) {
+        if self.buffer.is_empty() && self.buffer.capacity() > 0 {
+            self.buffer = BytesMut::new();
         }
     }
 
@@ -335,6 +348,10 @@ impl Decoder {
         if huff {
             let ret = {
                 let raw = &buf.chunk()[..len];
+                // onebox: made again after an idle connection gave it back.
+                if self.buffer.capacity() == 0 {
+                    self.buffer = BytesMut::with_capacity(DECODE_BUFFER_CAPACITY);
+                }
                 huffman::decode(raw, &mut self.buffer).map(|buf| StringMarker {
                     offset,
                     len,

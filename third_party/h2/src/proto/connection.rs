@@ -390,6 +390,7 @@ where
         if let Some(timer) = &mut self.idle_timer {
             if timer.as_mut().poll(cx).is_ready() {
                 self.codec.release_idle_buffers();
+                self.inner.streams.release_idle_memory();
                 self.idle_armed = false;
             }
         }

@@ -79,6 +79,15 @@ pub(super) trait Resolve {
 // ===== impl Store =====
 
 impl Store {
+    /// onebox: gives the memory of the slab and the id map back when they hold no stream (an
+    /// idle connection's: they keep the room their busiest moment needed).
+    pub fn release_if_empty(&mut self) {
+        if self.slab.is_empty() && self.ids.is_empty() {
+            self.slab = slab::Slab::new();
+            self.ids = IndexMap::new();
+        }
+    }
+
     pub fn new() -> Self {
         Store {
             slab: slab::Slab::new(),

@@ -1144,6 +1144,20 @@ where
         me.counts.has_streams()
     }
 
+    /// onebox: gives back the memory the streams' store and the received and sent frames'
+    /// buffers kept from the connection's busiest moment, while no stream is open (an idle
+    /// connection's); each grows again as it did when the connection is next used.
+    pub(crate) fn release_idle_memory(&self) {
+        let mut me = self.inner.lock().unwrap();
+        if me.counts.has_streams() {
+            return;
+        }
+        let me = &mut *me;
+        me.store.release_if_empty();
+        me.actions.recv.release_idle_buffer();
+        self.send_buffer.inner.lock().unwrap().release_if_empty();
+    }
+
     pub fn has_streams_or_other_references(&self) -> bool {
         let me = self.inner.lock().unwrap();
         me.counts.has_streams() || me.refs > 1

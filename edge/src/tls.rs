@@ -213,7 +213,10 @@ impl<A: HttpServerApp + Send + Sync + 'static> ServerApp for TlsApp<A> {
             };
             start.into_stream(config.clone()).await
         };
-        let tls = match tokio::time::timeout(self.handshake_timeout, handshake).await {
+        // Boxed, like the serving below: a connection's future is as large as its largest
+        // state, and the handshake's (the acceptor, rustls' state as it starts) would otherwise
+        // stay part of every connection's memory for as long as it lives.
+        let tls = match tokio::time::timeout(self.handshake_timeout, Box::pin(handshake)).await {
             Ok(Ok(tls)) => TlsStream::new(tls),
             Ok(Err(e)) => {
                 tracing::debug!("TLS handshake failed: {e}");
@@ -243,7 +246,14 @@ impl<A: HttpServerApp + Send + Sync + 'static> ServerApp for TlsApp<A> {
         ));
         if per_request {
             let fast = self.fast.as_ref();
-            crate::keepalive::serve_http1(&self.http, stream, shutdown, self.keepalive, fast).await
+            Box::pin(crate::keepalive::serve_http1(
+                &self.http,
+                stream,
+                shutdown,
+                self.keepalive,
+                fast,
+            ))
+            .await
         } else {
             self.http.process_new(stream, shutdown).await
         }

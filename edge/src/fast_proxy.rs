@@ -50,7 +50,7 @@ use std::cell::RefCell;
 use std::pin::{Pin, pin};
 use std::task::Poll;
 use std::time::{Duration, Instant};
-use tokio::io::{AsyncRead, AsyncWriteExt};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// The most idle connections to the app one worker thread keeps.
 pub const IDLE_PER_THREAD: usize = 256;
@@ -256,7 +256,8 @@ impl FastProxy {
             },
         };
         // Each wait for the app also watches the client's connection, as pingora's proxy does.
-        let exchanged = match watching(client, pin!(self.exchange(server, request))).await {
+        let watched = watching(pin!(self.exchange(server, request)), pin!(said(client))).await;
+        let exchanged = match watched {
             Ok(exchanged) => exchanged,
             Err(said) => return self.client_spoke(shared, client, req, said, None).await,
         };
@@ -296,7 +297,8 @@ impl FastProxy {
                     keep: false,
                 };
             }
-            match watching(client, pin!(up.read_response())).await {
+            let watched = watching(pin!(up.read_response()), pin!(said(client))).await;
+            match watched {
                 Ok(Ok(_)) => {}
                 Ok(Err(e)) => return self.bad_gateway(shared, client, req, &e).await,
                 Err(said) => return self.client_spoke(shared, client, req, said, None).await,
@@ -322,7 +324,8 @@ impl FastProxy {
             let piece = if framing == Framing::None {
                 Ok(None)
             } else {
-                match watching(client, pin!(up.read_body_bytes())).await {
+                let watched = watching(pin!(up.read_body_bytes()), pin!(said(client))).await;
+                match watched {
                     Ok(piece) => piece,
                     Err(said) => {
                         let sent = sent_head.then_some(status);
@@ -385,11 +388,8 @@ impl FastProxy {
         // Each wait for the app also watches the client's stream, as pingora's proxy does: a
         // stream the client resets (or a connection it closes) ends the exchange at once, so
         // streams opened and reset in a loop do not hold the app's connections.
-        let exchanged = tokio::select! {
-            biased;
-            e = stream_closed(session) => return Err(e),
-            exchanged = self.exchange(server, UpRequest::Header(request)) => exchanged,
-        };
+        let exchange = pin!(self.exchange(server, UpRequest::Header(request)));
+        let exchanged = watching(exchange, pin!(stream_closed(session))).await?;
         let mut up = match exchanged {
             Exchanged::NotSent => return Ok(false),
             Exchanged::Failed(e) => return Err(e.into_up()),
@@ -416,18 +416,14 @@ impl FastProxy {
                 }
                 break;
             }
-            tokio::select! {
-                biased;
-                e = stream_closed(session) => return Err(e),
-                read = up.read_response() => read.map_err(|e| e.into_up())?,
-            };
+            watching(pin!(up.read_response()), pin!(stream_closed(session)))
+                .await?
+                .map_err(|e| e.into_up())?;
         }
         loop {
-            let piece = tokio::select! {
-                biased;
-                e = stream_closed(session) => return Err(e),
-                piece = up.read_body_bytes() => piece.map_err(|e| e.into_up())?,
-            };
+            let piece = watching(pin!(up.read_body_bytes()), pin!(stream_closed(session)))
+                .await?
+                .map_err(|e| e.into_up())?;
             let end = piece.is_none() || up.is_body_done();
             // No body for a HEAD (the edge's `response_body_filter`).
             let piece = piece.filter(|_| !asked.head);
@@ -903,29 +899,35 @@ enum Said {
     More,
 }
 
-/// `work`'s result, unless `client`'s connection says something first (the client's side of
-/// pingora's `read_body_or_idle` for a request without a body: one byte read at most). `work`
-/// is polled first, and the client only while it waits: a piece of the answer already read
-/// costs no look at the client, and a wait costs one read (which finds nothing, and has the
-/// client's next bytes or end wake the task). `work` is pinned by the caller where it was
-/// made (the exchange's future holds a client session: it is not moved).
-async fn watching<F: Future>(
-    client: &mut Stream,
+/// `work`'s result, unless the client's side (`client`: what its connection or stream says
+/// next, [`said`] or [`stream_closed`]) comes first: each wait for the app also watches the
+/// client, as pingora's proxy does. `work` is polled first, and the client only while it
+/// waits: a piece of the answer already read costs no look at the client. Both are pinned by
+/// the caller where they were made (the exchange's future holds a client session: it is not
+/// moved).
+async fn watching<F: Future, C: Future>(
     mut work: Pin<&mut F>,
-) -> Result<F::Output, Said> {
+    mut client: Pin<&mut C>,
+) -> Result<F::Output, C::Output> {
     std::future::poll_fn(|cx| {
         if let Poll::Ready(done) = work.as_mut().poll(cx) {
             return Poll::Ready(Ok(done));
         }
-        let mut probe = [0; 1];
-        let mut buf = tokio::io::ReadBuf::new(&mut probe);
-        match Pin::new(&mut *client).poll_read(cx, &mut buf) {
-            Poll::Pending => Poll::Pending,
-            Poll::Ready(Ok(())) if !buf.filled().is_empty() => Poll::Ready(Err(Said::More)),
-            Poll::Ready(_) => Poll::Ready(Err(Said::Closed)),
-        }
+        client.as_mut().poll(cx).map(Err)
     })
     .await
+}
+
+/// What an HTTP/1.1 client's connection says next while its request is answered (the
+/// client's side of pingora's `read_body_or_idle` for a request without a body): one byte read
+/// at most, which while it waits finds nothing and has the client's next bytes or end wake the
+/// task.
+async fn said(client: &mut Stream) -> Said {
+    let mut probe = [0; 1];
+    match client.read(&mut probe).await {
+        Ok(0) | Err(_) => Said::Closed,
+        Ok(_) => Said::More,
+    }
 }
 
 /// The head of the app's answer read by `up`, or the error for one the full path refuses too:

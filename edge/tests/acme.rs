@@ -154,6 +154,45 @@ fn tls_alpn_01_issues_verifies_and_restart_reuses_the_certificate() {
     issue_and_reuse("tls-alpn-01");
 }
 
+/// A CA that refuses a request's nonce (`badNonce`: pebble at 30% here, its default 5%; Let's
+/// Encrypt now and then) gets that request again with a new nonce (RFC 8555 §6.5): the first
+/// order brings the certificate, no ACME error. Before (rustls-acme as published), the whole
+/// order failed and was made again after the backoff: with about a dozen signed requests an
+/// order, 30% refused, almost every first order failed.
+#[test]
+fn a_refused_nonce_costs_a_request_not_the_order() {
+    let ports = Ports::new();
+    let upstream = Upstream::start();
+    let mut pebble = Pebble::start(ports.http, ports.https);
+    pebble.reject_nonces(30);
+    let site = Site::new(ports, upstream.port, "");
+    std::fs::write(site.www().join("hello.txt"), "hello\n").unwrap();
+    site.append(&pebble.acme_toml("http-01"));
+
+    let edge = site.start_edge("edge.log");
+    let root = pebble.root();
+    let issued = onebox_testkit::try_wait_until(
+        Duration::from_secs(90),
+        "a pebble-issued certificate",
+        || verifies(&site, &root),
+    );
+    if let Err(e) = issued {
+        panic!("{e}; edge log:\n{}", edge.log_text());
+    }
+    let m = site.metrics();
+    assert_eq!(
+        metric(&m, "onebox_edge_acme_errors_total"),
+        0.0,
+        "{m}\nedge log:\n{}",
+        edge.log_text()
+    );
+    assert_eq!(
+        metric(&m, "onebox_edge_acme_certificates_issued_total"),
+        1.0,
+        "{m}"
+    );
+}
+
 #[test]
 fn ca_down_keeps_serving_self_signed_and_retries_with_backoff() {
     let ports = Ports::new();

@@ -59,6 +59,8 @@ pub struct Pebble {
     challtestsrv: ChildGuard,
     ports: PebblePorts,
     dir: Dir,
+    /// The share of good nonces pebble refuses (`badNonce`), in percent; pebble's own 5% if none.
+    nonce_reject: Option<u8>,
 }
 
 enum Dir {
@@ -139,6 +141,7 @@ impl Pebble {
             challtestsrv,
             ports,
             dir,
+            nonce_reject: None,
         };
         pebble.resume()?;
         Ok(pebble)
@@ -159,6 +162,9 @@ impl Pebble {
             .args(["-dnsserver", &format!("127.0.0.1:{}", self.ports.dns)])
             .env("PEBBLE_VA_NOSLEEP", "1")
             .env_remove("PEBBLE_VA_ALWAYS_VALID");
+        if let Some(percent) = self.nonce_reject {
+            cmd.env("PEBBLE_WFE_NONCEREJECT", percent.to_string());
+        }
         let mut pebble = ChildGuard::spawn_with(cmd, dir.join("pebble.log"), false, Stop::Kill)
             .context("pebble (Debian package pebble; `just deps` installs it)")?;
         let ports = self.ports;
@@ -167,6 +173,14 @@ impl Pebble {
         })?;
         self.pebble = Some(pebble);
         Ok(())
+    }
+
+    /// Starts pebble again (a new CA) refusing `percent` of the good nonces it is sent with
+    /// `badNonce` (`PEBBLE_WFE_NONCEREJECT`; pebble's default is 5).
+    pub fn reject_nonces(&mut self, percent: u8) -> anyhow::Result<()> {
+        self.nonce_reject = Some(percent);
+        self.stop();
+        self.resume()
     }
 
     /// Whether pebble and challtestsrv are both running.

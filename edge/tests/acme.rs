@@ -161,10 +161,27 @@ fn tls_alpn_01_issues_verifies_and_restart_reuses_the_certificate() {
 /// order, 30% refused, almost every first order failed.
 #[test]
 fn a_refused_nonce_costs_a_request_not_the_order() {
+    first_order_issues(|pebble| pebble.reject_nonces(30));
+}
+
+/// A CA that takes its time to validate (pebble pausing up to 4 s first: under load, or
+/// validating from far away) finds the challenge answered once and the authorization polled
+/// (RFC 8555 §7.5.1): the first order brings the certificate, no ACME error. Before, rustls-acme
+/// sent the challenge again at each look that found the authorization pending; pebble validated
+/// again for each, and a validation that came after the first had succeeded found the token
+/// gone (404): the authorization invalid, the order failed and made again after the backoff
+/// (seen in the image's seeded boots under TCG).
+#[test]
+fn a_slow_validation_is_polled_not_asked_for_again() {
+    first_order_issues(|pebble| pebble.pause_validations(4));
+}
+
+/// pebble set up by `setup`; the edge's first order brings the certificate, with no ACME error.
+fn first_order_issues(setup: impl FnOnce(&mut Pebble)) {
     let ports = Ports::new();
     let upstream = Upstream::start();
     let mut pebble = Pebble::start(ports.http, ports.https);
-    pebble.reject_nonces(30);
+    setup(&mut pebble);
     let site = Site::new(ports, upstream.port, "");
     std::fs::write(site.www().join("hello.txt"), "hello\n").unwrap();
     site.append(&pebble.acme_toml("http-01"));

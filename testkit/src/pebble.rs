@@ -61,6 +61,8 @@ pub struct Pebble {
     dir: Dir,
     /// The share of good nonces pebble refuses (`badNonce`), in percent; pebble's own 5% if none.
     nonce_reject: Option<u8>,
+    /// The longest pause before a validation, in seconds (a random pause up to it); none if unset.
+    validation_pause: Option<u8>,
 }
 
 enum Dir {
@@ -142,6 +144,7 @@ impl Pebble {
             ports,
             dir,
             nonce_reject: None,
+            validation_pause: None,
         };
         pebble.resume()?;
         Ok(pebble)
@@ -160,8 +163,11 @@ impl Pebble {
         cmd.arg("-config")
             .arg(dir.join("pebble.json"))
             .args(["-dnsserver", &format!("127.0.0.1:{}", self.ports.dns)])
-            .env("PEBBLE_VA_NOSLEEP", "1")
             .env_remove("PEBBLE_VA_ALWAYS_VALID");
+        match self.validation_pause {
+            None => cmd.env("PEBBLE_VA_NOSLEEP", "1"),
+            Some(secs) => cmd.env("PEBBLE_VA_SLEEPTIME", secs.to_string()),
+        };
         if let Some(percent) = self.nonce_reject {
             cmd.env("PEBBLE_WFE_NONCEREJECT", percent.to_string());
         }
@@ -179,6 +185,15 @@ impl Pebble {
     /// `badNonce` (`PEBBLE_WFE_NONCEREJECT`; pebble's default is 5).
     pub fn reject_nonces(&mut self, percent: u8) -> anyhow::Result<()> {
         self.nonce_reject = Some(percent);
+        self.stop();
+        self.resume()
+    }
+
+    /// Starts pebble again (a new CA) pausing a random time of up to `secs` seconds before each
+    /// validation (`PEBBLE_VA_SLEEPTIME`; otherwise it does not pause: `PEBBLE_VA_NOSLEEP`), as
+    /// a CA under load or validating from far away takes its time.
+    pub fn pause_validations(&mut self, secs: u8) -> anyhow::Result<()> {
+        self.validation_pause = Some(secs);
         self.stop();
         self.resume()
     }

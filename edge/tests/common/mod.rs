@@ -394,6 +394,12 @@ impl Pebble {
     pub fn stop(&mut self) {
         self.0.stop();
     }
+    /// Starts pebble again (a new CA) pausing up to `secs` seconds before each validation.
+    pub fn pause_validations(&mut self, secs: u8) {
+        self.0
+            .pause_validations(secs)
+            .unwrap_or_else(|e| panic!("pebble did not start again: {e:#}"));
+    }
     /// Starts pebble again (a new CA) refusing `percent` of the nonces it gets (`badNonce`).
     pub fn reject_nonces(&mut self, percent: u8) {
         self.0

@@ -322,7 +322,7 @@ impl<EC: 'static + Debug, EA: 'static + Debug> AcmeState<EC, EA> {
     }
     async fn authorize(config: &AcmeConfig<EC, EA>, resolver: &ResolvesServerCertAcme, account: &Account, url: &String) -> Result<(), OrderError> {
         let auth = account.auth(&config.client_config, url).await?;
-        let (domain, challenge_url) = match auth.status {
+        let domain = match auth.status {
             AuthStatus::Pending => {
                 let Identifier::Dns(domain) = auth.identifier;
                 log::info!("trigger challenge for {}", domain);
@@ -339,7 +339,7 @@ impl<EC: 'static + Debug, EA: 'static + Debug> AcmeState<EC, EA> {
                     }
                 };
                 account.challenge(&config.client_config, &challenge.url).await?;
-                (domain, challenge.url.clone())
+                domain
             }
             AuthStatus::Valid => {
                 // clear challenge data when auth validated
@@ -358,8 +358,13 @@ impl<EC: 'static + Debug, EA: 'static + Debug> AcmeState<EC, EA> {
             let auth = account.auth(&config.client_config, url).await?;
             match auth.status {
                 AuthStatus::Pending => {
+                    // onebox: the challenge is not sent again: the client answers it once and
+                    // then polls the authorization (RFC 8555 §7.5.1). The published crate POSTed
+                    // it again at each look that found the authorization pending; a CA that took
+                    // each for a new attempt (pebble) validated again, and a validation that came
+                    // after an earlier one had succeeded found the token gone (404): the
+                    // authorization invalid, the whole order failed.
                     log::info!("authorization for {} still pending", domain);
-                    account.challenge(&config.client_config, &challenge_url).await?
                 }
                 AuthStatus::Valid => {
                     // clear challenge data when auth validated

@@ -27,22 +27,37 @@ fn verifies_host(site: &Site, root: &Path, host: &str) -> std::process::Output {
     ])
 }
 
-fn issue_and_reuse(challenge: &str) {
-    let ports = Ports::new();
-    let upstream = Upstream::start();
-    let mut pebble = Pebble::start(ports.http, ports.https);
-    let site = Site::new(ports, upstream.port, "");
-    std::fs::write(site.www().join("hello.txt"), "hello\n").unwrap();
-    site.append(&pebble.acme_toml(challenge));
+/// A site whose edge orders its certificate by `challenge` from a pebble of its own, with
+/// `/hello.txt` to fetch; the app it proxies to lives as long as it does.
+struct AcmeSite {
+    site: Site,
+    pebble: Pebble,
+    _upstream: Upstream,
+}
 
-    let mut edge = site.start_edge("edge1.log");
-    let root = pebble.root();
-    // Before issuance the self-signed stand-in is served: HTTPS works, but does not verify.
-    // (Issuance can be quick, so only the eventual state is asserted.)
+impl AcmeSite {
+    fn new(challenge: &str) -> AcmeSite {
+        let ports = Ports::new();
+        let upstream = Upstream::start();
+        let pebble = Pebble::start(ports.http, ports.https);
+        let site = Site::new(ports, upstream.port, "");
+        std::fs::write(site.www().join("hello.txt"), "hello\n").unwrap();
+        site.append(&pebble.acme_toml(challenge));
+        AcmeSite {
+            site,
+            pebble,
+            _upstream: upstream,
+        }
+    }
+}
+
+/// Waits (`secs` at most) until `edge` serves a certificate for www.foobar.com that verifies
+/// against pebble's `root`; panics with both logs if it does not.
+fn await_certificate(site: &Site, pebble: &Pebble, root: &Path, secs: u64, edge: &Proc) {
     let issued = onebox_testkit::try_wait_until(
-        Duration::from_secs(90),
-        &format!("a pebble-issued certificate ({challenge})"),
-        || verifies(&site, &root),
+        Duration::from_secs(secs),
+        "a pebble-issued certificate",
+        || verifies(site, root),
     );
     if let Err(e) = issued {
         panic!(
@@ -51,6 +66,19 @@ fn issue_and_reuse(challenge: &str) {
             pebble.log_text()
         );
     }
+}
+
+fn issue_and_reuse(challenge: &str) {
+    let AcmeSite {
+        site,
+        mut pebble,
+        _upstream,
+    } = AcmeSite::new(challenge);
+    let mut edge = site.start_edge("edge1.log");
+    let root = pebble.root();
+    // Before issuance the self-signed stand-in is served: HTTPS works, but does not verify.
+    // (Issuance can be quick, so only the eventual state is asserted.)
+    await_certificate(&site, &pebble, &root, 90, &edge);
     // The validation really went through the edge's own listener for this challenge type.
     let expected = if challenge == "http-01" {
         "answered an ACME HTTP-01 validation"
@@ -178,24 +206,15 @@ fn a_slow_validation_is_polled_not_asked_for_again() {
 
 /// pebble set up by `setup`; the edge's first order brings the certificate, with no ACME error.
 fn first_order_issues(setup: impl FnOnce(&mut Pebble)) {
-    let ports = Ports::new();
-    let upstream = Upstream::start();
-    let mut pebble = Pebble::start(ports.http, ports.https);
+    let AcmeSite {
+        site,
+        mut pebble,
+        _upstream,
+    } = AcmeSite::new("http-01");
     setup(&mut pebble);
-    let site = Site::new(ports, upstream.port, "");
-    std::fs::write(site.www().join("hello.txt"), "hello\n").unwrap();
-    site.append(&pebble.acme_toml("http-01"));
-
     let edge = site.start_edge("edge.log");
     let root = pebble.root();
-    let issued = onebox_testkit::try_wait_until(
-        Duration::from_secs(90),
-        "a pebble-issued certificate",
-        || verifies(&site, &root),
-    );
-    if let Err(e) = issued {
-        panic!("{e}; edge log:\n{}", edge.log_text());
-    }
+    await_certificate(&site, &pebble, &root, 90, &edge);
     let m = site.metrics();
     assert_eq!(
         metric(&m, "onebox_edge_acme_errors_total"),
@@ -212,12 +231,11 @@ fn first_order_issues(setup: impl FnOnce(&mut Pebble)) {
 
 #[test]
 fn ca_down_keeps_serving_self_signed_and_retries_with_backoff() {
-    let ports = Ports::new();
-    let upstream = Upstream::start();
-    let mut pebble = Pebble::start(ports.http, ports.https);
-    let site = Site::new(ports, upstream.port, "");
-    std::fs::write(site.www().join("hello.txt"), "hello\n").unwrap();
-    site.append(&pebble.acme_toml("http-01"));
+    let AcmeSite {
+        site,
+        mut pebble,
+        _upstream,
+    } = AcmeSite::new("http-01");
     pebble.stop();
 
     let edge = site.start_edge("edge.log");
@@ -340,12 +358,11 @@ fn account_file(dir: &Path) -> Option<PathBuf> {
 /// the HTTPS listener must hand the CA's `acme-tls/1` handshakes the challenge certificate.
 #[test]
 fn renews_the_cached_certificate_at_two_thirds_of_its_lifetime_without_restart() {
-    let ports = Ports::new();
-    let upstream = Upstream::start();
-    let pebble = Pebble::start(ports.http, ports.https);
-    let site = Site::new(ports, upstream.port, "");
-    std::fs::write(site.www().join("hello.txt"), "hello\n").unwrap();
-    site.append(&pebble.acme_toml("tls-alpn-01"));
+    let AcmeSite {
+        site,
+        pebble,
+        _upstream,
+    } = AcmeSite::new("tls-alpn-01");
     // Where the edge keeps the certificate for these names from this CA.
     let (names, cert_file) = site.cert_cache(&pebble.directory());
     let acme_dir = site.path("state/acme");
@@ -439,18 +456,8 @@ fn renews_the_cached_certificate_at_two_thirds_of_its_lifetime_without_restart()
     );
 
     // After it: pebble's certificate, verified by curl, without a restart. (Usually a few
-    // seconds; the bound is generous because pebble rejects 5% of nonces on purpose and
-    // rustls-acme then starts the order again after 1, 2, 4 … s.)
-    let end = std::time::Instant::now() + Duration::from_secs(120);
-    while !verifies(&site, &root) {
-        assert!(
-            std::time::Instant::now() < end,
-            "no renewed certificate from pebble 120 s after the renewal point; edge log:\n{}\npebble log:\n{}",
-            edge.log_text(),
-            pebble.log_text()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    // seconds; the bound is generous: a failed order is made again after 1, 2, 4 … s.)
+    await_certificate(&site, &pebble, &root, 120, &edge);
     let account = account_file(&acme_dir).unwrap();
     // File times come from a coarse clock (a few ms behind): hence the 1 s of slack.
     let ordered_at_ms = std::fs::metadata(&account)

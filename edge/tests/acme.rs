@@ -4,10 +4,12 @@
 
 mod common;
 use common::*;
-use std::net::TcpStream;
+use std::collections::HashSet;
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, UNIX_EPOCH};
 
 /// Whether curl verifies the edge's certificate for www.foobar.com against `root`.
@@ -38,8 +40,15 @@ struct AcmeSite {
 impl AcmeSite {
     fn new(challenge: &str) -> AcmeSite {
         let ports = Ports::new();
+        let http = ports.http;
+        AcmeSite::validated_at(ports, http, challenge)
+    }
+
+    /// The same, with pebble's HTTP-01 validations sent to `validation_http` (the edge's HTTP
+    /// port, or something in front of it).
+    fn validated_at(ports: Ports, validation_http: u16, challenge: &str) -> AcmeSite {
         let upstream = Upstream::start();
-        let pebble = Pebble::start(ports.http, ports.https);
+        let pebble = Pebble::start(validation_http, ports.https);
         let site = Site::new(ports, upstream.port, "");
         std::fs::write(site.www().join("hello.txt"), "hello\n").unwrap();
         site.append(&pebble.acme_toml(challenge));
@@ -202,6 +211,135 @@ fn a_refused_nonce_costs_a_request_not_the_order() {
 #[test]
 fn a_slow_validation_is_polled_not_asked_for_again() {
     first_order_issues(|pebble| pebble.pause_validations(4));
+}
+
+/// The names of an order are validated at once: every name's challenge is answered before any
+/// of them is valid, so a certificate for several names waits for the slowest validation, not
+/// for their sum (a second or two each at Let's Encrypt; half a second each under the image's
+/// TCG boots). pebble's validations go through a [`ValidationGate`] that holds each until one
+/// has come for each of the site's two names: the first order brings the certificate, no ACME
+/// error. Before (rustls-acme as published), the second name's challenge was answered only once
+/// the first name's authorization was valid, which the gate never lets happen: no certificate.
+#[test]
+fn the_names_of_an_order_are_validated_at_once() {
+    let ports = Ports::new();
+    let gate = ValidationGate::start(ports.http, 2);
+    let AcmeSite {
+        site,
+        pebble,
+        _upstream,
+    } = AcmeSite::validated_at(ports, gate.port, "http-01");
+    let edge = site.start_edge("edge.log");
+    let root = pebble.root();
+    await_certificate(&site, &pebble, &root, 60, &edge);
+    assert_eq!(gate.tokens(), 2, "{}", edge.log_text());
+    let m = site.metrics();
+    assert_eq!(
+        metric(&m, "onebox_edge_acme_errors_total"),
+        0.0,
+        "{m}\nedge log:\n{}",
+        edge.log_text()
+    );
+}
+
+/// Between pebble's HTTP-01 validations and the edge's HTTP port: holds every validation
+/// request until requests for `names` different challenge tokens have come, then forwards them
+/// all, and every later one, to the edge.
+struct ValidationGate {
+    port: u16,
+    state: Arc<(Mutex<GateState>, Condvar)>,
+}
+
+#[derive(Default)]
+struct GateState {
+    tokens: HashSet<String>,
+    open: bool,
+    closed: bool,
+}
+
+impl ValidationGate {
+    fn start(edge_http: u16, names: usize) -> ValidationGate {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let state = Arc::new((Mutex::new(GateState::default()), Condvar::new()));
+        let shared = state.clone();
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                let Ok(conn) = conn else { continue };
+                let state = shared.clone();
+                if state.0.lock().unwrap().closed {
+                    return;
+                }
+                std::thread::spawn(move || Self::pass(conn, edge_http, names, &state));
+            }
+        });
+        ValidationGate { port, state }
+    }
+
+    /// One validation: its request read, held until the gate opens, then relayed.
+    fn pass(
+        mut from: TcpStream,
+        edge_http: u16,
+        names: usize,
+        state: &(Mutex<GateState>, Condvar),
+    ) {
+        let mut head = Vec::new();
+        let mut buf = [0u8; 1024];
+        while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < 16 * 1024 {
+            match from.read(&mut buf) {
+                Ok(0) | Err(_) => return,
+                Ok(n) => head.extend_from_slice(&buf[..n]),
+            }
+        }
+        let token = String::from_utf8_lossy(&head)
+            .split_whitespace()
+            .nth(1)
+            .and_then(|path| path.strip_prefix("/.well-known/acme-challenge/"))
+            .map(str::to_owned);
+        {
+            let (lock, opened) = state;
+            let mut gate = lock.lock().unwrap();
+            if let Some(token) = token {
+                gate.tokens.insert(token);
+            }
+            if gate.tokens.len() >= names {
+                gate.open = true;
+                opened.notify_all();
+            }
+            while !gate.open && !gate.closed {
+                gate = opened.wait(gate).unwrap();
+            }
+            if gate.closed {
+                return;
+            }
+        }
+        let Ok(mut to) = TcpStream::connect(("127.0.0.1", edge_http)) else {
+            return;
+        };
+        if to.write_all(&head).is_err() {
+            return;
+        }
+        let (Ok(mut from_rest), Ok(mut to_back)) = (from.try_clone(), to.try_clone()) else {
+            return;
+        };
+        std::thread::spawn(move || std::io::copy(&mut from_rest, &mut to));
+        let _ = std::io::copy(&mut to_back, &mut from);
+    }
+
+    /// How many different challenge tokens came through.
+    fn tokens(&self) -> usize {
+        self.state.0.lock().unwrap().tokens.len()
+    }
+}
+
+impl Drop for ValidationGate {
+    fn drop(&mut self) {
+        let (lock, opened) = &*self.state;
+        lock.lock().unwrap().closed = true;
+        opened.notify_all();
+        // Wakes the accepting thread, which then ends.
+        let _ = TcpStream::connect(("127.0.0.1", self.port));
+    }
 }
 
 /// pebble set up by `setup`; the edge's first order brings the certificate, with no ACME error.

@@ -281,10 +281,12 @@ impl<EC: 'static + Debug, EA: 'static + Debug> AcmeState<EC, EA> {
         loop {
             match order.status {
                 OrderStatus::Pending => {
-                    // Force in order authorizations to allow single global challenge data state
-                    for url in order.authorizations.iter() {
-                        Self::authorize(&config, &resolver, &account, url).await?
-                    }
+                    // onebox: every authorization at once: each name's challenge is answered
+                    // and its validation awaited beside the others' (the published crate took
+                    // them one after the other, the resolver holding one challenge), so a
+                    // certificate for n names waits for the slowest validation, not their sum.
+                    resolver.clear_challenge_data();
+                    future::try_join_all(order.authorizations.iter().map(|url| Self::authorize(&config, &resolver, &account, url))).await?;
                     log::info!("completed all authorizations");
                     order = account.order(&config.client_config, &order_url).await?;
                 }
@@ -329,7 +331,7 @@ impl<EC: 'static + Debug, EA: 'static + Debug> AcmeState<EC, EA> {
                 let challenge = match config.challenge_type {
                     UseChallenge::Http01 => {
                         let (challenge, key_auth) = account.http_01(&auth.challenges)?;
-                        resolver.set_http_01_challenge_data(challenge.token.clone(), key_auth);
+                        resolver.set_http_01_challenge_data(domain.clone(), challenge.token.clone(), key_auth);
                         challenge
                     }
                     UseChallenge::TlsAlpn01 => {
@@ -341,16 +343,10 @@ impl<EC: 'static + Debug, EA: 'static + Debug> AcmeState<EC, EA> {
                 account.challenge(&config.client_config, &challenge.url).await?;
                 domain
             }
-            AuthStatus::Valid => {
-                // clear challenge data when auth validated
-                resolver.clear_challenge_data();
-                return Ok(());
-            }
-            _ => {
-                // clear challenge data when auth invalidated
-                resolver.clear_challenge_data();
-                return Err(OrderError::BadAuth(auth));
-            }
+            // onebox: no challenge of this order was set for it: nothing to clear (the
+            // published crate cleared the one it held, which may now be another name's).
+            AuthStatus::Valid => return Ok(()),
+            _ => return Err(OrderError::BadAuth(auth)),
         };
         // onebox: first look after 250 ms, not 1 s (`poll_delay`).
         for i in 0..AUTH_POLLS {
@@ -367,13 +363,13 @@ impl<EC: 'static + Debug, EA: 'static + Debug> AcmeState<EC, EA> {
                     log::info!("authorization for {} still pending", domain);
                 }
                 AuthStatus::Valid => {
-                    // clear challenge data when auth validated
-                    resolver.clear_challenge_data();
+                    // clear challenge data when auth validated (onebox: this name's only)
+                    resolver.clear_challenge_data_for(&domain);
                     return Ok(());
                 }
                 _ => {
-                    // clear challenge data when auth invalidated
-                    resolver.clear_challenge_data();
+                    // clear challenge data when auth invalidated (onebox: this name's only)
+                    resolver.clear_challenge_data_for(&domain);
                     return Err(OrderError::BadAuth(auth));
                 }
             }

@@ -117,6 +117,12 @@ pub fn server_config(resolver: Arc<EdgeResolver>) -> Result<Arc<rustls::ServerCo
         .with_no_client_auth()
         .with_cert_resolver(resolver);
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec(), b"acme-tls/1".to_vec()];
+    // Sessions resume from stateless tickets (RFC 8446 §4.6.1, RFC 5077 for TLS 1.2), sealed
+    // with a key rotated every 6 hours and kept for 6 more (rustls's `Ticketer`), as Caddy and
+    // nginx (`ssl_session_tickets on`) do. rustls's default keeps sessions in a memory cache of
+    // 256 instead: a visitor came back to a full handshake once 128 others had connected since.
+    config.ticketer = rustls::crypto::aws_lc_rs::Ticketer::new()
+        .map_err(|e| format!("TLS session tickets: {e}"))?;
     // The server's order of cipher suites (see `provider`), as nginx's
     // `ssl_prefer_server_ciphers on`; [`TlsApp`] hands clients that prefer ChaCha20 a copy
     // that follows theirs.
@@ -713,18 +719,37 @@ mod tests {
         server: Arc<rustls::ServerConfig>,
         root: CertificateDer<'static>,
     ) -> Result<(), rustls::Error> {
+        handshake_as(server, client_config(root)?).map(|_| ())
+    }
+
+    /// A client trusting `root` only; it keeps the sessions it is given (rustls's default).
+    fn client_config(
+        root: CertificateDer<'static>,
+    ) -> Result<Arc<rustls::ClientConfig>, rustls::Error> {
         let mut roots = rustls::RootCertStore::empty();
         roots.add(root).expect("root");
-        let client = rustls::ClientConfig::builder_with_provider(provider())
-            .with_safe_default_protocol_versions()?
-            .with_root_certificates(roots)
-            .with_no_client_auth();
+        Ok(Arc::new(
+            rustls::ClientConfig::builder_with_provider(provider())
+                .with_safe_default_protocol_versions()?
+                .with_root_certificates(roots)
+                .with_no_client_auth(),
+        ))
+    }
+
+    /// [`handshake`] by `client`; the tickets the server sends after it are delivered to the
+    /// client. Returns whether the handshake was a full or a resumed one.
+    fn handshake_as(
+        server: Arc<rustls::ServerConfig>,
+        client: Arc<rustls::ClientConfig>,
+    ) -> Result<rustls::HandshakeKind, rustls::Error> {
         let name = rustls::pki_types::ServerName::try_from("www.foobar.com").expect("name");
-        let mut client = rustls::ClientConnection::new(Arc::new(client), name)?;
+        let mut client = rustls::ClientConnection::new(client, name)?;
         let mut server = rustls::ServerConnection::new(server)?;
         for _ in 0..10 {
             if !client.is_handshaking() && !server.is_handshaking() {
-                return Ok(());
+                return client
+                    .handshake_kind()
+                    .ok_or_else(|| rustls::Error::General("no handshake kind".into()));
             }
             let mut buf = Vec::new();
             client.write_tls(&mut buf).expect("write");
@@ -736,6 +761,27 @@ mod tests {
             client.process_new_packets()?;
         }
         Err(rustls::Error::General("handshake did not finish".into()))
+    }
+
+    /// A visitor who comes back after hundreds of others resumes its session (a ticket the
+    /// edge sealed, not a cache entry): rustls's default cache of 256 sessions had forgotten it
+    /// (each full handshake stores two), and the handshake was a full one again.
+    #[test]
+    fn a_visitor_resumes_after_hundreds_of_others() {
+        let names = vec!["www.foobar.com".to_string()];
+        let resolver = EdgeResolver::new(&names, None).expect("resolver");
+        let root = resolver.self_signed.cert[0].clone();
+        let server = server_config(Arc::new(resolver)).expect("TLS config");
+        let visitor = client_config(root.clone()).expect("client");
+        let kind = |client| handshake_as(server.clone(), client).expect("handshake");
+        assert_eq!(kind(visitor.clone()), rustls::HandshakeKind::Full);
+        for _ in 0..300 {
+            assert_eq!(
+                kind(client_config(root.clone()).expect("client")),
+                rustls::HandshakeKind::Full
+            );
+        }
+        assert_eq!(kind(visitor), rustls::HandshakeKind::Resumed);
     }
 
     /// With the server's order, a client that prefers AES-256-GCM (OpenSSL's order: curl, wrk)

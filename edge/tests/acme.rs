@@ -330,6 +330,81 @@ impl Drop for ValidationGate {
     }
 }
 
+/// An order travels over kept connections to the CA (HTTP/1.1 keep-alive), not a connection
+/// and TLS handshake per request: a [`ConnectionCounter`] between the edge and pebble's ACME
+/// port counts the TCP connections of the first order (directory, account, order, two
+/// authorizations polled side by side, challenges, finalize, certificate: about fifteen
+/// requests). Before (rustls-acme's own HTTP client, async-web-client), each request opened one:
+/// 15 or more.
+#[test]
+fn an_order_keeps_its_connections_to_the_ca() {
+    let ports = Ports::new();
+    let upstream = Upstream::start();
+    let pebble = Pebble::start(ports.http, ports.https);
+    let directory = pebble.directory();
+    let pebble_port: u16 = directory
+        .trim_start_matches("https://127.0.0.1:")
+        .trim_end_matches("/dir")
+        .parse()
+        .unwrap();
+    let counter = ConnectionCounter::start(pebble_port);
+    let site = Site::new(ports, upstream.port, "");
+    std::fs::write(site.www().join("hello.txt"), "hello\n").unwrap();
+    site.append(&pebble.acme_toml("http-01").replace(
+        &directory,
+        &format!("https://127.0.0.1:{}/dir", counter.port),
+    ));
+    first_order_issues(
+        AcmeSite {
+            site,
+            pebble,
+            _upstream: upstream,
+        },
+        |_| {},
+    );
+    let connections = counter.connections();
+    assert!(
+        (1..=4).contains(&connections),
+        "{connections} connections to the CA for one order"
+    );
+}
+
+/// A TCP relay in front of `port` on 127.0.0.1 that counts the connections it relays.
+struct ConnectionCounter {
+    port: u16,
+    accepted: Arc<Mutex<usize>>,
+}
+
+impl ConnectionCounter {
+    fn start(to: u16) -> ConnectionCounter {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let accepted = Arc::new(Mutex::new(0));
+        let count = accepted.clone();
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                let Ok(mut from) = conn else { continue };
+                *count.lock().unwrap() += 1;
+                let Ok(mut to) = TcpStream::connect(("127.0.0.1", to)) else {
+                    continue;
+                };
+                let (Ok(mut from_rest), Ok(mut to_back)) = (from.try_clone(), to.try_clone())
+                else {
+                    continue;
+                };
+                std::thread::spawn(move || std::io::copy(&mut from_rest, &mut to));
+                std::thread::spawn(move || std::io::copy(&mut to_back, &mut from));
+            }
+        });
+        ConnectionCounter { port, accepted }
+    }
+
+    /// How many connections came so far.
+    fn connections(&self) -> usize {
+        *self.accepted.lock().unwrap()
+    }
+}
+
 /// `acme`'s pebble set up by `setup`; the edge's first order brings the certificate, with no
 /// ACME error.
 fn first_order_issues(acme: AcmeSite, setup: impl FnOnce(&mut Pebble)) {

@@ -1,11 +1,23 @@
-use async_web_client::prelude::*;
-use futures::AsyncReadExt;
+// onebox: the CA's HTTP client keeps its connections (PATCHES.md §6). The published crate sent
+// each request with async-web-client, which opens a TCP connection and a TLS session of its own
+// for every request and closes it after the answer: an order for two names was about eighteen
+// handshakes with the CA. Now the requests go through hyper-util's pooling client (HTTP/1.1
+// keep-alive, rustls through hyper-rustls), one per TLS client configuration, so an order
+// travels over one or two kept connections. It needs a tokio runtime, which onebox's callers
+// (onebox-edge, `onebox`) always are.
+use bytes::Bytes;
 use futures_rustls::pki_types::InvalidDnsNameError;
 use futures_rustls::rustls::ClientConfig;
 use http::header::{CONTENT_TYPE, USER_AGENT};
 use http::{Method, Request, Response};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
 use std::io;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError, Weak};
+use std::time::Duration;
 use thiserror::Error;
 
 // RFC 8555§6.1:
@@ -15,8 +27,57 @@ use thiserror::Error;
 // the ACME software in addition to the name and version of the
 // underlying HTTP client software.
 //
-// We don't have a version for `async-web-client` here so we only satisfy 3/4 of the SHOULD
-const USER_AGENT_VALUE: &str = concat!("rustls-acme/", env!("CARGO_PKG_VERSION"), " async-web-client");
+// We don't have a version for `hyper` here so we only satisfy 3/4 of the SHOULD
+const USER_AGENT_VALUE: &str = concat!("rustls-acme/", env!("CARGO_PKG_VERSION"), " hyper");
+
+/// onebox: how long a connection to the CA may take to open (TCP; the TLS handshake is part of
+/// the request's time).
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// onebox: how long one request may take, answer read whole, connecting included. The
+/// published crate had no limit: a CA that stopped answering held the order for good.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// onebox: the largest answer read (a certificate chain is a few KiB; an order for 100 names
+/// some 10 KiB). The published crate read whatever came.
+const MAX_BODY_BYTES: usize = 1 << 20;
+/// onebox: how long an idle connection to the CA is kept for the next request. An order's
+/// requests follow each other within a second or two (its polls within 16 s); renewals come
+/// weeks apart, and a CA closes idle connections on its own after a while.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+
+type HttpsClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
+
+/// onebox: the pooling clients, one per TLS client configuration in use (by identity: the
+/// `Arc` an `AcmeConfig` holds), dropped once that configuration is.
+static CLIENTS: Mutex<Vec<(Weak<ClientConfig>, HttpsClient)>> = Mutex::new(Vec::new());
+
+/// onebox: the pooling client for `client_config`, made at its first request.
+fn client_for(client_config: &Arc<ClientConfig>) -> HttpsClient {
+    let mut clients = CLIENTS.lock().unwrap_or_else(PoisonError::into_inner);
+    clients.retain(|(config, _)| config.strong_count() > 0);
+    if let Some((_, client)) = clients
+        .iter()
+        .find(|(config, _)| std::ptr::eq(config.as_ptr(), Arc::as_ptr(client_config)))
+    {
+        return client.clone();
+    }
+    let mut http = HttpConnector::new();
+    http.enforce_http(false);
+    http.set_connect_timeout(Some(CONNECT_TIMEOUT));
+    // The connector keeps a copy of the configuration (hyper-rustls sets its ALPN to HTTP/1.1),
+    // not the caller's `Arc`, whose end is what drops this client from `CLIENTS`.
+    let https = HttpsConnectorBuilder::new()
+        .with_tls_config(ClientConfig::clone(client_config))
+        .https_or_http()
+        .enable_http1()
+        .wrap_connector(http);
+    let client = Client::builder(TokioExecutor::new())
+        .pool_timer(TokioTimer::new())
+        .pool_idle_timeout(IDLE_TIMEOUT)
+        .pool_max_idle_per_host(4)
+        .build(https);
+    clients.push((Arc::downgrade(client_config), client.clone()));
+    client
+}
 
 pub(crate) async fn https(
     client_config: &Arc<ClientConfig>,
@@ -27,15 +88,31 @@ pub(crate) async fn https(
     let request = Request::builder().method(method).uri(url.as_ref()).header(USER_AGENT, USER_AGENT_VALUE);
 
     let request = if let Some(body) = body {
-        request.header(CONTENT_TYPE, "application/jose+json").body(body)
+        request.header(CONTENT_TYPE, "application/jose+json").body(Full::from(body))
     } else {
-        request.body("".to_string())
+        request.body(Full::default())
     };
     let request = request?;
-    let mut response = request.send_with_client_config(client_config.clone()).await?;
-    let mut body = String::new();
-    response.body_mut().read_to_string(&mut body).await?;
-    let response = response.map(|_| body);
+    let client = client_for(client_config);
+    let exchange = async {
+        let response = client.request(request).await.map_err(|e| HttpsRequestError::Http(e.into()))?;
+        let (parts, body) = response.into_parts();
+        let body = Limited::new(body, MAX_BODY_BYTES)
+            .collect()
+            .await
+            .map_err(|e| match e.downcast::<http_body_util::LengthLimitError>() {
+                Ok(_) => HttpsRequestError::TooLarge { limit: MAX_BODY_BYTES },
+                Err(e) => HttpsRequestError::Http(e),
+            })?
+            .to_bytes();
+        let body = String::from_utf8(body.to_vec()).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+        Ok::<_, HttpsRequestError>(Response::from_parts(parts, body))
+    };
+    let response = tokio::time::timeout(REQUEST_TIMEOUT, exchange)
+        .await
+        .map_err(|_| HttpsRequestError::Timeout {
+            secs: REQUEST_TIMEOUT.as_secs(),
+        })??;
     let status = response.status();
     if !status.is_success() {
         return Err(HttpsRequestError::Non2xxStatus {
@@ -58,12 +135,12 @@ pub enum HttpsRequestError {
     Non2xxStatus { status_code: u16, body: String },
     #[error("could not determine host from url")]
     UndefinedHost,
-}
-
-impl From<async_web_client::HttpError> for HttpsRequestError {
-    fn from(e: async_web_client::HttpError) -> Self {
-        Self::Http(e.into())
-    }
+    /// onebox: the CA did not answer within the request's time.
+    #[error("no answer from the CA within {secs} s")]
+    Timeout { secs: u64 },
+    /// onebox: the CA's answer was larger than any an ACME exchange needs.
+    #[error("the CA's answer is over {limit} bytes")]
+    TooLarge { limit: usize },
 }
 
 impl From<http::Error> for HttpsRequestError {

@@ -225,14 +225,32 @@ fn a_slow_validation_is_polled_not_asked_for_again() {
 #[test]
 fn the_names_of_an_order_are_validated_at_once() {
     let ports = Ports::new();
-    let gate = ValidationGate::start(ports.http, 2);
+    let gate = ValidationGate::start(ports.http, 2, Duration::ZERO);
     first_order_issues(AcmeSite::validated_at(ports, gate.port, "http-01"), |_| {});
     assert_eq!(gate.tokens(), 2, "one order, two names");
 }
 
+/// An authorization is looked at once the edge has answered its validation (RFC 8555 §7.5.1:
+/// a client that can tell when the CA validated polls then), not only when the schedule of
+/// looks (250 ms, 500 ms, 1 s, 2 s, 4 s ... after the challenge) comes to it. A
+/// [`ValidationGate`] holds pebble's validations for 4 s: the schedule's looks at 0.25-3.75 s
+/// find both authorizations pending and its next is at 7.75 s; each is found valid by the
+/// look that follows its validation. Before, by the 7.75 s look.
+#[test]
+fn an_authorization_is_looked_at_once_its_validation_came() {
+    let ports = Ports::new();
+    let gate = ValidationGate::start(ports.http, 2, Duration::from_secs(4));
+    let log = first_order_issues(AcmeSite::validated_at(ports, gate.port, "http-01"), |_| {});
+    for name in ["foobar.com", "www.foobar.com"] {
+        let found =
+            format!("authorization for {name} valid (found by a look after its validation)");
+        assert!(log.contains(&found), "no {found:?} in the edge log:\n{log}");
+    }
+}
+
 /// Between pebble's HTTP-01 validations and the edge's HTTP port: holds every validation
-/// request until requests for `names` different challenge tokens have come, then forwards them
-/// all, and every later one, to the edge.
+/// request until requests for `names` different challenge tokens have come and `hold` has
+/// passed since the first, then forwards them all, and every later one, to the edge.
 struct ValidationGate {
     port: u16,
     state: Arc<(Mutex<GateState>, Condvar)>,
@@ -241,12 +259,13 @@ struct ValidationGate {
 #[derive(Default)]
 struct GateState {
     tokens: HashSet<String>,
+    first: Option<std::time::Instant>,
     open: bool,
     closed: bool,
 }
 
 impl ValidationGate {
-    fn start(edge_http: u16, names: usize) -> ValidationGate {
+    fn start(edge_http: u16, names: usize, hold: Duration) -> ValidationGate {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
         let state = Arc::new((Mutex::new(GateState::default()), Condvar::new()));
@@ -258,7 +277,7 @@ impl ValidationGate {
                 if state.0.lock().unwrap().closed {
                     return;
                 }
-                std::thread::spawn(move || Self::pass(conn, edge_http, names, &state));
+                std::thread::spawn(move || Self::pass(conn, edge_http, names, hold, &state));
             }
         });
         ValidationGate { port, state }
@@ -269,6 +288,7 @@ impl ValidationGate {
         mut from: TcpStream,
         edge_http: u16,
         names: usize,
+        hold: Duration,
         state: &(Mutex<GateState>, Condvar),
     ) {
         let mut head = Vec::new();
@@ -290,12 +310,17 @@ impl ValidationGate {
             if let Some(token) = token {
                 gate.tokens.insert(token);
             }
-            if gate.tokens.len() >= names {
-                gate.open = true;
-                opened.notify_all();
-            }
+            let first = *gate.first.get_or_insert_with(std::time::Instant::now);
             while !gate.open && !gate.closed {
-                gate = opened.wait(gate).unwrap();
+                let held = first.elapsed();
+                if gate.tokens.len() >= names && held >= hold {
+                    gate.open = true;
+                    opened.notify_all();
+                } else if gate.tokens.len() >= names {
+                    gate = opened.wait_timeout(gate, hold - held).unwrap().0;
+                } else {
+                    gate = opened.wait(gate).unwrap();
+                }
             }
             if gate.closed {
                 return;
@@ -406,8 +431,8 @@ impl ConnectionCounter {
 }
 
 /// `acme`'s pebble set up by `setup`; the edge's first order brings the certificate, with no
-/// ACME error.
-fn first_order_issues(acme: AcmeSite, setup: impl FnOnce(&mut Pebble)) {
+/// ACME error. Returns the edge's log.
+fn first_order_issues(acme: AcmeSite, setup: impl FnOnce(&mut Pebble)) -> String {
     let AcmeSite {
         site,
         mut pebble,
@@ -429,6 +454,7 @@ fn first_order_issues(acme: AcmeSite, setup: impl FnOnce(&mut Pebble)) {
         1.0,
         "{m}"
     );
+    edge.log_text()
 }
 
 #[test]

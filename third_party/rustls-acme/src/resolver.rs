@@ -6,6 +6,7 @@ use futures_rustls::rustls::{
 use std::fmt::Debug;
 use std::sync::Arc;
 use std::sync::Mutex;
+use tokio::sync::Notify;
 
 #[derive(Debug)]
 pub struct ResolvesServerCertAcme {
@@ -19,6 +20,9 @@ struct Inner {
     /// the names of an order one after the other). At most the order's names: an entry goes
     /// when its authorization is settled, and all at the start of an order.
     challenge_data: Vec<(String, ChallengeData)>,
+    /// onebox: per name being validated, what wakes its authorization's poll when the CA's
+    /// validation of it has come (`validation_seen`).
+    seen: Vec<(String, Arc<Notify>)>,
 }
 
 #[derive(Debug)]
@@ -33,6 +37,7 @@ impl ResolvesServerCertAcme {
             inner: Mutex::new(Inner {
                 cert: None,
                 challenge_data: Vec::new(),
+                seen: Vec::new(),
             }),
         })
     }
@@ -51,21 +56,44 @@ impl ResolvesServerCertAcme {
     fn set_challenge_data(&self, domain: String, data: ChallengeData) {
         let mut inner = self.inner.lock().unwrap();
         inner.challenge_data.retain(|(d, _)| *d != domain);
+        inner.seen.retain(|(d, _)| *d != domain);
+        inner.seen.push((domain.clone(), Arc::new(Notify::new())));
         inner.challenge_data.push((domain, data));
+    }
+    /// onebox: what is notified each time the CA's validation of `domain`'s challenge comes (an
+    /// HTTP-01 token or a TLS-ALPN-01 certificate asked for; a validation that came while
+    /// nobody waited is kept, one): RFC 8555 §7.5.1 has a client that can tell when the CA
+    /// validated look at the authorization then. `None` when no challenge is set for it.
+    pub(crate) fn validation_seen(&self, domain: &str) -> Option<Arc<Notify>> {
+        self.inner.lock().unwrap().seen.iter().find(|(d, _)| d == domain).map(|(_, n)| n.clone())
     }
     /// onebox: forgets the challenge of `domain` (its authorization is settled).
     pub(crate) fn clear_challenge_data_for(&self, domain: &str) {
-        self.inner.lock().unwrap().challenge_data.retain(|(d, _)| d != domain);
+        let mut inner = self.inner.lock().unwrap();
+        inner.challenge_data.retain(|(d, _)| d != domain);
+        inner.seen.retain(|(d, _)| d != domain);
     }
     /// Forgets every challenge (onebox: at the start of an order, what a failed one left).
     pub(crate) fn clear_challenge_data(&self) {
-        self.inner.lock().unwrap().challenge_data.clear();
+        let mut inner = self.inner.lock().unwrap();
+        inner.challenge_data.clear();
+        inner.seen.clear();
     }
     pub fn get_http_01_key_auth(&self, challenge_token: &str) -> Option<String> {
-        self.inner.lock().unwrap().challenge_data.iter().find_map(|(_, data)| match data {
-            ChallengeData::Http01 { token, key_auth } if token == challenge_token => Some(key_auth.clone()),
+        let inner = self.inner.lock().unwrap();
+        // onebox: the name whose token it is has its validation seen.
+        let (domain, key_auth) = inner.challenge_data.iter().find_map(|(domain, data)| match data {
+            ChallengeData::Http01 { token, key_auth } if token == challenge_token => Some((domain, key_auth.clone())),
             _ => None,
-        })
+        })?;
+        Self::saw_validation(&inner, domain);
+        Some(key_auth)
+    }
+    /// onebox: wakes the poll of `domain`'s authorization.
+    fn saw_validation(inner: &Inner, domain: &str) {
+        if let Some((_, seen)) = inner.seen.iter().find(|(d, _)| d == domain) {
+            seen.notify_one();
+        }
     }
 }
 
@@ -78,10 +106,16 @@ impl ResolvesServerCert for ResolvesServerCertAcme {
                     log::debug!("client did not supply SNI");
                     None
                 }
-                Some(domain) => self.inner.lock().unwrap().challenge_data.iter().find_map(|(_, data)| match data {
-                    ChallengeData::TlsAlpn01 { sni, cert } if sni == domain => Some(cert.clone()),
-                    _ => None,
-                }),
+                Some(domain) => {
+                    let inner = self.inner.lock().unwrap();
+                    let cert = inner.challenge_data.iter().find_map(|(_, data)| match data {
+                        ChallengeData::TlsAlpn01 { sni, cert } if sni == domain => Some(cert.clone()),
+                        _ => None,
+                    })?;
+                    // onebox: the name's validation seen.
+                    Self::saw_validation(&inner, domain);
+                    Some(cert)
+                }
             }
         } else {
             self.inner.lock().unwrap().cert.clone()
@@ -114,5 +148,28 @@ mod onebox_tests {
         assert_eq!(r.get_http_01_key_auth("token-b2").as_deref(), Some("auth-b2"));
         r.clear_challenge_data();
         assert_eq!(r.get_http_01_key_auth("token-b2"), None);
+    }
+
+    /// The CA's validation of a name's challenge wakes that name's poll and no other's; one that
+    /// came while nobody waited is kept for the next wait.
+    #[test]
+    fn a_validation_wakes_its_names_poll() {
+        use futures::FutureExt;
+        let r = ResolvesServerCertAcme::new();
+        r.set_http_01_challenge_data("a.test".into(), "token-a".into(), "auth-a".into());
+        r.set_http_01_challenge_data("b.test".into(), "token-b".into(), "auth-b".into());
+        let (a, b) = (r.validation_seen("a.test").unwrap(), r.validation_seen("b.test").unwrap());
+        assert!(a.notified().now_or_never().is_none(), "nothing seen yet");
+
+        assert!(r.get_http_01_key_auth("token-a").is_some());
+        assert!(b.notified().now_or_never().is_none(), "b's poll stays asleep");
+        assert!(a.notified().now_or_never().is_some(), "a's poll wakes");
+        assert!(a.notified().now_or_never().is_none(), "once per validation");
+
+        // An unknown token wakes nobody; a settled name has nothing to wake.
+        assert!(r.get_http_01_key_auth("token-c").is_none());
+        assert!(a.notified().now_or_never().is_none() && b.notified().now_or_never().is_none());
+        r.clear_challenge_data_for("a.test");
+        assert!(r.validation_seen("a.test").is_none());
     }
 }

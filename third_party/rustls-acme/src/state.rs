@@ -39,6 +39,16 @@ fn poll_delay(i: u32) -> Duration {
 /// onebox: looks at a pending authorization (the published crate: 5, from 1 s).
 const AUTH_POLLS: u32 = 7;
 
+/// onebox: how long after the edge answered a validation of a challenge its authorization is
+/// looked at: the CA reads the answer, checks it (from each of its vantage points) and records
+/// the result.
+const SETTLE: Duration = Duration::from_millis(200);
+
+/// onebox: looks at an authorization after validations seen, beside the `AUTH_POLLS` of the
+/// schedule (a CA validates from a few vantage points; anybody who knows a token could ask for
+/// it more often).
+const SEEN_POLLS: u32 = 8;
+
 /// onebox: looks at a processing order (the published crate: 10, from 1 s).
 const PROCESSING_POLLS: u32 = 12;
 
@@ -348,9 +358,32 @@ impl<EC: 'static + Debug, EA: 'static + Debug> AcmeState<EC, EA> {
             AuthStatus::Valid => return Ok(()),
             _ => return Err(OrderError::BadAuth(auth)),
         };
-        // onebox: first look after 250 ms, not 1 s (`poll_delay`).
-        for i in 0..AUTH_POLLS {
-            Timer::after(poll_delay(i)).await;
+        // onebox: first look after 250 ms, not 1 s (`poll_delay`); and, beside that schedule,
+        // a look `SETTLE` after each validation of the challenge the edge has seen (RFC 8555
+        // §7.5.1), at most `SEEN_POLLS` of them.
+        let seen = resolver.validation_seen(&domain);
+        let mut i = 0;
+        let mut seen_polls = 0;
+        let mut next = Timer::after(poll_delay(0));
+        loop {
+            let woken = match &seen {
+                Some(seen) if seen_polls < SEEN_POLLS => {
+                    let notified = std::pin::pin!(seen.notified());
+                    matches!(future::select(&mut next, notified).await, future::Either::Right(_))
+                }
+                _ => {
+                    (&mut next).await;
+                    false
+                }
+            };
+            if woken {
+                seen_polls += 1;
+                Timer::after(SETTLE).await;
+                log::info!("validation for {} seen: looking at its authorization", domain);
+            } else {
+                i += 1;
+                next = Timer::after(poll_delay(i));
+            }
             let auth = account.auth(&config.client_config, url).await?;
             match auth.status {
                 AuthStatus::Pending => {
@@ -361,8 +394,14 @@ impl<EC: 'static + Debug, EA: 'static + Debug> AcmeState<EC, EA> {
                     // after an earlier one had succeeded found the token gone (404): the
                     // authorization invalid, the whole order failed.
                     log::info!("authorization for {} still pending", domain);
+                    if i >= AUTH_POLLS {
+                        break;
+                    }
                 }
                 AuthStatus::Valid => {
+                    // onebox: which look found it (the seen validations' or the schedule's).
+                    let by = if woken { "a look after its validation" } else { "the scheduled look" };
+                    log::info!("authorization for {} valid (found by {})", domain, by);
                     // clear challenge data when auth validated (onebox: this name's only)
                     resolver.clear_challenge_data_for(&domain);
                     return Ok(());

@@ -359,8 +359,9 @@ impl Drop for ValidationGate {
 /// and TLS handshake per request: a [`ConnectionCounter`] between the edge and pebble's ACME
 /// port counts the TCP connections of the first order (directory, account, order, two
 /// authorizations polled side by side, challenges, finalize, certificate: about fifteen
-/// requests). Before (rustls-acme's own HTTP client, async-web-client), each request opened one:
-/// 15 or more.
+/// requests, and the account's URL asked for afterwards for the CAA record): 3-4, one more for
+/// each request made while the others' connections are busy. Before (rustls-acme's own HTTP
+/// client, async-web-client), each request opened one: 18.
 #[test]
 fn an_order_keeps_its_connections_to_the_ca() {
     let ports = Ports::new();
@@ -388,8 +389,9 @@ fn an_order_keeps_its_connections_to_the_ca() {
         |_| {},
     );
     let connections = counter.connections();
+    eprintln!("{connections} connections to the CA for the first order");
     assert!(
-        (1..=4).contains(&connections),
+        (1..=6).contains(&connections),
         "{connections} connections to the CA for one order"
     );
 }

@@ -99,6 +99,25 @@ if [[ $target == vm ]]; then
   }
   check "first boot: provisioned from cloud-init's local stage, not after cloud-init.service" provisioned_early
 
+  # The first boot reads the onebox binary (provisioning and the three services: hard links of it)
+  # into the page cache beside cloud-init's local stage (onebox-readahead.service, pulled in by
+  # onebox-provision.service, which does not wait for it): its programs then start from memory,
+  # not page by page from the disk. The times are shown, not asserted.
+  read_ahead() {
+    local show after
+    show=$(vm_ssh systemctl show -p Result -p ExecMainStatus -p ExecMainExitTimestampMonotonic \
+      onebox-readahead.service) || return 1
+    after=$(vm_ssh systemctl show -p After --value onebox-provision.service) || return 1
+    echo "$show"
+    vm_ssh sudo journalctl -b -o short-monotonic --no-pager |
+      grep -E '(Finished|Started|Starting) (onebox-readahead|onebox-provision|cloud-init-local)' || true
+    grep -qx 'Result=success' <<<"$show" && grep -qx 'ExecMainStatus=0' <<<"$show" &&
+      ! grep -qx 'ExecMainExitTimestampMonotonic=0' <<<"$show" &&
+      ! grep -qw 'onebox-readahead.service' <<<"$after" ||
+      { echo "onebox-provision After=: $after"; return 1; }
+  }
+  check "first boot: the onebox binary read into the page cache beside cloud-init, nothing waiting for it" read_ahead
+
   # The seed's network configuration (image/boot: DHCP on the first NIC, a static address on the
   # relay's wire) is what networkd applies to both NICs, not the image's DHCP fallback
   # (80-dhcp.network). The NICs are there before cloud-init's local stage runs because virtio_net

@@ -105,7 +105,7 @@ pub(crate) async fn https(
                 Err(e) => HttpsRequestError::Http(e),
             })?
             .to_bytes();
-        let body = String::from_utf8(body.to_vec()).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+        let body = String::from_utf8(body.into()).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
         Ok::<_, HttpsRequestError>(Response::from_parts(parts, body))
     };
     let response = tokio::time::timeout(REQUEST_TIMEOUT, exchange)

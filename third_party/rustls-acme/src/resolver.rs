@@ -19,15 +19,23 @@ struct Inner {
     /// onebox: one entry per name being validated (the published crate held one: it validated
     /// the names of an order one after the other). At most the order's names: an entry goes
     /// when its authorization is settled, and all at the start of an order.
-    challenge_data: Vec<(String, ChallengeData)>,
-    /// onebox: per name being validated, what wakes its authorization's poll when the CA's
-    /// validation of it has come (`validation_seen`).
-    seen: Vec<(String, Arc<Notify>)>,
+    challenges: Vec<Challenge>,
+}
+
+/// onebox: the challenge of one name being validated.
+#[derive(Debug)]
+struct Challenge {
+    /// The name (for TLS-ALPN-01, the SNI the CA's validation asks for).
+    domain: String,
+    data: ChallengeData,
+    /// What wakes the poll of the name's authorization when the CA's validation of it has come
+    /// (`validation_seen`).
+    seen: Arc<Notify>,
 }
 
 #[derive(Debug)]
 enum ChallengeData {
-    TlsAlpn01 { sni: String, cert: Arc<CertifiedKey> },
+    TlsAlpn01 { cert: Arc<CertifiedKey> },
     Http01 { token: String, key_auth: String },
 }
 
@@ -36,8 +44,7 @@ impl ResolvesServerCertAcme {
         Arc::new(Self {
             inner: Mutex::new(Inner {
                 cert: None,
-                challenge_data: Vec::new(),
-                seen: Vec::new(),
+                challenges: Vec::new(),
             }),
         })
     }
@@ -46,7 +53,7 @@ impl ResolvesServerCertAcme {
     }
     /// onebox: the name's TLS-ALPN-01 certificate, beside those of the order's other names.
     pub(crate) fn set_tls_alpn_01_challenge_data(&self, domain: String, cert: Arc<CertifiedKey>) {
-        self.set_challenge_data(domain.clone(), ChallengeData::TlsAlpn01 { sni: domain, cert });
+        self.set_challenge_data(domain, ChallengeData::TlsAlpn01 { cert });
     }
     /// onebox: the name's HTTP-01 token and key authorization, beside those of the order's
     /// other names.
@@ -55,45 +62,43 @@ impl ResolvesServerCertAcme {
     }
     fn set_challenge_data(&self, domain: String, data: ChallengeData) {
         let mut inner = self.inner.lock().unwrap();
-        inner.challenge_data.retain(|(d, _)| *d != domain);
-        inner.seen.retain(|(d, _)| *d != domain);
-        inner.seen.push((domain.clone(), Arc::new(Notify::new())));
-        inner.challenge_data.push((domain, data));
+        inner.challenges.retain(|c| c.domain != domain);
+        inner.challenges.push(Challenge {
+            domain,
+            data,
+            seen: Arc::new(Notify::new()),
+        });
     }
     /// onebox: what is notified each time the CA's validation of `domain`'s challenge comes (an
     /// HTTP-01 token or a TLS-ALPN-01 certificate asked for; a validation that came while
     /// nobody waited is kept, one): RFC 8555 §7.5.1 has a client that can tell when the CA
     /// validated look at the authorization then. `None` when no challenge is set for it.
     pub(crate) fn validation_seen(&self, domain: &str) -> Option<Arc<Notify>> {
-        self.inner.lock().unwrap().seen.iter().find(|(d, _)| d == domain).map(|(_, n)| n.clone())
+        self.inner
+            .lock()
+            .unwrap()
+            .challenges
+            .iter()
+            .find(|c| c.domain == domain)
+            .map(|c| c.seen.clone())
     }
     /// onebox: forgets the challenge of `domain` (its authorization is settled).
     pub(crate) fn clear_challenge_data_for(&self, domain: &str) {
-        let mut inner = self.inner.lock().unwrap();
-        inner.challenge_data.retain(|(d, _)| d != domain);
-        inner.seen.retain(|(d, _)| d != domain);
+        self.inner.lock().unwrap().challenges.retain(|c| c.domain != domain);
     }
     /// Forgets every challenge (onebox: at the start of an order, what a failed one left).
     pub(crate) fn clear_challenge_data(&self) {
-        let mut inner = self.inner.lock().unwrap();
-        inner.challenge_data.clear();
-        inner.seen.clear();
+        self.inner.lock().unwrap().challenges.clear();
     }
     pub fn get_http_01_key_auth(&self, challenge_token: &str) -> Option<String> {
         let inner = self.inner.lock().unwrap();
-        // onebox: the name whose token it is has its validation seen.
-        let (domain, key_auth) = inner.challenge_data.iter().find_map(|(domain, data)| match data {
-            ChallengeData::Http01 { token, key_auth } if token == challenge_token => Some((domain, key_auth.clone())),
+        let (challenge, key_auth) = inner.challenges.iter().find_map(|c| match &c.data {
+            ChallengeData::Http01 { token, key_auth } if token == challenge_token => Some((c, key_auth)),
             _ => None,
         })?;
-        Self::saw_validation(&inner, domain);
-        Some(key_auth)
-    }
-    /// onebox: wakes the poll of `domain`'s authorization.
-    fn saw_validation(inner: &Inner, domain: &str) {
-        if let Some((_, seen)) = inner.seen.iter().find(|(d, _)| d == domain) {
-            seen.notify_one();
-        }
+        // onebox: the name whose token it is has its validation seen.
+        challenge.seen.notify_one();
+        Some(key_auth.clone())
     }
 }
 
@@ -108,13 +113,13 @@ impl ResolvesServerCert for ResolvesServerCertAcme {
                 }
                 Some(domain) => {
                     let inner = self.inner.lock().unwrap();
-                    let cert = inner.challenge_data.iter().find_map(|(_, data)| match data {
-                        ChallengeData::TlsAlpn01 { sni, cert } if sni == domain => Some(cert.clone()),
-                        _ => None,
-                    })?;
+                    let challenge = inner.challenges.iter().find(|c| c.domain == domain)?;
+                    let ChallengeData::TlsAlpn01 { cert } = &challenge.data else {
+                        return None;
+                    };
                     // onebox: the name's validation seen.
-                    Self::saw_validation(&inner, domain);
-                    Some(cert)
+                    challenge.seen.notify_one();
+                    Some(cert.clone())
                 }
             }
         } else {

@@ -109,3 +109,55 @@ fn its_programs_run_without_transparent_huge_pages() {
         "onebox-dns may get transparent huge pages:\n{status}"
     );
 }
+
+/// Started as onebox-edge, the binary on an AMD processor serves with glibc's `rep movsb` and
+/// `rep stosb` thresholds beyond any size, as the edge itself does (`onebox_edge::memcpy`: it
+/// starts itself again in place with them, its name and so the program kept, and says so in
+/// its log).
+#[test]
+fn started_as_the_edge_it_copies_as_the_edge() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = onebox_testkit::free_port;
+    let (http, https, metrics) = (port(), port(), port());
+    let site = dir.path().join("site.toml");
+    std::fs::write(
+        &site,
+        format!(
+            "[site]\ndomain = \"example.test\"\n\n[edge]\nhttp_listen = \"127.0.0.1:{http}\"\nhttps_listen = \"127.0.0.1:{https}\"\nmetrics_listen = \"127.0.0.1:{metrics}\"\nweb_root = \"{}\"\nstate_dir = \"{}\"\nthreads = 1\n\n[edge.upstream]\nservers = [\"127.0.0.1:{}\"]\n\n[edge.acme]\nca = \"off\"\n",
+            dir.path().display(),
+            dir.path().join("state").display(),
+            port()
+        ),
+    )
+    .expect("write");
+    let log = dir.path().join("edge.log");
+    let mut edge = Command::new(linked(dir.path(), "onebox-edge"))
+        .arg("--config")
+        .arg(&site)
+        .env_remove("GLIBC_TUNABLES")
+        .env_remove(onebox_edge::memcpy::STARTED_AGAIN)
+        .stderr(std::fs::File::create(&log).expect("log"))
+        .spawn()
+        .expect("start onebox-edge");
+    let listening = onebox_testkit::try_wait_until(
+        std::time::Duration::from_secs(20),
+        "onebox-edge to listen",
+        || std::net::TcpStream::connect(("127.0.0.1", http)).is_ok(),
+    );
+    let _ = edge.kill();
+    let _ = edge.wait();
+    let log = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(
+        listening.is_ok(),
+        "onebox-edge did not start; its log:\n{log}"
+    );
+    let said = format!(
+        "glibc copies with vector loops on this AMD processor, not rep movsb (GLIBC_TUNABLES={})",
+        onebox_edge::memcpy::TUNABLES
+    );
+    assert_eq!(
+        log.contains(&said),
+        onebox_edge::memcpy::amd_processor(),
+        "{said:?} in onebox-edge's log:\n{log}"
+    );
+}

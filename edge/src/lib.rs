@@ -10,7 +10,7 @@
 //! [`keepalive`] (HTTP/1 connections between requests), [`fast_path`] (plain HTTP/1.1 requests
 //! answered without a pingora session) and [`fast_proxy`] (the edge's own client for plain
 //! requests for the app: the fast path's, and HTTP/2's from the proxy's `request_filter`),
-//! [`metrics`], [`logging`].
+//! [`metrics`], [`logging`], [`memcpy`] (glibc's copies on AMD processors).
 
 pub mod acme;
 pub mod acme_account;
@@ -25,6 +25,7 @@ pub mod header_deadline;
 pub mod keepalive;
 pub mod limits;
 pub mod logging;
+pub mod memcpy;
 pub mod memory;
 pub mod metrics;
 pub mod page_cache;
@@ -76,6 +77,10 @@ pub fn main() -> std::process::ExitCode {
     // instead of 40 (`tests/connections.rs`). Before the first large allocation.
     let thp = rustix::thread::disable_transparent_huge_pages(true);
     let cli = Cli::parse();
+    // Before anything starts a thread, when serving: on an AMD processor this starts the edge
+    // again with glibc's copies tuned, and returns only if that failed (said below, once there
+    // is a log).
+    let retuned = cli.command.is_none().then(memcpy::prefer_vector_copies);
     // Before anything starts a thread: see `daemon`.
     let daemon = match (&cli.command, cli.daemon) {
         (None, true) => match daemon::fork() {
@@ -94,6 +99,17 @@ pub fn main() -> std::process::ExitCode {
         rustls::crypto::aws_lc_rs::default_provider(),
     );
     logging::init();
+    match retuned {
+        Some(Err(e)) => tracing::warn!(
+            "glibc keeps copying with rep movsb on this AMD processor (starting again with GLIBC_TUNABLES: {e}): large responses cost more CPU"
+        ),
+        Some(Ok(())) => {
+            if let Some(copies) = memcpy::in_effect() {
+                tracing::info!("{copies}");
+            }
+        }
+        None => {}
+    }
     if let Err(e) = thp {
         tracing::warn!(
             "transparent huge pages stay allowed for the edge (prctl PR_SET_THP_DISABLE: {e}): idle connections cost more memory"

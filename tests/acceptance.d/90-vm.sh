@@ -118,6 +118,24 @@ if [[ $target == vm ]]; then
   }
   check "first boot: the onebox binary read into the page cache beside cloud-init, nothing waiting for it" read_ahead
 
+  # On an AMD processor (the guest's CPUID vendor, AMD's or Hygon's as the edge counts them:
+  # TCG's qemu64 model says AuthenticAMD) the
+  # edge serves with glibc's copies tuned as glibc 2.40 tunes them there (no `rep movsb`:
+  # onebox_edge::memcpy, which starts the edge again in place with GLIBC_TUNABLES), and its
+  # journal says so; on another processor it says nothing of glibc.
+  edge_copies() {
+    local vendor said
+    vendor=$(vm_ssh grep -m1 vendor_id /proc/cpuinfo) || return 1
+    said=$(vm_ssh sudo journalctl -b -u onebox-edge --no-pager | grep 'glibc copies' || true)
+    printf '%s\n%s\n' "$vendor" "$said"
+    if [[ $vendor == *AuthenticAMD* || $vendor == *HygonGenuine* ]]; then
+      grep -q 'glibc copies with vector loops on this AMD processor, not rep movsb' <<<"$said"
+    else
+      [[ -z $said ]]
+    fi
+  }
+  check "the edge copies with glibc's vector loops on an AMD processor (its journal says so)" edge_copies
+
   # The seed's network configuration (image/boot: DHCP on the first NIC, a static address on the
   # relay's wire) is what networkd applies to both NICs, not the image's DHCP fallback
   # (80-dhcp.network). The NICs are there before cloud-init's local stage runs because virtio_net

@@ -40,15 +40,21 @@ struct AcmeSite {
 impl AcmeSite {
     fn new(challenge: &str) -> AcmeSite {
         let ports = Ports::new();
-        let http = ports.http;
-        AcmeSite::validated_at(ports, http, challenge)
+        let (http, https) = (ports.http, ports.https);
+        AcmeSite::validated_at(ports, http, https, challenge)
     }
 
-    /// The same, with pebble's HTTP-01 validations sent to `validation_http` (the edge's HTTP
-    /// port, or something in front of it).
-    fn validated_at(ports: Ports, validation_http: u16, challenge: &str) -> AcmeSite {
+    /// The same, with pebble's HTTP-01 validations sent to `validation_http` and its
+    /// TLS-ALPN-01 validations to `validation_tls` (the edge's ports, or something in front of
+    /// them).
+    fn validated_at(
+        ports: Ports,
+        validation_http: u16,
+        validation_tls: u16,
+        challenge: &str,
+    ) -> AcmeSite {
         let upstream = Upstream::start();
-        let pebble = Pebble::start(validation_http, ports.https);
+        let pebble = Pebble::start(validation_http, validation_tls);
         let site = Site::new(ports, upstream.port, "");
         std::fs::write(site.www().join("hello.txt"), "hello\n").unwrap();
         site.append(&pebble.acme_toml(challenge));
@@ -225,22 +231,53 @@ fn a_slow_validation_is_polled_not_asked_for_again() {
 #[test]
 fn the_names_of_an_order_are_validated_at_once() {
     let ports = Ports::new();
-    let gate = ValidationGate::start(ports.http, 2, Duration::ZERO);
-    first_order_issues(AcmeSite::validated_at(ports, gate.port, "http-01"), |_| {});
-    assert_eq!(gate.tokens(), 2, "one order, two names");
+    let gate = ValidationGate::start(Validation::Http01, ports.http, 2, Duration::ZERO);
+    let https = ports.https;
+    first_order_issues(
+        AcmeSite::validated_at(ports, gate.port, https, "http-01"),
+        |_| {},
+    );
+    assert_eq!(gate.names(), 2, "one order, two names");
 }
 
 /// An authorization is looked at once the edge has answered its validation (RFC 8555 §7.5.1:
 /// a client that can tell when the CA validated polls then), not only when the schedule of
 /// looks (250 ms, 500 ms, 1 s, 2 s, 4 s ... after the challenge) comes to it. A
-/// [`ValidationGate`] holds pebble's validations for 4 s: the schedule's looks at 0.25-3.75 s
-/// find both authorizations pending and its next is at 7.75 s; each is found valid by the
-/// look that follows its validation. Before, by the 7.75 s look.
+/// [`ValidationGate`] holds pebble's HTTP-01 validations for 4 s: the schedule's looks at
+/// 0.25-3.75 s find both authorizations pending and its next is at 7.75 s; each is found valid
+/// by the look that follows its validation. Before, by the 7.75 s look.
 #[test]
 fn an_authorization_is_looked_at_once_its_validation_came() {
     let ports = Ports::new();
-    let gate = ValidationGate::start(ports.http, 2, Duration::from_secs(4));
-    let log = first_order_issues(AcmeSite::validated_at(ports, gate.port, "http-01"), |_| {});
+    let gate = ValidationGate::start(Validation::Http01, ports.http, 2, Duration::from_secs(4));
+    let https = ports.https;
+    let acme = AcmeSite::validated_at(ports, gate.port, https, "http-01");
+    looked_at_after_validation(first_order_issues(acme, |_| {}));
+}
+
+/// The same for TLS-ALPN-01, where the validation is a TLS handshake with `acme-tls/1` that the
+/// edge's certificate resolver answers: the gate holds pebble's handshakes (told apart by their
+/// SNI) for 4 s, and each authorization is found valid by the look that follows its
+/// validation. Before, by the 7.75 s look.
+#[test]
+fn an_authorization_is_looked_at_once_its_tls_alpn_validation_came() {
+    let ports = Ports::new();
+    let gate = ValidationGate::start(
+        Validation::TlsAlpn01,
+        ports.https,
+        2,
+        Duration::from_secs(4),
+    );
+    let http = ports.http;
+    let acme = AcmeSite::validated_at(ports, http, gate.port, "tls-alpn-01");
+    let log = first_order_issues(acme, |_| {});
+    assert_eq!(gate.names(), 2, "one order, two names");
+    looked_at_after_validation(log);
+}
+
+/// Asserts that the edge's `log` says each of the site's two authorizations was found valid by
+/// the look that followed its validation.
+fn looked_at_after_validation(log: String) {
     for name in ["foobar.com", "www.foobar.com"] {
         let found =
             format!("authorization for {name} valid (found by a look after its validation)");
@@ -248,9 +285,70 @@ fn an_authorization_is_looked_at_once_its_validation_came() {
     }
 }
 
-/// Between pebble's HTTP-01 validations and the edge's HTTP port: holds every validation
-/// request until requests for `names` different challenge tokens have come and `hold` has
-/// passed since the first, then forwards them all, and every later one, to the edge.
+/// What a [`ValidationGate`] stands in front of, and how it tells the names apart.
+#[derive(Clone, Copy)]
+enum Validation {
+    /// The edge's HTTP port: a validation is a request for its challenge's token.
+    Http01,
+    /// The edge's HTTPS port: a validation is a TLS handshake whose ClientHello names (SNI)
+    /// the name being validated.
+    TlsAlpn01,
+}
+
+impl Validation {
+    /// Whether `head` (what was read of a validation connection) is whole: an HTTP request's
+    /// head, or the TLS record carrying the ClientHello.
+    fn complete(self, head: &[u8]) -> bool {
+        match self {
+            Validation::Http01 => head.windows(4).any(|w| w == b"\r\n\r\n"),
+            Validation::TlsAlpn01 => {
+                head.len() >= 5
+                    && head.len() >= 5 + usize::from(u16::from_be_bytes([head[3], head[4]]))
+            }
+        }
+    }
+
+    /// What `head` validates: the challenge token, or the name in the ClientHello's SNI.
+    fn name(self, head: &[u8]) -> Option<String> {
+        match self {
+            Validation::Http01 => String::from_utf8_lossy(head)
+                .split_whitespace()
+                .nth(1)
+                .and_then(|path| path.strip_prefix("/.well-known/acme-challenge/"))
+                .map(str::to_owned),
+            Validation::TlsAlpn01 => client_hello_sni(head),
+        }
+    }
+}
+
+/// The host name of the server_name extension of the ClientHello in the TLS record `record`
+/// (RFC 8446 §4.1.2, RFC 6066 §3), if there is one.
+fn client_hello_sni(record: &[u8]) -> Option<String> {
+    // record header (5), handshake type and length (4), version (2), random (32)
+    let mut at = 5 + 4 + 2 + 32;
+    let byte = |at: usize| record.get(at).copied().map(usize::from);
+    let u16_at = |at: usize| Some(byte(at)? << 8 | byte(at + 1)?);
+    at += 1 + byte(at)?; // session id
+    at += 2 + u16_at(at)?; // cipher suites
+    at += 1 + byte(at)?; // compression methods
+    let end = at + 2 + u16_at(at)?;
+    at += 2;
+    while at + 4 <= end {
+        let (kind, len) = (u16_at(at)?, u16_at(at + 2)?);
+        if kind == 0 {
+            // server_name list (2), name type (1: host_name = 0), name length (2), name
+            let name_len = u16_at(at + 4 + 3)?;
+            let name = record.get(at + 4 + 5..at + 4 + 5 + name_len)?;
+            return String::from_utf8(name.to_vec()).ok();
+        }
+        at += 4 + len;
+    }
+    None
+}
+
+/// Between pebble's validations and the edge's port: holds every validation until validations
+/// for `names` different names (challenge tokens, or SNI names) have come and `hold` has passed
+/// since the first, then forwards them all, and every later one, to the edge.
 struct ValidationGate {
     port: u16,
     state: Arc<(Mutex<GateState>, Condvar)>,
@@ -258,14 +356,14 @@ struct ValidationGate {
 
 #[derive(Default)]
 struct GateState {
-    tokens: HashSet<String>,
+    names: HashSet<String>,
     first: Option<std::time::Instant>,
     open: bool,
     closed: bool,
 }
 
 impl ValidationGate {
-    fn start(edge_http: u16, names: usize, hold: Duration) -> ValidationGate {
+    fn start(kind: Validation, edge_port: u16, names: usize, hold: Duration) -> ValidationGate {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
         let state = Arc::new((Mutex::new(GateState::default()), Condvar::new()));
@@ -277,46 +375,44 @@ impl ValidationGate {
                 if state.0.lock().unwrap().closed {
                     return;
                 }
-                std::thread::spawn(move || Self::pass(conn, edge_http, names, hold, &state));
+                std::thread::spawn(move || Self::pass(kind, conn, edge_port, names, hold, &state));
             }
         });
         ValidationGate { port, state }
     }
 
-    /// One validation: its request read, held until the gate opens, then relayed.
+    /// One validation: its request (or ClientHello) read, held until the gate opens, then
+    /// relayed.
     fn pass(
+        kind: Validation,
         mut from: TcpStream,
-        edge_http: u16,
+        edge_port: u16,
         names: usize,
         hold: Duration,
         state: &(Mutex<GateState>, Condvar),
     ) {
         let mut head = Vec::new();
         let mut buf = [0u8; 1024];
-        while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < 16 * 1024 {
+        while !kind.complete(&head) && head.len() < 16 * 1024 {
             match from.read(&mut buf) {
                 Ok(0) | Err(_) => return,
                 Ok(n) => head.extend_from_slice(&buf[..n]),
             }
         }
-        let token = String::from_utf8_lossy(&head)
-            .split_whitespace()
-            .nth(1)
-            .and_then(|path| path.strip_prefix("/.well-known/acme-challenge/"))
-            .map(str::to_owned);
+        let name = kind.name(&head);
         {
             let (lock, opened) = state;
             let mut gate = lock.lock().unwrap();
-            if let Some(token) = token {
-                gate.tokens.insert(token);
+            if let Some(name) = name {
+                gate.names.insert(name);
             }
             let first = *gate.first.get_or_insert_with(std::time::Instant::now);
             while !gate.open && !gate.closed {
                 let held = first.elapsed();
-                if gate.tokens.len() >= names && held >= hold {
+                if gate.names.len() >= names && held >= hold {
                     gate.open = true;
                     opened.notify_all();
-                } else if gate.tokens.len() >= names {
+                } else if gate.names.len() >= names {
                     gate = opened.wait_timeout(gate, hold - held).unwrap().0;
                 } else {
                     gate = opened.wait(gate).unwrap();
@@ -326,12 +422,12 @@ impl ValidationGate {
                 return;
             }
         }
-        relay(from, edge_http, &head);
+        relay(from, edge_port, &head);
     }
 
-    /// How many different challenge tokens came through.
-    fn tokens(&self) -> usize {
-        self.state.0.lock().unwrap().tokens.len()
+    /// How many different names (challenge tokens, SNI names) were validated through it.
+    fn names(&self) -> usize {
+        self.state.0.lock().unwrap().names.len()
     }
 }
 

@@ -78,7 +78,7 @@ fn redirect_code(site: &Site) -> String {
 #[test]
 fn the_launcher_exits_once_the_daemon_has_written_its_pid_file() {
     let upstream = Upstream::start();
-    let site = Site::new(Ports::new(), upstream.port, "");
+    let site = Site::new(Ports::new(), upstream.port, "\n[edge.acme]\nca = \"off\"\n");
     let mut previous = None;
     for round in 0..3 {
         let mut launcher = launcher(&site, &[], &format!("daemon{round}.log"));
@@ -116,7 +116,7 @@ fn the_launcher_exits_once_the_daemon_has_written_its_pid_file() {
 #[test]
 fn a_daemon_that_fails_before_it_is_ready_fails_its_launcher_with_its_status() {
     let upstream = Upstream::start();
-    let site = Site::new(Ports::new(), upstream.port, "");
+    let site = Site::new(Ports::new(), upstream.port, "\n[edge.acme]\nca = \"off\"\n");
     let _taken = TcpListener::bind(("127.0.0.1", site.ports.https)).unwrap();
     let mut launcher = launcher(&site, &[], "daemon.log");
     let status = exit_of(&mut launcher);
@@ -138,7 +138,7 @@ fn a_daemonized_upgrade_hands_the_sockets_over_as_edge_reload_does() {
     let site = Site::new(
         Ports::new(),
         upstream.port,
-        "\n[edge.upgrade]\ngrace_period_secs = 1\nshutdown_timeout_secs = 5\n",
+        "\n[edge.upgrade]\ngrace_period_secs = 1\nshutdown_timeout_secs = 5\n\n[edge.acme]\nca = \"off\"\n",
     );
     let mut first = launcher(&site, &[], "old.log");
     assert!(exit_of(&mut first).success(), "{}", first.log_text());

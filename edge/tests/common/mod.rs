@@ -271,15 +271,24 @@ impl Drop for Upstream {
     }
 }
 
+/// The longest request head [`read_request`] reads.
+pub const MAX_REQUEST_HEAD: usize = 64 * 1024;
+/// The longest request (head and body) [`read_request`] reads.
+pub const MAX_REQUEST: usize = 64 * 1024 * 1024;
+
 /// Reads one HTTP/1.1 request from `conn` (the head, then a Content-Length or chunked body),
 /// removes it from `buf` (bytes already read beyond it stay for the next request) and returns
-/// its head; `None` when the connection ends first.
+/// its head; `None` when the connection ends first, or when the head passes
+/// [`MAX_REQUEST_HEAD`] or the request [`MAX_REQUEST`] bytes (the test upstreams' bound).
 pub fn read_request(conn: &mut TcpStream, buf: &mut Vec<u8>) -> Option<String> {
     let mut chunk = [0u8; 4096];
     // The head, then the body (per Content-Length, or to its last chunk).
     let head_end = loop {
         if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
             break i + 4;
+        }
+        if buf.len() > MAX_REQUEST_HEAD {
+            return None;
         }
         match conn.read(&mut chunk) {
             Ok(0) | Err(_) => return None,
@@ -307,6 +316,9 @@ pub fn read_request(conn: &mut TcpStream, buf: &mut Vec<u8>) -> Option<String> {
         };
         if let Some(end) = end {
             break end;
+        }
+        if buf.len() > MAX_REQUEST {
+            return None;
         }
         match conn.read(&mut chunk) {
             Ok(0) | Err(_) => return None,

@@ -415,11 +415,14 @@ impl BackgroundService for AcmeService {
         let Some(mut state) = self.state.lock().ok().and_then(|mut s| s.take()) else {
             return;
         };
+        // Orders in a row that found no network to the CA, and when that was last said.
+        let (mut no_network, mut said_at) = (0u32, None::<std::time::Instant>);
         loop {
             tokio::select! {
                 _ = shutdown.changed() => return,
                 event = state.next() => match event {
                     Some(Ok(ok)) => {
+                        (no_network, said_at) = (0, None);
                         tracing::info!("ACME: {ok:?}");
                         // A certificate is served, so the account exists: record its URL for
                         // the CAA record once per directory.
@@ -427,6 +430,9 @@ impl BackgroundService for AcmeService {
                             ok,
                             EventOk::DeployedNewCert | EventOk::DeployedCachedCert
                         );
+                        if deployed {
+                            self.metrics.acme_ordered();
+                        }
                         if deployed && !self.account.recorded() {
                             tokio::spawn(self.account.clone().record());
                         }
@@ -437,8 +443,34 @@ impl BackgroundService for AcmeService {
                             self.served.serve_self_signed();
                         }
                         let text = err.to_string();
-                        tracing::warn!("ACME error (retried with exponential backoff): {text}");
-                        self.metrics.acme_failed(&text);
+                        // Exponential backoff, or soon while the machine has no network to the
+                        // CA (a first boot before DHCP, an outage: rustls-acme §8), which is
+                        // said at the first such try and once a minute after.
+                        let again = match &err {
+                            EventError::Order(_) => state.retry_in(),
+                            _ => None,
+                        };
+                        if matches!(&err, EventError::Order(o) if o.no_network()) {
+                            no_network += 1;
+                            let now = std::time::Instant::now();
+                            if said_at.is_none_or(|at| now.duration_since(at).as_secs() >= 60) {
+                                said_at = Some(now);
+                                let s = again.unwrap_or_default().as_secs_f64();
+                                tracing::warn!(
+                                    "ACME error (try {no_network} without a network to the CA; trying again in {s} s): {text}"
+                                );
+                            }
+                        } else {
+                            (no_network, said_at) = (0, None);
+                            match again {
+                                Some(wait) => tracing::warn!(
+                                    "ACME error (trying again in {} s): {text}",
+                                    wait.as_secs_f64()
+                                ),
+                                None => tracing::warn!("ACME error: {text}"),
+                            }
+                        }
+                        self.metrics.acme_failed(&text, again);
                     }
                     None => return,
                 },

@@ -85,6 +85,8 @@ pub struct Metrics {
     pub acme_errors: Counter,
     /// Time of the last ACME failure (Unix seconds), 0 if none.
     acme_last_error_time: Gauge,
+    /// The wait after the last ACME failure before the next try (seconds), 0 once one succeeded.
+    acme_retry_in: Gauge<f64, std::sync::atomic::AtomicU64>,
     /// Text of the last ACME failure, empty if none.
     acme_last_error: Arc<Mutex<String>>,
     /// Client connections open now (HTTP and HTTPS listeners).
@@ -131,6 +133,7 @@ impl Default for Metrics {
             renewals: Counter::default(),
             acme_errors: Counter::default(),
             acme_last_error_time: Gauge::default(),
+            acme_retry_in: Gauge::default(),
             acme_last_error: Arc::default(),
             connections_open: Gauge::default(),
             connections_refused,
@@ -160,10 +163,18 @@ impl Metrics {
         .inc();
     }
 
-    /// Records an ACME failure.
-    pub fn acme_failed(&self, message: &str) {
+    /// Records a certificate served from an order or the cache: no try is pending.
+    pub fn acme_ordered(&self) {
+        self.acme_retry_in.set(0.0);
+    }
+
+    /// Records an ACME failure; an order's says when the next try comes.
+    pub fn acme_failed(&self, message: &str, retry_in: Option<std::time::Duration>) {
         self.acme_errors.inc();
         self.acme_last_error_time.set(unix_now());
+        if let Some(wait) = retry_in {
+            self.acme_retry_in.set(wait.as_secs_f64());
+        }
         if let Ok(mut last) = self.acme_last_error.lock() {
             // A label value: one line, bounded.
             *last = message
@@ -264,13 +275,18 @@ impl Metrics {
         );
         r.register(
             "acme_errors",
-            "ACME failures (each is retried with exponential backoff)",
+            "ACME failures (each is retried: exponential backoff, every second while there is no network to the CA)",
             self.acme_errors.clone(),
         );
         r.register(
             "acme_last_error_timestamp_seconds",
             "Time of the last ACME failure (0: none)",
             self.acme_last_error_time.clone(),
+        );
+        r.register(
+            "acme_retry_in_seconds",
+            "The wait after the last ACME failure before the next try (0 once an order succeeded)",
+            self.acme_retry_in.clone(),
         );
         r.register(
             "connections",

@@ -592,6 +592,125 @@ fn ca_down_keeps_serving_self_signed_and_retries_with_backoff() {
     assert_eq!(String::from_utf8_lossy(&out.stdout), "200");
 }
 
+/// The variable that tells [`in_a_namespace_without_a_route_to_the_ca`] the namespace it runs in.
+const ACME_NETNS: &str = "ONEBOX_TEST_ACME_NETNS";
+
+/// A first boot's edge starts before DHCP has given the machine its address: its orders find no
+/// route to the CA, and are tried again four times a second (rustls-acme's PATCHES.md §8), not on
+/// the doubling backoff that a CA which answers (or is down: `ca_down_...` above) gets, so the
+/// certificate follows the network within a quarter second. The edge runs in a network namespace
+/// this test makes (root only: the tests run as root) with its loopback up and no route to
+/// 127.0.0.2, its CA's address: the test binary runs the test below in it, whose spawner thread,
+/// and so every program it starts, is in it. Nothing could leave the machine even outside it
+/// (127.0.0.2 is this machine's, where nothing listens).
+#[test]
+fn without_a_network_to_the_ca_an_order_is_tried_four_times_a_second() {
+    let ns = format!("onebox-test-acme-{}", std::process::id());
+    let ip = |args: &[&str]| {
+        let st = std::process::Command::new("ip").args(args).status();
+        assert!(matches!(st, Ok(s) if s.success()), "ip {args:?}: {st:?}");
+    };
+    struct Gone(String);
+    impl Drop for Gone {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("ip")
+                .args(["netns", "del", &self.0])
+                .status();
+        }
+    }
+    ip(&["netns", "add", &ns]);
+    let _gone = Gone(ns.clone());
+    ip(&["-n", &ns, "link", "set", "lo", "up"]);
+    ip(&[
+        "-n",
+        &ns,
+        "route",
+        "add",
+        "unreachable",
+        "127.0.0.2/32",
+        "table",
+        "local",
+    ]);
+    let out = std::process::Command::new("ip")
+        .args(["netns", "exec", &ns])
+        .arg(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "in_a_namespace_without_a_route_to_the_ca",
+            "--ignored",
+            "--nocapture",
+        ])
+        .env(
+            ACME_NETNS,
+            format!(
+                "{ns}:{}",
+                std::fs::read_link("/proc/thread-self/ns/net")
+                    .unwrap()
+                    .to_string_lossy()
+            ),
+        )
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success() && text.contains("test result: ok. 1 passed"),
+        "{text}"
+    );
+}
+
+/// The body of the test above, in its namespace (never outside one: it checks).
+#[test]
+#[ignore = "run by without_a_network_to_the_ca_an_order_is_tried_four_times_a_second, in a network namespace"]
+fn in_a_namespace_without_a_route_to_the_ca() {
+    // ONEBOX_TEST_ACME_NETNS=name:the outer test's network namespace (`net:[inode]`).
+    let given = std::env::var(ACME_NETNS).expect("run by the test above, which sets it");
+    let (ns, outer) = given.split_once(':').expect("name:namespace");
+    let own = std::fs::read_link("/proc/thread-self/ns/net").unwrap();
+    assert_ne!(
+        own.to_string_lossy(),
+        outer,
+        "not in a network namespace of its own ({ns})"
+    );
+    let upstream = Upstream::start();
+    let site = Site::new(
+        Ports::new(),
+        upstream.port,
+        "\n[edge.acme]\nca = \"custom\"\ndirectory_url = \"https://127.0.0.2:14000/dir\"\nemail = \"admin@foobar.com\"\n",
+    );
+    let edge = site.start_edge("edge.log");
+    // Four failed orders: 0.75 s on this schedule, 7 s on the backoff (1, 2, 4 s).
+    wait_until(30, "four failed orders", || {
+        metric(&site.metrics(), "onebox_edge_acme_errors_total") >= 4.0
+    });
+    let log = edge.log_text();
+    let said: Vec<&str> = log.lines().filter(|l| l.contains("ACME error")).collect();
+    assert!(
+        said.first().is_some_and(|l| l.contains(
+            "(try 1 without a network to the CA; trying again in 0.25 s): order: acme error: http request error: no network to the CA yet"
+        )),
+        "{log}"
+    );
+    // Said once a minute, not at every try; each try waited a quarter second (on the backoff the
+    // fourth would wait 8 s).
+    assert_eq!(said.len(), 1, "{log}");
+    let m = site.metrics();
+    assert_eq!(metric(&m, "onebox_edge_acme_retry_in_seconds"), 0.25, "{m}");
+    // HTTPS is served meanwhile, with the self-signed stand-in.
+    let out = site.curl(&[
+        "-k",
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_code}",
+        &site.https("/"),
+    ]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "200");
+}
+
 /// The leaf certificate a client gets for www.foobar.com.
 #[derive(Debug, Clone, PartialEq)]
 struct Leaf {

@@ -95,7 +95,14 @@ pub(crate) async fn https(
     let request = request?;
     let client = client_for(client_config);
     let exchange = async {
-        let response = client.request(request).await.map_err(|e| HttpsRequestError::Http(e.into()))?;
+        let response = client.request(request).await.map_err(|e| {
+            // onebox (PATCHES.md §8): no network yet, told apart from the CA's own failures.
+            if e.is_connect() && no_network(&e) {
+                HttpsRequestError::NoNetwork(error_chain(&e))
+            } else {
+                HttpsRequestError::Http(e.into())
+            }
+        })?;
         let (parts, body) = response.into_parts();
         let body = Limited::new(body, MAX_BODY_BYTES)
             .collect()
@@ -141,10 +148,93 @@ pub enum HttpsRequestError {
     /// onebox: the CA's answer was larger than any an ACME exchange needs.
     #[error("the CA's answer is over {limit} bytes")]
     TooLarge { limit: usize },
+    /// onebox (PATCHES.md §8): this machine has no network to the CA yet — no route to its
+    /// address, or no answer for its name from a resolver — so the request never left it.
+    #[error("no network to the CA yet: {0}")]
+    NoNetwork(String),
+}
+
+/// onebox: whether a connection that could not be made failed on this machine's own network: no
+/// route (`ENETUNREACH`, `EHOSTUNREACH`), no source address (`EADDRNOTAVAIL`), or the CA's name
+/// not resolved (hyper-util's "dns error": no resolver answering yet). A refused or timed-out
+/// connection reached the CA's side: the CA is down, not the machine's network.
+fn no_network(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cause = Some(e);
+    while let Some(err) = cause {
+        if let Some(io) = err.downcast_ref::<io::Error>() {
+            if matches!(
+                io.kind(),
+                io::ErrorKind::NetworkUnreachable | io::ErrorKind::HostUnreachable | io::ErrorKind::AddrNotAvailable
+            ) {
+                return true;
+            }
+        }
+        if err.to_string() == "dns error" {
+            return true;
+        }
+        cause = err.source();
+    }
+    false
+}
+
+/// onebox: an error and its causes, `: `-separated (hyper-util's own says only "client error (Connect)").
+fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(err) = cause {
+        text.push_str(": ");
+        text.push_str(&err.to_string());
+        cause = err.source();
+    }
+    text
 }
 
 impl From<http::Error> for HttpsRequestError {
     fn from(e: http::Error) -> Self {
         Self::Http(e.into())
+    }
+}
+
+/// onebox (PATCHES.md §8): a machine without a network is told from a CA that is down, on the
+/// errors hyper-util really gives. (With a crypto provider: as the workspace builds it.)
+#[cfg(all(test, any(feature = "ring", feature = "aws-lc-rs")))]
+mod onebox_tests {
+    use super::*;
+
+    /// In a network namespace of this thread's own (root only: the tests run as root), whose
+    /// loopback is down: no route anywhere, and no resolver answers (glibc's `dns` sends its
+    /// query nowhere), so nothing leaves the machine. Then, loopback up, a port nobody listens
+    /// on refuses: a CA that is down.
+    #[test]
+    fn no_network_is_told_from_a_ca_that_is_down() {
+        // SAFETY: a new network namespace for this thread only; it shares no file table.
+        #[allow(unsafe_code)] // One unshare(CLONE_NEWNET) of this thread.
+        unsafe { rustix::thread::unshare_unsafe(rustix::thread::UnshareFlags::NEWNET) }.expect("unshare(CLONE_NEWNET): the tests run as root");
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+        // No connection gets as far as TLS: no roots needed.
+        let config = Arc::new(
+            ClientConfig::builder_with_provider(crate::crypto_provider().into())
+                .with_safe_default_protocol_versions()
+                .expect("protocol versions")
+                .with_root_certificates(futures_rustls::rustls::RootCertStore::empty())
+                .with_no_client_auth(),
+        );
+        let get = |url: &'static str| rt.block_on(https(&config, url, Method::GET, None));
+
+        match get("https://127.0.0.1:14000/dir") {
+            Err(HttpsRequestError::NoNetwork(text)) => assert!(text.contains("unreachable"), "{}", text),
+            other => panic!("no route: {:?}", other),
+        }
+        match get("https://ca.onebox.invalid:14000/dir") {
+            Err(HttpsRequestError::NoNetwork(text)) => assert!(text.contains("dns error"), "{}", text),
+            other => panic!("no resolver: {:?}", other),
+        }
+
+        let up = std::process::Command::new("ip").args(["link", "set", "lo", "up"]).status();
+        assert!(matches!(up, Ok(s) if s.success()), "ip link set lo up: {:?}", up);
+        match get("https://127.0.0.1:14000/dir") {
+            Err(HttpsRequestError::Http(e)) => assert!(error_chain(&*e).contains("refused"), "{:?}", e),
+            other => panic!("refused: {:?}", other),
+        }
     }
 }

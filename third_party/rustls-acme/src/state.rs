@@ -1,5 +1,6 @@
 use crate::acceptor::AcmeAcceptor;
 use crate::acme::{Account, AcmeError, Auth, AuthStatus, Directory, Identifier, Order, OrderStatus, ACME_TLS_ALPN_NAME};
+use crate::https_helper::HttpsRequestError;
 use crate::{any_ecdsa_type, crypto_provider, AcmeConfig, Incoming, ResolvesServerCertAcme, UseChallenge};
 use async_io::Timer;
 use chrono::{DateTime, TimeZone, Utc};
@@ -52,6 +53,21 @@ const SEEN_POLLS: u32 = 8;
 /// onebox: looks at a processing order (the published crate: 10, from 1 s).
 const PROCESSING_POLLS: u32 = 12;
 
+/// onebox (PATCHES.md §8): the wait after an order that failed because this machine had no
+/// network to the CA (no route, no resolver: its request never left the machine, and failed at
+/// once): a quarter second for the first minute of such failures in a row, then 5 s, however long
+/// it lasts. The doubling backoff protects the CA from requests that reach it; these do not, and
+/// on it a first boot's edge, started before DHCP had given the machine an address, waited up
+/// to twice as long as the network had, and after an hour without a network the certificate's
+/// renewal waited another hour.
+fn no_network_wait(failures_in_a_row: u32) -> Duration {
+    if failures_in_a_row <= 240 {
+        Duration::from_millis(250)
+    } else {
+        Duration::from_secs(5)
+    }
+}
+
 #[allow(clippy::type_complexity)]
 pub struct AcmeState<EC: Debug = Infallible, EA: Debug = EC> {
     config: Arc<AcmeConfig<EC, EA>>,
@@ -64,6 +80,11 @@ pub struct AcmeState<EC: Debug = Infallible, EA: Debug = EC> {
     order: Option<Pin<Box<dyn Future<Output = Result<Vec<u8>, OrderError>> + Send>>>,
     backoff_cnt: usize,
     wait: Option<Timer>,
+    /// onebox: orders in a row that failed for want of a network (§8); the backoff's count is
+    /// left as it was.
+    no_network_cnt: u32,
+    /// onebox: the wait after the order that failed last.
+    retry_in: Option<Duration>,
 }
 
 impl<EC: 'static + Debug, EA: 'static + Debug> fmt::Debug for AcmeState<EC, EA> {
@@ -114,6 +135,14 @@ pub enum OrderError {
     TooManyAttemptsAuth(String),
     #[error("order status stayed on processing too long")]
     ProcessingTimeout(Order),
+}
+
+impl OrderError {
+    /// onebox (§8): the order failed because this machine had no network to the CA: its
+    /// request never left the machine.
+    pub fn no_network(&self) -> bool {
+        matches!(self, OrderError::Acme(AcmeError::HttpRequest(HttpsRequestError::NoNetwork(_))))
+    }
 }
 
 #[derive(Error, Debug)]
@@ -173,6 +202,11 @@ impl<EC: 'static + Debug, EA: 'static + Debug> AcmeState<EC, EA> {
         crate::tower::TowerHttp01ChallengeService(self.resolver.clone())
     }
 
+    /// onebox: the wait before the next order, after the order that failed last (§8); `None`
+    /// once an order has succeeded.
+    pub fn retry_in(&self) -> Option<Duration> {
+        self.retry_in
+    }
     pub fn resolver(&self) -> Arc<ResolvesServerCertAcme> {
         self.resolver.clone()
     }
@@ -226,6 +260,8 @@ impl<EC: 'static + Debug, EA: 'static + Debug> AcmeState<EC, EA> {
             order: None,
             backoff_cnt: 0,
             wait: None,
+            no_network_cnt: 0,
+            retry_in: None,
         }
     }
     fn parse_cert(pem: &[u8]) -> Result<(CertifiedKey, [DateTime<Utc>; 2]), CertParseError> {
@@ -461,12 +497,23 @@ impl<EC: 'static + Debug, EA: 'static + Debug> AcmeState<EC, EA> {
                 match result {
                     Ok(pem) => {
                         self.backoff_cnt = 0;
+                        self.no_network_cnt = 0;
+                        self.retry_in = None;
                         return Poll::Ready(Self::process_cert(self.get_mut(), pem, false));
                     }
                     Err(err) => {
                         // TODO: replace key on some errors or high backoff_cnt?
-                        self.wait = Some(Timer::after(Duration::from_secs(1 << self.backoff_cnt)));
-                        self.backoff_cnt = (self.backoff_cnt + 1).min(16);
+                        let wait = if err.no_network() {
+                            self.no_network_cnt = self.no_network_cnt.saturating_add(1);
+                            no_network_wait(self.no_network_cnt)
+                        } else {
+                            self.no_network_cnt = 0;
+                            let wait = Duration::from_secs(1 << self.backoff_cnt);
+                            self.backoff_cnt = (self.backoff_cnt + 1).min(16);
+                            wait
+                        };
+                        self.retry_in = Some(wait);
+                        self.wait = Some(Timer::after(wait));
                         return Poll::Ready(Err(EventError::Order(err)));
                     }
                 }
@@ -535,5 +582,14 @@ mod onebox_tests {
             let (a, b): (Duration, Duration) = (patched.iter().sum(), published.iter().sum());
             assert!(a >= b, "in all {:?}, published {:?}", a, b);
         }
+    }
+
+    /// §8: without a network, a quarter second for a minute of failures in a row, then 5 s.
+    #[test]
+    fn without_a_network_a_quarter_second_for_a_minute_then_five_seconds() {
+        assert_eq!(no_network_wait(1), Duration::from_millis(250));
+        assert_eq!(no_network_wait(240), Duration::from_millis(250));
+        assert_eq!(no_network_wait(241), Duration::from_secs(5));
+        assert_eq!(no_network_wait(u32::MAX), Duration::from_secs(5));
     }
 }

@@ -275,7 +275,7 @@ impl Metrics {
         );
         r.register(
             "acme_errors",
-            "ACME failures (each is retried: exponential backoff, every second while there is no network to the CA)",
+            "ACME failures (each is retried: exponential backoff; without a network to the CA, after 250 ms, after a minute every 5 s)",
             self.acme_errors.clone(),
         );
         r.register(

@@ -700,15 +700,7 @@ fn in_a_namespace_without_a_route_to_the_ca() {
     let m = site.metrics();
     assert_eq!(metric(&m, "onebox_edge_acme_retry_in_seconds"), 0.25, "{m}");
     // HTTPS is served meanwhile, with the self-signed stand-in.
-    let out = site.curl(&[
-        "-k",
-        "-o",
-        "/dev/null",
-        "-w",
-        "%{http_code}",
-        &site.https("/"),
-    ]);
-    assert_eq!(String::from_utf8_lossy(&out.stdout), "200");
+    assert_eq!(status_of(&site.curl(&["-k", "-i", &site.https("/")])), 200);
 }
 
 /// The leaf certificate a client gets for www.foobar.com.

@@ -415,14 +415,13 @@ impl BackgroundService for AcmeService {
         let Some(mut state) = self.state.lock().ok().and_then(|mut s| s.take()) else {
             return;
         };
-        // Orders in a row that found no network to the CA, and when that was last said.
-        let (mut no_network, mut said_at) = (0u32, None::<std::time::Instant>);
+        // When orders without a network to the CA were last said (rustls-acme counts them).
+        let mut said_at = None::<std::time::Instant>;
         loop {
             tokio::select! {
                 _ = shutdown.changed() => return,
                 event = state.next() => match event {
                     Some(Ok(ok)) => {
-                        (no_network, said_at) = (0, None);
                         tracing::info!("ACME: {ok:?}");
                         // A certificate is served, so the account exists: record its URL for
                         // the CAA record once per directory.
@@ -451,24 +450,22 @@ impl BackgroundService for AcmeService {
                             _ => None,
                         };
                         if matches!(&err, EventError::Order(o) if o.no_network()) {
-                            no_network += 1;
+                            let no_network = state.no_network_tries();
                             let now = std::time::Instant::now();
-                            if said_at.is_none_or(|at| now.duration_since(at).as_secs() >= 60) {
+                            if no_network == 1
+                                || said_at.is_none_or(|at| now.duration_since(at).as_secs() >= 60)
+                            {
                                 said_at = Some(now);
                                 let s = again.unwrap_or_default().as_secs_f64();
                                 tracing::warn!(
                                     "ACME error (try {no_network} without a network to the CA; trying again in {s} s): {text}"
                                 );
                             }
+                        } else if let Some(wait) = again {
+                            let s = wait.as_secs_f64();
+                            tracing::warn!("ACME error (trying again in {s} s): {text}");
                         } else {
-                            (no_network, said_at) = (0, None);
-                            match again {
-                                Some(wait) => tracing::warn!(
-                                    "ACME error (trying again in {} s): {text}",
-                                    wait.as_secs_f64()
-                                ),
-                                None => tracing::warn!("ACME error: {text}"),
-                            }
+                            tracing::warn!("ACME error: {text}");
                         }
                         self.metrics.acme_failed(&text, again);
                     }

@@ -208,6 +208,12 @@ impl<EC: 'static + Debug, EA: 'static + Debug> AcmeState<EC, EA> {
         self.retry_in
     }
 
+    /// onebox: orders in a row that failed for want of a network to the CA (§8), counting the
+    /// one that failed last; 0 once an order reached the CA or succeeded.
+    pub fn no_network_tries(&self) -> u32 {
+        self.no_network_cnt
+    }
+
     pub fn resolver(&self) -> Arc<ResolvesServerCertAcme> {
         self.resolver.clone()
     }

@@ -38,8 +38,9 @@ if [[ $target == vm ]]; then
 
   # --- first boot -------------------------------------------------------------------------------
   grew() { # the 2 GiB image booted on a 4 GiB disk (image/boot's overlay)
-    # onebox-growroot runs beside the boot at idle priority and nothing waits for it: on a loaded
-    # 2-CPU host (CI) the site serves before it is done. Wait for the unit to finish (bounded).
+    # onebox-growroot runs after the services have started, at idle priority, and nothing waits
+    # for it: on a loaded 2-CPU host (CI) the site serves before it is done. Wait for the unit to
+    # finish (bounded).
     local mib state
     if ! within 240 vm_ssh systemctl is-active -q onebox-growroot.service; then
       state=$(vm_ssh systemctl show -p ActiveState -p SubState -p Result onebox-growroot.service | paste -sd ' ')
@@ -98,6 +99,56 @@ if [[ $target == vm ]]; then
       { echo "onebox-provision After=: $after"; return 1; }
   }
   check "first boot: provisioned from cloud-init's local stage, not after cloud-init.service" provisioned_early
+
+  # cloud-init-local.service is not ordered after systemd-remount-fs.service, so that Python
+  # imports cloud-init while the root filesystem is checked; its command
+  # (/usr/local/lib/onebox/cloud-init-local) runs cloud-init only once / is writable. Checked: the
+  # unit's ordering, and that cloud-init's stage began after the remount (journal, monotonic).
+  local_stage_after_remount() {
+    local after journal remounted began
+    after=$(vm_ssh systemctl show -p After --value cloud-init-local.service) || return 1
+    journal=$(vm_ssh sudo journalctl -b -o short-monotonic --no-pager -u systemd-remount-fs.service \
+      -u cloud-init-local.service | grep -E "Started|Starting|Finished|onebox: /|running 'init-local'") || return 1
+    echo "$journal"
+    remounted=$(grep -m1 'Finished systemd-remount-fs.service' <<<"$journal" | tr -d '[]' | awk '{ print $1 }')
+    began=$(grep -m1 "running 'init-local'" <<<"$journal" | tr -d '[]' | awk '{ print $1 }')
+    ! grep -qw systemd-remount-fs.service <<<"$after" && [[ -n $remounted && -n $began ]] &&
+      awk -v r="$remounted" -v b="$began" 'BEGIN { exit !(b > r) }' ||
+      { echo "cloud-init-local After=: $after"; return 1; }
+  }
+  check "first boot: cloud-init's local stage starts beside the root filesystem's check, and runs once / is writable" local_stage_after_remount
+
+  # The wait itself, in a mount namespace of its own whose / is read-only: the command's
+  # wait_for_writable_root returns only once / has been remounted read-write (2 s after the
+  # function was called; a file handed between the two says when).
+  local_stage_waits() {
+    vm_ssh 'cat >/tmp/onebox-test-wait.py' <<'EOF' || return 1
+import importlib.machinery, importlib.util, time
+loader = importlib.machinery.SourceFileLoader("cil", "/usr/local/lib/onebox/cloud-init-local")
+m = importlib.util.module_from_spec(importlib.util.spec_from_loader("cil", loader))
+loader.exec_module(m)
+assert not m.root_writable(), "/ is writable before the wait"
+open("/run/onebox-test-ro", "w").close()
+t = time.monotonic()
+m.wait_for_writable_root()
+print("returned after %.1f s, / writable: %s" % (time.monotonic() - t, m.root_writable()))
+assert m.root_writable()
+EOF
+    vm_ssh 'sudo unshare -m --propagation private sh -c "rm -f /run/onebox-test-ro && mount -o remount,bind,ro / &&
+      { (while [ ! -e /run/onebox-test-ro ]; do sleep 0.1; done; sleep 2; mount -o remount,bind,rw /) &
+        python3 /tmp/onebox-test-wait.py; rc=\$?; wait; rm -f /run/onebox-test-ro; exit \$rc; }"'
+  }
+  once "cloud-init-local's command waits for a read-only / to be remounted read-write" local_stage_waits
+
+  # image/build marks /etc and /var as up to date with /usr (.updated): the ConditionNeedsUpdate=
+  # units (systemd-sysusers here, whose users image/build made) are skipped at first boot.
+  no_update_needed() {
+    local shown
+    shown=$(vm_ssh systemctl show -p ConditionResult -p ActiveState systemd-sysusers.service) || return 1
+    echo "systemd-sysusers.service: $(paste -sd ' ' <<<"$shown")"
+    grep -qx 'ConditionResult=no' <<<"$shown"
+  }
+  check "first boot: systemd-sysusers not run again (/etc/.updated from the image)" no_update_needed
 
   # The first boot reads the onebox binary (provisioning and the three services: hard links of it)
   # into the page cache beside cloud-init's local stage (onebox-readahead.service, pulled in by

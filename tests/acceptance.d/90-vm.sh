@@ -140,6 +140,20 @@ EOF
   }
   once "cloud-init-local's command waits for a read-only / to be remounted read-write" local_stage_waits
 
+  # The local stage's lighter work (the same command): cloud-init's YAML through LibYAML, and
+  # NoCloud's look for its seed from one `blkid -o export`, not a blkid run per label and type.
+  local_stage_lighter() {
+    local said log
+    said=$(vm_ssh sudo journalctl -b -o cat -u cloud-init-local.service | grep '^onebox: ') || true
+    log=$(vm_ssh sudo cat /var/log/cloud-init.log) || return 1
+    log=$(sed -n "/running 'init-local'/,/running 'init'/p" <<<"$log")
+    echo "$said"; grep -F "Running command ['blkid'" <<<"$log" | cut -c1-150
+    grep -qxF "onebox: cloud-init's YAML loads through LibYAML (yaml.CSafeLoader)" <<<"$said" &&
+      [[ $(grep -cF "Running command ['blkid', '-o', 'export']" <<<"$log") == 1 ]] &&
+      ! grep -qF "Running command ['blkid', '-t" <<<"$log"
+  }
+  check "first boot: cloud-init's local stage read its YAML with LibYAML and ran blkid once" local_stage_lighter
+
   # image/build marks /etc and /var as up to date with /usr (.updated): the ConditionNeedsUpdate=
   # units (systemd-sysusers here, whose users image/build made) are skipped at first boot.
   no_update_needed() {

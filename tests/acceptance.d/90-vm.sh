@@ -107,13 +107,15 @@ if [[ $target == vm ]]; then
   local_stage_after_remount() {
     local after journal remounted began
     after=$(vm_ssh systemctl show -p After --value cloud-init-local.service) || return 1
-    journal=$(vm_ssh sudo journalctl -b -o short-monotonic --no-pager -u systemd-remount-fs.service \
-      -u cloud-init-local.service | grep -E "Started|Starting|Finished|onebox: /|running 'init-local'") || return 1
-    echo "$journal"
-    remounted=$(grep -m1 'Finished systemd-remount-fs.service' <<<"$journal" | tr -d '[]' | awk '{ print $1 }')
+    # When the remount was done, from systemd (the journal's line for it may predate journald
+    # and then carries no unit); when cloud-init's stage began, from its own output.
+    remounted=$(vm_ssh systemctl show -p ActiveEnterTimestampMonotonic --value systemd-remount-fs.service) || return 1
+    journal=$(vm_ssh sudo journalctl -b -o short-monotonic --no-pager -u cloud-init-local.service |
+      grep -E "Started|Starting|Finished|onebox: /|running 'init-local'") || return 1
+    echo "systemd-remount-fs.service active at ${remounted} µs"; echo "$journal"
     began=$(grep -m1 "running 'init-local'" <<<"$journal" | tr -d '[]' | awk '{ print $1 }')
-    ! grep -qw systemd-remount-fs.service <<<"$after" && [[ -n $remounted && -n $began ]] &&
-      awk -v r="$remounted" -v b="$began" 'BEGIN { exit !(b > r) }' ||
+    ! grep -qw systemd-remount-fs.service <<<"$after" && [[ $remounted =~ ^[1-9][0-9]*$ && -n $began ]] &&
+      awk -v r="$remounted" -v b="$began" 'BEGIN { exit !(b > r / 1e6) }' ||
       { echo "cloud-init-local After=: $after"; return 1; }
   }
   check "first boot: cloud-init's local stage starts beside the root filesystem's check, and runs once / is writable" local_stage_after_remount

@@ -120,27 +120,52 @@ if [[ $target == vm ]]; then
   }
   check "first boot: cloud-init's local stage starts beside the root filesystem's check, and runs once / is writable" local_stage_after_remount
 
-  # The wait itself, in a mount namespace of its own whose / is read-only: the command's
-  # wait_for_writable_root returns only once / has been remounted read-write (2 s after the
-  # function was called; a file handed between the two says when).
-  local_stage_waits() {
+  # cloud-init-local's wait for / (its unit is not ordered after systemd-remount-fs.service), in a
+  # mount namespace of its own whose / is read-only, with a transient unit that runs until stopped
+  # standing in for the remount's (a file handed between the two says when the wait began):
+  # `running`: the unit runs all along, / is remounted read-write 2 s later: the wait returns
+  # then, / writable; `done-later`: the unit is stopped 2 s later, / remounted read-write 2 s after
+  # that: the wait returns at the unit's end, / still read-only (a root read-only on purpose:
+  # cloud-init runs then, as `After=` had it); `absent`: no such unit (not part of the boot), /
+  # remounted read-write 2 s later: the wait returns before that, / read-only.
+  local_stage_wait() { # local_stage_wait CASE
+    local unit=onebox-test-remount.service events rc
+    case $1 in
+      running) events='sleep 2; mount -o remount,bind,rw /' ;;
+      done-later) events="sleep 2; systemctl stop $unit; systemctl reset-failed $unit; sleep 2; mount -o remount,bind,rw /" ;;
+      absent) events='sleep 2; mount -o remount,bind,rw /'; unit=onebox-test-absent.service ;;
+    esac
     vm_ssh 'cat >/tmp/onebox-test-wait.py' <<'EOF' || return 1
-import importlib.machinery, importlib.util, time
+import importlib.machinery, importlib.util, sys, time
+case, unit = sys.argv[1], sys.argv[2]
 loader = importlib.machinery.SourceFileLoader("cil", "/usr/local/lib/onebox/cloud-init-local")
 m = importlib.util.module_from_spec(importlib.util.spec_from_loader("cil", loader))
 loader.exec_module(m)
+m.REMOUNT_UNIT = unit
 assert not m.root_writable(), "/ is writable before the wait"
 open("/run/onebox-test-ro", "w").close()
 t = time.monotonic()
 m.wait_for_writable_root()
-print("returned after %.1f s, / writable: %s" % (time.monotonic() - t, m.root_writable()))
-assert m.root_writable()
+took = time.monotonic() - t
+print("%s: returned after %.1f s, / writable: %s" % (case, took, m.root_writable()))
+if case == "running":
+    assert m.root_writable() and took >= 1.5
+elif case == "done-later":
+    assert not m.root_writable() and took >= 1.5
+else:
+    assert not m.root_writable()
 EOF
-    vm_ssh 'sudo unshare -m --propagation private sh -c "rm -f /run/onebox-test-ro && mount -o remount,bind,ro / &&
-      { (while [ ! -e /run/onebox-test-ro ]; do sleep 0.1; done; sleep 2; mount -o remount,bind,rw /) &
-        python3 /tmp/onebox-test-wait.py; rc=\$?; wait; rm -f /run/onebox-test-ro; exit \$rc; }"'
+    [[ $1 == absent ]] || vm_ssh sudo systemd-run -q --no-block --unit=$unit -p Type=oneshot sleep 600 || return 1
+    vm_ssh "sudo timeout 60 unshare -m --propagation private sh -c 'rm -f /run/onebox-test-ro && mount -o remount,bind,ro / &&
+      { (while [ ! -e /run/onebox-test-ro ]; do sleep 0.1; done; $events) &
+        python3 /tmp/onebox-test-wait.py $1 $unit; rc=\$?; wait; rm -f /run/onebox-test-ro; exit \$rc; }'"
+    rc=$?
+    [[ $1 == absent ]] || vm_ssh "sudo systemctl stop $unit 2>/dev/null; sudo systemctl reset-failed $unit 2>/dev/null"
+    return $rc
   }
-  once "cloud-init-local's command waits for a read-only / to be remounted read-write" local_stage_waits
+  once "cloud-init-local's command waits for a read-only / to be remounted read-write" local_stage_wait running
+  once "... or for the remount's unit to be done, / left read-only" local_stage_wait done-later
+  once "... and not for a remount unit that is not part of the boot" local_stage_wait absent
 
   # The local stage's lighter work (the same command): cloud-init's YAML through LibYAML, and
   # NoCloud's look for its seed from one `blkid -o export`, not a blkid run per label and type.

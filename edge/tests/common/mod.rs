@@ -112,7 +112,8 @@ impl Site {
             .unwrap();
         f.write_all(text.as_bytes()).unwrap();
     }
-    /// Starts onebox-edge on this site and waits until both listeners accept.
+    /// Starts onebox-edge on this site and waits until its listeners accept (HTTP, HTTPS and
+    /// metrics).
     pub fn start_edge(&self, log: &str) -> Proc {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_onebox-edge"));
         cmd.arg("--config").arg(self.config());
@@ -120,11 +121,15 @@ impl Site {
         self.wait_listening(&mut p);
         p
     }
+    /// Waits until the site's three listeners accept. The metrics listener is a service of its
+    /// own, bound on its own thread: it may come after HTTPS, and a test that scrapes it at once
+    /// found nothing there (CI, under load).
     pub fn wait_listening(&self, p: &mut Proc) {
-        let (h, s) = (self.ports.http, self.ports.https);
+        let ports = [self.ports.http, self.ports.https, self.ports.metrics];
         p.wait_until(20, "onebox-edge to listen", || {
-            TcpStream::connect(("127.0.0.1", h)).is_ok()
-                && TcpStream::connect(("127.0.0.1", s)).is_ok()
+            ports
+                .iter()
+                .all(|&port| TcpStream::connect(("127.0.0.1", port)).is_ok())
         });
     }
     /// The metrics text.

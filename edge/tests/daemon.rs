@@ -100,10 +100,7 @@ fn the_launcher_exits_once_the_daemon_has_written_its_pid_file() {
             pid,
             "the daemon does not lead its own session"
         );
-        wait_until(20, "the daemon to listen", || {
-            TcpStream::connect(("127.0.0.1", site.ports.http)).is_ok()
-                && TcpStream::connect(("127.0.0.1", site.ports.https)).is_ok()
-        });
+        wait_until(20, "the daemon to listen", || site.listening());
         assert_eq!(redirect_code(&site), "308", "{}", launcher.log_text());
         // SIGTERM stops it (pingora's graceful stop): the next round takes the same ports.
         signal(pid, "TERM");

@@ -121,16 +121,17 @@ impl Site {
         self.wait_listening(&mut p);
         p
     }
-    /// Waits until the site's three listeners accept. The metrics listener is a service of its
-    /// own, bound on its own thread: it may come after HTTPS, and a test that scrapes it at once
-    /// found nothing there (CI, under load).
+    /// Whether the site's three listeners accept (HTTP, HTTPS, metrics). The metrics listener is
+    /// a service of its own, bound on its own thread: it may come after HTTPS, and a test that
+    /// scraped it at once found nothing there (CI, under load).
+    pub fn listening(&self) -> bool {
+        [self.ports.http, self.ports.https, self.ports.metrics]
+            .iter()
+            .all(|&port| TcpStream::connect(("127.0.0.1", port)).is_ok())
+    }
+    /// Waits until the site's listeners accept ([`Site::listening`]).
     pub fn wait_listening(&self, p: &mut Proc) {
-        let ports = [self.ports.http, self.ports.https, self.ports.metrics];
-        p.wait_until(20, "onebox-edge to listen", || {
-            ports
-                .iter()
-                .all(|&port| TcpStream::connect(("127.0.0.1", port)).is_ok())
-        });
+        p.wait_until(20, "onebox-edge to listen", || self.listening());
     }
     /// The metrics text.
     pub fn metrics(&self) -> String {

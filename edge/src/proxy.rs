@@ -471,7 +471,12 @@ impl Edge {
                 session.write_response_header(header, false).await?;
                 session.write_response_body(Some(bytes), true).await?;
             }
-            Body::File(mut chunks) => {
+            Body::File(chunks) => {
+                let mut chunks = if session.as_downstream().is_http2() {
+                    chunks.for_http2()
+                } else {
+                    chunks
+                };
                 session.write_response_header(header, false).await?;
                 while let Some((chunk, end)) = chunks.next_chunk().map_err(file_error)? {
                     session.write_response_body(Some(chunk), end).await?;

@@ -357,12 +357,15 @@ pub fn prefers_chacha20(offered: &[rustls::CipherSuite]) -> bool {
 /// is flushed, so an idle connection holds none.
 ///
 /// On HTTP/2 it cuts writes at TLS record boundaries ([`TlsStream::poll_write_aligned`]): the
-/// h2 layer writes each DATA frame as its 9-byte head and a payload of up to 16 KiB (the
-/// client's largest frame size), one write per frame, and rustls made each such write a full
-/// 16 KiB record and a second record of the 9 bytes left over: two records per 16 KiB of body,
-/// half of them tiny, each a separate seal on the edge and a separate decryption and read on
-/// the client. Held back and sent with the next write, the leftover bytes begin the next full
-/// record: one 16 KiB record per 16 KiB of body, as nginx sends it (`ssl_buffer_size` 16k).
+/// h2 layer writes DATA frames of up to 16 KiB (the client's largest frame size) with their
+/// 9-byte heads, four to a write (`third_party/h2`'s `COALESCE_LIMIT`), and rustls made each
+/// such write full 16 KiB records and a short one of the heads' bytes left over, each a
+/// separate seal on the edge and a separate decryption and read on the client (when the h2
+/// layer wrote a frame at a time, half the records were such 9-byte ones). Held back and sent
+/// with the next write, the leftover bytes begin the next full record: one 16 KiB record per
+/// 16 KiB of body, as nginx sends it (`ssl_buffer_size` 16k). (A file's chunks on HTTP/2 fill
+/// four records exactly, `static_files::H2_CHUNK`, so that nothing is left over when the next
+/// chunk is not read yet.)
 #[derive(Debug)]
 pub struct TlsStream {
     inner: tokio_rustls::server::TlsStream<L4Stream>,

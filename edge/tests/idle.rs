@@ -60,18 +60,17 @@ fn an_idle_edge_does_not_wake_every_10_ms() {
 
 #[test]
 fn the_memory_guard_of_an_idle_edge_waits_for_a_connection() {
-    let (site, _upstream, edge) = edge("max_memory_mib = 256");
+    let (site, _upstream, mut edge) = edge("max_memory_mib = 256");
     let get = |url: String| String::from_utf8_lossy(&site.curl(&["-sk", &url]).stdout).into_owned();
     assert_eq!(get(site.https("/hello.txt")), "hello world\n");
     // pingora names a background service's thread "BG " and the service's name (15 bytes kept).
     // It starts that thread on its own, beside the listeners the harness waits for: under CI's
     // load it came after the first answer (the test found no such thread).
-    let mut guard = threads_named(edge.pid(), "BG memory guard");
-    let start = std::time::Instant::now();
-    while guard.is_empty() && start.elapsed() < Duration::from_secs(10) {
-        std::thread::sleep(Duration::from_millis(50));
-        guard = threads_named(edge.pid(), "BG memory guard");
-    }
+    let pid = edge.pid();
+    edge.wait_until(10, "the memory guard's thread", || {
+        !threads_named(pid, "BG memory guard").is_empty()
+    });
+    let guard = threads_named(pid, "BG memory guard");
     assert_eq!(guard.len(), 1, "the memory guard's thread: {guard:?}");
     let guard = guard[0];
     let count = |secs: u64| {

@@ -34,6 +34,7 @@ pub mod proxy;
 pub mod server;
 pub mod static_files;
 pub mod tls;
+pub mod tls_idle;
 pub mod web_root;
 
 pub use error::EdgeError;

@@ -5,6 +5,7 @@
 //! certificate for the site's names stands in, so HTTPS never fails for lack of a certificate.
 
 use crate::acme::AcmeCerts;
+use crate::tls_idle::{READ_BUFFER_RELEASE, ReadBufferRelease};
 use async_trait::async_trait;
 use pingora::apps::{HttpServerApp, ServerApp};
 use pingora::protocols::l4::stream::Stream as L4Stream;
@@ -377,6 +378,8 @@ pub struct TlsStream {
     pending: Vec<u8>,
     /// HTTP/2: a flush left a record's leftover held back (see [`TlsStream::poll_flush`]).
     flush_deferred: bool,
+    /// Gives TLS's read buffer back while the connection waits idle ([`crate::tls_idle`]).
+    idle: ReadBufferRelease,
 }
 
 /// The most plaintext held back: one TLS record's worth.
@@ -410,6 +413,7 @@ impl TlsStream {
             coalesce,
             pending: Vec::new(),
             flush_deferred: false,
+            idle: ReadBufferRelease::new(READ_BUFFER_RELEASE, !coalesce),
         }
     }
 
@@ -582,7 +586,19 @@ impl AsyncRead for TlsStream {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.inner).poll_read(cx, buf)
+        let this = &mut *self;
+        let before = buf.filled().len();
+        let poll = Pin::new(&mut this.inner).poll_read(cx, buf);
+        match poll {
+            Poll::Ready(Ok(())) if buf.filled().len() > before => this.idle.read(),
+            Poll::Pending => {
+                let inner = &mut this.inner;
+                this.idle
+                    .wait(cx, || inner.get_mut().1.release_read_buffer());
+            }
+            _ => {}
+        }
+        poll
     }
 }
 

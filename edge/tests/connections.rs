@@ -202,10 +202,14 @@ fn idle_rss_each<C>(
     pid: u32,
     what: &str,
     mut open: impl FnMut() -> C,
+    mut opened: impl FnMut(&mut [C]),
 ) -> (Vec<C>, f64, u64) {
     let mut conns = vec![open()];
     let before = rss_kib(pid);
-    conns.extend((1..1000).map(|_| open()));
+    for _ in 1..1000 {
+        conns.push(open());
+        opened(&mut conns);
+    }
     // Let the edge settle (a freed page returned, the last answers' buffers dropped).
     std::thread::sleep(Duration::from_millis(500));
     let after = rss_kib(pid);
@@ -221,27 +225,76 @@ fn idle_rss_each<C>(
 /// memory each: it holds their TLS state and stream, not a request's (pingora's next-request
 /// future, session and header buffer: 37 KiB a connection with them, and 53 with the 16 KiB
 /// read buffer the HTTPS listener had; about 18 with the TLS handshake's state kept in the
-/// connection's future, about 16.3 now, nginx 14). Then each serves a second
-/// request, whose first byte the keep-alive loop reads alone.
+/// connection's future, about 16.3 now, nginx 14). Idle for a second or two, each gives back
+/// TLS's 4 KiB read buffer (`onebox_edge::tls_idle`), which a second thousand's buffers are then
+/// made of: about 12.4 KiB each, 16.4 with the buffers kept. Then each serves a second request,
+/// whose first byte the keep-alive loop reads alone.
 #[test]
 fn idle_kept_alive_connections_hold_little_memory() {
     raise_open_files();
     let (site, _up, edge) =
-        edge("max_connections = 2000\nmax_connections_per_client = 2000\nkeepalive_secs = 300\n");
+        edge("max_connections = 3000\nmax_connections_per_client = 3000\nkeepalive_secs = 300\n");
     let config = client_config(b"http/1.1", &[]);
-    let (mut conns, each, _) = idle_rss_each(&site, edge.pid(), "HTTP/1.1", || {
+    let open = || {
         let mut tls = tls_connect(&site, config.clone());
         let answer = keepalive_hello(&mut tls);
         assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
         tls
-    });
+    };
+    let (mut conns, each, _) = idle_rss_each(&site, edge.pid(), "HTTP/1.1", open, |_| {});
     assert!(
         each < 26.0,
         "an idle kept-alive connection holds {each:.1} KiB of the edge's memory"
     );
+    let second = second_thousand_each(&site, edge.pid(), &mut conns, open);
+    assert!(
+        second < 14.5,
+        "a second thousand idle kept-alive connections cost {second:.1} KiB each ({each:.1} \
+         for the first): the first thousand's TLS read buffers were not given back"
+    );
     for tls in &mut conns {
         let answer = keepalive_hello(tls);
         assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    }
+}
+
+/// After the first thousand idle connections have waited idle for two of `tls_idle`'s periods
+/// (their TLS read buffers given back), the edge's RSS growth per connection of a second
+/// thousand from `open`, added to `conns`. The allocator keeps what the first thousand gave
+/// back and the second thousand's buffers are made of it, so this is where it shows: the RSS
+/// of the process does not fall.
+fn second_thousand_each<C>(
+    site: &Site,
+    pid: u32,
+    conns: &mut Vec<C>,
+    mut open: impl FnMut() -> C,
+) -> f64 {
+    std::thread::sleep(onebox_edge::tls_idle::READ_BUFFER_RELEASE * 2 + Duration::from_millis(500));
+    let before = rss_kib(pid);
+    conns.extend((0..1000).map(|_| open()));
+    std::thread::sleep(Duration::from_millis(500));
+    let after = rss_kib(pid);
+    let each = after.saturating_sub(before) as f64 / 1000.0;
+    eprintln!(
+        "edge RSS {before} KiB -> {after} KiB with 1,000 more idle connections: {each:.1} KiB each"
+    );
+    assert_eq!(metric(&site.metrics(), "onebox_edge_connections"), 2000.0);
+    each
+}
+
+/// A PING on an open HTTP/2 connection, and its answer read (the frames before it skipped).
+fn h2_ping(tls: &mut rustls::StreamOwned<rustls::ClientConnection, TcpStream>) {
+    tls.write_all(&h2_frame(6, 0, 0, b"onebox!!")).unwrap();
+    loop {
+        let mut head = [0u8; 9];
+        tls.read_exact(&mut head).unwrap();
+        let len = usize::from(head[0]) << 16 | usize::from(head[1]) << 8 | usize::from(head[2]);
+        let mut payload = vec![0u8; len];
+        tls.read_exact(&mut payload).unwrap();
+        if head[3] == 6 && head[4] & 1 == 1 {
+            assert_eq!(payload, b"onebox!!");
+            return;
+        }
     }
 }
 
@@ -309,13 +362,18 @@ fn h2_hello(
 /// decoder's string buffer and the room its streams' store and frame queues kept back
 /// (`third_party/h2`): once the allocator has returned them (it does so as it works: a few more
 /// connections), the thousand cost about 24.5 KiB each (28.5 with the handshake's state kept),
-/// 32.3 with only the read and write buffers given back, 40 when all is kept. Then every connection serves a second request, with
-/// what it gave back made again.
+/// 32.3 with only the read and write buffers given back, 40 when all is kept. The h2 layer's
+/// wake-up at that second also gives back TLS's 4 KiB read buffer (`onebox_edge::tls_idle`),
+/// also for a connection that got a frame after its last stream ended (a PING here, within its
+/// first idle second, as a browser's SETTINGS acknowledgement or WINDOW_UPDATE may come: the
+/// h2 layer counts its idle second from the last frame received): a second thousand made of
+/// what the first gave back cost about 27.3 KiB each, 31.3 with TLS's buffers kept. Then every
+/// connection serves a second request, with what it gave back made again.
 #[test]
 fn idle_http2_connections_hold_no_huge_pages_and_give_their_buffers_back() {
     raise_open_files();
     let (site, _up, edge) =
-        edge("max_connections = 2000\nmax_connections_per_client = 2000\nkeepalive_secs = 300\n");
+        edge("max_connections = 3000\nmax_connections_per_client = 3000\nkeepalive_secs = 300\n");
     let status = std::fs::read_to_string(format!("/proc/{}/status", edge.pid())).unwrap();
     assert!(
         status.lines().any(|l| l == "THP_enabled:\t0"),
@@ -324,11 +382,24 @@ fn idle_http2_connections_hold_no_huge_pages_and_give_their_buffers_back() {
     let config = client_config(b"h2", &[]);
     let open = || {
         let mut tls = tls_connect(&site, config.clone());
+        // The PING below goes at once, not after the SETTINGS acknowledgement's ACK (Nagle).
+        tls.sock.set_nodelay(true).unwrap();
         let (status, body) = h2_hello(&mut tls, 1);
         assert_eq!((status, body.as_slice()), (0x88, &b"hello world\n"[..]));
         tls
     };
-    let (mut conns, each, before) = idle_rss_each(&site, edge.pid(), "HTTP/2", open);
+    // A PING on the connection opened 100 before, its stream long ended but its idle second not
+    // over (100 connections take about 0.1 s): a frame read after its idle count began.
+    let ping = |conns: &mut [_]| {
+        if let Some(i) = conns.len().checked_sub(101) {
+            h2_ping(&mut conns[i]);
+        }
+    };
+    let (mut conns, each, before) = idle_rss_each(&site, edge.pid(), "HTTP/2", open, ping);
+    let opened = conns.len();
+    for tls in conns.iter_mut().skip(opened - 100) {
+        h2_ping(tls);
+    }
     assert!(
         each < 48.0,
         "an idle HTTP/2 connection holds {each:.1} KiB of the edge's memory"
@@ -346,6 +417,14 @@ fn idle_http2_connections_hold_no_huge_pages_and_give_their_buffers_back() {
         each_settled < 27.0,
         "HTTP/2 connections idle for over a second hold {each_settled:.1} KiB each of the \
          edge's memory ({each:.1} when new): what they held was not all given back"
+    );
+    // The 20 closed: the second thousand makes 2,000 open.
+    conns.truncate(1000);
+    let second = second_thousand_each(&site, edge.pid(), &mut conns, open);
+    assert!(
+        second < 29.5,
+        "a second thousand idle HTTP/2 connections cost {second:.1} KiB each ({each:.1} for \
+         the first): the first thousand's TLS read buffers were not given back"
     );
     for tls in &mut conns {
         let (status, body) = h2_hello(tls, 3);

@@ -27,7 +27,7 @@ where
     inner: ConnectionInner<P, B>,
 
     /// onebox: how long the connection waits idle before its buffers go back, and the timer
-    /// (made at the first idle wait, set again at each).
+    /// (made at the first idle wait, set again at each, and after each frame received).
     idle_buffers_release: Option<Duration>,
     idle_timer: Option<Pin<Box<tokio::time::Sleep>>>,
     idle_armed: bool,
@@ -368,7 +368,8 @@ where
 
     /// onebox: everything is written and the connection waits for its peer. With no stream open
     /// and its buffers held, the idle timer is armed (unless it already is: it counts from the
-    /// first such wait) and, once it has gone off, the codec's buffers go back: an idle
+    /// first such wait after the last frame received) and, once it has gone off, the codec's
+    /// buffers go back: an idle
     /// connection held 24 KiB of them for as long as it lived. A stream open disarms it (a
     /// timer left registered only wakes the connection once).
     fn poll_idle_buffers(&mut self, cx: &mut Context) {
@@ -427,11 +428,12 @@ where
             }
             ready!(self.poll_ready(cx))?;
 
-            match self
-                .inner
-                .as_dyn()
-                .recv_frame(ready!(Pin::new(&mut self.codec).poll_next(cx)?))?
-            {
+            let frame = ready!(Pin::new(&mut self.codec).poll_next(cx)?);
+            // onebox: the idle count (`poll_idle_buffers`) starts again after the last frame
+            // received, so that it also ends a second after the connection last read: what
+            // else gives memory back on that wake-up (onebox-edge's TLS read buffer) needs it.
+            self.idle_armed = false;
+            match self.inner.as_dyn().recv_frame(frame)? {
                 ReceivedFrame::Settings(frame) => {
                     self.inner.settings.recv_settings(
                         frame,

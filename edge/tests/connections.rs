@@ -210,15 +210,24 @@ fn idle_rss_each<C>(
         conns.push(open());
         opened(&mut conns);
     }
-    // Let the edge settle (a freed page returned, the last answers' buffers dropped).
+    let idle = format!("1,000 idle {what} connections");
+    let each = growth_each(site, pid, before, 999, 1000, &idle);
+    (conns, each, before)
+}
+
+/// The edge's RSS growth per connection since `before` (KiB) for the `added` connections opened
+/// since, once it has settled (a freed page returned, the last answers' buffers dropped), with
+/// `open` connections open in all; printed with `what` they are.
+fn growth_each(site: &Site, pid: u32, before: u64, added: u32, open: u32, what: &str) -> f64 {
     std::thread::sleep(Duration::from_millis(500));
     let after = rss_kib(pid);
-    let each = after.saturating_sub(before) as f64 / 999.0;
-    eprintln!(
-        "edge RSS {before} KiB -> {after} KiB with 1,000 idle {what} connections: {each:.1} KiB each"
+    let each = after.saturating_sub(before) as f64 / f64::from(added);
+    eprintln!("edge RSS {before} KiB -> {after} KiB with {what}: {each:.1} KiB each");
+    assert_eq!(
+        metric(&site.metrics(), "onebox_edge_connections"),
+        f64::from(open)
     );
-    assert_eq!(metric(&site.metrics(), "onebox_edge_connections"), 1000.0);
-    (conns, each, before)
+    each
 }
 
 /// 1,000 kept-alive HTTPS connections, each idle after one request, cost the edge little
@@ -272,14 +281,7 @@ fn second_thousand_each<C>(
     std::thread::sleep(onebox_edge::tls_idle::READ_BUFFER_RELEASE * 2 + Duration::from_millis(500));
     let before = rss_kib(pid);
     conns.extend((0..1000).map(|_| open()));
-    std::thread::sleep(Duration::from_millis(500));
-    let after = rss_kib(pid);
-    let each = after.saturating_sub(before) as f64 / 1000.0;
-    eprintln!(
-        "edge RSS {before} KiB -> {after} KiB with 1,000 more idle connections: {each:.1} KiB each"
-    );
-    assert_eq!(metric(&site.metrics(), "onebox_edge_connections"), 2000.0);
-    each
+    growth_each(site, pid, before, 1000, 2000, "1,000 more idle connections")
 }
 
 /// A PING on an open HTTP/2 connection, and its answer read (the frames before it skipped).

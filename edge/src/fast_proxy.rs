@@ -753,9 +753,10 @@ fn wire_head(
         ));
     }
     if shared.config.edge.headers.security_headers {
-        for (name, value) in crate::proxy::SECURITY_HEADERS {
+        let keys = crate::proxy::SECURITY_HEADER_KEYS;
+        for ((name, value), key) in crate::proxy::SECURITY_HEADERS.into_iter().zip(keys) {
             // Added only when the answer has none of its own.
-            if !up.headers.contains_key(name) {
+            if !up.headers.contains_key(key) {
                 inserts.push((name, name, value.as_bytes()));
             }
         }

@@ -258,6 +258,14 @@ pub const SECURITY_HEADERS: [(&str, &str); 3] = [
     ("Referrer-Policy", "strict-origin-when-cross-origin"),
 ];
 
+/// The names of [`SECURITY_HEADERS`], in its order, as header map keys: standard names, looked
+/// up without parsing (a name given as text is parsed at every lookup).
+pub const SECURITY_HEADER_KEYS: [http::HeaderName; 3] = [
+    http::header::X_CONTENT_TYPE_OPTIONS,
+    http::header::X_FRAME_OPTIONS,
+    http::header::REFERRER_POLICY,
+];
+
 /// A request id: the process's prefix and the request's number, each as 8 lowercase hex digits
 /// (what `format!("{prefix:08x}{n:08x}")` gives, without the formatting machinery).
 pub fn request_id(prefix: u32, n: u64) -> String {
@@ -653,13 +661,7 @@ pub fn decorate(
         resp.insert_header("Strict-Transport-Security", shared.hsts.clone())?;
     }
     if headers.security_headers {
-        // Looked up by their standard names, which need no parsing.
-        let keys = [
-            http::header::X_CONTENT_TYPE_OPTIONS,
-            http::header::X_FRAME_OPTIONS,
-            http::header::REFERRER_POLICY,
-        ];
-        for ((name, value), key) in SECURITY_HEADERS.into_iter().zip(keys) {
+        for ((name, value), key) in SECURITY_HEADERS.into_iter().zip(SECURITY_HEADER_KEYS) {
             if !resp.headers.contains_key(key) {
                 // A static value: no copy, no validation.
                 resp.insert_header(name, http::HeaderValue::from_static(value))?;

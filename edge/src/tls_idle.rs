@@ -20,7 +20,8 @@
 //!   connection idle for one to two periods has its buffer dropped and its timer with it, so it
 //!   holds neither and is not woken again.
 //! - **HTTP/2**: the h2 layer wakes an idle connection itself, [`H2_IDLE_BUFFERS_RELEASE`] after
-//!   its last stream ended, to give back its own buffers (`third_party/h2`), and its read then
+//!   its last stream ended and its last frame was read (a PING or a SETTINGS acknowledgement may
+//!   come after the stream), to give back its own buffers (`third_party/h2`), and its read then
 //!   finds nothing: that wait releases TLS's buffer too, when the connection has read nothing
 //!   for the period (the first wait after data notes the time: one clock read per busy spell).
 //!   A timer of ours would wake it once more, after the h2 layer gave back its 8 KiB read

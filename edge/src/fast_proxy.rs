@@ -753,8 +753,7 @@ fn wire_head(
         ));
     }
     if shared.config.edge.headers.security_headers {
-        let keys = crate::proxy::SECURITY_HEADER_KEYS;
-        for ((name, value), key) in crate::proxy::SECURITY_HEADERS.into_iter().zip(keys) {
+        for (key, name, value) in crate::proxy::SECURITY_HEADERS {
             // Added only when the answer has none of its own.
             if !up.headers.contains_key(key) {
                 inserts.push((name, name, value.as_bytes()));

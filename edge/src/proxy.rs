@@ -251,19 +251,24 @@ impl Kind {
 }
 
 /// The security headers the HTTPS listener adds (`[edge.headers] security_headers`) unless the
-/// response has its own.
-pub const SECURITY_HEADERS: [(&str, &str); 3] = [
-    ("X-Content-Type-Options", "nosniff"),
-    ("X-Frame-Options", "SAMEORIGIN"),
-    ("Referrer-Policy", "strict-origin-when-cross-origin"),
-];
-
-/// The names of [`SECURITY_HEADERS`], in its order, as header map keys: standard names, looked
-/// up without parsing (a name given as text is parsed at every lookup).
-pub const SECURITY_HEADER_KEYS: [http::HeaderName; 3] = [
-    http::header::X_CONTENT_TYPE_OPTIONS,
-    http::header::X_FRAME_OPTIONS,
-    http::header::REFERRER_POLICY,
+/// response has its own: each as the header map's key (a standard name, looked up without
+/// parsing, where a name given as text is parsed at every lookup), as written, and its value.
+pub const SECURITY_HEADERS: [(http::HeaderName, &str, &str); 3] = [
+    (
+        http::header::X_CONTENT_TYPE_OPTIONS,
+        "X-Content-Type-Options",
+        "nosniff",
+    ),
+    (
+        http::header::X_FRAME_OPTIONS,
+        "X-Frame-Options",
+        "SAMEORIGIN",
+    ),
+    (
+        http::header::REFERRER_POLICY,
+        "Referrer-Policy",
+        "strict-origin-when-cross-origin",
+    ),
 ];
 
 /// A request id: the process's prefix and the request's number, each as 8 lowercase hex digits
@@ -661,7 +666,7 @@ pub fn decorate(
         resp.insert_header("Strict-Transport-Security", shared.hsts.clone())?;
     }
     if headers.security_headers {
-        for ((name, value), key) in SECURITY_HEADERS.into_iter().zip(SECURITY_HEADER_KEYS) {
+        for (key, name, value) in SECURITY_HEADERS {
             if !resp.headers.contains_key(key) {
                 // A static value: no copy, no validation.
                 resp.insert_header(name, http::HeaderValue::from_static(value))?;

@@ -125,7 +125,10 @@ pub fn run(
     ));
 
     let security_headers = if edge.headers.security_headers {
-        crate::proxy::SECURITY_HEADERS.to_vec()
+        crate::proxy::SECURITY_HEADERS
+            .iter()
+            .map(|(_, name, value)| (*name, *value))
+            .collect()
     } else {
         Vec::new()
     };

@@ -36,10 +36,10 @@ use std::task::Context;
 use std::time::Duration;
 use tokio::time::{Instant, Sleep};
 
-/// How long a connection reads nothing before its TLS read buffer is given back: the same
-/// second as HTTP/2's own idle buffers ([`crate::server::H2_IDLE_BUFFERS_RELEASE`], which must
-/// not be shorter: its wake-up is what releases an HTTP/2 connection's buffer).
-pub const READ_BUFFER_RELEASE: Duration = Duration::from_secs(1);
+/// How long a connection reads nothing before its TLS read buffer is given back: HTTP/2's own
+/// idle time ([`crate::server::H2_IDLE_BUFFERS_RELEASE`]), whose wake-up is what releases an
+/// HTTP/2 connection's buffer (with a longer one here, that wake-up would come too soon).
+pub const READ_BUFFER_RELEASE: Duration = crate::server::H2_IDLE_BUFFERS_RELEASE;
 
 /// When one connection gives its TLS read buffer back (see the module's documentation).
 #[derive(Debug)]
@@ -131,8 +131,9 @@ impl ReadBufferRelease {
     }
 
     /// Whether the connection is still being watched: HTTP/1.1's timer is armed, or an
-    /// HTTP/2 connection's idle time is being counted.
-    pub fn watching(&self) -> bool {
+    /// HTTP/2 connection's idle time is being counted (for the tests).
+    #[cfg(test)]
+    fn watching(&self) -> bool {
         match &self.wake {
             Wake::Timer { timer, .. } => timer.is_some(),
             Wake::H2 { idle_since } => idle_since.is_some(),

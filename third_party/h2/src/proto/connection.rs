@@ -369,9 +369,8 @@ where
     /// onebox: everything is written and the connection waits for its peer. With no stream open
     /// and its buffers held, the idle timer is armed (unless it already is: it counts from the
     /// first such wait after the last frame received) and, once it has gone off, the codec's
-    /// buffers go back: an idle
-    /// connection held 24 KiB of them for as long as it lived. A stream open disarms it (a
-    /// timer left registered only wakes the connection once).
+    /// buffers go back: an idle connection held 24 KiB of them for as long as it lived. A stream
+    /// open disarms it (a timer left registered only wakes the connection once).
     fn poll_idle_buffers(&mut self, cx: &mut Context) {
         let Some(after) = self.idle_buffers_release else {
             return;

@@ -488,8 +488,8 @@ EOF
   # so that an update of the package's unit is used: the packaged file is changed here as an
   # update would change it, then restored. Three cases: the change is followed and the ordering
   # still left out; a packaged unit without that line is used as it is (network-online.target
-  # here stands for whatever Debian might order it after); with Galera (wsrep_on) the packaged
-  # ordering is kept.
+  # here stands for whatever Debian might order it after); with Galera (wsrep_on, as MariaDB
+  # spells it) the packaged ordering is kept.
   mariadb_unit_follows() {
     local tag=$RANDOM$RANDOM unit=/lib/systemd/system/mariadb.service galera=/etc/mysql/mariadb.conf.d/99-onebox-test-galera.cnf
     local ok=1 desc after frag
@@ -503,6 +503,8 @@ EOF
     }
     step "as booted"
     [[ $frag == /run/systemd/generator/mariadb.service ]] && ! grep -qw network.target <<<"$after" || ok=0
+    # The generated unit is the packaged one, byte for byte, without that one line.
+    vm_ssh "grep -vx After=network.target $unit | cmp - /run/systemd/generator/mariadb.service" || ok=0
     step "package's unit changed" "sudo cp -a $unit /tmp/mariadb.service.pkg && sudo sed -i 's/^Description=.*/& (updated $tag)/' $unit"
     [[ $frag == /run/systemd/generator/mariadb.service && $desc == *"(updated $tag)" ]] &&
       ! grep -qw network.target <<<"$after" || ok=0
@@ -511,6 +513,11 @@ EOF
     step "package's unit as shipped, wsrep_on = ON" \
       "sudo cp -a /tmp/mariadb.service.pkg $unit && printf '[galera]\nwsrep_on = ON\n' | sudo tee $galera >/dev/null"
     [[ $frag == */lib/systemd/system/mariadb.service ]] && grep -qw network.target <<<"$after" || ok=0
+    # MariaDB's spellings of it: `-` for `_`, any case, blanks, a comment after the value.
+    step "WSREP-ON=1, indented, with a comment" "printf '[galera]\n\t WSREP-ON=1 # a cluster\n' | sudo tee $galera >/dev/null"
+    [[ $frag == */lib/systemd/system/mariadb.service ]] && grep -qw network.target <<<"$after" || ok=0
+    step "wsrep_on = OFF, and a commented wsrep_on = ON" "printf '[galera]\n# wsrep_on = ON\nwsrep_on = OFF\n' | sudo tee $galera >/dev/null"
+    [[ $frag == /run/systemd/generator/mariadb.service ]] && ! grep -qw network.target <<<"$after" || ok=0
     # (the packaged unit was put back above; once more here in case a step before failed)
     step "restored" "sudo cp -a /tmp/mariadb.service.pkg $unit && sudo rm -f $galera /tmp/mariadb.service.pkg"
     [[ $frag == /run/systemd/generator/mariadb.service ]] && ! grep -qw network.target <<<"$after" || ok=0

@@ -288,6 +288,17 @@ bench_median() {
 # bench_ratio A B: A/B with two decimals ("-" when B is 0 or either is missing).
 bench_ratio() { awk -v a="$1" -v b="$2" 'BEGIN{ if (a == "" || b == "" || a == "nan" || b == "nan" || b + 0 == 0) print "-"; else printf "%.2f", a / b }'; }
 
+# bench_spread A_LIST B_LIST: the lowest and highest of the rounds' own ratios A[i]/B[i] (the
+# lists hold one figure per round, in round order, as the benchmarks collect them), as
+# " (rounds LO–HI)", to follow a ratio of medians: how far the host moved it between rounds.
+# Empty when the lists differ in length, hold fewer than two rounds, or a B is 0.
+bench_spread() {
+  awk -v a="$1" -v b="$2" 'BEGIN {
+    n = split(a, x, " "); if (n < 2 || split(b, y, " ") != n) exit
+    for (i = 1; i <= n; i++) { if (y[i] + 0 == 0) exit; r = x[i] / y[i]; if (i == 1 || r < lo) lo = r; if (i == 1 || r > hi) hi = r }
+    printf " (rounds %.2f–%.2f)", lo, hi }'
+}
+
 # bench_summary BENCH WHAT RATIO: one line for the table bench/run prints at the end.
 bench_summary() {
   [[ -n ${BENCH_SUMMARY:-} ]] || return 0

@@ -446,8 +446,9 @@ impl Drop for ValidationGate {
 /// port counts the TCP connections of the first order (directory, account, order, two
 /// authorizations polled side by side, challenges, finalize, certificate: about fifteen
 /// requests, and the account's URL asked for afterwards for the CAA record): 3-4, one more for
-/// each request made while the others' connections are busy. Before (rustls-acme's own HTTP
-/// client, async-web-client), each request opened one: 18-19.
+/// each request made while the others' connections are busy (7 once in the CI, with the image's
+/// boots and the other test binaries beside it, so the bound is 10). Before (rustls-acme's own
+/// HTTP client, async-web-client), each request opened one: 18-19.
 #[test]
 fn an_order_keeps_its_connections_to_the_ca() {
     let acme = AcmeSite::new("http-01");
@@ -463,7 +464,7 @@ fn an_order_keeps_its_connections_to_the_ca() {
     let connections = counter.connections();
     eprintln!("{connections} connections to the CA for the first order");
     assert!(
-        (1..=6).contains(&connections),
+        (1..=10).contains(&connections),
         "{connections} connections to the CA for one order"
     );
 }

@@ -124,6 +124,11 @@ impl Db {
         (now < end).then(|| Duration::from_millis(end - now))
     }
 
+    /// How long into an outage requests wait for the database (`[app] database_wait_secs`).
+    pub fn wait(&self) -> Duration {
+        self.wait
+    }
+
     fn now_ms(&self) -> u64 {
         u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX - 1)
     }

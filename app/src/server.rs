@@ -166,8 +166,12 @@ async fn close_when_draining(
 }
 
 /// A read (GET or HEAD without a body) that failed because the database went away under it (a
-/// connection it had was closed by a restart) is asked again once the database is back, within
-/// the outage's wait ([`Db::wait_left`]). Writes are not repeated: they wait for a connection
+/// connection it had was closed by a restart or killed) is asked again once the database is back,
+/// up to [`READ_TRIES`] times, for as long as the outage's wait (`[app] database_wait_secs`)
+/// counted from this request's own first failure. Not from the outage's start
+/// ([`Db::wait_left`]): another request's connection, taken between this one's failure and its
+/// check, would end the outage in between (the old server answers on some connections while it
+/// closes others), and the read would fail. Writes are not repeated: they wait for a connection
 /// before they start ([`Db::conn`]), never after a statement may have run.
 async fn wait_for_database(State(db): State<Db>, request: Request, next: Next) -> Response {
     let method = request.method();
@@ -186,23 +190,26 @@ async fn wait_for_database(State(db): State<Db>, request: Request, next: Next) -
         return next.run(request).await;
     }
     let (parts, _) = request.into_parts();
+    let mut until = None;
     let mut tries = 0;
     loop {
         let again = Request::from_parts(parts.clone(), axum::body::Body::empty());
         let response = next.clone().run(again).await;
         tries += 1;
-        if response.status() != StatusCode::SERVICE_UNAVAILABLE
-            || tries >= 3
-            || db.wait_left().is_none()
-        {
+        if response.status() != StatusCode::SERVICE_UNAVAILABLE || tries >= READ_TRIES {
             return response;
         }
-        // Waits (bounded by the outage's wait) until the database answers again.
-        if db.conn().await.is_err() {
-            return response;
+        let until = *until.get_or_insert_with(|| tokio::time::Instant::now() + db.wait());
+        // Waits until the database answers again; past the outage's wait, `conn` fails at once.
+        match tokio::time::timeout_at(until, db.conn()).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(_)) | Err(_) => return response,
         }
     }
 }
+
+/// How many times one read is answered at most while the database comes back.
+const READ_TRIES: u32 = 3;
 
 /// Serves until SIGTERM or Ctrl-C, or until SIGHUP has handed the socket to a new process
 /// (see [`crate::handover`]). `inherited` is the listening socket systemd or the previous

@@ -283,8 +283,9 @@ impl Load {
         });
     }
 
-    /// Stops the clients: (requests sent, failures).
-    fn finish(self) -> (usize, Vec<String>) {
+    /// Stops the clients and checks that none of their requests failed (`what` went on under
+    /// the load; the app's log tail if some did).
+    fn finish_none_failed(self, what: &str, app: &Served) {
         self.stop.store(true, Ordering::Relaxed);
         let mut total = 0;
         let mut failures = Vec::new();
@@ -293,7 +294,14 @@ impl Load {
             total += sent;
             failures.extend(failed);
         }
-        (total, failures)
+        println!("{what} under load: {} failed of {total}", failures.len());
+        assert!(
+            failures.is_empty(),
+            "{what}: {} of {total} failed: {:?}\n{}",
+            failures.len(),
+            failures.iter().take(5).collect::<Vec<_>>(),
+            onebox_testkit::tail(&app.log(), 40)
+        );
     }
 }
 
@@ -313,14 +321,7 @@ async fn reloads_hand_the_socket_over_without_a_failed_request() {
     let third = app.reload(second);
     assert_ne!(third, first);
     load.wait_for(100);
-    let (total, failures) = load.finish();
-    println!("reloads under load: {} failed of {total}", failures.len());
-    assert!(
-        failures.is_empty(),
-        "{} of {total} failed: {failures:?}\n{}",
-        failures.len(),
-        onebox_testkit::tail(&app.log(), 40)
-    );
+    load.finish_none_failed("two reloads", &app);
     assert!(proc_alive(third, &app.config));
     assert!(!proc_alive(first, &app.config) && !proc_alive(second, &app.config));
     let log = app.log();
@@ -349,17 +350,7 @@ async fn a_reload_that_cannot_start_leaves_the_old_process_serving() {
     std::fs::write(&app.config, good).unwrap();
     let second = app.reload(first);
     load.wait_for(60);
-    let (total, failures) = load.finish();
-    println!(
-        "a failed reload, then a good one, under load: {} failed of {total}",
-        failures.len()
-    );
-    assert!(
-        failures.is_empty(),
-        "{} of {total} failed: {failures:?}\n{}",
-        failures.len(),
-        onebox_testkit::tail(&app.log(), 40)
-    );
+    load.finish_none_failed("a failed reload, then a good one", &app);
     assert!(proc_alive(second, &app.config));
 }
 
@@ -431,20 +422,12 @@ async fn reads_wait_for_a_mariadb_restart() {
     server.restart().unwrap();
     let took = began.elapsed();
     load.wait_for(60);
-    let (total, failures) = load.finish();
     // A restart stops mariadbd cleanly and starts it again (the kit's takes well under a
     // second): reads wait for it within database_wait_secs (without the wait, a third of them
     // failed with 503).
-    println!(
-        "MariaDB restart ({} ms) under load: {} failed of {total}: {:?}",
-        took.as_millis(),
-        failures.len(),
-        failures.iter().take(5).collect::<Vec<_>>()
-    );
-    assert!(
-        failures.is_empty(),
-        "{}",
-        onebox_testkit::tail(&app.log(), 40)
+    load.finish_none_failed(
+        &format!("a MariaDB restart ({} ms)", took.as_millis()),
+        &app,
     );
     let mut conn = None;
     assert_eq!(exchange(&mut conn, app.port, "GET", "/", b""), Ok(200));
@@ -537,17 +520,7 @@ async fn reads_ride_out_killed_connections() {
     }
     assert!(killed > 0, "no connection of the app's was killed");
     load.wait_for(20);
-    let (total, failures) = load.finish();
-    println!(
-        "KILL {killed} connections under load: {} failed of {total}: {:?}",
-        failures.len(),
-        failures.iter().take(5).collect::<Vec<_>>()
-    );
-    assert!(
-        failures.is_empty(),
-        "{}",
-        onebox_testkit::tail(&app.log(), 40)
-    );
+    load.finish_none_failed(&format!("{killed} connections killed"), &app);
     drop(admin);
     drop(db);
 }

@@ -6,7 +6,8 @@
 #
 # machine FIRMWARE VARS DISK SEED NET0 NET1: sets the array `machine` to QEMU's arguments for
 # - q35 under TCG (KVM hangs on the project's machines), 2 vCPUs, 2 GiB;
-# - FIRMWARE uefi (OVMF, VARS: this VM's copy of its variables) or bios (SeaBIOS, VARS unused);
+# - FIRMWARE uefi (OVMF; VARS: this VM's copy of its variables, made from OVMF's template when
+#   missing, as a new VM's NVRAM) or bios (SeaBIOS, VARS unused);
 # - the boot disk DISK (qcow2), and the read-only NoCloud seed SEED (none if empty);
 # - two virtio NICs on the -netdev values NET0 and NET1 (ids n0 and n1), and virtio-rng.
 # The NICs come without their option ROMs (romfile=): nothing boots from the network here, so
@@ -19,6 +20,7 @@ machine() {
   local firmware=$1 vars=$2 disk=$3 seed=$4 net0=$5 net1=$6
   machine=(-machine q35 -accel tcg -smp 2 -m 2048)
   if [[ $firmware == uefi ]]; then
+    [[ -f $vars ]] || cp /usr/share/OVMF/OVMF_VARS_4M.fd "$vars"
     machine+=(-drive "if=pflash,format=raw,readonly=on,file=/usr/share/OVMF/OVMF_CODE_4M.fd"
       -drive "if=pflash,format=raw,file=$vars")
   fi

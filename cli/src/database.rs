@@ -6,8 +6,14 @@ use onebox_site::SiteFile;
 use std::path::PathBuf;
 use std::time::Duration;
 
-/// How long provisioning waits for MariaDB to accept connections (it may still be starting).
-const WAIT: Duration = Duration::from_secs(120);
+/// How long a command waits for MariaDB to accept connections (it may still be starting).
+pub const WAIT: Duration = Duration::from_secs(120);
+/// How long the first boot's provisioning steps wait for it: they are not ordered after
+/// mariadb.service (so they start while it starts), and a first start on a slow VPS may take
+/// minutes (MariaDB's unit gives it 15).
+pub const FIRST_BOOT_WAIT: Duration = Duration::from_secs(15 * 60);
+/// How often a connection is tried while MariaDB is not there yet.
+const RETRY: Duration = Duration::from_millis(100);
 
 /// The database to make, from the site file's `[app] database_url`.
 #[derive(Debug, Clone)]
@@ -20,6 +26,8 @@ pub struct DbPlan {
     pub app_user: String,
     /// The user this command connects as.
     pub admin_user: String,
+    /// How long [`DbPlan::connect`] waits for MariaDB (default 2 minutes).
+    pub wait: Duration,
 }
 
 impl DbPlan {
@@ -62,27 +70,33 @@ impl DbPlan {
             database,
             app_user,
             admin_user: crate::provision::current_user(),
+            wait: WAIT,
         })
     }
 
-    /// Connects as the admin user, waiting for MariaDB to come up.
+    /// The same plan, waiting `wait` for MariaDB.
+    pub fn waiting(self, wait: Duration) -> DbPlan {
+        DbPlan { wait, ..self }
+    }
+
+    /// Connects as the admin user, waiting for MariaDB to come up (trying every 0.1 s).
     pub async fn connect(&self) -> anyhow::Result<mysql_async::Conn> {
         let opts = mysql_async::OptsBuilder::default()
             .socket(Some(self.socket.display().to_string()))
             .user(Some(self.admin_user.clone()));
-        let deadline = tokio::time::Instant::now() + WAIT;
+        let deadline = tokio::time::Instant::now() + self.wait;
         loop {
             match mysql_async::Conn::new(opts.clone()).await {
                 Ok(conn) => return Ok(conn),
                 Err(e) if tokio::time::Instant::now() < deadline => {
                     tracing_wait(&self.socket, &e);
-                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    tokio::time::sleep(RETRY).await;
                 }
                 Err(e) => anyhow::bail!(
                     "MariaDB at {} did not accept {} within {} s: {e}",
                     self.socket.display(),
                     self.admin_user,
-                    WAIT.as_secs()
+                    self.wait.as_secs()
                 ),
             }
         }

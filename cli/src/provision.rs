@@ -59,15 +59,32 @@ pub struct Args {
     /// database must exist. Checks the user-data as every run does.
     #[arg(long, conflicts_with = "no_database")]
     pub admin_password_only: bool,
+    /// Everything but the database and the first admin password: the files (site file, zones,
+    /// web root, secrets), so that what needs no database (onebox-dns, onebox-edge) can start
+    /// while MariaDB is still starting (the image's first boot); a later run with
+    /// --database-only makes the database. A first-boot restore (`restore_from`) is done whole
+    /// by this run, the database's dump included (it waits for MariaDB).
+    #[arg(long, conflicts_with_all = ["admin_password_only", "no_admin_password", "no_database"])]
+    pub files_only: bool,
+    /// Only the database and its user (see --files-only), as the installed site file's `[app]
+    /// database_url` names them: nothing is written; the site file must exist. Checks the
+    /// user-data as every run does.
+    #[arg(long, conflicts_with_all = ["admin_password_only", "no_admin_password", "no_database", "files_only"])]
+    pub database_only: bool,
 }
 
-/// Which parts of provisioning a run does: see [`Args::no_admin_password`].
+/// Which parts of provisioning a run does: see [`Args::no_admin_password`] and
+/// [`Args::files_only`]. The image's first boot runs three: files, database, admin password.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Parts {
     /// Everything (the default).
     All,
     /// Everything but the first admin password.
     AllButAdminPassword,
+    /// The files only (a first-boot restore whole).
+    Files,
+    /// The database and its user only.
+    Database,
     /// The first admin password only.
     AdminPasswordOnly,
 }
@@ -147,6 +164,10 @@ pub fn plan(args: &Args) -> anyhow::Result<Plan> {
         Parts::AllButAdminPassword
     } else if args.admin_password_only {
         Parts::AdminPasswordOnly
+    } else if args.files_only {
+        Parts::Files
+    } else if args.database_only {
+        Parts::Database
     } else {
         Parts::All
     };
@@ -843,7 +864,8 @@ async fn restore_at_first_boot(
     let manifest = crate::restore::restore_files(&plan.root, &restic, snapshot, &state, false)?;
     if plan.database.is_some() {
         let site = crate::backup::Site::load(&plan.root, None)?;
-        crate::restore::load_database(&site, &manifest).await?;
+        // Not ordered after MariaDB at first boot (--files-only): wait as the first boot's steps do.
+        crate::restore::load_database(&site, &manifest, database::FIRST_BOOT_WAIT).await?;
     }
     crate::restore::finish(&plan.root, &state);
     println!(
@@ -856,6 +878,25 @@ async fn restore_at_first_boot(
     Ok(())
 }
 
+/// `--database-only`: the database and its user as the installed site file names them (after a
+/// first-boot restore that is the restored site's, whose dump `--files-only` loaded), unless
+/// the plan has no database; MariaDB is waited for up to [`database::FIRST_BOOT_WAIT`].
+async fn database_only(plan: &Plan) -> anyhow::Result<()> {
+    if plan.database.is_none() {
+        return Ok(());
+    }
+    let site = crate::backup::Site::load(&plan.root, None).map_err(|e| {
+        Invalid(format!(
+            "--database-only makes the database the installed site file names, and it cannot be read (run `onebox provision --files-only` first): {e}"
+        ))
+    })?;
+    let db = database::DbPlan::from_site(&site.file)
+        .map_err(|e| Invalid(format!("{}: {e}", site.config.display())))?
+        // Not ordered after mariadb.service at first boot: it starts while MariaDB starts.
+        .waiting(database::FIRST_BOOT_WAIT);
+    database::create(&db).await
+}
+
 /// Carries out `plan`. Prints one line per thing made or kept.
 pub async fn apply(plan: &Plan) -> anyhow::Result<()> {
     std::fs::create_dir_all(&plan.root)
@@ -866,6 +907,9 @@ pub async fn apply(plan: &Plan) -> anyhow::Result<()> {
             crate::admin::first_password(plan, &root, db).await?;
         }
         return Ok(());
+    }
+    if plan.parts == Parts::Database {
+        return database_only(plan).await;
     }
     let say = |outcome: Outcome, path: &Path| {
         let shown = root.host_path(path.strip_prefix("/").unwrap_or(path));
@@ -967,6 +1011,12 @@ pub async fn apply(plan: &Plan) -> anyhow::Result<()> {
         );
     }
     root.ensure_dir(&plan.web_root, dir)?;
+    if plan.parts == Parts::Files {
+        if plan.database.is_some() {
+            println!("the database is left to `onebox provision --database-only`");
+        }
+        return Ok(());
+    }
     if let Some(db) = &plan.database {
         database::create(db).await?;
         if plan.parts == Parts::AllButAdminPassword {

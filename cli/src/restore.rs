@@ -37,7 +37,7 @@ pub async fn run(args: &Args) -> anyhow::Result<()> {
     let started = Instant::now();
     let manifest = restore_files(&site.root, &restic, &args.snapshot, &state, true)?;
     let restored = args.site.load()?;
-    load_database(&restored, &manifest).await?;
+    load_database(&restored, &manifest, crate::database::WAIT).await?;
     finish(&site.root, &state);
     start_services();
     println!(
@@ -201,11 +201,17 @@ pub fn restore_files(
 }
 
 /// Makes the app's database anew from the dump in staging: dropped, created (with its user) and
-/// loaded with `mariadb`.
-pub async fn load_database(site: &Site, manifest: &Manifest) -> anyhow::Result<()> {
+/// loaded with `mariadb`; MariaDB is waited for up to `wait`.
+pub async fn load_database(
+    site: &Site,
+    manifest: &Manifest,
+    wait: std::time::Duration,
+) -> anyhow::Result<()> {
     let state = site.state_dir()?;
     let dump = site.host(&staging(&state).join(&state).join(DUMP_DIR).join(DUMP_FILE));
-    let db = DbPlan::from_site(&site.file).map_err(crate::Invalid)?;
+    let db = DbPlan::from_site(&site.file)
+        .map_err(crate::Invalid)?
+        .waiting(wait);
     if db.database != manifest.database {
         eprintln!(
             "onebox restore: the dump is of database `{}`; loading it into `{}` ([app] database_url)",

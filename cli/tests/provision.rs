@@ -453,6 +453,120 @@ fn the_admin_password_can_come_after_the_services_start() {
     );
 }
 
+/// The image's first boot in three steps: `--files-only` writes every file while MariaDB is not
+/// up yet (onebox-dns and onebox-edge start from them) and does not wait for it;
+/// `--database-only`, started before MariaDB too, waits for it, makes the database and writes
+/// nothing; the app then serves from it. `--database-only` before any site file exists is an
+/// error naming it.
+#[test]
+fn the_first_boot_writes_the_files_before_the_database_is_up() {
+    let dir = onebox_testkit::temp_dir("provision-split");
+    let root = dir.path().join("root");
+    let app = free_port();
+    let ud = dir.path().join("user-data.yaml");
+    std::fs::write(
+        &ud,
+        format!(
+            "#cloud-config\nonebox:\n  domain: example.test\n  public_ipv4: 192.0.2.10\n  settings:\n    app:\n      listen: 127.0.0.1:{app}\n"
+        ),
+    )
+    .expect("user-data");
+    let provision = |flag: &str| {
+        run(onebox()
+            .args(["provision", flag, "--user-data"])
+            .arg(&ud)
+            .arg("--root")
+            .arg(&root))
+    };
+    let site = root.join("etc/onebox/site.toml");
+
+    let out = provision("--database-only");
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(
+        text(&out).contains("--files-only") && text(&out).contains("site.toml"),
+        "{}",
+        text(&out)
+    );
+    assert!(!site.exists(), "--database-only wrote the site file");
+
+    // No MariaDB to reach (its socket does not exist): the files are written all the same, at once.
+    let started = std::time::Instant::now();
+    let out = provision("--files-only");
+    assert!(out.status.success(), "{}", text(&out));
+    println!(
+        "--files-only without MariaDB: {:.2} s",
+        started.elapsed().as_secs_f64()
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("--database-only"),
+        "{}",
+        text(&out)
+    );
+    assert!(site.exists(), "the site file");
+    assert!(
+        root.join("etc/onebox/zones/example.test.zone").exists(),
+        "the zone"
+    );
+
+    // --database-only starts before MariaDB (as at first boot, where it is not ordered after it).
+    let before = tree(&root);
+    let waiting = onebox()
+        .args(["provision", "--database-only", "--user-data"])
+        .arg(&ud)
+        .arg("--root")
+        .arg(&root)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn provision");
+    std::thread::sleep(std::time::Duration::from_secs(1));
+    let mariadb = MariaDb::start().expect("MariaDB");
+    std::fs::create_dir_all(root.join("run/mysqld")).expect("mkdir");
+    std::os::unix::fs::symlink(mariadb.socket(), root.join("run/mysqld/mysqld.sock"))
+        .expect("socket link");
+    let out = waiting.wait_with_output().expect("provision");
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("waiting for MariaDB"),
+        "{}",
+        text(&out)
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("database `onebox`"),
+        "{}",
+        text(&out)
+    );
+    let run_dir = root.join("run");
+    let after: Vec<_> = tree(&root)
+        .into_iter()
+        .filter(|(p, _, _)| !p.starts_with(&run_dir))
+        .collect();
+    assert_eq!(after, before, "--database-only wrote a file");
+
+    // The app's migrations need the database: it serves, without an admin account yet.
+    let mut cmd = Command::new(bin("onebox-app"));
+    cmd.arg("--config").arg(&site);
+    let _app = ChildGuard::spawn(cmd, dir.path().join("onebox-app.log")).expect("spawn");
+    wait_until(30, "the app answers a login", || {
+        let out = Command::new("curl")
+            .args([
+                "-s",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code}",
+                "--max-time",
+                "10",
+            ])
+            .args(["-H", "Content-Type: application/json", "-d"])
+            .arg(r#"{"username":"admin","password":"not-the-password"}"#)
+            .arg(format!("http://127.0.0.1:{app}/api/login"))
+            .output()
+            .expect("curl");
+        matches!(String::from_utf8_lossy(&out.stdout).as_ref(), "401" | "403")
+    });
+}
+
 /// Secondaries from the user-data are sent NOTIFY and may transfer the generated zone, with
 /// their TSIG key when they name one; a key no [[dns.tsig]] defines is an error naming it; zone
 /// files the user gives are not signed unless the user-data says so.

@@ -100,6 +100,34 @@ if [[ $target == vm ]]; then
   }
   check "first boot: provisioned from cloud-init's local stage, not after cloud-init.service" provisioned_early
 
+  # The first boot's provisioning in three units: onebox-provision.service writes the files
+  # (--files-only) without waiting for MariaDB, and onebox-dns and onebox-edge start after it, not
+  # after MariaDB; onebox-database.service (--database-only, not ordered after MariaDB either: it
+  # waits for MariaDB's socket itself) makes the database, and only the app waits for it.
+  # Checked: the units' ordering, each step's line in its journal. The order they ran in is shown
+  # (journal, monotonic), not asserted.
+  database_apart() {
+    local prov db after_prov after_db after_edge after_dns after_app
+    prov=$(vm_ssh sudo journalctl -b -o cat -u onebox-provision.service) || return 1
+    db=$(vm_ssh sudo journalctl -b -o cat -u onebox-database.service) || return 1
+    after_prov=$(vm_ssh systemctl show -p After --value onebox-provision.service) || return 1
+    after_db=$(vm_ssh systemctl show -p After --value onebox-database.service) || return 1
+    after_edge=$(vm_ssh systemctl show -p After --value onebox-edge.service) || return 1
+    after_dns=$(vm_ssh systemctl show -p After --value onebox-dns.service) || return 1
+    after_app=$(vm_ssh systemctl show -p After --value onebox-app.service) || return 1
+    vm_ssh sudo journalctl -b -o short-monotonic --no-pager |
+      grep -E '(Started|Finished) (onebox-provision|onebox-database|mariadb|onebox-dns|onebox-edge|onebox-app)\.service' || true
+    grep -q 'the database is left to `onebox provision --database-only`' <<<"$prov" &&
+      ! grep -q 'database `onebox` and its user' <<<"$prov" &&
+      grep -q 'database `onebox` and its user onebox-app ready' <<<"$db" &&
+      ! grep -qw 'mariadb.service' <<<"$after_prov $after_db $after_edge $after_dns" &&
+      ! grep -qw 'onebox-database.service' <<<"$after_edge $after_dns" &&
+      grep -qw 'onebox-database.service' <<<"$after_app" ||
+      { printf 'After=\n provision: %s\n database: %s\n edge: %s\n dns: %s\n app: %s\n' \
+          "$after_prov" "$after_db" "$after_edge" "$after_dns" "$after_app"; return 1; }
+  }
+  check "first boot: the files provisioned without waiting for MariaDB, the database apart, before the app" database_apart
+
   # cloud-init-local.service is not ordered after systemd-remount-fs.service, so that Python
   # imports cloud-init while the root filesystem is checked; its command
   # (/usr/local/lib/onebox/cloud-init-local) runs cloud-init only once / is writable. Checked: the

@@ -46,6 +46,39 @@ fn tree(dir: &Path) -> Vec<(PathBuf, Vec<u8>, u32)> {
     out
 }
 
+/// A user-data file in `dir` for example.test, the app listening on 127.0.0.1:`app`.
+fn app_user_data(dir: &Path, app: u16) -> PathBuf {
+    let ud = dir.join("user-data.yaml");
+    std::fs::write(
+        &ud,
+        format!(
+            "#cloud-config\nonebox:\n  domain: example.test\n  public_ipv4: 192.0.2.10\n  settings:\n    app:\n      listen: 127.0.0.1:{app}\n"
+        ),
+    )
+    .expect("user-data");
+    ud
+}
+
+/// The HTTP status of a JSON login as admin with `password` at the app on 127.0.0.1:`app`.
+fn login_status(app: u16, password: &str) -> String {
+    let out = Command::new("curl")
+        .args([
+            "-s",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "--max-time",
+            "10",
+        ])
+        .args(["-H", "Content-Type: application/json", "-d"])
+        .arg(serde_json::json!({"username": "admin", "password": password}).to_string())
+        .arg(format!("http://127.0.0.1:{app}/api/login"))
+        .output()
+        .expect("curl");
+    String::from_utf8_lossy(&out.stdout).to_string()
+}
+
 #[test]
 fn bad_user_data_exits_2_naming_the_key_and_writes_nothing() {
     let dir = onebox_testkit::temp_dir("provision-bad");
@@ -363,14 +396,7 @@ fn the_admin_password_can_come_after_the_services_start() {
     let dir = onebox_testkit::temp_dir("provision-later");
     let root = dir.path().join("root");
     let app = free_port();
-    let ud = dir.path().join("user-data.yaml");
-    std::fs::write(
-        &ud,
-        format!(
-            "#cloud-config\nonebox:\n  domain: example.test\n  public_ipv4: 192.0.2.10\n  settings:\n    app:\n      listen: 127.0.0.1:{app}\n"
-        ),
-    )
-    .expect("user-data");
+    let ud = app_user_data(dir.path(), app);
     std::fs::create_dir_all(root.join("run/mysqld")).expect("mkdir");
     std::os::unix::fs::symlink(mariadb.socket(), root.join("run/mysqld/mysqld.sock"))
         .expect("socket link");
@@ -399,24 +425,7 @@ fn the_admin_password_can_come_after_the_services_start() {
     let mut cmd = Command::new(bin("onebox-app"));
     cmd.arg("--config").arg(&site);
     let _app = ChildGuard::spawn(cmd, dir.path().join("onebox-app.log")).expect("spawn");
-    let login = |password: &str| {
-        let out = Command::new("curl")
-            .args([
-                "-s",
-                "-o",
-                "/dev/null",
-                "-w",
-                "%{http_code}",
-                "--max-time",
-                "10",
-            ])
-            .args(["-H", "Content-Type: application/json", "-d"])
-            .arg(serde_json::json!({"username": "admin", "password": password}).to_string())
-            .arg(format!("http://127.0.0.1:{app}/api/login"))
-            .output()
-            .expect("curl");
-        String::from_utf8_lossy(&out.stdout).to_string()
-    };
+    let login = |password: &str| login_status(app, password);
     // The app serves (its migrations applied) without an admin account: no login.
     wait_until(30, "the app answers a login", || {
         matches!(login("not-the-password").as_str(), "401" | "403")
@@ -463,14 +472,7 @@ fn the_first_boot_writes_the_files_before_the_database_is_up() {
     let dir = onebox_testkit::temp_dir("provision-split");
     let root = dir.path().join("root");
     let app = free_port();
-    let ud = dir.path().join("user-data.yaml");
-    std::fs::write(
-        &ud,
-        format!(
-            "#cloud-config\nonebox:\n  domain: example.test\n  public_ipv4: 192.0.2.10\n  settings:\n    app:\n      listen: 127.0.0.1:{app}\n"
-        ),
-    )
-    .expect("user-data");
+    let ud = app_user_data(dir.path(), app);
     let provision = |flag: &str| {
         run(onebox()
             .args(["provision", flag, "--user-data"])
@@ -548,22 +550,10 @@ fn the_first_boot_writes_the_files_before_the_database_is_up() {
     cmd.arg("--config").arg(&site);
     let _app = ChildGuard::spawn(cmd, dir.path().join("onebox-app.log")).expect("spawn");
     wait_until(30, "the app answers a login", || {
-        let out = Command::new("curl")
-            .args([
-                "-s",
-                "-o",
-                "/dev/null",
-                "-w",
-                "%{http_code}",
-                "--max-time",
-                "10",
-            ])
-            .args(["-H", "Content-Type: application/json", "-d"])
-            .arg(r#"{"username":"admin","password":"not-the-password"}"#)
-            .arg(format!("http://127.0.0.1:{app}/api/login"))
-            .output()
-            .expect("curl");
-        matches!(String::from_utf8_lossy(&out.stdout).as_ref(), "401" | "403")
+        matches!(
+            login_status(app, "not-the-password").as_str(),
+            "401" | "403"
+        )
     });
 }
 

@@ -879,12 +879,9 @@ async fn restore_at_first_boot(
 }
 
 /// `--database-only`: the database and its user as the installed site file names them (after a
-/// first-boot restore that is the restored site's, whose dump `--files-only` loaded), unless
-/// the plan has no database; MariaDB is waited for up to [`database::FIRST_BOOT_WAIT`].
+/// first-boot restore that is the restored site's, whose dump `--files-only` loaded); MariaDB is
+/// waited for up to [`database::FIRST_BOOT_WAIT`]. (--no-database cannot be given with it.)
 async fn database_only(plan: &Plan) -> anyhow::Result<()> {
-    if plan.database.is_none() {
-        return Ok(());
-    }
     let site = crate::backup::Site::load(&plan.root, None).map_err(|e| {
         Invalid(format!(
             "--database-only makes the database the installed site file names, and it cannot be read (run `onebox provision --files-only` first): {e}"
@@ -1012,9 +1009,8 @@ pub async fn apply(plan: &Plan) -> anyhow::Result<()> {
     }
     root.ensure_dir(&plan.web_root, dir)?;
     if plan.parts == Parts::Files {
-        if plan.database.is_some() {
-            println!("the database is left to `onebox provision --database-only`");
-        }
+        // (--no-database cannot be given with --files-only: there is always a database to leave.)
+        println!("the database is left to `onebox provision --database-only`");
         return Ok(());
     }
     if let Some(db) = &plan.database {

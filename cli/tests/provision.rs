@@ -473,13 +473,15 @@ fn the_first_boot_writes_the_files_before_the_database_is_up() {
     let root = dir.path().join("root");
     let app = free_port();
     let ud = app_user_data(dir.path(), app);
-    let provision = |flag: &str| {
-        run(onebox()
-            .args(["provision", flag, "--user-data"])
+    let command = |flag: &str| {
+        let mut cmd = onebox();
+        cmd.args(["provision", flag, "--user-data"])
             .arg(&ud)
             .arg("--root")
-            .arg(&root))
+            .arg(&root);
+        cmd
     };
+    let provision = |flag: &str| run(&mut command(flag));
     let site = root.join("etc/onebox/site.toml");
 
     let out = provision("--database-only");
@@ -512,11 +514,7 @@ fn the_first_boot_writes_the_files_before_the_database_is_up() {
 
     // --database-only starts before MariaDB (as at first boot, where it is not ordered after it).
     let before = tree(&root);
-    let waiting = onebox()
-        .args(["provision", "--database-only", "--user-data"])
-        .arg(&ud)
-        .arg("--root")
-        .arg(&root)
+    let waiting = command("--database-only")
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()

@@ -236,8 +236,8 @@ fn growth_each(site: &Site, pid: u32, before: u64, added: u32, open: u32, what: 
 /// read buffer the HTTPS listener had; about 18 with the TLS handshake's state kept in the
 /// connection's future, about 16.3 now, nginx 14). Idle for a second or two, each gives back
 /// TLS's 4 KiB read buffer (`onebox_edge::tls_idle`), which a second thousand's buffers are then
-/// made of (or the kernel gets back): about 12.4 KiB each, 16.4 with the buffers kept. Then each serves a second request,
-/// whose first byte the keep-alive loop reads alone.
+/// made of (or the kernel gets back): about 12.4 KiB each, 16.4 with the buffers kept. Then each
+/// serves a second request, whose first byte the keep-alive loop reads alone.
 #[test]
 fn idle_kept_alive_connections_hold_little_memory() {
     raise_open_files();

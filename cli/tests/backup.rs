@@ -3,7 +3,8 @@
 #![allow(clippy::panic)]
 
 mod common;
-use common::site::{Site, fastrand_name, ok};
+use common::api::Api;
+use common::site::{Site, ok};
 use common::{onebox, text};
 
 use onebox_testkit::{MariaDb, Pebble, free_port, wait_until};
@@ -37,82 +38,6 @@ fn files(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
         }
     }
     out
-}
-
-/// A logged-in API client of the app (curl with a cookie jar).
-struct Api {
-    base: String,
-    jar: PathBuf,
-}
-
-impl Api {
-    fn login(app: u16, dir: &Path, password: &str) -> Result<Api, String> {
-        let api = Api {
-            base: format!("http://127.0.0.1:{app}"),
-            jar: dir.join(format!("cookies-{}", fastrand_name())),
-        };
-        let body = serde_json::json!({"username": "admin", "password": password}).to_string();
-        let (code, out) = api.call("POST", "/api/login", Some(&body));
-        if code == 200 {
-            Ok(api)
-        } else {
-            Err(format!("login: {code} {out}"))
-        }
-    }
-
-    fn call(&self, method: &str, path: &str, body: Option<&str>) -> (u16, String) {
-        let mut cmd = Command::new("curl");
-        cmd.args([
-            "-s",
-            "--max-time",
-            "10",
-            "-X",
-            method,
-            "-w",
-            "\n%{http_code}",
-        ])
-        .arg("-b")
-        .arg(&self.jar)
-        .arg("-c")
-        .arg(&self.jar)
-        .arg(format!("{}{path}", self.base));
-        if let Some(b) = body {
-            cmd.args(["-H", "Content-Type: application/json", "--data-binary", b]);
-        }
-        let out = cmd.output().expect("curl");
-        let text = String::from_utf8_lossy(&out.stdout).to_string();
-        let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
-        (code.trim().parse().unwrap_or(0), body.to_string())
-    }
-
-    fn post(&self, title: &str) -> Option<u64> {
-        let body =
-            serde_json::json!({"title": title, "body": "text", "published": true}).to_string();
-        let (code, out) = self.call("POST", "/api/posts", Some(&body));
-        if code != 201 {
-            return None;
-        }
-        serde_json::from_str::<serde_json::Value>(&out).ok()?["id"].as_u64()
-    }
-
-    /// Every post's title (all pages).
-    fn titles(&self) -> Vec<String> {
-        let mut titles = Vec::new();
-        let mut page = 1;
-        loop {
-            let (code, out) = self.call("GET", &format!("/api/posts?page={page}"), None);
-            assert_eq!(code, 200, "{out}");
-            let v: serde_json::Value = serde_json::from_str(&out).expect("json");
-            for p in v["posts"].as_array().expect("posts") {
-                titles.push(p["title"].as_str().expect("title").to_string());
-            }
-            if v["next_page"].is_null() || page > 100 {
-                break;
-            }
-            page += 1;
-        }
-        titles
-    }
 }
 
 /// A site with posts, a certificate from pebble and a signed zone is backed up while a writer

@@ -2,6 +2,7 @@
 //! root, a private MariaDB, and the three services started from the provisioned site file.
 
 mod common;
+use common::api::Api;
 use common::{bin, onebox, text};
 
 use onebox_testkit::{ChildGuard, MariaDb, free_port, wait_until};
@@ -57,26 +58,6 @@ fn app_user_data(dir: &Path, app: u16) -> PathBuf {
     )
     .expect("user-data");
     ud
-}
-
-/// The HTTP status of a JSON login as admin with `password` at the app on 127.0.0.1:`app`.
-fn login_status(app: u16, password: &str) -> String {
-    let out = Command::new("curl")
-        .args([
-            "-s",
-            "-o",
-            "/dev/null",
-            "-w",
-            "%{http_code}",
-            "--max-time",
-            "10",
-        ])
-        .args(["-H", "Content-Type: application/json", "-d"])
-        .arg(serde_json::json!({"username": "admin", "password": password}).to_string())
-        .arg(format!("http://127.0.0.1:{app}/api/login"))
-        .output()
-        .expect("curl");
-    String::from_utf8_lossy(&out.stdout).to_string()
 }
 
 #[test]
@@ -425,10 +406,11 @@ fn the_admin_password_can_come_after_the_services_start() {
     let mut cmd = Command::new(bin("onebox-app"));
     cmd.arg("--config").arg(&site);
     let _app = ChildGuard::spawn(cmd, dir.path().join("onebox-app.log")).expect("spawn");
-    let login = |password: &str| login_status(app, password);
+    let api = Api::new(app, dir.path());
+    let login = |password: &str| api.login_status(password);
     // The app serves (its migrations applied) without an admin account: no login.
     wait_until(30, "the app answers a login", || {
-        matches!(login("not-the-password").as_str(), "401" | "403")
+        matches!(login("not-the-password"), 401 | 403)
     });
 
     let out = provision("--admin-password-only");
@@ -447,7 +429,7 @@ fn the_admin_password_can_come_after_the_services_start() {
     assert_eq!(after, before);
     assert_eq!(
         login(password),
-        "200",
+        200,
         "the admin logs in with the first password"
     );
 
@@ -549,8 +531,8 @@ fn the_first_boot_writes_the_files_before_the_database_is_up() {
     let _app = ChildGuard::spawn(cmd, dir.path().join("onebox-app.log")).expect("spawn");
     wait_until(30, "the app answers a login", || {
         matches!(
-            login_status(app, "not-the-password").as_str(),
-            "401" | "403"
+            Api::new(app, dir.path()).login_status("not-the-password"),
+            401 | 403
         )
     });
 }

@@ -34,4 +34,5 @@ pub fn text(out: &Output) -> String {
         String::from_utf8_lossy(&out.stderr)
     )
 }
+pub mod api;
 pub mod site;

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The virtual machine every boot here runs on, sourced by image/boot (onebox's VM) and
 # bench/boot/run (the stock image it is timed against), so that both boot on the same one.
-# Harness settings, not the image's: a provider's machine and firmware are its own (README "The
-# first seconds").
+# Harness settings, not the image's: a provider's machine and firmware are its own
+# (bench/HISTORY.md, "The first seconds").
 #
 # machine FIRMWARE VARS DISK SEED NET0 NET1: sets the array `machine` to QEMU's arguments for
 # - q35 under TCG (KVM hangs on the project's machines), 2 vCPUs, 2 GiB;

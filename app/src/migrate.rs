@@ -33,15 +33,16 @@ pub const MIGRATIONS: &[Migration] = &[
     RELEASED[1],
     RELEASED[2],
     RELEASED[3],
+    RELEASED[4],
     Migration {
-        version: 5,
-        file: "../migrations-test/0005_expand_test.sql",
-        sql: include_str!("../migrations-test/0005_expand_test.sql"),
+        version: 6,
+        file: "../migrations-test/0006_expand_test.sql",
+        sql: include_str!("../migrations-test/0006_expand_test.sql"),
     },
 ];
 
 /// The migrations of `app/migrations/`.
-const RELEASED: [Migration; 4] = [
+const RELEASED: [Migration; 5] = [
     Migration {
         version: 1,
         file: "0001_users.sql",
@@ -61,6 +62,11 @@ const RELEASED: [Migration; 4] = [
         version: 4,
         file: "0004_settings.sql",
         sql: include_str!("../migrations/0004_settings.sql"),
+    },
+    Migration {
+        version: 5,
+        file: "0005_post_create_keys.sql",
+        sql: include_str!("../migrations/0005_post_create_keys.sql"),
     },
 ];
 

@@ -1,4 +1,11 @@
 //! The site's data in MySQL: posts, settings, users and sessions. Parameterised queries only.
+//!
+//! Every function runs its queries through [`Db::retrying`]: when the database goes away under
+//! them (a restart closes every connection, or one is killed), they run again once it answers,
+//! within `[app] database_wait_secs`, so a request in flight rides out a MariaDB restart, a
+//! write as well as a read. Each is written so that running again is safe whatever the earlier
+//! try did, its commit included: reads and updates to given values as they are, a new post and
+//! a new session kept once by their key if the earlier try made them.
 
 use crate::db::{Db, DbError, Timed};
 use mysql_async::prelude::Queryable;
@@ -62,67 +69,95 @@ pub async fn list_posts(
     page: u32,
     per_page: u32,
 ) -> Result<(Vec<Post>, bool), DbError> {
-    let mut conn = db.conn().await?;
-    let offset = u64::from(page.saturating_sub(1)) * u64::from(per_page);
-    let filter = if published_only {
-        "WHERE published = TRUE"
-    } else {
-        ""
-    };
-    let rows: Vec<PostRow> = conn
-        .exec(
-            format!("SELECT {POST_COLUMNS} FROM posts {filter} ORDER BY id DESC LIMIT ? OFFSET ?"),
-            (u64::from(per_page) + 1, offset),
-        )
-        .timed(db)
-        .await?;
-    let more = rows.len() > per_page as usize;
-    Ok((
-        rows.into_iter().take(per_page as usize).map(post).collect(),
-        more,
-    ))
+    db.retrying(|_| async move {
+        let mut conn = db.conn().await?;
+        let offset = u64::from(page.saturating_sub(1)) * u64::from(per_page);
+        let filter = if published_only {
+            "WHERE published = TRUE"
+        } else {
+            ""
+        };
+        let rows: Vec<PostRow> = conn
+            .exec(
+                format!(
+                    "SELECT {POST_COLUMNS} FROM posts {filter} ORDER BY id DESC LIMIT ? OFFSET ?"
+                ),
+                (u64::from(per_page) + 1, offset),
+            )
+            .timed(db)
+            .await?;
+        let more = rows.len() > per_page as usize;
+        Ok((
+            rows.into_iter().take(per_page as usize).map(post).collect(),
+            more,
+        ))
+    })
+    .await
 }
 
 /// The post `id`, if it exists (and is published, with `published_only`).
 pub async fn get_post(db: &Db, id: u64, published_only: bool) -> Result<Option<Post>, DbError> {
-    let mut conn = db.conn().await?;
-    let filter = if published_only {
-        "AND published = TRUE"
-    } else {
-        ""
-    };
-    let row: Option<PostRow> = conn
-        .exec_first(
-            format!("SELECT {POST_COLUMNS} FROM posts WHERE id = ? {filter}"),
-            (id,),
-        )
-        .timed(db)
-        .await?;
-    Ok(row.map(post))
+    db.retrying(|_| async move {
+        let mut conn = db.conn().await?;
+        let filter = if published_only {
+            "AND published = TRUE"
+        } else {
+            ""
+        };
+        let row: Option<PostRow> = conn
+            .exec_first(
+                format!("SELECT {POST_COLUMNS} FROM posts WHERE id = ? {filter}"),
+                (id,),
+            )
+            .timed(db)
+            .await?;
+        Ok(row.map(post))
+    })
+    .await
 }
 
-/// Creates a post and returns it.
+/// Creates a post and returns it, exactly once even when the database goes away as it commits.
+///
+/// The post is made with a random key of its own (`posts.create_key`, unique). A try after one
+/// whose outcome was lost ([`Db::retrying`]: the connection closed, or the query timed out while
+/// the server went on with it) inserts the same key again: if the earlier try's post is there
+/// (or is being committed: the insert waits for it), the insert becomes a no-op that returns that
+/// post's id (`LAST_INSERT_ID(id)`), so no second post is made.
 pub async fn create_post(
     db: &Db,
     title: &str,
     body: &str,
     published: bool,
 ) -> Result<Post, DbError> {
-    let mut conn = db.conn().await?;
-    conn.exec_drop(
-        "INSERT INTO posts (title, body, published) VALUES (?, ?, ?)",
-        (title, body, published),
-    )
-    .timed(db)
-    .await?;
-    let id = conn.last_insert_id().unwrap_or(0);
-    drop(conn);
+    let key = crate::password::random_bytes::<16>()
+        .map_err(|e| DbError::Unavailable(format!("no key for the new post: {e}")))?;
+    let id = db
+        .retrying(|_| async move {
+            let mut conn = db.conn().await?;
+            conn.exec_drop(
+                "INSERT INTO posts (title, body, published, create_key) VALUES (?, ?, ?, ?) \
+                 ON DUPLICATE KEY UPDATE id = LAST_INSERT_ID(id)",
+                (title, body, published, &key[..]),
+            )
+            .timed(db)
+            .await?;
+            match conn.last_insert_id() {
+                Some(id) if id > 0 => Ok(id),
+                _ => conn
+                    .exec_first("SELECT id FROM posts WHERE create_key = ?", (&key[..],))
+                    .timed(db)
+                    .await
+                    .map(|id: Option<u64>| id.unwrap_or(0)),
+            }
+        })
+        .await?;
     get_post(db, id, false)
         .await?
         .ok_or_else(|| DbError::Unavailable("the new post vanished".into()))
 }
 
-/// Replaces the post `id`; `None` when there is no such post.
+/// Replaces the post `id`; `None` when there is no such post. Tried again as it is (the same
+/// values) when the database goes away under it.
 pub async fn update_post(
     db: &Db,
     id: u64,
@@ -130,102 +165,130 @@ pub async fn update_post(
     body: &str,
     published: bool,
 ) -> Result<Option<Post>, DbError> {
-    let mut conn = db.conn().await?;
-    let found: Option<u64> = conn
-        .exec_first("SELECT id FROM posts WHERE id = ?", (id,))
+    let found = db.retrying(|_| async move {
+        let mut conn = db.conn().await?;
+        let found: Option<u64> = conn
+            .exec_first("SELECT id FROM posts WHERE id = ?", (id,))
+            .timed(db)
+            .await?;
+        if found.is_none() {
+            return Ok(None);
+        }
+        conn.exec_drop(
+            "UPDATE posts SET title = ?, body = ?, published = ?, updated_at = UTC_TIMESTAMP(6) WHERE id = ?",
+            (title, body, published, id),
+        )
         .timed(db)
         .await?;
-    if found.is_none() {
+        Ok(Some(()))
+    })
+    .await?
+    .is_some();
+    if !found {
         return Ok(None);
     }
-    conn.exec_drop(
-        "UPDATE posts SET title = ?, body = ?, published = ?, updated_at = UTC_TIMESTAMP(6) WHERE id = ?",
-        (title, body, published, id),
-    )
-    .timed(db)
-    .await?;
-    drop(conn);
     get_post(db, id, false).await
 }
 
 /// Publishes or unpublishes the post `id`; false when there is no such post.
 pub async fn set_published(db: &Db, id: u64, published: bool) -> Result<bool, DbError> {
-    let mut conn = db.conn().await?;
-    conn.exec_drop(
-        "UPDATE posts SET published = ?, updated_at = UTC_TIMESTAMP(6) WHERE id = ?",
-        (published, id),
-    )
-    .timed(db)
-    .await?;
-    let found: Option<u64> = conn
-        .exec_first("SELECT id FROM posts WHERE id = ?", (id,))
+    db.retrying(|_| async move {
+        let mut conn = db.conn().await?;
+        conn.exec_drop(
+            "UPDATE posts SET published = ?, updated_at = UTC_TIMESTAMP(6) WHERE id = ?",
+            (published, id),
+        )
         .timed(db)
         .await?;
-    Ok(found.is_some())
+        let found: Option<u64> = conn
+            .exec_first("SELECT id FROM posts WHERE id = ?", (id,))
+            .timed(db)
+            .await?;
+        Ok(found.is_some())
+    })
+    .await
 }
 
-/// Deletes the post `id`; false when there was no such post.
+/// Deletes the post `id`; false when there was no such post. A try after one whose outcome a
+/// closed connection left unknown finds the post gone either way, and says it was deleted.
 pub async fn delete_post(db: &Db, id: u64) -> Result<bool, DbError> {
-    let mut conn = db.conn().await?;
-    conn.exec_drop("DELETE FROM posts WHERE id = ?", (id,))
-        .timed(db)
-        .await?;
-    Ok(conn.affected_rows() > 0)
+    db.retrying(|tries| async move {
+        let mut conn = db.conn().await?;
+        conn.exec_drop("DELETE FROM posts WHERE id = ?", (id,))
+            .timed(db)
+            .await?;
+        Ok(conn.affected_rows() > 0 || tries > 0)
+    })
+    .await
 }
 
 /// The site's settings.
 pub async fn settings(db: &Db) -> Result<SiteSettings, DbError> {
-    let mut conn = db.conn().await?;
-    let row: Option<(String, String)> = conn
-        .query_first("SELECT title, description FROM settings WHERE id = 1")
-        .timed(db)
-        .await?;
-    let (title, description) = row.unwrap_or_default();
-    Ok(SiteSettings { title, description })
+    db.retrying(|_| async move {
+        let mut conn = db.conn().await?;
+        let row: Option<(String, String)> = conn
+            .query_first("SELECT title, description FROM settings WHERE id = 1")
+            .timed(db)
+            .await?;
+        let (title, description) = row.unwrap_or_default();
+        Ok(SiteSettings { title, description })
+    })
+    .await
 }
 
 /// Replaces the site's settings.
 pub async fn set_settings(db: &Db, title: &str, description: &str) -> Result<(), DbError> {
-    let mut conn = db.conn().await?;
-    conn.exec_drop(
-        "INSERT INTO settings (id, title, description) VALUES (1, ?, ?) \
-         ON DUPLICATE KEY UPDATE title = VALUES(title), description = VALUES(description)",
-        (title, description),
-    )
-    .timed(db)
+    db.retrying(|_| async move {
+        let mut conn = db.conn().await?;
+        conn.exec_drop(
+            "INSERT INTO settings (id, title, description) VALUES (1, ?, ?) \
+             ON DUPLICATE KEY UPDATE title = VALUES(title), description = VALUES(description)",
+            (title, description),
+        )
+        .timed(db)
+        .await
+    })
     .await
 }
 
 /// The id and password hash of `username`.
 pub async fn user_hash(db: &Db, username: &str) -> Result<Option<(u64, String)>, DbError> {
-    let mut conn = db.conn().await?;
-    conn.exec_first(
-        "SELECT id, password_hash FROM users WHERE username = ?",
-        (username,),
-    )
-    .timed(db)
+    db.retrying(|_| async move {
+        let mut conn = db.conn().await?;
+        conn.exec_first(
+            "SELECT id, password_hash FROM users WHERE username = ?",
+            (username,),
+        )
+        .timed(db)
+        .await
+    })
     .await
 }
 
 /// Creates `username` or changes their password, ending their sessions.
 pub async fn set_password(db: &Db, username: &str, hash: &str) -> Result<(), DbError> {
-    let mut conn = db.conn().await?;
-    conn.exec_drop(
-        "INSERT INTO users (username, password_hash) VALUES (?, ?) \
-         ON DUPLICATE KEY UPDATE password_hash = VALUES(password_hash)",
-        (username, hash),
-    )
-    .timed(db)
-    .await?;
-    conn.exec_drop(
-        "DELETE s FROM sessions s JOIN users u ON u.id = s.user_id WHERE u.username = ?",
-        (username,),
-    )
-    .timed(db)
+    db.retrying(|_| async move {
+        let mut conn = db.conn().await?;
+        conn.exec_drop(
+            "INSERT INTO users (username, password_hash) VALUES (?, ?) \
+             ON DUPLICATE KEY UPDATE password_hash = VALUES(password_hash)",
+            (username, hash),
+        )
+        .timed(db)
+        .await?;
+        conn.exec_drop(
+            "DELETE s FROM sessions s JOIN users u ON u.id = s.user_id WHERE u.username = ?",
+            (username,),
+        )
+        .timed(db)
+        .await
+    })
     .await
 }
 
-/// Stores a new session for `user_id`, valid for `lifetime_secs` seconds.
+/// Stores a new session for `user_id`, valid for `lifetime_secs` seconds. A try after one whose
+/// commit a closed connection left unknown finds the session stored (its token is random) and
+/// leaves it.
 pub async fn create_session(
     db: &Db,
     token_hash: &[u8],
@@ -233,42 +296,52 @@ pub async fn create_session(
     csrf_token: &str,
     lifetime_secs: u64,
 ) -> Result<(), DbError> {
-    let mut conn = db.conn().await?;
-    conn.query_drop("DELETE FROM sessions WHERE expires_at < UTC_TIMESTAMP(6) LIMIT 1000")
+    db.retrying(|_| async move {
+        let mut conn = db.conn().await?;
+        conn.query_drop("DELETE FROM sessions WHERE expires_at < UTC_TIMESTAMP(6) LIMIT 1000")
+            .timed(db)
+            .await?;
+        conn.exec_drop(
+            "INSERT INTO sessions (token_hash, user_id, csrf_token, expires_at) \
+             VALUES (?, ?, ?, UTC_TIMESTAMP(6) + INTERVAL ? SECOND) \
+             ON DUPLICATE KEY UPDATE token_hash = token_hash",
+            (token_hash, user_id, csrf_token, lifetime_secs),
+        )
         .timed(db)
-        .await?;
-    conn.exec_drop(
-        "INSERT INTO sessions (token_hash, user_id, csrf_token, expires_at) \
-         VALUES (?, ?, ?, UTC_TIMESTAMP(6) + INTERVAL ? SECOND)",
-        (token_hash, user_id, csrf_token, lifetime_secs),
-    )
-    .timed(db)
+        .await
+    })
     .await
 }
 
 /// The user of the live session whose token hashes to `token_hash`.
 pub async fn session_user(db: &Db, token_hash: &[u8]) -> Result<Option<SessionUser>, DbError> {
-    let mut conn = db.conn().await?;
-    let row: Option<(String, String)> = conn
-        .exec_first(
-            "SELECT u.username, s.csrf_token FROM sessions s JOIN users u ON u.id = s.user_id \
-             WHERE s.token_hash = ? AND s.expires_at > UTC_TIMESTAMP(6)",
-            (token_hash,),
-        )
-        .timed(db)
-        .await?;
-    Ok(row.map(|(username, csrf_token)| SessionUser {
-        username,
-        csrf_token,
-    }))
+    db.retrying(|_| async move {
+        let mut conn = db.conn().await?;
+        let row: Option<(String, String)> = conn
+            .exec_first(
+                "SELECT u.username, s.csrf_token FROM sessions s JOIN users u ON u.id = s.user_id \
+                 WHERE s.token_hash = ? AND s.expires_at > UTC_TIMESTAMP(6)",
+                (token_hash,),
+            )
+            .timed(db)
+            .await?;
+        Ok(row.map(|(username, csrf_token)| SessionUser {
+            username,
+            csrf_token,
+        }))
+    })
+    .await
 }
 
 /// Ends the session whose token hashes to `token_hash`.
 pub async fn delete_session(db: &Db, token_hash: &[u8]) -> Result<(), DbError> {
-    let mut conn = db.conn().await?;
-    conn.exec_drop("DELETE FROM sessions WHERE token_hash = ?", (token_hash,))
-        .timed(db)
-        .await
+    db.retrying(|_| async move {
+        let mut conn = db.conn().await?;
+        conn.exec_drop("DELETE FROM sessions WHERE token_hash = ?", (token_hash,))
+            .timed(db)
+            .await
+    })
+    .await
 }
 
 /// The settings and one page of published posts (newest first) on one connection, and whether
@@ -278,41 +351,47 @@ pub async fn home(
     page: u32,
     per_page: u32,
 ) -> Result<(SiteSettings, Vec<Post>, bool), DbError> {
-    let mut conn = db.conn().await?;
-    let row: Option<(String, String)> = conn
-        .query_first("SELECT title, description FROM settings WHERE id = 1")
-        .timed(db)
-        .await?;
-    let (title, description) = row.unwrap_or_default();
-    let offset = u64::from(page.saturating_sub(1)) * u64::from(per_page);
-    let rows: Vec<PostRow> = conn
-        .exec(
-            format!("SELECT {POST_COLUMNS} FROM posts WHERE published = TRUE ORDER BY id DESC LIMIT ? OFFSET ?"),
-            (u64::from(per_page) + 1, offset),
-        )
-        .timed(db)
-        .await?;
-    let more = rows.len() > per_page as usize;
-    let posts = rows.into_iter().take(per_page as usize).map(post).collect();
-    Ok((SiteSettings { title, description }, posts, more))
+    db.retrying(|_| async move {
+        let mut conn = db.conn().await?;
+        let row: Option<(String, String)> = conn
+            .query_first("SELECT title, description FROM settings WHERE id = 1")
+            .timed(db)
+            .await?;
+        let (title, description) = row.unwrap_or_default();
+        let offset = u64::from(page.saturating_sub(1)) * u64::from(per_page);
+        let rows: Vec<PostRow> = conn
+            .exec(
+                format!("SELECT {POST_COLUMNS} FROM posts WHERE published = TRUE ORDER BY id DESC LIMIT ? OFFSET ?"),
+                (u64::from(per_page) + 1, offset),
+            )
+            .timed(db)
+            .await?;
+        let more = rows.len() > per_page as usize;
+        let posts = rows.into_iter().take(per_page as usize).map(post).collect();
+        Ok((SiteSettings { title, description }, posts, more))
+    })
+    .await
 }
 
 /// The settings and the published post `id`, on one connection.
 pub async fn site_and_post(db: &Db, id: u64) -> Result<(SiteSettings, Option<Post>), DbError> {
-    let mut conn = db.conn().await?;
-    let row: Option<(String, String)> = conn
-        .query_first("SELECT title, description FROM settings WHERE id = 1")
-        .timed(db)
-        .await?;
-    let (title, description) = row.unwrap_or_default();
-    let post: Option<PostRow> = conn
-        .exec_first(
-            format!("SELECT {POST_COLUMNS} FROM posts WHERE id = ? AND published = TRUE"),
-            (id,),
-        )
-        .timed(db)
-        .await?;
-    Ok((SiteSettings { title, description }, post.map(post_from)))
+    db.retrying(|_| async move {
+        let mut conn = db.conn().await?;
+        let row: Option<(String, String)> = conn
+            .query_first("SELECT title, description FROM settings WHERE id = 1")
+            .timed(db)
+            .await?;
+        let (title, description) = row.unwrap_or_default();
+        let post: Option<PostRow> = conn
+            .exec_first(
+                format!("SELECT {POST_COLUMNS} FROM posts WHERE id = ? AND published = TRUE"),
+                (id,),
+            )
+            .timed(db)
+            .await?;
+        Ok((SiteSettings { title, description }, post.map(post_from)))
+    })
+    .await
 }
 
 fn post_from(row: PostRow) -> Post {

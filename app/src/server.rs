@@ -129,7 +129,6 @@ pub async fn open_database(settings: &Settings) -> Result<Db, ServeError> {
 /// The whole application's routes.
 pub fn router(state: AppState, drain: Arc<Drain>) -> Router {
     let limit = state.settings.max_body_bytes + 64 * 1024;
-    let db = state.db.clone();
     Router::new()
         .merge(pages::routes())
         .merge(admin::routes())
@@ -140,7 +139,6 @@ pub fn router(state: AppState, drain: Arc<Drain>) -> Router {
         })
         .layer(DefaultBodyLimit::max(limit))
         .layer(middleware::from_fn(security_headers))
-        .layer(middleware::from_fn_with_state(db, wait_for_database))
         .layer(middleware::from_fn_with_state(drain, close_when_draining))
         .layer(middleware::from_fn_with_state(
             Arc::clone(&state.metrics),
@@ -164,55 +162,6 @@ async fn close_when_draining(
     }
     response
 }
-
-/// A read (GET or HEAD without a body) that failed because the database went away under it (a
-/// connection it had was closed by a restart or killed) is asked again once the database is back,
-/// up to [`READ_TRIES`] times, for as long as the outage's wait (`[app] database_wait_secs`)
-/// counted from this request's own first failure. Not from the outage's start
-/// ([`Db::wait_left`]): another request's connection, taken between this one's failure and its
-/// check, would end the outage in between (the old server answers on some connections while it
-/// closes others), and the read would fail. Writes are not repeated: they wait for a connection
-/// before they start ([`Db::conn`]), never after a statement may have run.
-async fn wait_for_database(State(db): State<Db>, request: Request, next: Next) -> Response {
-    let method = request.method();
-    let bodiless = request
-        .headers()
-        .get(axum::http::header::CONTENT_LENGTH)
-        .is_none_or(|v| v.as_bytes() == b"0")
-        && request
-            .headers()
-            .get(axum::http::header::TRANSFER_ENCODING)
-            .is_none();
-    if !(method == Method::GET || method == Method::HEAD)
-        || !bodiless
-        || request.uri().path() == "/healthz"
-    {
-        return next.run(request).await;
-    }
-    let (parts, _) = request.into_parts();
-    let mut until = None;
-    let mut tries = 0;
-    loop {
-        let again = Request::from_parts(parts.clone(), axum::body::Body::empty());
-        let response = next.clone().run(again).await;
-        tries += 1;
-        if response.status() != StatusCode::SERVICE_UNAVAILABLE || tries >= READ_TRIES {
-            return response;
-        }
-        let until = *until.get_or_insert_with(|| tokio::time::Instant::now() + db.wait());
-        // Waits until the database answers again; past the outage's wait, `conn` fails at once.
-        match tokio::time::timeout_at(until, db.conn()).await {
-            Ok(Ok(_)) => {}
-            Ok(Err(_)) | Err(_) => return response,
-        }
-    }
-}
-
-/// How many times one read is answered at most while the database comes back. Each try after
-/// the first waits until the database answers (`Db::conn`), but may still draw another pooled
-/// connection the same restart or kill closed (the pool holds up to 32): 3 tries failed once so
-/// in a CI run of the kill test (1 of 4,292 reads). The outage's wait bounds the tries in time.
-const READ_TRIES: u32 = 8;
 
 /// Serves until SIGTERM or Ctrl-C, or until SIGHUP has handed the socket to a new process
 /// (see [`crate::handover`]). `inherited` is the listening socket systemd or the previous

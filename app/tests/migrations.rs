@@ -6,7 +6,7 @@ mod common;
 
 use common::*;
 
-const VERSIONS: u64 = 4;
+const VERSIONS: u64 = 5;
 
 /// How many versions `schema_migrations` records.
 async fn applied(db: &TestDb) -> Option<u64> {

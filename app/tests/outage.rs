@@ -194,3 +194,149 @@ async fn through_the_edge_an_outage_the_requests_wait_out_fails_none() {
         edge.log()
     );
 }
+
+/// Posts written while the database goes away under them: 4 clients create posts through the
+/// API, each waiting for its answer, while every connection the app holds is killed 30 times
+/// (`KILL CONNECTION`, paced by the load: 8 new posts between rounds) and then mariadbd is
+/// restarted. Every creation is answered 201 (a write in flight is tried again once the database
+/// answers, within `database_wait_secs`), and the table holds each acknowledged post once and
+/// nothing else (a try whose commit the kill left unknown made no second post).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[allow(clippy::await_holding_lock)] // The lock only orders the tests with a private mariadbd.
+async fn writes_ride_out_killed_connections_and_a_restart_each_made_once() {
+    use mysql_async::prelude::Queryable;
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use std::sync::{Arc, Mutex};
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let mut server = PrivateMariadb::start();
+    let (db, app) = app_with_admin_on(&server.url(), "database_wait_secs = 30").await;
+    let c = admin_client(&app).await;
+    let app = Arc::new(app);
+    let stop = Arc::new(AtomicBool::new(false));
+    let made = Arc::new(AtomicUsize::new(0));
+    let acknowledged = Arc::new(Mutex::new(Vec::new()));
+    let failed = Arc::new(Mutex::new(Vec::new()));
+    let writers: Vec<_> = (0..4)
+        .map(|w| {
+            let (c, app, stop, made) = (c.clone(), app.clone(), stop.clone(), made.clone());
+            let (acknowledged, failed) = (acknowledged.clone(), failed.clone());
+            tokio::spawn(async move {
+                // Bounded: at most 1,000 posts a writer, whatever happens.
+                for i in 0..1000 {
+                    if stop.load(Ordering::Relaxed) {
+                        break;
+                    }
+                    let title = format!("w{w}-{i}");
+                    let r = send(api_new_post(&c, &app, &title, "body", true)).await;
+                    match r.status().as_u16() {
+                        201 => acknowledged.lock().unwrap().push(title),
+                        status => {
+                            let body = r.text().await.unwrap_or_default();
+                            failed
+                                .lock()
+                                .unwrap()
+                                .push(format!("{title}: {status} {body}"));
+                        }
+                    }
+                    made.fetch_add(1, Ordering::Relaxed);
+                }
+            })
+        })
+        .collect();
+    // Waits until `more` creations more than now have been answered.
+    let wait_for = |more: usize| {
+        let target = made.load(Ordering::Relaxed) + more;
+        let made = made.clone();
+        async move {
+            let deadline = Instant::now() + Duration::from_secs(60);
+            while made.load(Ordering::Relaxed) < target {
+                assert!(Instant::now() < deadline, "the writers stalled");
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        }
+    };
+    wait_for(8).await;
+    let mut admin = mysql_async::Conn::from_url(server.url()).await.unwrap();
+    let mut killed = 0;
+    for _ in 0..30 {
+        let ids: Vec<u64> = admin
+            .query("SELECT id FROM information_schema.processlist WHERE id <> CONNECTION_ID() AND command <> 'Daemon'")
+            .await
+            .unwrap();
+        for id in ids {
+            if admin
+                .query_drop(format!("KILL CONNECTION {id}"))
+                .await
+                .is_ok()
+            {
+                killed += 1;
+            }
+        }
+        wait_for(8).await;
+    }
+    drop(admin);
+    server.restart().unwrap();
+    wait_for(8).await;
+    stop.store(true, Ordering::Relaxed);
+    for w in writers {
+        w.await.unwrap();
+    }
+    let acknowledged = acknowledged.lock().unwrap().clone();
+    let failed = failed.lock().unwrap().clone();
+    println!(
+        "{killed} connections killed, a restart: {} of {} creations failed",
+        failed.len(),
+        acknowledged.len() + failed.len()
+    );
+    assert!(killed > 0, "no connection of the app's was killed");
+    assert!(
+        failed.is_empty(),
+        "{} of {} creations failed: {:?}\n{}",
+        failed.len(),
+        acknowledged.len() + failed.len(),
+        failed.iter().take(5).collect::<Vec<_>>(),
+        onebox_testkit::tail(&app.stderr(), 40)
+    );
+    let mut conn = db.conn().await;
+    let mut stored: Vec<(String, u64)> = conn
+        .query("SELECT title, COUNT(*) FROM posts GROUP BY title")
+        .await
+        .unwrap();
+    stored.sort();
+    let mut expected: Vec<(String, u64)> = acknowledged.into_iter().map(|t| (t, 1)).collect();
+    expected.sort();
+    assert_eq!(
+        stored, expected,
+        "the posts stored, each with how many times"
+    );
+}
+
+/// A creation whose first try's outcome is lost: the insert outlasts the app's one-second query
+/// limit (a trigger holds it 1.5 s) and commits after the app gave it up. The app tries again
+/// and answers 201 with the post the first try made: one post, not two.
+#[tokio::test]
+async fn a_creation_tried_again_after_its_outcome_was_lost_makes_one_post() {
+    let (db, app) = app_with_admin("database_wait_secs = 30").await;
+    let c = admin_client(&app).await;
+    db.exec(
+        "CREATE TRIGGER slow_insert AFTER INSERT ON posts FOR EACH ROW \
+         IF NEW.title = 'slow' THEN SET @slept = SLEEP(1.5); END IF",
+    )
+    .await;
+    let began = Instant::now();
+    let r = send(api_new_post(&c, &app, "slow", "lost", true)).await;
+    assert_eq!(r.status(), 201, "{}", app.stderr());
+    println!("the creation took {} ms", began.elapsed().as_millis());
+    let post: Value = r.json().await.unwrap();
+    let log = app.stderr();
+    assert!(
+        log.contains("did not answer within 1000 ms"),
+        "the first try did not time out:\n{log}"
+    );
+    let count: Option<u64> = db
+        .value("SELECT COUNT(*) FROM posts WHERE title = 'slow'")
+        .await;
+    assert_eq!(count, Some(1), "{log}");
+    let id: Option<u64> = db.value("SELECT id FROM posts WHERE title = 'slow'").await;
+    assert_eq!(Some(post["id"].as_u64().unwrap()), id);
+}

@@ -1136,7 +1136,7 @@ EOF
     columns=$(vm_ssh "sudo mariadb -N onebox -e \"SHOW COLUMNS FROM posts LIKE 'expand_test_note'; SHOW TABLES LIKE 'expand_test'\"")
     echo "schema version: $version; new column and table: $(tr '\n\t' '  ' <<<"$columns")"
     vm_ssh sudo journalctl -u onebox-app -n 30 --no-pager -o cat | grep -i migrat | tail -n 3
-    ((load_failed == 0 && load_total >= 20)) && [[ $version == 5 ]] &&
+    ((load_failed == 0 && load_total >= 20)) && [[ $version == 6 ]] &&
       grep -q '^expand_test_note' <<<"$columns" && grep -qx 'expand_test' <<<"$columns" && app_200
   }
   # The requests wait for the database through the restart ([app] database_wait_secs, 10 s), and

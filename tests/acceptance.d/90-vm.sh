@@ -633,10 +633,20 @@ EOF
   # bodies, and when any failed the onebox units' and MariaDB's warnings since the load began (the
   # figure also goes to .onebox/vm/under-load.log); sets load_failed and load_total; returns CMD's
   # status, or 1 when the load ended before 20 answers after CMD.
+  # load_client N: the Nth client of under_load. $load says what it asks for: a path (/ by
+  # default), dns, or mixed: even clients read / and odd ones create posts through the API as the
+  # admin of $jar, titled vm-write-$write_tag-N-I, each answer's line naming its post.
   load_client() {
-    local end=$((SECONDS + 300)) out rc
+    local end=$((SECONDS + 300)) out rc path=${load:-/} n=0 title
+    [[ $path == mixed ]] && path=/
     while ((SECONDS < end)) && [[ ! -e $reload_log.stop ]]; do
-      if [[ ${load:-/} == dns ]]; then
+      if [[ ${load:-/} == mixed ]] && (($1 % 2)); then
+        title=vm-write-$write_tag-$1-$((n++))
+        out=$(https_ -b "$jar" -H 'Content-Type: application/json' -w '\n%{http_code} exit %{exitcode}: %{errormsg}' \
+          -d "$(jq -n --arg t "$title" '{title: $t, body: "Written under load.", published: true}')" \
+          https://www.foobar.com:8443/api/posts)
+        echo "$(tail -n 1 <<<"$out") | wrote $title $(sed '$d' <<<"$out" | tr -s ' \n\t' ' ' | cut -c1-80)"
+      elif [[ ${load:-/} == dns ]]; then
         # Over TCP: the UDP wire into the guest is image/udp-relay, a user-space relay that can
         # drop a datagram when the host is loaded (seen once: 1 of 340, no reload stall in the
         # guest), which is the relay's loss, not the server's. A reload that closed the sockets
@@ -645,7 +655,7 @@ EOF
         echo "dig exit $rc $(grep -o 'status: [A-Z]*' <<<"$out" | cut -c9-) $(awk '$1 == "www.foobar.com." && $4 == "A" { print $5 }' <<<"$out")"
       else
         # With a Cookie: past the edge's page cache, so the app itself answers every request.
-        out=$(https_ -H "$app_cookie" -w '\n%{http_code} exit %{exitcode}: %{errormsg}' "https://www.foobar.com:8443${load:-/}")
+        out=$(https_ -H "$app_cookie" -w '\n%{http_code} exit %{exitcode}: %{errormsg}' "https://www.foobar.com:8443$path")
         # The body's text without markup: an error page says whose it is (the edge's "the
         # application is down", the app's "database is unavailable").
         echo "$(tail -n 1 <<<"$out") | $(sed '$d' <<<"$out" | sed 's/<[^>]*>/ /g' | tr -s ' \n\t' ' ' | sed 's/^ //; s/ $//' | cut -c1-100)"
@@ -659,7 +669,7 @@ EOF
     [[ ${load:-/} == dns && -z ${load_good:-} ]] && good='^dig exit 0 NOERROR 8\.8\.8\.8$'
     rm -f "$reload_log" "$reload_log.stop"; : >"$reload_log"
     since=$(vm_ssh date +%s) || return 1
-    for ((i = 0; i < 4; i++)); do load_client & clients+=($!); done
+    for ((i = 0; i < 4; i++)); do load_client "$i" & clients+=($!); done
     if ! within 60 served 10 >/dev/null; then
       touch "$reload_log.stop"; wait "${clients[@]}"; echo "$label: no load before the change"; return 1
     fi
@@ -1142,10 +1152,22 @@ EOF
   # The requests wait for the database through the restart ([app] database_wait_secs, 10 s), and
   # /healthz says so meanwhile (200 "waiting for the database"): the edge's health check keeps the
   # app in its pool. When it said 503, a restart longer than three checks cost 35 of 176 (503).
+  # Writes as well as reads: two of the four clients create posts (201 each), and every post
+  # acknowledged is listed once afterwards (a write whose commit the restart left unknown is
+  # tried again by the app, and makes no second post).
   mariadb_restarted() {
+    local pw written listed twice missing write_tag=$RANDOM$RANDOM
     mariadb_restart() { vm_ssh sudo systemctl restart mariadb; }
-    under_load "mariadb restart (systemctl restart mariadb)" mariadb_restart || return 1
-    ((load_failed == 0 && load_total >= 20)) && within 60 app_200
+    if [[ -f $ops/admin-password ]]; then pw=$(cat "$ops/admin-password"); else pw=$(vm_ssh sudo cat /root/onebox-admin-password); fi
+    https_ -c "$jar" -f -o /dev/null -H 'Content-Type: application/json' \
+      -d "$(jq -n --arg p "$pw" '{username: "admin", password: $p}')" https://www.foobar.com:8443/api/login || return 1
+    load=mixed load_good='^20[01] exit 0: +\|' \
+      under_load "mariadb restart (systemctl restart mariadb), reads and writes" mariadb_restart || return 1
+    written=$(grep -E '^201 exit 0: +\| wrote ' "$reload_log" | awk '{ print $6 }' | sort)
+    listed=$(titles | { grep "^vm-write-$write_tag-" || true; } | sort) || return 1
+    twice=$(uniq -d <<<"$listed") missing=$(comm -23 <(echo "$written") <(uniq <<<"$listed"))
+    echo "posts written under load: $(grep -c . <<<"$written"); listed: $(grep -c . <<<"$listed"); twice: ${twice:-none}; missing: ${missing:-none}"
+    ((load_failed == 0 && load_total >= 20)) && [[ -n $written && -z $twice && -z $missing ]] && within 60 app_200
   }
 
   if [[ $vm_firmware == "$ops_firmware" ]] && built edge && built app; then
@@ -1159,7 +1181,7 @@ EOF
     check "maintenance: systemctl reload onebox-dns under a dig load (TCP): 0 failed" dns_reloaded
     check "maintenance: onebox publish and --rollback under load: 0 failed, each answer old or new" published
     check "maintenance: app reload with an expand-only migration under load: 0 failed, schema migrated" migrated
-    check "maintenance: systemctl restart mariadb under load: 0 failed (the requests wait for it), site back" mariadb_restarted
+    check "maintenance: systemctl restart mariadb under load, reads and writes: 0 failed (the requests wait for it), each post once, site back" mariadb_restarted
   elif [[ $vm_firmware != "$ops_firmware" ]]; then
     echo "skip $target: backup, restore and maintenance checks run in the $ops_firmware boot only"
   else skip "backup, restore, maintenance" "onebox-edge and onebox-app"; fi

@@ -55,7 +55,29 @@ struct EditPage {
     title: String,
     body: String,
     published: bool,
+    /// The new-post form's key (64 hex digits, random for each new form): the same form sent
+    /// twice makes one post. Empty in the edit form.
+    create_key: String,
     error: Option<String>,
+}
+
+/// A new form's key: 64 random hex digits.
+fn new_form_key() -> Result<String, PageError> {
+    crate::password::random_token().map_err(|e| {
+        tracing::error!("no key for the new-post form: {e}");
+        PageError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "The form could not be made.",
+        )
+    })
+}
+
+/// Whether `key` is a form key as [`new_form_key`] makes them.
+fn is_form_key(key: &str) -> bool {
+    key.len() == 64
+        && key
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
 #[derive(Template)]
@@ -85,6 +107,8 @@ struct PostFields {
     title: String,
     body: String,
     published: Option<String>,
+    /// The new-post form's key ([`EditPage::create_key`]); absent from the edit form.
+    create_key: String,
 }
 
 /// The settings form's fields.
@@ -245,6 +269,7 @@ async fn new_post(State(state): State<AppState>, AdminUser(user): AdminUser) -> 
         title: String::new(),
         body: String::new(),
         published: false,
+        create_key: new_form_key()?,
         error: None,
     };
     Ok(render(&page).into_response())
@@ -268,6 +293,7 @@ async fn edit_post(
         title: post.title,
         body: post.body,
         published: post.published,
+        create_key: String::new(),
         error: None,
     };
     Ok(render(&page).into_response())
@@ -301,6 +327,12 @@ async fn post_fields(
         title: fields.title,
         body,
         published,
+        // The form shown again keeps its key: nothing was made with it.
+        create_key: match id {
+            Some(_) => String::new(),
+            None if is_form_key(&fields.create_key) => fields.create_key,
+            None => new_form_key()?,
+        },
         error: Some(message),
     };
     Err(AdminRejection::Answer(
@@ -312,8 +344,20 @@ async fn create_post(
     State(state): State<AppState>,
     CsrfForm { user, fields }: CsrfForm<PostFields>,
 ) -> AdminResult {
+    // A form without a key (a script's, or a page from before keys) makes a post each time.
+    let key = match fields.create_key.as_str() {
+        "" => None,
+        key if is_form_key(key) => Some(model::create_key("form", &user.username, key)),
+        _ => {
+            return Err(PageError::new(
+                StatusCode::BAD_REQUEST,
+                "The form's create_key is not valid: load the form again.",
+            )
+            .into());
+        }
+    };
     let (title, body, published) = post_fields(&state, &user, None, fields).await?;
-    let post = model::create_post(&state.db, &title, &body, published).await?;
+    let post = model::create_post(&state.db, key, &title, &body, published).await?;
     Ok(purges_pages(redirect(&format!("/admin/posts/{}", post.id))))
 }
 

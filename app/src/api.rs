@@ -1,7 +1,7 @@
 //! The JSON API under `/api/`. Errors are `{"error": "..."}` with the fitting status.
 
 use crate::db::DbError;
-use crate::extract::{ApiJson, ApiUser, ClientAddr, MaybeUser};
+use crate::extract::{ApiJson, ApiUser, ClientAddr, IdempotencyKey, MaybeUser};
 use crate::input::{self, InputError, PostInput, SettingsInput};
 use crate::model;
 use crate::pages::purges_pages;
@@ -191,11 +191,14 @@ async fn list_posts(
 
 async fn create_post(
     State(state): State<AppState>,
-    _: ApiUser,
+    ApiUser(user): ApiUser,
+    IdempotencyKey(client_key): IdempotencyKey,
     ApiJson(input): ApiJson<PostInput>,
 ) -> ApiResult {
     let input = input.checked(state.settings.max_body_bytes)?;
-    let post = model::create_post(&state.db, &input.title, &input.body, input.published).await?;
+    let key = client_key.map(|k| model::create_key("api", &user.username, &k));
+    let post =
+        model::create_post(&state.db, key, &input.title, &input.body, input.published).await?;
     let location = HeaderValue::from_str(&format!("/api/posts/{}", post.id))
         .unwrap_or_else(|_| HeaderValue::from_static("/api/posts"));
     Ok(purges_pages(

@@ -119,8 +119,8 @@ impl FromRequestParts<AppState> for MaybeUser {
     }
 }
 
-/// An API request with a live session; 401 without one.
-pub struct ApiUser;
+/// An API request with a live session (its user); 401 without one.
+pub struct ApiUser(pub SessionUser);
 
 impl FromRequestParts<AppState> for ApiUser {
     type Rejection = ApiError;
@@ -128,13 +128,46 @@ impl FromRequestParts<AppState> for ApiUser {
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
         session::current_user(state, &parts.headers)
             .await?
-            .map(|_| ApiUser)
+            .map(ApiUser)
             .ok_or_else(|| {
                 ApiError::new(
                     StatusCode::UNAUTHORIZED,
                     "log in first: this needs a session",
                 )
             })
+    }
+}
+
+/// The request's `Idempotency-Key` header, if it has one: 1 to 255 visible ASCII characters
+/// (a UUID, say), else 400. A creation sent again with the same key gives the same post
+/// ([`crate::model::create_post`]).
+pub struct IdempotencyKey(pub Option<String>);
+
+/// The longest `Idempotency-Key` taken.
+const MAX_IDEMPOTENCY_KEY: usize = 255;
+
+impl FromRequestParts<AppState> for IdempotencyKey {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &AppState) -> Result<Self, ApiError> {
+        let mut values = parts.headers.get_all("idempotency-key").iter();
+        let Some(value) = values.next() else {
+            return Ok(IdempotencyKey(None));
+        };
+        let bytes = value.as_bytes();
+        if values.next().is_some()
+            || bytes.is_empty()
+            || bytes.len() > MAX_IDEMPOTENCY_KEY
+            || !bytes.iter().all(|b| (0x21..=0x7e).contains(b))
+        {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "the Idempotency-Key header must be one value of 1 to 255 visible ASCII characters",
+            ));
+        }
+        Ok(IdempotencyKey(Some(
+            String::from_utf8_lossy(bytes).into_owned(),
+        )))
     }
 }
 

@@ -116,21 +116,28 @@ pub async fn get_post(db: &Db, id: u64, published_only: bool) -> Result<Option<P
     .await
 }
 
-/// Creates a post and returns it, exactly once even when the database goes away as it commits.
+/// Creates a post and returns it, exactly once even when the database goes away as it commits,
+/// or the client sends the same creation again.
 ///
-/// The post is made with a random key of its own (`posts.create_key`, unique). A try after one
+/// The post is made with a key (`posts.create_key`, unique): the client's own ([`create_key`]:
+/// the API's `Idempotency-Key`, the admin form's `create_key`), or a random one. A try after one
 /// whose outcome was lost ([`Db::retrying`]: the connection closed, or the query timed out while
-/// the server went on with it) inserts the same key again: if the earlier try's post is there
-/// (or is being committed: the insert waits for it), the insert becomes a no-op that returns that
-/// post's id (`LAST_INSERT_ID(id)`), so no second post is made.
+/// the server went on with it), or a request sent again with the same client key, inserts the
+/// same key again: if that key's post is there (or is being committed: the insert waits for
+/// it), the insert becomes a no-op that returns that post's id (`LAST_INSERT_ID(id)`), so no
+/// second post is made, and the post is returned as it is now.
 pub async fn create_post(
     db: &Db,
+    key: Option<[u8; 16]>,
     title: &str,
     body: &str,
     published: bool,
 ) -> Result<Post, DbError> {
-    let key = crate::password::random_bytes::<16>()
-        .map_err(|e| DbError::Unavailable(format!("no key for the new post: {e}")))?;
+    let key = match key {
+        Some(key) => key,
+        None => crate::password::random_bytes::<16>()
+            .map_err(|e| DbError::Unavailable(format!("no key for the new post: {e}")))?,
+    };
     let id = db
         .retrying(|_| async move {
             let mut conn = db.conn().await?;
@@ -154,6 +161,22 @@ pub async fn create_post(
     get_post(db, id, false)
         .await?
         .ok_or_else(|| DbError::Unavailable("the new post vanished".into()))
+}
+
+/// The key a post created by `username` with the client's key `client_key` is stored with:
+/// the first 16 bytes of SHA-256 over `scope` (where the key came from), the user and the key,
+/// so that one user's key never finds another's post.
+pub fn create_key(scope: &str, username: &str, client_key: &str) -> [u8; 16] {
+    use sha2::{Digest, Sha256};
+    let mut hash = Sha256::new();
+    for part in [scope, username, client_key] {
+        hash.update(part.as_bytes());
+        hash.update([0]);
+    }
+    let digest: [u8; 32] = hash.finalize().into();
+    let mut key = [0u8; 16];
+    key.copy_from_slice(digest.get(..16).unwrap_or(&[0; 16]));
+    key
 }
 
 /// Replaces the post `id`; `None` when there is no such post. Tried again as it is (the same

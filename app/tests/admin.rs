@@ -358,3 +358,80 @@ async fn public_pages_may_be_kept_by_a_shared_cache_and_the_admin_area_never() {
         assert_eq!(header(&r, "cache-control"), "no-store", "{path}");
     }
 }
+
+/// The key of a page's new-post form.
+fn create_key(page: &str) -> String {
+    let at = page
+        .find("name=\"create_key\" value=\"")
+        .expect("a new-post form with its key")
+        + 25;
+    page[at..at + 64].to_string()
+}
+
+/// The new-post form sent twice (a double click, the browser sending it again) makes one post,
+/// both answers pointing at it; a new form makes a new post; a form without a key (a script's)
+/// makes a post each time; a key that is not one is refused, nothing made.
+#[tokio::test]
+async fn the_same_new_post_form_sent_twice_makes_one_post() {
+    let (db, app) = app_with_admin("").await;
+    let (c, token) = form_login(&app).await;
+    let posts = async || db.value::<u64>("SELECT COUNT(*) FROM posts").await.unwrap();
+    let form = text(c.get(app.url("/admin/posts/new"))).await;
+    let key = create_key(&form);
+    let fields = [
+        ("csrf", token.as_str()),
+        ("create_key", key.as_str()),
+        ("title", "Twice"),
+        ("body", "sent twice"),
+    ];
+    let first = send(post_form(&c, &app, "/admin/posts", &fields)).await;
+    let again = send(post_form(&c, &app, "/admin/posts", &fields)).await;
+    assert_eq!(
+        (first.status().as_u16(), again.status().as_u16()),
+        (303, 303)
+    );
+    assert_eq!(first.headers()["location"], again.headers()["location"]);
+    assert_eq!(posts().await, 1);
+    // The edit form has no key; the next new form has another.
+    let edit = text(c.get(app.url(first.headers()["location"].to_str().unwrap()))).await;
+    assert!(!edit.contains("create_key"), "{edit}");
+    let other = create_key(&text(c.get(app.url("/admin/posts/new"))).await);
+    assert_ne!(other, key);
+    let fields = [
+        ("csrf", token.as_str()),
+        ("create_key", other.as_str()),
+        ("title", "Twice"),
+        ("body", "sent twice"),
+    ];
+    assert_eq!(
+        status(post_form(&c, &app, "/admin/posts", &fields)).await,
+        303
+    );
+    assert_eq!(posts().await, 2);
+    let keyless = [("csrf", token.as_str()), ("title", "Keyless"), ("body", "")];
+    for _ in 0..2 {
+        assert_eq!(
+            status(post_form(&c, &app, "/admin/posts", &keyless)).await,
+            303
+        );
+    }
+    assert_eq!(posts().await, 4);
+    let bad = [
+        ("csrf", token.as_str()),
+        ("create_key", "not-a-key"),
+        ("title", "Bad key"),
+        ("body", ""),
+    ];
+    assert_eq!(status(post_form(&c, &app, "/admin/posts", &bad)).await, 400);
+    assert_eq!(posts().await, 4);
+    // A form shown again with an error keeps its key.
+    let fields = [
+        ("csrf", token.as_str()),
+        ("create_key", key.as_str()),
+        ("title", ""),
+        ("body", "no title"),
+    ];
+    let r = send(post_form(&c, &app, "/admin/posts", &fields)).await;
+    assert_eq!(r.status(), 400);
+    assert_eq!(create_key(&r.text().await.unwrap()), key);
+}

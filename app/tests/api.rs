@@ -381,3 +381,63 @@ async fn settings_are_read_and_written() {
         "{home}"
     );
 }
+
+/// A creation sent again with the same `Idempotency-Key` (a client that lost the first answer)
+/// gets the same post, 201 with the same id and `Location`, and no second post; another key
+/// makes another post, so does each request without one; the same key from another user is
+/// that user's own; a key that is not 1-255 visible ASCII characters, or two of them, is a 400
+/// naming the header, nothing made.
+#[tokio::test]
+async fn a_creation_sent_again_with_its_idempotency_key_makes_one_post() {
+    let (db, app) = app_with_admin("").await;
+    set_password(&db.url, "editor", "editor-password-1");
+    let c = admin_client(&app).await;
+    let posts = async || db.value::<u64>("SELECT COUNT(*) FROM posts").await.unwrap();
+    let with_key = |c: &reqwest::Client, key: &str| {
+        api_new_post(c, &app, "Once", "body", true).header("Idempotency-Key", key.to_string())
+    };
+    let first = send(with_key(&c, "6f1c2a5e-0b7d-4a35-9a53-1f3c0b9d2e47")).await;
+    let again = send(with_key(&c, "6f1c2a5e-0b7d-4a35-9a53-1f3c0b9d2e47")).await;
+    assert_eq!(
+        (first.status().as_u16(), again.status().as_u16()),
+        (201, 201)
+    );
+    assert_eq!(first.headers()["location"], again.headers()["location"]);
+    let (a, b): (serde_json::Value, serde_json::Value) =
+        (first.json().await.unwrap(), again.json().await.unwrap());
+    assert_eq!(a["id"], b["id"]);
+    assert_eq!(posts().await, 1);
+    assert_eq!(status(with_key(&c, "another-key")).await, 201);
+    assert_eq!(posts().await, 2);
+    for _ in 0..2 {
+        assert_eq!(
+            status(api_new_post(&c, &app, "Keyless", "", true)).await,
+            201
+        );
+    }
+    assert_eq!(posts().await, 4);
+    let editor = client();
+    let r = send(api_login(&editor, &app, "editor", "editor-password-1")).await;
+    assert_eq!(r.status(), 200);
+    let theirs = send(with_key(&editor, "6f1c2a5e-0b7d-4a35-9a53-1f3c0b9d2e47")).await;
+    assert_eq!(theirs.status(), 201);
+    let theirs: serde_json::Value = theirs.json().await.unwrap();
+    assert_ne!(theirs["id"], a["id"]);
+    assert_eq!(posts().await, 5);
+    let long = "k".repeat(256);
+    for bad in ["", "with space", "ключ", long.as_str()] {
+        let r = send(api_new_post(&c, &app, "Bad", "", true).header(
+            "Idempotency-Key",
+            reqwest::header::HeaderValue::from_bytes(bad.as_bytes()).unwrap(),
+        ))
+        .await;
+        let (code, message) = error_of(r).await;
+        assert_eq!(code, 400, "{bad:?}: {message}");
+        assert!(message.contains("Idempotency-Key"), "{message}");
+    }
+    let two = api_new_post(&c, &app, "Bad", "", true)
+        .header("Idempotency-Key", "a")
+        .header("Idempotency-Key", "b");
+    assert_eq!(error_of(send(two).await).await.0, 400);
+    assert_eq!(posts().await, 5);
+}

@@ -125,8 +125,8 @@ impl Db {
     /// (`[app] database_wait_secs`) counted from this call's own first failure. `op` gets the
     /// number of tries before it (0 the first time) and must be safe to run again after a
     /// failure at any point, the commit included, whose outcome a closed connection leaves
-    /// unknown: idempotent, or looking for what an earlier try left first
-    /// ([`crate::model::create_post`]'s key). Counted from the call's own failure, not the
+    /// unknown: idempotent, or keyed so that it finds what an earlier try made
+    /// ([`crate::model::create_post`]). Counted from the call's own failure, not the
     /// outage's start ([`Db::wait_left`]): another request's connection, taken between this one's
     /// failure and its check, can end the outage in between (the closing server answers on some
     /// connections while it closes others).

@@ -249,14 +249,19 @@ pub async fn delete_post(db: &Db, id: u64) -> Result<bool, DbError> {
 pub async fn settings(db: &Db) -> Result<SiteSettings, DbError> {
     db.retrying(|_| async move {
         let mut conn = db.conn().await?;
-        let row: Option<(String, String)> = conn
-            .query_first("SELECT title, description FROM settings WHERE id = 1")
-            .timed(db)
-            .await?;
-        let (title, description) = row.unwrap_or_default();
-        Ok(SiteSettings { title, description })
+        settings_on(&mut conn, db).await
     })
     .await
+}
+
+/// The site's settings, on `conn` (empty before any were set).
+async fn settings_on(conn: &mut mysql_async::Conn, db: &Db) -> Result<SiteSettings, DbError> {
+    let row: Option<(String, String)> = conn
+        .query_first("SELECT title, description FROM settings WHERE id = 1")
+        .timed(db)
+        .await?;
+    let (title, description) = row.unwrap_or_default();
+    Ok(SiteSettings { title, description })
 }
 
 /// Replaces the site's settings.
@@ -376,11 +381,7 @@ pub async fn home(
 ) -> Result<(SiteSettings, Vec<Post>, bool), DbError> {
     db.retrying(|_| async move {
         let mut conn = db.conn().await?;
-        let row: Option<(String, String)> = conn
-            .query_first("SELECT title, description FROM settings WHERE id = 1")
-            .timed(db)
-            .await?;
-        let (title, description) = row.unwrap_or_default();
+        let site = settings_on(&mut conn, db).await?;
         let offset = u64::from(page.saturating_sub(1)) * u64::from(per_page);
         let rows: Vec<PostRow> = conn
             .exec(
@@ -391,7 +392,7 @@ pub async fn home(
             .await?;
         let more = rows.len() > per_page as usize;
         let posts = rows.into_iter().take(per_page as usize).map(post).collect();
-        Ok((SiteSettings { title, description }, posts, more))
+        Ok((site, posts, more))
     })
     .await
 }
@@ -400,11 +401,7 @@ pub async fn home(
 pub async fn site_and_post(db: &Db, id: u64) -> Result<(SiteSettings, Option<Post>), DbError> {
     db.retrying(|_| async move {
         let mut conn = db.conn().await?;
-        let row: Option<(String, String)> = conn
-            .query_first("SELECT title, description FROM settings WHERE id = 1")
-            .timed(db)
-            .await?;
-        let (title, description) = row.unwrap_or_default();
+        let site = settings_on(&mut conn, db).await?;
         let post: Option<PostRow> = conn
             .exec_first(
                 format!("SELECT {POST_COLUMNS} FROM posts WHERE id = ? AND published = TRUE"),
@@ -412,7 +409,7 @@ pub async fn site_and_post(db: &Db, id: u64) -> Result<(SiteSettings, Option<Pos
             )
             .timed(db)
             .await?;
-        Ok((SiteSettings { title, description }, post.map(post_from)))
+        Ok((site, post.map(post_from)))
     })
     .await
 }

@@ -498,7 +498,6 @@ async fn tells_systemd_it_is_ready_and_which_pid_serves_after_a_reload() {
 /// run).
 #[tokio::test]
 async fn reads_ride_out_killed_connections() {
-    use mysql_async::prelude::Queryable;
     let server = PrivateMariadb::start();
     let db = TestDb::on(&server.url()).await;
     let app = Served::start(&db.url, "database_wait_secs = 30");
@@ -508,19 +507,7 @@ async fn reads_ride_out_killed_connections() {
     let mut admin = mysql_async::Conn::from_url(server.url()).await.unwrap();
     let mut killed = 0;
     for _ in 0..80 {
-        let ids: Vec<u64> = admin
-            .query("SELECT id FROM information_schema.processlist WHERE id <> CONNECTION_ID() AND command <> 'Daemon'")
-            .await
-            .unwrap();
-        for id in ids {
-            if admin
-                .query_drop(format!("KILL CONNECTION {id}"))
-                .await
-                .is_ok()
-            {
-                killed += 1;
-            }
-        }
+        killed += kill_connections(&mut admin).await;
         load.wait_for(5 * CLIENTS);
     }
     assert!(killed > 0, "no connection of the app's was killed");

@@ -259,19 +259,7 @@ async fn writes_ride_out_killed_connections_and_a_restart_each_made_once() {
     let mut admin = mysql_async::Conn::from_url(server.url()).await.unwrap();
     let mut killed = 0;
     for _ in 0..30 {
-        let ids: Vec<u64> = admin
-            .query("SELECT id FROM information_schema.processlist WHERE id <> CONNECTION_ID() AND command <> 'Daemon'")
-            .await
-            .unwrap();
-        for id in ids {
-            if admin
-                .query_drop(format!("KILL CONNECTION {id}"))
-                .await
-                .is_ok()
-            {
-                killed += 1;
-            }
-        }
+        killed += kill_connections(&mut admin).await;
         wait_for(8).await;
     }
     drop(admin);

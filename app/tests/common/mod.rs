@@ -365,3 +365,23 @@ impl PrivateMariadb {
             .unwrap_or_else(|e| panic!("the private mariadbd did not come back: {e:#}"));
     }
 }
+
+/// Kills every connection of the server `admin` is connected to but its own (`KILL
+/// CONNECTION`, as a restart's shutdown closes them one by one); returns how many were killed.
+pub async fn kill_connections(admin: &mut mysql_async::Conn) -> usize {
+    let ids: Vec<u64> = admin
+        .query("SELECT id FROM information_schema.processlist WHERE id <> CONNECTION_ID() AND command <> 'Daemon'")
+        .await
+        .unwrap();
+    let mut killed = 0;
+    for id in ids {
+        if admin
+            .query_drop(format!("KILL CONNECTION {id}"))
+            .await
+            .is_ok()
+        {
+            killed += 1;
+        }
+    }
+    killed
+}

@@ -345,9 +345,9 @@ async fn create_post(
     CsrfForm { user, fields }: CsrfForm<PostFields>,
 ) -> AdminResult {
     // A form without a key (a script's, or a page from before keys) makes a post each time.
-    let key = match fields.create_key.as_str() {
+    let form_key = match fields.create_key.as_str() {
         "" => None,
-        key if is_form_key(key) => Some(model::create_key("form", &user.username, key)),
+        key if is_form_key(key) => Some(key.to_string()),
         _ => {
             return Err(PageError::new(
                 StatusCode::BAD_REQUEST,
@@ -357,6 +357,8 @@ async fn create_post(
         }
     };
     let (title, body, published) = post_fields(&state, &user, None, fields).await?;
+    let key =
+        form_key.map(|k| model::create_key("form", &user.username, &k, (&title, &body, published)));
     let post = model::create_post(&state.db, key, &title, &body, published).await?;
     Ok(purges_pages(redirect(&format!("/admin/posts/{}", post.id))))
 }

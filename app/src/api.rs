@@ -196,7 +196,8 @@ async fn create_post(
     ApiJson(input): ApiJson<PostInput>,
 ) -> ApiResult {
     let input = input.checked(state.settings.max_body_bytes)?;
-    let key = client_key.map(|k| model::create_key("api", &user.username, &k));
+    let fields = (input.title.as_str(), input.body.as_str(), input.published);
+    let key = client_key.map(|k| model::create_key("api", &user.username, &k, fields));
     let post =
         model::create_post(&state.db, key, &input.title, &input.body, input.published).await?;
     let location = HeaderValue::from_str(&format!("/api/posts/{}", post.id))

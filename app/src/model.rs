@@ -119,8 +119,9 @@ pub async fn get_post(db: &Db, id: u64, published_only: bool) -> Result<Option<P
 /// Creates a post and returns it, exactly once even when the database goes away as it commits,
 /// or the client sends the same creation again.
 ///
-/// The post is made with a key (`posts.create_key`, unique): the client's own ([`create_key`]:
-/// the API's `Idempotency-Key`, the admin form's `create_key`), or a random one. A try after one
+/// The post is made with a key (`posts.create_key`, unique): one made from the client's own and
+/// the fields ([`create_key`]: the API's `Idempotency-Key`, the admin form's `create_key`), or a
+/// random one. A try after one
 /// whose outcome was lost ([`Db::retrying`]: the connection closed, or the query timed out while
 /// the server went on with it), or a request sent again with the same client key, inserts the
 /// same key again: if that key's post is there (or is being committed: the insert waits for
@@ -163,15 +164,24 @@ pub async fn create_post(
         .ok_or_else(|| DbError::Unavailable("the new post vanished".into()))
 }
 
-/// The key a post created by `username` with the client's key `client_key` is stored with:
-/// the first 16 bytes of SHA-256 over `scope` (where the key came from), the user and the key,
-/// so that one user's key never finds another's post.
-pub fn create_key(scope: &str, username: &str, client_key: &str) -> [u8; 16] {
+/// The key a post is stored with when `username` creates it with the client's key
+/// `client_key` and these fields: the first 16 bytes of SHA-256 over `scope` (where the key came
+/// from), the user, the key and the fields. So one user's key never finds another's post, and
+/// the same key sent with other fields (a form sent back to, changed and sent again; a client
+/// reusing a key) makes a new post rather than returning the old one and losing what was sent.
+pub fn create_key(
+    scope: &str,
+    username: &str,
+    client_key: &str,
+    (title, body, published): (&str, &str, bool),
+) -> [u8; 16] {
     use sha2::{Digest, Sha256};
     let mut hash = Sha256::new();
-    for part in [scope, username, client_key] {
+    let published = if published { "1" } else { "0" };
+    for part in [scope, username, client_key, title, body, published] {
+        // Each part with its length first: no two lists of parts hash alike.
+        hash.update((part.len() as u64).to_be_bytes());
         hash.update(part.as_bytes());
-        hash.update([0]);
     }
     let digest: [u8; 32] = hash.finalize().into();
     let mut key = [0u8; 16];

@@ -369,8 +369,9 @@ fn create_key(page: &str) -> String {
 }
 
 /// The new-post form sent twice (a double click, the browser sending it again) makes one post,
-/// both answers pointing at it; a new form makes a new post; a form without a key (a script's)
-/// makes a post each time; a key that is not one is refused, nothing made.
+/// both answers pointing at it; the same form with other fields makes another, and so does a new
+/// form; a form without a key (a script's) makes a post each time; a key that is not one is
+/// refused, nothing made.
 #[tokio::test]
 async fn the_same_new_post_form_sent_twice_makes_one_post() {
     let (db, app) = app_with_admin("").await;
@@ -392,6 +393,18 @@ async fn the_same_new_post_form_sent_twice_makes_one_post() {
     );
     assert_eq!(first.headers()["location"], again.headers()["location"]);
     assert_eq!(posts().await, 1);
+    // The same form sent back to, changed and sent again makes a new post: what was sent is
+    // not lost to the first one.
+    let changed = [
+        ("csrf", token.as_str()),
+        ("create_key", key.as_str()),
+        ("title", "Twice, changed"),
+        ("body", "sent twice"),
+    ];
+    let r = send(post_form(&c, &app, "/admin/posts", &changed)).await;
+    assert_eq!(r.status(), 303);
+    assert_ne!(r.headers()["location"], first.headers()["location"]);
+    assert_eq!(posts().await, 2);
     // The edit form has no key; the next new form has another.
     let edit = text(c.get(app.url(first.headers()["location"].to_str().unwrap()))).await;
     assert!(!edit.contains("create_key"), "{edit}");
@@ -407,7 +420,7 @@ async fn the_same_new_post_form_sent_twice_makes_one_post() {
         status(post_form(&c, &app, "/admin/posts", &fields)).await,
         303
     );
-    assert_eq!(posts().await, 2);
+    assert_eq!(posts().await, 3);
     let keyless = [("csrf", token.as_str()), ("title", "Keyless"), ("body", "")];
     for _ in 0..2 {
         assert_eq!(
@@ -415,7 +428,7 @@ async fn the_same_new_post_form_sent_twice_makes_one_post() {
             303
         );
     }
-    assert_eq!(posts().await, 4);
+    assert_eq!(posts().await, 5);
     let bad = [
         ("csrf", token.as_str()),
         ("create_key", "not-a-key"),
@@ -423,7 +436,7 @@ async fn the_same_new_post_form_sent_twice_makes_one_post() {
         ("body", ""),
     ];
     assert_eq!(status(post_form(&c, &app, "/admin/posts", &bad)).await, 400);
-    assert_eq!(posts().await, 4);
+    assert_eq!(posts().await, 5);
     // A form shown again with an error keeps its key.
     let fields = [
         ("csrf", token.as_str()),

@@ -383,8 +383,8 @@ async fn settings_are_read_and_written() {
 }
 
 /// A creation sent again with the same `Idempotency-Key` (a client that lost the first answer)
-/// gets the same post, 201 with the same id and `Location`, and no second post; another key
-/// makes another post, so does each request without one; the same key from another user is
+/// gets the same post, 201 with the same id and `Location`, and no second post; another key,
+/// or the same key with other fields, makes another post, so does each request without one; the same key from another user is
 /// that user's own; a key that is not 1-255 visible ASCII characters, or two of them, is a 400
 /// naming the header, nothing made.
 #[tokio::test]
@@ -409,13 +409,19 @@ async fn a_creation_sent_again_with_its_idempotency_key_makes_one_post() {
     assert_eq!(posts().await, 1);
     assert_eq!(status(with_key(&c, "another-key")).await, 201);
     assert_eq!(posts().await, 2);
+    // The same key with other fields: another post (what was sent is not lost to the first).
+    let other = api_new_post(&c, &app, "Other", "body", true)
+        .header("Idempotency-Key", "6f1c2a5e-0b7d-4a35-9a53-1f3c0b9d2e47");
+    let other: serde_json::Value = send(other).await.json().await.unwrap();
+    assert_ne!(other["id"], a["id"]);
+    assert_eq!(posts().await, 3);
     for _ in 0..2 {
         assert_eq!(
             status(api_new_post(&c, &app, "Keyless", "", true)).await,
             201
         );
     }
-    assert_eq!(posts().await, 4);
+    assert_eq!(posts().await, 5);
     let editor = client();
     let r = send(api_login(&editor, &app, "editor", "editor-password-1")).await;
     assert_eq!(r.status(), 200);
@@ -423,7 +429,7 @@ async fn a_creation_sent_again_with_its_idempotency_key_makes_one_post() {
     assert_eq!(theirs.status(), 201);
     let theirs: serde_json::Value = theirs.json().await.unwrap();
     assert_ne!(theirs["id"], a["id"]);
-    assert_eq!(posts().await, 5);
+    assert_eq!(posts().await, 6);
     let long = "k".repeat(256);
     for bad in ["", "with space", "ключ", long.as_str()] {
         let r = send(api_new_post(&c, &app, "Bad", "", true).header(
@@ -439,5 +445,5 @@ async fn a_creation_sent_again_with_its_idempotency_key_makes_one_post() {
         .header("Idempotency-Key", "a")
         .header("Idempotency-Key", "b");
     assert_eq!(error_of(send(two).await).await.0, 400);
-    assert_eq!(posts().await, 5);
+    assert_eq!(posts().await, 6);
 }

@@ -119,9 +119,9 @@ impl Db {
         }
     }
 
-    /// Runs `op`, and runs it again while it fails because the database went away under it
+    /// Runs `op` on a connection ([`Db::conn`]), and runs it again while it fails because the database went away under it
     /// ([`DbError::Unavailable`]: a restart closed its connection, or it was killed), once a
-    /// connection succeeds again: up to [`TRIES`] times, for as long as the outage's wait
+    /// connection succeeds again, on that connection: up to [`TRIES`] times, for as long as the outage's wait
     /// (`[app] database_wait_secs`) counted from this call's own first failure. `op` gets the
     /// number of tries before it (0 the first time) and must be safe to run again after a
     /// failure at any point, the commit included, whose outcome a closed connection leaves
@@ -132,15 +132,20 @@ impl Db {
     /// connections while it closes others).
     pub async fn retrying<T, F, Fut>(&self, mut op: F) -> Result<T, DbError>
     where
-        F: FnMut(u32) -> Fut,
+        F: FnMut(Conn, u32) -> Fut,
         Fut: Future<Output = Result<T, DbError>>,
     {
         let mut until = None;
         let mut tries = 0;
+        let mut conn = self.conn().await;
         loop {
-            let failed = match op(tries).await {
+            let failed = match conn {
+                Ok(conn) => match op(conn, tries).await {
+                    Err(DbError::Unavailable(why)) => why,
+                    done => return done,
+                },
                 Err(DbError::Unavailable(why)) => why,
-                done => return done,
+                Err(err) => return Err(err),
             };
             tries += 1;
             if tries >= TRIES {
@@ -152,11 +157,12 @@ impl Db {
                 );
             }
             let until = *until.get_or_insert_with(|| tokio::time::Instant::now() + self.wait);
-            // Waits until the database answers again; past the outage's wait, `conn` fails at once.
-            match tokio::time::timeout_at(until, self.conn()).await {
-                Ok(Ok(_)) => {}
+            // Waits until the database answers again, and the next try runs on that connection;
+            // past the outage's wait, `conn` fails at once.
+            conn = match tokio::time::timeout_at(until, self.conn()).await {
+                Ok(Ok(conn)) => Ok(conn),
                 Ok(Err(_)) | Err(_) => return Err(DbError::Unavailable(failed)),
-            }
+            };
         }
     }
 

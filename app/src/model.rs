@@ -69,8 +69,7 @@ pub async fn list_posts(
     page: u32,
     per_page: u32,
 ) -> Result<(Vec<Post>, bool), DbError> {
-    db.retrying(|_| async move {
-        let mut conn = db.conn().await?;
+    db.retrying(|mut conn, _| async move {
         let offset = u64::from(page.saturating_sub(1)) * u64::from(per_page);
         let filter = if published_only {
             "WHERE published = TRUE"
@@ -97,8 +96,7 @@ pub async fn list_posts(
 
 /// The post `id`, if it exists (and is published, with `published_only`).
 pub async fn get_post(db: &Db, id: u64, published_only: bool) -> Result<Option<Post>, DbError> {
-    db.retrying(|_| async move {
-        let mut conn = db.conn().await?;
+    db.retrying(|mut conn, _| async move {
         let filter = if published_only {
             "AND published = TRUE"
         } else {
@@ -140,8 +138,7 @@ pub async fn create_post(
             .map_err(|e| DbError::Unavailable(format!("no key for the new post: {e}")))?,
     };
     let id = db
-        .retrying(|_| async move {
-            let mut conn = db.conn().await?;
+        .retrying(|mut conn, _| async move {
             conn.exec_drop(
                 "INSERT INTO posts (title, body, published, create_key) VALUES (?, ?, ?, ?) \
                  ON DUPLICATE KEY UPDATE id = LAST_INSERT_ID(id)",
@@ -198,14 +195,13 @@ pub async fn update_post(
     body: &str,
     published: bool,
 ) -> Result<Option<Post>, DbError> {
-    let found = db.retrying(|_| async move {
-        let mut conn = db.conn().await?;
+    let found = db.retrying(|mut conn, _| async move {
         let found: Option<u64> = conn
             .exec_first("SELECT id FROM posts WHERE id = ?", (id,))
             .timed(db)
             .await?;
         if found.is_none() {
-            return Ok(None);
+            return Ok(false);
         }
         conn.exec_drop(
             "UPDATE posts SET title = ?, body = ?, published = ?, updated_at = UTC_TIMESTAMP(6) WHERE id = ?",
@@ -213,10 +209,9 @@ pub async fn update_post(
         )
         .timed(db)
         .await?;
-        Ok(Some(()))
+        Ok(true)
     })
-    .await?
-    .is_some();
+    .await?;
     if !found {
         return Ok(None);
     }
@@ -225,8 +220,7 @@ pub async fn update_post(
 
 /// Publishes or unpublishes the post `id`; false when there is no such post.
 pub async fn set_published(db: &Db, id: u64, published: bool) -> Result<bool, DbError> {
-    db.retrying(|_| async move {
-        let mut conn = db.conn().await?;
+    db.retrying(|mut conn, _| async move {
         conn.exec_drop(
             "UPDATE posts SET published = ?, updated_at = UTC_TIMESTAMP(6) WHERE id = ?",
             (published, id),
@@ -245,8 +239,7 @@ pub async fn set_published(db: &Db, id: u64, published: bool) -> Result<bool, Db
 /// Deletes the post `id`; false when there was no such post. A try after one whose outcome a
 /// closed connection left unknown finds the post gone either way, and says it was deleted.
 pub async fn delete_post(db: &Db, id: u64) -> Result<bool, DbError> {
-    db.retrying(|tries| async move {
-        let mut conn = db.conn().await?;
+    db.retrying(|mut conn, tries| async move {
         conn.exec_drop("DELETE FROM posts WHERE id = ?", (id,))
             .timed(db)
             .await?;
@@ -257,11 +250,8 @@ pub async fn delete_post(db: &Db, id: u64) -> Result<bool, DbError> {
 
 /// The site's settings.
 pub async fn settings(db: &Db) -> Result<SiteSettings, DbError> {
-    db.retrying(|_| async move {
-        let mut conn = db.conn().await?;
-        settings_on(&mut conn, db).await
-    })
-    .await
+    db.retrying(|mut conn, _| async move { settings_on(&mut conn, db).await })
+        .await
 }
 
 /// The site's settings, on `conn` (empty before any were set).
@@ -276,8 +266,7 @@ async fn settings_on(conn: &mut mysql_async::Conn, db: &Db) -> Result<SiteSettin
 
 /// Replaces the site's settings.
 pub async fn set_settings(db: &Db, title: &str, description: &str) -> Result<(), DbError> {
-    db.retrying(|_| async move {
-        let mut conn = db.conn().await?;
+    db.retrying(|mut conn, _| async move {
         conn.exec_drop(
             "INSERT INTO settings (id, title, description) VALUES (1, ?, ?) \
              ON DUPLICATE KEY UPDATE title = VALUES(title), description = VALUES(description)",
@@ -291,8 +280,7 @@ pub async fn set_settings(db: &Db, title: &str, description: &str) -> Result<(),
 
 /// The id and password hash of `username`.
 pub async fn user_hash(db: &Db, username: &str) -> Result<Option<(u64, String)>, DbError> {
-    db.retrying(|_| async move {
-        let mut conn = db.conn().await?;
+    db.retrying(|mut conn, _| async move {
         conn.exec_first(
             "SELECT id, password_hash FROM users WHERE username = ?",
             (username,),
@@ -305,8 +293,7 @@ pub async fn user_hash(db: &Db, username: &str) -> Result<Option<(u64, String)>,
 
 /// Creates `username` or changes their password, ending their sessions.
 pub async fn set_password(db: &Db, username: &str, hash: &str) -> Result<(), DbError> {
-    db.retrying(|_| async move {
-        let mut conn = db.conn().await?;
+    db.retrying(|mut conn, _| async move {
         conn.exec_drop(
             "INSERT INTO users (username, password_hash) VALUES (?, ?) \
              ON DUPLICATE KEY UPDATE password_hash = VALUES(password_hash)",
@@ -334,8 +321,7 @@ pub async fn create_session(
     csrf_token: &str,
     lifetime_secs: u64,
 ) -> Result<(), DbError> {
-    db.retrying(|_| async move {
-        let mut conn = db.conn().await?;
+    db.retrying(|mut conn, _| async move {
         conn.query_drop("DELETE FROM sessions WHERE expires_at < UTC_TIMESTAMP(6) LIMIT 1000")
             .timed(db)
             .await?;
@@ -353,8 +339,7 @@ pub async fn create_session(
 
 /// The user of the live session whose token hashes to `token_hash`.
 pub async fn session_user(db: &Db, token_hash: &[u8]) -> Result<Option<SessionUser>, DbError> {
-    db.retrying(|_| async move {
-        let mut conn = db.conn().await?;
+    db.retrying(|mut conn, _| async move {
         let row: Option<(String, String)> = conn
             .exec_first(
                 "SELECT u.username, s.csrf_token FROM sessions s JOIN users u ON u.id = s.user_id \
@@ -373,8 +358,7 @@ pub async fn session_user(db: &Db, token_hash: &[u8]) -> Result<Option<SessionUs
 
 /// Ends the session whose token hashes to `token_hash`.
 pub async fn delete_session(db: &Db, token_hash: &[u8]) -> Result<(), DbError> {
-    db.retrying(|_| async move {
-        let mut conn = db.conn().await?;
+    db.retrying(|mut conn, _| async move {
         conn.exec_drop("DELETE FROM sessions WHERE token_hash = ?", (token_hash,))
             .timed(db)
             .await
@@ -389,8 +373,7 @@ pub async fn home(
     page: u32,
     per_page: u32,
 ) -> Result<(SiteSettings, Vec<Post>, bool), DbError> {
-    db.retrying(|_| async move {
-        let mut conn = db.conn().await?;
+    db.retrying(|mut conn, _| async move {
         let site = settings_on(&mut conn, db).await?;
         let offset = u64::from(page.saturating_sub(1)) * u64::from(per_page);
         let rows: Vec<PostRow> = conn
@@ -409,8 +392,7 @@ pub async fn home(
 
 /// The settings and the published post `id`, on one connection.
 pub async fn site_and_post(db: &Db, id: u64) -> Result<(SiteSettings, Option<Post>), DbError> {
-    db.retrying(|_| async move {
-        let mut conn = db.conn().await?;
+    db.retrying(|mut conn, _| async move {
         let site = settings_on(&mut conn, db).await?;
         let post: Option<PostRow> = conn
             .exec_first(

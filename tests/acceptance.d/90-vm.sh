@@ -851,9 +851,10 @@ EOF
 
   # --- a post survives a reboot and a power cut ---------------------------------------------------
   jar=.onebox/vm/cookies
-  login() {
-    local pw; pw=$(vm_ssh sudo cat /root/onebox-admin-password) || return 1
-    https_ -c "$jar" -f -H 'Content-Type: application/json' \
+  login() { # login [PASSWORD]: the admin's API session in $jar; the password the VM's own unless given
+    local pw=${1-}
+    [[ -n $pw ]] || pw=$(vm_ssh sudo cat /root/onebox-admin-password) || return 1
+    https_ -c "$jar" -f -o /dev/null -H 'Content-Type: application/json' \
       -d "$(jq -n --arg p "$pw" '{username: "admin", password: $p}')" https://www.foobar.com:8443/api/login
   }
   post() { # post TITLE: created through the API (201)
@@ -1000,7 +1001,7 @@ EOF
   backed_up() { # onebox backup while a writer posts; every post acknowledged before it is kept
     local tag=$RANDOM$RANDOM out rc t0 secs
     rm -rf "$ops"; mkdir -p "$ops"
-    login >/dev/null && post "ops-before-backup-$tag" >/dev/null || return 1
+    login && post "ops-before-backup-$tag" >/dev/null || return 1
     # The writer: at most 40 posts, until the backup is done; each acknowledged title is recorded.
     writer() {
       local i
@@ -1078,15 +1079,12 @@ EOF
       grep -Eqx "user-script $id [0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9:]{8}Z" <<<"$out"
   }
   same_posts() { # every post acknowledged before the backup began; the same admin password
-    local now missing pw
+    local now missing
     now=$(titles | sort) || return 1
     missing=$(sort "$ops/must" | comm -23 - <(echo "$now"))
     echo "posts now: $(wc -l <<<"$now"); acknowledged before the backup: $(wc -l <"$ops/must"); missing: ${missing:-none}"
     echo "posts of the first VM not here (written during the backup): $(comm -23 "$ops/titles" <(echo "$now") | wc -l)"
-    pw=$(cat "$ops/admin-password")
-    https_ -f -o /dev/null -H 'Content-Type: application/json' \
-      -d "$(jq -n --arg p "$pw" '{username: "admin", password: $p}')" https://www.foobar.com:8443/api/login ||
-      { echo "the first VM's admin password does not log in"; return 1; }
+    login "$(cat "$ops/admin-password")" || { echo "the first VM's admin password does not log in"; return 1; }
     [[ -z $missing ]]
   }
   same_certificate() { # the same certificate, and pebble saw no new order
@@ -1156,11 +1154,10 @@ EOF
   # acknowledged is listed once afterwards (a write whose commit the restart left unknown is
   # tried again by the app, and makes no second post).
   mariadb_restarted() {
-    local pw written listed twice missing write_tag=$RANDOM$RANDOM
+    local written listed twice missing write_tag=$RANDOM$RANDOM
     mariadb_restart() { vm_ssh sudo systemctl restart mariadb; }
-    if [[ -f $ops/admin-password ]]; then pw=$(cat "$ops/admin-password"); else pw=$(vm_ssh sudo cat /root/onebox-admin-password); fi
-    https_ -c "$jar" -f -o /dev/null -H 'Content-Type: application/json' \
-      -d "$(jq -n --arg p "$pw" '{username: "admin", password: $p}')" https://www.foobar.com:8443/api/login || return 1
+    # The restored VM's admin password is the first VM's.
+    if [[ -f $ops/admin-password ]]; then login "$(cat "$ops/admin-password")"; else login; fi || return 1
     load=mixed load_good='^20[01] exit 0: +\|' \
       under_load "mariadb restart (systemctl restart mariadb), reads and writes" mariadb_restart || return 1
     written=$(grep -E '^201 exit 0: +\| wrote ' "$reload_log" | awk '{ print $6 }' | sort)

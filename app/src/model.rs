@@ -146,14 +146,13 @@ pub async fn create_post(
             )
             .timed(db)
             .await?;
-            match conn.last_insert_id() {
-                Some(id) if id > 0 => Ok(id),
-                _ => conn
-                    .exec_first("SELECT id FROM posts WHERE create_key = ?", (&key[..],))
-                    .timed(db)
-                    .await
-                    .map(|id: Option<u64>| id.unwrap_or(0)),
-            }
+            // A row inserted reports its new id; a duplicate key, the id that
+            // `LAST_INSERT_ID(id)` set: the earlier try's post.
+            conn.last_insert_id().filter(|&id| id > 0).ok_or_else(|| {
+                DbError::Query(mysql_async::Error::Other(
+                    "the database reported no id for the new post".into(),
+                ))
+            })
         })
         .await?;
     get_post(db, id, false)

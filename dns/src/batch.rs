@@ -68,7 +68,7 @@ const RATE_WINDOW: Duration = Duration::from_millis(16);
 const GATHER: f64 = (BATCH / 2) as f64;
 
 /// The fewest datagrams a wait of the whole cap must be expected to gather: below this rate
-/// (4 per `udp_batch_wait_us`; 16,000 per second per socket at 250 µs) a thread never waits.
+/// (4 per `udp_batch_wait_us`; 8,000 per second per socket at 500 µs) a thread never waits.
 const MIN_GATHER: f64 = 4.0;
 
 /// A wait shorter than this is not taken (not worth a timer).
@@ -368,11 +368,14 @@ mod tests {
         (pacer, at)
     }
 
-    /// `udp_batch_wait_us` is the cap: 250 µs by default, 0 turns waits off, above 1000 is
+    /// `udp_batch_wait_us` is the cap: 500 µs by default, 0 turns waits off, above 1000 is
     /// refused with the key named.
     #[test]
-    fn udp_batch_wait_us_is_the_cap_250_us_by_default_bounded() {
-        assert_eq!(settings("").unwrap().udp_batch_wait, CAP);
+    fn udp_batch_wait_us_is_the_cap_500_us_by_default_bounded() {
+        assert_eq!(
+            settings("").unwrap().udp_batch_wait,
+            Duration::from_micros(500)
+        );
         assert_eq!(
             settings("udp_batch_wait_us = 1000").unwrap().udp_batch_wait,
             Duration::from_micros(1000)

@@ -36,7 +36,7 @@ pub struct DnsConfig {
     /// and before reading again, so that the next batch is larger: fewer wake-ups and system
     /// calls per answer. The wait is adaptive: each thread estimates the arrival rate of its
     /// socket over the last few tens of milliseconds and waits only when that rate brings at
-    /// least 4 datagrams within this time (at 250: from 16,000 queries per second per socket),
+    /// least 4 datagrams within this time (at 500: from 8,000 queries per second per socket),
     /// as long as 16 are expected to take (less at higher rates, none when answering the batch
     /// took that long or it filled the 32 a read takes), and stops waiting for a while when
     /// its waits do not gather (clients that each wait for their answer). So a lightly loaded
@@ -44,7 +44,7 @@ pub struct DnsConfig {
     /// (and the timer's slack, 50 µs) for less CPU per answer (0.66–0.87× of never waiting at
     /// 20,000 queries per second in `bench/dns/run`). What arrives during a wait queues in the
     /// socket's receive buffer (`net.core.rmem_default`, 208 KiB: about 200 small queries): a
-    /// wait gathers about 16. 0: never waits. Default: 250.
+    /// wait gathers about 16. 0: never waits. Default: 500.
     pub udp_batch_wait_us: Bounded<0, 1000>,
     /// Most TCP connections open at once from one client (an IPv4 address, or an IPv6 /64);
     /// more are closed on accept. Default: 16.
@@ -127,7 +127,7 @@ impl Default for DnsConfig {
             tcp_max_connections: Bounded::clamped(256),
             tcp_idle_timeout_secs: Bounded::clamped(10),
             udp_sockets: None,
-            udp_batch_wait_us: Bounded::clamped(250),
+            udp_batch_wait_us: Bounded::clamped(500),
             tcp_max_connections_per_client: Bounded::clamped(16),
             tcp_max_connection_secs: Bounded::clamped(120),
             rrl_responses_per_sec: Bounded::clamped(200),

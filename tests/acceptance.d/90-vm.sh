@@ -852,8 +852,9 @@ EOF
   # --- a post survives a reboot and a power cut ---------------------------------------------------
   jar=.onebox/vm/cookies
   login() { # login [PASSWORD]: the admin's API session in $jar; the password the VM's own unless given
-    local pw=${1-}
-    [[ -n $pw ]] || pw=$(vm_ssh sudo cat /root/onebox-admin-password) || return 1
+    local pw
+    if (($#)); then pw=$1; else pw=$(vm_ssh sudo cat /root/onebox-admin-password) || return 1; fi
+    [[ -n $pw ]] || { echo "login: no admin password"; return 1; }
     https_ -c "$jar" -f -o /dev/null -H 'Content-Type: application/json' \
       -d "$(jq -n --arg p "$pw" '{username: "admin", password: $p}')" https://www.foobar.com:8443/api/login
   }

@@ -119,17 +119,17 @@ impl Db {
         }
     }
 
-    /// Runs `op` on a connection ([`Db::conn`]), and runs it again while it fails because the database went away under it
-    /// ([`DbError::Unavailable`]: a restart closed its connection, or it was killed), once a
-    /// connection succeeds again, on that connection: up to [`TRIES`] times, for as long as the outage's wait
-    /// (`[app] database_wait_secs`) counted from this call's own first failure. `op` gets the
-    /// number of tries before it (0 the first time) and must be safe to run again after a
-    /// failure at any point, the commit included, whose outcome a closed connection leaves
-    /// unknown: idempotent, or keyed so that it finds what an earlier try made
-    /// ([`crate::model::create_post`]). Counted from the call's own failure, not the
-    /// outage's start ([`Db::wait_left`]): another request's connection, taken between this one's
-    /// failure and its check, can end the outage in between (the closing server answers on some
-    /// connections while it closes others).
+    /// Runs `op` on a connection ([`Db::conn`]), and runs it again while it fails because the
+    /// database went away under it ([`DbError::Unavailable`]: a restart closed its connection,
+    /// or it was killed), once a connection succeeds again, on that connection: up to [`TRIES`]
+    /// times, for as long as the outage's wait (`[app] database_wait_secs`) counted from this
+    /// call's own first failure. `op` gets the connection and the number of tries before it (0
+    /// the first time) and must be safe to run again after a failure at any point, the commit
+    /// included, whose outcome a closed connection leaves unknown: idempotent, or keyed so that
+    /// it finds what an earlier try made ([`crate::model::create_post`]). Counted from the
+    /// call's own failure, not the outage's start ([`Db::wait_left`]): another request's
+    /// connection, taken between this one's failure and its check, can end the outage in
+    /// between (the closing server answers on some connections while it closes others).
     pub async fn retrying<T, F, Fut>(&self, mut op: F) -> Result<T, DbError>
     where
         F: FnMut(Conn, u32) -> Fut,

@@ -119,12 +119,11 @@ pub async fn get_post(db: &Db, id: u64, published_only: bool) -> Result<Option<P
 ///
 /// The post is made with a key (`posts.create_key`, unique): one made from the client's own and
 /// the fields ([`create_key`]: the API's `Idempotency-Key`, the admin form's `create_key`), or a
-/// random one. A try after one
-/// whose outcome was lost ([`Db::retrying`]: the connection closed, or the query timed out while
-/// the server went on with it), or a request sent again with the same client key, inserts the
-/// same key again: if that key's post is there (or is being committed: the insert waits for
-/// it), the insert becomes a no-op that returns that post's id (`LAST_INSERT_ID(id)`), so no
-/// second post is made, and the post is returned as it is now.
+/// random one. A try after one whose outcome was lost ([`Db::retrying`]: the connection closed,
+/// or the query timed out while the server went on with it), or a request sent again with the
+/// same client key, inserts the same key again: if that key's post is there (or is being
+/// committed: the insert waits for it), the insert becomes a no-op that returns that post's id
+/// (`LAST_INSERT_ID(id)`), so no second post is made, and the post is returned as it is now.
 pub async fn create_post(
     db: &Db,
     key: Option<[u8; 16]>,

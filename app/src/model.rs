@@ -234,14 +234,41 @@ pub async fn set_published(db: &Db, id: u64, published: bool) -> Result<bool, Db
     .await
 }
 
-/// Deletes the post `id`; false when there was no such post. A try after one whose outcome a
-/// closed connection left unknown finds the post gone either way, and says it was deleted.
+/// Deletes the post `id`; false when there was no such post. The first try that reaches the
+/// database looks the post up, and only deletes one that is there. A try after one whose
+/// `DELETE` went out and whose outcome a closed connection left unknown finds the post gone
+/// either way, and says it was deleted, as the post was there before that `DELETE`; a post that
+/// was never there stays a `false` whichever try finds it so.
 pub async fn delete_post(db: &Db, id: u64) -> Result<bool, DbError> {
-    db.retrying(|mut conn, tries| async move {
+    use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+    // What the lookup found: not yet looked up, absent, there.
+    const UNKNOWN: u8 = 0;
+    const ABSENT: u8 = 1;
+    const THERE: u8 = 2;
+    let found = AtomicU8::new(UNKNOWN);
+    // Whether a try has sent the `DELETE`.
+    let sent = AtomicBool::new(false);
+    let (found, sent) = (&found, &sent);
+    db.retrying(|mut conn, _| async move {
+        if found.load(Ordering::Relaxed) == UNKNOWN {
+            // No `DELETE` went out before this lookup answered: it sees the post as it was.
+            let row: Option<u64> = conn
+                .exec_first("SELECT id FROM posts WHERE id = ?", (id,))
+                .timed(db)
+                .await?;
+            found.store(
+                if row.is_some() { THERE } else { ABSENT },
+                Ordering::Relaxed,
+            );
+        }
+        if found.load(Ordering::Relaxed) == ABSENT {
+            return Ok(false);
+        }
+        let sent_before = sent.swap(true, Ordering::Relaxed);
         conn.exec_drop("DELETE FROM posts WHERE id = ?", (id,))
             .timed(db)
             .await?;
-        Ok(conn.affected_rows() > 0 || tries > 0)
+        Ok(conn.affected_rows() > 0 || sent_before)
     })
     .await
 }

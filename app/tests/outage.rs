@@ -328,3 +328,47 @@ async fn a_creation_tried_again_after_its_outcome_was_lost_makes_one_post() {
     let id: Option<u64> = db.value("SELECT id FROM posts WHERE title = 'slow'").await;
     assert_eq!(Some(post["id"].as_u64().unwrap()), id);
 }
+
+/// Deletions whose first try outlasts the app's one-second query limit: the test holds `LOCK
+/// TABLES posts READ` for 1.5 s (reads go on, writes wait), and the app gives the `DELETE` up and
+/// tries again. A post that was there is deleted and answered 204, whichever try deleted it; an
+/// id that never was is answered 404, not taken for a post an earlier try deleted. (The given-up
+/// `DELETE` commits once the lock goes, so the try after it finds nothing left to delete.)
+#[tokio::test]
+async fn deletions_whose_first_try_was_given_up_answer_what_was_there() {
+    use mysql_async::prelude::Queryable;
+    let (db, app) = app_with_admin("database_wait_secs = 30").await;
+    let c = admin_client(&app).await;
+    let r = send(api_new_post(&c, &app, "doomed", "body", true)).await;
+    assert_eq!(r.status(), 201, "{}", app.stderr());
+    let id = r.json::<Value>().await.unwrap()["id"].as_u64().unwrap();
+    let tries = [
+        (
+            format!("/api/posts/{id}"),
+            204,
+            "did not answer within 1000 ms",
+        ),
+        (format!("/api/posts/{}", id + 1000), 404, ""),
+    ];
+    for (path, expected, logged) in tries {
+        let mut lock = db.conn().await;
+        lock.query_drop("LOCK TABLES posts READ").await.unwrap();
+        let unlock = tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(1500)).await;
+            lock.query_drop("UNLOCK TABLES").await.unwrap();
+            lock.disconnect().await.unwrap();
+        });
+        let r = send(c.delete(app.url(&path))).await;
+        unlock.await.unwrap();
+        let log = app.stderr();
+        assert_eq!(r.status(), expected, "DELETE {path}:\n{log}");
+        assert!(
+            log.contains(logged),
+            "DELETE {path}: no {logged:?} in\n{log}"
+        );
+    }
+    let left: Option<u64> = db
+        .value(&format!("SELECT COUNT(*) FROM posts WHERE id = {id}"))
+        .await;
+    assert_eq!(left, Some(0), "{}", app.stderr());
+}

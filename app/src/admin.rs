@@ -72,14 +72,6 @@ fn new_form_key() -> Result<String, PageError> {
     })
 }
 
-/// Whether `key` is a form key as [`new_form_key`] makes them.
-fn is_form_key(key: &str) -> bool {
-    key.len() == 64
-        && key
-            .bytes()
-            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-}
-
 #[derive(Template)]
 #[template(path = "admin_settings.html")]
 struct SettingsPage {
@@ -330,7 +322,7 @@ async fn post_fields(
         // The form shown again keeps its key: nothing was made with it.
         create_key: match id {
             Some(_) => String::new(),
-            None if is_form_key(&fields.create_key) => fields.create_key,
+            None if is_token(&fields.create_key) => fields.create_key,
             None => new_form_key()?,
         },
         error: Some(message),
@@ -347,7 +339,7 @@ async fn create_post(
     // A form without a key (a script's, or a page from before keys) makes a post each time.
     let form_key = match fields.create_key.as_str() {
         "" => None,
-        key if is_form_key(key) => Some(key.to_string()),
+        key if is_token(key) => Some(key.to_string()),
         _ => {
             return Err(PageError::new(
                 StatusCode::BAD_REQUEST,

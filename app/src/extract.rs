@@ -39,9 +39,13 @@ pub fn same(a: &str, b: &str) -> bool {
             == 0
 }
 
-/// Whether `value` looks like one of our tokens (64 hex digits).
+/// Whether `value` looks like one of our tokens and form keys: 64 lower-case hex digits, as
+/// [`crate::password::random_token`] writes them.
 pub fn is_token(value: &str) -> bool {
-    value.len() == 64 && value.bytes().all(|b| b.is_ascii_hexdigit())
+    value.len() == 64
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
 /// The answer to a form whose CSRF token is missing or wrong.
@@ -423,5 +427,7 @@ mod tests {
         assert!(!same("abc", "ab"));
         assert!(is_token(&"a".repeat(64)));
         assert!(!is_token(&"g".repeat(64)));
+        assert!(!is_token(&"A".repeat(64)));
+        assert!(!is_token(&"a".repeat(63)));
     }
 }

@@ -240,28 +240,26 @@ pub async fn set_published(db: &Db, id: u64, published: bool) -> Result<bool, Db
 /// either way, and says it was deleted, as the post was there before that `DELETE`; a post that
 /// was never there stays a `false` whichever try finds it so.
 pub async fn delete_post(db: &Db, id: u64) -> Result<bool, DbError> {
-    use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
-    // What the lookup found: not yet looked up, absent, there.
-    const UNKNOWN: u8 = 0;
-    const ABSENT: u8 = 1;
-    const THERE: u8 = 2;
-    let found = AtomicU8::new(UNKNOWN);
+    use std::sync::OnceLock;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    // Whether the post was there, once a try's lookup has answered.
+    let there = OnceLock::new();
     // Whether a try has sent the `DELETE`.
     let sent = AtomicBool::new(false);
-    let (found, sent) = (&found, &sent);
+    let (there, sent) = (&there, &sent);
     db.retrying(|mut conn, _| async move {
-        if found.load(Ordering::Relaxed) == UNKNOWN {
-            // No `DELETE` went out before this lookup answered: it sees the post as it was.
-            let row: Option<u64> = conn
-                .exec_first("SELECT id FROM posts WHERE id = ?", (id,))
-                .timed(db)
-                .await?;
-            found.store(
-                if row.is_some() { THERE } else { ABSENT },
-                Ordering::Relaxed,
-            );
-        }
-        if found.load(Ordering::Relaxed) == ABSENT {
+        let was_there = match there.get() {
+            Some(&was_there) => was_there,
+            None => {
+                // No `DELETE` went out before this lookup answered: it sees the post as it was.
+                let row: Option<u64> = conn
+                    .exec_first("SELECT id FROM posts WHERE id = ?", (id,))
+                    .timed(db)
+                    .await?;
+                *there.get_or_init(|| row.is_some())
+            }
+        };
+        if !was_there {
             return Ok(false);
         }
         let sent_before = sent.swap(true, Ordering::Relaxed);

@@ -12,9 +12,13 @@
 //! (`bench/edge/callgrind /api`). Here the parts that decide what goes up and what comes back
 //! are pingora's own: its HTTP/1 client session ([`HttpSession`]: the request written by its
 //! writer, the answer read, validated and framed by its reader, its keep-alive rules) over a
-//! connection made by pingora's connector with the peer's timeouts; and the edge's own rules,
-//! shared with the full path: the forwarding headers ([`crate::proxy::forwarded`]), the page cache's purge
-//! header and its memory of uncacheable URLs, `X-Cache`, [`decorate`]. What pingora's proxy
+//! connection made by pingora's connector with the peer's timeouts — but for the plain answer
+//! to a `GET` written as bytes ([`crate::app_answer`]: HTTP/1.1, one `Content-Length` or no
+//! body, kept alive; most of the app's), whose head the edge reads and writes back itself
+//! without pingora's header maps (`bench/edge/callgrind /api`: 47k → 38k instructions a
+//! request), and whose body it copies as it comes ([`FastProxy::send_plain`]); and the edge's
+//! own rules, shared with the full path: the forwarding headers ([`crate::proxy::forwarded`]),
+//! the page cache's purge header and its memory of uncacheable URLs, `X-Cache`, [`decorate`]. What pingora's proxy
 //! does to the answer on the way down for HTTP/1.1 is done as it does it: an answer with
 //! neither `Content-Length` nor `Transfer-Encoding` is sent chunked, `Date` and `Connection`
 //! are set, the body framed as the header says (chunked: a chunk per piece read, in pingora's
@@ -34,6 +38,7 @@
 //! ends drops the connection to the app at once, and bytes an HTTP/1.1 client sends meanwhile
 //! (another request) end the exchange with the full path's `400`.
 
+use crate::app_answer::{self, Head, Plain};
 use crate::file_cache::h1_head;
 use crate::page_cache::{self, PageCache};
 use crate::proxy::{AppServer, Shared, decorate};
@@ -127,6 +132,31 @@ enum UpRequest<'a> {
     Header(&'a RequestHeader),
 }
 
+/// Which of the app's plain answers ([`app_answer`]) the edge sends itself.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum PlainOk {
+    /// None: pingora's session reads every answer.
+    No,
+    /// Every one.
+    Any,
+    /// Those the page cache refuses at once ([`page_cache::refused_at_once`]): the answers
+    /// to an URL it remembers as uncacheable, which it forgets on one it may keep.
+    Uncacheable,
+}
+
+impl PlainOk {
+    /// Whether the plain answer `head` (read into `buf`) is sent by the edge itself.
+    fn takes(self, head: &Plain, buf: &[u8]) -> bool {
+        match self {
+            PlainOk::No => false,
+            PlainOk::Any => true,
+            PlainOk::Uncacheable => {
+                page_cache::refused_at_once(head.status, |name| head.has(buf, name.as_str()))
+            }
+        }
+    }
+}
+
 /// How sending a request to the app ended, before anything went to the client. (Returned once
 /// a request and matched at once: the client session is not boxed, which would cost an
 /// allocation a request.)
@@ -139,6 +169,9 @@ enum Exchanged {
     Failed(Box<pingora::Error>),
     /// The app's answer's head was read.
     Answered(HttpSession),
+    /// A plain answer's head was read ([`app_answer`]): the connection, the bytes read (the
+    /// head and the body's first bytes) and the head.
+    Plain(Stream, Vec<u8>, Plain),
 }
 
 /// How a proxied request ended.
@@ -184,7 +217,15 @@ impl FastProxy {
     /// Sends `request` to the app's server `server` and reads its answer's head: on a kept
     /// connection first, and again on a new one if the kept one fails before any answer (a
     /// connection the app closed meanwhile), as pingora retries a reused connection's failure.
-    async fn exchange(&self, server: &AppServer, request: UpRequest<'_>) -> Exchanged {
+    /// As `plain` allows, the head of the answer to a request sent as bytes
+    /// ([`UpRequest::Raw`]) is read by [`app_answer::read`] first, and a plain answer's is
+    /// returned as [`Exchanged::Plain`]; any other is read by pingora's client session.
+    async fn exchange(
+        &self,
+        server: &AppServer,
+        request: UpRequest<'_>,
+        plain: PlainOk,
+    ) -> Exchanged {
         let peer = &server.peer;
         let mut reused = true;
         loop {
@@ -201,28 +242,55 @@ impl FastProxy {
                     }
                 }
             };
-            let raw_sent = match request {
+            let sent = match request {
                 UpRequest::Raw(bytes) => {
                     write_up(&mut stream, bytes, peer.options.write_timeout).await
                 }
                 UpRequest::Header(_) => Ok(()),
             };
-            let mut up = HttpSession::new(stream);
-            up.read_timeout = peer.options.read_timeout;
-            up.write_timeout = peer.options.write_timeout;
-            let sent = match (raw_sent, request) {
-                (Ok(()), UpRequest::Header(header)) => up
-                    .write_request_header(Box::new(header.clone()))
-                    .await
-                    .map(drop),
-                (other, _) => other,
+            let head = match sent {
+                // (A request written by pingora's session below has its answer read by it.)
+                Ok(())
+                    if plain != PlainOk::No
+                        && matches!(request, UpRequest::Raw(_))
+                        && app_answer::readable(&stream) =>
+                {
+                    let mut buf = Vec::with_capacity(app_answer::FIRST_READ);
+                    let read = app_answer::read(stream, &mut buf, peer.options.read_timeout);
+                    match read.await {
+                        Ok(Head::Plain(head, stream)) if plain.takes(&head, &buf) => {
+                            return Exchanged::Plain(stream, buf, head);
+                        }
+                        Ok(Head::Plain(_, stream)) => app_answer::put_back(stream, &buf),
+                        // Read again by pingora's session, below.
+                        Ok(Head::Other(stream)) => Ok(stream),
+                        Err(e) => Err(e),
+                    }
+                }
+                Ok(()) => Ok(stream),
+                Err(e) => Err(e),
             };
-            let answered = match sent {
-                Ok(()) => up.read_response().await,
+            let answered = match head {
+                Ok(stream) => {
+                    let mut up = HttpSession::new(stream);
+                    up.read_timeout = peer.options.read_timeout;
+                    up.write_timeout = peer.options.write_timeout;
+                    let sent = match request {
+                        UpRequest::Header(header) => up
+                            .write_request_header(Box::new(header.clone()))
+                            .await
+                            .map(drop),
+                        UpRequest::Raw(_) => Ok(()),
+                    };
+                    match sent {
+                        Ok(()) => up.read_response().await.map(|_| up),
+                        Err(e) => Err(e),
+                    }
+                }
                 Err(e) => Err(e),
             };
             match answered {
-                Ok(_) => return Exchanged::Answered(up),
+                Ok(up) => return Exchanged::Answered(up),
                 // A kept connection the app closed meanwhile: again on a new one.
                 Err(e) if reused && e.etype() != &pingora::ErrorType::ReadTimedout => {
                     tracing::debug!("fast path: a kept connection to the app failed: {e}");
@@ -256,7 +324,16 @@ impl FastProxy {
             },
         };
         // Each wait for the app also watches the client's connection, as pingora's proxy does.
-        let watched = watching(pin!(self.exchange(server, request)), pin!(said(client))).await;
+        // A plain answer is read and sent by the edge itself; for an URL the page cache
+        // remembers as uncacheable, only one it refuses at once (else it is to forget the URL,
+        // `forget_if_cacheable`, which reads pingora's header).
+        let plain = if asked.remembered.is_none() {
+            PlainOk::Any
+        } else {
+            PlainOk::Uncacheable
+        };
+        let exchange = pin!(self.exchange(server, request, plain));
+        let watched = watching(exchange, pin!(said(client))).await;
         let exchanged = match watched {
             Ok(exchanged) => exchanged,
             Err(said) => return self.client_spoke(shared, client, req, said, None).await,
@@ -265,6 +342,10 @@ impl FastProxy {
             Exchanged::NotSent => return Proxied::NotSent,
             Exchanged::Failed(e) => return self.bad_gateway(shared, client, req, &e).await,
             Exchanged::Answered(up) => up,
+            Exchanged::Plain(stream, buf, head) => {
+                let answer = PlainAnswer { stream, buf, head };
+                return self.send_plain(shared, server, client, req, answer).await;
+            }
         };
         let client_timeout = crate::proxy::client_write_timeout(&shared.config.edge.limits);
         // Informational answers pass through; then the final one.
@@ -367,6 +448,87 @@ impl FastProxy {
         Proxied::Answered { status, keep }
     }
 
+    /// Sends the app's plain answer (see [`app_answer`]) to `client`: its head as the full
+    /// path writes it ([`head_fields`]) with the body's first bytes in one write, then the rest
+    /// of the body as it is read (each read within the app's read timeout, watching the client
+    /// as [`FastProxy::proxy`] does), and keeps the connection to the app for the next request.
+    async fn send_plain(
+        &self,
+        shared: &Shared,
+        server: &AppServer,
+        client: &mut Stream,
+        req: &AppRequest<'_>,
+        answer: PlainAnswer,
+    ) -> Proxied {
+        let PlainAnswer {
+            mut stream,
+            mut buf,
+            head,
+        } = answer;
+        let status = head.status;
+        let client_timeout = crate::proxy::client_write_timeout(&shared.config.edge.limits);
+        let mut out = Vec::with_capacity(1024 + buf.len() - head.head_len);
+        out.extend_from_slice(b"HTTP/1.1 ");
+        out.extend_from_slice(itoa::Buffer::new().format(status).as_bytes());
+        out.push(b' ');
+        out.extend_from_slice(head.reason(&buf));
+        out.extend_from_slice(b"\r\n");
+        head_fields(
+            shared,
+            req.asked(),
+            &Fields::Plain(&head, &buf),
+            false,
+            true,
+            &mut out,
+        );
+        let mut left = head.body_len.unwrap_or(0);
+        let first = &buf[head.head_len..];
+        out.extend_from_slice(first);
+        left -= first.len();
+        if write(client, &out, client_timeout, false).await.is_err() {
+            return Proxied::Answered {
+                status: 0,
+                keep: false,
+            };
+        }
+        let timeout = server.peer.options.read_timeout;
+        while left > 0 {
+            buf.clear();
+            let read = read_piece(&mut stream, &mut buf, left, timeout);
+            let watched = watching(pin!(read), pin!(said(client))).await;
+            let piece = match watched {
+                Ok(piece) => piece,
+                Err(said) => {
+                    return self
+                        .client_spoke(shared, client, req, said, Some(status))
+                        .await;
+                }
+            };
+            if let Err(e) = piece {
+                tracing::warn!("request {}: upstream failed: {e}", id_text(req.id));
+                return Proxied::Answered {
+                    status,
+                    keep: false,
+                };
+            }
+            left -= buf.len();
+            if write(client, &buf, client_timeout, false).await.is_err() {
+                return Proxied::Answered {
+                    status,
+                    keep: false,
+                };
+            }
+        }
+        if client.flush().await.is_err() {
+            return Proxied::Answered {
+                status,
+                keep: false,
+            };
+        }
+        put_idle(server.index, stream);
+        Proxied::Answered { status, keep: true }
+    }
+
     /// Sends an HTTP/2 request for the app, as `request` (the request pingora's proxy would
     /// send up, see [`crate::proxy`]'s `h2_to_app`), to the app's server `server` and its answer
     /// to the client through pingora's HTTP/2 session, without the proxy's phases: the head
@@ -388,12 +550,16 @@ impl FastProxy {
         // Each wait for the app also watches the client's stream, as pingora's proxy does: a
         // stream the client resets (or a connection it closes) ends the exchange at once, so
         // streams opened and reset in a loop do not hold the app's connections.
-        let exchange = pin!(self.exchange(server, UpRequest::Header(request)));
+        let exchange = pin!(self.exchange(server, UpRequest::Header(request), PlainOk::No));
         let exchanged = watching(exchange, pin!(stream_closed(session))).await?;
         let mut up = match exchanged {
             Exchanged::NotSent => return Ok(false),
             Exchanged::Failed(e) => return Err(e.into_up()),
             Exchanged::Answered(up) => up,
+            // Not reached: a request sent by pingora's session has its answer read by it.
+            Exchanged::Plain(..) => {
+                return pingora::Error::e_explain(InternalError, "a plain answer");
+            }
         };
         // Informational answers are written as the full path writes them (pingora's HTTP/2
         // writer leaves them out); then the final one.
@@ -502,6 +668,49 @@ impl FastProxy {
             status: if written { status } else { 0 },
             keep: false,
         }
+    }
+}
+
+/// The app's plain answer as [`FastProxy::exchange`] read it.
+struct PlainAnswer {
+    /// The connection to the app.
+    stream: Stream,
+    /// The bytes read: the head and the body's first bytes.
+    buf: Vec<u8>,
+    /// The head.
+    head: Plain,
+}
+
+/// Reads the next piece of a plain answer's body from the app into `buf` (empty): at most
+/// `left` bytes (so that nothing past the answer is read) and 64 KiB (pingora's body reader's
+/// piece), within `timeout`. The connection's end before the body's is an error, as pingora's
+/// reader makes it.
+async fn read_piece(
+    stream: &mut Stream,
+    buf: &mut Vec<u8>,
+    left: usize,
+    timeout: Option<Duration>,
+) -> pingora::Result<()> {
+    use bytes::BufMut;
+    use pingora::ErrorType::{ConnectionClosed, ReadError, ReadTimedout};
+    let want = left.min(64 * 1024);
+    buf.reserve(want);
+    let mut room = (&mut *buf).limit(want);
+    let read = stream.read_buf(&mut room);
+    let read = match timeout {
+        Some(t) => match pingora::time::timeout(t, read).await {
+            Ok(read) => read,
+            Err(_) => return pingora::Error::e_explain(ReadTimedout, "while reading body"),
+        },
+        None => read.await,
+    };
+    match read {
+        Ok(0) => pingora::Error::e_explain(
+            ConnectionClosed,
+            format!("while reading body: {left} bytes still due"),
+        ),
+        Ok(_) => Ok(()),
+        Err(e) => Err(pingora::Error::because(ReadError, "while reading body", e)),
     }
 }
 
@@ -726,7 +935,6 @@ fn wire_head(
     if up.status.is_informational() || !up.has_case() || up.headers.contains_key(&PURGE) {
         return None;
     }
-    let cache: Option<&PageCache> = shared.page_cache;
     forget_if_cacheable(shared, req, up);
     let chunked = made_chunked(req, up, body_done);
     let framing = if chunked {
@@ -735,6 +943,62 @@ fn wire_head(
         Framing::of(up, req.head)
     };
     let keep = framing != Framing::Close;
+    let mut out = Vec::with_capacity(1024);
+    let version = if chunked {
+        http::Version::HTTP_11
+    } else {
+        up.version
+    };
+    crate::file_cache::status_line(version, up, &mut out);
+    head_fields(shared, req, &Fields::Header(up), chunked, keep, &mut out);
+    Some((out, framing, keep))
+}
+
+/// The fields of an answer's head as [`head_fields`] takes them.
+enum Fields<'a> {
+    /// pingora's header, read with its names' case.
+    Header(&'a ResponseHeader),
+    /// A plain answer's head ([`app_answer`]) and the bytes it was read from.
+    Plain(&'a Plain, &'a [u8]),
+}
+
+impl Fields<'_> {
+    /// Whether there is a field named `name`.
+    fn has(&self, name: &http::HeaderName) -> bool {
+        match self {
+            Fields::Header(up) => up.headers.contains_key(name),
+            Fields::Plain(head, buf) => head.has(buf, name.as_str()),
+        }
+    }
+
+    /// Each field (name as written, value) in pingora's order: the values of one name together.
+    fn each(&self, mut f: impl FnMut(&[u8], &[u8])) {
+        match self {
+            Fields::Header(up) => {
+                for (name, value) in up.case_header_iter() {
+                    f(name.as_slice(), value.as_bytes());
+                }
+            }
+            Fields::Plain(head, buf) => head.each_field(buf, f),
+        }
+    }
+}
+
+/// Appends the header fields of the app's final answer as the full path writes them after its
+/// status line, and the blank line: each field of the app's in pingora's order (see
+/// [`Fields::each`]), a field the full path inserts written in the place of the app's own of
+/// that name (with the inserted name's case, one value), the others after them in the order
+/// the full path inserts them (`Transfer-Encoding` when made `chunked`, the page cache's
+/// `X-Cache`, [`decorate`]'s, `Date`, `Connection` as `keep` says).
+fn head_fields(
+    shared: &Shared,
+    req: Asked<'_>,
+    fields: &Fields<'_>,
+    chunked: bool,
+    keep: bool,
+    out: &mut Vec<u8>,
+) {
+    let cache: Option<&PageCache> = shared.page_cache;
     // What the full path inserts, in its order: (name as compared, name as written, value).
     let date = get_cached_date();
     let mut inserts: Vec<(&str, &str, &[u8])> = Vec::with_capacity(9);
@@ -755,7 +1019,7 @@ fn wire_head(
     if shared.config.edge.headers.security_headers {
         for (key, name, value) in crate::proxy::SECURITY_HEADERS {
             // Added only when the answer has none of its own.
-            if !up.headers.contains_key(key) {
+            if !fields.has(&key) {
                 inserts.push((name, name, value.as_bytes()));
             }
         }
@@ -764,15 +1028,7 @@ fn wire_head(
     let connection: &[u8] = if keep { b"keep-alive" } else { b"close" };
     inserts.push(("connection", "Connection", connection));
     let mut written = [false; 9];
-    let mut out = Vec::with_capacity(1024);
-    let version = if chunked {
-        http::Version::HTTP_11
-    } else {
-        up.version
-    };
-    crate::file_cache::status_line(version, up, &mut out);
-    for (name, value) in up.case_header_iter() {
-        let name = name.as_slice();
+    fields.each(|name, value| {
         if let Some(i) = inserts
             .iter()
             .position(|(lower, _, _)| name.eq_ignore_ascii_case(lower.as_bytes()))
@@ -780,19 +1036,18 @@ fn wire_head(
             if !written[i] {
                 written[i] = true;
                 let (_, name, value) = inserts[i];
-                field(&mut out, name.as_bytes(), value);
+                field(out, name.as_bytes(), value);
             }
-            continue;
+            return;
         }
-        field(&mut out, name, value.as_bytes());
-    }
+        field(out, name, value);
+    });
     for (i, (_, name, value)) in inserts.iter().enumerate() {
         if !written[i] {
-            field(&mut out, name.as_bytes(), value);
+            field(out, name.as_bytes(), value);
         }
     }
     out.extend_from_slice(b"\r\n");
-    Some((out, framing, keep))
 }
 
 /// The edge's `upstream_response_filter` rule: a request the page cache sent to the app as an

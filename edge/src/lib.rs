@@ -9,11 +9,13 @@
 //! [`page_cache`] (the app's pages in pingora's cache) and [`page_store`] (its storage),
 //! [`keepalive`] (HTTP/1 connections between requests), [`fast_path`] (plain HTTP/1.1 requests
 //! answered without a pingora session) and [`fast_proxy`] (the edge's own client for plain
-//! requests for the app: the fast path's, and HTTP/2's from the proxy's `request_filter`),
+//! requests for the app: the fast path's, and HTTP/2's from the proxy's `request_filter`) with
+//! [`app_answer`] (the head of a plain answer of the app, read without pingora's client session),
 //! [`metrics`], [`logging`], [`memcpy`] (glibc's copies on AMD processors).
 
 pub mod acme;
 pub mod acme_account;
+pub mod app_answer;
 pub mod config;
 pub mod connections;
 pub mod daemon;

@@ -351,15 +351,7 @@ impl PageCache {
     /// Whether `resp` may be stored, and for how long.
     pub fn response_cacheable(&self, resp: &ResponseHeader) -> RespCacheable {
         let refuse = RespCacheable::Uncacheable(NoCacheReason::OriginNotCache);
-        // Without Cache-Control and Expires there is no freshness (DEFAULTS gives none): asked
-        // first, as most of the app's uncacheable answers have neither; no parsing, and no copy
-        // of the header for pingora's `resp_cacheable`.
-        if resp.status != http::StatusCode::OK
-            || !resp.headers.contains_key(http::header::CACHE_CONTROL)
-                && !resp.headers.contains_key(http::header::EXPIRES)
-            || resp.headers.contains_key(http::header::SET_COOKIE)
-            || resp.headers.contains_key(http::header::VARY)
-        {
+        if refused_at_once(resp.status.as_u16(), |name| resp.headers.contains_key(name)) {
             return refuse;
         }
         let length = resp
@@ -391,6 +383,19 @@ impl PageCache {
     pub fn purge(&self) {
         self.generation.fetch_add(1, Ordering::AcqRel);
     }
+}
+
+/// Whether the page cache refuses an answer of `status` on which fields it has alone (`has`
+/// says whether it has a field of that name), before any parsing: not a `200`; neither
+/// `Cache-Control` nor `Expires` (no freshness: [`DEFAULTS`] gives none), which most of the
+/// app's uncacheable answers have; a `Set-Cookie`; a `Vary`. Asked first by
+/// [`PageCache::response_cacheable`], and by the fast path's proxy on an answer it reads
+/// without pingora's session ([`crate::app_answer`]).
+pub fn refused_at_once(status: u16, has: impl Fn(&http::HeaderName) -> bool) -> bool {
+    status != 200
+        || !has(&http::header::CACHE_CONTROL) && !has(&http::header::EXPIRES)
+        || has(&http::header::SET_COOKIE)
+        || has(&http::header::VARY)
 }
 
 /// The most pages held: one per KiB of `max_bytes` (at least 16). The LRU counts body bytes

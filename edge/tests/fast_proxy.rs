@@ -1,7 +1,8 @@
 //! The HTTP/1.1 fast path's proxy (`src/fast_proxy.rs`) against the real binary and a scripted
 //! app: each kind of answer an app gives (a length, chunks, a body ended by closing, HTTP/1.0,
 //! no content, not modified, an informational `103` first, the purge header, `HEAD`) reaches
-//! the client as the full path sends it, with what the app saw of the request the same too;
+//! the client as the full path sends it, with what the app saw of the request the same too
+//! (also a body in two pieces, a large one); one cut short ends the client's connection;
 //! a kept connection the app closed is replaced without the client seeing it; an app that
 //! does not answer gets the full path's `502`.
 #![allow(clippy::unwrap_used, clippy::panic)]
@@ -181,6 +182,44 @@ fn serve(mut conn: TcpStream, counts: &Counts) {
                 with_length("HTTP/1.1 200 OK", "X-Onebox-Purge: all\r\n"),
                 false,
             ),
+            // A length, and the body in two writes 0.3 s apart.
+            "/halves" => {
+                let (a, b) = body.split_at(body.len() / 2);
+                let first = format!(
+                    "HTTP/1.1 200 Fine\r\nConnection: Keep-Alive\r\nContent-Length: {}\r\n\r\n{a}",
+                    body.len()
+                );
+                if conn.write_all(first.as_bytes()).is_err() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(300));
+                (b.to_string(), false)
+            }
+            // A body of 300,000 bytes, more than one read of the edge.
+            "/big" => {
+                let big: String = (0..300_000u32)
+                    .map(|i| char::from(b'a' + (i % 26) as u8))
+                    .collect();
+                let mut out = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n", big.len());
+                out.push_str(&big);
+                (out, false)
+            }
+            // Half the body its length promised, then the connection closed; or the rest 3 s
+            // later (past the edge's read timeout).
+            "/short" | "/stall" => {
+                let mut out = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n", body.len());
+                let (a, b) = body.split_at(body.len() / 2);
+                out.push_str(a);
+                if path == "/short" {
+                    (out, true)
+                } else {
+                    if conn.write_all(out.as_bytes()).is_err() {
+                        return;
+                    }
+                    std::thread::sleep(Duration::from_secs(3));
+                    (b.to_string(), false)
+                }
+            }
             // Answers, then closes the connection without saying so.
             "/once" => (with_length("HTTP/1.1 200 OK", ""), true),
             // A first chunk at once, the end 3 s later.
@@ -325,6 +364,8 @@ fn every_kind_of_answer_as_the_full_path(h2: bool) {
             ("/etag", vec!["-H", "If-None-Match: \"v1\""]),
             ("/early", vec![]),
             ("/own", vec![]),
+            ("/halves", vec![]),
+            ("/big", vec![]),
             // With a cookie: a purge also clears what the page cache remembers, so a request
             // without one would go through the cache again.
             ("/purge", vec!["-H", "Cookie: s=1"]),
@@ -575,6 +616,36 @@ fn a_kept_connection_the_app_closed_is_replaced_unseen() {
         assert!(request(&site, "/length", &[]).starts_with("HTTP/1.1 200"));
     }
     assert!(app.conns.load(Ordering::SeqCst) - conns <= 1);
+}
+
+/// An answer whose body ends before its length (the app closed the connection) or stops for
+/// longer than the app's read timeout: the client gets the head and what came, then its
+/// connection is closed (curl: a partial transfer), the app's failure is logged, and the next
+/// request is answered in full.
+#[test]
+fn an_answer_cut_short_ends_the_clients_connection() {
+    let (site, _app, _edge) = edge(false);
+    for path in ["/short", "/stall"] {
+        let before = fast_count(&site);
+        let failures = || {
+            let log = std::fs::read_to_string(site.path("edge.log")).unwrap();
+            log.matches("upstream failed").count()
+        };
+        let failed = failures();
+        let url = site.https(path);
+        let out = site.curl(&["-k", "-i", "--http1.1", "--max-time", "5", &url]);
+        assert_eq!(out.status.code(), Some(18), "{path}: {out:?}");
+        assert_eq!(fast_count(&site) - before, 1.0, "{path}");
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(text.starts_with("HTTP/1.1 200 OK"), "{path}: {text}");
+        // The body's first half: the app's echo of the request from its first line.
+        assert!(
+            text.contains(&format!("\r\n\r\nGET {path} HTTP/1.1")),
+            "{path}: {text}"
+        );
+        assert_eq!(failures() - failed, 1, "{path}");
+        assert!(request(&site, "/halves", &[]).contains("X-Forwarded-Host: www.foobar.com"));
+    }
 }
 
 /// An app that does not answer within `read_timeout_secs`: the full path's `502`, the same

@@ -475,12 +475,25 @@ fn an_uncacheable_url_is_sent_to_the_app_without_the_cache() {
 }
 
 /// A URL whose answer turns cacheable is cached again at once: the first answer that may be
-/// kept makes the memory of uncacheable URLs forget it, the request after it fills the cache.
+/// kept makes the memory of uncacheable URLs forget it, the request after it fills the cache
+/// (over HTTP/2, curl's default).
 #[test]
 fn a_page_whose_answer_turns_cacheable_is_cached_again() {
+    answer_turns_cacheable("--http2");
+}
+
+/// The same over HTTP/1.1, whose fast path sends the app's plain answers itself
+/// (`src/app_answer.rs`): not one the page cache may keep, for a URL it remembers.
+#[test]
+fn a_page_whose_answer_turns_cacheable_is_cached_again_over_http1() {
+    answer_turns_cacheable("--http1.1");
+}
+
+/// The check of the two tests above, with curl's `version` flag.
+fn answer_turns_cacheable(version: &str) {
     let (site, app, _edge) = edge();
     for _ in 1..=3 {
-        assert_eq!(get(&site, "/turns", &[]).cache(), "BYPASS");
+        assert_eq!(get(&site, "/turns", &[version]).cache(), "BYPASS");
     }
     let counted = metric(
         &site.metrics(),
@@ -491,13 +504,13 @@ fn a_page_whose_answer_turns_cacheable_is_cached_again() {
         "the first was looked up, the next two were not"
     );
     // The fourth answer is public: sent to the client (not stored: it went without the cache).
-    let fourth = get(&site, "/turns", &[]);
+    let fourth = get(&site, "/turns", &[version]);
     assert_eq!(fourth.body, "GET /turns #4\n");
     assert_eq!(fourth.cache(), "BYPASS");
-    let fifth = get(&site, "/turns", &[]);
+    let fifth = get(&site, "/turns", &[version]);
     assert_eq!(fifth.body, "GET /turns #5\n");
     assert_eq!(fifth.cache(), "MISS", "{}", fifth.head);
-    let sixth = get(&site, "/turns", &[]);
+    let sixth = get(&site, "/turns", &[version]);
     assert_eq!(
         (sixth.cache(), sixth.body.as_str()),
         ("HIT", "GET /turns #5\n")

@@ -129,10 +129,10 @@ pub fn readable(stream: &Stream) -> bool {
 }
 
 /// Reads the head of the app's answer from `stream` ([`readable`]) into `buf` (empty; made with
-/// [`FIRST_READ`] of room by the caller), each read within `timeout`, and says whether it is a plain one (see the module). A connection
-/// closed or failed before any byte, and a read that timed out, are pingora's errors for them
-/// (so that the caller retries a reused connection as pingora does); anything else read is a
-/// [`Head`].
+/// [`FIRST_READ`] of room by the caller), each read within `timeout`, and says whether it is a
+/// plain one (see the module). A connection closed or failed before any byte, and a read that
+/// timed out, are pingora's errors for them (so that the caller retries a reused connection as
+/// pingora does); anything else read is a [`Head`].
 pub async fn read(
     mut stream: Stream,
     buf: &mut Vec<u8>,
@@ -184,10 +184,7 @@ pub async fn read(
         }
         let mut headers = [httparse::EMPTY_HEADER; MAX_FIELDS];
         let mut answer = httparse::Response::new(&mut headers);
-        let mut config = httparse::ParserConfig::default();
-        config.allow_spaces_after_header_name_in_responses(true);
-        config.allow_obsolete_multiline_headers_in_responses(true);
-        match config.parse_response(&mut answer, buf) {
+        match parser().parse_response(&mut answer, buf) {
             Ok(httparse::Status::Complete(head_len)) => {
                 return match plain(&answer, head_len, buf) {
                     Some(plain) => Ok(Head::Plain(plain, stream)),
@@ -201,6 +198,15 @@ pub async fn read(
             }
         }
     }
+}
+
+/// httparse with pingora's HTTP/1 client's settings for an answer's head (its
+/// `parse_resp_buffer`): spaces after a field's name and obsolete line folding allowed.
+fn parser() -> httparse::ParserConfig {
+    let mut config = httparse::ParserConfig::default();
+    config.allow_spaces_after_header_name_in_responses(true);
+    config.allow_obsolete_multiline_headers_in_responses(true);
+    config
 }
 
 /// `stream` ([`readable`]) with the bytes read from it (`buf`) put back, to be read again by
@@ -298,10 +304,7 @@ mod tests {
         let buf = head.as_bytes();
         let mut headers = [httparse::EMPTY_HEADER; MAX_FIELDS];
         let mut answer = httparse::Response::new(&mut headers);
-        let mut config = httparse::ParserConfig::default();
-        config.allow_spaces_after_header_name_in_responses(true);
-        config.allow_obsolete_multiline_headers_in_responses(true);
-        match config.parse_response(&mut answer, buf) {
+        match parser().parse_response(&mut answer, buf) {
             Ok(httparse::Status::Complete(len)) => plain(&answer, len, buf),
             _ => None,
         }

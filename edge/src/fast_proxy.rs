@@ -18,11 +18,11 @@
 //! without pingora's header maps (`bench/edge/callgrind /api`: 47k → 38k instructions a
 //! request), and whose body it copies as it comes ([`FastProxy::send_plain`]); and the edge's
 //! own rules, shared with the full path: the forwarding headers ([`crate::proxy::forwarded`]),
-//! the page cache's purge header and its memory of uncacheable URLs, `X-Cache`, [`decorate`]. What pingora's proxy
-//! does to the answer on the way down for HTTP/1.1 is done as it does it: an answer with
-//! neither `Content-Length` nor `Transfer-Encoding` is sent chunked, `Date` and `Connection`
-//! are set, the body framed as the header says (chunked: a chunk per piece read, in pingora's
-//! format); informational answers (`103`) pass through.
+//! the page cache's purge header and its memory of uncacheable URLs, `X-Cache`, [`decorate`].
+//! What pingora's proxy does to the answer on the way down for HTTP/1.1 is done as it does it:
+//! an answer with neither `Content-Length` nor `Transfer-Encoding` is sent chunked, `Date` and
+//! `Connection` are set, the body framed as the header says (chunked: a chunk per piece read,
+//! in pingora's format); informational answers (`103`) pass through.
 //!
 //! Idle connections to the app are kept per worker thread (the edge's runtimes do not steal
 //! work: a connection stays on the thread whose reactor holds it), the most recent first, at

@@ -143,18 +143,8 @@ pub async fn read(
         if buf.capacity() - buf.len() < READ_ROOM / 4 {
             buf.reserve(READ_ROOM);
         }
-        let read = stream.read_buf(buf);
-        let read = match timeout {
-            Some(t) => match pingora::time::timeout(t, read).await {
-                Ok(read) => read,
-                Err(_) => {
-                    return pingora::Error::e_explain(
-                        ReadTimedout,
-                        "while reading response headers",
-                    );
-                }
-            },
-            None => read.await,
+        let Some(read) = within(timeout, stream.read_buf(buf)).await else {
+            return pingora::Error::e_explain(ReadTimedout, "while reading response headers");
         };
         match read {
             Ok(0) if buf.is_empty() => {
@@ -197,6 +187,15 @@ pub async fn read(
                 return put_back(stream, buf).map(Head::Other);
             }
         }
+    }
+}
+
+/// `read`'s outcome if it comes within `timeout` (none: no limit), on pingora's timer, which
+/// its client's reads use too.
+pub async fn within<T>(timeout: Option<Duration>, read: impl Future<Output = T>) -> Option<T> {
+    match timeout {
+        Some(t) => pingora::time::timeout(t, read).await.ok(),
+        None => Some(read.await),
     }
 }
 
@@ -262,8 +261,7 @@ fn plain(answer: &httparse::Response<'_, '_>, head_len: usize, buf: &[u8]) -> Op
             {
                 return None;
             }
-            length = std::str::from_utf8(value).ok()?.parse::<usize>().ok();
-            length?;
+            length = Some(std::str::from_utf8(value).ok()?.parse::<usize>().ok()?);
         } else if name.eq_ignore_ascii_case(b"connection") {
             // Kept alive as HTTP/1.1's default, or said so once.
             if connection || !value.trim_ascii().eq_ignore_ascii_case(b"keep-alive") {

@@ -126,17 +126,16 @@ pub struct Asked<'a> {
 /// The request as it goes to the app.
 #[derive(Clone, Copy)]
 enum UpRequest<'a> {
-    /// Its bytes, made by [`raw_request`].
-    Raw(&'a [u8]),
-    /// Its header, written by pingora's client session.
+    /// Its bytes, made by [`raw_request`], and which plain answers to it the edge reads and
+    /// sends itself.
+    Raw(&'a [u8], PlainOk),
+    /// Its header, written by pingora's client session, which reads the answer.
     Header(&'a RequestHeader),
 }
 
-/// Which of the app's plain answers ([`app_answer`]) the edge sends itself.
-#[derive(Clone, Copy, PartialEq, Eq)]
+/// Which of the app's plain answers ([`app_answer`]) to a request the edge sends itself.
+#[derive(Clone, Copy)]
 enum PlainOk {
-    /// None: pingora's session reads every answer.
-    No,
     /// Every one.
     Any,
     /// Those the page cache refuses at once ([`page_cache::refused_at_once`]): the answers
@@ -148,7 +147,6 @@ impl PlainOk {
     /// Whether the plain answer `head` (read into `buf`) is sent by the edge itself.
     fn takes(self, head: &Plain, buf: &[u8]) -> bool {
         match self {
-            PlainOk::No => false,
             PlainOk::Any => true,
             PlainOk::Uncacheable => {
                 page_cache::refused_at_once(head.status, |name| head.has(buf, name.as_str()))
@@ -217,15 +215,10 @@ impl FastProxy {
     /// Sends `request` to the app's server `server` and reads its answer's head: on a kept
     /// connection first, and again on a new one if the kept one fails before any answer (a
     /// connection the app closed meanwhile), as pingora retries a reused connection's failure.
-    /// As `plain` allows, the head of the answer to a request sent as bytes
-    /// ([`UpRequest::Raw`]) is read by [`app_answer::read`] first, and a plain answer's is
+    /// The head of the answer to a request sent as bytes ([`UpRequest::Raw`]) is read by
+    /// [`app_answer::read`] first, and a plain answer's the request's [`PlainOk`] takes is
     /// returned as [`Exchanged::Plain`]; any other is read by pingora's client session.
-    async fn exchange(
-        &self,
-        server: &AppServer,
-        request: UpRequest<'_>,
-        plain: PlainOk,
-    ) -> Exchanged {
+    async fn exchange(&self, server: &AppServer, request: UpRequest<'_>) -> Exchanged {
         let peer = &server.peer;
         let mut reused = true;
         loop {
@@ -243,18 +236,13 @@ impl FastProxy {
                 }
             };
             let sent = match request {
-                UpRequest::Raw(bytes) => {
+                UpRequest::Raw(bytes, _) => {
                     write_up(&mut stream, bytes, peer.options.write_timeout).await
                 }
                 UpRequest::Header(_) => Ok(()),
             };
-            let head = match sent {
-                // (A request written by pingora's session below has its answer read by it.)
-                Ok(())
-                    if plain != PlainOk::No
-                        && matches!(request, UpRequest::Raw(_))
-                        && app_answer::readable(&stream) =>
-                {
+            let head = match (sent, request) {
+                (Ok(()), UpRequest::Raw(_, plain)) if app_answer::readable(&stream) => {
                     let mut buf = Vec::with_capacity(app_answer::FIRST_READ);
                     let read = app_answer::read(stream, &mut buf, peer.options.read_timeout);
                     match read.await {
@@ -267,8 +255,8 @@ impl FastProxy {
                         Err(e) => Err(e),
                     }
                 }
-                Ok(()) => Ok(stream),
-                Err(e) => Err(e),
+                (Ok(()), _) => Ok(stream),
+                (Err(e), _) => Err(e),
             };
             let answered = match head {
                 Ok(stream) => {
@@ -280,7 +268,7 @@ impl FastProxy {
                             .write_request_header(Box::new(header.clone()))
                             .await
                             .map(drop),
-                        UpRequest::Raw(_) => Ok(()),
+                        UpRequest::Raw(..) => Ok(()),
                     };
                     match sent {
                         Ok(()) => up.read_response().await.map(|_| up),
@@ -311,10 +299,18 @@ impl FastProxy {
         // The request's bytes when written directly, else its header (made once, for a retry
         // too).
         let asked = req.asked();
+        // A plain answer is read and sent by the edge itself; for an URL the page cache
+        // remembers as uncacheable, only one it refuses at once (else it is to forget the URL,
+        // `forget_if_cacheable`, which reads pingora's header).
+        let plain = if asked.remembered.is_none() {
+            PlainOk::Any
+        } else {
+            PlainOk::Uncacheable
+        };
         let raw = raw_request(req);
         let header;
         let request = match &raw {
-            Some(bytes) => UpRequest::Raw(bytes),
+            Some(bytes) => UpRequest::Raw(bytes, plain),
             None => match upstream_request(req) {
                 Ok(h) => {
                     header = h;
@@ -324,15 +320,7 @@ impl FastProxy {
             },
         };
         // Each wait for the app also watches the client's connection, as pingora's proxy does.
-        // A plain answer is read and sent by the edge itself; for an URL the page cache
-        // remembers as uncacheable, only one it refuses at once (else it is to forget the URL,
-        // `forget_if_cacheable`, which reads pingora's header).
-        let plain = if asked.remembered.is_none() {
-            PlainOk::Any
-        } else {
-            PlainOk::Uncacheable
-        };
-        let exchange = pin!(self.exchange(server, request, plain));
+        let exchange = pin!(self.exchange(server, request));
         let watched = watching(exchange, pin!(said(client))).await;
         let exchanged = match watched {
             Ok(exchanged) => exchanged,
@@ -550,7 +538,7 @@ impl FastProxy {
         // Each wait for the app also watches the client's stream, as pingora's proxy does: a
         // stream the client resets (or a connection it closes) ends the exchange at once, so
         // streams opened and reset in a loop do not hold the app's connections.
-        let exchange = pin!(self.exchange(server, UpRequest::Header(request), PlainOk::No));
+        let exchange = pin!(self.exchange(server, UpRequest::Header(request)));
         let exchanged = watching(exchange, pin!(stream_closed(session))).await?;
         let mut up = match exchanged {
             Exchanged::NotSent => return Ok(false),
@@ -696,13 +684,8 @@ async fn read_piece(
     let want = left.min(64 * 1024);
     buf.reserve(want);
     let mut room = (&mut *buf).limit(want);
-    let read = stream.read_buf(&mut room);
-    let read = match timeout {
-        Some(t) => match pingora::time::timeout(t, read).await {
-            Ok(read) => read,
-            Err(_) => return pingora::Error::e_explain(ReadTimedout, "while reading body"),
-        },
-        None => read.await,
+    let Some(read) = app_answer::within(timeout, stream.read_buf(&mut room)).await else {
+        return pingora::Error::e_explain(ReadTimedout, "while reading body");
     };
     match read {
         Ok(0) => pingora::Error::e_explain(
@@ -918,11 +901,8 @@ fn downstream_head(
 }
 
 /// The head [`downstream_head`] and pingora's writer make of the app's final answer `up`,
-/// written from it without copying its header map: each field of the app's in pingora's order
-/// (the values of one name together), a field the full path inserts written in the place of
-/// the app's own of that name (with the inserted name's case, one value), the others after
-/// them in the order the full path inserts them. With its framing and whether the connection
-/// to the client is kept. `None` for an answer this does not write ([`downstream_head`]'s
+/// written from it without copying its header map (its status line, then [`head_fields`]),
+/// with its framing and whether the connection to the client is kept. `None` for an answer this does not write ([`downstream_head`]'s
 /// copy does): an informational one, one with the page cache's purge header (removing a
 /// field reorders pingora's map), one read without its names' case.
 fn wire_head(

@@ -69,6 +69,9 @@ pub struct Plain {
     reason: Span,
     fields: [(Span, Span); MAX_FIELDS],
     count: usize,
+    /// Whether a name comes more than once (ASCII case ignored): most answers have none, and
+    /// their fields are in pingora's order as they came.
+    repeated: bool,
     /// The head's length: the body's first bytes follow it in the bytes read.
     pub head_len: usize,
     /// The body's length (`Content-Length`); `None` for an answer without a body (`204`,
@@ -87,6 +90,12 @@ impl Plain {
     /// together, where the name first came, each with its own name as written.
     pub fn each_field(&self, buf: &[u8], mut f: impl FnMut(&[u8], &[u8])) {
         let fields = &self.fields[..self.count];
+        if !self.repeated {
+            for (name, value) in fields {
+                f(name.get(buf), value.get(buf));
+            }
+            return;
+        }
         for (i, (name, _)) in fields.iter().enumerate() {
             let name = name.get(buf);
             if fields[..i]
@@ -106,9 +115,14 @@ impl Plain {
 
     /// Whether the answer has a field named `name` (ASCII case ignored).
     pub fn has(&self, buf: &[u8], name: &str) -> bool {
-        self.fields[..self.count]
-            .iter()
-            .any(|(n, _)| n.get(buf).eq_ignore_ascii_case(name.as_bytes()))
+        self.position(buf, name.as_bytes(), self.count).is_some()
+    }
+
+    /// Where the first of the first `before` fields named `name` (ASCII case ignored) is.
+    fn position(&self, buf: &[u8], name: &[u8], before: usize) -> Option<usize> {
+        self.fields[..before].iter().position(|(n, _)| {
+            n.len as usize == name.len() && n.get(buf).eq_ignore_ascii_case(name)
+        })
     }
 }
 
@@ -239,6 +253,7 @@ fn plain(answer: &httparse::Response<'_, '_>, head_len: usize, buf: &[u8]) -> Op
         reason,
         fields: [(Span::default(), Span::default()); MAX_FIELDS],
         count: 0,
+        repeated: false,
         head_len,
         body_len: None,
     };
@@ -246,9 +261,10 @@ fn plain(answer: &httparse::Response<'_, '_>, head_len: usize, buf: &[u8]) -> Op
     let mut connection = false;
     for field in answer.headers.iter() {
         let (name, value) = (field.name.as_bytes(), field.value);
+        // (httparse refuses a NUL, and takes a line break only in a folded value.)
         if name.is_empty()
             || !name.iter().all(|b| b.is_ascii_alphanumeric() || *b == b'-')
-            || value.iter().any(|b| matches!(b, b'\r' | b'\n' | b'\0'))
+            || memchr::memchr2(b'\r', b'\n', value).is_some()
         {
             return None;
         }
@@ -273,6 +289,7 @@ fn plain(answer: &httparse::Response<'_, '_>, head_len: usize, buf: &[u8]) -> Op
         {
             return None;
         }
+        plain.repeated = plain.repeated || plain.position(buf, name, plain.count).is_some();
         plain.fields[plain.count] = (Span::of(buf, name), Span::of(buf, value));
         plain.count += 1;
     }
@@ -349,6 +366,7 @@ mod tests {
             "HTTP/1.1 200 OK\r\nContent-Length: 3\r\nConnection: keep-alive, Upgrade\r\n\r\n",
             "HTTP/1.1 200 OK\r\nContent-Length: 3\r\nX-Onebox-Purge: all\r\n\r\n",
             "HTTP/1.1 200 OK\r\nContent-Length: 3\r\nX-Folded: a\r\n b\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nContent-Length: 3\r\nX-Nul: a\0b\r\n\r\n",
             "HTTP/1.1 200 OK\r\nContent-Length: 3\r\nX_Under: a\r\n\r\n",
             "HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nabcd",
             "HTTP/1.1 204 No Content\r\n\r\nx",
@@ -383,5 +401,11 @@ mod tests {
         );
         assert!(plain.has(head.as_bytes(), "x-app"));
         assert!(!plain.has(head.as_bytes(), "vary"));
+        // No name twice: as they came.
+        let head = "HTTP/1.1 200 OK\r\nX-B: 1\r\nContent-Length: 0\r\nX-A: 2\r\nX-Ab: 3\r\n\r\n";
+        let plain = plain_of(head).unwrap();
+        let mut seen = Vec::new();
+        plain.each_field(head.as_bytes(), |name, _| seen.push(name.to_vec()));
+        assert_eq!(seen, [&b"X-B"[..], b"Content-Length", b"X-A", b"X-Ab"]);
     }
 }

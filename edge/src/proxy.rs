@@ -654,8 +654,12 @@ pub fn decorate(
     shared: &Shared,
     tls: bool,
     resp: &mut ResponseHeader,
-    id: http::HeaderValue,
+    mut id: http::HeaderValue,
 ) -> Result<()> {
+    // New on every answer: HTTP/2 sends it "never indexed" (HPACK). Indexed, each id went into the
+    // connection's table, pushing out the fields that repeat (the security headers, HSTS), which
+    // then went out whole again, and each answer's id was compared with every id still there.
+    id.set_sensitive(true);
     resp.insert_header("X-Request-Id", id)?;
     if !tls {
         return Ok(());

@@ -14,6 +14,7 @@ use crate::file_cache::Cached;
 use bytes::Bytes;
 use pingora::Result;
 use pingora::http::{RequestHeader, ResponseHeader};
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -79,10 +80,20 @@ pub fn first_segment_missing(configured: &Path, raw: &str) -> bool {
         None if decoded.ends_with('/') => "index.html",
         None => return false,
     };
-    matches!(
-        std::fs::symlink_metadata(configured.join(first)),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound
-    )
+    // The path made on the stack (a joined `PathBuf` cost an allocation a request), or joined
+    // when longer.
+    let (root, name) = (configured.as_os_str().as_bytes(), first.as_bytes());
+    let mut joined = [0u8; 256];
+    let len = root.len() + 1 + name.len();
+    let status = if len <= joined.len() {
+        joined[..root.len()].copy_from_slice(root);
+        joined[root.len()] = b'/';
+        joined[root.len() + 1..len].copy_from_slice(name);
+        std::fs::symlink_metadata(Path::new(std::ffi::OsStr::from_bytes(&joined[..len])))
+    } else {
+        std::fs::symlink_metadata(configured.join(first))
+    };
+    matches!(status, Err(e) if e.kind() == std::io::ErrorKind::NotFound)
 }
 
 /// Resolves the raw (still percent-encoded) request path `raw` under `root` (canonical).
@@ -749,6 +760,19 @@ mod tests {
             lookup(&base.join("r2"), "/"),
             Lookup::File(base.join("r2/index.html"))
         );
+        // A root whose path with the segment is longer or shorter than the room on the stack.
+        for long in [100, 256, 257, 400] {
+            // base/r2/<m>/<n>, and `/sub` after it, `long` bytes in all.
+            let n = long - base.as_os_str().len() - "/r2//".len() - "/sub".len();
+            let root = base
+                .join("r2")
+                .join("m".repeat(n / 2))
+                .join("n".repeat(n - n / 2));
+            std::fs::create_dir_all(root.join("sub")).expect("mkdir");
+            assert_eq!(root.as_os_str().len() + 4, long);
+            assert!(!first_segment_missing(&root, "/sub/"), "{long}");
+            assert!(first_segment_missing(&root, "/sup/"), "{long}");
+        }
     }
 
     /// A web root with one file, `page.html`, and the answers the edge gives for it.

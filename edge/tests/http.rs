@@ -160,6 +160,50 @@ fn static_files_with_types_validators_and_index() {
     );
 }
 
+/// Over HTTP/2, the fields every answer repeats (the security headers, `Content-Type`, ...) stay
+/// in the connection's HPACK table, an index each: the request id, new on every answer, goes
+/// "never indexed" and pushes none of them out. (Indexed, 4 KiB of table held fewer than 60
+/// ids: from then on answers sent the repeated fields whole again, each time they came back.)
+#[test]
+fn http2_answers_keep_their_repeated_fields_indexed() {
+    let (site, _upstream, _edge) = edge_with_files("");
+    let url = format!("https://127.0.0.1:{}/hello.txt", site.ports.https);
+    // nghttp: 150 requests on one connection, each HEADERS frame received printed with its
+    // length.
+    let out = std::process::Command::new("nghttp")
+        .args([
+            "-nvy",
+            "-m",
+            "150",
+            "-H",
+            ":authority: www.foobar.com",
+            &url,
+        ])
+        .output()
+        .unwrap();
+    let log = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "nghttp failed: {log}");
+    let lengths: Vec<usize> = log
+        .lines()
+        .filter(|l| l.contains("recv HEADERS frame <length="))
+        .map(|l| {
+            let rest = l.split("length=").nth(1).unwrap();
+            rest[..rest.find(',').unwrap()].parse().unwrap()
+        })
+        .collect();
+    assert_eq!(lengths.len(), 150, "{log}");
+    assert_eq!(log.matches(":status: 200").count(), 150, "{log}");
+    assert!(log.contains("x-request-id: "), "{log}");
+    // The first answer sends every field; the later ones, indexes, the length, the request id
+    // and, when the second changes, the date.
+    let first = lengths[0];
+    let most = *lengths[1..].iter().max().unwrap();
+    assert!(
+        most * 2 < first,
+        "an answer after the first sent {most} bytes of header block (the first {first}): {lengths:?}"
+    );
+}
+
 #[test]
 fn ranges_precompressed_siblings_and_streaming() {
     let (site, _up, _edge) = edge_with_files("");

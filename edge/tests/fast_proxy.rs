@@ -620,8 +620,8 @@ fn a_kept_connection_the_app_closed_is_replaced_unseen() {
 
 /// An answer whose body ends before its length (the app closed the connection) or stops for
 /// longer than the app's read timeout: the client gets the head and what came, then its
-/// connection is closed (curl: a partial transfer), the app's failure is logged, and the next
-/// request is answered in full.
+/// connection is closed (curl: a partial transfer; HTTP/2: its stream, as by the full path),
+/// the app's failure is logged, and the next request is answered in full.
 #[test]
 fn an_answer_cut_short_ends_the_clients_connection() {
     let (site, _app, _edge) = edge(false);
@@ -645,6 +645,30 @@ fn an_answer_cut_short_ends_the_clients_connection() {
         );
         assert_eq!(failures() - failed, 1, "{path}");
         assert!(request(&site, "/halves", &[]).contains("X-Forwarded-Host: www.foobar.com"));
+        // Over HTTP/2, the edge's own client ends the stream as the full path does: reset
+        // (curl's exit status the same; the head and what came are sent if they left before
+        // the reset, which drops what is still queued).
+        let before = direct_count(&site);
+        let direct = site.curl(&["-k", "-i", "--http2", "--max-time", "5", &url]);
+        assert_eq!(direct_count(&site) - before, 1.0, "{path}: not direct");
+        let full = site.curl(&[
+            "-k",
+            "-i",
+            "--http2",
+            "--max-time",
+            "5",
+            "-H",
+            FULL_H2,
+            &url,
+        ]);
+        assert_eq!(direct.status.code(), Some(92), "{path}: {direct:?}");
+        assert_eq!(full.status.code(), Some(92), "{path}: {full:?}");
+        let text = String::from_utf8_lossy(&direct.stdout);
+        assert!(
+            text.is_empty() || text.starts_with("HTTP/2 200"),
+            "{path}: {text}"
+        );
+        assert!(request_h2(&site, "/halves", &[]).contains("x-forwarded-host: www.foobar.com"));
     }
 }
 

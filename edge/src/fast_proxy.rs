@@ -536,7 +536,6 @@ impl FastProxy {
         asked: Asked<'_>,
         request: &RequestHeader,
     ) -> pingora::Result<bool> {
-        use pingora::ErrorType::InternalError;
         // A `GET` goes up as the bytes pingora's client session writes for it, so that a plain
         // answer is read by the edge ([`FastProxy::send_plain_h2`]); the header the edge makes
         // of it goes through [`downstream_head`], which forgets a remembered URL whose answer
@@ -569,15 +568,8 @@ impl FastProxy {
         loop {
             let body_done = up.is_body_done();
             let answer = app_head(&up).map_err(|e| e.into_up())?;
-            let mut header = Box::new(answer.clone());
-            let informational = header.status.is_informational();
-            if !downstream_head(shared, asked, &mut header, body_done, false) {
-                return pingora::Error::e_explain(InternalError, "the answer's head");
-            }
-            session
-                .write_response_tasks(vec![HttpTask::Header(header, body_done)])
-                .await
-                .map_err(|e| e.into_down())?;
+            let informational = answer.status.is_informational();
+            write_h2_head(shared, asked, session, Box::new(answer.clone()), body_done).await?;
             if !informational {
                 if body_done {
                     keep_for_next(up, server.index).await;
@@ -623,7 +615,7 @@ impl FastProxy {
         asked: Asked<'_>,
         answer: PlainAnswer,
     ) -> pingora::Result<bool> {
-        use pingora::ErrorType::{InternalError, InvalidHTTPHeader};
+        use pingora::ErrorType::InvalidHTTPHeader;
         let PlainAnswer {
             mut stream,
             buf,
@@ -651,14 +643,7 @@ impl FastProxy {
         }
         let length = head.body_len.unwrap_or(0);
         let body_done = length == 0;
-        let mut header = Box::new(header);
-        if !downstream_head(shared, asked, &mut header, body_done, false) {
-            return pingora::Error::e_explain(InternalError, "the answer's head");
-        }
-        session
-            .write_response_tasks(vec![HttpTask::Header(header, body_done)])
-            .await
-            .map_err(|e| e.into_down())?;
+        write_h2_head(shared, asked, session, Box::new(header), body_done).await?;
         let timeout = server.peer.options.read_timeout;
         // The body's first bytes came with the head.
         let mut piece = read.slice(head.head_len..);
@@ -749,6 +734,27 @@ impl FastProxy {
             keep: false,
         }
     }
+}
+
+/// Writes the app's answer's head `header` to an HTTP/2 client as pingora's proxy writes it:
+/// treated as the full path treats it ([`downstream_head`]), then as a response task through the
+/// session's modules and its HTTP/2 writer (which adds `Date` and drops the fields HTTP/2 has
+/// no place for); `body_done` ends the stream with it.
+async fn write_h2_head(
+    shared: &Shared,
+    asked: Asked<'_>,
+    session: &mut Session,
+    mut header: Box<ResponseHeader>,
+    body_done: bool,
+) -> pingora::Result<()> {
+    if !downstream_head(shared, asked, &mut header, body_done, false) {
+        return pingora::Error::e_explain(pingora::ErrorType::InternalError, "the answer's head");
+    }
+    session
+        .write_response_tasks(vec![HttpTask::Header(header, body_done)])
+        .await
+        .map(drop)
+        .map_err(|e| e.into_down())
 }
 
 /// The app's plain answer as [`FastProxy::exchange`] read it.

@@ -1,5 +1,6 @@
-//! The head of the app's answer to the HTTP/1.1 fast path's plain `GET` ([`crate::fast_proxy`]),
-//! read without pingora's client session when the answer is a plain one.
+//! The head of the app's answer to a `GET` the edge's own client sent as bytes
+//! ([`crate::fast_proxy`]: the HTTP/1.1 fast path's, and HTTP/2's), read without pingora's
+//! client session when the answer is a plain one.
 //!
 //! pingora's HTTP/1 client reads an answer's head into a `ResponseHeader` (two header maps, a
 //! name made and hashed per field, the values normalized), validates it and sets up its body
@@ -10,7 +11,8 @@
 //! after a field's name and obsolete line folding allowed, as its client has them) and keeps
 //! where each field is; [`Plain`] is such an answer, which [`crate::fast_proxy`] writes to the
 //! client itself, with the same head pingora's path writes (the same fields, in pingora's
-//! order), and whose body it copies as it comes.
+//! order; for HTTP/2, made into the header pingora's client would make of it), and whose body
+//! it copies as it comes.
 //!
 //! Any other answer (an informational one first, `Transfer-Encoding`, no length, a length
 //! pingora would refuse or read otherwise, HTTP/1.0, `Connection` other than `keep-alive`,

@@ -128,8 +128,9 @@ pub struct Asked<'a> {
 /// The request as it goes to the app.
 #[derive(Clone, Copy)]
 enum UpRequest<'a> {
-    /// Its bytes, made by [`raw_request`], and which plain answers to it the edge reads and
-    /// sends itself.
+    /// A `GET`'s bytes (HTTP/1.1: made by [`raw_request`]; HTTP/2: by pingora's client writer,
+    /// in [`FastProxy::proxy_h2`]), and which plain answers to it the edge reads and sends
+    /// itself.
     Raw(&'a [u8], PlainOk),
     /// Its header, written by pingora's client session, which reads the answer.
     Header(&'a RequestHeader),
@@ -625,16 +626,14 @@ impl FastProxy {
         let mut header = ResponseHeader::build_no_case(head.status, Some(app_answer::MAX_FIELDS))
             .map_err(|e| e.into_up())?;
         header.set_version(http::Version::HTTP_11);
-        let mut appended = Ok(());
+        let mut appended = true;
         head.each_field(&read, |name, value| {
-            if appended.is_ok() {
-                let value = pingora::http::header_value_from_raw(read.slice_ref(value));
-                appended = http::HeaderName::from_bytes(name)
-                    .map_err(|_| ())
-                    .and_then(|name| header.append_header(name, value).map(drop).map_err(drop));
-            }
+            let value = pingora::http::header_value_from_raw(read.slice_ref(value));
+            appended = appended
+                && http::HeaderName::from_bytes(name)
+                    .is_ok_and(|name| header.append_header(name, value).is_ok());
         });
-        if appended.is_err() {
+        if !appended {
             return Err(pingora::Error::explain(
                 InvalidHTTPHeader,
                 "while parsing response header",

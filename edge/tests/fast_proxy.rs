@@ -620,8 +620,8 @@ fn a_kept_connection_the_app_closed_is_replaced_unseen() {
 
 /// An answer whose body ends before its length (the app closed the connection) or stops for
 /// longer than the app's read timeout: the client gets the head and what came, then its
-/// connection is closed (curl: a partial transfer; HTTP/2: its stream, as by the full path),
-/// the app's failure is logged, and the next request is answered in full.
+/// connection is closed (curl: a partial transfer) and the app's failure logged; over HTTP/2
+/// its stream is reset, as by the full path; and the next request is answered in full.
 #[test]
 fn an_answer_cut_short_ends_the_clients_connection() {
     let (site, _app, _edge) = edge(false);

@@ -14,12 +14,19 @@ deps:
 
 # (The first build names --workspace so that its dependencies get the workspace's features and
 # the second reuses them: built for onebox-app alone, 90 crates were compiled twice.)
-# Build the release binaries (and the VM suite's onebox-app-expand-test: one more migration, never in the image)
+# (target/dist: the shipped `onebox`, link-time optimised, each program's name hard-linked to it
+# as in the image, and the test kit and the VM suite's onebox-app-expand-test, never shipped,
+# linked from the release build. The image, `just up`, the benchmarks and `just test-rust` run
+# what is there.)
+# Build the binaries: the release build's (cargo's tests) and the shipped one in target/dist
 [group('setup')]
 build:
     cargo build --release --workspace --locked --bin onebox-app --features onebox-app/expand-test-migration
     cp "${CARGO_TARGET_DIR:-target}/release/onebox-app" "${CARGO_TARGET_DIR:-target}/release/onebox-app-expand-test"
     cargo build --release --workspace --locked
+    cargo build --profile dist --workspace --locked --bin onebox
+    cd "${CARGO_TARGET_DIR:-target}/dist" && for p in onebox-dns onebox-edge onebox-app; do ln -f onebox "$p"; done && \
+      for p in onebox-testkit onebox-app-expand-test; do ln -sfn "../release/$p" "$p"; done
 
 # Run the local stack on loopback until Ctrl-C (DNS :5353, HTTP :8080, HTTPS :8443)
 [group('run')]
@@ -47,10 +54,10 @@ test: deps
     scripts/alongside image-base 'image/build --base' just --no-deps build lint test-local
     scripts/alongside test-rust 'just --no-deps test-rust' just --no-deps build-image test-image
 
-# Rust unit and integration tests (they start the real binaries on free loopback ports)
+# Rust unit and integration tests (they start the shipped binaries, target/dist, on free loopback ports)
 [group('test')]
 test-rust: build
-    cargo test --release --workspace --locked
+    ONEBOX_BIN="$(realpath "${CARGO_TARGET_DIR:-target}")/dist" cargo test --release --workspace --locked
 
 # The dig + curl acceptance suite against the local stack
 [group('test')]

@@ -21,7 +21,7 @@ fn carries(path: &Path, needle: &[u8]) -> bool {
 /// without that setting (another environment overriding it, a moved config) fails here.
 #[test]
 fn no_binary_carries_aws_lc_jitter_entropy() {
-    let onebox = Path::new(env!("CARGO_BIN_EXE_onebox")).to_path_buf();
+    let onebox = common::onebox_path();
     for path in [
         onebox,
         common::bin("onebox-dns"),

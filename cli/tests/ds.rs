@@ -12,7 +12,10 @@ use std::path::Path;
 use std::process::{Command, Output};
 
 fn ds(site: &Path, zone: Option<&str>) -> Output {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_onebox"));
+    let mut cmd = Command::new(onebox_testkit::program(
+        "onebox",
+        env!("CARGO_BIN_EXE_onebox"),
+    ));
     cmd.args(["ds", "--config"]).arg(site);
     cmd.args(zone);
     cmd.output().unwrap()

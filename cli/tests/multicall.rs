@@ -13,8 +13,8 @@ use std::process::Command;
 /// it: the name is what matters).
 fn linked(dir: &Path, name: &str) -> PathBuf {
     let path = dir.join(name);
-    let onebox = env!("CARGO_BIN_EXE_onebox");
-    if std::fs::hard_link(onebox, &path).is_err() {
+    let onebox = common::onebox_path();
+    if std::fs::hard_link(&onebox, &path).is_err() {
         std::fs::copy(onebox, &path).expect("copy onebox");
     }
     path

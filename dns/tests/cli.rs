@@ -401,8 +401,8 @@ fn other_opcodes_get_notimp_and_any_gets_one_rrset() {
 
 #[test]
 fn check_reports_every_error_with_file_and_line() {
-    let bin = env!("CARGO_BIN_EXE_onebox-dns");
-    let out = Command::new(bin)
+    let bin = onebox_testkit::program("onebox-dns", env!("CARGO_BIN_EXE_onebox-dns"));
+    let out = Command::new(&bin)
         .args(["check"])
         .arg(data().join("broken"))
         .output()
@@ -420,7 +420,7 @@ fn check_reports_every_error_with_file_and_line() {
     }
     assert!(lines[3].contains("outside the zone"), "{stdout}");
     // The good zones pass, one file or the directory.
-    let out = Command::new(bin)
+    let out = Command::new(&bin)
         .args(["check"])
         .arg(data().join("zones"))
         .output()
@@ -430,7 +430,7 @@ fn check_reports_every_error_with_file_and_line() {
         "{}",
         String::from_utf8_lossy(&out.stdout)
     );
-    let out = Command::new(bin)
+    let out = Command::new(&bin)
         .args(["check"])
         .arg(data().join("zones/example.test.zone"))
         .output()
@@ -444,7 +444,7 @@ fn check_reports_every_error_with_file_and_line() {
         "$TTL 60\n@ IN NS ns\nwww IN CNAME web\nwww IN A 192.0.2.1\n",
     )
     .unwrap();
-    let out = Command::new(bin).arg("check").arg(dir).output().unwrap();
+    let out = Command::new(&bin).arg("check").arg(dir).output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(!out.status.success());
     assert!(stdout.contains("no SOA record"), "{stdout}");
@@ -458,7 +458,7 @@ fn check_reports_every_error_with_file_and_line() {
         "$TTL 60\n@ IN SOA ns hm 1 2 3 4 5\n@ IN NS ns\n",
     )
     .unwrap();
-    let out = Command::new(bin).arg("check").arg(dir).output().unwrap();
+    let out = Command::new(&bin).arg("check").arg(dir).output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         stdout.contains("z.test.zone:5: www.z.test. has a CNAME and other data"),
@@ -474,8 +474,8 @@ fn check_reports_every_error_with_file_and_line() {
 
 #[test]
 fn a_config_file_gives_the_same_settings_and_typos_are_errors() {
-    let bin = env!("CARGO_BIN_EXE_onebox-dns");
-    let out = Command::new(bin)
+    let bin = onebox_testkit::program("onebox-dns", env!("CARGO_BIN_EXE_onebox-dns"));
+    let out = Command::new(&bin)
         .arg("--config")
         .arg(data().join("typo.toml"))
         .output()

@@ -7,5 +7,5 @@ wait_for dns 10 dig +time=1 +tries=1 @127.0.0.1 -p 5353 foobar.com SOA +norec
 cat >"$state/try.txt" <<'TRY'
   dig @127.0.0.1 -p 5353 www.foobar.com A
   dig @127.0.0.1 -p 5353 foobar.com AXFR
-  target/release/onebox status --config .onebox/root/etc/onebox/site.toml
+  target/dist/onebox status --config .onebox/root/etc/onebox/site.toml
 TRY

@@ -8,7 +8,8 @@
 //! - [`MariaDb`]: a private mariadbd on its own unix socket, a fresh [`Database`] per test, and
 //!   the outage operations (kill, freeze, restart);
 //! - [`Pebble`]: Debian's pebble ACME CA with pebble-challtestsrv as its DNS, validating for real;
-//! - [`TestCa`]: a throwaway CA issuing leaf certificates (rcgen), PEM out.
+//! - [`TestCa`]: a throwaway CA issuing leaf certificates (rcgen), PEM out;
+//! - [`program`]: which build of a onebox program a test runs (the shipped one under `just test`).
 //!
 //! The `onebox-testkit` binary starts the same MariaDB and pebble for shell scripts (`just up`,
 //! the benchmarks): `onebox-testkit mariadb DIR`, `onebox-testkit pebble DIR`,
@@ -49,6 +50,34 @@ pub fn temp_dir(what: &str) -> tempfile::TempDir {
                 std::env::temp_dir().display()
             )
         })
+}
+
+/// The environment variable naming the directory of the onebox build to run: `just build` makes
+/// `target/dist` (the link-time optimised `onebox` the image ships, under each program's name),
+/// which `just test-rust`, the scripts and the benchmarks run.
+pub const BIN_VAR: &str = "ONEBOX_BIN";
+
+/// The onebox program `name` (`onebox`, `onebox-dns`, `onebox-edge`, `onebox-app`) as a test runs
+/// it: `$ONEBOX_BIN/name` when [`BIN_VAR`] is set, so that the tests run the build the image
+/// ships, else `built`, the binary cargo built beside the test (`env!("CARGO_BIN_EXE_<name>")`).
+///
+/// # Panics
+/// When `ONEBOX_BIN` is set and holds no file `name`: a test must not silently run another build.
+#[allow(clippy::panic)] // A test kit fails the test, with the reason.
+pub fn program(name: &str, built: &str) -> std::path::PathBuf {
+    match std::env::var_os(BIN_VAR) {
+        Some(dir) if !dir.is_empty() => {
+            let path = std::path::Path::new(&dir).join(name);
+            if !path.is_file() {
+                panic!(
+                    "{BIN_VAR}={} holds no {name}: run `just build`, or unset {BIN_VAR} to test {built}",
+                    std::path::Path::new(&dir).display()
+                );
+            }
+            path
+        }
+        _ => std::path::PathBuf::from(built),
+    }
 }
 
 /// The last `lines` lines of `text` (for failure messages).

@@ -21,7 +21,7 @@ if [[ $target == vm ]]; then
     echo "not within ${secs} s"; return 1
   }
   # A binary that does not take --config yet is the workspace's stub.
-  built() { "${ONEBOX_BIN:-target/release}"/onebox-"$1" --help 2>/dev/null | grep -q -- --config; }
+  built() { "${ONEBOX_BIN:-target/dist}"/onebox-"$1" --help 2>/dev/null | grep -q -- --config; }
   skip() { echo "skip $target: $1 (waits for: $2)"; }
   # The guest's userspace is the same disk image whichever firmware boots it. What the firmware
   # and the boot loader can change (the boot itself, DNS and HTTPS served, the grown root
@@ -1135,7 +1135,7 @@ EOF
     ((ok))
   }
   migrated() { # a new onebox-app with one more (expand-only) migration, by systemctl reload
-    local bin=${ONEBOX_BIN:-target/release}/onebox-app-expand-test before version columns
+    local bin=${ONEBOX_BIN:-target/dist}/onebox-app-expand-test before version columns
     [[ -x $bin ]] || { echo "no $bin (just build makes it)"; return 1; }
     before=$(app_pid) || return 1
     vm_ssh 'sudo tee /usr/local/bin/onebox-app.new >/dev/null && sudo chmod 755 /usr/local/bin/onebox-app.new &&

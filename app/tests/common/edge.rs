@@ -2,13 +2,13 @@
 //! self-signed, no ACME, the app as its only upstream.
 
 use super::{App, TempDir, binary};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
 /// onebox-edge, built beside onebox-app.
 pub fn edge_binary() -> PathBuf {
-    let path = Path::new(binary()).parent().unwrap().join("onebox-edge");
+    let path = binary().parent().unwrap().join("onebox-edge");
     assert!(
         path.exists(),
         "{} is missing: build the workspace first (cargo build --release)",

@@ -99,8 +99,8 @@ impl TestDb {
 }
 
 /// The path of the onebox-app binary under test.
-pub fn binary() -> &'static str {
-    env!("CARGO_BIN_EXE_onebox-app")
+pub fn binary() -> PathBuf {
+    onebox_testkit::program("onebox-app", env!("CARGO_BIN_EXE_onebox-app"))
 }
 
 /// A running onebox-app, killed on drop.

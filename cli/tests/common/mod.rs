@@ -2,21 +2,24 @@
 //! release binaries beside it, and a failed command's output for an assertion message.
 #![allow(dead_code)]
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Output};
 
-/// The `onebox` binary under test.
+/// The `onebox` binary under test (`onebox_testkit::program`: `$ONEBOX_BIN/onebox` under
+/// `just test`).
 pub fn onebox() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_onebox"))
+    Command::new(onebox_path())
 }
 
-/// A release binary of the workspace (onebox-dns, onebox-edge, onebox-app), built beside this
-/// test's `onebox`.
+/// The path of the `onebox` binary under test.
+pub fn onebox_path() -> PathBuf {
+    onebox_testkit::program("onebox", env!("CARGO_BIN_EXE_onebox"))
+}
+
+/// A binary of the workspace (onebox-dns, onebox-edge, onebox-app) beside this test's `onebox`:
+/// the release build's, or the names `just build` links to the shipped `onebox` in `target/dist`.
 pub fn bin(name: &str) -> PathBuf {
-    let path = Path::new(env!("CARGO_BIN_EXE_onebox"))
-        .parent()
-        .expect("bin dir")
-        .join(name);
+    let path = onebox_path().parent().expect("bin dir").join(name);
     assert!(
         path.exists(),
         "{} is missing: build the workspace first (cargo build --release)",

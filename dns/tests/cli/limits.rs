@@ -374,11 +374,14 @@ fn metrics_are_served_on_loopback_only() {
         "[site]\ndomain = \"example.test\"\n\n[dns]\nmetrics_listen = \"0.0.0.0:9153\"\n",
     )
     .unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_onebox-dns"))
-        .arg("--config")
-        .arg(&config)
-        .output()
-        .unwrap();
+    let out = std::process::Command::new(onebox_testkit::program(
+        "onebox-dns",
+        env!("CARGO_BIN_EXE_onebox-dns"),
+    ))
+    .arg("--config")
+    .arg(&config)
+    .output()
+    .unwrap();
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(

@@ -52,7 +52,10 @@ impl Server {
             args.extend(["--zones", zones]);
         }
         args.extend(extra);
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_onebox-dns"));
+        let mut cmd = Command::new(onebox_testkit::program(
+            "onebox-dns",
+            env!("CARGO_BIN_EXE_onebox-dns"),
+        ));
         cmd.args(&args);
         let mut child = ChildGuard::spawn(cmd, log_dir.path().join("onebox-dns.log"))
             .expect("start onebox-dns");

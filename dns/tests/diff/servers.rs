@@ -236,7 +236,10 @@ fn start_onebox_with(zone_dir: &Path, zones: &[Zone], work: &Path, signed: bool)
         );
     }
     fs::write(&conf_path, conf).expect("write the onebox site file");
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_onebox-dns"));
+    let mut cmd = Command::new(onebox_testkit::program(
+        "onebox-dns",
+        env!("CARGO_BIN_EXE_onebox-dns"),
+    ));
     cmd.arg("--listen")
         .arg(format!("127.0.0.1:{port}"))
         .arg("--zones")

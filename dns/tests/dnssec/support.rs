@@ -44,9 +44,9 @@ impl Netns {
     }
 
     /// `program` run inside the namespace.
-    pub fn cmd(&self, program: &str) -> Command {
+    pub fn cmd(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
         let mut cmd = Command::new("ip");
-        cmd.args(["netns", "exec", &self.name, program]);
+        cmd.args(["netns", "exec", &self.name]).arg(program);
         cmd
     }
 
@@ -75,8 +75,8 @@ impl Drop for Netns {
 }
 
 /// The onebox-dns binary under test.
-pub fn onebox_dns() -> &'static str {
-    env!("CARGO_BIN_EXE_onebox-dns")
+pub fn onebox_dns() -> std::path::PathBuf {
+    onebox_testkit::program("onebox-dns", env!("CARGO_BIN_EXE_onebox-dns"))
 }
 
 /// Starts `onebox-dns --config site` in the namespace with `env` added to its environment.

@@ -121,7 +121,10 @@ fn spawn(name: &'static str, cmd: Command, dir: &Path, port: u16) -> Peer {
 pub fn onebox(dir: &Path, port: u16, site: &str) -> Peer {
     let conf = dir.join("site.toml");
     std::fs::write(&conf, site).expect("write site.toml");
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_onebox-dns"));
+    let mut cmd = Command::new(onebox_testkit::program(
+        "onebox-dns",
+        env!("CARGO_BIN_EXE_onebox-dns"),
+    ));
     cmd.arg("--config").arg(&conf);
     spawn("onebox", cmd, dir, port)
 }

@@ -115,7 +115,10 @@ impl Site {
     /// Starts onebox-edge on this site and waits until its listeners accept (HTTP, HTTPS and
     /// metrics).
     pub fn start_edge(&self, log: &str) -> Proc {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_onebox-edge"));
+        let mut cmd = Command::new(onebox_testkit::program(
+            "onebox-edge",
+            env!("CARGO_BIN_EXE_onebox-edge"),
+        ));
         cmd.arg("--config").arg(self.config());
         let mut p = spawn(cmd, &self.path(log));
         self.wait_listening(&mut p);

@@ -27,10 +27,7 @@ fn alive(pid: u32) -> bool {
 /// Starts `onebox-edge --daemon` with `args` and its output in `log` (the daemon keeps writing
 /// there); the launcher, unwaited.
 fn launcher(site: &Site, args: &[&str], log: &str) -> Proc {
-    let mut cmd = Command::new(onebox_testkit::program(
-        "onebox-edge",
-        env!("CARGO_BIN_EXE_onebox-edge"),
-    ));
+    let mut cmd = Command::new(common::edge_binary());
     cmd.arg("--config")
         .arg(site.config())
         .arg("--daemon")

@@ -14,10 +14,7 @@ const NO_ACME: &str = "\n[edge.acme]\nca = \"off\"\n";
 /// The edge of `site` started with `GLIBC_TUNABLES` set to `tunables` (`None`: unset),
 /// listening; its log.
 fn log_of_edge_started_with(site: &Site, tunables: Option<&str>) -> String {
-    let mut cmd = Command::new(onebox_testkit::program(
-        "onebox-edge",
-        env!("CARGO_BIN_EXE_onebox-edge"),
-    ));
+    let mut cmd = Command::new(common::edge_binary());
     cmd.arg("--config").arg(site.config());
     cmd.env_remove(memcpy::STARTED_AGAIN);
     match tunables {
@@ -103,10 +100,7 @@ fn an_edge_started_again_is_not_started_again() {
     let up = Upstream::start();
     let site = Site::new(Ports::new(), up.port, NO_ACME);
     std::fs::write(site.www().join("a.txt"), "a\n").unwrap();
-    let mut cmd = Command::new(onebox_testkit::program(
-        "onebox-edge",
-        env!("CARGO_BIN_EXE_onebox-edge"),
-    ));
+    let mut cmd = Command::new(common::edge_binary());
     cmd.arg("--config").arg(site.config());
     cmd.env_remove("GLIBC_TUNABLES")
         .env(memcpy::STARTED_AGAIN, "1");

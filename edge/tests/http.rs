@@ -490,14 +490,11 @@ fn limits_unknown_host_and_smuggling() {
 #[test]
 fn check_reports_config_errors_with_file_and_line() {
     let site = Site::new(Ports::new(), 1, "bogus_key = 1\n");
-    let out = std::process::Command::new(onebox_testkit::program(
-        "onebox-edge",
-        env!("CARGO_BIN_EXE_onebox-edge"),
-    ))
-    .args(["check", "--config"])
-    .arg(site.config())
-    .output()
-    .unwrap();
+    let out = std::process::Command::new(common::edge_binary())
+        .args(["check", "--config"])
+        .arg(site.config())
+        .output()
+        .unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -505,14 +502,11 @@ fn check_reports_config_errors_with_file_and_line() {
         "{err}"
     );
     let good = Site::new(Ports::new(), 1, "");
-    let out = std::process::Command::new(onebox_testkit::program(
-        "onebox-edge",
-        env!("CARGO_BIN_EXE_onebox-edge"),
-    ))
-    .args(["check", "--config"])
-    .arg(good.config())
-    .output()
-    .unwrap();
+    let out = std::process::Command::new(common::edge_binary())
+        .args(["check", "--config"])
+        .arg(good.config())
+        .output()
+        .unwrap();
     assert!(
         out.status.success(),
         "{}",
@@ -693,14 +687,11 @@ fn a_taken_port_is_a_clear_error_not_a_retry_loop() {
     let mut ports = Ports::new();
     ports.https = taken.local_addr().unwrap().port();
     let site = Site::new(ports, 1, "\n[edge.acme]\nca = \"off\"\n");
-    let out = std::process::Command::new(onebox_testkit::program(
-        "onebox-edge",
-        env!("CARGO_BIN_EXE_onebox-edge"),
-    ))
-    .arg("--config")
-    .arg(site.config())
-    .output()
-    .unwrap();
+    let out = std::process::Command::new(common::edge_binary())
+        .arg("--config")
+        .arg(site.config())
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(

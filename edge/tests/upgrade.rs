@@ -74,10 +74,7 @@ fn graceful_upgrade_under_load_loses_no_request() {
     let before = ok.load(Ordering::Relaxed);
 
     // The new process asks for the sockets; the old one hands them over on SIGQUIT.
-    let mut cmd = Command::new(onebox_testkit::program(
-        "onebox-edge",
-        env!("CARGO_BIN_EXE_onebox-edge"),
-    ));
+    let mut cmd = Command::new(common::edge_binary());
     cmd.arg("--config").arg(site.config()).arg("-u");
     let mut new = spawn(cmd, &site.path("new.log"));
     std::thread::sleep(Duration::from_millis(500));

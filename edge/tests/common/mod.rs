@@ -57,6 +57,11 @@ pub struct Site {
     pub ports: Ports,
 }
 
+/// The onebox-edge under test: the shipped build's under `just test` (`onebox_testkit::program`).
+pub fn edge_binary() -> std::path::PathBuf {
+    onebox_testkit::program("onebox-edge", env!("CARGO_BIN_EXE_onebox-edge"))
+}
+
 impl Site {
     /// A site for foobar.com with `[edge]` extra lines (TOML, appended after the listeners).
     pub fn new(ports: Ports, upstream: u16, extra: &str) -> Site {
@@ -115,10 +120,7 @@ impl Site {
     /// Starts onebox-edge on this site and waits until its listeners accept (HTTP, HTTPS and
     /// metrics).
     pub fn start_edge(&self, log: &str) -> Proc {
-        let mut cmd = Command::new(onebox_testkit::program(
-            "onebox-edge",
-            env!("CARGO_BIN_EXE_onebox-edge"),
-        ));
+        let mut cmd = Command::new(edge_binary());
         cmd.arg("--config").arg(self.config());
         let mut p = spawn(cmd, &self.path(log));
         self.wait_listening(&mut p);

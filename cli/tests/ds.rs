@@ -12,10 +12,7 @@ use std::path::Path;
 use std::process::{Command, Output};
 
 fn ds(site: &Path, zone: Option<&str>) -> Output {
-    let mut cmd = Command::new(onebox_testkit::program(
-        "onebox",
-        env!("CARGO_BIN_EXE_onebox"),
-    ));
+    let mut cmd = common::onebox();
     cmd.args(["ds", "--config"]).arg(site);
     cmd.args(zone);
     cmd.output().unwrap()

@@ -323,8 +323,12 @@ impl FastProxy {
             },
         };
         // Each wait for the app also watches the client's connection, as pingora's proxy does.
-        let exchange = pin!(self.exchange(server, request));
-        let watched = watching(exchange, pin!(said(client))).await;
+        // (The exchange's future in a block of its own: its 2.5 KB are free for what follows,
+        // so this future, boxed and so copied at each request, is 5.1 KB rather than 7.0.)
+        let watched = {
+            let exchange = pin!(self.exchange(server, request));
+            watching(exchange, pin!(said(client))).await
+        };
         let exchanged = match watched {
             Ok(exchanged) => exchanged,
             Err(said) => return self.client_spoke(shared, client, req, said, None).await,
@@ -551,8 +555,11 @@ impl FastProxy {
         // Each wait for the app also watches the client's stream, as pingora's proxy does: a
         // stream the client resets (or a connection it closes) ends the exchange at once, so
         // streams opened and reset in a loop do not hold the app's connections.
-        let exchange = pin!(self.exchange(server, up_request));
-        let exchanged = watching(exchange, pin!(stream_closed(session))).await?;
+        // (The exchange's future in a block of its own, as in `proxy`: 4.1 KB rather than 6.6.)
+        let exchanged = {
+            let exchange = pin!(self.exchange(server, up_request));
+            watching(exchange, pin!(stream_closed(session))).await?
+        };
         let mut up = match exchanged {
             Exchanged::NotSent => return Ok(false),
             Exchanged::Failed(e) => return Err(e.into_up()),
@@ -1078,16 +1085,23 @@ fn head_fields(
     let cache: Option<&PageCache> = shared.page_cache;
     // What the full path inserts, in its order: (name as compared, name as written, value).
     let date = get_cached_date();
-    let mut inserts: Vec<(&str, &str, &[u8])> = Vec::with_capacity(9);
+    // (On the stack: a vector cost an allocation a request. At most 9: the three below, the
+    // two optional ones before them, HSTS and the three security headers.)
+    let mut slots: [(&str, &str, &[u8]); 9] = [("", "", &[]); 9];
+    let mut count = 0;
+    let mut insert = |entry| {
+        slots[count] = entry;
+        count += 1;
+    };
     if chunked {
-        inserts.push(("transfer-encoding", "Transfer-Encoding", b"chunked"));
+        insert(("transfer-encoding", "Transfer-Encoding", &b"chunked"[..]));
     }
     if cache.is_some() {
-        inserts.push(("x-cache", "X-Cache", b"BYPASS"));
+        insert(("x-cache", "X-Cache", &b"BYPASS"[..]));
     }
-    inserts.push(("x-request-id", "X-Request-Id", req.id.as_bytes()));
+    insert(("x-request-id", "X-Request-Id", req.id.as_bytes()));
     if shared.sends_hsts() {
-        inserts.push((
+        insert((
             "strict-transport-security",
             "Strict-Transport-Security",
             shared.hsts.as_bytes(),
@@ -1097,13 +1111,14 @@ fn head_fields(
         for (key, name, value) in crate::proxy::SECURITY_HEADERS {
             // Added only when the answer has none of its own.
             if !fields.has(&key) {
-                inserts.push((name, name, value.as_bytes()));
+                insert((name, name, value.as_bytes()));
             }
         }
     }
-    inserts.push(("date", "Date", date.as_bytes()));
+    insert(("date", "Date", date.as_bytes()));
     let connection: &[u8] = if keep { b"keep-alive" } else { b"close" };
-    inserts.push(("connection", "Connection", connection));
+    insert(("connection", "Connection", connection));
+    let inserts = &slots[..count];
     let mut written = [false; 9];
     fields.each(|name, value| {
         if let Some(i) = inserts

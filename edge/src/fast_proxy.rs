@@ -1068,6 +1068,10 @@ impl Fields<'_> {
     }
 }
 
+/// The most fields [`head_fields`] inserts: `Transfer-Encoding`, `X-Cache`, `X-Request-Id`, HSTS,
+/// the security headers, `Date` and `Connection`.
+const MOST_INSERTS: usize = 6 + crate::proxy::SECURITY_HEADER_COUNT;
+
 /// Appends the header fields of the app's final answer as the full path writes them after its
 /// status line, and the blank line: each field of the app's in pingora's order (see
 /// [`Fields::each`]), a field the full path inserts written in the place of the app's own of
@@ -1085,9 +1089,8 @@ fn head_fields(
     let cache: Option<&PageCache> = shared.page_cache;
     // What the full path inserts, in its order: (name as compared, name as written, value).
     let date = get_cached_date();
-    // (On the stack: a vector cost an allocation a request. At most 9: the three below, the
-    // two optional ones before them, HSTS and the three security headers.)
-    let mut slots: [(&str, &str, &[u8]); 9] = [("", "", &[]); 9];
+    // (On the stack: a vector cost an allocation a request.)
+    let mut slots: [(&str, &str, &[u8]); MOST_INSERTS] = [("", "", &[]); MOST_INSERTS];
     let mut count = 0;
     let mut insert = |entry| {
         slots[count] = entry;
@@ -1119,7 +1122,7 @@ fn head_fields(
     let connection: &[u8] = if keep { b"keep-alive" } else { b"close" };
     insert(("connection", "Connection", connection));
     let inserts = &slots[..count];
-    let mut written = [false; 9];
+    let mut written = [false; MOST_INSERTS];
     fields.each(|name, value| {
         if let Some(i) = inserts
             .iter()

@@ -250,10 +250,13 @@ impl Kind {
     }
 }
 
+/// How many [`SECURITY_HEADERS`] there are.
+pub const SECURITY_HEADER_COUNT: usize = 3;
+
 /// The security headers the HTTPS listener adds (`[edge.headers] security_headers`) unless the
 /// response has its own: each as the header map's key (a standard name, looked up without
 /// parsing, where a name given as text is parsed at every lookup), as written, and its value.
-pub const SECURITY_HEADERS: [(http::HeaderName, &str, &str); 3] = [
+pub const SECURITY_HEADERS: [(http::HeaderName, &str, &str); SECURITY_HEADER_COUNT] = [
     (
         http::header::X_CONTENT_TYPE_OPTIONS,
         "X-Content-Type-Options",
